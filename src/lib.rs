@@ -1,0 +1,10 @@
+//! # verity
+//!
+//! The Verity engine: deterministic core, apps, logs, rings, event loop.
+//! Frames are defined by [`verity_wire`], re-exported here as [`wire`].
+
+pub use verity_wire as wire;
+
+pub mod log;
+pub mod ring;
+pub mod sync;

@@ -1,0 +1,1 @@
+//! mmap-backed segmented log (issue 3): not written yet.

@@ -1,0 +1,1 @@
+//! SPSC byte ring (issue 3): not written yet.

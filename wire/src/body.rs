@@ -1,0 +1,140 @@
+//! Fixed-layout bodies of HELLO, RESUME and ERROR frames (little-endian, read in place).
+//!
+//! HELLO body, 80 bytes:
+//!
+//! | offset | size | field       | meaning                                        |
+//! |-------:|-----:|-------------|------------------------------------------------|
+//! | 0      | 8    | cluster_id  | both sides must agree                          |
+//! | 8      | 4    | node_id     | sender's node id (clients: their client id)    |
+//! | 12     | 2    | role        | [`Role`]                                       |
+//! | 14     | 1    | version_min | lowest protocol version the sender speaks      |
+//! | 15     | 1    | version_max | highest protocol version the sender speaks     |
+//! | 16     | 32   | challenge   | random nonce the peer must answer              |
+//! | 48     | 32   | response    | answer to the peer's challenge (flag `HELLO_RESPONSE`) |
+//!
+//! RESUME body: `n` entries of 16 bytes: `channel: u32`, `reserved: u32` (zero),
+//! `delivered: u64`.
+//!
+//! ERROR body: `code: u32` ([`ErrorCode`]), `reserved: u32` (zero), then the
+//! UTF-8 text (the rest of the payload, at most [`MAX_ERROR_TEXT_LEN`] bytes).
+
+use zerocopy::byteorder::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+pub const HELLO_BODY_LEN: usize = 80;
+pub const RESUME_ENTRY_LEN: usize = 16;
+pub const ERROR_BODY_FIXED_LEN: usize = 8;
+/// Longest ERROR text in bytes.
+pub const MAX_ERROR_TEXT_LEN: usize = 4096;
+
+/// HELLO body.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HelloBody {
+    pub cluster_id: U64,
+    pub node_id: U32,
+    pub role: U16,
+    pub version_min: u8,
+    pub version_max: u8,
+    pub challenge: [u8; 32],
+    pub response: [u8; 32],
+}
+const _: () = assert!(core::mem::size_of::<HelloBody>() == HELLO_BODY_LEN);
+
+/// One RESUME entry.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeEntry {
+    pub channel: U32,
+    pub reserved: U32,
+    pub delivered: U64,
+}
+const _: () = assert!(core::mem::size_of::<ResumeEntry>() == RESUME_ENTRY_LEN);
+
+impl ResumeEntry {
+    pub fn new(channel: u32, delivered: u64) -> ResumeEntry {
+        ResumeEntry {
+            channel: U32::new(channel),
+            reserved: U32::ZERO,
+            delivered: U64::new(delivered),
+        }
+    }
+}
+
+/// The fixed part of an ERROR body; the text follows it.
+#[repr(C)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: U32,
+    pub reserved: U32,
+}
+const _: () = assert!(core::mem::size_of::<ErrorBody>() == ERROR_BODY_FIXED_LEN);
+
+/// What a HELLO's sender is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u16)]
+pub enum Role {
+    /// A node of the cluster (node ↔ node channels).
+    Node = 1,
+    /// An external source client (e.g. `verity-send`).
+    Source = 2,
+    /// An external sink client (e.g. `verity-recv`'s peer).
+    Sink = 3,
+    /// An operator tool (inspection, control).
+    Tool = 4,
+}
+
+impl Role {
+    pub fn from_u16(v: u16) -> Option<Role> {
+        Some(match v {
+            1 => Role::Node,
+            2 => Role::Source,
+            3 => Role::Sink,
+            4 => Role::Tool,
+            _ => return None,
+        })
+    }
+}
+
+/// ERROR codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[repr(u32)]
+pub enum ErrorCode {
+    /// A frame failed to decode (bad magic, length, checksum, kind, body).
+    Protocol = 1,
+    /// HELLO's answer to the challenge was wrong, or the cluster id differs.
+    AuthFailed = 2,
+    /// No protocol version in common.
+    VersionUnsupported = 3,
+    /// The sender's epoch is older than one already seen from that node.
+    StaleEpoch = 4,
+    /// A frame named a channel this peer may not use.
+    UnknownChannel = 5,
+    /// The node id (or client id) is not in the configuration.
+    UnknownPeer = 6,
+    /// A configured limit was exceeded (in-flight frames, gap buffer, connections).
+    LimitExceeded = 7,
+    /// The peer is shutting down.
+    ShuttingDown = 8,
+    /// A fault inside the peer; the connection may be retried.
+    Internal = 9,
+}
+
+impl ErrorCode {
+    pub fn from_u32(v: u32) -> Option<ErrorCode> {
+        Some(match v {
+            1 => ErrorCode::Protocol,
+            2 => ErrorCode::AuthFailed,
+            3 => ErrorCode::VersionUnsupported,
+            4 => ErrorCode::StaleEpoch,
+            5 => ErrorCode::UnknownChannel,
+            6 => ErrorCode::UnknownPeer,
+            7 => ErrorCode::LimitExceeded,
+            8 => ErrorCode::ShuttingDown,
+            9 => ErrorCode::Internal,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,389 @@
+//! Decoding: [`parse`] validates one frame at the start of a byte slice and views
+//! it in place; [`Decoder`] runs it incrementally over a byte stream and hands
+//! out whole frames as [`Frame`]s that share the receive buffer (no copy, no
+//! allocation per frame).
+
+use bytes::{Bytes, BytesMut};
+use zerocopy::FromBytes;
+
+use crate::body::{
+    ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
+    MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
+};
+use crate::encode::frame_crc;
+use crate::error::WireError;
+use crate::header::{
+    stride, Header, Kind, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, MAGIC, MAX_FRAME_LEN_LIMIT, VERSION,
+};
+
+/// A validated frame viewed in place: header and payload borrow the buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameView<'a> {
+    pub header: &'a Header,
+    pub payload: &'a [u8],
+    /// Bytes the frame occupies in the stream (`align8(frame_len)`).
+    pub stride: usize,
+}
+
+impl<'a> FrameView<'a> {
+    pub fn kind(&self) -> Kind {
+        // `parse` only returns frames of known kinds.
+        Kind::from_u8(self.header.kind).unwrap_or(Kind::Data)
+    }
+
+    /// The HELLO body, if this is a HELLO.
+    pub fn hello(&self) -> Option<&'a HelloBody> {
+        if self.header.kind != Kind::Hello as u8 {
+            return None;
+        }
+        HelloBody::ref_from_bytes(self.payload).ok()
+    }
+
+    /// The RESUME entries, if this is a RESUME.
+    pub fn resume_entries(&self) -> Option<&'a [ResumeEntry]> {
+        if self.header.kind != Kind::Resume as u8 {
+            return None;
+        }
+        <[ResumeEntry]>::ref_from_bytes(self.payload).ok()
+    }
+
+    /// ERROR code and text, if this is an ERROR.
+    pub fn error(&self) -> Option<(ErrorCode, &'a str)> {
+        if self.header.kind != Kind::Error as u8 {
+            return None;
+        }
+        let (fixed, text) = ErrorBody::ref_from_prefix(self.payload).ok()?;
+        let code = ErrorCode::from_u32(fixed.code.get())?;
+        let text = core::str::from_utf8(text).ok()?;
+        Some((code, text))
+    }
+}
+
+/// Validates the frame at the start of `buf`.
+///
+/// Returns `Ok(None)` when `buf` holds only a prefix of a frame that is valid so
+/// far (checks run on as many header bytes as are present, so garbage is
+/// rejected early), `Ok(Some(view))` for a whole valid frame, and an error
+/// otherwise. Never reads past the frame's stride and never panics.
+#[inline]
+pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, WireError> {
+    let have = buf.len();
+    if have >= 6 {
+        let magic = u16::from_le_bytes([buf[4], buf[5]]);
+        if magic != MAGIC {
+            return Err(WireError::BadMagic { found: magic });
+        }
+    }
+    if have >= 7 && buf[6] != VERSION {
+        return Err(WireError::UnsupportedVersion { found: buf[6] });
+    }
+    if have < 4 {
+        return Ok(None);
+    }
+    let frame_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if frame_len < HEADER_LEN as u32 || frame_len > max_frame_len {
+        return Err(WireError::BadLength {
+            len: frame_len,
+            min: HEADER_LEN as u32,
+            max: max_frame_len,
+        });
+    }
+    if have < 8 {
+        return Ok(None);
+    }
+    let Some(kind) = Kind::from_u8(buf[7]) else {
+        return Err(WireError::UnknownKind { kind: buf[7] });
+    };
+    let stride = stride(frame_len as usize);
+    if have < stride {
+        return Ok(None);
+    }
+    let frame = &buf[..stride];
+    let Ok((header, rest)) = Header::ref_from_prefix(frame) else {
+        // Unreachable: stride >= HEADER_LEN and Header has alignment 1.
+        return Ok(None);
+    };
+    let computed = frame_crc(frame);
+    if computed != header.crc32c.get() {
+        return Err(WireError::ChecksumMismatch {
+            stored: header.crc32c.get(),
+            computed,
+        });
+    }
+    if header.reserved.get() != 0 {
+        return Err(WireError::MalformedHeader {
+            kind,
+            field: "reserved (must be zero)",
+        });
+    }
+    if header.flags.get() & !kind.allowed_flags() != 0 {
+        return Err(WireError::MalformedHeader {
+            kind,
+            field: "flags (unknown bits set)",
+        });
+    }
+    let payload = &rest[..frame_len as usize - HEADER_LEN];
+    check_body(kind, header, payload)?;
+    Ok(Some(FrameView {
+        header,
+        payload,
+        stride,
+    }))
+}
+
+fn check_body(kind: Kind, header: &Header, payload: &[u8]) -> Result<(), WireError> {
+    let bad = |reason| Err(WireError::MalformedBody { kind, reason });
+    match kind {
+        Kind::Data => Ok(()),
+        Kind::Ack | Kind::Nack | Kind::Heartbeat => {
+            if !payload.is_empty() {
+                return bad("must be empty");
+            }
+            Ok(())
+        }
+        Kind::Hello => {
+            if payload.len() != HELLO_BODY_LEN {
+                return bad("length is not 80 bytes");
+            }
+            let Ok(body) = HelloBody::ref_from_bytes(payload) else {
+                return bad("length is not 80 bytes");
+            };
+            if Role::from_u16(body.role.get()).is_none() {
+                return bad("unknown role");
+            }
+            if body.version_min > body.version_max {
+                return bad("version_min above version_max");
+            }
+            let has_response = header.flags.get() & crate::header::flags::HELLO_RESPONSE != 0;
+            if !has_response && body.response != [0u8; 32] {
+                return bad("response set without flag HELLO_RESPONSE");
+            }
+            Ok(())
+        }
+        Kind::Resume => {
+            if payload.len() % RESUME_ENTRY_LEN != 0 {
+                return bad("length is not a multiple of 16");
+            }
+            let Ok(entries) = <[ResumeEntry]>::ref_from_bytes(payload) else {
+                return bad("length is not a multiple of 16");
+            };
+            if entries.iter().any(|e| e.reserved.get() != 0) {
+                return bad("entry reserved field not zero");
+            }
+            Ok(())
+        }
+        Kind::Error => {
+            let Ok((fixed, text)) = ErrorBody::ref_from_prefix(payload) else {
+                return bad("shorter than 8 bytes");
+            };
+            debug_assert!(payload.len() >= ERROR_BODY_FIXED_LEN);
+            if ErrorCode::from_u32(fixed.code.get()).is_none() {
+                return bad("unknown error code");
+            }
+            if fixed.reserved.get() != 0 {
+                return bad("reserved field not zero");
+            }
+            if text.len() > MAX_ERROR_TEXT_LEN {
+                return bad("text longer than 4096 bytes");
+            }
+            if core::str::from_utf8(text).is_err() {
+                return bad("text is not UTF-8");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A whole, validated frame that owns (a shared slice of) the receive buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The frame's stride: header, payload, padding.
+    bytes: Bytes,
+}
+
+impl Frame {
+    /// Wraps bytes holding exactly one frame stride, validating them.
+    pub fn from_bytes(bytes: Bytes, max_frame_len: u32) -> Result<Frame, WireError> {
+        match parse(&bytes, max_frame_len)? {
+            Some(view) if view.stride == bytes.len() => Ok(Frame { bytes }),
+            Some(_) => Err(WireError::MalformedBody {
+                kind: Kind::from_u8(bytes[7]).unwrap_or(Kind::Data),
+                reason: "bytes after the frame",
+            }),
+            None => Err(WireError::Truncated {
+                buffered: bytes.len(),
+            }),
+        }
+    }
+
+    /// The header, in place.
+    #[inline]
+    pub fn header(&self) -> &Header {
+        // Cannot fail: a Frame is built only from a validated stride, which is at
+        // least HEADER_LEN bytes, and Header has alignment 1.
+        match Header::ref_from_prefix(&self.bytes) {
+            Ok((h, _)) => h,
+            Err(_) => unreachable!("Frame holds a validated header"),
+        }
+    }
+
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        Kind::from_u8(self.bytes[7]).unwrap_or(Kind::Data)
+    }
+
+    /// The payload as a borrowed slice.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[HEADER_LEN..self.header().frame_len() as usize]
+    }
+
+    /// The payload as a `Bytes` sharing the receive buffer (no copy).
+    #[inline]
+    pub fn payload_bytes(&self) -> Bytes {
+        self.bytes
+            .slice(HEADER_LEN..self.header().frame_len() as usize)
+    }
+
+    /// The frame's stride as sent (header, payload, padding).
+    #[inline]
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// A borrowed view with the typed body accessors.
+    #[inline]
+    pub fn view(&self) -> FrameView<'_> {
+        FrameView {
+            header: self.header(),
+            payload: self.payload(),
+            stride: self.bytes.len(),
+        }
+    }
+}
+
+impl core::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Frame")
+            .field("header", self.header())
+            .field("payload_len", &self.payload().len())
+            .finish()
+    }
+}
+
+/// Incremental decoder over a byte stream.
+///
+/// Bytes go in with [`Decoder::extend`] or by reading straight into
+/// [`Decoder::read_buf`]; whole frames come out of [`Decoder::decode`]. Frames
+/// may arrive split at any byte. After an error the decoder is poisoned and
+/// returns that error again: a framed stream cannot be resynchronised.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use verity_wire::{Decoder, Encoder};
+///
+/// let mut out = BytesMut::new();
+/// let enc = Encoder::default();
+/// enc.data(&mut out, 7, 1, 1, 0xabc, false, b"hello").unwrap();
+/// enc.ack(&mut out, 7, 1, 1).unwrap();
+///
+/// let mut dec = Decoder::default();
+/// for chunk in out.chunks(3) {
+///     dec.extend(chunk); // as if from a socket, 3 bytes at a time
+///     while let Some(frame) = dec.decode().unwrap() {
+///         println!("{} seq {}", frame.kind(), frame.header().seq());
+///     }
+/// }
+/// dec.finish().unwrap(); // nothing left half-way
+/// ```
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    max_frame_len: u32,
+    /// Stream offset of `buf[0]`.
+    position: u64,
+    poisoned: Option<WireError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl Decoder {
+    /// `max_frame_len` is clamped to `HEADER_LEN..=MAX_FRAME_LEN_LIMIT`.
+    pub fn new(max_frame_len: u32) -> Decoder {
+        Decoder::with_capacity(max_frame_len, 64 * 1024)
+    }
+
+    pub fn with_capacity(max_frame_len: u32, capacity: usize) -> Decoder {
+        Decoder {
+            buf: BytesMut::with_capacity(capacity),
+            max_frame_len: max_frame_len.clamp(HEADER_LEN as u32, MAX_FRAME_LEN_LIMIT),
+            position: 0,
+            poisoned: None,
+        }
+    }
+
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The receive buffer, to read into directly (reserve, then read into its
+    /// spare capacity). Bytes already in it must not be changed.
+    pub fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Stream offset where the next frame starts (after an error: where the
+    /// offending frame starts).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The next whole frame, `Ok(None)` if more bytes are needed.
+    #[inline]
+    pub fn decode(&mut self) -> Result<Option<Frame>, WireError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        match parse(&self.buf, self.max_frame_len) {
+            Ok(Some(view)) => {
+                let stride = view.stride;
+                self.position += stride as u64;
+                let bytes = self.buf.split_to(stride).freeze();
+                Ok(Some(Frame { bytes }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.poisoned = Some(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Declares the end of the stream: an error if it stopped inside a frame.
+    pub fn finish(&self) -> Result<(), WireError> {
+        if let Some(e) = self.poisoned {
+            return Err(e);
+        }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Truncated {
+                buffered: self.buf.len(),
+            })
+        }
+    }
+}

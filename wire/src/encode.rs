@@ -1,0 +1,297 @@
+//! Encoder: appends whole frames to one `BytesMut`, so many frames leave in one write.
+
+use bytes::{BufMut, BytesMut};
+use zerocopy::IntoBytes;
+
+use crate::body::{
+    ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, MAX_ERROR_TEXT_LEN,
+};
+use crate::error::EncodeError;
+use crate::header::{
+    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
+    MAX_FRAME_LEN_LIMIT,
+};
+
+const ZERO_PAD: [u8; 8] = [0; 8];
+
+/// CRC32C of a frame's stride (`align8(frame_len)` bytes) with the `crc32c` field
+/// taken as zero. Both encoder and decoder use this one function.
+#[inline]
+pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
+    debug_assert!(stride_bytes.len() >= HEADER_LEN);
+    let crc = crc32c::crc32c(&stride_bytes[..CRC_OFFSET]);
+    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
+    crc32c::crc32c_append(crc, &stride_bytes[CRC_OFFSET + 4..])
+}
+
+/// The HELLO fields a sender fills in (the epoch travels in the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+pub struct Hello {
+    pub cluster_id: u64,
+    pub node_id: u32,
+    pub role: Role,
+    pub version_min: u8,
+    pub version_max: u8,
+    pub challenge: [u8; 32],
+    /// `Some` answers the peer's challenge (sets flag `HELLO_RESPONSE`).
+    pub response: Option<[u8; 32]>,
+}
+
+impl Hello {
+    pub fn to_body(&self) -> HelloBody {
+        HelloBody {
+            cluster_id: self.cluster_id.into(),
+            node_id: self.node_id.into(),
+            role: (self.role as u16).into(),
+            version_min: self.version_min,
+            version_max: self.version_max,
+            challenge: self.challenge,
+            response: self.response.unwrap_or([0; 32]),
+        }
+    }
+}
+
+/// Appends frames to a buffer. Each call writes one whole frame (header,
+/// payload, zero padding to 8 bytes, checksum) or nothing at all.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    max_frame_len: u32,
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl Encoder {
+    /// `max_frame_len` is clamped to `HEADER_LEN..=MAX_FRAME_LEN_LIMIT`.
+    pub fn new(max_frame_len: u32) -> Encoder {
+        Encoder {
+            max_frame_len: max_frame_len.clamp(HEADER_LEN as u32, MAX_FRAME_LEN_LIMIT),
+        }
+    }
+
+    pub fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Largest DATA payload this encoder accepts.
+    pub fn max_payload_len(&self) -> usize {
+        self.max_frame_len as usize - HEADER_LEN
+    }
+
+    /// The generic frame writer: `fill` writes exactly `payload_len` bytes into
+    /// the slice it is given (in place in `buf`, no intermediate copy).
+    /// Returns the stride appended.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn frame_with(
+        &self,
+        buf: &mut BytesMut,
+        kind: Kind,
+        flags: u16,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+        trace_id: u64,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<usize, EncodeError> {
+        let frame_len = HEADER_LEN + payload_len;
+        if frame_len > self.max_frame_len as usize {
+            return Err(EncodeError::TooLarge {
+                frame_len,
+                max: self.max_frame_len,
+            });
+        }
+        let stride = stride(frame_len);
+        let start = buf.len();
+        buf.reserve(stride);
+        let header = Header::new(
+            kind,
+            flags,
+            frame_len as u32,
+            channel,
+            epoch,
+            seq,
+            trace_id,
+        );
+        buf.put_slice(header.as_bytes());
+        // Grow by the payload and padding, zeroed, then let `fill` write in place.
+        buf.put_bytes(0, stride - HEADER_LEN);
+        let frame = &mut buf[start..start + stride];
+        fill(&mut frame[HEADER_LEN..frame_len]);
+        let crc = frame_crc(frame);
+        frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        Ok(stride)
+    }
+
+    /// Appends a frame whose payload is the concatenation of `parts`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn frame(
+        &self,
+        buf: &mut BytesMut,
+        kind: Kind,
+        flags: u16,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+        trace_id: u64,
+        parts: &[&[u8]],
+    ) -> Result<usize, EncodeError> {
+        let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+        let frame_len = HEADER_LEN + payload_len;
+        if frame_len > self.max_frame_len as usize {
+            return Err(EncodeError::TooLarge {
+                frame_len,
+                max: self.max_frame_len,
+            });
+        }
+        let stride = stride(frame_len);
+        let start = buf.len();
+        buf.reserve(stride);
+        let header = Header::new(
+            kind,
+            flags,
+            frame_len as u32,
+            channel,
+            epoch,
+            seq,
+            trace_id,
+        );
+        buf.put_slice(header.as_bytes());
+        for p in parts {
+            buf.put_slice(p);
+        }
+        buf.put_slice(&ZERO_PAD[..stride - frame_len]);
+        let frame = &mut buf[start..];
+        let crc = frame_crc(frame);
+        frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        Ok(stride)
+    }
+
+    /// DATA: one record on `channel` at `seq`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn data(
+        &self,
+        buf: &mut BytesMut,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+        trace_id: u64,
+        resend: bool,
+        payload: &[u8],
+    ) -> Result<usize, EncodeError> {
+        let flags = if resend { flags::RESEND } else { 0 };
+        self.frame(
+            buf,
+            Kind::Data,
+            flags,
+            channel,
+            epoch,
+            seq,
+            trace_id,
+            &[payload],
+        )
+    }
+
+    /// ACK: every seq `<= seq` on `channel` is durable at the consumer.
+    pub fn ack(
+        &self,
+        buf: &mut BytesMut,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+    ) -> Result<usize, EncodeError> {
+        self.frame(buf, Kind::Ack, 0, channel, epoch, seq, 0, &[])
+    }
+
+    /// NACK: resend `channel` from `seq` on.
+    pub fn nack(
+        &self,
+        buf: &mut BytesMut,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+    ) -> Result<usize, EncodeError> {
+        self.frame(buf, Kind::Nack, 0, channel, epoch, seq, 0, &[])
+    }
+
+    /// HEARTBEAT: `seq` is the highest seq sent on `channel` (0 if none).
+    pub fn heartbeat(
+        &self,
+        buf: &mut BytesMut,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+    ) -> Result<usize, EncodeError> {
+        self.frame(buf, Kind::Heartbeat, 0, channel, epoch, seq, 0, &[])
+    }
+
+    /// HELLO.
+    pub fn hello(
+        &self,
+        buf: &mut BytesMut,
+        epoch: u32,
+        hello: &Hello,
+    ) -> Result<usize, EncodeError> {
+        let flags = if hello.response.is_some() {
+            flags::HELLO_RESPONSE
+        } else {
+            0
+        };
+        let body = hello.to_body();
+        self.frame(buf, Kind::Hello, flags, 0, epoch, 0, 0, &[body.as_bytes()])
+    }
+
+    /// RESUME: the consumer's `delivered` seq per channel.
+    pub fn resume(
+        &self,
+        buf: &mut BytesMut,
+        epoch: u32,
+        entries: &[ResumeEntry],
+    ) -> Result<usize, EncodeError> {
+        self.frame(
+            buf,
+            Kind::Resume,
+            0,
+            0,
+            epoch,
+            0,
+            0,
+            &[entries.as_bytes()],
+        )
+    }
+
+    /// ERROR: code + text; the sender closes the connection after it.
+    pub fn error(
+        &self,
+        buf: &mut BytesMut,
+        epoch: u32,
+        code: ErrorCode,
+        text: &str,
+    ) -> Result<usize, EncodeError> {
+        if text.len() > MAX_ERROR_TEXT_LEN {
+            return Err(EncodeError::ErrorTextTooLong { len: text.len() });
+        }
+        let fixed = ErrorBody {
+            code: (code as u32).into(),
+            reserved: 0.into(),
+        };
+        debug_assert_eq!(fixed.as_bytes().len(), ERROR_BODY_FIXED_LEN);
+        self.frame(
+            buf,
+            Kind::Error,
+            0,
+            0,
+            epoch,
+            0,
+            0,
+            &[fixed.as_bytes(), text.as_bytes()],
+        )
+    }
+}

@@ -1,0 +1,30 @@
+//! # verity-wire
+//!
+//! Verity's wire protocol: a fixed 40-byte little-endian [`Header`] read in
+//! place with zerocopy, fixed-layout bodies, an [`Encoder`] that appends many
+//! frames to one buffer, and an incremental [`Decoder`] that returns whole
+//! frames without copying or allocating per frame. No I/O, no threads, no
+//! clocks: the crate is a pure function of the bytes it is given.
+//!
+//! `wire/PROTOCOL.md` is the specification: every byte offset, the connection
+//! rules, error codes, and golden vectors that the tests check.
+
+mod body;
+mod decode;
+mod encode;
+mod error;
+mod header;
+mod message;
+
+pub use body::{
+    ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
+    MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
+};
+pub use decode::{parse, Decoder, Frame, FrameView};
+pub use encode::{frame_crc, Encoder, Hello};
+pub use error::{EncodeError, WireError};
+pub use header::{
+    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, FRAME_ALIGN, HEADER_LEN, MAGIC,
+    MAX_FRAME_LEN_LIMIT, VERSION,
+};
+pub use message::Message;
