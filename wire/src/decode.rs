@@ -13,7 +13,8 @@ use crate::body::{
 use crate::encode::frame_crc;
 use crate::error::WireError;
 use crate::header::{
-    stride, Header, Kind, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, MAGIC, MAX_FRAME_LEN_LIMIT, VERSION,
+    stride, Header, Kind, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, KIND_OFFSET, LEN_OFFSET, MAGIC,
+    MAGIC_OFFSET, MAX_FRAME_LEN_LIMIT, VERSION, VERSION_OFFSET,
 };
 
 /// A validated frame viewed in place: header and payload borrow the buffer.
@@ -63,24 +64,35 @@ impl<'a> FrameView<'a> {
 ///
 /// Returns `Ok(None)` when `buf` holds only a prefix of a frame that is valid so
 /// far (checks run on as many header bytes as are present, so garbage is
-/// rejected early), `Ok(Some(view))` for a whole valid frame, and an error
+/// rejected after at most 12 bytes), `Ok(Some(view))` for a whole valid frame, and an error
 /// otherwise. Never reads past the frame's stride and never panics.
 #[inline]
 pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, WireError> {
     let have = buf.len();
-    if have >= 6 {
-        let magic = u16::from_le_bytes([buf[4], buf[5]]);
+    if have >= MAGIC_OFFSET + 2 {
+        let magic = u16::from_le_bytes([buf[MAGIC_OFFSET], buf[MAGIC_OFFSET + 1]]);
         if magic != MAGIC {
             return Err(WireError::BadMagic { found: magic });
         }
     }
-    if have >= 7 && buf[6] != VERSION {
-        return Err(WireError::UnsupportedVersion { found: buf[6] });
+    if have > VERSION_OFFSET && buf[VERSION_OFFSET] != VERSION {
+        return Err(WireError::UnsupportedVersion {
+            found: buf[VERSION_OFFSET],
+        });
     }
-    if have < 4 {
+    // The checks run in a fixed order (magic, version, length, kind, checksum,
+    // header fields, body), each once the bytes for it and every earlier check
+    // are present, so the error a stream yields does not depend on how it was
+    // split into reads.
+    if have <= VERSION_OFFSET {
         return Ok(None);
     }
-    let frame_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let frame_len = u32::from_le_bytes([
+        buf[LEN_OFFSET],
+        buf[LEN_OFFSET + 1],
+        buf[LEN_OFFSET + 2],
+        buf[LEN_OFFSET + 3],
+    ]);
     if frame_len < HEADER_LEN as u32 || frame_len > max_frame_len {
         return Err(WireError::BadLength {
             len: frame_len,
@@ -88,11 +100,13 @@ pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, Wi
             max: max_frame_len,
         });
     }
-    if have < 8 {
+    if have <= KIND_OFFSET {
         return Ok(None);
     }
-    let Some(kind) = Kind::from_u8(buf[7]) else {
-        return Err(WireError::UnknownKind { kind: buf[7] });
+    let Some(kind) = Kind::from_u8(buf[KIND_OFFSET]) else {
+        return Err(WireError::UnknownKind {
+            kind: buf[KIND_OFFSET],
+        });
     };
     let stride = stride(frame_len as usize);
     if have < stride {
@@ -161,7 +175,7 @@ fn check_body(kind: Kind, header: &Header, payload: &[u8]) -> Result<(), WireErr
             Ok(())
         }
         Kind::Resume => {
-            if payload.len() % RESUME_ENTRY_LEN != 0 {
+            if !payload.len().is_multiple_of(RESUME_ENTRY_LEN) {
                 return bad("length is not a multiple of 16");
             }
             let Ok(entries) = <[ResumeEntry]>::ref_from_bytes(payload) else {
@@ -207,7 +221,7 @@ impl Frame {
         match parse(&bytes, max_frame_len)? {
             Some(view) if view.stride == bytes.len() => Ok(Frame { bytes }),
             Some(_) => Err(WireError::MalformedBody {
-                kind: Kind::from_u8(bytes[7]).unwrap_or(Kind::Data),
+                kind: Kind::from_u8(bytes[KIND_OFFSET]).unwrap_or(Kind::Data),
                 reason: "bytes after the frame",
             }),
             None => Err(WireError::Truncated {
@@ -229,7 +243,7 @@ impl Frame {
 
     #[inline]
     pub fn kind(&self) -> Kind {
-        Kind::from_u8(self.bytes[7]).unwrap_or(Kind::Data)
+        Kind::from_u8(self.bytes[KIND_OFFSET]).unwrap_or(Kind::Data)
     }
 
     /// The payload as a borrowed slice.

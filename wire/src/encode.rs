@@ -8,20 +8,24 @@ use crate::body::{
 };
 use crate::error::EncodeError;
 use crate::header::{
-    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
-    MAX_FRAME_LEN_LIMIT,
+    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, MAX_FRAME_LEN_LIMIT,
 };
 
 const ZERO_PAD: [u8; 8] = [0; 8];
 
-/// CRC32C of a frame's stride (`align8(frame_len)` bytes) with the `crc32c` field
-/// taken as zero. Both encoder and decoder use this one function.
+/// CRC32C of a frame's stride (`align8(frame_len)` bytes) after the `crc32c`
+/// field: bytes `4..stride`. Both encoder and decoder use this one function.
 #[inline]
 pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
     debug_assert!(stride_bytes.len() >= HEADER_LEN);
-    let crc = crc32c::crc32c(&stride_bytes[..CRC_OFFSET]);
-    let crc = crc32c::crc32c_append(crc, &[0u8; 4]);
-    crc32c::crc32c_append(crc, &stride_bytes[CRC_OFFSET + 4..])
+    crc32c(&stride_bytes[CRC_OFFSET + 4..])
+}
+
+/// CRC32C (Castagnoli, as iSCSI and ext4 use it), SIMD-accelerated.
+#[inline]
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    // CRC-32 values fit in the low 32 bits of crc-fast's u64 result.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
 /// The HELLO fields a sender fills in (the epoch travels in the header).
@@ -109,15 +113,7 @@ impl Encoder {
         let stride = stride(frame_len);
         let start = buf.len();
         buf.reserve(stride);
-        let header = Header::new(
-            kind,
-            flags,
-            frame_len as u32,
-            channel,
-            epoch,
-            seq,
-            trace_id,
-        );
+        let header = Header::new(kind, flags, frame_len as u32, channel, epoch, seq, trace_id);
         buf.put_slice(header.as_bytes());
         // Grow by the payload and padding, zeroed, then let `fill` write in place.
         buf.put_bytes(0, stride - HEADER_LEN);
@@ -153,15 +149,7 @@ impl Encoder {
         let stride = stride(frame_len);
         let start = buf.len();
         buf.reserve(stride);
-        let header = Header::new(
-            kind,
-            flags,
-            frame_len as u32,
-            channel,
-            epoch,
-            seq,
-            trace_id,
-        );
+        let header = Header::new(kind, flags, frame_len as u32, channel, epoch, seq, trace_id);
         buf.put_slice(header.as_bytes());
         for p in parts {
             buf.put_slice(p);
@@ -239,6 +227,12 @@ impl Encoder {
         epoch: u32,
         hello: &Hello,
     ) -> Result<usize, EncodeError> {
+        if hello.version_min > hello.version_max {
+            return Err(EncodeError::HelloVersions {
+                min: hello.version_min,
+                max: hello.version_max,
+            });
+        }
         let flags = if hello.response.is_some() {
             flags::HELLO_RESPONSE
         } else {
@@ -255,16 +249,7 @@ impl Encoder {
         epoch: u32,
         entries: &[ResumeEntry],
     ) -> Result<usize, EncodeError> {
-        self.frame(
-            buf,
-            Kind::Resume,
-            0,
-            0,
-            epoch,
-            0,
-            0,
-            &[entries.as_bytes()],
-        )
+        self.frame(buf, Kind::Resume, 0, 0, epoch, 0, 0, &[entries.as_bytes()])
     }
 
     /// ERROR: code + text; the sender closes the connection after it.

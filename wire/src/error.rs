@@ -78,6 +78,8 @@ pub enum EncodeError {
     TooLarge { frame_len: usize, max: u32 },
     /// An ERROR text longer than [`crate::body::MAX_ERROR_TEXT_LEN`].
     ErrorTextTooLong { len: usize },
+    /// A HELLO whose `version_min` is above its `version_max`.
+    HelloVersions { min: u8, max: u8 },
 }
 
 impl core::fmt::Display for EncodeError {
@@ -91,6 +93,9 @@ impl core::fmt::Display for EncodeError {
                 "ERROR text of {len} bytes exceeds {} bytes",
                 crate::body::MAX_ERROR_TEXT_LEN
             ),
+            EncodeError::HelloVersions { min, max } => {
+                write!(f, "HELLO version_min {min} is above version_max {max}")
+            }
         }
     }
 }

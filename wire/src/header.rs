@@ -2,20 +2,22 @@
 //!
 //! | offset | size | field      | meaning                                                        |
 //! |-------:|-----:|------------|----------------------------------------------------------------|
-//! | 0      | 4    | frame_len  | header + payload bytes, padding excluded                        |
-//! | 4      | 2    | magic      | `0x5956` (bytes `56 59`, "VY")                                  |
-//! | 6      | 1    | version    | protocol version, 1                                             |
-//! | 7      | 1    | kind       | [`Kind`]                                                        |
-//! | 8      | 2    | flags      | per-kind bits ([`flags`])                                       |
-//! | 10     | 2    | reserved   | zero                                                            |
-//! | 12     | 4    | crc32c     | CRC32C of the whole stride with this field zeroed               |
+//! | 0      | 4    | crc32c     | CRC32C of the rest of the stride (bytes 4..stride)              |
+//! | 4      | 4    | frame_len  | header + payload bytes, padding excluded                        |
+//! | 8      | 2    | magic      | `0x5956` (bytes `56 59`, "VY")                                  |
+//! | 10     | 1    | version    | protocol version, 1                                             |
+//! | 11     | 1    | kind       | [`Kind`]                                                        |
+//! | 12     | 2    | flags      | per-kind bits ([`flags`])                                       |
+//! | 14     | 2    | reserved   | zero                                                            |
 //! | 16     | 4    | channel    | channel id                                                      |
 //! | 20     | 4    | epoch      | sender's epoch (incremented at every start)                     |
 //! | 24     | 8    | seq        | DATA: seq on the channel; ACK/NACK/HEARTBEAT: see PROTOCOL.md    |
 //! | 32     | 8    | trace_id   | trace id assigned at the source, inherited by derived frames    |
 //!
 //! All fields are little-endian. A frame occupies `stride = align8(frame_len)`
-//! bytes; the padding is zero and covered by the checksum. `wire/PROTOCOL.md`
+//! bytes; the padding is zero and covered by the checksum. The checksum comes
+//! first so that it covers one contiguous range (a single CRC pass is 2–3×
+//! faster than three for 64-byte payloads) that includes `frame_len`. `wire/PROTOCOL.md`
 //! is the normative description.
 
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
@@ -29,8 +31,14 @@ pub const MAGIC: u16 = 0x5956;
 pub const VERSION: u8 = 1;
 /// Frames start at multiples of this many bytes in a stream.
 pub const FRAME_ALIGN: usize = 8;
-/// Byte offset of the `crc32c` field inside the header.
-pub const CRC_OFFSET: usize = 12;
+/// Byte offset of the `crc32c` field inside the header; it covers every byte
+/// of the stride after it.
+pub const CRC_OFFSET: usize = 0;
+/// Byte offsets of the fields a decoder checks before the frame is whole.
+pub const LEN_OFFSET: usize = 4;
+pub const MAGIC_OFFSET: usize = 8;
+pub const VERSION_OFFSET: usize = 10;
+pub const KIND_OFFSET: usize = 11;
 /// Default bound on `frame_len` (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;
 /// The largest `max_frame_len` a decoder or encoder may be configured with (64 MiB).
@@ -41,13 +49,13 @@ pub const MAX_FRAME_LEN_LIMIT: u32 = 64 << 20;
 #[repr(C)]
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    pub crc32c: U32,
     pub frame_len: U32,
     pub magic: U16,
     pub version: u8,
     pub kind: u8,
     pub flags: U16,
     pub reserved: U16,
-    pub crc32c: U32,
     pub channel: U32,
     pub epoch: U32,
     pub seq: U64,
@@ -55,7 +63,12 @@ pub struct Header {
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
-const _: () = assert!(HEADER_LEN % FRAME_ALIGN == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(FRAME_ALIGN));
+const _: () = assert!(core::mem::offset_of!(Header, crc32c) == CRC_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, frame_len) == LEN_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, magic) == MAGIC_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, version) == VERSION_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, kind) == KIND_OFFSET);
 
 impl Header {
     /// A header with the checksum zeroed, ready to be written.
@@ -69,13 +82,13 @@ impl Header {
         trace_id: u64,
     ) -> Header {
         Header {
+            crc32c: U32::ZERO,
             frame_len: U32::new(frame_len),
             magic: U16::new(MAGIC),
             version: VERSION,
             kind: kind as u8,
             flags: U16::new(flags),
             reserved: U16::ZERO,
-            crc32c: U32::ZERO,
             channel: U32::new(channel),
             epoch: U32::new(epoch),
             seq: U64::new(seq),
