@@ -5,6 +5,10 @@
 
 pub use verity_wire as wire;
 
+pub mod app;
+pub mod apps;
+pub mod codec;
+pub mod core;
 pub mod log;
 pub mod ring;
 pub mod sync;

@@ -1,0 +1,20 @@
+//! The deterministic core of a node (DESIGN.md §2): `handle(input, effects)`.
+//!
+//! Inputs are decoded frames, journal records on replay, durability and
+//! clock readings the driver passes in; effects are what the driver must do:
+//! journal the input, append output frames to the outbound log, send ACKs and
+//! NACKs, write dead letters, release outputs to the sink. The core reads no
+//! clock, socket, file, thread, environment or random source, so the real
+//! runtime and the simulator drive the same code, and a node's behaviour is a
+//! pure function of (snapshot, journal).
+
+pub mod channel;
+mod node;
+
+pub use channel::{InChannel, OutChannel, Verdict};
+pub use node::{
+    DeadLetter, Effects, Input, JournalEntry, NodeConfig, NodeCore, NodeStats, SnapshotError,
+};
+
+#[cfg(test)]
+mod tests;

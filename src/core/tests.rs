@@ -1,0 +1,326 @@
+//! Unit tests over `handle`: the exactly-once rules of DESIGN.md §3.
+
+use bytes::BytesMut;
+use verity_wire::{parse, Encoder};
+
+use super::*;
+use crate::apps;
+
+fn data(channel: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    Encoder::default()
+        .data(
+            &mut b,
+            channel,
+            0,
+            seq,
+            (channel as u64) << 40 | seq,
+            false,
+            payload,
+        )
+        .unwrap();
+    b.to_vec()
+}
+
+fn u64_frame(seq: u64, n: u64) -> Vec<u8> {
+    data(1, seq, &n.to_be_bytes())
+}
+
+fn doubler() -> NodeCore {
+    NodeCore::new(apps::build("doubler").unwrap(), NodeConfig::default())
+}
+
+/// Feeds one frame; returns the effects (cloned out of the reused buffer).
+fn feed(core: &mut NodeCore, fx: &mut Effects, frame: &[u8], now: u64) {
+    let view = parse(frame, 1 << 20).unwrap().unwrap();
+    core.handle(
+        Input::SourceData {
+            frame: view,
+            now_ns: now,
+        },
+        fx,
+    );
+}
+
+/// Output (seq, payload) pairs in an outbound buffer.
+fn outputs(buf: &[u8]) -> Vec<(u64, Vec<u8>)> {
+    let mut at = 0;
+    let mut v = Vec::new();
+    while at < buf.len() {
+        let f = parse(&buf[at..], 1 << 20).unwrap().unwrap();
+        v.push((f.header.seq(), f.payload.to_vec()));
+        at += f.stride;
+    }
+    v
+}
+
+#[test]
+fn an_accepted_frame_is_journaled_processed_and_acked_only_once_durable() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &u64_frame(1, 21), 5);
+    assert_eq!(fx.journal_input, Some((0, 5)));
+    assert_eq!(
+        outputs(&fx.outbound),
+        vec![(1, 42u64.to_be_bytes().to_vec())]
+    );
+    assert!(fx.acks.is_empty(), "no ACK before the journal is durable");
+    assert_eq!(fx.release_through, None, "no output before durable");
+    fx.clear();
+    core.handle(Input::Durable { records: 1 }, &mut fx);
+    assert_eq!(fx.acks, vec![(1, 1)]);
+    assert_eq!(fx.release_through, Some(1));
+}
+
+#[test]
+fn a_duplicate_is_dropped_and_reacked_without_reprocessing() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &u64_frame(1, 1), 0);
+    core.handle(Input::Durable { records: 1 }, &mut fx);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(1, 1), 1);
+    assert_eq!(fx.journal_input, None, "a duplicate is not journaled");
+    assert!(fx.outbound.is_empty(), "a duplicate produces no output");
+    assert_eq!(fx.acks, vec![(1, 1)], "a duplicate is re-ACKed");
+    assert_eq!(core.stats.duplicates, 1);
+    assert_eq!(core.stats.outputs, 1);
+}
+
+#[test]
+fn a_gap_is_nacked_and_nothing_past_it_is_accepted() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &u64_frame(1, 1), 0);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(3, 3), 10);
+    assert_eq!(fx.nacks, vec![(1, 2)]);
+    assert_eq!(fx.journal_input, None);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(4, 4), 11);
+    assert!(fx.nacks.is_empty(), "one NACK per interval");
+    feed(&mut core, &mut fx, &u64_frame(2, 2), 12);
+    feed(&mut core, &mut fx, &u64_frame(3, 3), 13);
+    assert_eq!(core.inputs()[0].delivered, 3);
+    let seqs: Vec<u64> = outputs(&fx.outbound).iter().map(|o| o.0).collect();
+    assert_eq!(seqs, vec![2, 3], "output seqs stay gap-free");
+}
+
+#[test]
+fn frames_on_unknown_channels_are_counted_and_ignored() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &data(9, 1, &[0; 8]), 0);
+    feed(&mut core, &mut fx, &data(0, 1, &[0; 8]), 0);
+    assert_eq!(core.stats.unknown_channel, 2);
+    assert_eq!(fx.journal_input, None);
+}
+
+#[test]
+fn a_bad_record_becomes_a_dead_letter_with_its_trace_id() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &data(1, 1, b"bad"), 0);
+    assert_eq!(fx.journal_input, Some((0, 0)), "journaled: it was accepted");
+    assert_eq!(
+        fx.dead_letters,
+        vec![DeadLetter {
+            journal_index: 0,
+            channel: 1,
+            seq: 1,
+            trace_id: 1 << 40 | 1,
+            reason: "u64 record is not 8 bytes"
+        }]
+    );
+    assert!(fx.outbound.is_empty());
+    // It is still ACKed: the input was accepted, the app rejected it.
+    core.handle(Input::Durable { records: 1 }, &mut fx);
+    assert_eq!(fx.acks, vec![(1, 1)]);
+}
+
+#[test]
+fn resume_from_the_sink_resends_from_its_delivered_seq() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    for s in 1..=5 {
+        feed(&mut core, &mut fx, &u64_frame(s, s), 0);
+    }
+    core.handle(Input::Durable { records: 5 }, &mut fx);
+    fx.clear();
+    core.handle(Input::SinkResume { delivered: 3 }, &mut fx);
+    assert_eq!(fx.resend_from, Some(4));
+    assert_eq!(core.out().acked, 3);
+    fx.clear();
+    // A sink claiming more than was released is clamped.
+    core.handle(Input::SinkResume { delivered: 99 }, &mut fx);
+    assert_eq!(fx.resend_from, Some(6));
+}
+
+#[test]
+fn backpressure_stops_input_when_the_sink_lags() {
+    let cfg = NodeConfig {
+        max_unacked: 3,
+        ..NodeConfig::default()
+    };
+    let mut core = NodeCore::new(apps::build("doubler").unwrap(), cfg);
+    let mut fx = Effects::default();
+    for s in 1..=3 {
+        assert!(core.wants_input());
+        feed(&mut core, &mut fx, &u64_frame(s, s), 0);
+    }
+    assert!(!core.wants_input());
+    core.handle(Input::Durable { records: 3 }, &mut fx);
+    core.handle(Input::SinkAck { seq: 2 }, &mut fx);
+    assert!(core.wants_input());
+}
+
+/// (journal index, timestamp, frame) of one journaled input.
+type Journaled = (u64, u64, Vec<u8>);
+
+/// Runs the market-spread core over an interleaving of two channels and
+/// returns (journal as (index, ts, frame), outbound bytes).
+fn run_market(frames: &[Vec<u8>], core: &mut NodeCore) -> (Vec<Journaled>, Vec<u8>) {
+    let mut fx = Effects::default();
+    let mut journal = Vec::new();
+    let mut out = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        feed(core, &mut fx, f, 1000 + i as u64);
+        if let Some((idx, ts)) = fx.journal_input {
+            journal.push((idx, ts, f.clone()));
+        }
+        out.extend_from_slice(&fx.outbound);
+        fx.clear();
+    }
+    (journal, out)
+}
+
+fn market_frames() -> Vec<Vec<u8>> {
+    let nbbo = |seq: u64, sym: &[u8; 4], bid: f64, offer: f64| {
+        let mut b = vec![2u8];
+        b.extend_from_slice(sym);
+        b.extend_from_slice(b"20260101-09:30:00.000");
+        b.extend_from_slice(&bid.to_be_bytes());
+        b.extend_from_slice(&offer.to_be_bytes());
+        data(1, seq, &b)
+    };
+    let order = |seq: u64, sym: &[u8; 4]| {
+        let mut b = vec![1u8, 1, 0, 0, 0, 1];
+        b.extend_from_slice(b"ORD001");
+        b.extend_from_slice(sym);
+        b.extend_from_slice(&1.0f64.to_be_bytes());
+        b.extend_from_slice(&1.0f64.to_be_bytes());
+        b.extend_from_slice(b"20260101-09:30:00.000");
+        data(2, seq, &b)
+    };
+    vec![
+        order(1, b"AAAA"),
+        nbbo(1, b"AAAA", 10.0, 10.01),
+        order(2, b"AAAA"),
+        nbbo(2, b"BBBB", 1.0, 1.2),
+        order(3, b"BBBB"),
+        nbbo(3, b"AAAA", 10.0, 10.2),
+        order(4, b"AAAA"),
+        order(5, b"CCCC"),
+    ]
+}
+
+#[test]
+fn replaying_the_journal_reproduces_the_same_frames_with_the_same_seqs() {
+    let frames = market_frames();
+    let mut live = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let (journal, live_out) = run_market(&frames, &mut live);
+    assert_eq!(live.stats.outputs, 5);
+
+    let mut again = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut fx = Effects::default();
+    let mut replay_out = Vec::new();
+    for (index, ts, frame) in &journal {
+        again.handle(
+            Input::Replay(JournalEntry {
+                index: *index,
+                timestamp_ns: *ts,
+                frame,
+            }),
+            &mut fx,
+        );
+        replay_out.extend_from_slice(&fx.outbound);
+        fx.clear();
+    }
+    assert_eq!(replay_out, live_out, "bit-identical outputs");
+}
+
+#[test]
+fn snapshot_then_replay_of_the_rest_equals_the_straight_run() {
+    let frames = market_frames();
+    let mut live = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let (journal, live_out) = run_market(&frames, &mut live);
+    for cut in 0..=journal.len() {
+        // Run the first `cut` records, snapshot, restore into a fresh core, replay the rest.
+        let mut first = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+        let mut fx = Effects::default();
+        let mut out = Vec::new();
+        for (index, ts, frame) in &journal[..cut] {
+            first.handle(
+                Input::Replay(JournalEntry {
+                    index: *index,
+                    timestamp_ns: *ts,
+                    frame,
+                }),
+                &mut fx,
+            );
+            out.extend_from_slice(&fx.outbound);
+            fx.clear();
+        }
+        let mut snap = Vec::new();
+        first.snapshot(&mut snap);
+        let mut second =
+            NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+        second.restore(&snap).unwrap();
+        assert_eq!(second.journal_next(), cut as u64);
+        for (index, ts, frame) in &journal[cut..] {
+            second.handle(
+                Input::Replay(JournalEntry {
+                    index: *index,
+                    timestamp_ns: *ts,
+                    frame,
+                }),
+                &mut fx,
+            );
+            out.extend_from_slice(&fx.outbound);
+            fx.clear();
+        }
+        assert_eq!(out, live_out, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_snapshot_of_another_app_or_garbage_is_refused() {
+    let mut snap = Vec::new();
+    doubler().snapshot(&mut snap);
+    let mut ms = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    assert!(matches!(
+        ms.restore(&snap),
+        Err(SnapshotError::WrongApp { .. })
+    ));
+    assert_eq!(ms.restore(b"garbage!"), Err(SnapshotError::BadMagic));
+    for cut in 0..snap.len() {
+        assert!(doubler().restore(&snap[..cut]).is_err(), "prefix {cut}");
+    }
+}
+
+#[test]
+fn replay_skips_records_that_do_not_follow_the_watermark() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    let f2 = u64_frame(2, 2);
+    core.handle(
+        Input::Replay(JournalEntry {
+            index: 0,
+            timestamp_ns: 0,
+            frame: &f2,
+        }),
+        &mut fx,
+    );
+    assert_eq!(core.inputs()[0].delivered, 0);
+    assert!(fx.outbound.is_empty());
+}
