@@ -666,3 +666,20 @@ fn binary_exits_0_on_pass_1_on_fail_2_on_errors() {
     assert_eq!(run(&good, "no-such-app").status.code(), Some(2));
     assert_eq!(run(&good, "market-spread").status.code(), Some(2));
 }
+
+#[test]
+fn receiver_out_of_order_seqs_are_reordered_not_lost() {
+    let dir = tmp_dir("seq-order");
+    let input = dir.join("in.u64");
+    u64_file(&input, &[1, 2, 3, 4]);
+    let mut v: Vec<Out> = (1..=4u64)
+        .map(|n| out(trace(1, n), (2 * n).to_be_bytes().to_vec()))
+        .collect();
+    renumber(&mut v);
+    // Whole records 2 and 3 swapped, seqs included: 1, 3, 2, 4.
+    v.swap(1, 2);
+    let r = run(&dir, App::Doubler, &[input], &v);
+    // The gap 1 -> 3, the step back 3 -> 2, and the values out of order.
+    assert_eq!(counts(&r), [0, 0, 3, 0, 0], "{r}");
+    assert_eq!(r.ok, 4, "{r}");
+}

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::{CheckReport, Class};
-use crate::formats::{show_trace_id, split_trace_id, ReceivedRecord};
+use super::{CheckReport, Class, Received};
+use crate::formats::{show_trace_id, split_trace_id, FormatError, ReceivedRecord};
 
 /// Expected outputs, grouped per input seq (compressed rows: outputs of input
 /// seq `s` are `outs[starts[s-1]..starts[s]]`).
@@ -72,20 +72,16 @@ impl Expected {
 /// Classifies `records` (those with `include[i]`) against `expected`.
 pub(crate) fn check(
     expected: &Expected,
-    records: &[ReceivedRecord],
-    include: &[bool],
+    received: &mut Received,
     report: &mut CheckReport,
     describe: fn(&[u8]) -> String,
-) {
+) -> Result<(), FormatError> {
     report.expected = expected.len() as u64;
     let mut matched = vec![false; expected.len()];
     // Per key: output index of the previous record of that key, in arrival order.
     let mut last_of_key: HashMap<u64, usize> = HashMap::new();
-    let mut pending: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        if !include[i] {
-            continue;
-        }
+    let mut pending: Vec<(ReceivedRecord, std::ops::Range<usize>)> = Vec::new();
+    while let Some(r) = received.next(report)? {
         let (ch, seq) = split_trace_id(r.trace_id);
         let range = if ch == expected.source_channel {
             expected.range(seq)
@@ -146,13 +142,12 @@ pub(crate) fn check(
                 )
             });
         } else {
-            pending.push((i, range));
+            pending.push((r, range));
         }
     }
     // Payloads that match nothing: wrong if their input still has an
     // unmatched output, else an extra output.
-    for (i, range) in pending {
-        let r = &records[i];
+    for (r, range) in pending {
         if let Some(j) = range.clone().find(|j| !matched[*j]) {
             matched[j] = true;
             report.problem(Class::Wrong, || {
@@ -197,6 +192,7 @@ pub(crate) fn check(
             }
         }
     }
+    Ok(())
 }
 
 /// Renders bytes as text when printable, else as hex.

@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::exact::show_bytes;
-use super::{CheckReport, Class};
+use super::{CheckReport, Class, Received};
 use crate::formats::{
-    show_trace_id, split_trace_id, FormatError, InputFormat, InputReader, Nbbo, Order,
-    ReceivedRecord, DECISION_LEN,
+    show_trace_id, split_trace_id, FormatError, InputFormat, InputReader, Nbbo, Order, DECISION_LEN,
 };
 
 /// Source channel of the order stream (the NBBO stream is channel 1).
@@ -155,8 +154,7 @@ fn verify(c: &Cited, seq: u64, order: &Order, nbbos: &[Option<Nbbo>]) -> Option<
 pub(crate) fn check(
     nbbo_path: &Path,
     orders_path: &Path,
-    records: &[ReceivedRecord],
-    include: &[bool],
+    received: &mut Received,
     report: &mut CheckReport,
 ) -> Result<(), FormatError> {
     let mut nbbos: Vec<Option<Nbbo>> = Vec::new();
@@ -174,10 +172,7 @@ pub(crate) fn check(
     // (order seq, cited version) of every correct decision.
     let mut last_seq_of: HashMap<[u8; 4], u64> = HashMap::new();
     let mut cited_of: HashMap<[u8; 4], Vec<(u64, u64)>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if !include[i] {
-            continue;
-        }
+    while let Some(r) = received.next(report)? {
         let (ch, seq) = split_trace_id(r.trace_id);
         let order = if ch == ORDER_CHANNEL && seq > 0 {
             usize::try_from(seq - 1)

@@ -8,7 +8,10 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::formats::{read_received, FormatError, ReceivedRecord};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+
+use crate::formats::{FormatError, ReceivedReader, ReceivedRecord};
 
 mod doubler;
 mod exact;
@@ -117,47 +120,34 @@ pub fn check<P: AsRef<Path>>(
             inputs.len()
         )));
     }
-    let records = read_received(received)?;
     let mut report = CheckReport::new(app);
-    report.received = records.len() as u64;
-    let include = check_channel_seqs(&records, &mut report);
+    let mut received = Received {
+        reader: ReceivedReader::open(received)?,
+        seqs: ChannelSeqs::default(),
+    };
     match app {
         App::Doubler => {
             let expected = doubler::expected(inputs[0].as_ref())?;
-            exact::check(
-                &expected,
-                &records,
-                &include,
-                &mut report,
-                doubler::describe,
-            );
+            exact::check(&expected, &mut received, &mut report, doubler::describe)?;
         }
         App::WordCount => {
             let expected = word_count::expected(inputs[0].as_ref())?;
-            exact::check(
-                &expected,
-                &records,
-                &include,
-                &mut report,
-                word_count::describe,
-            );
+            exact::check(&expected, &mut received, &mut report, word_count::describe)?;
         }
         App::SequenceWindow => {
             let expected = sequence_window::expected(inputs[0].as_ref())?;
             exact::check(
                 &expected,
-                &records,
-                &include,
+                &mut received,
                 &mut report,
                 sequence_window::describe,
-            );
+            )?;
         }
         App::MarketSpread => {
             market_spread::check(
                 inputs[0].as_ref(),
                 inputs[1].as_ref(),
-                &records,
-                &include,
+                &mut received,
                 &mut report,
             )?;
         }
@@ -165,34 +155,87 @@ pub fn check<P: AsRef<Path>>(
     Ok(report)
 }
 
+/// The received file, read once, in arrival order, with the output-channel
+/// seq check applied on the way (memory stays bounded by the expected
+/// outputs, not by the received file).
+pub(crate) struct Received {
+    reader: ReceivedReader<File>,
+    seqs: ChannelSeqs,
+}
+
+impl Received {
+    /// Next record that takes part in the matching (counted in
+    /// `report.received`); `None` at the end of the file.
+    pub(crate) fn next(
+        &mut self,
+        report: &mut CheckReport,
+    ) -> Result<Option<ReceivedRecord>, FormatError> {
+        while let Some(r) = self.reader.read_record()? {
+            report.received += 1;
+            if self.seqs.admit(&r, report) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Each output channel's seqs must run 1, 2, 3, ... in arrival order (the
 /// receiver dedups by seq and delivers in order). A seq seen before on the
 /// channel is `duplicated` and left out of the matching (it is a re-delivery,
 /// already counted here); a gap or a seq going backwards is `reordered`.
-/// Returns, per record, whether it takes part in the matching.
-fn check_channel_seqs(records: &[ReceivedRecord], report: &mut CheckReport) -> Vec<bool> {
-    use std::collections::{HashMap, HashSet};
-    let mut last: HashMap<u32, u64> = HashMap::new();
-    let mut seen: HashSet<(u32, u64)> = HashSet::with_capacity(records.len());
-    let mut include = Vec::with_capacity(records.len());
-    for r in records {
-        let prev = last.get(&r.channel).copied().unwrap_or(0);
-        if !seen.insert((r.channel, r.seq)) {
-            report.problem(Class::Duplicated, || {
+#[derive(Default)]
+struct ChannelSeqs {
+    channels: HashMap<u32, SeqState>,
+}
+
+#[derive(Default)]
+struct SeqState {
+    /// Highest seq seen.
+    max: u64,
+    /// Seqs below `max` not seen yet, as ranges start -> end (inclusive).
+    /// Bounded by the number of gaps, i.e. by the faults, not the traffic.
+    missing: BTreeMap<u64, u64>,
+}
+
+impl SeqState {
+    /// Takes `seq` out of the missing ranges; false if it was not missing.
+    fn fill(&mut self, seq: u64) -> bool {
+        let Some((&start, &end)) = self.missing.range(..=seq).next_back() else {
+            return false;
+        };
+        if seq > end {
+            return false;
+        }
+        self.missing.remove(&start);
+        if start < seq {
+            self.missing.insert(start, seq - 1);
+        }
+        if seq < end {
+            self.missing.insert(seq + 1, end);
+        }
+        true
+    }
+}
+
+impl ChannelSeqs {
+    /// Whether `r` takes part in the matching.
+    fn admit(&mut self, r: &ReceivedRecord, report: &mut CheckReport) -> bool {
+        if r.seq == 0 {
+            report.problem(Class::Reordered, || {
                 format!(
-                    "output channel {} seq {} delivered again at byte offset {} (trace id {}): the receiver must drop repeats of a seq",
-                    r.channel,
-                    r.seq,
-                    r.offset,
-                    crate::formats::show_trace_id(r.trace_id)
+                    "output channel {} seq 0 at byte offset {}: seqs start at 1",
+                    r.channel, r.offset
                 )
             });
-            include.push(false);
-            continue;
+            return true;
         }
-        if r.seq != prev.wrapping_add(1) {
-            report.problem(Class::Reordered, || {
-                if r.seq > prev {
+        let st = self.channels.entry(r.channel).or_default();
+        let prev = st.max;
+        if r.seq > prev {
+            if r.seq > prev + 1 {
+                st.missing.insert(prev + 1, r.seq - 1);
+                report.problem(Class::Reordered, || {
                     format!(
                         "output channel {} seq jumped from {prev} to {} at byte offset {} (gap: seqs {}..={} missing there)",
                         r.channel,
@@ -201,16 +244,29 @@ fn check_channel_seqs(records: &[ReceivedRecord], report: &mut CheckReport) -> V
                         prev + 1,
                         r.seq - 1
                     )
-                } else {
-                    format!(
-                        "output channel {} seq went back from {prev} to {} at byte offset {}",
-                        r.channel, r.seq, r.offset
-                    )
-                }
-            });
+                });
+            }
+            st.max = r.seq;
+            return true;
         }
-        last.insert(r.channel, r.seq.max(prev));
-        include.push(true);
+        if st.fill(r.seq) {
+            report.problem(Class::Reordered, || {
+                format!(
+                    "output channel {} seq went back from {prev} to {} at byte offset {}",
+                    r.channel, r.seq, r.offset
+                )
+            });
+            return true;
+        }
+        report.problem(Class::Duplicated, || {
+            format!(
+                "output channel {} seq {} delivered again at byte offset {} (trace id {}): the receiver must drop repeats of a seq",
+                r.channel,
+                r.seq,
+                r.offset,
+                crate::formats::show_trace_id(r.trace_id)
+            )
+        });
+        false
     }
-    include
 }
