@@ -271,6 +271,9 @@ const START_DAY: (i64, u32, u32) = (2016, 9, 2);
 const START_MS: u64 = (9 * 3600 + 30 * 60) * 1000;
 const MS_PER_DAY: u64 = 24 * 3600 * 1000;
 
+/// Highest price the walk starts from: $10 M, in cents.
+const MAX_PRICE_CENTS: i64 = 1_000_000_000;
+
 /// Walk state of one symbol, in integer cents so rounding never drifts.
 struct Quote {
     symbol: [u8; 4],
@@ -300,8 +303,9 @@ pub fn market_spread(cfg: &GenConfig, out_dir: &Path) -> Result<GenSummary, GenE
                 format!("record at byte offset {} is not a valid NBBO", rec.offset),
             )
         })?;
-        let bid_cents = ((nbbo.bid * 100.0).round() as i64).max(1);
-        let offer_cents = ((nbbo.offer * 100.0).round() as i64).max(bid_cents);
+        // Clamped so the walk's integer arithmetic cannot overflow on odd data.
+        let bid_cents = ((nbbo.bid * 100.0).round() as i64).clamp(1, MAX_PRICE_CENTS);
+        let offer_cents = ((nbbo.offer * 100.0).round() as i64).clamp(bid_cents, MAX_PRICE_CENTS);
         quotes.push(Quote {
             symbol: nbbo.symbol,
             bid_cents,
