@@ -1,0 +1,121 @@
+//! `verity-gen`: deterministic input files for the reference apps.
+//!
+//! - `verity-gen market-spread --seed S (--messages N | --orders N --nbbo M) --out-dir DIR [--data-dir D]`
+//! - `verity-gen u64 --count N --out FILE`
+//! - `verity-gen text --seed S --lines N --out FILE [--data-dir D]`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use verity_tools::gen::{self, GenConfig, TextConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "verity-gen",
+    version,
+    about = "Deterministic input files for Verity's apps"
+)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// DIR/nbbo.msg (initial NBBOs + random-walk updates) and DIR/orders.msg, fixish.
+    MarketSpread {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Total messages over both files, split about half and half
+        /// (the NBBO file always holds the initial NBBOs).
+        #[arg(long, conflicts_with_all = ["orders", "nbbo"])]
+        messages: Option<u64>,
+        /// Orders to write.
+        #[arg(long)]
+        orders: Option<u64>,
+        /// NBBO updates to write after the initial NBBOs.
+        #[arg(long)]
+        nbbo: Option<u64>,
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Reference data dir (default: $VERITY_DATA_DIR, else shared/data beside the repo).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// The u64 file 1..=N (8-byte big-endian each).
+    U64 {
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Lines drawn from the word-count reference texts.
+    Text {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        lines: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Reference data dir (default: $VERITY_DATA_DIR, else shared/data beside the repo).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Messages generated when neither --messages nor --orders/--nbbo is given.
+const DEFAULT_MESSAGES: u64 = 10_000;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.cmd {
+        Cmd::MarketSpread {
+            seed,
+            messages,
+            orders,
+            nbbo,
+            out_dir,
+            data_dir,
+        } => {
+            let dir = gen::data_dir(data_dir.as_deref());
+            let cfg = match (messages, orders, nbbo) {
+                (Some(n), _, _) => GenConfig::from_messages(seed, n, dir),
+                (None, None, None) => GenConfig::from_messages(seed, DEFAULT_MESSAGES, dir),
+                (None, o, m) => {
+                    let half = GenConfig::from_messages(seed, DEFAULT_MESSAGES, dir);
+                    GenConfig {
+                        orders: o.unwrap_or(half.orders),
+                        nbbo_updates: m.unwrap_or(half.nbbo_updates),
+                        ..half
+                    }
+                }
+            };
+            gen::market_spread(&cfg, &out_dir)
+        }
+        Cmd::U64 { count, out } => gen::u64_counters(count, &out),
+        Cmd::Text {
+            seed,
+            lines,
+            out,
+            data_dir,
+        } => gen::text(
+            &TextConfig {
+                seed,
+                lines,
+                data_dir: gen::data_dir(data_dir.as_deref()),
+            },
+            &out,
+        ),
+    };
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("verity-gen: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
