@@ -5,7 +5,14 @@
 //! - [`gen`]: deterministic input generators (`verity-gen`).
 //! - [`check`]: the independent oracle (`verity-check`); it does not use the
 //!   engine's code.
+//! - [`send`] and [`recv`]: the source and sink clients (`verity-send`,
+//!   `verity-recv`), at-least-once senders and deduplicating receivers.
+//!
+//! This crate depends on `verity-wire` only, never on the engine: the engine's
+//! `demo` uses it, and the checker stays independent of what it checks.
 
 pub mod check;
 pub mod formats;
 pub mod gen;
+pub mod recv;
+pub mod send;

@@ -1,0 +1,411 @@
+//! `verity-send`: an input file → DATA frames on one channel, at-least-once.
+//!
+//! Record `i` of the file (from 1) is sent with seq `i` and trace id
+//! `trace_id(channel, i)`. The sender keeps every record until the node ACKs
+//! it; after a reconnect the node's RESUME says what it has (`delivered`) and
+//! everything after that is sent again (flag `RESEND`), as after a NACK. The
+//! node's `delivered` watermark drops what it already has, so the file
+//! arrives exactly once however often the connection breaks.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use verity_wire::{Decoder, Encoder, Hello, Kind, Role, VERSION};
+
+use crate::formats::{trace_id, FormatError, InputFormat, InputReader};
+
+/// All records of an input file in one buffer, with their spans.
+pub struct Records {
+    data: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Records {
+    pub fn load(format: InputFormat, path: &Path) -> Result<Records, FormatError> {
+        let mut reader = InputReader::open(format, path)?;
+        let mut data = Vec::new();
+        let mut spans = Vec::new();
+        let mut buf = Vec::new();
+        while reader.read_into(&mut buf)?.is_some() {
+            spans.push((data.len(), buf.len()));
+            data.extend_from_slice(&buf);
+        }
+        Ok(Records { data, spans })
+    }
+
+    pub fn from_vec(records: Vec<Vec<u8>>) -> Records {
+        let mut data = Vec::new();
+        let mut spans = Vec::new();
+        for r in records {
+            spans.push((data.len(), r.len()));
+            data.extend_from_slice(&r);
+        }
+        Records { data, spans }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.spans.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Record with seq `seq` (1-based).
+    pub fn get(&self, seq: u64) -> &[u8] {
+        let (start, len) = self.spans[(seq - 1) as usize];
+        &self.data[start..start + len]
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub addr: SocketAddr,
+    pub channel: u32,
+    pub client_id: u32,
+    pub cluster_id: u64,
+    /// Records per second; `None` = as fast as the node takes them.
+    pub rate: Option<u64>,
+    /// Frames per write.
+    pub batch: usize,
+    /// Frames sent but not ACKed before the sender waits.
+    pub window: u64,
+    /// Give up when no connection succeeds for this long.
+    pub give_up_after: Duration,
+    pub max_frame_len: u32,
+}
+
+impl SendConfig {
+    pub fn new(addr: SocketAddr, channel: u32) -> SendConfig {
+        SendConfig {
+            addr,
+            channel,
+            client_id: channel,
+            cluster_id: 1,
+            rate: None,
+            batch: 256,
+            window: 1 << 16,
+            give_up_after: Duration::from_secs(60),
+            max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// What a send run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendStats {
+    pub records: u64,
+    /// Frames written, first sends and resends.
+    pub frames: u64,
+    pub resent: u64,
+    pub acked: u64,
+    pub connects: u64,
+    pub nacks: u64,
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection for `give_up_after`.
+    Unreachable { addr: SocketAddr, last: String },
+    /// The node refused us (ERROR frame): its text.
+    Refused { addr: SocketAddr, text: String },
+    /// A record does not fit in a frame.
+    TooLarge { seq: u64, len: usize },
+    Stopped,
+}
+
+impl core::fmt::Display for SendError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SendError::Unreachable { addr, last } => {
+                write!(f, "cannot reach the node at {addr}: {last}")
+            }
+            SendError::Refused { addr, text } => write!(f, "the node at {addr} refused: {text}"),
+            SendError::TooLarge { seq, len } => {
+                write!(f, "record {seq} ({len} bytes) does not fit in a frame")
+            }
+            SendError::Stopped => write!(f, "stopped before every record was ACKed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Shared between the writer and the connection's ACK reader.
+#[derive(Default)]
+struct Shared {
+    acked: AtomicU64,
+    /// A NACK asked for a resend from here (0: none pending).
+    nack_from: AtomicU64,
+    nacks: AtomicU64,
+    lost: AtomicBool,
+    refused: Mutex<Option<String>>,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+}
+
+/// Sends every record and returns once all are ACKed (or on error / `stop`).
+pub fn send(
+    cfg: &SendConfig,
+    records: &Records,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<SendStats, SendError> {
+    let n = records.len();
+    let enc = Encoder::new(cfg.max_frame_len);
+    let mut stats = SendStats {
+        records: n,
+        ..SendStats::default()
+    };
+    let mut highest_sent = 0u64;
+    let mut acked = 0u64;
+    let mut backoff = Duration::from_millis(20);
+    let mut last_connected = Instant::now();
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    while acked < n || n == 0 {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SendError::Stopped);
+        }
+        let (mut stream, delivered) = match connect(cfg) {
+            Ok(c) => c,
+            Err(Connect::Refused(text)) => {
+                return Err(SendError::Refused {
+                    addr: cfg.addr,
+                    text,
+                })
+            }
+            Err(Connect::Failed(e)) => {
+                if last_connected.elapsed() > cfg.give_up_after {
+                    return Err(SendError::Unreachable {
+                        addr: cfg.addr,
+                        last: e,
+                    });
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(20);
+        last_connected = Instant::now();
+        stats.connects += 1;
+        if n == 0 {
+            break;
+        }
+        acked = acked.max(delivered);
+        let shared = Arc::new(Shared::default());
+        shared.acked.store(acked, Ordering::Relaxed);
+        let reader = {
+            let shared = Arc::clone(&shared);
+            let rs = stream.try_clone();
+            let max = cfg.max_frame_len;
+            thread::spawn(move || {
+                if let Ok(rs) = rs {
+                    read_acks(rs, &shared, max)
+                }
+            })
+        };
+        // Everything after what the node has is sent (again).
+        let mut next = acked + 1;
+        let mut sent_at_start = 0u64;
+        let rate_start = Instant::now();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                let _ = stream.shutdown(Shutdown::Both);
+                let _ = reader.join();
+                return Err(SendError::Stopped);
+            }
+            acked = acked.max(shared.acked.load(Ordering::Acquire));
+            progress.acked.store(acked, Ordering::Relaxed);
+            if acked >= n || shared.lost.load(Ordering::Acquire) {
+                break;
+            }
+            let from = shared.nack_from.swap(0, Ordering::AcqRel);
+            if from > acked && from < next {
+                next = from;
+            }
+            if next > n || next > acked + cfg.window {
+                thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            if let Some(rate) = cfg.rate {
+                let allowed = (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                if sent_at_start >= allowed {
+                    thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+            }
+            buf.clear();
+            let end = n
+                .min(next + cfg.batch as u64 - 1)
+                .min(acked + cfg.window);
+            let end = match cfg.rate {
+                Some(rate) => {
+                    let allowed =
+                        (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                    end.min(next + allowed.saturating_sub(sent_at_start) - 1)
+                }
+                None => end,
+            };
+            for seq in next..=end {
+                let payload = records.get(seq);
+                let resend = seq <= highest_sent;
+                enc.data(
+                    &mut buf,
+                    cfg.channel,
+                    0,
+                    seq,
+                    trace_id(cfg.channel, seq),
+                    resend,
+                    payload,
+                )
+                .map_err(|_| SendError::TooLarge {
+                    seq,
+                    len: payload.len(),
+                })?;
+                if resend {
+                    stats.resent += 1;
+                }
+            }
+            if stream.write_all(&buf).is_err() {
+                break;
+            }
+            let count = end - next + 1;
+            stats.frames += count;
+            sent_at_start += count;
+            highest_sent = highest_sent.max(end);
+            progress.sent.store(highest_sent, Ordering::Relaxed);
+            next = end + 1;
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = reader.join();
+        stats.nacks += shared.nacks.load(Ordering::Relaxed);
+        let refused = shared.refused.lock().ok().and_then(|r| r.clone());
+        if let Some(text) = refused {
+            return Err(SendError::Refused {
+                addr: cfg.addr,
+                text,
+            });
+        }
+    }
+    stats.acked = acked;
+    Ok(stats)
+}
+
+enum Connect {
+    Failed(String),
+    Refused(String),
+}
+
+/// Connects and does the handshake: HELLO both ways, then the node's RESUME.
+/// Returns the stream and the node's `delivered` for our channel.
+fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
+    let mut stream = TcpStream::connect_timeout(&cfg.addr, Duration::from_secs(2))
+        .map_err(|e| Connect::Failed(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let enc = Encoder::new(cfg.max_frame_len);
+    let mut buf = BytesMut::new();
+    let hello = Hello {
+        cluster_id: cfg.cluster_id,
+        node_id: cfg.client_id,
+        role: Role::Source,
+        version_min: VERSION,
+        version_max: VERSION,
+        challenge: [0; 32],
+        response: None,
+    };
+    let _ = enc.hello(&mut buf, 0, &hello);
+    stream
+        .write_all(&buf)
+        .map_err(|e| Connect::Failed(e.to_string()))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut dec = Decoder::new(cfg.max_frame_len);
+    let mut saw_hello = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(f) = dec
+            .decode()
+            .map_err(|e| Connect::Failed(format!("bad frame from the node: {e}")))?
+        {
+            match f.kind() {
+                Kind::Hello => saw_hello = true,
+                Kind::Resume if saw_hello => {
+                    let delivered = f
+                        .view()
+                        .resume_entries()
+                        .and_then(|es| {
+                            es.iter()
+                                .find(|e| e.channel.get() == cfg.channel)
+                                .map(|e| e.delivered.get())
+                        })
+                        .unwrap_or(0);
+                    let _ = stream.set_read_timeout(None);
+                    return Ok((stream, delivered));
+                }
+                Kind::Error => {
+                    let text = f.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                    return Err(Connect::Refused(text));
+                }
+                _ => {}
+            }
+        }
+        let got = stream
+            .read(&mut chunk)
+            .map_err(|e| Connect::Failed(e.to_string()))?;
+        if got == 0 {
+            return Err(Connect::Failed("closed during the handshake".into()));
+        }
+        dec.extend(&chunk[..got]);
+    }
+}
+
+fn read_acks(mut stream: TcpStream, shared: &Shared, max_frame_len: u32) {
+    let mut dec = Decoder::new(max_frame_len);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let got = match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        dec.extend(&chunk[..got]);
+        loop {
+            match dec.decode() {
+                Ok(Some(f)) => match f.kind() {
+                    Kind::Ack => {
+                        shared
+                            .acked
+                            .fetch_max(f.header().seq(), Ordering::AcqRel);
+                    }
+                    Kind::Nack => {
+                        shared.nacks.fetch_add(1, Ordering::Relaxed);
+                        shared.nack_from.store(f.header().seq(), Ordering::Release);
+                    }
+                    Kind::Error => {
+                        let text = f.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                        if let Ok(mut r) = shared.refused.lock() {
+                            *r = Some(text);
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(_) => {
+                    shared.lost.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+    shared.lost.store(true, Ordering::Release);
+}
