@@ -29,7 +29,9 @@ pub const MAX_ERROR_TEXT_LEN: usize = 4096;
 
 /// HELLO body.
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
 pub struct HelloBody {
     pub cluster_id: U64,
     pub node_id: U32,
@@ -43,7 +45,9 @@ const _: () = assert!(core::mem::size_of::<HelloBody>() == HELLO_BODY_LEN);
 
 /// One RESUME entry.
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
 pub struct ResumeEntry {
     pub channel: U32,
     pub reserved: U32,
@@ -63,7 +67,9 @@ impl ResumeEntry {
 
 /// The fixed part of an ERROR body; the text follows it.
 #[repr(C)]
-#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
 pub struct ErrorBody {
     pub code: U32,
     pub reserved: U32,

@@ -8,8 +8,7 @@ use crate::body::{
 };
 use crate::error::EncodeError;
 use crate::header::{
-    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN,
-    MAX_FRAME_LEN_LIMIT,
+    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, MAX_FRAME_LEN_LIMIT,
 };
 
 const ZERO_PAD: [u8; 8] = [0; 8];
@@ -109,15 +108,7 @@ impl Encoder {
         let stride = stride(frame_len);
         let start = buf.len();
         buf.reserve(stride);
-        let header = Header::new(
-            kind,
-            flags,
-            frame_len as u32,
-            channel,
-            epoch,
-            seq,
-            trace_id,
-        );
+        let header = Header::new(kind, flags, frame_len as u32, channel, epoch, seq, trace_id);
         buf.put_slice(header.as_bytes());
         // Grow by the payload and padding, zeroed, then let `fill` write in place.
         buf.put_bytes(0, stride - HEADER_LEN);
@@ -153,15 +144,7 @@ impl Encoder {
         let stride = stride(frame_len);
         let start = buf.len();
         buf.reserve(stride);
-        let header = Header::new(
-            kind,
-            flags,
-            frame_len as u32,
-            channel,
-            epoch,
-            seq,
-            trace_id,
-        );
+        let header = Header::new(kind, flags, frame_len as u32, channel, epoch, seq, trace_id);
         buf.put_slice(header.as_bytes());
         for p in parts {
             buf.put_slice(p);
@@ -255,16 +238,7 @@ impl Encoder {
         epoch: u32,
         entries: &[ResumeEntry],
     ) -> Result<usize, EncodeError> {
-        self.frame(
-            buf,
-            Kind::Resume,
-            0,
-            0,
-            epoch,
-            0,
-            0,
-            &[entries.as_bytes()],
-        )
+        self.frame(buf, Kind::Resume, 0, 0, epoch, 0, 0, &[entries.as_bytes()])
     }
 
     /// ERROR: code + text; the sender closes the connection after it.
