@@ -98,6 +98,13 @@ impl SegmentHeader {
         header
     }
 
+    /// The 64 header bytes as written to the file.
+    pub fn to_bytes(&self) -> [u8; SEGMENT_HEADER_BYTES] {
+        let mut bytes = [0u8; SEGMENT_HEADER_BYTES];
+        bytes.copy_from_slice(self.as_bytes());
+        bytes
+    }
+
     fn compute_crc(&self) -> u32 {
         crc32c::crc32c(&self.as_bytes()[..SEGMENT_HEADER_BYTES - 4])
     }
@@ -143,6 +150,29 @@ impl SegmentHeader {
 pub fn record_crc(header_prefix: &[u8], payload: &[u8]) -> u32 {
     debug_assert_eq!(header_prefix.len(), 24);
     crc32c::crc32c_append(crc32c::crc32c(header_prefix), payload)
+}
+
+/// The complete header of a record with this payload, CRC included (the
+/// append path writes the same bytes in two steps, length last).
+pub fn encode_record_header(
+    kind: u32,
+    position: u64,
+    timestamp: u64,
+    payload: &[u8],
+) -> [u8; RECORD_HEADER_BYTES] {
+    let length = u32::try_from(RECORD_HEADER_BYTES + payload.len()).unwrap_or(u32::MAX);
+    let mut header = RecordHeader {
+        length: U32::new(length),
+        kind: U32::new(kind),
+        position: U64::new(position),
+        timestamp: U64::new(timestamp),
+        crc: U32::new(0),
+        reserved: U32::new(0),
+    };
+    header.crc = U32::new(record_crc(&header.as_bytes()[..24], payload));
+    let mut bytes = [0u8; RECORD_HEADER_BYTES];
+    bytes.copy_from_slice(header.as_bytes());
+    bytes
 }
 
 /// Why the bytes at a record offset are not a valid record.

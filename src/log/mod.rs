@@ -106,11 +106,9 @@ pub use error::{LogError, Op};
 pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 
-use format::{align_up, RecordHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use format::{align_up, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 use segment::Segment;
 use syncer::{SyncFile, Syncer};
-use zerocopy::byteorder::little_endian::{U32, U64};
-use zerocopy::IntoBytes;
 
 /// A logical byte offset in a log (see the module docs).
 pub type Position = u64;
@@ -287,22 +285,14 @@ impl Log {
         let (payload, padding) = body.split_at_mut(len);
         fill(payload);
         padding.fill(0);
-        let mut header = RecordHeader {
-            length: U32::new(length as u32),
-            kind: U32::new(kind),
-            position: U64::new(position),
-            timestamp: U64::new(timestamp),
-            crc: U32::new(0),
-            reserved: U32::new(0),
-        };
-        header.crc = U32::new(format::record_crc(&header.as_bytes()[..24], payload));
-        header_bytes[4..].copy_from_slice(&header.as_bytes()[4..]);
+        let header = format::encode_record_header(kind, position, timestamp, payload);
+        header_bytes[4..].copy_from_slice(&header[4..]);
         // The length goes in last: a record whose length is set is complete.
         // The fence keeps the compiler from sinking the stores above below
         // it (a kill -9 stops the process between two instructions; x86 and
         // the page cache keep program order of stores).
         compiler_fence(Ordering::Release);
-        header_bytes[..4].copy_from_slice(header.length.as_bytes());
+        header_bytes[..4].copy_from_slice(&header[..4]);
 
         self.end = position + span;
         if let Some(syncer) = &self.syncer {
