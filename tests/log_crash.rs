@@ -21,7 +21,7 @@ const ROUNDS_PER_SEED: u64 = 2;
 /// The child stops appending after this many records per round (and waits to
 /// be killed), so a slow parent cannot fill the disk.
 const CHILD_RECORDS_MAX: u64 = 3000;
-const PAYLOAD_BYTES_MAX: u64 = 300;
+const PAYLOAD_BYTES_MAX: u64 = 1000;
 
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -34,7 +34,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// Segment size for a seed: small, so rolls happen often.
 fn segment_size(seed: u64) -> u64 {
     let mut s = seed ^ 0x5E6;
-    512 + 8 * (splitmix64(&mut s) % 1000)
+    2048 + 8 * (splitmix64(&mut s) % 1000)
 }
 
 /// Record `index` of the sequence for `seed`: (kind, timestamp, payload).
@@ -103,12 +103,18 @@ fn child_append_loop() {
     let mut out = stdout.lock();
     writeln!(out, "R {start}").unwrap();
     out.flush().unwrap();
+    // Flushing reports in small seeded batches keeps the child mostly
+    // inside `append` (not in write(2)) when the SIGKILL lands.
+    let flush_every = 1 + seed % 8;
     for index in start..start + CHILD_RECORDS_MAX {
         let (kind, timestamp, payload) = record(seed, index);
         let position = log.append(kind, timestamp, &payload).unwrap();
         writeln!(out, "C {index} {position}").unwrap();
-        out.flush().unwrap();
+        if index % flush_every == 0 {
+            out.flush().unwrap();
+        }
     }
+    out.flush().unwrap();
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
@@ -119,6 +125,7 @@ struct Totals {
     reported: u64,
     recovered: u64,
     torn_tails: u64,
+    tmp_files_removed: u64,
     bytes_dropped: u64,
     segments: u64,
 }
@@ -171,6 +178,7 @@ fn crash_round(dir: &Path, seed: u64, round: u64, totals: &mut Totals) {
     totals.recovered += positions.len() as u64;
     totals.torn_tails += u64::from(recovery.bytes_dropped > 0);
     totals.bytes_dropped += recovery.bytes_dropped;
+    totals.tmp_files_removed += recovery.tmp_files_removed as u64;
     totals.segments += segments as u64;
     for (index, position) in reported {
         assert!(
@@ -208,12 +216,14 @@ fn kill_9_at_seeded_moments_loses_no_reported_record() {
     }
     eprintln!(
         "log_crash: {seeds} seeds x {ROUNDS_PER_SEED} kill -9 rounds in {:?}: {} records reported, \
-         {} recovered, {} torn tails ({} bytes dropped), {} segments at the end of rounds",
+         {} recovered, {} torn tails ({} bytes dropped), {} half-made segments removed, \
+         {} segments at the end of rounds",
         started.elapsed(),
         totals.reported,
         totals.recovered,
         totals.torn_tails,
         totals.bytes_dropped,
+        totals.tmp_files_removed,
         totals.segments
     );
 }

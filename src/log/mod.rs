@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Every segment file is created at its full size (`segment_size_bytes`,
-//! reserved with `fallocate`) and mapped once; it is never resized.
+//! reserved with `fallocate`) and mapped once; it is never resized. The next
+//! segment is prepared ahead as a `.tmp` file on a background thread and
+//! renamed into place at the roll.
 //!
 //! ## Positions
 //!
@@ -91,6 +93,7 @@
 mod durable;
 mod error;
 pub mod format;
+mod preparer;
 mod reader;
 mod recovery;
 mod segment;
@@ -107,6 +110,7 @@ pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 
 use format::{align_up, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use preparer::Preparer;
 use segment::Segment;
 use syncer::{SyncFile, Syncer};
 
@@ -133,9 +137,13 @@ pub struct LogConfig {
     /// many bytes ([`LogError::NoSpace`], as for a full disk). For quotas and
     /// for testing backpressure.
     pub disk_limit_bytes: Option<u64>,
-    /// Pre-fault the pages of a new segment when it is created
-    /// (`MAP_POPULATE`), moving page-fault cost from appends to the roll.
-    pub populate: bool,
+    /// Pre-fault every page of a new segment when it is created
+    /// (`MAP_POPULATE` plus a write per page), moving page-fault cost from
+    /// appends to segment creation.
+    pub prefault: bool,
+    /// Create the next segment on a background thread while appending to
+    /// the current one, so a roll on the hot path is a rename.
+    pub prepare_ahead: bool,
 }
 
 impl Default for LogConfig {
@@ -144,7 +152,8 @@ impl Default for LogConfig {
             segment_size_bytes: 64 << 20,
             durability: Durability::Process,
             disk_limit_bytes: None,
-            populate: false,
+            prefault: true,
+            prepare_ahead: true,
         }
     }
 }
@@ -158,6 +167,7 @@ pub struct Log {
     /// Position the next record goes to.
     end: u64,
     syncer: Option<Syncer>,
+    preparer: Option<Preparer>,
     /// Holds the flock for the life of the log.
     _lock: File,
 }
@@ -190,7 +200,7 @@ impl Log {
                 config.segment_size_bytes,
                 name_hash,
                 sync,
-                config.populate,
+                config.prefault,
             )?);
         }
         let last_index = segments.len() - 1;
@@ -218,6 +228,19 @@ impl Log {
         } else {
             None
         };
+        let preparer = if config.prepare_ahead {
+            let mut preparer = Preparer::start(
+                &log_dir,
+                config.segment_size_bytes,
+                name_hash,
+                sync,
+                config.prefault,
+            )?;
+            preparer.request(segments[last_index].limit());
+            Some(preparer)
+        } else {
+            None
+        };
         let recovery = Recovery {
             segments: segments.len(),
             records: scan.records,
@@ -233,6 +256,7 @@ impl Log {
             segments,
             end: scan.end,
             syncer,
+            preparer,
             _lock: lock,
         };
         Ok((log, recovery))
@@ -321,14 +345,20 @@ impl Log {
             }
         }
         let sync = self.config.durability == Durability::Fsync;
-        let segment = Segment::create(
-            &self.dir,
-            base,
-            size,
-            self.name_hash,
-            sync,
-            self.config.populate,
-        )?;
+        let prepared = match self.preparer.as_mut().and_then(|p| p.take(base)) {
+            Some(Ok(prepared)) => prepared,
+            // A failure in the background may be stale (space freed since):
+            // try again here, and report this attempt's error.
+            Some(Err(_)) | None => Segment::prepare(
+                &self.dir,
+                base,
+                size,
+                self.name_hash,
+                sync,
+                self.config.prefault,
+            )?,
+        };
+        let segment = Segment::install(prepared, &self.dir, sync)?;
         if let Some(syncer) = &self.syncer {
             syncer.push_file(SyncFile {
                 base: segment.base,
@@ -337,8 +367,12 @@ impl Log {
                 file: std::sync::Arc::clone(&segment.file),
             });
         }
+        let next_base = segment.limit();
         self.segments.push(segment);
         self.end = base;
+        if let Some(preparer) = &mut self.preparer {
+            preparer.request(next_base);
+        }
         Ok(())
     }
 
@@ -460,6 +494,17 @@ impl Log {
     /// `<dir>/<name>`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Bytes left in the active segment: a record whose padded size
+    /// (`align8(32 + payload)`) exceeds this makes the next append roll.
+    pub fn active_remaining_bytes(&self) -> u64 {
+        self.active().limit() - self.end
     }
 
     /// Paths of the segment files, oldest first.

@@ -12,6 +12,26 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::error::{LogError, Op};
 use super::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 
+/// Page size assumed for prefaulting (touching more often is harmless).
+const PAGE_BYTES: usize = 4096;
+
+/// A segment file created as `.tmp`, not yet part of the log.
+pub(crate) struct Prepared {
+    pub tmp_path: PathBuf,
+    pub base: u64,
+    pub size_bytes: u64,
+    file: File,
+    map: MmapMut,
+}
+
+impl Prepared {
+    /// Removes the unused file.
+    pub fn discard(self) {
+        // Best effort: a leftover `.tmp` is removed by the next open anyway.
+        let _ = fs::remove_file(&self.tmp_path);
+    }
+}
+
 pub(crate) struct Segment {
     pub path: PathBuf,
     /// Position of the first byte of the data region.
@@ -44,40 +64,68 @@ impl Segment {
         SEGMENT_HEADER_BYTES as u64 + position.saturating_sub(self.base)
     }
 
-    /// Creates `<dir>/<base>.seg` of `size_bytes`: written as a `.tmp` file,
-    /// space reserved with fallocate (so a full disk shows up here as
-    /// `NoSpace` rather than as SIGBUS on a later store into the mapping),
-    /// header written, then renamed into place. On error nothing is left
-    /// behind.
+    /// Creates `<dir>/<base>.seg` of `size_bytes`: [`Segment::prepare`]
+    /// then [`Segment::install`]. On error nothing is left behind.
     pub fn create(
         dir: &Path,
         base: u64,
         size_bytes: u64,
         name_hash: u64,
         sync: bool,
-        populate: bool,
+        prefault: bool,
     ) -> Result<Segment, LogError> {
-        let path = dir.join(format::segment_file_name(base));
+        let prepared = Self::prepare(dir, base, size_bytes, name_hash, sync, prefault)?;
+        Self::install(prepared, dir, sync)
+    }
+
+    /// Creates `<dir>/<base>.seg.tmp`: space reserved with fallocate (so a
+    /// full disk shows up here as `NoSpace` rather than as SIGBUS on a later
+    /// store into the mapping), mapped, header written. With `prefault`, every
+    /// page is populated and write-touched now, so appends into it take no
+    /// page faults. A `.tmp` file is never part of the log (open removes it).
+    pub fn prepare(
+        dir: &Path,
+        base: u64,
+        size_bytes: u64,
+        name_hash: u64,
+        sync: bool,
+        prefault: bool,
+    ) -> Result<Prepared, LogError> {
         let tmp_path = dir.join(format!("{}.tmp", format::segment_file_name(base)));
-        let result = Self::create_tmp(&tmp_path, base, size_bytes, name_hash, sync, populate)
-            .and_then(|(file, map)| {
-                fs::rename(&tmp_path, &path).map_err(|e| LogError::io(Op::Rename, &path, e))?;
-                if sync {
-                    sync_dir(dir)?;
-                }
-                Ok(Segment {
-                    path: path.clone(),
-                    base,
-                    data_bytes: size_bytes - SEGMENT_HEADER_BYTES as u64,
-                    file: Arc::new(file),
-                    map,
-                })
-            });
-        if result.is_err() {
-            // Best effort: the error being returned is the one that matters.
-            let _ = fs::remove_file(&tmp_path);
+        match Self::create_tmp(&tmp_path, base, size_bytes, name_hash, sync, prefault) {
+            Ok((file, map)) => Ok(Prepared {
+                tmp_path,
+                base,
+                size_bytes,
+                file,
+                map,
+            }),
+            Err(error) => {
+                // Best effort: the error being returned is the one that matters.
+                let _ = fs::remove_file(&tmp_path);
+                Err(error)
+            }
         }
-        result
+    }
+
+    /// Renames a prepared segment into place: from here on it is part of the
+    /// log.
+    pub fn install(prepared: Prepared, dir: &Path, sync: bool) -> Result<Segment, LogError> {
+        let path = dir.join(format::segment_file_name(prepared.base));
+        if let Err(e) = fs::rename(&prepared.tmp_path, &path) {
+            prepared.discard();
+            return Err(LogError::io(Op::Rename, &path, e));
+        }
+        if sync {
+            sync_dir(dir)?;
+        }
+        Ok(Segment {
+            path,
+            base: prepared.base,
+            data_bytes: prepared.size_bytes - SEGMENT_HEADER_BYTES as u64,
+            file: Arc::new(prepared.file),
+            map: prepared.map,
+        })
     }
 
     fn create_tmp(
@@ -86,7 +134,7 @@ impl Segment {
         size_bytes: u64,
         name_hash: u64,
         sync: bool,
-        populate: bool,
+        prefault: bool,
     ) -> Result<(File, MmapMut), LogError> {
         let file = OpenOptions::new()
             .read(true)
@@ -105,7 +153,14 @@ impl Segment {
                 other => other,
             }
         })?;
-        let mut map = map_file(&file, tmp_path, populate)?;
+        let mut map = map_file(&file, tmp_path, prefault)?;
+        if prefault {
+            // MAP_POPULATE maps shared file pages read-only (for dirty
+            // tracking); a write per page takes the write fault now.
+            for page in map.chunks_mut(PAGE_BYTES) {
+                page[0] = 0;
+            }
+        }
         let header = SegmentHeader::new(base, size_bytes, name_hash);
         map[..SEGMENT_HEADER_BYTES].copy_from_slice(header.as_bytes());
         if sync {
@@ -167,8 +222,11 @@ fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogErro
     // `<dir>/<name>/LOCK` for as long as it exists (no second Verity process
     // opens this log), segment files are never truncated or resized after
     // creation, and the `Segment` owning this mapping is owned by exactly one
-    // `Log`, which writes it only through `&mut self`. The syncer thread only
-    // calls fdatasync on the file descriptor and never touches the memory.
+    // `Log`, which writes it only through `&mut self`. A segment prepared
+    // ahead is written by the preparer thread only before it is sent to the
+    // log over a channel (which orders those writes before the log's) and
+    // never after. The syncer thread only calls fdatasync on the file
+    // descriptor and never touches the memory.
     unsafe { options.map_mut(file) }.map_err(|e| LogError::io(Op::Map, path, e))
 }
 

@@ -338,6 +338,8 @@ fn disk_limit_gives_no_space_then_retry_succeeds_after_dropping() {
     let pos = log.append(1, 0, b"retry").unwrap();
     assert!(pos > *positions.last().unwrap());
     assert_eq!(read_all(&log, pos)[0].3, b"retry".to_vec());
+    // The segment prepared ahead is removed with the log.
+    drop(log);
     assert!(fs::read_dir(dir.path().join("j")).unwrap().all(|e| !e
         .unwrap()
         .path()
@@ -358,6 +360,29 @@ fn leftover_tmp_segment_is_removed_on_open() {
     assert_eq!(recovery.tmp_files_removed, 1);
     assert!(!tmp.exists());
     assert_eq!(read_all(&log, 0).len(), 1);
+}
+
+#[test]
+fn rolls_work_with_and_without_prepare_ahead_and_prefault() {
+    for (prepare_ahead, prefault) in [(false, false), (false, true), (true, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_size_bytes: 512,
+            prepare_ahead,
+            prefault,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+        let positions: Vec<Position> = (0..40u64)
+            .map(|i| log.append(1, i, &payload(i, 70)).unwrap())
+            .collect();
+        assert!(log.segment_count() > 5);
+        drop(log);
+        let (log, recovery) = Log::open(dir.path(), "j", cfg).unwrap();
+        assert_eq!(recovery.tmp_files_removed, 0);
+        let read: Vec<Position> = read_all(&log, 0).iter().map(|r| r.0).collect();
+        assert_eq!(read, positions);
+    }
 }
 
 #[test]
