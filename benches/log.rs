@@ -39,7 +39,11 @@ fn open(dir: &tempfile::TempDir, durability: Durability) -> Log {
 
 /// Keeps the bench's disk use bounded: only the active segment stays.
 fn trim(log: &mut Log) {
-    if log.segment_count() > 2 {
+    let keep: usize = std::env::var("VERITY_BENCH_KEEP_SEGMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    if log.segment_count() > keep {
         let end = log.end_position();
         log.drop_below(end).unwrap();
     }
