@@ -4,8 +4,12 @@
 //! `VERITY_BENCH_DIR` picks the directory (default `/tmp`, a real disk here;
 //! `/dev/shm` for tmpfs).
 //!
-//! - `append/<size>`: every append, rolls (segment creation + fallocate +
-//!   MAP_POPULATE of 64 MiB) and dropping old segments included.
+//! - `append/<size>`: every append, rolls and dropping old segments
+//!   included. The next 64 MiB segment is prepared (fallocate, populate,
+//!   write-fault) on the log's preparer thread; when appends outrun it, the
+//!   roll waits, so this is bounded by how fast the kernel hands out page
+//!   cache (tmpfs) or writes it back (disk). `VERITY_BENCH_KEEP_SEGMENTS`
+//!   (default 2) sets how many segments stay before old ones are dropped.
 //! - `append_in_segment/<size>`: only appends into an already-mapped segment
 //!   (rolls happen outside the timed spans): the steady-state hot path.
 //! - `memcpy/<size>`: copy of the payload into a touched 64 MiB buffer.

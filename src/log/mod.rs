@@ -462,7 +462,7 @@ impl Log {
         let Some(syncer) = &self.syncer else {
             return self.check_appended(position);
         };
-        match syncer.shared.mark.wait_until(position + 1) {
+        match syncer.shared.mark.wait_until(position.saturating_add(1)) {
             Ok(()) => Ok(()),
             Err(WaitError::NotAppended) => self.check_appended(position),
             Err(WaitError::Failed) => Err(syncer.error().unwrap_or(LogError::Closed)),
