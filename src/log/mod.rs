@@ -205,11 +205,17 @@ impl Log {
         }
         let last_index = segments.len() - 1;
         let scan = recovery::scan_and_truncate(&mut segments[last_index]);
-        if sync && scan.bytes_dropped > 0 {
-            let last = &segments[last_index];
-            last.file
-                .sync_data()
-                .map_err(|e| LogError::io(error::Op::SyncData, &last.path, e))?;
+        if sync {
+            // A previous run at `process` durability (or one killed before
+            // its syncer caught up) may have left recovered records only in
+            // the page cache: make them durable before reporting them so.
+            // Pages already clean make this cheap.
+            for segment in &segments {
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(|e| LogError::io(error::Op::SyncData, &segment.path, e))?;
+            }
         }
         let syncer = if sync {
             let files = segments
@@ -221,9 +227,7 @@ impl Log {
                     file: std::sync::Arc::clone(&s.file),
                 })
                 .collect();
-            // What recovery found is treated as durable: the tail it zeroed
-            // is synced above, and earlier bytes were synced by the previous
-            // run or are as durable as the page cache made them.
+            // Everything recovery kept was synced above.
             Some(Syncer::start(scan.end, files, &log_dir)?)
         } else {
             None
