@@ -1,1 +1,0 @@
-//! mmap-backed segmented log (issue 3): not written yet.

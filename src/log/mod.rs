@@ -1,0 +1,578 @@
+//! # Segmented, mmap-backed log
+//!
+//! Used for the journal, outbound logs and trace/audit logs (DESIGN §3, §5).
+//! One writer (the node's loop, through `&mut Log`), readers and a tailing
+//! cursor in the same process, an optional syncer thread for `fsync`
+//! durability.
+//!
+//! ## Files
+//!
+//! ```text
+//! <dir>/<log-name>/LOCK                        flock'ed while a Log is open
+//! <dir>/<log-name>/<base position:020>.seg     segments, e.g. 00000000000000000000.seg
+//! <dir>/<log-name>/<base position:020>.seg.tmp a segment being created (removed on open)
+//! ```
+//!
+//! Every segment file is created at its full size (`segment_size_bytes`,
+//! reserved with `fallocate`) and mapped once; it is never resized. The next
+//! segment is prepared ahead as a `.tmp` file on a background thread and
+//! renamed into place at the roll.
+//!
+//! ## Positions
+//!
+//! A position is a logical byte offset (u64). A segment with base position
+//! `B` and size `S` holds positions `[B, B + S - 64)`: the byte at position
+//! `P` lives at file offset `64 + (P - B)`. The next segment's base is
+//! exactly `B + S - 64` (checked on open: a mismatch is
+//! [`LogError::SegmentGap`]). A record's position is the position of its
+//! first header byte; the next record follows at `P + align8(length)`. When a
+//! record does not fit in the rest of a segment, the log rolls and the record
+//! goes to the next segment's base, so the positions of the unused tail of a
+//! sealed segment are skipped. Positions are therefore strictly increasing,
+//! 8-aligned, and not dense across segment boundaries.
+//!
+//! ## Segment header (64 bytes, little-endian)
+//!
+//! | offset | size | field          | meaning                                        |
+//! |-------:|-----:|----------------|------------------------------------------------|
+//! | 0      | 8    | magic          | `b"VRTYLOG\0"`                                 |
+//! | 8      | 4    | version        | 1                                              |
+//! | 12     | 4    | header_bytes   | 64                                             |
+//! | 16     | 8    | base_position  | position of data byte 0; equals the file name  |
+//! | 24     | 8    | size_bytes     | file size, multiple of 8, 256 B ..= 4 GiB      |
+//! | 32     | 8    | name_hash      | FNV-1a 64 of the log name                      |
+//! | 40     | 20   | reserved       | zero                                           |
+//! | 60     | 4    | crc            | CRC32C of bytes 0..60                          |
+//!
+//! ## Record (32-byte header + payload, padded with zeroes to 8 bytes)
+//!
+//! | offset | size | field     | meaning                                              |
+//! |-------:|-----:|-----------|------------------------------------------------------|
+//! | 0      | 4    | length    | header + payload bytes, unpadded; **written last**; 0 = no record |
+//! | 4      | 4    | kind      | record kind (the caller's)                           |
+//! | 8      | 8    | position  | the record's own position (catches misplaced bytes)  |
+//! | 16     | 8    | timestamp | the caller's clock reading                           |
+//! | 24     | 4    | crc       | CRC32C of bytes 0..24 (with the final length) then the payload |
+//! | 28     | 4    | reserved  | zero                                                 |
+//! | 32     | n    | payload   |                                                      |
+//!
+//! A record is valid iff `32 <= length <= bytes left in the segment`,
+//! `position` matches, `reserved == 0` and the CRC matches. Readers stop at
+//! the first invalid record.
+//!
+//! ## Recovery (on open)
+//!
+//! Segment names, headers and contiguity are checked for every segment. The
+//! last segment is scanned from its base: the first invalid record (zero or
+//! impossible length, bad CRC, wrong position) ends the log, and every byte
+//! from there to the last non-zero byte of the segment is zeroed (reported as
+//! [`Recovery::bytes_dropped`]). Sealed segments are not scanned on open (a
+//! crash can only tear the last one); readers verify every record anyway.
+//!
+//! ## Durability
+//!
+//! - [`Durability::Process`]: a record is durable once `append` returns (it
+//!   is in the shared mapping, i.e. the page cache, which survives `kill -9`).
+//! - [`Durability::Fsync`]: group commit. `append` publishes the new end
+//!   through [`DurableMark`]; [`Log::commit`] wakes the syncer thread, which
+//!   fdatasyncs what was appended and publishes "durable below P";
+//!   [`Log::durable_position`] reads it without blocking.
+//!
+//! ## Failures
+//!
+//! Running out of disk shows up when a segment is created (the space is
+//! reserved up front), as [`LogError::NoSpace`]: nothing written is touched,
+//! the append did not happen, and the caller stops taking input and retries.
+//!
+//! ## Limits
+//!
+//! Segment size 256 B ..= 4 GiB ([`format::SEGMENT_SIZE_MIN_BYTES`],
+//! [`format::SEGMENT_SIZE_MAX_BYTES`]); payload at most
+//! `segment_size_bytes - 96`; log names at most [`LOG_NAME_MAX_BYTES`] bytes.
+
+mod durable;
+mod error;
+pub mod format;
+mod preparer;
+mod reader;
+mod recovery;
+mod segment;
+mod syncer;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{compiler_fence, Ordering};
+
+pub use durable::{DurableMark, WaitError};
+pub use error::{LogError, Op};
+pub use reader::{Reader, Record, Tailer};
+pub use recovery::Recovery;
+
+use format::{align_up, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use preparer::Preparer;
+use segment::Segment;
+use syncer::{SyncFile, Syncer};
+
+/// A logical byte offset in a log (see the module docs).
+pub type Position = u64;
+
+/// Longest log name (it becomes a directory name).
+pub const LOG_NAME_MAX_BYTES: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Durable once written into the mapping (survives `kill -9`).
+    Process,
+    /// Durable once the syncer's fdatasync covering it has returned.
+    Fsync,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Size of every new segment file, header included.
+    pub segment_size_bytes: u64,
+    pub durability: Durability,
+    /// Refuse to create a segment that would take the log's files past this
+    /// many bytes ([`LogError::NoSpace`], as for a full disk). For quotas and
+    /// for testing backpressure.
+    pub disk_limit_bytes: Option<u64>,
+    /// Pre-fault every page of a new segment when it is created
+    /// (`MAP_POPULATE` plus a write per page), moving page-fault cost from
+    /// appends to segment creation.
+    pub prefault: bool,
+    /// Create the next segment on a background thread while appending to
+    /// the current one, so a roll on the hot path is a rename.
+    pub prepare_ahead: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_size_bytes: 64 << 20,
+            durability: Durability::Process,
+            disk_limit_bytes: None,
+            prefault: true,
+            prepare_ahead: true,
+        }
+    }
+}
+
+pub struct Log {
+    dir: PathBuf,
+    name_hash: u64,
+    config: LogConfig,
+    /// Never empty; the last one is the active segment.
+    segments: Vec<Segment>,
+    /// Position the next record goes to.
+    end: u64,
+    syncer: Option<Syncer>,
+    preparer: Option<Preparer>,
+    /// Holds the flock for the life of the log.
+    _lock: File,
+}
+
+impl Log {
+    /// Opens (or creates) the log `<dir>/<name>`, recovering its tail. `dir`
+    /// must exist.
+    pub fn open(dir: &Path, name: &str, config: LogConfig) -> Result<(Log, Recovery), LogError> {
+        validate_config(name, &config)?;
+        let log_dir = dir.join(name);
+        match fs::create_dir(&log_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && log_dir.is_dir() => {}
+            Err(e) => return Err(LogError::io(error::Op::CreateDir, &log_dir, e)),
+        }
+        let lock = lock_dir(&log_dir)?;
+        let name_hash = format::name_hash(name);
+        let sync = config.durability == Durability::Fsync;
+
+        let (listed, tmp_files_removed) = recovery::list_segments(&log_dir)?;
+        let mut segments = Vec::with_capacity(listed.len().max(1));
+        for (base, path) in &listed {
+            segments.push(Segment::open(path, *base, name_hash)?);
+        }
+        recovery::check_contiguous(&segments)?;
+        if segments.is_empty() {
+            segments.push(Segment::create(
+                &log_dir,
+                0,
+                config.segment_size_bytes,
+                name_hash,
+                sync,
+                config.prefault,
+            )?);
+        }
+        let last_index = segments.len() - 1;
+        let scan = recovery::scan_and_truncate(&mut segments[last_index]);
+        if sync {
+            // A previous run at `process` durability (or one killed before
+            // its syncer caught up) may have left recovered records only in
+            // the page cache: make them durable before reporting them so.
+            // Pages already clean make this cheap.
+            for segment in &segments {
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(|e| LogError::io(error::Op::SyncData, &segment.path, e))?;
+            }
+        }
+        let syncer = if sync {
+            let files = segments
+                .iter()
+                .map(|s| SyncFile {
+                    base: s.base,
+                    limit: s.limit(),
+                    path: s.path.clone(),
+                    file: std::sync::Arc::clone(&s.file),
+                })
+                .collect();
+            // Everything recovery kept was synced above.
+            Some(Syncer::start(scan.end, files, &log_dir)?)
+        } else {
+            None
+        };
+        let preparer = if config.prepare_ahead {
+            let mut preparer = Preparer::start(
+                &log_dir,
+                config.segment_size_bytes,
+                name_hash,
+                sync,
+                config.prefault,
+            )?;
+            preparer.request(segments[last_index].limit());
+            Some(preparer)
+        } else {
+            None
+        };
+        let recovery = Recovery {
+            segments: segments.len(),
+            records: scan.records,
+            bytes_dropped: scan.bytes_dropped,
+            stopped_because: scan.stopped_because,
+            tmp_files_removed,
+            end_position: scan.end,
+        };
+        let log = Log {
+            dir: log_dir,
+            name_hash,
+            config,
+            segments,
+            end: scan.end,
+            syncer,
+            preparer,
+            _lock: lock,
+        };
+        Ok((log, recovery))
+    }
+
+    /// Appends a record with `payload` copied in. Returns its position.
+    pub fn append(
+        &mut self,
+        kind: u32,
+        timestamp: u64,
+        payload: &[u8],
+    ) -> Result<Position, LogError> {
+        self.append_with(kind, timestamp, payload.len(), |buf| {
+            buf.copy_from_slice(payload)
+        })
+    }
+
+    /// Appends a record of `len` payload bytes written in place by `fill`
+    /// (e.g. read straight from a socket into the mapping). The record is
+    /// committed (length field stored) only after `fill` returns.
+    pub fn append_with<F: FnOnce(&mut [u8])>(
+        &mut self,
+        kind: u32,
+        timestamp: u64,
+        len: usize,
+        fill: F,
+    ) -> Result<Position, LogError> {
+        let max = self.max_payload_bytes();
+        if len as u64 > max {
+            return Err(LogError::RecordTooLarge {
+                payload_bytes: len as u64,
+                max_bytes: max,
+            });
+        }
+        let length = RECORD_HEADER_BYTES + len;
+        let span = align_up(length as u64);
+        if self.end + span > self.active().limit() {
+            self.roll()?;
+        }
+        let position = self.end;
+        let segment = self.active_mut();
+        assert!(position >= segment.base && position + span <= segment.limit());
+        let offset = (position - segment.base) as usize;
+        let record = &mut segment.data_mut()[offset..offset + span as usize];
+        // The length field must still be zero: nothing is ever written past
+        // `end` except by an append in progress.
+        debug_assert_eq!(&record[..4], &[0, 0, 0, 0]);
+
+        let (header_bytes, body) = record.split_at_mut(RECORD_HEADER_BYTES);
+        let (payload, padding) = body.split_at_mut(len);
+        fill(payload);
+        padding.fill(0);
+        let header = format::encode_record_header(kind, position, timestamp, payload);
+        header_bytes[4..].copy_from_slice(&header[4..]);
+        // The length goes in last: a record whose length is set is complete.
+        // The fence keeps the compiler from sinking the stores above below
+        // it (a kill -9 stops the process between two instructions; x86 and
+        // the page cache keep program order of stores).
+        compiler_fence(Ordering::Release);
+        header_bytes[..4].copy_from_slice(&header[..4]);
+
+        self.end = position + span;
+        if let Some(syncer) = &self.syncer {
+            syncer.shared.mark.publish_appended(self.end);
+        }
+        Ok(position)
+    }
+
+    /// Seals the active segment and creates the next one. On error (e.g.
+    /// `NoSpace`) the log is unchanged and the append can be retried.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let base = self.active().limit();
+        let size = self.config.segment_size_bytes;
+        if let Some(limit) = self.config.disk_limit_bytes {
+            let used: u64 = self
+                .segments
+                .iter()
+                .map(|s| s.data_bytes + SEGMENT_HEADER_BYTES as u64)
+                .sum();
+            if used + size > limit {
+                return Err(LogError::NoSpace {
+                    op: error::Op::Allocate,
+                    path: self.dir.join(format::segment_file_name(base)),
+                    needed_bytes: size,
+                });
+            }
+        }
+        let sync = self.config.durability == Durability::Fsync;
+        let prepared = match self.preparer.as_mut().and_then(|p| p.take(base)) {
+            Some(Ok(prepared)) => prepared,
+            // A failure in the background may be stale (space freed since):
+            // try again here, and report this attempt's error.
+            Some(Err(_)) | None => Segment::prepare(
+                &self.dir,
+                base,
+                size,
+                self.name_hash,
+                sync,
+                self.config.prefault,
+            )?,
+        };
+        let segment = Segment::install(prepared, &self.dir, sync)?;
+        if let Some(syncer) = &self.syncer {
+            syncer.push_file(SyncFile {
+                base: segment.base,
+                limit: segment.limit(),
+                path: segment.path.clone(),
+                file: std::sync::Arc::clone(&segment.file),
+            });
+        }
+        let next_base = segment.limit();
+        self.segments.push(segment);
+        self.end = base;
+        if let Some(preparer) = &mut self.preparer {
+            preparer.request(next_base);
+        }
+        Ok(())
+    }
+
+    /// Removes every whole segment below `position` (never the active one).
+    /// Returns how many were removed.
+    pub fn drop_below(&mut self, position: Position) -> Result<usize, LogError> {
+        let count = self.segments[..self.segments.len() - 1]
+            .iter()
+            .take_while(|s| s.limit() <= position)
+            .count();
+        for index in 0..count {
+            let path = &self.segments[index].path;
+            if let Err(e) = fs::remove_file(path) {
+                let error = LogError::io(error::Op::Remove, path, e);
+                self.segments.drain(..index);
+                return Err(error);
+            }
+        }
+        let dropped: Vec<Segment> = self.segments.drain(..count).collect();
+        if let (Some(syncer), Some(last)) = (&self.syncer, dropped.last()) {
+            syncer.remove_below(last.limit());
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(count)
+    }
+
+    /// A reader over the records from `position` to the current end.
+    pub fn reader_at(&self, position: Position) -> Result<Reader<'_>, LogError> {
+        self.check_position(position)?;
+        Ok(Reader::new(self, position))
+    }
+
+    /// A cursor at `position` that follows new appends (see [`Tailer`]).
+    pub fn tailer_at(&self, position: Position) -> Result<Tailer, LogError> {
+        self.check_position(position)?;
+        Ok(Tailer::new(position))
+    }
+
+    fn check_position(&self, position: Position) -> Result<(), LogError> {
+        if position < self.first_position() || position > self.end {
+            return Err(LogError::PositionOutOfRange {
+                position,
+                first: self.first_position(),
+                end: self.end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Position of the first record still in the log.
+    pub fn first_position(&self) -> Position {
+        self.segments[0].base
+    }
+
+    /// Position the next append goes to.
+    pub fn end_position(&self) -> Position {
+        self.end
+    }
+
+    /// Every record whose position is below this is durable.
+    pub fn durable_position(&self) -> Position {
+        match &self.syncer {
+            None => self.end,
+            Some(syncer) => syncer.shared.mark.durable(),
+        }
+    }
+
+    /// Whether the record at `position` is durable at the configured level.
+    pub fn is_durable(&self, position: Position) -> bool {
+        position < self.durable_position()
+    }
+
+    /// Asks the syncer to make everything appended so far durable (one sync
+    /// for the whole batch). No-op at `Process` durability.
+    pub fn commit(&self) -> Result<(), LogError> {
+        if let Some(syncer) = &self.syncer {
+            if let Some(error) = syncer.error() {
+                return Err(error);
+            }
+            syncer.shared.mark.request_sync();
+        }
+        Ok(())
+    }
+
+    /// Blocks until the record at `position` is durable.
+    pub fn wait_durable(&self, position: Position) -> Result<(), LogError> {
+        let Some(syncer) = &self.syncer else {
+            return self.check_appended(position);
+        };
+        match syncer.shared.mark.wait_until(position.saturating_add(1)) {
+            Ok(()) => Ok(()),
+            Err(WaitError::NotAppended) => self.check_appended(position),
+            Err(WaitError::Failed) => Err(syncer.error().unwrap_or(LogError::Closed)),
+            Err(WaitError::Closed) => Err(LogError::Closed),
+        }
+    }
+
+    fn check_appended(&self, position: Position) -> Result<(), LogError> {
+        if position >= self.end {
+            return Err(LogError::PositionOutOfRange {
+                position,
+                first: self.first_position(),
+                end: self.end,
+            });
+        }
+        Ok(())
+    }
+
+    /// The durability hand-off, for a loop that wants to poll it directly.
+    pub fn durable_mark(&self) -> Option<&DurableMark> {
+        self.syncer.as_ref().map(|s| &s.shared.mark)
+    }
+
+    /// Largest payload `append` accepts.
+    pub fn max_payload_bytes(&self) -> u64 {
+        self.config.segment_size_bytes - (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES) as u64
+    }
+
+    /// `<dir>/<name>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Bytes left in the active segment: a record whose padded size
+    /// (`align8(32 + payload)`) exceeds this makes the next append roll.
+    pub fn active_remaining_bytes(&self) -> u64 {
+        self.active().limit() - self.end
+    }
+
+    /// Paths of the segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|s| s.path.clone()).collect()
+    }
+
+    fn active(&self) -> &Segment {
+        let last = self.segments.len() - 1;
+        &self.segments[last]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+}
+
+fn validate_config(name: &str, config: &LogConfig) -> Result<(), LogError> {
+    let bad = |reason: String| Err(LogError::Config { reason });
+    if name.is_empty()
+        || name.len() > LOG_NAME_MAX_BYTES
+        || name.starts_with('.')
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return bad(format!(
+            "log name {name:?} must be 1..={LOG_NAME_MAX_BYTES} bytes of [A-Za-z0-9._-], not starting with '.'"
+        ));
+    }
+    let size = config.segment_size_bytes;
+    if !(format::SEGMENT_SIZE_MIN_BYTES..=format::SEGMENT_SIZE_MAX_BYTES).contains(&size)
+        || size % format::RECORD_ALIGN_BYTES as u64 != 0
+    {
+        return bad(format!(
+            "segment_size_bytes {size} must be a multiple of 8 in {}..={}",
+            format::SEGMENT_SIZE_MIN_BYTES,
+            format::SEGMENT_SIZE_MAX_BYTES
+        ));
+    }
+    Ok(())
+}
+
+fn lock_dir(log_dir: &Path) -> Result<File, LogError> {
+    let path = log_dir.join("LOCK");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| LogError::io(error::Op::Open, &path, e))?;
+    // SAFETY: flock on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(LogError::Locked { path });
+        }
+        return Err(LogError::io(error::Op::Lock, &path, e));
+    }
+    Ok(file)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,410 @@
+use super::*;
+use std::io::{Seek, SeekFrom, Write};
+
+fn config(segment_size_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_size_bytes,
+        ..LogConfig::default()
+    }
+}
+
+fn payload(i: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (i as u8).wrapping_mul(31).wrapping_add(j as u8))
+        .collect()
+}
+
+fn read_all(log: &Log, from: Position) -> Vec<(Position, u32, u64, Vec<u8>)> {
+    log.reader_at(from)
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.position, r.kind, r.timestamp, r.payload.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn append_then_read_round_trips_kind_timestamp_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, recovery) = Log::open(dir.path(), "j", config(4096)).unwrap();
+    assert_eq!(recovery.records, 0);
+    assert_eq!(recovery.bytes_dropped, 0);
+    let mut expected = Vec::new();
+    for i in 0..20u64 {
+        let data = payload(i, i as usize * 3);
+        let pos = log.append(i as u32, 1000 + i, &data).unwrap();
+        assert_eq!(pos % 8, 0);
+        expected.push((pos, i as u32, 1000 + i, data));
+    }
+    assert_eq!(read_all(&log, 0), expected);
+    // Reading from the middle starts at that record.
+    assert_eq!(read_all(&log, expected[5].0), expected[5..].to_vec());
+    assert!(log.reader_at(log.end_position() + 8).is_err());
+}
+
+#[test]
+fn append_with_fills_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), "j", config(4096)).unwrap();
+    let pos = log
+        .append_with(7, 9, 5, |buf| buf.copy_from_slice(b"hello"))
+        .unwrap();
+    let records = read_all(&log, pos);
+    assert_eq!(records, vec![(pos, 7, 9, b"hello".to_vec())]);
+}
+
+#[test]
+fn records_roll_across_segments_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+        for i in 0..50u64 {
+            let data = payload(i, (i as usize * 7) % 100);
+            let pos = log.append(1, i, &data).unwrap();
+            expected.push((pos, 1, i, data));
+        }
+        assert!(
+            log.segment_paths().len() > 5,
+            "records should span many segments"
+        );
+        assert_eq!(read_all(&log, 0), expected);
+    }
+    let (log, recovery) = Log::open(dir.path(), "j", config(512)).unwrap();
+    assert_eq!(recovery.bytes_dropped, 0);
+    assert!(recovery.records > 0);
+    assert_eq!(read_all(&log, 0), expected);
+    let names: Vec<String> = log
+        .segment_paths()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[0], "00000000000000000000.seg");
+    assert_eq!(names[1], format!("{:020}.seg", 512 - 64));
+}
+
+#[test]
+fn record_too_large_is_rejected_without_side_effects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+    let max = log.max_payload_bytes() as usize;
+    assert!(matches!(
+        log.append(1, 0, &vec![0; max + 1]),
+        Err(LogError::RecordTooLarge { .. })
+    ));
+    assert_eq!(log.end_position(), 0);
+    log.append(1, 0, &vec![1; max]).unwrap();
+    log.append(1, 0, &vec![2; max]).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 2);
+}
+
+#[test]
+fn tailer_follows_appends_across_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+    let mut tailer = log.tailer_at(0).unwrap();
+    assert_eq!(tailer.next(&log).unwrap(), None);
+    for i in 0..40u64 {
+        let data = payload(i, 40);
+        let pos = log.append(2, i, &data).unwrap();
+        let record = tailer.next(&log).unwrap().unwrap();
+        assert_eq!((record.position, record.payload), (pos, &data[..]));
+        assert_eq!(tailer.next(&log).unwrap(), None);
+    }
+}
+
+#[test]
+fn drop_below_removes_whole_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..40u64 {
+        positions.push(log.append(3, i, &payload(i, 60)).unwrap());
+    }
+    let segments_before = log.segment_paths();
+    let cut = positions[20];
+    let dropped = log.drop_below(cut).unwrap();
+    assert!(dropped > 0);
+    assert!(log.first_position() <= cut);
+    for path in &segments_before[..dropped] {
+        assert!(!path.exists());
+    }
+    // Everything at or after `cut` is still readable.
+    let remaining: Vec<Position> = read_all(&log, cut).iter().map(|r| r.0).collect();
+    assert_eq!(remaining, positions[20..].to_vec());
+    assert!(matches!(
+        log.reader_at(0),
+        Err(LogError::PositionOutOfRange { .. })
+    ));
+    // The active segment is never dropped.
+    log.drop_below(u64::MAX).unwrap();
+    assert_eq!(log.segment_paths().len(), 1);
+    drop(log);
+    let (log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+    assert_eq!(log.segment_paths().len(), 1);
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir.join("j"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let mut f = OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn torn_tail_mid_record_is_truncated_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let positions: Vec<Position> = {
+        let (mut log, _) = Log::open(dir.path(), "j", config(4096)).unwrap();
+        (0..5u64)
+            .map(|i| log.append(1, i, &payload(i, 100)).unwrap())
+            .collect()
+    };
+    // Tear the last record: clear its length (as if killed before the
+    // length store) while its payload bytes are already there.
+    let path = last_segment(dir.path());
+    write_at(&path, 64 + positions[4], &[0, 0, 0, 0]);
+    let (mut log, recovery) = Log::open(dir.path(), "j", config(4096)).unwrap();
+    assert_eq!(recovery.records, 4);
+    assert_eq!(recovery.end_position, positions[4]);
+    assert!(recovery.bytes_dropped > 100 && recovery.bytes_dropped <= 136);
+    assert_eq!(read_all(&log, 0).len(), 4);
+    // Appending after recovery reuses the space and reads back.
+    let pos = log.append(9, 9, b"after").unwrap();
+    assert_eq!(pos, positions[4]);
+    assert_eq!(read_all(&log, 0).len(), 5);
+}
+
+#[test]
+fn flipped_payload_byte_in_last_segment_truncates_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let positions: Vec<Position> = {
+        let (mut log, _) = Log::open(dir.path(), "j", config(4096)).unwrap();
+        (0..6u64)
+            .map(|i| log.append(1, i, &payload(i, 50)).unwrap())
+            .collect()
+    };
+    let path = last_segment(dir.path());
+    write_at(&path, 64 + positions[3] + 40, &[0xFF]);
+    let (log, recovery) = Log::open(dir.path(), "j", config(4096)).unwrap();
+    assert_eq!(recovery.records, 3);
+    assert_eq!(recovery.stopped_because, Some("CRC mismatch"));
+    assert_eq!(recovery.end_position, positions[3]);
+    let read: Vec<Position> = read_all(&log, 0).iter().map(|r| r.0).collect();
+    assert_eq!(read, positions[..3].to_vec());
+}
+
+#[test]
+fn stale_valid_records_after_a_corrupt_one_never_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let positions: Vec<Position> = {
+        let (mut log, _) = Log::open(dir.path(), "j", config(4096)).unwrap();
+        (0..4u64)
+            .map(|i| log.append(1, i, &payload(i, 50)).unwrap())
+            .collect()
+    };
+    let path = last_segment(dir.path());
+    write_at(&path, 64 + positions[1] + 40, &[0xFF]);
+    let (mut log, _) = Log::open(dir.path(), "j", config(4096)).unwrap();
+    // Same size as the dropped record: the next one would land exactly on
+    // the old record 2 if the tail had not been zeroed.
+    log.append(1, 1, &payload(99, 50)).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 2);
+}
+
+#[test]
+fn invalid_segment_header_is_a_typed_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+        for i in 0..20u64 {
+            log.append(1, i, &payload(i, 60)).unwrap();
+        }
+    }
+    let path = last_segment(dir.path());
+    write_at(&path, 20, &[0xAB]);
+    match Log::open(dir.path(), "j", config(512)) {
+        Err(LogError::BadSegmentHeader { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert_eq!(reason, "header CRC mismatch");
+        }
+        other => panic!("expected BadSegmentHeader, got {:?}", other.map(|(_, r)| r)),
+    }
+    let message = Log::open(dir.path(), "j", config(512))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
+
+#[test]
+fn missing_segment_is_a_gap_error_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = {
+        let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+        for i in 0..30u64 {
+            log.append(1, i, &payload(i, 60)).unwrap();
+        }
+        log.segment_paths()
+    };
+    assert!(paths.len() >= 4);
+    fs::remove_file(&paths[1]).unwrap();
+    match Log::open(dir.path(), "j", config(512)) {
+        Err(LogError::SegmentGap { previous, next, .. }) => {
+            assert_eq!(previous, paths[0]);
+            assert_eq!(next, paths[2]);
+        }
+        other => panic!("expected SegmentGap, got {:?}", other.map(|(_, r)| r)),
+    }
+}
+
+#[test]
+fn second_open_of_the_same_log_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), "j", config(512)),
+        Err(LogError::Locked { .. })
+    ));
+}
+
+#[test]
+fn missing_parent_directory_error_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir");
+    let error = Log::open(&missing, "j", config(512)).err().unwrap();
+    assert!(matches!(
+        error,
+        LogError::Io {
+            op: Op::CreateDir,
+            ..
+        }
+    ));
+    assert!(error.to_string().contains("no/such/dir/j"), "{error}");
+}
+
+#[test]
+fn bad_name_and_segment_size_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["", "..", "a/b", ".hidden"] {
+        assert!(matches!(
+            Log::open(dir.path(), name, config(512)),
+            Err(LogError::Config { .. })
+        ));
+    }
+    for size in [0, 100, 513, (1 << 32) + 8] {
+        assert!(matches!(
+            Log::open(dir.path(), "j", config(size)),
+            Err(LogError::Config { .. })
+        ));
+    }
+}
+
+#[test]
+fn disk_limit_gives_no_space_then_retry_succeeds_after_dropping() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 512,
+        disk_limit_bytes: Some(3 * 512),
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg).unwrap();
+    let mut positions = Vec::new();
+    let error = loop {
+        match log.append(1, 0, &payload(positions.len() as u64, 100)) {
+            Ok(pos) => positions.push(pos),
+            Err(error) => break error,
+        }
+        assert!(positions.len() < 100, "limit never hit");
+    };
+    assert!(error.is_no_space(), "{error}");
+    assert!(error.to_string().contains(".seg"), "{error}");
+    assert_eq!(log.segment_paths().len(), 3);
+    // Nothing written was damaged.
+    let read: Vec<Position> = read_all(&log, 0).iter().map(|r| r.0).collect();
+    assert_eq!(read, positions);
+    // Backpressure then retry: free space, append again.
+    log.drop_below(positions[positions.len() / 2]).unwrap();
+    let pos = log.append(1, 0, b"retry").unwrap();
+    assert!(pos > *positions.last().unwrap());
+    assert_eq!(read_all(&log, pos)[0].3, b"retry".to_vec());
+    // The segment prepared ahead is removed with the log.
+    drop(log);
+    assert!(fs::read_dir(dir.path().join("j")).unwrap().all(|e| !e
+        .unwrap()
+        .path()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+#[test]
+fn leftover_tmp_segment_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = Log::open(dir.path(), "j", config(512)).unwrap();
+        log.append(1, 0, b"x").unwrap();
+    }
+    let tmp = dir.path().join("j").join("00000000000000000448.seg.tmp");
+    fs::write(&tmp, b"partial").unwrap();
+    let (log, recovery) = Log::open(dir.path(), "j", config(512)).unwrap();
+    assert_eq!(recovery.tmp_files_removed, 1);
+    assert!(!tmp.exists());
+    assert_eq!(read_all(&log, 0).len(), 1);
+}
+
+#[test]
+fn rolls_work_with_and_without_prepare_ahead_and_prefault() {
+    for (prepare_ahead, prefault) in [(false, false), (false, true), (true, false), (true, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_size_bytes: 512,
+            prepare_ahead,
+            prefault,
+            ..LogConfig::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+        let positions: Vec<Position> = (0..40u64)
+            .map(|i| log.append(1, i, &payload(i, 70)).unwrap())
+            .collect();
+        assert!(log.segment_count() > 5);
+        drop(log);
+        let (log, recovery) = Log::open(dir.path(), "j", cfg).unwrap();
+        assert_eq!(recovery.tmp_files_removed, 0);
+        let read: Vec<Position> = read_all(&log, 0).iter().map(|r| r.0).collect();
+        assert_eq!(read, positions);
+    }
+}
+
+#[test]
+fn fsync_group_commit_publishes_durable_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 1024,
+        durability: Durability::Fsync,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    let mut last = 0;
+    for i in 0..30u64 {
+        last = log.append(1, i, &payload(i, 50)).unwrap();
+    }
+    assert!(log.durable_position() <= log.end_position());
+    log.commit().unwrap();
+    log.wait_durable(last).unwrap();
+    assert!(log.is_durable(last));
+    assert_eq!(log.durable_position(), log.end_position());
+    assert!(log.wait_durable(log.end_position()).is_err());
+    drop(log);
+    let (log, _) = Log::open(dir.path(), "j", cfg).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 30);
+}
