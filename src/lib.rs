@@ -11,4 +11,5 @@ pub mod codec;
 pub mod core;
 pub mod log;
 pub mod ring;
+pub mod runtime;
 pub mod sync;

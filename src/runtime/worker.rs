@@ -266,7 +266,7 @@ impl Worker {
                 eprintln!(
                     "verity: recovery: {name}: dropped a torn tail of {} bytes ({})",
                     r.bytes_dropped,
-                    r.stopped_because.map(|f| f.describe()).unwrap_or("end"),
+                    r.stopped_because.unwrap_or("end"),
                 );
             }
         }
@@ -840,7 +840,13 @@ impl Worker {
                 return Ok(());
             }
         }
-        while conn.readable {
+        loop {
+            let Some(conn) = self.sink.as_mut() else {
+                return Ok(());
+            };
+            if !conn.readable {
+                break;
+            }
             match conn.fill(READ_CHUNK) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -868,12 +874,6 @@ impl Worker {
                     }
                 };
                 self.sink_frame(frame)?;
-            }
-            let Some(c) = self.sink.as_mut() else {
-                return Ok(());
-            };
-            if !c.readable {
-                break;
             }
         }
         Ok(())
