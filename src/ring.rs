@@ -66,25 +66,34 @@
 //! ```text
 //!   consumer (before sleeping)                 producer (publish)
 //!   release()                                  tail.store(new, Release)
-//!   sleeping.store(true)                       fence(SeqCst)          // Y
-//!   fence(SeqCst)                       // X   if sleeping.load() && sleeping.swap(false)
-//!   if tail.load(Acquire) != read_pos:              -> Wake::Needed: caller wakes
-//!       sleeping.store(false); don't sleep
-//!   else sleep; on waking: finish_sleep()
+//!   n += 1; sleep_epoch.store(n)               fence(SeqCst)                // Y
+//!   fence(SeqCst)                       // X   e = sleep_epoch.load()
+//!   if tail.load(Acquire) != read_pos:         if e != 0 && e != woken_epoch:
+//!       sleep_epoch.store(0); don't sleep          woken_epoch = e
+//!   else sleep; on waking: finish_sleep()          -> Wake::Needed: caller wakes
+//!                          (sleep_epoch = 0)
 //! ```
 //!
-//! This is Dekker's store-then-load pattern: each side stores its flag, then
-//! loads the other's. Without the fences both loads could read stale values
+//! This is Dekker's store-then-load pattern: each side stores, then loads what
+//! the other stored. Without the fences both loads could read stale values
 //! (store buffering) and the wake-up would be lost. With `SeqCst` fences X and
 //! Y, one of them comes first in the single total order of `SeqCst`
 //! operations, and the side whose fence comes second is guaranteed to observe
 //! the other side's store: either the consumer sees the new `tail` and does
-//! not sleep, or the producer sees `sleeping == true` and wakes it. The
-//! `swap(false)` makes one sleep cost at most one wake however many batches are
-//! published meanwhile; the consumer's `finish_sleep` clears the flag when it
-//! woke for another reason, so the producer does not pay a spurious wake.
-//! `mio::Waker` is level-like (an eventfd), so a wake that arrives before the
-//! consumer actually blocks is not lost either.
+//! not sleep, or the producer sees the consumer's sleep number (or a later
+//! value: `0` or a later number are only written by an awake consumer, which
+//! reads or re-announces after them) and wakes it.
+//!
+//! `sleep_epoch` has a single writer, the consumer; the producer only reads it
+//! and remembers the last sleep number it woke (`woken_epoch`), so one sleep
+//! costs at most one wake however many batches are published meanwhile, and a
+//! consumer that woke for another reason clears it with `finish_sleep` so the
+//! producer does not pay a spurious wake. (A first version let the producer
+//! clear a `sleeping: bool` with `swap(false)`; besides adding a second writer
+//! to a hot line, that read-modify-write racing the consumer's store defeats
+//! loom's fence reasoning, which reported a lost wake-up.) `mio::Waker` is
+//! level-like (an eventfd), so a wake that arrives before the consumer
+//! actually blocks is not lost either.
 //!
 //! The producer is never put to sleep by the ring: on [`ClaimError::Full`] it
 //! applies back-pressure upstream and retries later. [`Consumer::prepare_sleep`]
@@ -100,7 +109,7 @@ use core::ops::{Deref, DerefMut};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{fence, Arc, AtomicBool, AtomicU64, Ordering, RaceCheck};
+use crate::sync::{fence, Arc, AtomicU64, Ordering, RaceCheck};
 
 /// Size of a record header in bytes.
 pub const HEADER_SIZE_BYTES: usize = 8;
@@ -132,7 +141,7 @@ pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), CapacityEr
     let shared = Arc::new(Shared {
         head: CachePadded::new(AtomicU64::new(0)),
         tail: CachePadded::new(AtomicU64::new(0)),
-        sleeping: CachePadded::new(AtomicBool::new(false)),
+        sleep_epoch: CachePadded::new(AtomicU64::new(0)),
         buf: (0..words).map(|_| UnsafeCell::new(0)).collect(),
         capacity_bytes: capacity_bytes as u64,
         race: RaceCheck::new(words),
@@ -142,6 +151,7 @@ pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), CapacityEr
         head_cached: 0,
         tail_staged: 0,
         tail_published: 0,
+        woken_epoch: 0,
         _not_sync: PhantomData,
     };
     let consumer = Consumer {
@@ -149,6 +159,7 @@ pub fn channel(capacity_bytes: usize) -> Result<(Producer, Consumer), CapacityEr
         tail_cached: 0,
         read_pos: 0,
         head_published: 0,
+        sleep_epoch: 0,
         _not_sync: PhantomData,
     };
     Ok((producer, consumer))
@@ -229,8 +240,10 @@ struct Shared {
     /// Position up to which the producer has published records. Written only
     /// by the producer (`Release`), read by the consumer (`Acquire`).
     tail: CachePadded<AtomicU64>,
-    /// The consumer is about to sleep or sleeping; see the wake protocol.
-    sleeping: CachePadded<AtomicBool>,
+    /// `0` while the consumer is awake, else the number of the sleep it is
+    /// about to take or taking; see the wake protocol. Written only by the
+    /// consumer.
+    sleep_epoch: CachePadded<AtomicU64>,
     /// The bytes, as `u64` words so every record offset is 8-byte aligned.
     buf: Box<[UnsafeCell<u64>]>,
     capacity_bytes: u64,
@@ -339,6 +352,8 @@ pub struct Producer {
     tail_staged: u64,
     /// Last value stored to `shared.tail`.
     tail_published: u64,
+    /// The consumer's last sleep number we returned `Wake::Needed` for.
+    woken_epoch: u64,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -425,14 +440,14 @@ impl Producer {
         self.shared.tail.store(self.tail_staged, Ordering::Release);
         // SeqCst fence: Dekker store-load ordering against the consumer's
         // `prepare_sleep` (see module docs): the `tail` store above and the
-        // `sleeping` load below cannot be reordered, and of the two fences
+        // `sleep_epoch` load below cannot be reordered, and of the two fences
         // the later one sees the other side's store.
         fence(Ordering::SeqCst);
-        // Relaxed: ordering comes from the fences; the read-only check keeps
-        // the common "awake" case free of a write to the consumer's line.
-        if self.shared.sleeping.load(Ordering::Relaxed)
-            && self.shared.sleeping.swap(false, Ordering::Relaxed)
-        {
+        // Relaxed: ordering comes from the fences. Read-only: the line stays
+        // shared (not bounced) while the consumer is awake.
+        let epoch = self.shared.sleep_epoch.load(Ordering::Relaxed);
+        if epoch != 0 && epoch != self.woken_epoch {
+            self.woken_epoch = epoch;
             Wake::Needed
         } else {
             Wake::NotNeeded
@@ -571,6 +586,8 @@ pub struct Consumer {
     read_pos: u64,
     /// Last value stored to `shared.head`.
     head_published: u64,
+    /// Number of the current or last sleep (`prepare_sleep` calls).
+    sleep_epoch: u64,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -649,19 +666,22 @@ impl Consumer {
     /// publish), `false` if records arrived (read them instead).
     pub fn prepare_sleep(&mut self) -> bool {
         self.release();
+        self.sleep_epoch += 1;
         // Relaxed: ordered before the `tail` load by the fence below.
-        self.shared.sleeping.store(true, Ordering::Relaxed);
+        self.shared
+            .sleep_epoch
+            .store(self.sleep_epoch, Ordering::Relaxed);
         // SeqCst fence: Dekker store-load ordering against the producer's
         // `publish` (see module docs): either we see its new `tail` below, or
-        // it sees `sleeping == true` after its fence.
+        // it sees our sleep number after its fence.
         fence(Ordering::SeqCst);
         // Acquire: as in `refresh_tail`, the bytes of any record we now see
         // are visible.
         self.tail_cached = self.shared.tail.load(Ordering::Acquire);
         if self.tail_cached != self.read_pos {
             // Relaxed: only saves the producer a needless wake; a stale
-            // `true` costs one spurious wake, never a lost one.
-            self.shared.sleeping.store(false, Ordering::Relaxed);
+            // sleep number costs one spurious wake, never a lost one.
+            self.shared.sleep_epoch.store(0, Ordering::Relaxed);
             return false;
         }
         true
@@ -672,7 +692,7 @@ impl Consumer {
     /// is no longer needed.
     pub fn finish_sleep(&mut self) {
         // Relaxed: an optimisation only; see `prepare_sleep`.
-        self.shared.sleeping.store(false, Ordering::Relaxed);
+        self.shared.sleep_epoch.store(0, Ordering::Relaxed);
     }
 }
 
