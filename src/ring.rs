@@ -344,6 +344,16 @@ impl Shared {
 
 /// The writing half. `Send`, not `Sync`, not `Clone`: exactly one thread
 /// produces.
+///
+/// ```compile_fail,E0277
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<verity::ring::Producer>();
+/// ```
+///
+/// ```compile_fail,E0599
+/// let (tx, _rx) = verity::ring::channel(64).unwrap();
+/// let _second = tx.clone();
+/// ```
 pub struct Producer {
     shared: Arc<Shared>,
     /// Last `head` we loaded; the real one is >= this.
@@ -578,6 +588,22 @@ impl DerefMut for Claim<'_> {
 
 /// The reading half. `Send`, not `Sync`, not `Clone`: exactly one thread
 /// consumes.
+///
+/// ```compile_fail,E0277
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<verity::ring::Consumer>();
+/// ```
+///
+/// A record read from the ring cannot outlive the `release` that gives its
+/// bytes back to the producer:
+///
+/// ```compile_fail,E0502
+/// let (mut tx, mut rx) = verity::ring::channel(64).unwrap();
+/// let _ = tx.push(b"frame");
+/// let record = rx.read().next().unwrap();
+/// rx.release();
+/// assert_eq!(record, b"frame");
+/// ```
 pub struct Consumer {
     shared: Arc<Shared>,
     /// Last `tail` we loaded; the real one is >= this.
@@ -1000,6 +1026,9 @@ mod tests {
         assert_eq!(drain(&mut rx).len(), 1);
         assert!(rx.prepare_sleep());
         assert_eq!(tx.publish(), Wake::NotNeeded);
+        // A new sleep gets its own wake.
+        assert_eq!(tx.push(b"u"), Ok(Wake::Needed));
+        assert_eq!(tx.push(b"t"), Ok(Wake::NotNeeded));
     }
 
     #[test]
