@@ -21,9 +21,11 @@
 //! the buffer is `position & (capacity - 1)`. A `u64` does not wrap in
 //! practice (at 10 GB/s: 58 years), so `tail - head` is always the number of
 //! bytes in use. Each lives in its own cache line (`CachePadded`), is written
-//! by one side only, and the other side keeps a cached copy that it refreshes
-//! only when the cached value says "full" (producer) or "empty" (consumer):
-//! in steady state each side touches the other's line once per batch.
+//! by one side only, and the other side keeps a cached copy: the producer
+//! reloads `head` only when its copy says "full"; the consumer reloads `tail`
+//! once per [`Consumer::read`] batch (and in `peek` only when its copy says
+//! "empty"). In steady state each side touches the other's line once per
+//! batch, not once per record.
 //!
 //! ## Record layout
 //!
