@@ -3,12 +3,12 @@
 //! the production code as-is.
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub use loom::sync::Arc;
 
 #[cfg(not(loom))]
-pub use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub use std::sync::Arc;
 
@@ -17,3 +17,61 @@ pub use std::sync::Arc;
 pub use loom::sync::{Condvar, Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Shadow access tracking for a raw byte buffer, one slot per 8-byte word.
+///
+/// The lock-free structures keep their bytes in a plain `std` allocation
+/// (records must be contiguous `&[u8]`, which loom's per-value cells cannot
+/// give). Under `--cfg loom` this type mirrors every word with a
+/// `loom::cell::UnsafeCell<()>`, and the structure reports "I start/finish
+/// reading/writing words `a..b`" so loom checks that each access
+/// happens-before the next conflicting one, i.e. finds data races on the
+/// bytes. Outside loom it is a zero-sized no-op.
+#[cfg(loom)]
+pub(crate) struct RaceCheck {
+    words: Box<[loom::cell::UnsafeCell<()>]>,
+}
+
+#[cfg(loom)]
+impl RaceCheck {
+    pub(crate) fn new(words: usize) -> Self {
+        Self {
+            words: (0..words)
+                .map(|_| loom::cell::UnsafeCell::new(()))
+                .collect(),
+        }
+    }
+
+    /// Records a read of words `start..end`.
+    #[track_caller]
+    pub(crate) fn read(&self, start: usize, end: usize) {
+        for word in &self.words[start..end] {
+            word.with(|_| ());
+        }
+    }
+
+    /// Records a write of words `start..end`.
+    #[track_caller]
+    pub(crate) fn write(&self, start: usize, end: usize) {
+        for word in &self.words[start..end] {
+            word.with_mut(|_| ());
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) struct RaceCheck;
+
+#[cfg(not(loom))]
+impl RaceCheck {
+    #[inline(always)]
+    pub(crate) fn new(_words: usize) -> Self {
+        Self
+    }
+
+    #[inline(always)]
+    pub(crate) fn read(&self, _start: usize, _end: usize) {}
+
+    #[inline(always)]
+    pub(crate) fn write(&self, _start: usize, _end: usize) {}
+}

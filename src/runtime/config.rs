@@ -58,7 +58,7 @@ impl Default for Limits {
             max_unacked: 1 << 18,
             max_undurable: 1 << 16,
             max_connections: 64,
-            read_buffer_bytes: 256 << 10,
+            read_buffer_bytes: 2 << 20,
             write_buffer_bytes: 1 << 20,
             journal_segment_bytes: 64 << 20,
         }
