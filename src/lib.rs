@@ -9,6 +9,7 @@ pub mod app;
 pub mod apps;
 pub mod codec;
 pub mod core;
+pub mod demo;
 pub mod log;
 pub mod ring;
 pub mod runtime;

@@ -1,15 +1,22 @@
 //! The `verity` engine binary.
 //!
 //! - `verity worker --config node.toml`: run one node until SIGTERM/SIGINT.
+//! - `verity demo`: the main job (README): a node under `kill -9`, checked.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use verity::demo::{self, DemoArgs};
+use verity::log::Durability;
 use verity::runtime::{install_signal_handlers, NodeToml, Worker};
 
 #[derive(Parser)]
-#[command(name = "verity", version, about = "Exactly-once stream processing, proven from outside")]
+#[command(
+    name = "verity",
+    version,
+    about = "Exactly-once stream processing, proven from outside"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,11 +30,79 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run market spread (or --app) on a node that is killed with SIGKILL and
+    /// restarted at moments drawn from the seed, then check the output.
+    Demo {
+        /// doubler, word-count, sequence-window or market-spread.
+        #[arg(long, default_value = "market-spread")]
+        app: String,
+        /// Seed for the data and the kill schedule (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Input records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// How many times to kill -9 the node.
+        #[arg(long, default_value_t = 3)]
+        kills: u32,
+        /// process or fsync.
+        #[arg(long, default_value = "process")]
+        durability: String,
+        /// Work directory (default: a fresh one under the system temp dir,
+        /// removed after a PASS).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the work directory after a PASS.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo {
+            app,
+            seed,
+            messages,
+            kills,
+            durability,
+            dir,
+            keep,
+        } => {
+            let durability = match durability.as_str() {
+                "process" => Durability::Process,
+                "fsync" => Durability::Fsync,
+                other => {
+                    eprintln!("verity demo: --durability {other:?} is not process or fsync");
+                    return ExitCode::from(2);
+                }
+            };
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64 % 1_000_000)
+                    .unwrap_or(1)
+            });
+            let args = DemoArgs {
+                app,
+                seed,
+                messages,
+                kills,
+                durability,
+                dir,
+                keep,
+            };
+            match demo::run(&args) {
+                Ok(o) if o.passed => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("verity demo: {e}");
+                    println!("check: FAIL app={} error={e:?} kills=0", args.app);
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Worker { config } => {
             let cfg = match NodeToml::load(&config) {
                 Ok(c) => c,

@@ -127,10 +127,10 @@ impl SegmentHeader {
         if !(SEGMENT_SIZE_MIN_BYTES..=SEGMENT_SIZE_MAX_BYTES).contains(&size) {
             return Err("segment size out of range");
         }
-        if size % RECORD_ALIGN_BYTES as u64 != 0 {
+        if !size.is_multiple_of(RECORD_ALIGN_BYTES as u64) {
             return Err("segment size not 8-byte aligned");
         }
-        if self.base_position.get() % RECORD_ALIGN_BYTES as u64 != 0 {
+        if !self.base_position.get().is_multiple_of(RECORD_ALIGN_BYTES as u64) {
             return Err("base position not 8-byte aligned");
         }
         if self.base_position.get().checked_add(size).is_none() {

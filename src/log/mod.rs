@@ -542,7 +542,7 @@ fn validate_config(name: &str, config: &LogConfig) -> Result<(), LogError> {
     }
     let size = config.segment_size_bytes;
     if !(format::SEGMENT_SIZE_MIN_BYTES..=format::SEGMENT_SIZE_MAX_BYTES).contains(&size)
-        || size % format::RECORD_ALIGN_BYTES as u64 != 0
+        || !size.is_multiple_of(format::RECORD_ALIGN_BYTES as u64)
     {
         return bad(format!(
             "segment_size_bytes {size} must be a multiple of 8 in {}..={}",

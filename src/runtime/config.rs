@@ -100,7 +100,12 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn str<'t>(&self, t: &'t toml::Table, p: &str, k: &str) -> Result<Option<&'t str>, ConfigError> {
+    fn str<'t>(
+        &self,
+        t: &'t toml::Table,
+        p: &str,
+        k: &str,
+    ) -> Result<Option<&'t str>, ConfigError> {
         match t.get(k) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s)),
@@ -204,7 +209,10 @@ impl NodeToml {
         if !crate::apps::NAMES.contains(&app.as_str()) {
             return Err(w.err(
                 "node.app",
-                format!("unknown app {app:?} (one of: {})", crate::apps::NAMES.join(", ")),
+                format!(
+                    "unknown app {app:?} (one of: {})",
+                    crate::apps::NAMES.join(", ")
+                ),
             ));
         }
         let durability = match w.str(node, "node", "durability")?.unwrap_or("process") {
@@ -332,14 +340,42 @@ max_unacked = 1000
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("durability", "durabilty"), "node.durabilty", "unknown key"),
-            (GOOD.replace("\"fsync\"", "\"sometimes\""), "node.durability", "is not"),
-            (GOOD.replace("max_unacked = 1000", "max_unacked = -1"), "limits.max_unacked", "must be in"),
-            (GOOD.replace("market-spread", "nope"), "node.app", "unknown app"),
-            (GOOD.replace("127.0.0.1:7200", "localhost"), "node.sink", "not an address"),
-            (GOOD.replace("app = \"market-spread\"\n", ""), "node.app", "is required"),
+            (
+                GOOD.replace("durability", "durabilty"),
+                "node.durabilty",
+                "unknown key",
+            ),
+            (
+                GOOD.replace("\"fsync\"", "\"sometimes\""),
+                "node.durability",
+                "is not",
+            ),
+            (
+                GOOD.replace("max_unacked = 1000", "max_unacked = -1"),
+                "limits.max_unacked",
+                "must be in",
+            ),
+            (
+                GOOD.replace("market-spread", "nope"),
+                "node.app",
+                "unknown app",
+            ),
+            (
+                GOOD.replace("127.0.0.1:7200", "localhost"),
+                "node.sink",
+                "not an address",
+            ),
+            (
+                GOOD.replace("app = \"market-spread\"\n", ""),
+                "node.app",
+                "is required",
+            ),
             (format!("{GOOD}\n[extra]\n"), "extra", "unknown key"),
-            (GOOD.replace("max_unacked = 1000", "max_unacked = \"lots\""), "limits.max_unacked", "must be an integer"),
+            (
+                GOOD.replace("max_unacked = 1000", "max_unacked = \"lots\""),
+                "limits.max_unacked",
+                "must be an integer",
+            ),
         ];
         for (text, key, msg) in cases {
             let e = parse(&text).unwrap_err();

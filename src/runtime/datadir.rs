@@ -101,7 +101,10 @@ impl DataDir {
         let epoch_path = root.join("EPOCH");
         let previous = match fs::read_to_string(&epoch_path) {
             Ok(s) => s.trim().parse::<u32>().map_err(|_| {
-                err(&epoch_path, format!("{:?} is not an epoch number", s.trim()))
+                err(
+                    &epoch_path,
+                    format!("{:?} is not an epoch number", s.trim()),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(err(&epoch_path, format!("cannot read: {e}"))),
@@ -156,7 +159,10 @@ impl DataDir {
             let entry = entry.map_err(|e| err(&dir, format!("cannot list: {e}")))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name.strip_suffix(".snap").and_then(|n| n.parse::<u64>().ok()) {
+            if let Some(n) = name
+                .strip_suffix(".snap")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
                 v.push((n, entry.path()));
             }
         }
@@ -192,7 +198,8 @@ fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, DataDirError> {
     if bytes.len() < SNAP_HEADER || &bytes[..8] != SNAP_MAGIC {
         return Err(err(path, "not a snapshot (bad magic or too short)"));
     }
-    let le32 = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let le32 =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let le64 = |at: usize| {
         let mut a = [0u8; 8];
         a.copy_from_slice(&bytes[at..at + 8]);
@@ -202,7 +209,11 @@ fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, DataDirError> {
     if bytes.len() != SNAP_HEADER + n {
         return Err(err(
             path,
-            format!("length {} does not match header ({})", bytes.len(), SNAP_HEADER + n),
+            format!(
+                "length {} does not match header ({})",
+                bytes.len(),
+                SNAP_HEADER + n
+            ),
         ));
     }
     if verity_wire::crc32c(&bytes[12..]) != le32(8) {
@@ -256,7 +267,10 @@ mod tests {
         let p2 = d.write_snapshot(200, 20, b"second").unwrap();
         let mut skipped = Vec::new();
         let s = d.newest_snapshot(&mut skipped).unwrap().unwrap();
-        assert_eq!((s.journal_position, s.journal_index, &s.body[..]), (200, 20, &b"second"[..]));
+        assert_eq!(
+            (s.journal_position, s.journal_index, &s.body[..]),
+            (200, 20, &b"second"[..])
+        );
         let mut bytes = fs::read(&p2).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;

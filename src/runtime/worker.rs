@@ -261,7 +261,11 @@ impl Worker {
         // The outbound log is as durable as the journal (DESIGN §3.1).
         let (outbound, orec) = Log::open(&dir.root, "outbound", log_cfg(cfg.durability))?;
         let (dead, drec) = Log::open(&dir.root, "dead-letters", log_cfg(Durability::Process))?;
-        for (name, r) in [("journal", &jrec), ("outbound", &orec), ("dead-letters", &drec)] {
+        for (name, r) in [
+            ("journal", &jrec),
+            ("outbound", &orec),
+            ("dead-letters", &drec),
+        ] {
             if r.bytes_dropped > 0 {
                 eprintln!(
                     "verity: recovery: {name}: dropped a torn tail of {} bytes ({})",
@@ -577,7 +581,12 @@ impl Worker {
                     break;
                 }
                 let want = READ_CHUNK
-                    .min(self.cfg.limits.read_buffer_bytes.saturating_sub(conn.dec.buffered()))
+                    .min(
+                        self.cfg
+                            .limits
+                            .read_buffer_bytes
+                            .saturating_sub(conn.dec.buffered()),
+                    )
                     .max(1);
                 budget = budget.saturating_sub(want);
                 match conn.fill(want) {
@@ -635,11 +644,19 @@ impl Worker {
                     return Ok(());
                 };
                 if h.cluster_id.get() != self.cfg.cluster_id {
-                    self.refuse_source(slot, ErrorCode::AuthFailed, "authentication failed: wrong cluster id");
+                    self.refuse_source(
+                        slot,
+                        ErrorCode::AuthFailed,
+                        "authentication failed: wrong cluster id",
+                    );
                     return Ok(());
                 }
                 if h.version_min > VERSION || h.version_max < VERSION {
-                    self.refuse_source(slot, ErrorCode::VersionUnsupported, "no protocol version in common (this node speaks 1)");
+                    self.refuse_source(
+                        slot,
+                        ErrorCode::VersionUnsupported,
+                        "no protocol version in common (this node speaks 1)",
+                    );
                     return Ok(());
                 }
                 let hello = self.hello(Role::Node);
@@ -693,7 +710,11 @@ impl Worker {
             }
             (ConnState::Ready, Kind::Heartbeat) => {}
             (_, Kind::Error) => {
-                let text = frame.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                let text = frame
+                    .view()
+                    .error()
+                    .map(|(_, t)| t.to_owned())
+                    .unwrap_or_default();
                 let peer = self.sources[slot].as_ref().map(|c| c.peer);
                 eprintln!("verity: source {peer:?} sent ERROR: {text}");
                 self.close_source(slot, None);
@@ -773,10 +794,11 @@ impl Worker {
                     self.journal.commit()?;
                     self.outbound.commit()?;
                 }
-                let durable = self
-                    .journal
-                    .durable_position()
-                    .min(self.outbound.durable_position().max(self.journal.durable_position()));
+                let durable = self.journal.durable_position().min(
+                    self.outbound
+                        .durable_position()
+                        .max(self.journal.durable_position()),
+                );
                 let mut records = None;
                 while let Some(&(r, end)) = self.undurable.front() {
                     if end > durable {
@@ -867,7 +889,9 @@ impl Worker {
                     Ok(None) => break,
                     Err(e) => {
                         let text = bad_frame_text(&e, conn.dec.position());
-                        let _ = self.enc.error(&mut conn.wbuf, self.dir.epoch, e.error_code(), &text);
+                        let _ =
+                            self.enc
+                                .error(&mut conn.wbuf, self.dir.epoch, e.error_code(), &text);
                         let _ = conn.flush();
                         self.sink_lost(&text);
                         return Ok(());
@@ -920,12 +944,18 @@ impl Worker {
             }
             (_, Kind::Heartbeat) => {}
             (_, Kind::Error) => {
-                let text = frame.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                let text = frame
+                    .view()
+                    .error()
+                    .map(|(_, t)| t.to_owned())
+                    .unwrap_or_default();
                 self.sink_lost(&format!("receiver sent ERROR: {text}"));
             }
             (state, kind) => {
                 let text = format!("unexpected {kind} from the receiver in state {state:?}");
-                let _ = self.enc.error(&mut conn.wbuf, self.dir.epoch, ErrorCode::Protocol, &text);
+                let _ = self
+                    .enc
+                    .error(&mut conn.wbuf, self.dir.epoch, ErrorCode::Protocol, &text);
                 let _ = conn.flush();
                 self.sink_lost(&text);
             }
@@ -1015,11 +1045,8 @@ impl Worker {
         }
         let mut body = Vec::new();
         self.core.snapshot(&mut body);
-        self.dir.write_snapshot(
-            self.journal.end_position(),
-            self.core.journal_next(),
-            &body,
-        )?;
+        self.dir
+            .write_snapshot(self.journal.end_position(), self.core.journal_next(), &body)?;
         self.records_at_snapshot = self.core.journal_next();
         self.stats.snapshots += 1;
         if let Some(p) = self.dir.oldest_snapshot_position() {

@@ -91,7 +91,10 @@ impl RecvConfig {
 
 #[derive(Debug)]
 pub enum RecvError {
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     Format(FormatError),
 }
 
@@ -329,9 +332,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             let now = Instant::now();
                             let want = delivered + 1;
                             let due = match last_nack.get(&channel) {
-                                Some(&(w, at)) => {
-                                    w != want || now - at > Duration::from_millis(50)
-                                }
+                                Some(&(w, at)) => w != want || now - at > Duration::from_millis(50),
                                 None => true,
                             };
                             if due {

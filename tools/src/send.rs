@@ -112,11 +112,20 @@ pub struct SendStats {
 #[derive(Debug)]
 pub enum SendError {
     /// No connection for `give_up_after`.
-    Unreachable { addr: SocketAddr, last: String },
+    Unreachable {
+        addr: SocketAddr,
+        last: String,
+    },
     /// The node refused us (ERROR frame): its text.
-    Refused { addr: SocketAddr, text: String },
+    Refused {
+        addr: SocketAddr,
+        text: String,
+    },
     /// A record does not fit in a frame.
-    TooLarge { seq: u64, len: usize },
+    TooLarge {
+        seq: u64,
+        len: usize,
+    },
     Stopped,
 }
 
@@ -247,13 +256,10 @@ pub fn send(
                 }
             }
             buf.clear();
-            let end = n
-                .min(next + cfg.batch as u64 - 1)
-                .min(acked + cfg.window);
+            let end = n.min(next + cfg.batch as u64 - 1).min(acked + cfg.window);
             let end = match cfg.rate {
                 Some(rate) => {
-                    let allowed =
-                        (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                    let allowed = (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
                     end.min(next + allowed.saturating_sub(sent_at_start) - 1)
                 }
                 None => end,
@@ -354,7 +360,11 @@ fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
                     return Ok((stream, delivered));
                 }
                 Kind::Error => {
-                    let text = f.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                    let text = f
+                        .view()
+                        .error()
+                        .map(|(_, t)| t.to_owned())
+                        .unwrap_or_default();
                     return Err(Connect::Refused(text));
                 }
                 _ => {}
@@ -383,16 +393,18 @@ fn read_acks(mut stream: TcpStream, shared: &Shared, max_frame_len: u32) {
             match dec.decode() {
                 Ok(Some(f)) => match f.kind() {
                     Kind::Ack => {
-                        shared
-                            .acked
-                            .fetch_max(f.header().seq(), Ordering::AcqRel);
+                        shared.acked.fetch_max(f.header().seq(), Ordering::AcqRel);
                     }
                     Kind::Nack => {
                         shared.nacks.fetch_add(1, Ordering::Relaxed);
                         shared.nack_from.store(f.header().seq(), Ordering::Release);
                     }
                     Kind::Error => {
-                        let text = f.view().error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                        let text = f
+                            .view()
+                            .error()
+                            .map(|(_, t)| t.to_owned())
+                            .unwrap_or_default();
                         if let Ok(mut r) = shared.refused.lock() {
                             *r = Some(text);
                         }

@@ -7,10 +7,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use verity_tools::recv::{RecvConfig, Receiver};
+use verity_tools::recv::{Receiver, RecvConfig};
 
 #[derive(Parser)]
-#[command(name = "verity-recv", version, about = "Receive a Verity node's output, exactly once")]
+#[command(
+    name = "verity-recv",
+    version,
+    about = "Receive a Verity node's output, exactly once"
+)]
 struct Args {
     /// Address to listen on (the node's node.sink).
     #[arg(long)]
@@ -39,7 +43,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("verity-recv: listening on {}, writing {}", r.addr(), a.out.display());
+    eprintln!(
+        "verity-recv: listening on {}, writing {}",
+        r.addr(),
+        a.out.display()
+    );
     let mut last = (0, Instant::now());
     loop {
         std::thread::sleep(Duration::from_millis(20));

@@ -14,7 +14,11 @@ use verity_tools::formats::InputFormat;
 use verity_tools::send::{send, Progress, Records, SendConfig};
 
 #[derive(Parser)]
-#[command(name = "verity-send", version, about = "Send a record file to a Verity node, at least once")]
+#[command(
+    name = "verity-send",
+    version,
+    about = "Send a record file to a Verity node, at least once"
+)]
 struct Args {
     /// The node's source address (node.listen).
     #[arg(long)]
@@ -66,7 +70,7 @@ fn main() -> ExitCode {
             while !d.load(Ordering::Relaxed) {
                 let s = p.sent.load(Ordering::Relaxed);
                 let k = p.acked.load(Ordering::Relaxed);
-                let pct = if n == 0 { 100 } else { k * 100 / n };
+                let pct = (k * 100).checked_div(n).unwrap_or(100);
                 let width = 30;
                 let fill = (pct as usize * width) / 100;
                 eprint!(
