@@ -130,7 +130,11 @@ impl SegmentHeader {
         if !size.is_multiple_of(RECORD_ALIGN_BYTES as u64) {
             return Err("segment size not 8-byte aligned");
         }
-        if !self.base_position.get().is_multiple_of(RECORD_ALIGN_BYTES as u64) {
+        if !self
+            .base_position
+            .get()
+            .is_multiple_of(RECORD_ALIGN_BYTES as u64)
+        {
             return Err("base position not 8-byte aligned");
         }
         if self.base_position.get().checked_add(size).is_none() {

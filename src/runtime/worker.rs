@@ -225,6 +225,10 @@ pub struct Worker {
     channel_conn: Vec<Option<usize>>,
     /// Dead letters at journal indexes below this are already logged.
     dead_logged_below: u64,
+    /// Highest seq in the outbound log at start: outputs up to it that are
+    /// produced again (replay, or inputs resent after journal damage) are
+    /// checked against the log instead of being logged twice.
+    logged_through: u64,
     records_at_snapshot: u64,
     pub stats: WorkerStats,
 }
@@ -339,10 +343,11 @@ impl Worker {
             sink_cursor: 1,
             undurable: VecDeque::new(),
             dead_logged_below,
+            logged_through: last_logged_seq,
             records_at_snapshot: 0,
             stats: WorkerStats::default(),
         };
-        w.replay(replay_from, last_logged_seq)?;
+        w.replay(replay_from)?;
         w.records_at_snapshot = w.core.journal_next();
         w.poll
             .registry()
@@ -367,10 +372,12 @@ impl Worker {
     /// Replays the journal from `from` through the core. Outputs whose seq is
     /// already in the outbound log must come out bit-identical (checked) and
     /// are not logged again; later ones are logged.
-    fn replay(&mut self, from: u64, last_logged_seq: u64) -> Result<(), WorkerError> {
+    fn replay(&mut self, from: u64) -> Result<(), WorkerError> {
         let mut next_index = self.core.journal_next();
         let mut pos = from;
-        loop {
+        // A damaged journal may end before the snapshot's position: the
+        // snapshot holds that state; there is nothing to replay.
+        while pos < self.journal.end_position() {
             let rec = match self.journal.reader_at(pos)?.next() {
                 None => break,
                 Some(r) => r?,
@@ -400,7 +407,7 @@ impl Worker {
             }
             next_index += 1;
             self.stats.replayed += 1;
-            self.log_effects(last_logged_seq)?;
+            self.log_effects()?;
         }
         self.fx.clear();
         let records = self.core.journal_next();
@@ -410,8 +417,9 @@ impl Worker {
     }
 
     /// Logs the outputs and dead letters in `fx` (outputs with seq <=
-    /// `skip_through` are already logged: verified instead).
-    fn log_effects(&mut self, skip_through: u64) -> Result<(), WorkerError> {
+    /// `logged_through` are already logged: verified instead).
+    fn log_effects(&mut self) -> Result<(), WorkerError> {
+        let skip_through = self.logged_through;
         let mut at = 0;
         let out = &self.fx.outbound;
         while at + HEADER_LEN <= out.len() {
@@ -420,9 +428,12 @@ impl Worker {
             let frame = &out[at..at + stride];
             let seq = u64::from_le_bytes(frame[24..32].try_into().unwrap_or([0; 8]));
             if seq <= skip_through {
-                if let Some(&(first, _)) = self.out_index.front() {
-                    if seq >= first {
-                        let (_, p) = self.out_index[(seq - first) as usize];
+                let first = self.out_index.front().map_or(u64::MAX, |&(f, _)| f);
+                if let Some(&(_, p)) = seq
+                    .checked_sub(first)
+                    .and_then(|i| self.out_index.get(i as usize))
+                {
+                    {
                         let logged = self.outbound.reader_at(p)?.next().transpose()?;
                         if logged.map(|r| r.payload) != Some(frame) {
                             return Err(WorkerError::Replay(format!(
@@ -705,7 +716,7 @@ impl Worker {
                         self.undurable.push_back((index + 1, end));
                     }
                 }
-                self.log_effects(0)?;
+                self.log_effects()?;
                 self.send_acks_nacks();
             }
             (ConnState::Ready, Kind::Heartbeat) => {}

@@ -107,6 +107,9 @@ pub struct SendStats {
     pub acked: u64,
     pub connects: u64,
     pub nacks: u64,
+    /// Records the node had ACKed but no longer had after a restart (its
+    /// RESUME was below our ACK watermark); they were sent again.
+    pub rewound: u64,
 }
 
 #[derive(Debug)]
@@ -212,7 +215,13 @@ pub fn send(
         if n == 0 {
             break;
         }
-        acked = acked.max(delivered);
+        // RESUME is authoritative: resend everything after what the node
+        // has, even records it had ACKed before (a node whose journal lost
+        // its tail to corruption gets them again; we still hold the file).
+        if delivered < acked {
+            stats.rewound += acked - delivered;
+        }
+        acked = delivered;
         let shared = Arc::new(Shared::default());
         shared.acked.store(acked, Ordering::Relaxed);
         let reader = {

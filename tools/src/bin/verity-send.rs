@@ -92,13 +92,14 @@ fn main() -> ExitCode {
         Ok(s) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "verity-send: records={} acked={} frames={} resent={} connects={} nacks={} seconds={:.2} rate={:.0}/s",
+                "verity-send: records={} acked={} frames={} resent={} connects={} nacks={} rewound={} seconds={:.2} rate={:.0}/s",
                 s.records,
                 s.acked,
                 s.frames,
                 s.resent,
                 s.connects,
                 s.nacks,
+                s.rewound,
                 secs,
                 s.records as f64 / secs.max(1e-9)
             );
