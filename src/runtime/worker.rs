@@ -9,6 +9,25 @@
 //! NACKs); then make the journal durable (`process`: at once; `fsync`: the
 //! syncer's published position), which releases ACKs to the sources and
 //! outputs to the sink; then write queued bytes, one `write` per connection.
+//!
+//! ## What the logs hold
+//!
+//! | log | record kind | payload |
+//! |-----|-------------|---------|
+//! | `journal/` | 1 `INPUT` | the DATA frame as it arrived (header + payload + padding); the record's timestamp is the clock reading at acceptance |
+//! | `outbound/` | 2 `OUTPUT` | one output DATA frame to the sink, as sent (epoch 0) |
+//! | `dead-letters/` | 3 `DEAD_LETTER` | below |
+//!
+//! Dead-letter payload (little-endian):
+//!
+//! | offset | size | field |
+//! |-------:|-----:|-------|
+//! | 0  | 8 | journal index of the input |
+//! | 8  | 4 | input channel |
+//! | 12 | 4 | reason length `n` |
+//! | 16 | 8 | the input's seq |
+//! | 24 | 8 | the input's trace id |
+//! | 32 | n | reason, UTF-8 (the app's [`crate::app::Reject`] text) |
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -230,6 +249,10 @@ pub struct Worker {
     /// checked against the log instead of being logged twice.
     logged_through: u64,
     records_at_snapshot: u64,
+    /// The clock reading for the frames of the current read batch: one
+    /// `clock_gettime` per socket read, not per frame (the journal records
+    /// it with each accepted input).
+    batch_clock_ns: u64,
     pub stats: WorkerStats,
 }
 
@@ -345,6 +368,7 @@ impl Worker {
             dead_logged_below,
             logged_through: last_logged_seq,
             records_at_snapshot: 0,
+            batch_clock_ns: 0,
             stats: WorkerStats::default(),
         };
         w.replay(replay_from)?;
@@ -471,7 +495,16 @@ impl Worker {
     pub fn run(&mut self) -> Result<(), WorkerError> {
         let mut events = Events::with_capacity(256);
         loop {
-            let timeout = if self.sources.iter().flatten().any(|c| c.readable) {
+            // Don't sleep while there is work we could do now: unread
+            // source bytes (edge-triggered: no new event will come) or
+            // released outputs the sink socket can still take.
+            let sink_ready =
+                self.sink.as_ref().is_some_and(|c| {
+                    c.state == ConnState::Ready && c.writable && c.wbuf.is_empty()
+                }) && self.sink_cursor <= self.core.out().released;
+            let timeout = if sink_ready
+                || (self.core.wants_input() && self.sources.iter().flatten().any(|c| c.readable))
+            {
                 Duration::ZERO
             } else {
                 Duration::from_millis(20)
@@ -600,7 +633,9 @@ impl Worker {
                     )
                     .max(1);
                 budget = budget.saturating_sub(want);
-                match conn.fill(want) {
+                let filled = conn.fill(want);
+                self.batch_clock_ns = now_ns();
+                match filled {
                     Ok(true) => {}
                     Ok(false) => {
                         // Peer closed: process what it sent, then drop it.
@@ -686,7 +721,7 @@ impl Worker {
                 }
             }
             (ConnState::Ready, Kind::Data) => {
-                let now = now_ns();
+                let now = self.batch_clock_ns;
                 let channel = frame.header().channel();
                 if let Some(c) = (channel as usize)
                     .checked_sub(1)

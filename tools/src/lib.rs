@@ -11,6 +11,7 @@
 //! This crate depends on `verity-wire` only, never on the engine: the engine's
 //! `demo` uses it, and the checker stays independent of what it checks.
 
+pub mod bench;
 pub mod check;
 pub mod formats;
 pub mod gen;

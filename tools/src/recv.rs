@@ -51,6 +51,7 @@ struct Shared {
     /// Each read is throttled to this many bytes per second (tests of
     /// backpressure); `None` reads as fast as it can.
     read_rate: Option<u64>,
+    on_record: Option<OnRecord>,
 }
 
 impl Shared {
@@ -68,13 +69,18 @@ pub struct Receiver {
     out: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+/// Called for every record written: (channel, seq, trace id).
+pub type OnRecord = Arc<dyn Fn(u32, u64, u64) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct RecvConfig {
     pub listen: SocketAddr,
     pub out: PathBuf,
     pub cluster_id: u64,
     pub max_frame_len: u32,
     pub read_rate: Option<u64>,
+    /// Per-record hook (latency measurement in `verity-bench`).
+    pub on_record: Option<OnRecord>,
 }
 
 impl RecvConfig {
@@ -85,6 +91,7 @@ impl RecvConfig {
             cluster_id: 1,
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             read_rate: None,
+            on_record: None,
         }
     }
 }
@@ -130,6 +137,7 @@ impl Receiver {
             cluster_id: cfg.cluster_id,
             max_frame_len: cfg.max_frame_len,
             read_rate: cfg.read_rate,
+            on_record: cfg.on_record.clone(),
         });
         let _ = listener.set_nonblocking(true);
         let sh = Arc::clone(&shared);
@@ -326,6 +334,9 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             }
                             st.stats.delivered.insert(channel, seq);
                             st.stats.records += 1;
+                            if let Some(hook) = &shared.on_record {
+                                hook(channel, seq, trace);
+                            }
                             moved.push((channel, seq));
                         } else {
                             st.stats.gaps += 1;

@@ -165,6 +165,10 @@ struct Shared {
 pub struct Progress {
     pub sent: AtomicU64,
     pub acked: AtomicU64,
+    /// When the first connection's rate clock started: with `rate` R, record
+    /// `seq` is due at `started + (seq - 1) / R` (latency is measured from
+    /// there, so a stalled sender does not hide queueing delay).
+    pub started: std::sync::OnceLock<Instant>,
 }
 
 /// Sends every record and returns once all are ACKed (or on error / `stop`).
@@ -238,6 +242,7 @@ pub fn send(
         let mut next = acked + 1;
         let mut sent_at_start = 0u64;
         let rate_start = Instant::now();
+        let _ = progress.started.set(rate_start);
         loop {
             if stop.load(Ordering::Relaxed) {
                 let _ = stream.shutdown(Shutdown::Both);

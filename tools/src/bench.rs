@@ -1,0 +1,376 @@
+//! `verity-bench`: end-to-end throughput and latency of one node against a
+//! raw pipe measured in the same run.
+//!
+//! - **raw pipe**: the same sender(s) wired straight to the same receiver,
+//!   same framing, same ACK protocol — everything but the engine.
+//! - **engine**: sender(s) → `verity worker` (a child process, `process`
+//!   durability) → receiver.
+//! - **latency**: the engine again, with the senders paced at half the
+//!   engine's measured maximum. Record `seq` is due at `start + (seq-1)/rate`
+//!   and its latency is the receiver's arrival time minus that (open loop:
+//!   a stall counts against us, no coordinated omission). HdrHistogram
+//!   gives p50 / p99 / p99.9 / max.
+//!
+//! Ratios, not absolute figures, are what compare across runs on a shared
+//! machine.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::formats::{split_trace_id, InputFormat};
+use crate::gen::{self, GenConfig};
+use crate::recv::{Receiver, RecvConfig};
+use crate::send::{send, Progress, Records, SendConfig};
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub app: String,
+    pub messages: u64,
+    pub seed: u64,
+    /// The `verity` engine binary.
+    pub engine: PathBuf,
+    pub work_dir: PathBuf,
+    /// Upper bound on the latency run's length.
+    pub latency_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BenchResult {
+    pub app: String,
+    pub inputs: u64,
+    pub outputs: u64,
+    pub raw_msgs_per_s: f64,
+    pub engine_msgs_per_s: f64,
+    pub latency_rate: f64,
+    pub raw_latency: Latency,
+    pub engine_latency: Latency,
+}
+
+impl core::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        writeln!(
+            f,
+            "bench: app={} inputs={} outputs={}",
+            self.app, self.inputs, self.outputs
+        )?;
+        writeln!(
+            f,
+            "bench: raw pipe {:.0} msgs/s; engine {:.0} msgs/s = {:.0}% of the raw pipe",
+            self.raw_msgs_per_s,
+            self.engine_msgs_per_s,
+            100.0 * self.engine_msgs_per_s / self.raw_msgs_per_s.max(1e-9)
+        )?;
+        writeln!(
+            f,
+            "bench: latency at {:.0} msgs/s (half the engine's max), input due time to output arrival:",
+            self.latency_rate
+        )?;
+        writeln!(f, "bench:   raw pipe {}", self.raw_latency)?;
+        write!(f, "bench:   engine   {}", self.engine_latency)
+    }
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_engine(
+    cfg: &BenchConfig,
+    run: &str,
+    sink: SocketAddr,
+) -> Result<(Engine, SocketAddr), String> {
+    let listen = free_addr()?;
+    let dir = cfg.work_dir.join(run);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let toml = dir.join("node.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\nsnapshot_interval_records = 100000000\n",
+            cfg.app,
+            dir.join("data").display().to_string()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join("node.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(&cfg.engine)
+        .args(["worker", "--config"])
+        .arg(&toml)
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", cfg.engine.display()))?;
+    let engine = Engine(child);
+    let until = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(listen).is_err() {
+        if Instant::now() > until {
+            return Err("the engine did not start listening".into());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    Ok((engine, listen))
+}
+
+/// (records, channel, rate share) per input.
+type Inputs = Vec<(Arc<Records>, u32)>;
+
+fn generate(cfg: &BenchConfig) -> Result<(Inputs, u64), String> {
+    std::fs::create_dir_all(&cfg.work_dir).map_err(|e| e.to_string())?;
+    let ge = |e: gen::GenError| e.to_string();
+    let fe = |e: crate::formats::FormatError| e.to_string();
+    match cfg.app.as_str() {
+        "doubler" | "sequence-window" => {
+            let p = cfg.work_dir.join("input.u64");
+            gen::u64_counters(cfg.messages, &p).map_err(ge)?;
+            let r = Records::load(InputFormat::U64, &p).map_err(fe)?;
+            let n = r.len();
+            Ok((vec![(Arc::new(r), 1)], n))
+        }
+        "market-spread" => {
+            let g = GenConfig::from_messages(cfg.seed, cfg.messages, gen::data_dir(None));
+            gen::market_spread(&g, &cfg.work_dir).map_err(ge)?;
+            let nbbo =
+                Records::load(InputFormat::Fixish, &cfg.work_dir.join("nbbo.msg")).map_err(fe)?;
+            let orders =
+                Records::load(InputFormat::Fixish, &cfg.work_dir.join("orders.msg")).map_err(fe)?;
+            let n = orders.len();
+            Ok((vec![(Arc::new(nbbo), 1), (Arc::new(orders), 2)], n))
+        }
+        other => Err(format!(
+            "verity-bench runs doubler, sequence-window or market-spread, not {other:?}"
+        )),
+    }
+}
+
+/// Sends every input (one thread each, optionally paced) and waits until the
+/// receiver has `expect` records. Returns the elapsed seconds and progresses.
+fn drive(
+    to: SocketAddr,
+    inputs: &Inputs,
+    total_rate: Option<f64>,
+    total: u64,
+    recv: &Receiver,
+    expect: u64,
+    progress: &[Arc<Progress>],
+) -> Result<f64, String> {
+    let start = Instant::now();
+    let mut threads = Vec::new();
+    for ((records, channel), p) in inputs.iter().zip(progress) {
+        let mut cfg = SendConfig::new(to, *channel);
+        if let Some(r) = total_rate {
+            // Each input gets its share of the rate.
+            cfg.rate = Some(((r * records.len() as f64 / total as f64) as u64).max(1));
+            cfg.batch = 16;
+        }
+        let (records, p) = (Arc::clone(records), Arc::clone(p));
+        threads.push(thread::spawn(move || {
+            send(&cfg, &records, &p, &AtomicBool::new(false)).map_err(|e| e.to_string())
+        }));
+    }
+    for t in threads {
+        t.join().map_err(|_| "sender panicked".to_string())??;
+    }
+    if !recv.wait_for(expect, Duration::from_secs(120)) {
+        return Err(format!(
+            "only {} of {expect} records arrived",
+            recv.records()
+        ));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
+    let (inputs, outputs) = generate(cfg)?;
+    let total: u64 = inputs.iter().map(|(r, _)| r.len()).sum();
+    let progress = |n: usize| -> Vec<Arc<Progress>> { (0..n).map(|_| Arc::default()).collect() };
+
+    // Raw pipe: senders straight to the receiver.
+    let recv = Receiver::start(&RecvConfig::new(
+        free_addr()?,
+        &cfg.work_dir.join("raw.bin"),
+    ))
+    .map_err(|e| e.to_string())?;
+    let raw_secs = drive(
+        recv.addr(),
+        &inputs,
+        None,
+        total,
+        &recv,
+        total,
+        &progress(inputs.len()),
+    )?;
+    recv.stop().map_err(|e| e.to_string())?;
+
+    // Engine at full speed.
+    let recv = Receiver::start(&RecvConfig::new(
+        free_addr()?,
+        &cfg.work_dir.join("engine.bin"),
+    ))
+    .map_err(|e| e.to_string())?;
+    let (engine, listen) = start_engine(cfg, "engine", recv.addr())?;
+    let engine_secs = drive(
+        listen,
+        &inputs,
+        None,
+        total,
+        &recv,
+        outputs,
+        &progress(inputs.len()),
+    )?;
+    drop(engine);
+    recv.stop().map_err(|e| e.to_string())?;
+    let engine_rate = total as f64 / engine_secs;
+
+    // Latency at half the engine's maximum, bounded in time: through the
+    // raw pipe (the harness's own latency) and through the engine.
+    let rate = engine_rate / 2.0;
+    let raw_lat = latency(cfg, &inputs, total, outputs, rate, false)?;
+    let eng_lat = latency(cfg, &inputs, total, outputs, rate, true)?;
+
+    Ok(BenchResult {
+        app: cfg.app.clone(),
+        inputs: total,
+        outputs,
+        raw_msgs_per_s: total as f64 / raw_secs,
+        engine_msgs_per_s: engine_rate,
+        latency_rate: rate,
+        raw_latency: raw_lat,
+        engine_latency: eng_lat,
+    })
+}
+
+/// Latency percentiles of one paced run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl core::fmt::Display for Latency {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.samples
+        )
+    }
+}
+
+/// One paced run at `rate` inputs/s (bounded by `latency_seconds`), through
+/// the engine or straight to the receiver.
+fn latency(
+    cfg: &BenchConfig,
+    inputs: &Inputs,
+    total: u64,
+    outputs: u64,
+    rate: f64,
+    through_engine: bool,
+) -> Result<Latency, String> {
+    let limit = ((rate * cfg.latency_seconds) as u64).clamp(1000, total);
+    let mut lat_inputs: Inputs = Vec::new();
+    let mut lat_total = 0;
+    for (r, c) in inputs {
+        let n = (r.len() as u128 * limit as u128 / total as u128) as u64;
+        let sub: Vec<Vec<u8>> = (1..=n.max(1)).map(|s| r.get(s).to_vec()).collect();
+        lat_total += sub.len() as u64;
+        lat_inputs.push((Arc::new(Records::from_vec(sub)), *c));
+    }
+    let expect = if !through_engine || outputs == total {
+        lat_total
+    } else {
+        // market spread: one decision per order (the second input).
+        lat_inputs.get(1).map_or(0, |(r, _)| r.len())
+    };
+    let prog: Vec<Arc<Progress>> = lat_inputs.iter().map(|_| Arc::default()).collect();
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+    ));
+    // The output's trace id names its input (channel, seq), hence its due time.
+    let schedule: Vec<(u64, f64, Arc<Progress>)> = lat_inputs
+        .iter()
+        .zip(&prog)
+        .map(|((r, c), p)| {
+            let share = (rate * r.len() as f64 / lat_total as f64).max(1.0);
+            (*c as u64, share, Arc::clone(p))
+        })
+        .collect();
+    let hook = {
+        let hist = Arc::clone(&hist);
+        Arc::new(move |_: u32, _: u64, trace: u64| {
+            let (channel, seq) = split_trace_id(trace);
+            let Some((_, r, p)) = schedule.iter().find(|(c, _, _)| *c == channel) else {
+                return;
+            };
+            let Some(start) = p.started.get() else { return };
+            let due = *start + Duration::from_secs_f64(seq.saturating_sub(1) as f64 / r);
+            let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
+            if let Ok(mut h) = hist.lock() {
+                let _ = h.record(us.max(1));
+            }
+        })
+    };
+    let name = if through_engine {
+        "latency-engine"
+    } else {
+        "latency-raw"
+    };
+    let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(format!("{name}.bin")));
+    rc.on_record = Some(hook);
+    let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
+    let (engine, to) = if through_engine {
+        let (e, l) = start_engine(cfg, name, recv.addr())?;
+        (Some(e), l)
+    } else {
+        (None, recv.addr())
+    };
+    drive(to, &lat_inputs, Some(rate), lat_total, &recv, expect, &prog)?;
+    drop(engine);
+    recv.stop().map_err(|e| e.to_string())?;
+    let h = hist
+        .lock()
+        .map_err(|_| "histogram lock poisoned".to_string())?;
+    Ok(Latency {
+        samples: h.len(),
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    })
+}
+
+/// The `verity` binary beside the running one (both live in target/<profile>/).
+pub fn default_engine() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("verity")))
+        .unwrap_or_else(|| PathBuf::from("verity"))
+}
+
+pub fn default_work_dir(app: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("verity-bench-{app}-{}", std::process::id()))
+}
+
+pub fn remove_work_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}

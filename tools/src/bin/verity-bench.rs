@@ -1,0 +1,66 @@
+//! verity-bench: one node's end-to-end throughput and latency against a raw
+//! pipe (the same sender and receiver wired directly) in the same run.
+//! Build the engine first: `cargo build --release` (it looks for `verity`
+//! beside itself, or takes `--engine`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use verity_tools::bench::{self, BenchConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "verity-bench",
+    version,
+    about = "End-to-end benchmark: engine vs raw pipe"
+)]
+struct Args {
+    /// doubler, sequence-window or market-spread; repeat for several.
+    #[arg(long = "app", default_values_t = ["doubler".to_string(), "market-spread".to_string()])]
+    apps: Vec<String>,
+    /// Input records per app.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The verity engine binary (default: beside this one).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// Longest latency run, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    latency_seconds: f64,
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let engine = a.engine.unwrap_or_else(bench::default_engine);
+    if !engine.exists() {
+        eprintln!(
+            "verity-bench: engine binary {} not found; run `cargo build --release` first or pass --engine",
+            engine.display()
+        );
+        return ExitCode::from(2);
+    }
+    for app in &a.apps {
+        let work_dir = bench::default_work_dir(app);
+        let cfg = BenchConfig {
+            app: app.clone(),
+            messages: a.messages,
+            seed: a.seed,
+            engine: engine.clone(),
+            work_dir: work_dir.clone(),
+            latency_seconds: a.latency_seconds,
+        };
+        let r = bench::run(&cfg);
+        bench::remove_work_dir(&work_dir);
+        match r {
+            Ok(r) => println!("{r}"),
+            Err(e) => {
+                eprintln!("verity-bench: {app}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
