@@ -22,15 +22,15 @@ pub const LEGAL_SYMBOLS_FILE: &str = "market-spread/1400-legal-symbols.msg";
 /// Directory of the text files lines are drawn from, relative to the data dir.
 pub const TEXT_DIR: &str = "word-count";
 
-/// The data dir: `explicit`, else `$VERITY_DATA_DIR`, else `shared/data`
-/// beside the repository.
+/// The data dir: `explicit`, else `$VERITY_DATA_DIR`, else `tools/data` in
+/// the repository (a copy of `shared/data`, so a clone runs on its own).
 pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
         return p.to_path_buf();
     }
     match std::env::var_os(DATA_DIR_ENV) {
         Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")),
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")),
     }
 }
 

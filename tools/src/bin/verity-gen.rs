@@ -39,7 +39,7 @@ enum Cmd {
         nbbo: Option<u64>,
         #[arg(long)]
         out_dir: PathBuf,
-        /// Reference data dir (default: $VERITY_DATA_DIR, else shared/data beside the repo).
+        /// Reference data dir (default: $VERITY_DATA_DIR, else tools/data in the repo).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -58,7 +58,7 @@ enum Cmd {
         lines: u64,
         #[arg(long)]
         out: PathBuf,
-        /// Reference data dir (default: $VERITY_DATA_DIR, else shared/data beside the repo).
+        /// Reference data dir (default: $VERITY_DATA_DIR, else tools/data in the repo).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
