@@ -39,8 +39,8 @@ use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use verity_wire::{
-    Decoder, Encoder, ErrorCode, Frame, Hello, Kind, ResumeEntry, Role, WireError, HEADER_LEN,
-    VERSION,
+    Decoder, Encoder, ErrorCode, Frame, FrameView, Hello, Kind, ResumeEntry, Role, WireError,
+    HEADER_LEN, VERSION,
 };
 
 use super::config::NodeToml;
@@ -234,8 +234,9 @@ pub struct Worker {
     sink: Option<Conn>,
     sink_retry_at: Instant,
     sink_backoff: Duration,
-    /// (seq, log position) of every outbound frame not yet ACKed by the sink.
-    out_index: VecDeque<(u64, u64)>,
+    /// (first seq, last seq, log position) of every outbound record (a run
+    /// of output frames) not yet wholly ACKed by the sink.
+    out_index: VecDeque<(u64, u64, u64)>,
     /// Next seq to write to the sink.
     sink_cursor: u64,
     /// fsync durability: (records after this one, its end position).
@@ -254,6 +255,24 @@ pub struct Worker {
     /// it with each accepted input).
     batch_clock_ns: u64,
     pub stats: WorkerStats,
+}
+
+/// (seq, byte offset, stride) of each frame in a run of whole frames, as
+/// the worker writes them to its logs (already validated when written; the
+/// log record's CRC covers them). Reads only `frame_len` and `seq`.
+fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at + HEADER_LEN > run.len() {
+            return None;
+        }
+        let len = u32::from_le_bytes(run[at + 4..at + 8].try_into().unwrap_or([0; 4])) as usize;
+        let stride = verity_wire::stride(len.max(HEADER_LEN)).min(run.len() - at);
+        let seq = u64::from_le_bytes(run[at + 24..at + 32].try_into().unwrap_or([0; 8]));
+        let item = (seq, at, stride);
+        at += stride;
+        Some(item)
+    })
 }
 
 fn now_ns() -> u64 {
@@ -321,15 +340,16 @@ impl Worker {
         let mut last_logged_seq = 0;
         for rec in outbound.reader_at(outbound.first_position())? {
             let rec = rec?;
-            if rec.payload.len() < HEADER_LEN {
+            let mut frames = frames_in(rec.payload).map(|(seq, _, _)| seq);
+            let (Some(first), last) = (frames.next(), frames.last()) else {
                 return Err(WorkerError::Replay(format!(
-                    "outbound record at {} is not a frame",
+                    "outbound record at {} holds no frame",
                     rec.position
                 )));
-            }
-            let seq = u64::from_le_bytes(rec.payload[24..32].try_into().unwrap_or([0; 8]));
-            out_index.push_back((seq, rec.position));
-            last_logged_seq = seq;
+            };
+            let last = last.unwrap_or(first);
+            out_index.push_back((first, last, rec.position));
+            last_logged_seq = last;
         }
         let mut dead_logged_below = 0;
         for rec in dead.reader_at(dead.first_position())? {
@@ -413,24 +433,26 @@ impl Worker {
             self.fx.clear();
             // Copy out of the mapping: `handle` needs `&mut self.core` while
             // `rec` borrows `self.journal`. Recovery only, not the hot path.
-            let frame = rec.payload.to_vec();
+            let run = rec.payload.to_vec();
             let ts = rec.timestamp;
-            self.core.handle(
-                Input::Replay(JournalEntry {
-                    index: next_index,
-                    timestamp_ns: ts,
-                    frame: &frame,
-                }),
-                &mut self.fx,
-            );
-            if self.core.journal_next() != next_index + 1 {
-                return Err(WorkerError::Replay(format!(
-                    "journal record at position {} (index {next_index}) does not follow the snapshot's watermarks: the journal and snapshot do not match",
-                    rec.position
-                )));
+            let position = rec.position;
+            for (_, at, stride) in frames_in(&run) {
+                self.core.handle(
+                    Input::Replay(JournalEntry {
+                        index: next_index,
+                        timestamp_ns: ts,
+                        frame: &run[at..at + stride],
+                    }),
+                    &mut self.fx,
+                );
+                if self.core.journal_next() != next_index + 1 {
+                    return Err(WorkerError::Replay(format!(
+                        "journal record at position {position} (input {next_index}) does not follow the snapshot's watermarks: the journal and snapshot do not match"
+                    )));
+                }
+                next_index += 1;
+                self.stats.replayed += 1;
             }
-            next_index += 1;
-            self.stats.replayed += 1;
             self.log_effects()?;
         }
         self.fx.clear();
@@ -440,37 +462,32 @@ impl Worker {
         Ok(())
     }
 
-    /// Logs the outputs and dead letters in `fx` (outputs with seq <=
-    /// `logged_through` are already logged: verified instead).
+    /// Logs the outputs and dead letters in `fx`: the outputs as one
+    /// outbound record; those with seq <= `logged_through` are in the log
+    /// already and are verified bit for bit instead.
     fn log_effects(&mut self) -> Result<(), WorkerError> {
-        let skip_through = self.logged_through;
-        let mut at = 0;
-        let out = &self.fx.outbound;
-        while at + HEADER_LEN <= out.len() {
-            let len = u32::from_le_bytes(out[at + 4..at + 8].try_into().unwrap_or([0; 4])) as usize;
-            let stride = verity_wire::stride(len);
-            let frame = &out[at..at + stride];
-            let seq = u64::from_le_bytes(frame[24..32].try_into().unwrap_or([0; 8]));
-            if seq <= skip_through {
-                let first = self.out_index.front().map_or(u64::MAX, |&(f, _)| f);
-                if let Some(&(_, p)) = seq
-                    .checked_sub(first)
-                    .and_then(|i| self.out_index.get(i as usize))
-                {
-                    {
-                        let logged = self.outbound.reader_at(p)?.next().transpose()?;
-                        if logged.map(|r| r.payload) != Some(frame) {
-                            return Err(WorkerError::Replay(format!(
-                                "replay produced a different output frame for seq {seq} than the outbound log holds (non-deterministic app or wrong journal)"
-                            )));
-                        }
-                    }
-                }
-            } else {
-                let p = self.outbound.append(KIND_OUTPUT, 0, frame)?;
-                self.out_index.push_back((seq, p));
+        let mut new_from = None;
+        for (seq, at, stride) in frames_in(&self.fx.outbound) {
+            if seq > self.logged_through {
+                new_from = Some(at);
+                break;
             }
-            at += stride;
+            let logged = self.logged_frame(seq)?;
+            if let Some(logged) = logged {
+                if logged != self.fx.outbound[at..at + stride] {
+                    return Err(WorkerError::Replay(format!(
+                        "replay produced a different output frame for seq {seq} than the outbound log holds (non-deterministic app or wrong journal)"
+                    )));
+                }
+            }
+        }
+        if let Some(from) = new_from {
+            let run = &self.fx.outbound[from..];
+            let mut seqs = frames_in(run).map(|(seq, _, _)| seq);
+            let first = seqs.next().unwrap_or(0);
+            let last = seqs.last().unwrap_or(first);
+            let p = self.outbound.append(KIND_OUTPUT, 0, run)?;
+            self.out_index.push_back((first, last, p));
         }
         for i in 0..self.fx.dead_letters.len() {
             let d = self.fx.dead_letters[i];
@@ -489,6 +506,23 @@ impl Worker {
             self.stats.dead_letters_logged += 1;
         }
         Ok(())
+    }
+
+    /// The logged bytes of output frame `seq`, if it is still in the outbound log.
+    fn logged_frame(&self, seq: u64) -> Result<Option<Vec<u8>>, WorkerError> {
+        let i = self.out_index.partition_point(|&(_, last, _)| last < seq);
+        let Some(&(first, _, pos)) = self.out_index.get(i) else {
+            return Ok(None);
+        };
+        if seq < first {
+            return Ok(None);
+        }
+        let Some(rec) = self.outbound.reader_at(pos)?.next().transpose()? else {
+            return Ok(None);
+        };
+        Ok(frames_in(rec.payload)
+            .find(|&(s, _, _)| s == seq)
+            .map(|(_, at, stride)| rec.payload[at..at + stride].to_vec()))
     }
 
     /// Runs until SIGTERM/SIGINT (then: finish the batch, snapshot, return).
@@ -656,38 +690,85 @@ impl Worker {
         Ok(())
     }
 
+    /// Handles every whole frame buffered for a source, in place: each
+    /// accepted run of DATA frames is appended to the journal as one record
+    /// (the frames as they arrived), the outputs of the whole batch as one
+    /// outbound record.
     fn decode_source(&mut self, slot: usize) -> Result<(), WorkerError> {
-        loop {
-            let Some(conn) = self.sources[slot].as_mut() else {
-                return Ok(());
-            };
-            if conn.closing {
-                return Ok(());
-            }
-            let frame = match conn.dec.decode() {
-                Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    let at = conn.dec.position();
-                    self.stats.bad_frames += 1;
-                    self.refuse_source(slot, e.error_code(), &bad_frame_text(&e, at));
-                    return Ok(());
-                }
-            };
-            self.source_frame(slot, frame)?;
-        }
-    }
-
-    fn source_frame(&mut self, slot: usize, frame: Frame) -> Result<(), WorkerError> {
         let Some(conn) = self.sources[slot].as_mut() else {
             return Ok(());
+        };
+        if conn.closing || conn.dec.poisoned().is_some() {
+            return Ok(());
+        }
+        let max = conn.dec.max_frame_len();
+        // Take the bytes out so frames can be viewed while `self` is borrowed.
+        let buf = std::mem::take(conn.dec.read_buf());
+        self.fx.clear();
+        let mut at = 0;
+        let mut run_start = 0;
+        let mut bad = None;
+        while at < buf.len() {
+            let view = match verity_wire::parse(&buf[at..], max) {
+                Ok(Some(v)) => v,
+                Ok(None) => break,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
+            let stride = view.stride;
+            let journal = self.source_frame(slot, view)?;
+            if !journal {
+                self.journal_run(&buf[run_start..at])?;
+                run_start = at + stride;
+            }
+            at += stride;
+            if self.sources[slot].as_ref().is_none_or(|c| c.closing) {
+                break;
+            }
+        }
+        self.journal_run(&buf[run_start..at])?;
+        self.log_effects()?;
+        self.fx.clear();
+        let Some(conn) = self.sources[slot].as_mut() else {
+            return Ok(());
+        };
+        *conn.dec.read_buf() = buf;
+        conn.dec.consume(at);
+        if let Some(e) = bad {
+            conn.dec.poison(e);
+            let at = conn.dec.position();
+            self.stats.bad_frames += 1;
+            self.refuse_source(slot, e.error_code(), &bad_frame_text(&e, at));
+        }
+        Ok(())
+    }
+
+    /// Appends a run of accepted DATA frames to the journal as one record.
+    fn journal_run(&mut self, run: &[u8]) -> Result<(), WorkerError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let p = self.journal.append(KIND_INPUT, self.batch_clock_ns, run)?;
+        if self.cfg.durability == Durability::Fsync {
+            let end = p + (32 + run.len()) as u64;
+            self.undurable.push_back((self.core.journal_next(), end));
+        }
+        Ok(())
+    }
+
+    /// Handles one frame from a source; `Ok(true)` when it is an accepted
+    /// DATA frame the caller must journal.
+    fn source_frame(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
+        let Some(conn) = self.sources[slot].as_mut() else {
+            return Ok(false);
         };
         let kind = frame.kind();
         match (conn.state, kind) {
             (ConnState::AwaitHello, Kind::Hello) => {
-                let view = frame.view();
-                let Some(h) = view.hello() else {
-                    return Ok(());
+                let Some(h) = frame.hello() else {
+                    return Ok(false);
                 };
                 if h.cluster_id.get() != self.cfg.cluster_id {
                     self.refuse_source(
@@ -695,7 +776,7 @@ impl Worker {
                         ErrorCode::AuthFailed,
                         "authentication failed: wrong cluster id",
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
                 if h.version_min > VERSION || h.version_max < VERSION {
                     self.refuse_source(
@@ -703,7 +784,7 @@ impl Worker {
                         ErrorCode::VersionUnsupported,
                         "no protocol version in common (this node speaks 1)",
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
                 let hello = self.hello(Role::Node);
                 let entries: Vec<ResumeEntry> = self
@@ -722,7 +803,7 @@ impl Worker {
             }
             (ConnState::Ready, Kind::Data) => {
                 let now = self.batch_clock_ns;
-                let channel = frame.header().channel();
+                let channel = frame.header.channel();
                 if let Some(c) = (channel as usize)
                     .checked_sub(1)
                     .and_then(|i| self.channel_conn.get_mut(i))
@@ -734,33 +815,23 @@ impl Worker {
                         ErrorCode::UnknownChannel,
                         &format!("channel {channel} is not an input of app {}", self.cfg.app),
                     );
-                    return Ok(());
+                    return Ok(false);
                 }
-                self.fx.clear();
-                self.core.handle(
-                    Input::SourceData {
-                        frame: frame.view(),
-                        now_ns: now,
-                    },
-                    &mut self.fx,
-                );
-                if let Some((index, ts)) = self.fx.journal_input {
-                    let end = self.journal.append(KIND_INPUT, ts, frame.as_bytes())?;
-                    if self.cfg.durability == Durability::Fsync {
-                        let end = end + (32 + frame.as_bytes().len()) as u64;
-                        self.undurable.push_back((index + 1, end));
-                    }
+                // Outputs and dead letters accumulate in `fx` over the whole
+                // batch; ACKs and NACKs go out (are queued) per frame.
+                self.fx.journal_input = None;
+                self.core
+                    .handle(Input::SourceData { frame, now_ns: now }, &mut self.fx);
+                if !self.fx.acks.is_empty() || !self.fx.nacks.is_empty() {
+                    self.send_acks_nacks();
+                    self.fx.acks.clear();
+                    self.fx.nacks.clear();
                 }
-                self.log_effects()?;
-                self.send_acks_nacks();
+                return Ok(self.fx.journal_input.is_some());
             }
             (ConnState::Ready, Kind::Heartbeat) => {}
             (_, Kind::Error) => {
-                let text = frame
-                    .view()
-                    .error()
-                    .map(|(_, t)| t.to_owned())
-                    .unwrap_or_default();
+                let text = frame.error().map(|(_, t)| t.to_owned()).unwrap_or_default();
                 let peer = self.sources[slot].as_ref().map(|c| c.peer);
                 eprintln!("verity: source {peer:?} sent ERROR: {text}");
                 self.close_source(slot, None);
@@ -770,7 +841,7 @@ impl Worker {
                 self.refuse_source(slot, ErrorCode::Protocol, &text);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn send_acks_nacks(&mut self) {
@@ -1009,12 +1080,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Drops ACKed frames from the index and whole outbound segments below them.
+    /// Drops wholly ACKed records from the index and whole outbound segments
+    /// below the first record still needed.
     fn trim_outbound(&mut self) -> Result<(), WorkerError> {
         let acked = self.core.out().acked;
         let mut dropped = false;
-        while let Some(&(seq, _)) = self.out_index.front() {
-            if seq > acked {
+        while let Some(&(_, last, _)) = self.out_index.front() {
+            if last > acked {
                 break;
             }
             self.out_index.pop_front();
@@ -1024,7 +1096,7 @@ impl Worker {
             let below = self
                 .out_index
                 .front()
-                .map_or(self.outbound.end_position(), |&(_, p)| p);
+                .map_or(self.outbound.end_position(), |&(_, _, p)| p);
             self.outbound.drop_below(below)?;
         }
         Ok(())
@@ -1055,21 +1127,27 @@ impl Worker {
         if conn.state != ConnState::Ready {
             return Ok(());
         }
+        if let Some(&(first, _, _)) = self.out_index.front() {
+            // Everything below the first record kept was ACKed.
+            self.sink_cursor = self.sink_cursor.max(first);
+        }
         if self.sink_cursor <= released && conn.wbuf.len() < limit {
-            if let Some(&(first, _)) = self.out_index.front() {
-                if self.sink_cursor < first {
-                    // Everything below `first` was ACKed.
-                    self.sink_cursor = first;
-                }
-                let start = (self.sink_cursor - first) as usize;
-                if let Some(&(_, pos)) = self.out_index.get(start) {
-                    for rec in self.outbound.reader_at(pos)? {
-                        let rec = rec?;
-                        if self.sink_cursor > released || conn.wbuf.len() >= limit {
-                            break;
+            let cursor = self.sink_cursor;
+            let i = self
+                .out_index
+                .partition_point(|&(_, last, _)| last < cursor);
+            if let Some(&(_, _, pos)) = self.out_index.get(i) {
+                'records: for rec in self.outbound.reader_at(pos)? {
+                    let rec = rec?;
+                    for (seq, at, stride) in frames_in(rec.payload) {
+                        if seq < self.sink_cursor {
+                            continue;
                         }
-                        conn.wbuf.extend_from_slice(rec.payload);
-                        self.sink_cursor += 1;
+                        if seq > released || conn.wbuf.len() >= limit {
+                            break 'records;
+                        }
+                        conn.wbuf.extend_from_slice(&rec.payload[at..at + stride]);
+                        self.sink_cursor = seq + 1;
                     }
                 }
             }

@@ -3,7 +3,7 @@
 //! out whole frames as [`Frame`]s that share the receive buffer (no copy, no
 //! allocation per frame).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use zerocopy::FromBytes;
 
 use crate::body::{
@@ -385,6 +385,31 @@ impl Decoder {
                 Err(e)
             }
         }
+    }
+
+    /// The bytes buffered and not yet consumed, for callers that walk frames
+    /// in place with [`parse`] (no `Frame` per frame) and then [`Decoder::consume`].
+    pub fn buffered_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Consumes `n` buffered bytes that the caller walked with [`parse`]
+    /// (whole frames). `n` is clamped to what is buffered.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.buf.len());
+        self.buf.advance(n);
+        self.position += n as u64;
+    }
+
+    /// Marks the stream bad (the caller's `parse` returned `e` at the current
+    /// position): later calls return `e`.
+    pub fn poison(&mut self, e: WireError) {
+        self.poisoned = Some(e);
+    }
+
+    /// The error the stream is poisoned with, if any.
+    pub fn poisoned(&self) -> Option<WireError> {
+        self.poisoned
     }
 
     /// Declares the end of the stream: an error if it stopped inside a frame.
