@@ -30,8 +30,9 @@
 //! | 32 | n | reason, UTF-8 (the app's [`crate::app::Reject`] text) |
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -176,33 +177,41 @@ impl Conn {
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
     fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
-        let start = buf.len();
-        buf.resize(start + max, 0);
+        buf.reserve(max);
+        let spare = buf.spare_capacity_mut();
+        let want = max.min(spare.len());
         loop {
-            match self.stream.read(&mut buf[start..]) {
-                Ok(0) => {
-                    buf.truncate(start);
-                    return Ok(false);
-                }
-                Ok(n) => {
-                    buf.truncate(start + n);
-                    if n < max {
-                        // Drained for now (a short read), but edge-triggered
-                        // readiness is only re-armed by WouldBlock: try again
-                        // next time round.
-                    }
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(start);
+            // read(2) straight into the buffer's spare capacity: no zeroing
+            // of memory the kernel is about to overwrite (2.8% of the node's
+            // time when it was `resize(.., 0)`).
+            // SAFETY: `spare` is valid for writes of `want` bytes (it is the
+            // BytesMut's unused capacity, `want <= spare.len()`), read(2)
+            // writes at most `want` bytes into it, and the fd is the socket
+            // this Conn owns.
+            let n = unsafe {
+                libc::read(
+                    self.stream.as_raw_fd(),
+                    spare.as_mut_ptr().cast::<libc::c_void>(),
+                    want,
+                )
+            };
+            if n > 0 {
+                // SAFETY: read(2) initialised the first `n <= want` bytes of
+                // the spare capacity.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                return Ok(true);
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
                     self.readable = false;
                     return Ok(true);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    buf.truncate(start);
-                    return Err(e);
-                }
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(e),
             }
         }
     }

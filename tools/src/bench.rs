@@ -39,6 +39,8 @@ pub struct BenchConfig {
     pub work_dir: PathBuf,
     /// Upper bound on the latency run's length.
     pub latency_seconds: f64,
+    /// Throughput rounds (raw pipe, then engine) whose medians are reported.
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -48,6 +50,9 @@ pub struct BenchResult {
     pub outputs: u64,
     pub raw_msgs_per_s: f64,
     pub engine_msgs_per_s: f64,
+    /// Median over rounds of engine ÷ raw pipe, each pair measured back to back.
+    pub ratio: f64,
+    pub rounds: u32,
     pub latency_rate: f64,
     pub raw_latency: Latency,
     pub engine_latency: Latency,
@@ -62,10 +67,11 @@ impl core::fmt::Display for BenchResult {
         )?;
         writeln!(
             f,
-            "bench: raw pipe {:.0} msgs/s; engine {:.0} msgs/s = {:.0}% of the raw pipe",
+            "bench: medians of {} rounds: raw pipe {:.0} msgs/s; engine {:.0} msgs/s; engine/raw {:.0}% (median of per-round ratios)",
+            self.rounds,
             self.raw_msgs_per_s,
             self.engine_msgs_per_s,
-            100.0 * self.engine_msgs_per_s / self.raw_msgs_per_s.max(1e-9)
+            100.0 * self.ratio
         )?;
         writeln!(
             f,
@@ -202,42 +208,58 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let total: u64 = inputs.iter().map(|(r, _)| r.len()).sum();
     let progress = |n: usize| -> Vec<Arc<Progress>> { (0..n).map(|_| Arc::default()).collect() };
 
-    // Raw pipe: senders straight to the receiver.
-    let recv = Receiver::start(&RecvConfig::new(
-        free_addr()?,
-        &cfg.work_dir.join("raw.bin"),
-    ))
-    .map_err(|e| e.to_string())?;
-    let raw_secs = drive(
-        recv.addr(),
-        &inputs,
-        None,
-        total,
-        &recv,
-        total,
-        &progress(inputs.len()),
-    )?;
-    recv.stop().map_err(|e| e.to_string())?;
+    // Throughput, raw pipe and engine alternately, `rounds` times each; the
+    // medians (a run is short, and the machine is shared) and the median of
+    // the per-round ratios are reported.
+    let mut raw_rates = Vec::new();
+    let mut engine_rates = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 0..cfg.rounds.max(1) {
+        let recv = Receiver::start(&RecvConfig::new(
+            free_addr()?,
+            &cfg.work_dir.join("raw.bin"),
+        ))
+        .map_err(|e| e.to_string())?;
+        let raw_secs = drive(
+            recv.addr(),
+            &inputs,
+            None,
+            total,
+            &recv,
+            total,
+            &progress(inputs.len()),
+        )?;
+        recv.stop().map_err(|e| e.to_string())?;
 
-    // Engine at full speed.
-    let recv = Receiver::start(&RecvConfig::new(
-        free_addr()?,
-        &cfg.work_dir.join("engine.bin"),
-    ))
-    .map_err(|e| e.to_string())?;
-    let (engine, listen) = start_engine(cfg, "engine", recv.addr())?;
-    let engine_secs = drive(
-        listen,
-        &inputs,
-        None,
-        total,
-        &recv,
-        outputs,
-        &progress(inputs.len()),
-    )?;
-    drop(engine);
-    recv.stop().map_err(|e| e.to_string())?;
-    let engine_rate = total as f64 / engine_secs;
+        let recv = Receiver::start(&RecvConfig::new(
+            free_addr()?,
+            &cfg.work_dir.join("engine.bin"),
+        ))
+        .map_err(|e| e.to_string())?;
+        let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), recv.addr())?;
+        let engine_secs = drive(
+            listen,
+            &inputs,
+            None,
+            total,
+            &recv,
+            outputs,
+            &progress(inputs.len()),
+        )?;
+        drop(engine);
+        recv.stop().map_err(|e| e.to_string())?;
+        let (raw, eng) = (total as f64 / raw_secs, total as f64 / engine_secs);
+        raw_rates.push(raw);
+        engine_rates.push(eng);
+        ratios.push(eng / raw);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let engine_rate = median(&mut engine_rates);
+    let raw_rate = median(&mut raw_rates);
+    let ratio = median(&mut ratios);
 
     // Latency at half the engine's maximum, bounded in time: through the
     // raw pipe (the harness's own latency) and through the engine.
@@ -249,8 +271,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         app: cfg.app.clone(),
         inputs: total,
         outputs,
-        raw_msgs_per_s: total as f64 / raw_secs,
+        raw_msgs_per_s: raw_rate,
         engine_msgs_per_s: engine_rate,
+        ratio,
+        rounds: cfg.rounds.max(1),
         latency_rate: rate,
         raw_latency: raw_lat,
         engine_latency: eng_lat,

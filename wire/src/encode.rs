@@ -25,7 +25,7 @@ pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
 #[inline]
 pub fn crc32c(bytes: &[u8]) -> u32 {
     // CRC-32 values fit in the low 32 bits of crc-fast's u64 result.
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
+    crc_fast::crc32_iscsi(bytes)
 }
 
 /// The HELLO fields a sender fills in (the epoch travels in the header).

@@ -30,6 +30,9 @@ struct Args {
     /// Longest latency run, seconds.
     #[arg(long, default_value_t = 5.0)]
     latency_seconds: f64,
+    /// Throughput rounds (raw pipe then engine, alternately); medians reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             engine: engine.clone(),
             work_dir: work_dir.clone(),
             latency_seconds: a.latency_seconds,
+            rounds: a.rounds,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
