@@ -562,3 +562,31 @@ fn duplicates_and_gaps_inside_one_read_batch_are_dropped_and_the_rest_journaled(
     assert_eq!(stats.records, 150);
     check_pass(App::Doubler, &[&input], &received);
 }
+
+#[test]
+fn the_demo_passes_with_fsync_durability() {
+    let out = Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args([
+            "demo",
+            "--app",
+            "market-spread",
+            "--seed",
+            "9",
+            "--messages",
+            "30000",
+            "--kills",
+            "2",
+            "--durability",
+            "fsync",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("check: PASS app=market-spread ") && last.ends_with("kills=2"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("durability=Fsync"), "{stdout}");
+}

@@ -1171,9 +1171,8 @@ impl Worker {
     /// journal segments no kept snapshot needs.
     fn snapshot(&mut self) -> Result<(), WorkerError> {
         if self.cfg.durability == Durability::Fsync {
-            let end = self.journal.end_position();
-            self.journal.wait_durable(end)?;
-            self.outbound.wait_durable(self.outbound.end_position())?;
+            wait_all_durable(&self.journal)?;
+            wait_all_durable(&self.outbound)?;
             self.make_durable()?;
         }
         let mut body = Vec::new();
@@ -1200,6 +1199,18 @@ impl Worker {
         );
         Ok(())
     }
+}
+
+/// Blocks until everything appended to `log` is durable.
+fn wait_all_durable(log: &Log) -> Result<(), LogError> {
+    let end = log.end_position();
+    if end == log.first_position() {
+        return Ok(());
+    }
+    log.commit()?;
+    // `wait_durable(p)` waits for the record at `p`: durable through end - 1
+    // means every byte below `end`.
+    log.wait_durable(end - 1)
 }
 
 fn bad_frame_text(e: &WireError, at: u64) -> String {
