@@ -920,11 +920,10 @@ impl Worker {
                     self.journal.commit()?;
                     self.outbound.commit()?;
                 }
-                let durable = self.journal.durable_position().min(
-                    self.outbound
-                        .durable_position()
-                        .max(self.journal.durable_position()),
-                );
+                // Outputs depend on the journal only: an output whose outbound
+                // record is lost in a machine crash is regenerated, bit for bit,
+                // by replaying its (durable) journal records.
+                let durable = self.journal.durable_position();
                 let mut records = None;
                 while let Some(&(r, end)) = self.undurable.front() {
                     if end > durable {
