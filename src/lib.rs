@@ -13,4 +13,5 @@ pub mod demo;
 pub mod log;
 pub mod ring;
 pub mod runtime;
+pub mod sim;
 pub mod sync;
