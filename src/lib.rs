@@ -7,6 +7,7 @@ pub use verity_wire as wire;
 
 pub mod app;
 pub mod apps;
+pub mod cluster;
 pub mod codec;
 pub mod core;
 pub mod demo;

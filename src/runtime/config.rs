@@ -65,12 +65,13 @@ impl Default for Limits {
     }
 }
 
-struct Walker<'a> {
-    file: &'a Path,
+/// Walks a parsed TOML table, producing errors that name the file and key.
+pub(crate) struct Walker<'a> {
+    pub(crate) file: &'a Path,
 }
 
 impl Walker<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
             key: key.to_owned(),
@@ -78,7 +79,7 @@ impl Walker<'_> {
         }
     }
 
-    fn reject_unknown(
+    pub(crate) fn reject_unknown(
         &self,
         table: &toml::Table,
         prefix: &str,
@@ -100,7 +101,7 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn str<'t>(
+    pub(crate) fn str<'t>(
         &self,
         t: &'t toml::Table,
         p: &str,
@@ -113,12 +114,17 @@ impl Walker<'_> {
         }
     }
 
-    fn req_str<'t>(&self, t: &'t toml::Table, p: &str, k: &str) -> Result<&'t str, ConfigError> {
+    pub(crate) fn req_str<'t>(
+        &self,
+        t: &'t toml::Table,
+        p: &str,
+        k: &str,
+    ) -> Result<&'t str, ConfigError> {
         self.str(t, p, k)?
             .ok_or_else(|| self.err(&format!("{p}.{k}"), "is required"))
     }
 
-    fn int(
+    pub(crate) fn int(
         &self,
         t: &toml::Table,
         p: &str,
@@ -139,7 +145,12 @@ impl Walker<'_> {
         Ok(v as u64)
     }
 
-    fn addr(&self, t: &toml::Table, p: &str, k: &str) -> Result<SocketAddr, ConfigError> {
+    pub(crate) fn addr(
+        &self,
+        t: &toml::Table,
+        p: &str,
+        k: &str,
+    ) -> Result<SocketAddr, ConfigError> {
         let s = self.req_str(t, p, k)?;
         s.parse().map_err(|_| {
             self.err(
@@ -148,6 +159,85 @@ impl Walker<'_> {
             )
         })
     }
+}
+
+/// The `[limits]` table, shared by `node.toml` and `cluster.toml`.
+pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limits, ConfigError> {
+    w.reject_unknown(
+        limits,
+        "limits",
+        &[
+            "max_frame_len",
+            "max_unacked",
+            "max_undurable",
+            "max_connections",
+            "read_buffer_bytes",
+            "write_buffer_bytes",
+            "journal_segment_bytes",
+        ],
+    )?;
+    let d = Limits::default();
+    let l = "limits";
+    let limits = Limits {
+        max_frame_len: w.int(
+            limits,
+            l,
+            "max_frame_len",
+            d.max_frame_len as u64,
+            verity_wire::HEADER_LEN as u64 + 64,
+            verity_wire::MAX_FRAME_LEN_LIMIT as u64,
+        )? as u32,
+        max_unacked: w.int(limits, l, "max_unacked", d.max_unacked, 1, 1 << 30)?,
+        max_undurable: w.int(limits, l, "max_undurable", d.max_undurable, 1, 1 << 30)?,
+        max_connections: w.int(
+            limits,
+            l,
+            "max_connections",
+            d.max_connections as u64,
+            1,
+            4096,
+        )? as usize,
+        read_buffer_bytes: w.int(
+            limits,
+            l,
+            "read_buffer_bytes",
+            d.read_buffer_bytes as u64,
+            4096,
+            1 << 30,
+        )? as usize,
+        write_buffer_bytes: w.int(
+            limits,
+            l,
+            "write_buffer_bytes",
+            d.write_buffer_bytes as u64,
+            4096,
+            1 << 30,
+        )? as usize,
+        journal_segment_bytes: w.int(
+            limits,
+            l,
+            "journal_segment_bytes",
+            d.journal_segment_bytes,
+            1 << 16,
+            4 << 30,
+        )?,
+    };
+    if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
+        return Err(w.err(
+            "limits.read_buffer_bytes",
+            format!(
+                "must be at least twice limits.max_frame_len ({})",
+                limits.max_frame_len
+            ),
+        ));
+    }
+    if limits.journal_segment_bytes < limits.max_frame_len as u64 * 2 {
+        return Err(w.err(
+            "limits.journal_segment_bytes",
+            "must be at least twice limits.max_frame_len",
+        ));
+    }
+    Ok(limits)
 }
 
 impl NodeToml {
@@ -192,19 +282,6 @@ impl NodeToml {
                 "snapshot_interval_records",
             ],
         )?;
-        w.reject_unknown(
-            limits,
-            "limits",
-            &[
-                "max_frame_len",
-                "max_unacked",
-                "max_undurable",
-                "max_connections",
-                "read_buffer_bytes",
-                "write_buffer_bytes",
-                "journal_segment_bytes",
-            ],
-        )?;
         let app = w.req_str(node, "node", "app")?.to_owned();
         if !crate::apps::NAMES.contains(&app.as_str()) {
             return Err(w.err(
@@ -225,67 +302,7 @@ impl NodeToml {
                 ))
             }
         };
-        let d = Limits::default();
-        let l = "limits";
-        let limits = Limits {
-            max_frame_len: w.int(
-                limits,
-                l,
-                "max_frame_len",
-                d.max_frame_len as u64,
-                verity_wire::HEADER_LEN as u64 + 64,
-                verity_wire::MAX_FRAME_LEN_LIMIT as u64,
-            )? as u32,
-            max_unacked: w.int(limits, l, "max_unacked", d.max_unacked, 1, 1 << 30)?,
-            max_undurable: w.int(limits, l, "max_undurable", d.max_undurable, 1, 1 << 30)?,
-            max_connections: w.int(
-                limits,
-                l,
-                "max_connections",
-                d.max_connections as u64,
-                1,
-                4096,
-            )? as usize,
-            read_buffer_bytes: w.int(
-                limits,
-                l,
-                "read_buffer_bytes",
-                d.read_buffer_bytes as u64,
-                4096,
-                1 << 30,
-            )? as usize,
-            write_buffer_bytes: w.int(
-                limits,
-                l,
-                "write_buffer_bytes",
-                d.write_buffer_bytes as u64,
-                4096,
-                1 << 30,
-            )? as usize,
-            journal_segment_bytes: w.int(
-                limits,
-                l,
-                "journal_segment_bytes",
-                d.journal_segment_bytes,
-                1 << 16,
-                4 << 30,
-            )?,
-        };
-        if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
-            return Err(w.err(
-                "limits.read_buffer_bytes",
-                format!(
-                    "must be at least twice limits.max_frame_len ({})",
-                    limits.max_frame_len
-                ),
-            ));
-        }
-        if limits.journal_segment_bytes < limits.max_frame_len as u64 * 2 {
-            return Err(w.err(
-                "limits.journal_segment_bytes",
-                "must be at least twice limits.max_frame_len",
-            ));
-        }
+        let limits = parse_limits(&w, limits)?;
         Ok(NodeToml {
             app,
             data_dir: PathBuf::from(w.req_str(node, "node", "data_dir")?),

@@ -1,0 +1,359 @@
+//! `cluster.toml`: one file for the whole cluster (`docs/CONFIG.md`).
+//! `verity worker --config cluster.toml --name w2` will start worker `w2`.
+//! Bad or inconsistent configuration is an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::routing::{Routing, MAX_NODES};
+use crate::log::Durability;
+use crate::runtime::config::{parse_limits, ConfigError, Limits, Walker};
+
+/// One worker process and the nodes (shards) it hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSpec {
+    pub name: String,
+    /// Node-to-node listener.
+    pub address: SocketAddr,
+    /// Source (sender) listener.
+    pub sources: SocketAddr,
+    pub shards: u32,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterToml {
+    pub cluster_id: u64,
+    pub app: String,
+    pub partitions: u32,
+    /// The file holding the cluster secret (HMAC key), resolved against the
+    /// configuration file's directory.
+    pub secret_file: PathBuf,
+    pub sink: SocketAddr,
+    pub durability: Durability,
+    pub snapshot_interval_records: u64,
+    pub workers: Vec<WorkerSpec>,
+    pub limits: Limits,
+}
+
+/// A node of the cluster: worker `worker`, shard `shard`, global index `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRef {
+    pub index: u32,
+    pub worker: usize,
+    pub shard: u32,
+}
+
+impl ClusterToml {
+    pub fn load(path: &Path) -> Result<ClusterToml, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        ClusterToml::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, file: &Path) -> Result<ClusterToml, ConfigError> {
+        let w = Walker { file };
+        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            file: file.to_owned(),
+            key: String::new(),
+            message: format!("not valid TOML: {}", e.to_string().trim()),
+        })?;
+        w.reject_unknown(&root, "", &["cluster", "worker", "limits"])?;
+        let cluster = match root.get("cluster") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(w.err("cluster", "must be a table")),
+            None => return Err(w.err("cluster", "is required")),
+        };
+        w.reject_unknown(
+            cluster,
+            "cluster",
+            &[
+                "id",
+                "app",
+                "partitions",
+                "secret_file",
+                "sink",
+                "durability",
+                "snapshot_interval_records",
+            ],
+        )?;
+        let app = w.req_str(cluster, "cluster", "app")?.to_owned();
+        if !crate::apps::NAMES.contains(&app.as_str()) {
+            return Err(w.err(
+                "cluster.app",
+                format!(
+                    "unknown app {app:?} (one of: {})",
+                    crate::apps::NAMES.join(", ")
+                ),
+            ));
+        }
+        let durability = match w
+            .str(cluster, "cluster", "durability")?
+            .unwrap_or("process")
+        {
+            "process" => Durability::Process,
+            "fsync" => Durability::Fsync,
+            other => {
+                return Err(w.err(
+                    "cluster.durability",
+                    format!("{other:?} is not \"process\" or \"fsync\""),
+                ))
+            }
+        };
+        let partitions = w.int(cluster, "cluster", "partitions", 4096, 1, 1 << 16)? as u32;
+        if !partitions.is_power_of_two() {
+            return Err(w.err(
+                "cluster.partitions",
+                format!("{partitions} is not a power of two"),
+            ));
+        }
+        let base = file.parent().unwrap_or(Path::new("."));
+        let secret_file = base.join(w.req_str(cluster, "cluster", "secret_file")?);
+
+        let workers = match root.get("worker") {
+            Some(toml::Value::Array(a)) => a,
+            Some(_) => return Err(w.err("worker", "must be an array of tables ([[worker]])")),
+            None => return Err(w.err("worker", "at least one [[worker]] is required")),
+        };
+        let mut specs: Vec<WorkerSpec> = Vec::new();
+        for (i, v) in workers.iter().enumerate() {
+            let p = format!("worker[{i}]");
+            let toml::Value::Table(t) = v else {
+                return Err(w.err(&p, "must be a table"));
+            };
+            w.reject_unknown(t, &p, &["name", "address", "sources", "shards", "data_dir"])?;
+            let name = w.req_str(t, &p, "name")?.to_owned();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(w.err(
+                    &format!("{p}.name"),
+                    format!("{name:?}: use letters, digits, - and _"),
+                ));
+            }
+            if specs.iter().any(|s| s.name == name) {
+                return Err(w.err(
+                    &format!("{p}.name"),
+                    format!("duplicate worker name {name:?}"),
+                ));
+            }
+            let address = w.addr(t, &p, "address")?;
+            let sources = w.addr(t, &p, "sources")?;
+            for s in &specs {
+                for (key, a) in [("address", address), ("sources", sources)] {
+                    if a == s.address || a == s.sources {
+                        return Err(w.err(
+                            &format!("{p}.{key}"),
+                            format!("{a} is already used by worker {:?}", s.name),
+                        ));
+                    }
+                }
+            }
+            if address == sources {
+                return Err(w.err(&format!("{p}.sources"), "must differ from address"));
+            }
+            specs.push(WorkerSpec {
+                name,
+                address,
+                sources,
+                shards: w.int(t, &p, "shards", 1, 1, 64)? as u32,
+                data_dir: base.join(w.req_str(t, &p, "data_dir")?),
+            });
+        }
+        let nodes: u32 = specs.iter().map(|s| s.shards).sum();
+        if nodes > MAX_NODES {
+            return Err(w.err("worker", format!("{nodes} nodes exceed {MAX_NODES}")));
+        }
+        if let Err(e) = Routing::new(partitions, nodes) {
+            return Err(w.err("cluster.partitions", e.to_string()));
+        }
+        for (i, a) in specs.iter().enumerate() {
+            for b in &specs[i + 1..] {
+                if a.data_dir == b.data_dir {
+                    return Err(w.err(
+                        "worker.data_dir",
+                        format!(
+                            "workers {:?} and {:?} share {}",
+                            a.name,
+                            b.name,
+                            a.data_dir.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let limits = match root.get("limits") {
+            None => Limits::default(),
+            Some(toml::Value::Table(l)) => parse_limits(&w, l)?,
+            Some(_) => return Err(w.err("limits", "must be a table")),
+        };
+        Ok(ClusterToml {
+            cluster_id: w.int(cluster, "cluster", "id", 1, 0, i64::MAX as u64)?,
+            app,
+            partitions,
+            secret_file,
+            sink: w.addr(cluster, "cluster", "sink")?,
+            durability,
+            snapshot_interval_records: w.int(
+                cluster,
+                "cluster",
+                "snapshot_interval_records",
+                200_000,
+                1,
+                1 << 40,
+            )?,
+            workers: specs,
+            limits,
+        })
+    }
+
+    /// Every node, in index order (workers in file order, shards within).
+    pub fn nodes(&self) -> Vec<NodeRef> {
+        let mut v = Vec::new();
+        for (wi, w) in self.workers.iter().enumerate() {
+            for shard in 0..w.shards {
+                v.push(NodeRef {
+                    index: v.len() as u32,
+                    worker: wi,
+                    shard,
+                });
+            }
+        }
+        v
+    }
+
+    pub fn routing(&self) -> Routing {
+        // Validated in `parse`.
+        Routing::new(self.partitions, self.nodes().len() as u32)
+            .unwrap_or_else(|_| unreachable!("cluster shape validated at parse"))
+    }
+
+    /// The worker called `name`, or an error naming the choices.
+    pub fn worker(&self, name: &str) -> Result<usize, ConfigError> {
+        self.workers
+            .iter()
+            .position(|w| w.name == name)
+            .ok_or_else(|| ConfigError {
+                file: PathBuf::new(),
+                key: "--name".into(),
+                message: format!(
+                    "no worker {name:?} in the configuration (workers: {})",
+                    self.workers
+                        .iter()
+                        .map(|w| w.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cluster]
+id = 7
+app = "market-spread"
+partitions = 4096
+secret_file = "secret.key"
+sink = "127.0.0.1:7200"
+
+[[worker]]
+name = "w1"
+address = "127.0.0.1:7101"
+sources = "127.0.0.1:7100"
+data_dir = "data/w1"
+
+[[worker]]
+name = "w2"
+address = "127.0.0.1:7111"
+sources = "127.0.0.1:7110"
+shards = 2
+data_dir = "data/w2"
+
+[limits]
+max_unacked = 5000
+"#;
+
+    fn parse(s: &str) -> Result<ClusterToml, ConfigError> {
+        ClusterToml::parse(s, Path::new("/etc/verity/cluster.toml"))
+    }
+
+    #[test]
+    fn a_good_file_parses_and_paths_resolve_against_it() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cluster_id, 7);
+        assert_eq!(c.workers.len(), 2);
+        assert_eq!(c.nodes().len(), 3);
+        assert_eq!(c.secret_file, Path::new("/etc/verity/secret.key"));
+        assert_eq!(c.workers[1].data_dir, Path::new("/etc/verity/data/w2"));
+        assert_eq!(c.limits.max_unacked, 5000);
+        assert_eq!(c.routing().nodes(), 3);
+        assert_eq!(c.worker("w2").unwrap(), 1);
+        let e = c.worker("w9").unwrap_err();
+        assert!(e.message.contains("workers: w1, w2"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_files_name_the_key() {
+        let cases = [
+            (
+                GOOD.replace("4096", "1000"),
+                "cluster.partitions",
+                "not a power of two",
+            ),
+            (
+                GOOD.replace("name = \"w2\"", "name = \"w1\""),
+                "worker[1].name",
+                "duplicate",
+            ),
+            (
+                GOOD.replace("127.0.0.1:7111", "127.0.0.1:7101"),
+                "worker[1].address",
+                "already used",
+            ),
+            (
+                GOOD.replace("data/w2", "data/w1"),
+                "worker.data_dir",
+                "share",
+            ),
+            (
+                GOOD.replace("shards = 2", "shards = 0"),
+                "worker[1].shards",
+                "must be in",
+            ),
+            (
+                GOOD.replace("partitions = 4096", "partitions = 2"),
+                "cluster.partitions",
+                "only 2 partitions",
+            ),
+            (
+                GOOD.replace("secret_file", "secret"),
+                "cluster.secret",
+                "unknown key",
+            ),
+            (
+                GOOD.replace("max_unacked = 5000", "max_unacked = 0"),
+                "limits.max_unacked",
+                "must be in",
+            ),
+            (
+                GOOD.replace("[[worker]]\nname = \"w1\"", "[[worker]]\nname = \"w 1\""),
+                "worker[0].name",
+                "use letters",
+            ),
+        ];
+        for (text, key, msg) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
+    }
+}
