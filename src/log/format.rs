@@ -82,6 +82,21 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// File name of spare segment `id` (a recycled segment file waiting for
+/// reuse; never part of the log).
+pub fn spare_file_name(id: u64) -> String {
+    format!("spare-{id}.seg")
+}
+
+/// Parses `spare-<digits>.seg` back into the spare's id.
+pub fn parse_spare_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("spare-")?.strip_suffix(".seg")?;
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 impl SegmentHeader {
     pub fn new(base_position: u64, size_bytes: u64, name_hash: u64) -> Self {
         let mut header = SegmentHeader {
@@ -268,6 +283,16 @@ mod tests {
             parse_segment_file_name("00000000000000000042.seg.tmp"),
             None
         );
+    }
+
+    #[test]
+    fn spare_file_name_round_trips_and_is_not_a_segment_name() {
+        assert_eq!(spare_file_name(3), "spare-3.seg");
+        assert_eq!(parse_spare_file_name("spare-3.seg"), Some(3));
+        assert_eq!(parse_segment_file_name("spare-3.seg"), None);
+        assert_eq!(parse_spare_file_name("spare-.seg"), None);
+        assert_eq!(parse_spare_file_name("spare-3.seg.tmp"), None);
+        assert_eq!(parse_spare_file_name(&segment_file_name(3)), None);
     }
 
     #[test]
