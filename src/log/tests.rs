@@ -486,7 +486,7 @@ fn recycled_segment_never_yields_its_old_records_even_crafted_ones() {
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.1 != 0xBAD));
     // Still there past the end, except the length field the append cleared.
-    let data = &log.active().data()[..];
+    let data = log.active().data();
     let slot = (log.end_position() - reused_base) as usize;
     assert_eq!(slot, 160);
     assert_eq!(&data[slot..slot + 4], &[0, 0, 0, 0]);
