@@ -62,7 +62,7 @@ fn record(seed: u64, index: u64) -> (u32, u64, Vec<u8>) {
 /// Records the child keeps behind its newest one (older segments are
 /// dropped), or `None` to keep everything.
 fn keep_records(seed: u64) -> Option<u64> {
-    (seed % 3 != 0).then_some(1 + seed % 13)
+    (!seed.is_multiple_of(3)).then_some(1 + seed % 13)
 }
 
 fn open(dir: &Path, seed: u64) -> (Log, Recovery) {
