@@ -5,6 +5,13 @@
 //! sequence is returned. Two crash rounds per seed, so the second child
 //! recovers a torn log and keeps appending to it.
 //!
+//! Two seeds in three also drop old segments as they go, as the engine
+//! does (keep the segments holding the last few records), with 0–3 spare
+//! segments: the log then recycles segment files, so kills land in recycled
+//! segments (old records past the end), during a recycle on the preparer
+//! thread and between a drop's renames. The first record left then has
+//! index `timestamp ^ seed`.
+//!
 //! `VERITY_LOG_CRASH_SEEDS` (count, default 100) and
 //! `VERITY_LOG_CRASH_SEED_BASE` (default 1) pick the seeds; a failure prints
 //! the seed.
@@ -52,23 +59,46 @@ fn record(seed: u64, index: u64) -> (u32, u64, Vec<u8>) {
     (kind, index ^ seed, payload)
 }
 
+/// Records the child keeps behind its newest one (older segments are
+/// dropped), or `None` to keep everything.
+fn keep_records(seed: u64) -> Option<u64> {
+    (!seed.is_multiple_of(3)).then_some(1 + seed % 13)
+}
+
 fn open(dir: &Path, seed: u64) -> (Log, Recovery) {
     let config = LogConfig {
         segment_size_bytes: segment_size(seed),
         durability: Durability::Process,
+        spare_segments: (seed / 3 % 4) as usize,
         ..LogConfig::default()
     };
     Log::open(dir, "journal", config).unwrap_or_else(|e| panic!("seed {seed}: open failed: {e}"))
 }
 
-/// Reads the whole log and checks it is a prefix of the seeded sequence.
-/// Returns the positions of the records and what recovery reported.
-fn verify(dir: &Path, seed: u64) -> (Vec<u64>, Recovery, usize) {
+struct Verified {
+    /// Index of the first record left (0 unless segments were dropped).
+    first_index: u64,
+    first_position: u64,
+    /// Positions of the records, from `first_index` on.
+    positions: Vec<u64>,
+    recovery: Recovery,
+    segments: usize,
+}
+
+/// Reads the whole log and checks it is a contiguous run of the seeded
+/// sequence (a prefix unless segments were dropped).
+fn verify(dir: &Path, seed: u64) -> Verified {
     let (log, recovery) = open(dir, seed);
     let mut positions = Vec::new();
-    for (index, result) in log.reader_at(log.first_position()).unwrap().enumerate() {
-        let r = result.unwrap_or_else(|e| panic!("seed {seed}: record {index}: {e}"));
-        let (kind, timestamp, payload) = record(seed, index as u64);
+    let mut first_index = None;
+    for (offset, result) in log.reader_at(log.first_position()).unwrap().enumerate() {
+        let r = result.unwrap_or_else(|e| panic!("seed {seed}: record #{offset}: {e}"));
+        let first = *first_index.get_or_insert(r.timestamp ^ seed);
+        let index = first + offset as u64;
+        if keep_records(seed).is_none() {
+            assert_eq!(first, 0, "seed {seed}: records lost at the start");
+        }
+        let (kind, timestamp, payload) = record(seed, index);
         assert_eq!(
             (r.kind, r.timestamp, r.payload),
             (kind, timestamp, &payload[..]),
@@ -83,8 +113,18 @@ fn verify(dir: &Path, seed: u64) -> (Vec<u64>, Recovery, usize) {
         }
         positions.push(r.position);
     }
-    let segments = log.segment_paths().len();
-    (positions, recovery, segments)
+    let first_position = log.first_position();
+    assert!(
+        first_index.is_some() || first_position == 0,
+        "seed {seed}: segments were dropped but no record is left"
+    );
+    Verified {
+        first_index: first_index.unwrap_or(0),
+        first_position,
+        positions,
+        segments: log.segment_paths().len(),
+        recovery,
+    }
 }
 
 /// Child mode: recover, then append the seeded sequence from where the log
@@ -97,7 +137,10 @@ fn child_append_loop() {
     let (seed, dir) = spec.split_once(':').expect("CHILD env is <seed>:<dir>");
     let seed: u64 = seed.parse().expect("seed");
     let dir = Path::new(dir);
-    let start = verify(dir, seed).0.len() as u64;
+    let verified = verify(dir, seed);
+    let start = verified.first_index + verified.positions.len() as u64;
+    let keep = keep_records(seed);
+    let mut recent = std::collections::VecDeque::new();
     let (mut log, _) = open(dir, seed);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -113,6 +156,14 @@ fn child_append_loop() {
         if index % flush_every == 0 {
             out.flush().unwrap();
         }
+        if let Some(keep) = keep {
+            // Drop every segment wholly below the record `keep` back.
+            recent.push_back(position);
+            if recent.len() as u64 > keep {
+                let below = recent.pop_front().unwrap();
+                log.drop_below(below).unwrap();
+            }
+        }
     }
     out.flush().unwrap();
     loop {
@@ -126,6 +177,8 @@ struct Totals {
     recovered: u64,
     torn_tails: u64,
     tmp_files_removed: u64,
+    spares_adopted: u64,
+    spare_files_removed: u64,
     bytes_dropped: u64,
     segments: u64,
 }
@@ -173,21 +226,34 @@ fn crash_round(dir: &Path, seed: u64, round: u64, totals: &mut Totals) {
         "seed {seed} round {round}: child exited early with {status}"
     );
 
-    let (positions, recovery, segments) = verify(dir, seed);
+    let verified = verify(dir, seed);
+    let (positions, recovery) = (&verified.positions, &verified.recovery);
     totals.reported += reported.len() as u64;
     totals.recovered += positions.len() as u64;
     totals.torn_tails += u64::from(recovery.bytes_dropped > 0);
     totals.bytes_dropped += recovery.bytes_dropped;
     totals.tmp_files_removed += recovery.tmp_files_removed as u64;
-    totals.segments += segments as u64;
+    totals.spares_adopted += recovery.spares_adopted as u64;
+    totals.spare_files_removed += recovery.spare_files_removed as u64;
+    totals.segments += verified.segments as u64;
     for (index, position) in reported {
+        if index < verified.first_index {
+            // Dropped by the child on purpose: its segment is gone.
+            assert!(
+                position < verified.first_position,
+                "seed {seed} round {round}: record {index} missing inside the log"
+            );
+            continue;
+        }
+        let at = (index - verified.first_index) as usize;
         assert!(
-            (index as usize) < positions.len(),
-            "seed {seed} round {round}: reported record {index} lost ({} recovered)",
-            positions.len()
+            at < positions.len(),
+            "seed {seed} round {round}: reported record {index} lost ({} recovered from {})",
+            positions.len(),
+            verified.first_index
         );
         assert_eq!(
-            positions[index as usize], position,
+            positions[at], position,
             "seed {seed} round {round}: record {index} moved"
         );
     }
@@ -217,13 +283,15 @@ fn kill_9_at_seeded_moments_loses_no_reported_record() {
     eprintln!(
         "log_crash: {seeds} seeds x {ROUNDS_PER_SEED} kill -9 rounds in {:?}: {} records reported, \
          {} recovered, {} torn tails ({} bytes dropped), {} half-made segments removed, \
-         {} segments at the end of rounds",
+         {} spares adopted, {} spare files removed, {} segments at the end of rounds",
         started.elapsed(),
         totals.reported,
         totals.recovered,
         totals.torn_tails,
         totals.bytes_dropped,
         totals.tmp_files_removed,
+        totals.spares_adopted,
+        totals.spare_files_removed,
         totals.segments
     );
 }

@@ -10,12 +10,28 @@
 //! - mode 1: a valid header, the rest is the data region.
 //! - mode 2: a valid header, then valid records built from the input, then
 //!   the remaining input bytes as (offset, value) corruptions.
+//!
+//! With bit 7 of byte 0 set, a spare file (`spare-0.seg`: a valid header,
+//! the input as its data region, i.e. fuzzer-chosen old contents) is
+//! left next to the segment; open adopts it, and the appends after recovery
+//! roll into it. None of its old bytes may ever read back as a record.
 
 use libfuzzer_sys::fuzz_target;
 use verity::log::format::{self, SegmentHeader};
 use verity::log::{Log, LogConfig};
 
 const NAME: &str = "fz";
+
+/// A spare of `size` bytes: valid header for an old base, `stale` as data.
+fn spare(size: u64, stale: &[u8]) -> Vec<u8> {
+    let mut file = vec![0u8; size as usize];
+    let header = SegmentHeader::new(8 * 1000, size, format::name_hash(NAME));
+    file[..64].copy_from_slice(&header.to_bytes());
+    for (i, byte) in file[64..].iter_mut().enumerate() {
+        *byte = stale.get(i % stale.len().max(1)).copied().unwrap_or(0);
+    }
+    file
+}
 
 fn build(data: &[u8]) -> Option<(u64, Vec<u8>)> {
     let (&mode, rest) = data.split_first()?;
@@ -69,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((size, file)) = build(data) else {
         return;
     };
+    let with_spare = data[0] & 0x80 != 0;
     // tmpfs when available: the target is I/O bound on a real disk.
     let dir = tempfile::tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
@@ -76,6 +93,9 @@ fuzz_target!(|data: &[u8]| {
     let log_dir = dir.path().join(NAME);
     std::fs::create_dir(&log_dir).unwrap();
     std::fs::write(log_dir.join(format::segment_file_name(0)), &file).unwrap();
+    if with_spare {
+        std::fs::write(log_dir.join(format::spare_file_name(0)), spare(size, &data[2..])).unwrap();
+    }
     let config = LogConfig {
         segment_size_bytes: size,
         ..LogConfig::default()
@@ -97,15 +117,24 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(count, recovery.records);
 
+    if with_spare {
+        assert_eq!(recovery.spares_adopted, 1);
+    }
     // Append after recovery: the new records follow the recovered ones.
+    // With a spare, go on until it is in use and a few records are in it
+    // (bounded: each append takes at least 40 bytes of a segment).
     let mut appended = Vec::new();
-    for i in 0..3u8 {
-        let payload = vec![i; usize::from(i) * 40 + 1];
+    let mut i = 0u8;
+    while i < 3 || (with_spare && log.segment_count() < 2) || (with_spare && i < 40) {
+        let payload = vec![i; usize::from(i % 4) * 40 + 1];
         let position = log.append(7, u64::from(i), &payload).unwrap();
         appended.push((position, payload));
+        i += 1;
+        assert!(i < 250, "appends never rolled into the spare");
     }
+    let appended_count = appended.len() as u64;
     let records: Vec<_> = log.reader_at(0).unwrap().map(|r| r.unwrap()).collect();
-    assert_eq!(records.len() as u64, count + 3);
+    assert_eq!(records.len() as u64, count + appended_count);
     for (record, (position, payload)) in records[count as usize..].iter().zip(&appended) {
         assert_eq!(record.position, *position);
         assert_eq!(record.payload, &payload[..]);
@@ -118,5 +147,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let (log, again) = Log::open(dir.path(), NAME, config).unwrap();
     assert_eq!(again.bytes_dropped, 0);
-    assert_eq!(log.reader_at(0).unwrap().count() as u64, count + 3);
+    assert_eq!(
+        log.reader_at(0).unwrap().count() as u64,
+        count + appended_count
+    );
 });

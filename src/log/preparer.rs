@@ -6,13 +6,18 @@
 //! At most one segment is prepared at a time (the next base is known: the
 //! active segment's limit), so the preparer and a synchronous roll never race
 //! on the same `.tmp` name: a roll waits for an outstanding preparation.
+//!
+//! A request may carry a spare (a dropped segment kept for reuse): the
+//! thread then recycles it ([`Segment::recycle`]: directory sync, header
+//! rewrite, first record slot zeroed) instead of creating a file, so the
+//! roll reuses pages that are already allocated and resident.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use super::error::{LogError, Op};
-use super::segment::{Prepared, Segment};
+use super::segment::{Prepared, Segment, Spare};
 
 #[derive(Clone)]
 struct Spec {
@@ -23,11 +28,17 @@ struct Spec {
     prefault: bool,
 }
 
+struct Request {
+    base: u64,
+    spare: Option<Spare>,
+}
+
 pub(crate) struct Preparer {
-    requests: Option<mpsc::Sender<u64>>,
+    requests: Option<mpsc::Sender<Request>>,
     ready: mpsc::Receiver<Result<Prepared, LogError>>,
-    /// Base of the segment being prepared (its result not yet received).
-    pending: Option<u64>,
+    /// Base of the segment being prepared (its result not yet received) and
+    /// the size of the spare it recycles, if it does.
+    pending: Option<(u64, Option<u64>)>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -46,21 +57,31 @@ impl Preparer {
             sync,
             prefault,
         };
-        let (request_tx, request_rx) = mpsc::channel::<u64>();
+        let (request_tx, request_rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("verity-log-preparer".into())
             .spawn(move || {
                 // Ends when the log drops its sender.
-                while let Ok(base) = request_rx.recv() {
-                    let result = Segment::prepare(
-                        &spec.dir,
-                        base,
-                        spec.size_bytes,
-                        spec.name_hash,
-                        spec.sync,
-                        spec.prefault,
-                    );
+                while let Ok(Request { base, spare }) = request_rx.recv() {
+                    let result = match spare {
+                        Some(spare) => Segment::recycle(
+                            spare,
+                            &spec.dir,
+                            base,
+                            spec.name_hash,
+                            spec.sync,
+                            spec.prefault,
+                        ),
+                        None => Segment::prepare(
+                            &spec.dir,
+                            base,
+                            spec.size_bytes,
+                            spec.name_hash,
+                            spec.sync,
+                            spec.prefault,
+                        ),
+                    };
                     if let Err(mpsc::SendError(Ok(prepared))) = ready_tx.send(result) {
                         prepared.discard();
                     }
@@ -75,16 +96,29 @@ impl Preparer {
         })
     }
 
-    /// Starts preparing the segment at `base` unless one is outstanding.
-    pub fn request(&mut self, base: u64) {
+    /// Starts preparing the segment at `base` (recycling `spare` if given)
+    /// unless one is outstanding; then the spare is handed back.
+    pub fn request(&mut self, base: u64, spare: Option<Spare>) -> Option<Spare> {
         if self.pending.is_some() {
-            return;
+            return spare;
         }
-        if let Some(requests) = &self.requests {
-            if requests.send(base).is_ok() {
-                self.pending = Some(base);
+        let Some(requests) = &self.requests else {
+            return spare;
+        };
+        let spare_bytes = spare.as_ref().map(|s| s.size_bytes);
+        match requests.send(Request { base, spare }) {
+            Ok(()) => {
+                self.pending = Some((base, spare_bytes));
+                None
             }
+            Err(mpsc::SendError(request)) => request.spare,
         }
+    }
+
+    /// Bytes of the spare file the outstanding request recycles (counted
+    /// against `disk_limit_bytes` like the pool's spares).
+    pub fn pending_spare_bytes(&self) -> u64 {
+        self.pending.and_then(|(_, bytes)| bytes).unwrap_or(0)
     }
 
     /// The prepared segment at `base`, waiting for it if it is still being
@@ -92,7 +126,7 @@ impl Preparer {
     /// gone); `Some(Err)` if preparing it failed (the caller may retry
     /// synchronously: the failure may be stale).
     pub fn take(&mut self, base: u64) -> Option<Result<Prepared, LogError>> {
-        let pending = self.pending.take()?;
+        let (pending, _) = self.pending.take()?;
         let result = self.ready.recv().ok()?;
         if pending != base {
             if let Ok(prepared) = result {

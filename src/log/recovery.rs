@@ -18,19 +18,35 @@ pub struct Recovery {
     pub records: u64,
     /// Bytes zeroed after the last valid record of the last segment (a torn
     /// or corrupt tail): from the end of the last valid record to the last
-    /// non-zero byte of the segment.
+    /// non-zero byte of the segment. After a crash in a recycled segment
+    /// this includes its old contents past the end.
     pub bytes_dropped: u64,
     /// Why the scan stopped where it did, if not at clean zeroes.
     pub stopped_because: Option<&'static str>,
     /// Leftover `*.seg.tmp` files of an interrupted segment creation, removed.
     pub tmp_files_removed: usize,
+    /// `spare-<id>.seg` files adopted into the spare pool (see "Recycling").
+    pub spares_adopted: usize,
+    /// Spare files removed: over the pool's bound, another segment size, or
+    /// a header torn by a crash while it was being recycled.
+    pub spare_files_removed: usize,
     /// Position the next append goes to.
     pub end_position: u64,
 }
 
-/// Segment files found in the directory, sorted by base position.
-pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, usize), LogError> {
+/// What is in a log directory.
+pub(crate) struct Listing {
+    /// Segment files, sorted by base position.
+    pub segments: Vec<(u64, PathBuf)>,
+    /// Spare files, sorted by id.
+    pub spares: Vec<(u64, PathBuf)>,
+    pub tmp_removed: usize,
+}
+
+/// Lists segment and spare files, removing leftover `.seg.tmp` files.
+pub(crate) fn list_segments(dir: &Path) -> Result<Listing, LogError> {
     let mut found = Vec::new();
+    let mut spares = Vec::new();
     let mut tmp_removed = 0;
     let entries = fs::read_dir(dir).map_err(|e| LogError::io(Op::ReadDir, dir, e))?;
     for entry in entries {
@@ -46,19 +62,28 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<(u64, PathBuf)>, usize), 
             tmp_removed += 1;
             continue;
         }
+        if let Some(id) = format::parse_spare_file_name(name) {
+            spares.push((id, path));
+            continue;
+        }
         if !name.ends_with(".seg") {
             continue; // LOCK and anything else that is not ours.
         }
         let Some(base) = format::parse_segment_file_name(name) else {
             return Err(LogError::BadSegmentName {
                 path,
-                reason: "expected <20-digit base position>.seg",
+                reason: "expected <20-digit base position>.seg or spare-<id>.seg",
             });
         };
         found.push((base, path));
     }
     found.sort_by_key(|(base, _)| *base);
-    Ok((found, tmp_removed))
+    spares.sort_by_key(|(id, _)| *id);
+    Ok(Listing {
+        segments: found,
+        spares,
+        tmp_removed,
+    })
 }
 
 /// Checks each segment starts exactly where the previous one's data region

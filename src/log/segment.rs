@@ -10,26 +10,46 @@ use memmap2::{MmapMut, MmapOptions};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::error::{LogError, Op};
-use super::format::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Page size assumed for prefaulting (touching more often is harmless).
 const PAGE_BYTES: usize = 4096;
 
-/// A segment file created as `.tmp`, not yet part of the log.
+/// A segment file made ready off the log (a fresh `.tmp` file, or a spare
+/// with its header rewritten), not yet part of the log.
 pub(crate) struct Prepared {
-    pub tmp_path: PathBuf,
+    /// Where the file is now: `<base>.seg.tmp`, or `spare-<id>.seg` if
+    /// recycled.
+    pub path: PathBuf,
     pub base: u64,
     pub size_bytes: u64,
-    file: File,
+    /// Made from a spare: the data region still holds the old contents past
+    /// the zeroed first record slot (see "Recycling" in the module docs).
+    pub recycled: bool,
+    file: Arc<File>,
     map: MmapMut,
 }
 
 impl Prepared {
-    /// Removes the unused file.
+    /// Gives up the unused file. A fresh `.tmp` is removed; a recycled one
+    /// is left as the spare file it still is (the next open adopts or
+    /// removes it).
     pub fn discard(self) {
-        // Best effort: a leftover `.tmp` is removed by the next open anyway.
-        let _ = fs::remove_file(&self.tmp_path);
+        if !self.recycled {
+            // Best effort: a leftover `.tmp` is removed by the next open anyway.
+            let _ = fs::remove_file(&self.path);
+        }
     }
+}
+
+/// A segment file kept for reuse after `drop_below` (`spare-<id>.seg`): no
+/// longer part of the log, still allocated and (usually) still resident and
+/// mapped. Its contents are never read.
+pub(crate) struct Spare {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    file: Arc<File>,
+    map: MmapMut,
 }
 
 pub(crate) struct Segment {
@@ -42,6 +62,8 @@ pub(crate) struct Segment {
     /// dirtied through the shared mapping).
     pub file: Arc<File>,
     pub map: MmapMut,
+    /// Reused from a spare: bytes past the end may be old contents.
+    pub recycled: bool,
 }
 
 impl Segment {
@@ -94,10 +116,11 @@ impl Segment {
         let tmp_path = dir.join(format!("{}.tmp", format::segment_file_name(base)));
         match Self::create_tmp(&tmp_path, base, size_bytes, name_hash, sync, prefault) {
             Ok((file, map)) => Ok(Prepared {
-                tmp_path,
+                path: tmp_path,
                 base,
                 size_bytes,
-                file,
+                recycled: false,
+                file: Arc::new(file),
                 map,
             }),
             Err(error) => {
@@ -112,7 +135,7 @@ impl Segment {
     /// log.
     pub fn install(prepared: Prepared, dir: &Path, sync: bool) -> Result<Segment, LogError> {
         let path = dir.join(format::segment_file_name(prepared.base));
-        if let Err(e) = fs::rename(&prepared.tmp_path, &path) {
+        if let Err(e) = fs::rename(&prepared.path, &path) {
             prepared.discard();
             return Err(LogError::io(Op::Rename, &path, e));
         }
@@ -123,9 +146,110 @@ impl Segment {
             path,
             base: prepared.base,
             data_bytes: prepared.size_bytes - SEGMENT_HEADER_BYTES as u64,
-            file: Arc::new(prepared.file),
+            file: prepared.file,
             map: prepared.map,
+            recycled: prepared.recycled,
         })
+    }
+
+    /// This segment, already renamed to `spare_path` by the caller, as a
+    /// spare (the mapping and its pages are kept).
+    pub fn into_spare(self, spare_path: PathBuf) -> Spare {
+        Spare {
+            path: spare_path,
+            size_bytes: self.data_bytes + SEGMENT_HEADER_BYTES as u64,
+            file: self.file,
+            map: self.map,
+        }
+    }
+
+    /// Makes `spare` ready to become the segment at `base` without renaming
+    /// it yet: syncs the directory (so the rename that made it a spare is
+    /// durable before its header changes: a power loss must never leave an
+    /// old `<base>.seg` name over a new header), zeroes the first record
+    /// slot's length field (so the segment reads as empty, see "Recycling"
+    /// in the module docs), rewrites the header for `base`, and with `sync`
+    /// makes that page durable. With `prefault`, write-touches every page
+    /// (pages cleaned by writeback are write-protected again).
+    pub fn recycle(
+        spare: Spare,
+        dir: &Path,
+        base: u64,
+        name_hash: u64,
+        sync: bool,
+        prefault: bool,
+    ) -> Result<Prepared, LogError> {
+        let Spare {
+            path,
+            size_bytes,
+            file,
+            mut map,
+        } = spare;
+        assert_eq!(map.len() as u64, size_bytes);
+        assert!(size_bytes >= SEGMENT_HEADER_BYTES as u64 + RECORD_HEADER_BYTES as u64);
+        sync_dir(dir)?;
+        // Length field of the first record slot: from here on the data
+        // region reads as empty whatever else it holds.
+        map[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 4].fill(0);
+        let header = SegmentHeader::new(base, size_bytes, name_hash);
+        map[..SEGMENT_HEADER_BYTES].copy_from_slice(header.as_bytes());
+        if prefault {
+            // Harmless to the argument: the old contents are never read, so
+            // any byte of them may be overwritten.
+            for page in map[SEGMENT_HEADER_BYTES..].chunks_mut(PAGE_BYTES) {
+                page[page.len() - 1] = 0;
+            }
+        }
+        if sync {
+            // Header and zeroed slot share the first page.
+            map.flush_range(0, SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES)
+                .map_err(|e| LogError::io(Op::SyncData, &path, e))?;
+        }
+        Ok(Prepared {
+            path,
+            base,
+            size_bytes,
+            recycled: true,
+            file,
+            map,
+        })
+    }
+
+    /// Opens a spare file left by an earlier run. `Ok(None)` if it is not a
+    /// usable spare of this log at `size_bytes` (the caller removes it).
+    pub fn open_spare(
+        path: &Path,
+        name_hash: u64,
+        size_bytes: u64,
+        prefault: bool,
+    ) -> Result<Option<Spare>, LogError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| LogError::io(Op::Open, path, e))?;
+        let file_bytes = file
+            .metadata()
+            .map_err(|e| LogError::io(Op::Metadata, path, e))?
+            .len();
+        if file_bytes != size_bytes {
+            return Ok(None);
+        }
+        let map = map_file(&file, path, prefault)?;
+        let Ok((header, _)) = SegmentHeader::read_from_prefix(&map[..]) else {
+            return Ok(None);
+        };
+        // A header torn by a crash during `recycle`, or a file of another
+        // log or size: not ours to reuse.
+        if header.validate(name_hash).is_err() || header.size_bytes.get() != size_bytes {
+            return Ok(None);
+        }
+        Ok(Some(Spare {
+            path: path.to_path_buf(),
+            size_bytes,
+            file: Arc::new(file),
+            map,
+        }))
     }
 
     fn create_tmp(
@@ -208,6 +332,7 @@ impl Segment {
             data_bytes: file_bytes - SEGMENT_HEADER_BYTES as u64,
             file: Arc::new(file),
             map,
+            recycled: false,
         })
     }
 }
@@ -225,7 +350,11 @@ fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogErro
     // `Log`, which writes it only through `&mut self`. A segment prepared
     // ahead is written by the preparer thread only before it is sent to the
     // log over a channel (which orders those writes before the log's) and
-    // never after. The syncer thread only calls fdatasync on the file
+    // never after. A spare (a dropped segment kept for reuse) is owned by
+    // exactly one of the log's pool or, moved over a channel, the preparer:
+    // the mapping moves with it, so one thread at a time writes it, and no
+    // reader can reach it (readers borrow the log, and `drop_below` takes
+    // `&mut self`). The syncer thread only calls fdatasync on the file
     // descriptor and never touches the memory.
     unsafe { options.map_mut(file) }.map_err(|e| LogError::io(Op::Map, path, e))
 }

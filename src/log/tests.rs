@@ -408,3 +408,306 @@ fn fsync_group_commit_publishes_durable_position() {
     let (log, _) = Log::open(dir.path(), "j", cfg).unwrap();
     assert_eq!(read_all(&log, 0).len(), 30);
 }
+
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+fn files_named(dir: &Path, predicate: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| predicate(&p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    found.sort();
+    found
+}
+
+fn spare_files(dir: &Path) -> Vec<PathBuf> {
+    files_named(dir, |n| n.starts_with("spare-"))
+}
+
+/// Copies the log's files as they are in the page cache now: what a
+/// `kill -9` at this instant leaves behind.
+fn crash_image(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for path in files_named(from, |n| n != "LOCK") {
+        fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn recycled_segment_never_yields_its_old_records_even_crafted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 512,
+        prepare_ahead: false, // Deterministic: the roll recycles in place.
+        spare_segments: 1,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    // Segment 0 (data 448 bytes) becomes a spare and is reused as the
+    // segment at base 896 (segment 1 is new: no spare exists at its roll).
+    let reused_base = 2 * (512 - 64);
+    // Old records of span 96: their payloads start at data offsets 32,
+    // 128, 224, 320. Each payload is a complete, CRC-valid record header
+    // carrying the position that offset will have once reused: what an
+    // input could be crafted to contain.
+    let mut old_positions = Vec::new();
+    for i in 0..4u64 {
+        let payload_offset = 96 * i + 32;
+        let mut crafted =
+            format::encode_record_header(0xBAD, reused_base + payload_offset, 7, &[]).to_vec();
+        crafted.resize(64, 0);
+        old_positions.push(log.append(1, i, &crafted).unwrap());
+    }
+    assert_eq!(old_positions, vec![0, 96, 192, 288]);
+    let old_inode = inode(&log.segment_paths()[0]);
+    log.append(1, 4, &payload(4, 64)).unwrap(); // Rolls to base 448.
+    assert_eq!(log.drop_below(448).unwrap(), 1);
+    assert_eq!(spare_files(log.dir()).len(), 1);
+    while log.segment_count() < 2 {
+        log.append(1, 5, &payload(5, 64)).unwrap();
+    }
+    assert!(spare_files(log.dir()).is_empty());
+    assert_eq!(inode(&log.segment_paths()[1]), old_inode, "not recycled");
+    // The last append rolled into the recycled segment: one record at its
+    // base. New records of span 64 land on data offsets 0, 64, 128: the
+    // slot at 128 holds the crafted header for position 896 + 128.
+    let active = log.segment_paths()[1].clone();
+    assert_eq!(log.end_position(), reused_base + 96);
+    log.drop_below(reused_base).unwrap();
+    let first = log.reader_at(reused_base).unwrap().next().unwrap().unwrap();
+    assert_eq!(first.position, reused_base);
+    let a = log.append(2, 0, &payload(10, 32)).unwrap();
+    assert_eq!(a, reused_base + 96);
+    let records = read_all(&log, reused_base);
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.1 != 0xBAD));
+    // Still there past the end, except the length field the append cleared.
+    let data = log.active().data();
+    let slot = (log.end_position() - reused_base) as usize;
+    assert_eq!(slot, 160);
+    assert_eq!(&data[slot..slot + 4], &[0, 0, 0, 0]);
+    assert_ne!(
+        &data[224 + 8..224 + 16],
+        &[0; 8],
+        "old contents should remain"
+    );
+
+    // A kill -9 now: recovery scans the recycled segment, stops at the
+    // cleared slot, and zeroes the old contents after it.
+    let image = dir.path().join("image");
+    crash_image(log.dir(), &image.join("j"));
+    let (mut crashed, recovery) = Log::open(&image, "j", cfg.clone()).unwrap();
+    assert_eq!(recovery.records, 2);
+    assert_eq!(recovery.end_position, reused_base + 160);
+    assert!(recovery.bytes_dropped > 0, "old contents are zeroed");
+    assert_eq!(read_all(&crashed, reused_base), records);
+    // Appends after recovery land on old crafted slots and read back.
+    for i in 0..4u64 {
+        crashed.append(3, i, &payload(i, 32)).unwrap();
+    }
+    let after = read_all(&crashed, reused_base);
+    assert_eq!(after.len(), 6);
+    assert!(after.iter().all(|r| r.1 != 0xBAD));
+    drop(crashed);
+
+    // Every later append in the live log too.
+    let mut expected = records;
+    while log.active_remaining_bytes() >= 64 {
+        let data = payload(expected.len() as u64, 32);
+        let position = log.append(4, 1, &data).unwrap();
+        expected.push((position, 4, 1, data));
+    }
+    assert_eq!(read_all(&log, reused_base), expected);
+    assert_eq!(log.segment_paths()[0], active);
+    // A clean close zeroes the old contents, so reopening drops nothing.
+    drop(log);
+    let (log, recovery) = Log::open(dir.path(), "j", cfg).unwrap();
+    assert_eq!(recovery.bytes_dropped, 0);
+    assert_eq!(read_all(&log, reused_base), expected);
+}
+
+#[test]
+fn torn_append_in_a_recycled_segment_is_no_record() {
+    // The same record size in both generations: a crash between the header
+    // and the length store must not combine the new header with the old
+    // (equal) length.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 512,
+        prepare_ahead: false,
+        spare_segments: 1,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    while log.segment_count() < 2 {
+        log.append(1, 0, &payload(1, 64)).unwrap();
+    }
+    log.drop_below(448).unwrap();
+    while log.segment_count() < 2 {
+        log.append(1, 0, &payload(2, 64)).unwrap();
+    }
+    assert!(log.active().recycled);
+    let base = 896;
+    assert_eq!(log.end_position(), base + 96);
+    // Simulate the torn append at `end`: everything but the length.
+    let position = log.end_position();
+    let new_payload = payload(3, 64);
+    let header = format::encode_record_header(1, position, 0, &new_payload);
+    let offset = (position - base) as usize;
+    let data = log.active_mut().data_mut();
+    assert_eq!(&data[offset..offset + 4], &[0, 0, 0, 0]);
+    data[offset + 32..offset + 96].copy_from_slice(&new_payload);
+    data[offset + 4..offset + 32].copy_from_slice(&header[4..]);
+    let image = dir.path().join("image");
+    crash_image(log.dir(), &image.join("j"));
+    let (crashed, recovery) = Log::open(&image, "j", cfg).unwrap();
+    assert_eq!(recovery.records, 1);
+    assert_eq!(recovery.end_position, position);
+    assert_eq!(read_all(&crashed, base).len(), 1);
+}
+
+#[test]
+fn spares_are_bounded_reused_and_adopted_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 1024,
+        spare_segments: 2,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    let mut expected = Vec::new();
+    let mut inodes = std::collections::BTreeSet::new();
+    for i in 0..400u64 {
+        let data = payload(i, (i as usize * 13) % 200);
+        let position = log.append(1, i, &data).unwrap();
+        expected.push((position, 1, i, data));
+        for path in log.segment_paths() {
+            inodes.insert(inode(&path));
+        }
+        // As the engine: keep the last two segments.
+        if log.segment_count() > 2 {
+            let keep_from = log.segments[log.segment_count() - 2].base;
+            log.drop_below(keep_from).unwrap();
+        }
+        // The pool's bound, plus one in the preparer's hands.
+        assert!(spare_files(log.dir()).len() <= 3);
+    }
+    let first = log.first_position();
+    let kept: Vec<_> = expected.iter().filter(|r| r.0 >= first).cloned().collect();
+    assert_eq!(read_all(&log, first), kept);
+    assert!(log.end_position() > 40 * 1024, "should roll many times");
+    // Two kept + the active's successor + two spares: a handful of files,
+    // not one per segment.
+    assert!(inodes.len() <= 6, "{} distinct files", inodes.len());
+
+    drop(log);
+    let spares = spare_files(&dir.path().join("j"));
+    assert!(!spares.is_empty());
+    let spare_inodes: Vec<u64> = spares.iter().map(|p| inode(p)).collect();
+    let (mut log, recovery) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    assert_eq!(recovery.spares_adopted, spares.len());
+    assert_eq!(recovery.spare_files_removed, 0);
+    assert_eq!(recovery.bytes_dropped, 0);
+    assert_eq!(read_all(&log, first), kept);
+    // The adopted spares become the next segments.
+    let mut expected = kept;
+    let segments_before = log.segment_count();
+    while log.segment_count() < segments_before + spares.len() {
+        let data = payload(expected.len() as u64, 100);
+        let position = log.append(2, 0, &data).unwrap();
+        expected.push((position, 2, 0, data));
+    }
+    let new_inodes: Vec<u64> = log.segment_paths()[segments_before..]
+        .iter()
+        .map(|p| inode(p))
+        .collect();
+    for spare in &spare_inodes {
+        assert!(new_inodes.contains(spare), "adopted spare not reused");
+    }
+    assert_eq!(read_all(&log, first), expected);
+    drop(log);
+
+    // No spares configured: leftovers are removed; so is a torn one.
+    let log_dir = dir.path().join("j");
+    fs::write(log_dir.join("spare-77.seg"), vec![0xEE; 1024]).unwrap();
+    let leftovers = spare_files(&log_dir).len();
+    let cfg0 = LogConfig {
+        spare_segments: 0,
+        ..cfg
+    };
+    let (log, recovery) = Log::open(dir.path(), "j", cfg0).unwrap();
+    assert_eq!(recovery.spares_adopted, 0);
+    assert_eq!(recovery.spare_files_removed, leftovers);
+    assert!(spare_files(&log_dir).is_empty());
+    assert_eq!(read_all(&log, first), expected);
+}
+
+#[test]
+fn spare_segments_zero_unlinks_dropped_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 512,
+        spare_segments: 0,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg).unwrap();
+    for i in 0..40u64 {
+        log.append(1, i, &payload(i, 60)).unwrap();
+    }
+    assert!(log.drop_below(log.end_position()).unwrap() > 0);
+    assert!(spare_files(log.dir()).is_empty());
+}
+
+#[test]
+fn too_many_spare_segments_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        spare_segments: SPARE_SEGMENTS_MAX + 1,
+        ..config(512)
+    };
+    assert!(matches!(
+        Log::open(dir.path(), "j", cfg),
+        Err(LogError::Config { .. })
+    ));
+}
+
+#[test]
+fn fsync_durability_holds_across_recycled_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 1024,
+        durability: Durability::Fsync,
+        spare_segments: 2,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+    let mut expected = Vec::new();
+    let mut recycled_segments = 0;
+    for batch in 0..30u64 {
+        let mut last = 0;
+        for i in 0..8u64 {
+            let data = payload(batch * 8 + i, 90);
+            last = log.append(1, batch, &data).unwrap();
+            expected.push((last, 1, batch, data));
+        }
+        log.commit().unwrap();
+        log.wait_durable(last).unwrap();
+        assert!(log.is_durable(last));
+        recycled_segments += usize::from(log.active().recycled);
+        if log.segment_count() > 2 {
+            let keep_from = log.segments[log.segment_count() - 2].base;
+            log.drop_below(keep_from).unwrap();
+        }
+    }
+    assert!(recycled_segments > 5, "recycling never happened");
+    let first = log.first_position();
+    drop(log);
+    let (log, recovery) = Log::open(dir.path(), "j", cfg).unwrap();
+    assert_eq!(recovery.bytes_dropped, 0);
+    let kept: Vec<_> = expected.into_iter().filter(|r| r.0 >= first).collect();
+    assert_eq!(read_all(&log, first), kept);
+}
