@@ -21,11 +21,11 @@ pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
     crc32c(&stride_bytes[CRC_OFFSET + 4..])
 }
 
-/// CRC32C (Castagnoli, as iSCSI and ext4 use it), SIMD-accelerated.
+/// CRC32C (Castagnoli, as iSCSI and ext4 use it), SIMD-accelerated: see
+/// `crc.rs` for the kernel and its fallback.
 #[inline]
 pub fn crc32c(bytes: &[u8]) -> u32 {
-    // CRC-32 values fit in the low 32 bits of crc-fast's u64 result.
-    crc_fast::crc32_iscsi(bytes)
+    crate::crc::crc32c(bytes)
 }
 
 /// The HELLO fields a sender fills in (the epoch travels in the header).

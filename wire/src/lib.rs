@@ -10,6 +10,7 @@
 //! rules, error codes, and golden vectors that the tests check.
 
 mod body;
+mod crc;
 mod decode;
 mod encode;
 mod error;
@@ -20,6 +21,7 @@ pub use body::{
     ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
     MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
 };
+pub use crc::accelerated as crc32c_accelerated;
 pub use decode::{parse, Decoder, Frame, FrameView};
 pub use encode::{crc32c, frame_crc, Encoder, Hello};
 pub use error::{EncodeError, WireError};
