@@ -331,6 +331,9 @@ fn damaged_journal_recovers(damage: impl Fn(&Path, usize)) {
     let received = t.path().join("received.bin");
     let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
+    // No snapshot may cover the damaged tail (else nothing is lost and there
+    // is nothing to resend: that case has its own test below).
+    no_snapshots(&node);
     node.start();
     send_file(node.listen, &input, InputFormat::U64, 1);
     assert!(recv.wait_for(n, Duration::from_secs(20)));
@@ -353,6 +356,67 @@ fn damaged_journal_recovers(damage: impl Fn(&Path, usize)) {
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
     let stats = recv.stop().unwrap();
     assert_eq!(stats.records, n);
+    check_pass(App::Doubler, &[&input], &received);
+}
+
+fn no_snapshots(node: &Node) {
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        text.replace(
+            "snapshot_interval_records = 5000",
+            "snapshot_interval_records = 100000000",
+        ),
+    )
+    .unwrap();
+}
+
+/// Found while reading the recovery path: a journal damaged below the
+/// snapshot's position made the node append new records below it, and the
+/// next recovery skipped them ("replayed 0 journal records").
+#[test]
+fn a_journal_damaged_below_the_snapshot_is_reanchored_and_nothing_is_lost() {
+    let t = tempfile::tempdir().unwrap();
+    let (n, more) = (20_000, 20_300);
+    let input = u64_file(t.path(), more);
+    let first = t.path().join("first.u64");
+    let mut w = InputWriter::create(InputFormat::U64, &first).unwrap();
+    for v in 1..=n {
+        w.write_u64(v).unwrap();
+    }
+    w.finish().unwrap();
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
+    node.start();
+    send_file(node.listen, &first, InputFormat::U64, 1);
+    assert!(recv.wait_for(n, Duration::from_secs(20)));
+    assert_eq!(node.term(), Some(0), "SIGTERM writes a snapshot at the end");
+    // Lose the second half of the journal: records the snapshot covers.
+    let (seg, end) = journal_tail(&node.data);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[end / 2] ^= 0x01;
+    std::fs::write(&seg, bytes).unwrap();
+    node.start();
+    assert!(
+        node.log_text().contains("writing a new snapshot"),
+        "{}",
+        node.log_text()
+    );
+    // 300 more records (fewer than the snapshot interval), then kill -9:
+    // the next recovery must replay them from the new snapshot's position.
+    send_file(node.listen, &input, InputFormat::U64, 1);
+    assert!(recv.wait_for(more, Duration::from_secs(20)));
+    node.kill9();
+    node.start();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        node.log_text().contains("replayed 300 journal records"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(node.term(), Some(0));
+    assert_eq!(recv.stop().unwrap().records, more);
     check_pass(App::Doubler, &[&input], &received);
 }
 

@@ -402,6 +402,17 @@ impl Worker {
         };
         w.replay(replay_from)?;
         w.records_at_snapshot = w.core.journal_next();
+        if replay_from > w.journal.end_position() {
+            // The journal lost records the snapshot covers (damage below it):
+            // the snapshot holds that state, but new records would now be
+            // appended below its position and skipped by the next replay.
+            // Re-anchor at once with a snapshot at the journal's end.
+            eprintln!(
+                "verity: recovery: the journal ends at {} below the snapshot's position {replay_from}; writing a new snapshot at the journal's end",
+                w.journal.end_position()
+            );
+            w.snapshot()?;
+        }
         w.poll
             .registry()
             .register(&mut w.listener, LISTENER, Interest::READABLE)
@@ -545,9 +556,13 @@ impl Worker {
                 self.sink.as_ref().is_some_and(|c| {
                     c.state == ConnState::Ready && c.writable && c.wbuf.is_empty()
                 }) && self.sink_cursor <= self.core.out().released;
-            let timeout = if sink_ready
-                || (self.core.wants_input() && self.sources.iter().flatten().any(|c| c.readable))
-            {
+            let wants_input = self.core.wants_input();
+            let source_work = self
+                .sources
+                .iter()
+                .flatten()
+                .any(|c| c.readable && (wants_input || c.state != ConnState::Ready));
+            let timeout = if sink_ready || source_work {
                 Duration::ZERO
             } else {
                 Duration::from_millis(20)
@@ -658,12 +673,16 @@ impl Worker {
         for slot in 0..self.sources.len() {
             let mut budget = READ_CHUNK * 4;
             loop {
-                if !self.core.wants_input() {
-                    return Ok(());
-                }
+                let wants_input = self.core.wants_input();
                 let Some(conn) = self.sources[slot].as_mut() else {
                     break;
                 };
+                // Backpressure holds back data, never a handshake: a source
+                // still owed its HELLO is read (or it would time out and
+                // retry for as long as the sink lags).
+                if !wants_input && conn.state == ConnState::Ready {
+                    break;
+                }
                 if !conn.readable || conn.closing || budget == 0 {
                     break;
                 }
@@ -1181,7 +1200,8 @@ impl Worker {
         self.records_at_snapshot = self.core.journal_next();
         self.stats.snapshots += 1;
         if let Some(p) = self.dir.oldest_snapshot_position() {
-            self.journal.drop_below(p)?;
+            self.journal
+                .drop_below(p.min(self.journal.end_position()))?;
         }
         Ok(())
     }
