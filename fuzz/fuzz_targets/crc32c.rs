@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
     for start in 0..data.len().min(64) {
         let buf = &data[start..];
         let ours = verity_wire::crc32c(buf);
-        assert_eq!(ours, crc_fast::crc32_iscsi(buf), "offset {start} len {}", buf.len());
+        assert_eq!(
+            ours,
+            crc_fast::crc32_iscsi(buf),
+            "offset {start} len {}",
+            buf.len()
+        );
         if buf.len() <= 512 {
             assert_eq!(ours, bitwise(buf), "offset {start} len {}", buf.len());
         }

@@ -94,7 +94,11 @@ fuzz_target!(|data: &[u8]| {
     std::fs::create_dir(&log_dir).unwrap();
     std::fs::write(log_dir.join(format::segment_file_name(0)), &file).unwrap();
     if with_spare {
-        std::fs::write(log_dir.join(format::spare_file_name(0)), spare(size, &data[2..])).unwrap();
+        std::fs::write(
+            log_dir.join(format::spare_file_name(0)),
+            spare(size, &data[2..]),
+        )
+        .unwrap();
     }
     let config = LogConfig {
         segment_size_bytes: size,
