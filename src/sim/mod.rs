@@ -132,7 +132,6 @@ enum Event {
     },
     SourceTick(usize),
     NodeTick,
-    SinkTick,
     Sync,
     Crash,
     Restart,
@@ -304,7 +303,6 @@ impl Sim {
             self.schedule(0, Event::SourceTick(i));
         }
         self.schedule(TICK_US, Event::NodeTick);
-        self.schedule(TICK_US, Event::SinkTick);
         if self.p.fsync {
             self.schedule(self.p.sync_every_us, Event::Sync);
         }
@@ -334,9 +332,6 @@ impl Sim {
                 Event::NodeTick => {
                     self.node_tick();
                     self.schedule(TICK_US, Event::NodeTick);
-                }
-                Event::SinkTick => {
-                    self.schedule(TICK_US, Event::SinkTick);
                 }
                 Event::Sync => {
                     self.node_sync();
