@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::routing::{Routing, MAX_NODES};
 use crate::log::Durability;
-use crate::runtime::config::{parse_limits, ConfigError, Limits, Walker};
+use crate::runtime::config::{parse_limits, parse_root, read_config, ConfigError, Limits, Walker};
 
 /// One worker process and the nodes (shards) it hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,21 +46,12 @@ pub struct NodeRef {
 
 impl ClusterToml {
     pub fn load(path: &Path) -> Result<ClusterToml, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
-        ClusterToml::parse(&text, path)
+        ClusterToml::parse(&read_config(path)?, path)
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<ClusterToml, ConfigError> {
         let w = Walker { file };
-        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-            file: file.to_owned(),
-            key: String::new(),
-            message: format!("not valid TOML: {}", e.to_string().trim()),
-        })?;
+        let root = parse_root(text, file)?;
         w.reject_unknown(&root, "", &["cluster", "worker", "limits"])?;
         let cluster = match root.get("cluster") {
             Some(toml::Value::Table(t)) => t,
@@ -80,29 +71,8 @@ impl ClusterToml {
                 "snapshot_interval_records",
             ],
         )?;
-        let app = w.req_str(cluster, "cluster", "app")?.to_owned();
-        if !crate::apps::NAMES.contains(&app.as_str()) {
-            return Err(w.err(
-                "cluster.app",
-                format!(
-                    "unknown app {app:?} (one of: {})",
-                    crate::apps::NAMES.join(", ")
-                ),
-            ));
-        }
-        let durability = match w
-            .str(cluster, "cluster", "durability")?
-            .unwrap_or("process")
-        {
-            "process" => Durability::Process,
-            "fsync" => Durability::Fsync,
-            other => {
-                return Err(w.err(
-                    "cluster.durability",
-                    format!("{other:?} is not \"process\" or \"fsync\""),
-                ))
-            }
-        };
+        let app = w.app(cluster, "cluster")?;
+        let durability = w.durability(cluster, "cluster")?;
         let partitions = w.int(cluster, "cluster", "partitions", 4096, 1, 1 << 16)? as u32;
         if !partitions.is_power_of_two() {
             return Err(w.err(

@@ -145,6 +145,33 @@ impl Walker<'_> {
         Ok(v as u64)
     }
 
+    /// An app name (`one of crate::apps::NAMES`), required.
+    pub(crate) fn app(&self, t: &toml::Table, p: &str) -> Result<String, ConfigError> {
+        let app = self.req_str(t, p, "app")?.to_owned();
+        if !crate::apps::NAMES.contains(&app.as_str()) {
+            return Err(self.err(
+                &format!("{p}.app"),
+                format!(
+                    "unknown app {app:?} (one of: {})",
+                    crate::apps::NAMES.join(", ")
+                ),
+            ));
+        }
+        Ok(app)
+    }
+
+    /// `durability`: "process" (default) or "fsync".
+    pub(crate) fn durability(&self, t: &toml::Table, p: &str) -> Result<Durability, ConfigError> {
+        match self.str(t, p, "durability")?.unwrap_or("process") {
+            "process" => Ok(Durability::Process),
+            "fsync" => Ok(Durability::Fsync),
+            other => Err(self.err(
+                &format!("{p}.durability"),
+                format!("{other:?} is not \"process\" or \"fsync\""),
+            )),
+        }
+    }
+
     pub(crate) fn addr(
         &self,
         t: &toml::Table,
@@ -240,23 +267,32 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
     Ok(limits)
 }
 
+/// Reads a configuration file, naming it in the error.
+pub(crate) fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Parses TOML text into its root table, naming the file in the error.
+pub(crate) fn parse_root(text: &str, file: &Path) -> Result<toml::Table, ConfigError> {
+    text.parse().map_err(|e: toml::de::Error| ConfigError {
+        file: file.to_owned(),
+        key: String::new(),
+        message: format!("not valid TOML: {}", e.to_string().trim()),
+    })
+}
+
 impl NodeToml {
     pub fn load(path: &Path) -> Result<NodeToml, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
-        NodeToml::parse(&text, path)
+        NodeToml::parse(&read_config(path)?, path)
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<NodeToml, ConfigError> {
         let w = Walker { file };
-        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
-            file: file.to_owned(),
-            key: String::new(),
-            message: format!("not valid TOML: {}", e.to_string().trim()),
-        })?;
+        let root = parse_root(text, file)?;
         w.reject_unknown(&root, "", &["node", "limits"])?;
         let empty = toml::Table::new();
         let table = |k: &str| -> Result<&toml::Table, ConfigError> {
@@ -282,26 +318,8 @@ impl NodeToml {
                 "snapshot_interval_records",
             ],
         )?;
-        let app = w.req_str(node, "node", "app")?.to_owned();
-        if !crate::apps::NAMES.contains(&app.as_str()) {
-            return Err(w.err(
-                "node.app",
-                format!(
-                    "unknown app {app:?} (one of: {})",
-                    crate::apps::NAMES.join(", ")
-                ),
-            ));
-        }
-        let durability = match w.str(node, "node", "durability")?.unwrap_or("process") {
-            "process" => Durability::Process,
-            "fsync" => Durability::Fsync,
-            other => {
-                return Err(w.err(
-                    "node.durability",
-                    format!("{other:?} is not \"process\" or \"fsync\""),
-                ))
-            }
-        };
+        let app = w.app(node, "node")?;
+        let durability = w.durability(node, "node")?;
         let limits = parse_limits(&w, limits)?;
         Ok(NodeToml {
             app,
