@@ -101,7 +101,29 @@ pub trait App: Send {
     /// Processes one input record, appending zero or more output payloads.
     /// `Err` means the record is not valid input for this app (dead letter);
     /// the state is then unchanged.
-    fn process(&mut self, meta: &Meta, payload: &[u8], out: &mut Outputs) -> Result<(), Reject>;
+    fn process(&mut self, meta: &Meta, payload: &[u8], out: &mut Outputs) -> Result<(), Reject> {
+        self.process_owned(meta, payload, None, out)
+    }
+    /// Like [`App::process`], but on a node of a cluster: with `owns`, the
+    /// state computation runs only for messages whose key hash `owns`
+    /// accepts (the keys this node owns); the other messages are another
+    /// node's to process.
+    fn process_owned(
+        &mut self,
+        meta: &Meta,
+        payload: &[u8],
+        owns: Option<&dyn Fn(u64) -> bool>,
+        out: &mut Outputs,
+    ) -> Result<(), Reject>;
+    /// Routing: appends the key hash (FNV-1a 64 of the key's [`Codec`]
+    /// encoding, see `cluster::routing`) of every message the record turns
+    /// into after the stateless steps. `Err` as for [`App::process`].
+    fn key_hashes(
+        &mut self,
+        meta: &Meta,
+        payload: &[u8],
+        hashes: &mut Vec<u64>,
+    ) -> Result<(), Reject>;
     /// Serialises the whole state, deterministically (same state, same bytes).
     fn snapshot(&self, out: &mut Vec<u8>);
     /// Replaces the state with one from [`App::snapshot`].
@@ -189,6 +211,7 @@ impl<M: 'static, K: StateKey, S: State, O: 'static> Stateful<M, K, S, O> {
             encode,
             states: HashMap::default(),
             scratch: (Vec::new(), Vec::new()),
+            key_buf: Vec::new(),
         }
     }
 }
@@ -229,35 +252,38 @@ pub struct Pipeline<M, K, S, O> {
     states: HashMap<K, S, BuildHasherDefault<Fnv>>,
     /// Reused between calls: messages between stateless steps.
     scratch: (Vec<M>, Vec<M>),
+    /// Reused between calls: a key's encoding, for its hash.
+    key_buf: Vec<u8>,
 }
 
 impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> {
-    fn run_state(&mut self, msg: M, out: &mut Outputs) {
+    fn key_hash(&mut self, msg: &M) -> u64 {
+        let key = (self.key)(msg);
+        self.key_buf.clear();
+        key.encode(&mut self.key_buf);
+        crate::cluster::fnv1a64(&self.key_buf)
+    }
+
+    fn run_state(&mut self, msg: M, owns: Option<&dyn Fn(u64) -> bool>, out: &mut Outputs) {
+        if let Some(owns) = owns {
+            let h = self.key_hash(&msg);
+            if !owns(h) {
+                return;
+            }
+        }
         let key = (self.key)(&msg);
         let state = self.states.entry(key).or_default();
         let encode = self.encode;
         (self.f)(msg, state, &mut |o: O| out.push_with(|buf| encode(&o, buf)));
     }
-}
 
-impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K, S, O> {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn sources(&self) -> &[&'static str] {
-        &self.names
-    }
-
-    fn process(&mut self, meta: &Meta, payload: &[u8], out: &mut Outputs) -> Result<(), Reject> {
+    /// Decodes the record and runs the stateless steps; the messages that
+    /// reach the key are left in `self.scratch.0`.
+    fn messages(&mut self, meta: &Meta, payload: &[u8]) -> Result<(), Reject> {
         let Some(&(_, decode)) = self.sources.get(meta.source) else {
             return Err(Reject("record from an unknown source"));
         };
         let msg = decode(meta, payload)?;
-        if self.steps.is_empty() {
-            self.run_state(msg, out);
-            return Ok(());
-        }
         // Stateless steps fan out through two reused buffers.
         let (mut msgs, mut next) = std::mem::take(&mut self.scratch);
         msgs.clear();
@@ -270,10 +296,57 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K
             }
             std::mem::swap(&mut msgs, &mut next);
         }
-        for m in msgs.drain(..) {
-            self.run_state(m, out);
-        }
         self.scratch = (msgs, next);
+        Ok(())
+    }
+}
+
+impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K, S, O> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn sources(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    fn process_owned(
+        &mut self,
+        meta: &Meta,
+        payload: &[u8],
+        owns: Option<&dyn Fn(u64) -> bool>,
+        out: &mut Outputs,
+    ) -> Result<(), Reject> {
+        if self.steps.is_empty() {
+            let Some(&(_, decode)) = self.sources.get(meta.source) else {
+                return Err(Reject("record from an unknown source"));
+            };
+            let msg = decode(meta, payload)?;
+            self.run_state(msg, owns, out);
+            return Ok(());
+        }
+        self.messages(meta, payload)?;
+        let mut msgs = std::mem::take(&mut self.scratch.0);
+        for m in msgs.drain(..) {
+            self.run_state(m, owns, out);
+        }
+        self.scratch.0 = msgs;
+        Ok(())
+    }
+
+    fn key_hashes(
+        &mut self,
+        meta: &Meta,
+        payload: &[u8],
+        hashes: &mut Vec<u64>,
+    ) -> Result<(), Reject> {
+        self.messages(meta, payload)?;
+        let msgs = std::mem::take(&mut self.scratch.0);
+        for m in &msgs {
+            let h = self.key_hash(m);
+            hashes.push(h);
+        }
+        self.scratch.0 = msgs;
         Ok(())
     }
 

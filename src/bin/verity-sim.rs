@@ -1,5 +1,5 @@
-//! verity-sim: the deterministic simulator. Runs the production node core
-//! under simulated network faults, crashes and restarts, one seed at a time,
+//! verity-sim: the deterministic simulator. Runs the production node cores
+//! of a cluster under simulated network faults, crashes and restarts, one seed at a time,
 //! and checks every run with the independent oracle.
 //!
 //! `verity-sim --seed 7`, `verity-sim --seeds 1..1000`, `--check-determinism`
@@ -15,7 +15,7 @@ use verity::sim::{self, SimParams};
 #[command(
     name = "verity-sim",
     version,
-    about = "Deterministic simulation of a Verity node under faults"
+    about = "Deterministic simulation of a Verity cluster under faults"
 )]
 struct Args {
     /// One seed.
@@ -99,8 +99,10 @@ fn main() -> ExitCode {
                     passed += 1;
                     if a.verbose {
                         println!(
-                            "seed {seed}: PASS app={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} fsync={} virtual={:.3}s hash={:016x}",
+                            "seed {seed}: PASS app={} nodes={} forwarded={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} fsync={} virtual={:.3}s hash={:016x}",
                             o.params.app,
+                            o.params.nodes,
+                            o.forwarded,
                             o.params.messages,
                             o.params.drop_ppm as f64 / 1e4,
                             o.params.dup_ppm as f64 / 1e4,

@@ -13,7 +13,9 @@ mod node;
 
 pub use channel::{InChannel, OutChannel, Verdict};
 pub use node::{
-    DeadLetter, Effects, Input, JournalEntry, NodeConfig, NodeCore, NodeStats, SnapshotError,
+    peer_channel, peer_of, sink_channel, DeadLetter, Effects, Input, JournalEntry, NodeConfig,
+    NodeCore, NodeStats, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
+    SINK_CHANNEL_BASE,
 };
 
 #[cfg(test)]

@@ -1,5 +1,17 @@
 //! The node core: inbound channels with `delivered` watermarks, the app, the
-//! outbound channel to the sink with deterministic seqs and output commit.
+//! outbound channels (to the sink and, in a cluster, to every other node)
+//! with deterministic seqs and output commit.
+//!
+//! ## In a cluster
+//! A record accepted on a source channel is routed: its key hashes (after
+//! the app's stateless steps) map to partitions and partitions to nodes. The
+//! node forwards the record, once, on the node-to-node channel of each other
+//! node that owns one of its keys (a [`FORWARD_PREFIX_LEN`]-byte prefix
+//! carrying the source index and the source seq, then the record as it
+//! arrived), and processes the keys it owns itself. A node receiving on a
+//! peer channel processes only the keys it owns. Each node's outputs go to
+//! the sink on its own channel ([`sink_channel`]), so a key's outputs keep
+//! the order of the one node that owns it.
 
 use std::collections::VecDeque;
 
@@ -8,12 +20,42 @@ use verity_wire::{parse, Encoder, FrameView, Kind};
 
 use super::channel::{InChannel, OutChannel, Verdict};
 use crate::app::{App, Meta, Outputs};
+use crate::cluster::routing::{Routing, MAX_NODES};
 use crate::codec::{Codec, CodecError};
+
+/// First channel id of node-to-node channels (sources use `1..`, sinks `1000..`).
+pub const PEER_CHANNEL_BASE: u32 = 0x0001_0000;
+/// First channel id of node → sink channels.
+pub const SINK_CHANNEL_BASE: u32 = 1000;
+/// Bytes a forwarded record carries before the record: source index (u32 LE),
+/// reserved (u32, 0), source seq (u64 LE).
+pub const FORWARD_PREFIX_LEN: usize = 16;
+
+/// The channel node `node` sends its outputs to the sink on.
+pub fn sink_channel(node: u32) -> u32 {
+    SINK_CHANNEL_BASE + node
+}
+
+/// The channel from node `from` to node `to`.
+pub fn peer_channel(from: u32, to: u32) -> u32 {
+    PEER_CHANNEL_BASE + from * MAX_NODES + to
+}
+
+/// `(from, to)` of a node-to-node channel id.
+pub fn peer_of(channel: u32) -> Option<(u32, u32)> {
+    let c = channel.checked_sub(PEER_CHANNEL_BASE)?;
+    let (from, to) = (c / MAX_NODES, c % MAX_NODES);
+    (from < MAX_NODES).then_some((from, to))
+}
 
 /// Limits and identities of one node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Channel id of the node's output to the sink.
+    /// This node's index in the cluster (0 for a single node).
+    pub node: u32,
+    /// Key → partition → node; `None` for a single node owning every key.
+    pub routing: Option<Routing>,
+    /// Channel id of the node's output to the sink ([`sink_channel`]).
     pub sink_channel: u32,
     /// Output frames produced but not ACKed by the sink before the node stops
     /// taking input (backpressure).
@@ -28,7 +70,9 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
-            sink_channel: 1000,
+            node: 0,
+            routing: None,
+            sink_channel: sink_channel(0),
             max_unacked: 1 << 18,
             max_undurable: 1 << 16,
             nack_interval_ns: 50_000_000,
@@ -50,6 +94,12 @@ pub struct JournalEntry<'a> {
 pub enum Input<'a> {
     /// A validated DATA frame from a source connection, at clock `now_ns`.
     SourceData { frame: FrameView<'a>, now_ns: u64 },
+    /// A validated DATA frame from the connection of node `from`.
+    PeerData {
+        from: u32,
+        frame: FrameView<'a>,
+        now_ns: u64,
+    },
     /// Recovery: the next journal record, in journal order.
     Replay(JournalEntry<'a>),
     /// The journal is durable through its first `records` records.
@@ -58,6 +108,11 @@ pub enum Input<'a> {
     SinkAck { seq: u64 },
     /// The sink (re)connected: it has everything up to `delivered`.
     SinkResume { delivered: u64 },
+    /// Node `to` ACKed every seq up to `seq` of our channel to it.
+    PeerAck { to: u32, seq: u64 },
+    /// Node `to` (re)connected: it has everything up to `delivered` of our
+    /// channel to it.
+    PeerResume { to: u32, delivered: u64 },
 }
 
 /// A record the app could not use, to be written to the dead-letter log.
@@ -70,6 +125,21 @@ pub struct DeadLetter {
     pub reason: &'static str,
 }
 
+/// Frames for one outbound channel produced by one `handle`.
+#[derive(Debug, Default)]
+pub struct OutFrames {
+    /// DATA frames in seq order: append to the outbound log.
+    pub frames: BytesMut,
+    /// Seqs of the frames in `frames`: `first..=last`.
+    pub seqs: Option<(u64, u64)>,
+}
+
+impl OutFrames {
+    fn push_seq(&mut self, seq: u64) {
+        self.seqs = Some((self.seqs.map_or(seq, |(f, _)| f), seq));
+    }
+}
+
 /// What the driver must do after `handle`. Reused across calls: the driver
 /// carries the effects out, then calls [`Effects::clear`].
 #[derive(Debug, Default)]
@@ -80,15 +150,22 @@ pub struct Effects {
     pub outbound: BytesMut,
     /// Seqs of the frames in `outbound`: `first..=last`.
     pub outbound_seqs: Option<(u64, u64)>,
-    /// ACK (channel, seq) to send to sources.
+    /// Forwarded records for other nodes, indexed by node (this node's and
+    /// untouched ones empty). Sized on first use.
+    pub to_peers: Vec<OutFrames>,
+    /// ACK (channel, seq) to send to sources and peers.
     pub acks: Vec<(u32, u64)>,
-    /// NACK (channel, from seq) to send to sources.
+    /// NACK (channel, from seq) to send to sources and peers.
     pub nacks: Vec<(u32, u64)>,
     pub dead_letters: Vec<DeadLetter>,
     /// Outputs up to this seq may now be sent to the sink (output commit).
     pub release_through: Option<u64>,
     /// The sink needs everything from this seq on again.
     pub resend_from: Option<u64>,
+    /// (node, seq): frames to that node up to seq may now be sent.
+    pub peer_release: Vec<(u32, u64)>,
+    /// (node, seq): that node needs everything from seq on again.
+    pub peer_resend: Vec<(u32, u64)>,
 }
 
 impl Effects {
@@ -96,11 +173,24 @@ impl Effects {
         self.journal_input = None;
         self.outbound.clear();
         self.outbound_seqs = None;
+        for o in &mut self.to_peers {
+            if o.seqs.is_some() {
+                o.frames.clear();
+                o.seqs = None;
+            }
+        }
         self.acks.clear();
         self.nacks.clear();
         self.dead_letters.clear();
         self.release_through = None;
         self.resend_from = None;
+        self.peer_release.clear();
+        self.peer_resend.clear();
+    }
+
+    /// Whether any node has forwarded frames in this batch.
+    pub fn has_peer_frames(&self) -> bool {
+        self.to_peers.iter().any(|o| o.seqs.is_some())
     }
 }
 
@@ -111,6 +201,8 @@ pub struct NodeStats {
     pub gaps: u64,
     pub dead_letters: u64,
     pub outputs: u64,
+    /// Records forwarded to other nodes (once per owning node).
+    pub forwarded: u64,
     pub unknown_channel: u64,
 }
 
@@ -120,6 +212,7 @@ pub enum SnapshotError {
     BadMagic,
     WrongApp { snapshot: String, running: String },
     WrongChannels { snapshot: usize, running: usize },
+    WrongNode { snapshot: u32, running: u32 },
     Corrupt(CodecError),
 }
 
@@ -133,7 +226,11 @@ impl core::fmt::Display for SnapshotError {
             ),
             SnapshotError::WrongChannels { snapshot, running } => write!(
                 f,
-                "snapshot has {snapshot} input channels but the app has {running}"
+                "snapshot has {snapshot} channels but this node has {running}"
+            ),
+            SnapshotError::WrongNode { snapshot, running } => write!(
+                f,
+                "snapshot is of node {snapshot} but this is node {running}"
             ),
             SnapshotError::Corrupt(e) => write!(f, "snapshot body is corrupt: {e}"),
         }
@@ -148,37 +245,58 @@ impl From<CodecError> for SnapshotError {
     }
 }
 
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"VRTYSNP1");
+const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"VRTYSNP2");
 
 /// The deterministic state machine of one node.
 pub struct NodeCore {
     cfg: NodeConfig,
     app: Box<dyn App>,
-    /// Input channel `i + 1` carries source `i`.
+    /// Number of nodes in the cluster (1 for a single node).
+    nodes: u32,
+    /// Input `i < sources` is source `i` on channel `i + 1`; input
+    /// `sources + j` is the channel from node `j` (unused for `j` = this node).
     inputs: Vec<InChannel>,
-    out: OutChannel,
+    sources: usize,
+    /// Output 0 is the sink; output `1 + j` the channel to node `j`.
+    outs: Vec<OutChannel>,
     /// Index the next journal record gets.
     journal_next: u64,
     /// Records `< durable` are durable.
     durable: u64,
     /// Accepted inputs not yet ACKed: (journal index, input index, seq).
     pending_acks: VecDeque<(u64, u32, u64)>,
-    /// Outputs not yet released: (journal index that produced them, last seq).
-    pending_release: VecDeque<(u64, u64)>,
+    /// Outputs not yet released: (journal index that produced them, output
+    /// index, last seq).
+    pending_release: VecDeque<(u64, u32, u64)>,
     /// Highest seq ACKed per input (to send each ACK once).
     acked_in: Vec<u64>,
+    /// Inputs whose ACK moved since the last `Durable`.
+    ack_moved: Vec<bool>,
     outputs: Outputs,
+    hashes: Vec<u64>,
+    /// Per node: whether the record being routed has a key it owns.
+    owners: Vec<bool>,
     enc: Encoder,
     pub stats: NodeStats,
 }
 
 impl NodeCore {
     pub fn new(app: Box<dyn App>, cfg: NodeConfig) -> NodeCore {
-        let n = app.sources().len();
+        let sources = app.sources().len();
+        let nodes = cfg.routing.as_ref().map_or(1, |r| r.nodes());
+        let n_in = sources + nodes as usize;
+        let mut inputs: Vec<InChannel> =
+            (0..sources as u32).map(|i| InChannel::new(i + 1)).collect();
+        inputs.extend((0..nodes).map(|j| InChannel::new(peer_channel(j, cfg.node))));
+        let mut outs = vec![OutChannel::new(cfg.sink_channel)];
+        outs.extend((0..nodes).map(|j| OutChannel::new(peer_channel(cfg.node, j))));
         NodeCore {
-            inputs: (0..n as u32).map(|i| InChannel::new(i + 1)).collect(),
-            acked_in: vec![0; n],
-            out: OutChannel::new(cfg.sink_channel),
+            nodes,
+            inputs,
+            sources,
+            outs,
+            acked_in: vec![0; n_in],
+            ack_moved: vec![false; n_in],
             enc: Encoder::new(cfg.max_frame_len),
             cfg,
             app,
@@ -187,6 +305,8 @@ impl NodeCore {
             pending_acks: VecDeque::new(),
             pending_release: VecDeque::new(),
             outputs: Outputs::default(),
+            hashes: Vec::new(),
+            owners: vec![false; nodes as usize],
             stats: NodeStats::default(),
         }
     }
@@ -194,49 +314,117 @@ impl NodeCore {
     pub fn app(&self) -> &dyn App {
         &*self.app
     }
+    /// Source channels, in source order.
     pub fn inputs(&self) -> &[InChannel] {
-        &self.inputs
+        &self.inputs[..self.sources]
     }
+    /// The channel from node `from` to this node.
+    pub fn peer_in(&self, from: u32) -> Option<&InChannel> {
+        self.inputs.get(self.sources + from as usize)
+    }
+    /// The channel to the sink.
     pub fn out(&self) -> &OutChannel {
-        &self.out
+        &self.outs[0]
+    }
+    /// The channel from this node to node `to`.
+    pub fn peer_out(&self, to: u32) -> Option<&OutChannel> {
+        self.outs.get(1 + to as usize)
+    }
+    pub fn node(&self) -> u32 {
+        self.cfg.node
+    }
+    pub fn nodes(&self) -> u32 {
+        self.nodes
     }
     pub fn journal_next(&self) -> u64 {
         self.journal_next
     }
 
     /// Whether the node should read more input now (false = backpressure:
-    /// the sink or the journal is too far behind).
+    /// the sink, a peer or the journal is too far behind).
     pub fn wants_input(&self) -> bool {
-        self.out.unacked() < self.cfg.max_unacked
+        self.outs.iter().all(|o| o.unacked() < self.cfg.max_unacked)
             && self.journal_next - self.durable < self.cfg.max_undurable
     }
 
     pub fn handle(&mut self, input: Input<'_>, fx: &mut Effects) {
         match input {
-            Input::SourceData { frame, now_ns } => self.source_data(frame, now_ns, fx),
+            Input::SourceData { frame, now_ns } => {
+                debug_assert_eq!(frame.kind(), Kind::Data);
+                match self.source_index(frame.header.channel()) {
+                    Some(idx) => self.data(idx, frame, now_ns, fx),
+                    None => self.stats.unknown_channel += 1,
+                }
+            }
+            Input::PeerData {
+                from,
+                frame,
+                now_ns,
+            } => {
+                debug_assert_eq!(frame.kind(), Kind::Data);
+                match self.peer_index(frame.header.channel()) {
+                    Some(idx) if idx == self.sources + from as usize => {
+                        self.data(idx, frame, now_ns, fx)
+                    }
+                    _ => self.stats.unknown_channel += 1,
+                }
+            }
             Input::Replay(entry) => self.replay(entry, fx),
             Input::Durable { records } => self.on_durable(records, fx),
             Input::SinkAck { seq } => {
-                self.out.ack(seq);
+                self.outs[0].ack(seq);
             }
             Input::SinkResume { delivered } => {
-                // The sink may know more than we do (our ACKs were lost) but
-                // never more than we released.
-                let delivered = delivered.min(self.out.released);
-                self.out.ack(delivered);
-                fx.resend_from = Some(delivered + 1);
+                fx.resend_from = Some(self.resume(0, delivered));
+            }
+            Input::PeerAck { to, seq } => {
+                if let Some(o) = self.peer_out_index(to) {
+                    self.outs[o].ack(seq);
+                }
+            }
+            Input::PeerResume { to, delivered } => {
+                if let Some(o) = self.peer_out_index(to) {
+                    let from = self.resume(o, delivered);
+                    fx.peer_resend.push((to, from));
+                }
             }
         }
     }
 
-    fn source_data(&mut self, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
-        debug_assert_eq!(frame.kind(), Kind::Data);
+    /// A consumer (re)connected knowing `delivered`: returns the first seq to
+    /// resend.
+    fn resume(&mut self, out: usize, delivered: u64) -> u64 {
+        // The consumer may know more than we do (our ACKs were lost) but
+        // never more than we released.
+        let delivered = delivered.min(self.outs[out].released);
+        self.outs[out].ack(delivered);
+        delivered + 1
+    }
+
+    fn source_index(&self, channel: u32) -> Option<usize> {
+        let i = (channel as usize).checked_sub(1)?;
+        (i < self.sources).then_some(i)
+    }
+
+    /// Input index of a peer channel into this node (not from itself).
+    fn peer_index(&self, channel: u32) -> Option<usize> {
+        let (from, to) = peer_of(channel)?;
+        (to == self.cfg.node && from < self.nodes && from != self.cfg.node)
+            .then_some(self.sources + from as usize)
+    }
+
+    fn input_index(&self, channel: u32) -> Option<usize> {
+        self.source_index(channel)
+            .or_else(|| self.peer_index(channel))
+    }
+
+    fn peer_out_index(&self, to: u32) -> Option<usize> {
+        (to < self.nodes && to != self.cfg.node).then_some(1 + to as usize)
+    }
+
+    fn data(&mut self, idx: usize, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
         let h = frame.header;
         let channel = h.channel();
-        let Some(idx) = self.input_index(channel) else {
-            self.stats.unknown_channel += 1;
-            return;
-        };
         match self.inputs[idx].offer(h.seq(), now_ns, self.cfg.nack_interval_ns) {
             Verdict::Duplicate => {
                 self.stats.duplicates += 1;
@@ -257,13 +445,7 @@ impl NodeCore {
                 self.journal_next += 1;
                 fx.journal_input = Some((index, now_ns));
                 self.pending_acks.push_back((index, idx as u32, h.seq()));
-                let meta = Meta {
-                    source: idx,
-                    seq: h.seq(),
-                    trace_id: h.trace_id(),
-                    timestamp_ns: now_ns,
-                };
-                self.apply(index, &meta, frame.payload, fx);
+                self.accepted(index, idx, h.seq(), h.trace_id(), now_ns, frame.payload, fx);
             }
         }
     }
@@ -291,62 +473,197 @@ impl NodeCore {
         self.journal_next += 1;
         self.pending_acks
             .push_back((entry.index, idx as u32, h.seq()));
+        self.accepted(
+            entry.index,
+            idx,
+            h.seq(),
+            h.trace_id(),
+            entry.timestamp_ns,
+            view.payload,
+            fx,
+        );
+    }
+
+    /// Journal record `index` was accepted on input `idx`: route and apply it.
+    #[allow(clippy::too_many_arguments)]
+    fn accepted(
+        &mut self,
+        index: u64,
+        idx: usize,
+        seq: u64,
+        trace_id: u64,
+        now_ns: u64,
+        payload: &[u8],
+        fx: &mut Effects,
+    ) {
+        self.stats.accepted += 1;
+        let channel = self.inputs[idx].id;
+        if idx >= self.sources {
+            // Forwarded by another node: its prefix names the source record.
+            let Some((source, source_seq, record)) = split_forward(payload, self.sources) else {
+                self.dead_letter(index, channel, seq, trace_id, "bad forward prefix", fx);
+                return;
+            };
+            let meta = Meta {
+                source,
+                seq: source_seq,
+                trace_id,
+                timestamp_ns: now_ns,
+            };
+            self.apply(index, channel, seq, &meta, record, true, fx);
+            return;
+        }
         let meta = Meta {
             source: idx,
-            seq: h.seq(),
-            trace_id: h.trace_id(),
-            timestamp_ns: entry.timestamp_ns,
+            seq,
+            trace_id,
+            timestamp_ns: now_ns,
         };
-        self.apply(entry.index, &meta, view.payload, fx);
+        if self.nodes == 1 {
+            self.apply(index, channel, seq, &meta, payload, false, fx);
+            return;
+        }
+        let Some(routing) = self.cfg.routing.as_ref() else {
+            return;
+        };
+        self.hashes.clear();
+        if let Err(reject) = self.app.key_hashes(&meta, payload, &mut self.hashes) {
+            self.dead_letter(index, channel, seq, trace_id, reject.0, fx);
+            return;
+        }
+        self.owners.iter_mut().for_each(|o| *o = false);
+        for &h in &self.hashes {
+            let owner = routing.owner(routing.partition_of_hash(h));
+            self.owners[owner as usize] = true;
+        }
+        for to in 0..self.nodes {
+            if to != self.cfg.node && self.owners[to as usize] {
+                self.forward(index, to, &meta, payload, fx);
+            }
+        }
+        if self.owners[self.cfg.node as usize] {
+            self.apply(index, channel, seq, &meta, payload, true, fx);
+        }
     }
 
-    fn input_index(&self, channel: u32) -> Option<usize> {
-        let i = (channel as usize).checked_sub(1)?;
-        (i < self.inputs.len()).then_some(i)
+    /// Sends the source record on the channel to node `to`.
+    fn forward(&mut self, index: u64, to: u32, meta: &Meta, payload: &[u8], fx: &mut Effects) {
+        if fx.to_peers.len() < self.nodes as usize {
+            fx.to_peers
+                .resize_with(self.nodes as usize, OutFrames::default);
+        }
+        let o = 1 + to as usize;
+        let seq = self.outs[o].assign();
+        let mut prefix = [0u8; FORWARD_PREFIX_LEN];
+        prefix[..4].copy_from_slice(&(meta.source as u32).to_le_bytes());
+        prefix[8..].copy_from_slice(&meta.seq.to_le_bytes());
+        let out = &mut fx.to_peers[to as usize];
+        match self.enc.frame(
+            &mut out.frames,
+            Kind::Data,
+            0,
+            self.outs[o].id,
+            0,
+            seq,
+            meta.trace_id,
+            &[&prefix, payload],
+        ) {
+            Ok(_) => {
+                out.push_seq(seq);
+                self.stats.forwarded += 1;
+                self.pending_release.push_back((index, o as u32, seq));
+            }
+            Err(_) => {
+                // Only a record within max_frame_len - prefix can travel.
+                self.outs[o].next_seq -= 1;
+                let channel = meta.source as u32 + 1;
+                self.dead_letter(
+                    index,
+                    channel,
+                    meta.seq,
+                    meta.trace_id,
+                    "record too large to forward to its owner",
+                    fx,
+                );
+            }
+        }
     }
 
-    fn apply(&mut self, index: u64, meta: &Meta, payload: &[u8], fx: &mut Effects) {
-        self.stats.accepted += 1;
+    fn dead_letter(
+        &mut self,
+        index: u64,
+        channel: u32,
+        seq: u64,
+        trace_id: u64,
+        reason: &'static str,
+        fx: &mut Effects,
+    ) {
+        self.stats.dead_letters += 1;
+        fx.dead_letters.push(DeadLetter {
+            journal_index: index,
+            channel,
+            seq,
+            trace_id,
+            reason,
+        });
+    }
+
+    /// Runs the app on a record and frames its outputs for the sink.
+    /// `owned_only`: run the state computation only for keys this node owns.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        index: u64,
+        channel: u32,
+        seq: u64,
+        meta: &Meta,
+        payload: &[u8],
+        owned_only: bool,
+        fx: &mut Effects,
+    ) {
         self.outputs.clear();
-        if let Err(reject) = self.app.process(meta, payload, &mut self.outputs) {
-            self.stats.dead_letters += 1;
-            fx.dead_letters.push(DeadLetter {
-                journal_index: index,
-                channel: meta.source as u32 + 1,
-                seq: meta.seq,
-                trace_id: meta.trace_id,
-                reason: reject.0,
-            });
+        let result = match (&self.cfg.routing, owned_only) {
+            (Some(r), true) => {
+                let owned = r.owned(self.cfg.node);
+                let owns = |h: u64| owned.contains(&r.partition_of_hash(h));
+                self.app
+                    .process_owned(meta, payload, Some(&owns), &mut self.outputs)
+            }
+            _ => self.app.process(meta, payload, &mut self.outputs),
+        };
+        if let Err(reject) = result {
+            self.dead_letter(index, channel, seq, meta.trace_id, reject.0, fx);
             return;
         }
         let mut last = None;
         for payload in self.outputs.iter() {
-            let seq = self.out.assign();
+            let seq_out = self.outs[0].assign();
             // DATA frames carry epoch 0: they are immutable once produced and
             // resent unchanged after a restart (fencing is at HELLO).
             match self.enc.data(
                 &mut fx.outbound,
-                self.out.id,
+                self.outs[0].id,
                 0,
-                seq,
+                seq_out,
                 meta.trace_id,
                 false,
                 payload,
             ) {
                 Ok(_) => {
-                    fx.outbound_seqs = Some((fx.outbound_seqs.map_or(seq, |(f, _)| f), seq));
-                    last = Some(seq);
+                    fx.outbound_seqs =
+                        Some((fx.outbound_seqs.map_or(seq_out, |(f, _)| f), seq_out));
+                    last = Some(seq_out);
                     self.stats.outputs += 1;
                 }
                 Err(_) => {
                     // An output over max_frame_len: the app's bug, not the
                     // input's; keep the seq space gap-free by not using it.
-                    self.out.next_seq -= 1;
+                    self.outs[0].next_seq -= 1;
                     self.stats.dead_letters += 1;
                     fx.dead_letters.push(DeadLetter {
                         journal_index: index,
-                        channel: meta.source as u32 + 1,
-                        seq: meta.seq,
+                        channel,
+                        seq,
                         trace_id: meta.trace_id,
                         reason: "output larger than max_frame_len",
                     });
@@ -354,7 +671,7 @@ impl NodeCore {
             }
         }
         if let Some(last) = last {
-            self.pending_release.push_back((index, last));
+            self.pending_release.push_back((index, 0, last));
         }
     }
 
@@ -369,43 +686,54 @@ impl NodeCore {
             }
             self.pending_acks.pop_front();
             self.acked_in[input as usize] = seq;
+            self.ack_moved[input as usize] = true;
         }
-        for (i, &acked) in self.acked_in.iter().enumerate() {
-            if acked > 0 && fx.acks.last() != Some(&(i as u32 + 1, acked)) {
-                fx.acks.push((i as u32 + 1, acked));
+        for i in 0..self.inputs.len() {
+            if std::mem::take(&mut self.ack_moved[i]) {
+                fx.acks.push((self.inputs[i].id, self.acked_in[i]));
             }
         }
-        fx.acks.dedup();
-        let mut released = None;
-        while let Some(&(j, seq)) = self.pending_release.front() {
+        let mut sink_released = None;
+        while let Some(&(j, out, seq)) = self.pending_release.front() {
             if j >= self.durable {
                 break;
             }
             self.pending_release.pop_front();
-            released = Some(seq);
+            self.outs[out as usize].released = seq;
+            if out == 0 {
+                sink_released = Some(seq);
+            } else if let Some(last) = fx.peer_release.iter_mut().find(|(n, _)| *n + 1 == out) {
+                last.1 = seq;
+            } else {
+                fx.peer_release.push((out - 1, seq));
+            }
         }
-        if let Some(seq) = released {
-            self.out.released = seq;
+        if let Some(seq) = sink_released {
             fx.release_through = Some(seq);
         }
     }
 
-    /// Serialises the core: journal position, watermarks, seq counter, app state.
-    /// Call it between `handle`s once everything journaled is durable.
+    /// Serialises the core: node, journal position, watermarks, seq
+    /// counters, app state. Call it between `handle`s once everything
+    /// journaled is durable.
     pub fn snapshot(&self, out: &mut Vec<u8>) {
         SNAPSHOT_MAGIC.encode(out);
         self.app.name().to_owned().encode(out);
+        self.cfg.node.encode(out);
         self.journal_next.encode(out);
         (self.inputs.len() as u64).encode(out);
         for c in &self.inputs {
             c.delivered.encode(out);
         }
-        self.out.next_seq.encode(out);
+        (self.outs.len() as u64).encode(out);
+        for o in &self.outs {
+            o.next_seq.encode(out);
+        }
         self.app.snapshot(out);
     }
 
     /// Restores from [`NodeCore::snapshot`] bytes. Everything the snapshot
-    /// covers counts as durable; outputs up to its seq counter as released.
+    /// covers counts as durable; outputs up to its seq counters as released.
     pub fn restore(&mut self, mut bytes: &[u8]) -> Result<(), SnapshotError> {
         let b = &mut bytes;
         if u64::decode(b)? != SNAPSHOT_MAGIC {
@@ -416,6 +744,13 @@ impl NodeCore {
             return Err(SnapshotError::WrongApp {
                 snapshot: name,
                 running: self.app.name().to_owned(),
+            });
+        }
+        let node = u32::decode(b)?;
+        if node != self.cfg.node {
+            return Err(SnapshotError::WrongNode {
+                snapshot: node,
+                running: self.cfg.node,
             });
         }
         let journal_next = u64::decode(b)?;
@@ -430,21 +765,45 @@ impl NodeCore {
         for _ in 0..n {
             delivered.push(u64::decode(b)?);
         }
-        let next_seq = u64::decode(b)?;
-        if next_seq == 0 {
-            return Err(SnapshotError::Corrupt(CodecError("seq counter is 0")));
+        let m = u64::decode(b)? as usize;
+        if m != self.outs.len() {
+            return Err(SnapshotError::WrongChannels {
+                snapshot: m,
+                running: self.outs.len(),
+            });
+        }
+        let mut next_seqs = Vec::with_capacity(m);
+        for _ in 0..m {
+            let s = u64::decode(b)?;
+            if s == 0 {
+                return Err(SnapshotError::Corrupt(CodecError("seq counter is 0")));
+            }
+            next_seqs.push(s);
         }
         self.app.restore(b)?;
         for (c, d) in self.inputs.iter_mut().zip(&delivered) {
             c.delivered = *d;
         }
         self.acked_in = delivered;
+        self.ack_moved.iter_mut().for_each(|m| *m = false);
         self.journal_next = journal_next;
         self.durable = journal_next;
-        self.out.next_seq = next_seq;
-        self.out.released = next_seq - 1;
+        for (o, s) in self.outs.iter_mut().zip(next_seqs) {
+            o.next_seq = s;
+            o.released = s - 1;
+        }
         self.pending_acks.clear();
         self.pending_release.clear();
         Ok(())
     }
+}
+
+/// Splits a forwarded record into (source index, source seq, record).
+fn split_forward(payload: &[u8], sources: usize) -> Option<(usize, u64, &[u8])> {
+    if payload.len() < FORWARD_PREFIX_LEN {
+        return None;
+    }
+    let source = u32::from_le_bytes(payload[..4].try_into().ok()?) as usize;
+    let seq = u64::from_le_bytes(payload[8..16].try_into().ok()?);
+    (source < sources && seq > 0).then_some((source, seq, &payload[FORWARD_PREFIX_LEN..]))
 }

@@ -324,3 +324,185 @@ fn replay_skips_records_that_do_not_follow_the_watermark() {
     assert_eq!(core.inputs()[0].delivered, 0);
     assert!(fx.outbound.is_empty());
 }
+
+fn cluster_node(node: u32, nodes: u32) -> NodeCore {
+    let cfg = NodeConfig {
+        node,
+        routing: Some(crate::cluster::Routing::new(64, nodes).unwrap()),
+        sink_channel: sink_channel(node),
+        ..NodeConfig::default()
+    };
+    NodeCore::new(apps::build("sequence-window").unwrap(), cfg)
+}
+
+/// A value whose key (value mod M) node `owner` of a 2-node cluster owns.
+fn value_owned_by(owner: u32) -> u64 {
+    let r = crate::cluster::Routing::new(64, 2).unwrap();
+    (0..1000u64)
+        .find(|v| r.owner(r.partition(&(v % crate::apps::sequence_window::KEYS))) == owner)
+        .unwrap()
+}
+
+#[test]
+fn a_record_keyed_to_another_node_is_forwarded_once_and_processed_there() {
+    let (mut n0, mut n1) = (cluster_node(0, 2), cluster_node(1, 2));
+    let mut fx = Effects::default();
+    let v = value_owned_by(1);
+    feed(&mut n0, &mut fx, &u64_frame(1, v), 7);
+    assert_eq!(fx.journal_input, Some((0, 7)), "the ingress journals it");
+    assert!(
+        fx.outbound.is_empty(),
+        "the ingress does not process a key it does not own"
+    );
+    let fwd = &fx.to_peers[1];
+    assert_eq!(fwd.seqs, Some((1, 1)));
+    let frame = fwd.frames.to_vec();
+    let view = parse(&frame, 1 << 20).unwrap().unwrap();
+    assert_eq!(view.header.channel(), peer_channel(0, 1));
+    assert_eq!(
+        view.header.trace_id(),
+        (1u64 << 40) | 1,
+        "the trace id travels"
+    );
+    assert_eq!(&view.payload[..4], &0u32.to_le_bytes(), "source index");
+    assert_eq!(&view.payload[8..16], &1u64.to_le_bytes(), "source seq");
+    // Nothing leaves before the journal record is durable (output commit).
+    assert!(fx.peer_release.is_empty());
+    fx.clear();
+    n0.handle(Input::Durable { records: 1 }, &mut fx);
+    assert_eq!(fx.peer_release, vec![(1, 1)]);
+    assert_eq!(fx.acks, vec![(1, 1)]);
+
+    // The owner processes it, on its own sink channel, and ACKs the peer
+    // channel once durable; a duplicate is dropped and re-ACKed.
+    let mut fx1 = Effects::default();
+    n1.handle(
+        Input::PeerData {
+            from: 0,
+            frame: view,
+            now_ns: 9,
+        },
+        &mut fx1,
+    );
+    assert_eq!(fx1.journal_input, Some((0, 9)));
+    let outs = outputs(&fx1.outbound);
+    assert_eq!(outs.len(), 1);
+    let out_view = parse(&fx1.outbound, 1 << 20).unwrap().unwrap();
+    assert_eq!(out_view.header.channel(), sink_channel(1));
+    fx1.clear();
+    n1.handle(Input::Durable { records: 1 }, &mut fx1);
+    assert_eq!(fx1.acks, vec![(peer_channel(0, 1), 1)]);
+    fx1.clear();
+    n1.handle(
+        Input::PeerData {
+            from: 0,
+            frame: view,
+            now_ns: 10,
+        },
+        &mut fx1,
+    );
+    assert_eq!(fx1.journal_input, None);
+    assert_eq!(fx1.acks, vec![(peer_channel(0, 1), 1)]);
+    assert_eq!(n1.stats.duplicates, 1);
+}
+
+#[test]
+fn a_record_the_ingress_owns_is_processed_there_and_not_forwarded() {
+    let mut n0 = cluster_node(0, 2);
+    let mut fx = Effects::default();
+    feed(&mut n0, &mut fx, &u64_frame(1, value_owned_by(0)), 1);
+    assert_eq!(outputs(&fx.outbound).len(), 1);
+    assert!(!fx.has_peer_frames());
+    assert_eq!(n0.stats.forwarded, 0);
+}
+
+#[test]
+fn peer_frames_on_the_wrong_channel_or_from_the_wrong_node_are_refused() {
+    let mut n1 = cluster_node(1, 3);
+    let mut fx = Effects::default();
+    // Node 2 claiming node 0's channel.
+    let f = data(peer_channel(0, 1), 1, &[0; 24]);
+    let view = parse(&f, 1 << 20).unwrap().unwrap();
+    n1.handle(
+        Input::PeerData {
+            from: 2,
+            frame: view,
+            now_ns: 0,
+        },
+        &mut fx,
+    );
+    // A source connection using a peer channel.
+    n1.handle(
+        Input::SourceData {
+            frame: view,
+            now_ns: 0,
+        },
+        &mut fx,
+    );
+    // A channel to another node.
+    let f = data(peer_channel(0, 2), 1, &[0; 24]);
+    let view = parse(&f, 1 << 20).unwrap().unwrap();
+    n1.handle(
+        Input::PeerData {
+            from: 0,
+            frame: view,
+            now_ns: 0,
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.journal_input, None);
+    assert_eq!(n1.stats.unknown_channel, 3);
+    assert_eq!(n1.stats.accepted, 0);
+}
+
+#[test]
+fn a_forwarded_record_with_a_bad_prefix_is_a_dead_letter() {
+    let mut n1 = cluster_node(1, 2);
+    let mut fx = Effects::default();
+    let f = data(peer_channel(0, 1), 1, &[1, 2, 3]);
+    let view = parse(&f, 1 << 20).unwrap().unwrap();
+    n1.handle(
+        Input::PeerData {
+            from: 0,
+            frame: view,
+            now_ns: 0,
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.journal_input, Some((0, 0)));
+    assert_eq!(fx.dead_letters.len(), 1);
+    assert_eq!(fx.dead_letters[0].reason, "bad forward prefix");
+}
+
+#[test]
+fn peer_resume_resends_from_the_peers_delivered_and_a_snapshot_keeps_peer_seqs() {
+    let mut n0 = cluster_node(0, 2);
+    let mut fx = Effects::default();
+    let v = value_owned_by(1);
+    for seq in 1..=4 {
+        feed(&mut n0, &mut fx, &u64_frame(seq, v), 0);
+    }
+    fx.clear();
+    n0.handle(Input::Durable { records: 4 }, &mut fx);
+    assert_eq!(fx.peer_release, vec![(1, 4)]);
+    fx.clear();
+    n0.handle(
+        Input::PeerResume {
+            to: 1,
+            delivered: 2,
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.peer_resend, vec![(1, 3)]);
+    assert_eq!(n0.peer_out(1).unwrap().acked, 2);
+    let mut snap = Vec::new();
+    n0.snapshot(&mut snap);
+    let mut again = cluster_node(0, 2);
+    again.restore(&snap).unwrap();
+    assert_eq!(again.peer_out(1).unwrap().next_seq, 5);
+    let mut other = cluster_node(1, 2);
+    assert!(matches!(
+        other.restore(&snap),
+        Err(SnapshotError::WrongNode { .. })
+    ));
+}

@@ -3,20 +3,25 @@
 //! restarts, all from one seed — in the manner of FoundationDB's simulator
 //! and TigerBeetle's VOPR.
 //!
-//! One node, its sources and its sink, all in one thread, on virtual time
-//! (µs). Every frame between them is really encoded and decoded with
-//! `verity-wire`, then passes a simulated link that may drop, duplicate,
-//! delay and reorder it, or (during a partition) lose everything. The node's
-//! journal, outbound log and snapshot live in memory: a crash with `process`
-//! durability keeps them (the page cache survives a process crash); with
-//! `fsync` durability it loses what the last group commit did not cover (a
-//! machine crash). A restart recovers exactly as the runtime does: newest
-//! snapshot, journal replay (outputs already logged must come out
-//! bit-identical), RESUME with sources and sink.
+//! N nodes of a cluster (each the production core with its routing), the
+//! sources and the sink, all in one thread, on virtual time (µs). Every frame
+//! between them is really encoded and decoded with `verity-wire`, then
+//! passes a simulated link that may drop, duplicate, delay and reorder it,
+//! or (during a partition) lose everything: a partition cuts every link, or
+//! the links between one pair of nodes. Each source sends to one node (its
+//! ingress); nodes forward records to the nodes owning their keys over
+//! node-to-node channels with the same protocol as the sink's. Each node's
+//! journal, outbound logs (one per channel) and snapshot live in memory: a
+//! crash with `process` durability keeps them (the page cache survives a
+//! process crash); with `fsync` durability it loses what the last group
+//! commit did not cover (a machine crash). A restart recovers exactly as the
+//! runtime does: newest snapshot, journal replay (outputs already logged
+//! must come out bit-identical), RESUME with sources, peers and sink.
 //!
 //! Swarm testing: each seed draws its own fault parameters (loss 0–30%,
 //! duplication 0–50%, reordering, partitions, crash rate, durability,
-//! snapshot interval) and its app and workload. At the end the independent
+//! snapshot interval), its app and workload, and its cluster (1–4 nodes,
+//! which node each source sends to). At the end the independent
 //! oracle of `verity-check` judges the sink's output. A run is a pure
 //! function of its seed: [`SimOutcome::hash`] covers every output and every
 //! journal record, and `--check-determinism` runs each seed twice.
@@ -33,7 +38,8 @@ use verity_tools::gen::{self, GenConfig, Rng, TextConfig};
 use verity_tools::send::Records;
 use verity_wire::{parse, Encoder, FrameView, Kind};
 
-use crate::core::{Effects, Input, JournalEntry, NodeConfig, NodeCore};
+use crate::cluster::Routing;
+use crate::core::{peer_of, sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore};
 
 /// Fault parameters of one run (drawn from the seed, or given).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,13 +63,22 @@ pub struct SimParams {
     /// Windows (start, end) in µs when every link is cut.
     pub partitions: Vec<(u64, u64)>,
     pub time_limit_us: u64,
+    /// Nodes in the cluster.
+    pub nodes: u32,
+    /// Partition count of the routing table.
+    pub key_partitions: u32,
+    /// Per source: the node it sends to.
+    pub ingress: Vec<u32>,
+    /// Windows (start, end, a, b) in µs when the links between nodes a and b
+    /// are cut (both directions).
+    pub node_partitions: Vec<(u64, u64, u32, u32)>,
 }
 
 const APPS: [&str; 4] = ["doubler", "word-count", "sequence-window", "market-spread"];
 
 impl SimParams {
-    /// Swarm testing: the seed draws the app, the workload and every fault
-    /// parameter.
+    /// Swarm testing: the seed draws the app, the workload, the cluster and
+    /// every fault parameter.
     pub fn swarm(seed: u64) -> SimParams {
         let mut r = Rng::new(seed ^ 0x5157_4152_4d00_0000);
         let app = APPS[r.below(APPS.len() as u64) as usize].to_owned();
@@ -78,7 +93,7 @@ impl SimParams {
             let start = r.below(400_000);
             partitions.push((start, start + 5_000 + r.below(60_000)));
         }
-        SimParams {
+        let mut p = SimParams {
             seed,
             app,
             messages,
@@ -93,7 +108,37 @@ impl SimParams {
             snapshot_every_records: 50 + r.below(500),
             partitions,
             time_limit_us: 120_000_000,
+            nodes: 1,
+            key_partitions: 64,
+            ingress: Vec::new(),
+            node_partitions: Vec::new(),
+        };
+        // Drawn after the single-node parameters, so those stay what they
+        // were for every seed.
+        p.nodes = 1 + r.below(4) as u32;
+        p.key_partitions = [16, 64, 4096][r.below(3) as usize];
+        let sources = if p.app == "market-spread" { 2 } else { 1 };
+        p.ingress = (0..sources)
+            .map(|_| r.below(p.nodes as u64) as u32)
+            .collect();
+        if p.nodes > 1 {
+            for _ in 0..r.below(3) {
+                let start = r.below(400_000);
+                let a = r.below(p.nodes as u64) as u32;
+                let b = (a + 1 + r.below(p.nodes as u64 - 1) as u32) % p.nodes;
+                p.node_partitions
+                    .push((start, start + 5_000 + r.below(80_000), a, b));
+            }
         }
+        p
+    }
+
+    /// The same run on one node (for comparisons).
+    pub fn single_node(mut self) -> SimParams {
+        self.nodes = 1;
+        self.ingress.iter_mut().for_each(|n| *n = 0);
+        self.node_partitions.clear();
+        self
     }
 }
 
@@ -109,6 +154,8 @@ pub struct SimOutcome {
     pub crashes: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
+    /// Records forwarded between nodes (counted again after replays).
+    pub forwarded: u64,
     pub virtual_us: u64,
     pub events: u64,
 }
@@ -117,24 +164,25 @@ pub struct SimOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Actor {
     Source(usize),
-    Node,
+    Node(u32),
     Sink,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    /// A frame arrives at `to` over the connection of generation `gen`.
+    /// A frame arrives at `to` over a connection that existed while the
+    /// node endpoints had these generations.
     Deliver {
         from: Actor,
         to: Actor,
-        gen: u64,
+        gens: (u64, u64),
         frame: Vec<u8>,
     },
     SourceTick(usize),
-    NodeTick,
-    Sync,
+    NodeTick(u32),
+    Sync(u32),
     Crash,
-    Restart,
+    Restart(u32),
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -146,6 +194,7 @@ struct Scheduled {
 
 struct Source {
     channel: u32,
+    node: u32,
     records: Arc<Records>,
     next: u64,
     acked: u64,
@@ -153,25 +202,36 @@ struct Source {
     last_progress_us: u64,
 }
 
+/// One outbound channel of a node (to the sink or to a peer), as the
+/// runtime keeps it: the log of frames until ACKed, and the send cursor.
+#[derive(Default)]
+struct OutPath {
+    /// Output frames kept until the consumer ACKs them, by seq.
+    log: BTreeMap<u64, Vec<u8>>,
+    /// Highest seq ever logged (outputs up to it are verified on replay).
+    logged_through: u64,
+    cursor: u64,
+    /// The consumer's RESUME arrived on the current connection (until then
+    /// the node sends it nothing, as the runtime waits for RESUME).
+    ready: bool,
+    acked_at_us: u64,
+}
+
 struct SimNode {
     core: Option<NodeCore>,
-    app: String,
+    /// Bumped at every crash and restart: frames in flight on the old
+    /// connections vanish (TCP connections die).
+    gen: u64,
     /// (timestamp, frame) of every accepted input, in journal order.
     journal: Vec<(u64, Vec<u8>)>,
     /// Journal records covered by the last sync (fsync durability).
     synced: usize,
     /// (journal records covered, core snapshot).
     snapshot: Option<(usize, Vec<u8>)>,
-    /// Output frames kept until the sink ACKs them, by seq.
-    outbound: BTreeMap<u64, Vec<u8>>,
-    /// Highest seq ever logged (outputs up to it are verified on replay).
-    logged_through: u64,
-    sink_cursor: u64,
-    /// The sink's RESUME arrived on the current connection (until then the
-    /// node sends it nothing, as the runtime waits for RESUME).
-    sink_ready: bool,
-    sink_acked_at_us: u64,
+    /// Path 0: the sink; path `1 + j`: node `j`.
+    paths: Vec<OutPath>,
     records_since_snapshot: u64,
+    forwarded: u64,
     fx: Effects,
 }
 
@@ -185,15 +245,14 @@ struct Sink {
 
 struct Sim {
     p: SimParams,
+    app: String,
+    routing: Option<Routing>,
     rng: Rng,
     now: u64,
     order: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
-    /// Connection generation: bumped when the node crashes or restarts, so
-    /// frames in flight on old connections vanish (TCP connections die).
-    gen: u64,
     sources: Vec<Source>,
-    node: SimNode,
+    nodes: Vec<SimNode>,
     sink: Sink,
     enc: Encoder,
     crashes: u64,
@@ -264,14 +323,34 @@ impl Sim {
         }));
     }
 
-    fn partitioned(&self, at: u64) -> bool {
-        self.p.partitions.iter().any(|&(s, e)| at >= s && at < e)
+    fn cut(&self, from: Actor, to: Actor, at: u64) -> bool {
+        if self.p.partitions.iter().any(|&(s, e)| at >= s && at < e) {
+            return true;
+        }
+        let (Actor::Node(a), Actor::Node(b)) = (from, to) else {
+            return false;
+        };
+        self.p
+            .node_partitions
+            .iter()
+            .any(|&(s, e, x, y)| at >= s && at < e && ((a, b) == (x, y) || (a, b) == (y, x)))
+    }
+
+    fn gen_of(&self, a: Actor) -> u64 {
+        match a {
+            Actor::Node(n) => self.nodes[n as usize].gen,
+            _ => 0,
+        }
+    }
+
+    fn alive(&self, n: u32) -> bool {
+        self.nodes[n as usize].core.is_some()
     }
 
     /// Puts one frame on the simulated link from `from` to `to`.
     fn transmit(&mut self, from: Actor, to: Actor, frame: &[u8]) {
         self.frames_sent += 1;
-        if self.partitioned(self.now) || self.rng.below(1_000_000) < self.p.drop_ppm as u64 {
+        if self.cut(from, to, self.now) || self.rng.below(1_000_000) < self.p.drop_ppm as u64 {
             self.frames_dropped += 1;
             return;
         }
@@ -285,29 +364,39 @@ impl Sim {
             if self.rng.below(1_000_000) < self.p.reorder_ppm as u64 {
                 delay += self.rng.below(5_000);
             }
-            let gen = self.gen;
-            self.schedule(
-                delay,
-                Event::Deliver {
-                    from,
-                    to,
-                    gen,
-                    frame: frame.to_vec(),
-                },
-            );
+            self.send_after(delay, from, to, frame);
         }
+    }
+
+    /// A frame the connection delivers reliably (handshakes: TCP delivers
+    /// or the connection fails).
+    fn send_after(&mut self, delay: u64, from: Actor, to: Actor, frame: &[u8]) {
+        let gens = (self.gen_of(from), self.gen_of(to));
+        self.schedule(
+            delay,
+            Event::Deliver {
+                from,
+                to,
+                gens,
+                frame: frame.to_vec(),
+            },
+        );
     }
 
     fn run(&mut self, expected_outputs: u64) -> u64 {
         for i in 0..self.sources.len() {
             self.schedule(0, Event::SourceTick(i));
         }
-        self.schedule(TICK_US, Event::NodeTick);
-        if self.p.fsync {
-            self.schedule(self.p.sync_every_us, Event::Sync);
+        for n in 0..self.p.nodes {
+            self.schedule(TICK_US, Event::NodeTick(n));
+            if self.p.fsync {
+                self.schedule(self.p.sync_every_us, Event::Sync(n));
+            }
         }
         self.schedule_crash();
-        self.node_start();
+        for n in 0..self.p.nodes {
+            self.node_start(n);
+        }
         while let Some(Reverse(s)) = self.queue.pop() {
             self.now = s.at;
             self.events += 1;
@@ -318,10 +407,10 @@ impl Sim {
                 Event::Deliver {
                     from,
                     to,
-                    gen,
+                    gens,
                     frame,
                 } => {
-                    if gen == self.gen {
+                    if gens == (self.gen_of(from), self.gen_of(to)) {
                         self.deliver(from, to, &frame);
                     }
                 }
@@ -329,22 +418,23 @@ impl Sim {
                     self.source_tick(i);
                     self.schedule(TICK_US, Event::SourceTick(i));
                 }
-                Event::NodeTick => {
-                    self.node_tick();
-                    self.schedule(TICK_US, Event::NodeTick);
+                Event::NodeTick(n) => {
+                    self.node_tick(n);
+                    self.schedule(TICK_US, Event::NodeTick(n));
                 }
-                Event::Sync => {
-                    self.node_sync();
-                    self.schedule(self.p.sync_every_us, Event::Sync);
+                Event::Sync(n) => {
+                    self.node_sync(n);
+                    self.schedule(self.p.sync_every_us, Event::Sync(n));
                 }
                 Event::Crash => {
-                    self.node_crash();
-                    self.schedule(RESTART_AFTER_US, Event::Restart);
-                }
-                Event::Restart => {
-                    self.node_start();
+                    let n = self.rng.below(self.p.nodes as u64) as u32;
+                    if self.alive(n) {
+                        self.node_crash(n);
+                        self.schedule(RESTART_AFTER_US, Event::Restart(n));
+                    }
                     self.schedule_crash();
                 }
+                Event::Restart(n) => self.node_start(n),
             }
             let done = self.sources.iter().all(|s| s.acked == s.records.len())
                 && self.sink.received.len() as u64 >= expected_outputs;
@@ -371,16 +461,16 @@ impl Sim {
             }
         };
         match to {
-            Actor::Node => self.node_receive(from, view, &bytes[..view.stride]),
+            Actor::Node(n) => self.node_receive(n, from, view, &bytes[..view.stride]),
             Actor::Source(i) => self.source_receive(i, view),
-            Actor::Sink => self.sink_receive(view),
+            Actor::Sink => self.sink_receive(from, view),
         }
     }
 
     // --- sources (the sender tool's protocol) ---
 
     fn source_tick(&mut self, i: usize) {
-        if self.node.core.is_none() {
+        if !self.alive(self.sources[i].node) {
             return;
         }
         let now = self.now;
@@ -392,7 +482,7 @@ impl Sim {
             s.last_progress_us = now;
         }
         let end = n.min(s.acked + WINDOW).min(s.next + 15);
-        let (channel, records, from) = (s.channel, Arc::clone(&s.records), s.next);
+        let (channel, node, records, from) = (s.channel, s.node, Arc::clone(&s.records), s.next);
         for seq in from..=end {
             let resend = seq <= self.sources[i].highest_sent;
             let mut b = BytesMut::new();
@@ -405,7 +495,7 @@ impl Sim {
                 resend,
                 records.get(seq),
             );
-            self.transmit(Actor::Source(i), Actor::Node, &b);
+            self.transmit(Actor::Source(i), Actor::Node(node), &b);
         }
         let s = &mut self.sources[i];
         if end >= from {
@@ -443,53 +533,64 @@ impl Sim {
         }
     }
 
-    // --- the node: the production core with an in-memory journal ---
+    // --- the nodes: the production core with in-memory logs ---
 
-    fn node_start(&mut self) {
-        let Some(app) = crate::apps::build(&self.node.app) else {
-            self.failure = Some(format!("unknown app {}", self.node.app));
+    fn node_start(&mut self, n: u32) {
+        let Some(app) = crate::apps::build(&self.app) else {
+            self.failure = Some(format!("unknown app {}", self.app));
             return;
         };
-        let mut core = NodeCore::new(app, NodeConfig::default());
+        let cfg = NodeConfig {
+            node: n,
+            routing: self.routing.clone(),
+            sink_channel: sink_channel(n),
+            ..NodeConfig::default()
+        };
+        let mut core = NodeCore::new(app, cfg);
         let mut from = 0;
-        if let Some((len, snap)) = &self.node.snapshot {
+        let node = &mut self.nodes[n as usize];
+        if let Some((len, snap)) = &node.snapshot {
             if let Err(e) = core.restore(snap) {
-                self.failure = Some(format!("snapshot restore: {e}"));
+                self.failure = Some(format!("node {n}: snapshot restore: {e}"));
                 return;
             }
             from = *len;
         }
         // Replay: outputs already logged must come out bit-identical.
-        let journal = std::mem::take(&mut self.node.journal);
+        let journal = std::mem::take(&mut node.journal);
         for (i, (ts, frame)) in journal.iter().enumerate().skip(from) {
-            self.node.fx.clear();
+            self.nodes[n as usize].fx.clear();
             core.handle(
                 Input::Replay(JournalEntry {
                     index: i as u64,
                     timestamp_ns: *ts,
                     frame,
                 }),
-                &mut self.node.fx,
+                &mut self.nodes[n as usize].fx,
             );
             if core.journal_next() != i as u64 + 1 {
-                self.failure = Some(format!("journal record {i} did not replay"));
+                self.failure = Some(format!("node {n}: journal record {i} did not replay"));
                 return;
             }
-            self.log_outputs();
+            self.log_outputs(n);
         }
-        self.node.journal = journal;
-        self.node.fx.clear();
+        let node = &mut self.nodes[n as usize];
+        node.journal = journal;
+        node.fx.clear();
         let records = core.journal_next();
-        core.handle(Input::Durable { records }, &mut self.node.fx);
-        self.node.core = Some(core);
-        self.node.sink_cursor = 1;
-        self.node.sink_ready = false;
-        self.node.sink_acked_at_us = self.now;
-        self.gen += 1;
-        // New connections: the node says RESUME to each source, the sink to
-        // the node (handshakes are reliable: TCP delivers or the connection fails).
-        let entries: Vec<_> = self
-            .node
+        core.handle(Input::Durable { records }, &mut node.fx);
+        node.fx.clear();
+        node.core = Some(core);
+        node.gen += 1;
+        for p in &mut node.paths {
+            p.cursor = 1;
+            p.ready = false;
+            p.acked_at_us = self.now;
+        }
+        // New connections. The node says RESUME to each source sending to
+        // it; the sink to the node; and with every live peer, each side as
+        // consumer says RESUME to the other.
+        let entries: Vec<_> = self.nodes[n as usize]
             .core
             .as_ref()
             .map(|c| {
@@ -499,19 +600,14 @@ impl Sim {
                     .collect()
             })
             .unwrap_or_default();
+        let latency = self.p.latency_us;
         for i in 0..self.sources.len() {
+            if self.sources[i].node != n {
+                continue;
+            }
             let mut b = BytesMut::new();
             let _ = self.enc.resume(&mut b, 0, &entries);
-            let gen = self.gen;
-            self.schedule(
-                self.p.latency_us,
-                Event::Deliver {
-                    from: Actor::Node,
-                    to: Actor::Source(i),
-                    gen,
-                    frame: b.to_vec(),
-                },
-            );
+            self.send_after(latency, Actor::Node(n), Actor::Source(i), &b);
         }
         let sink_entries: Vec<_> = self
             .sink
@@ -521,172 +617,266 @@ impl Sim {
             .collect();
         let mut b = BytesMut::new();
         let _ = self.enc.resume(&mut b, 0, &sink_entries);
-        let gen = self.gen;
-        self.schedule(
+        self.send_after(2 * latency, Actor::Sink, Actor::Node(n), &b);
+        for j in 0..self.p.nodes {
+            if j != n && self.alive(j) {
+                self.peer_connect(n, j);
+                self.peer_connect(j, n);
+            }
+        }
+    }
+
+    /// Producer `from` (re)connects to consumer `to`, which answers RESUME.
+    fn peer_connect(&mut self, from: u32, to: u32) {
+        let Some(ch) = self.nodes[to as usize]
+            .core
+            .as_ref()
+            .and_then(|c| c.peer_in(from))
+            .map(|c| verity_wire::ResumeEntry::new(c.id, c.delivered))
+        else {
+            return;
+        };
+        self.nodes[from as usize].paths[1 + to as usize].ready = false;
+        let mut b = BytesMut::new();
+        let _ = self.enc.resume(&mut b, 0, &[ch]);
+        self.send_after(
             2 * self.p.latency_us,
-            Event::Deliver {
-                from: Actor::Sink,
-                to: Actor::Node,
-                gen,
-                frame: b.to_vec(),
-            },
+            Actor::Node(to),
+            Actor::Node(from),
+            &b,
         );
     }
 
-    fn node_crash(&mut self) {
-        let Some(core) = self.node.core.take() else {
+    fn node_crash(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        let Some(core) = node.core.take() else {
             return;
         };
         self.crashes += 1;
-        self.gen += 1;
+        node.gen += 1;
         if self.p.fsync {
             // A machine crash: only what the last sync covered survives.
-            self.node.journal.truncate(self.node.synced);
-            let released = core.out().released;
-            self.node.outbound.retain(|&seq, _| seq <= released);
-            if let Some((len, _)) = &self.node.snapshot {
-                if *len > self.node.journal.len() {
+            node.journal.truncate(node.synced);
+            let released: Vec<u64> = (0..node.paths.len())
+                .map(|i| {
+                    if i == 0 {
+                        core.out().released
+                    } else {
+                        core.peer_out(i as u32 - 1).map_or(0, |o| o.released)
+                    }
+                })
+                .collect();
+            for (p, r) in node.paths.iter_mut().zip(released) {
+                p.log.retain(|&seq, _| seq <= r);
+            }
+            if let Some((len, _)) = &node.snapshot {
+                if *len > node.journal.len() {
                     // Snapshots are written only over synced journal records.
                     self.failure = Some("snapshot ahead of the synced journal".into());
                 }
             }
         }
-        self.node.logged_through = self.node.outbound.keys().next_back().copied().unwrap_or(0);
+        for p in &mut node.paths {
+            p.logged_through = p.log.keys().next_back().copied().unwrap_or(0);
+        }
+        // Its peers' connections to it died with it.
+        for j in 0..self.p.nodes as usize {
+            if j != n as usize {
+                self.nodes[j].paths[1 + n as usize].ready = false;
+            }
+        }
     }
 
-    fn node_sync(&mut self) {
-        if self.node.core.is_none() {
+    fn node_sync(&mut self, n: u32) {
+        if !self.alive(n) {
             return;
         }
-        self.node.synced = self.node.journal.len();
-        self.make_durable();
+        let node = &mut self.nodes[n as usize];
+        node.synced = node.journal.len();
+        self.make_durable(n);
     }
 
     /// Tells the core what is durable; sends ACKs; releases outputs.
-    fn make_durable(&mut self) {
-        let records = if self.p.fsync {
-            self.node.synced as u64
+    fn make_durable(&mut self, n: u32) {
+        let fsync = self.p.fsync;
+        let node = &mut self.nodes[n as usize];
+        let records = if fsync {
+            node.synced as u64
         } else {
-            self.node.journal.len() as u64
+            node.journal.len() as u64
         };
-        let Some(core) = self.node.core.as_mut() else {
+        let Some(core) = node.core.as_mut() else {
             return;
         };
-        self.node.fx.clear();
-        core.handle(Input::Durable { records }, &mut self.node.fx);
-        self.send_acks_nacks();
-        if self.node.records_since_snapshot >= self.p.snapshot_every_records
-            && records == self.node.journal.len() as u64
+        node.fx.clear();
+        core.handle(Input::Durable { records }, &mut node.fx);
+        self.send_acks_nacks(n);
+        let node = &mut self.nodes[n as usize];
+        if node.records_since_snapshot >= self.p.snapshot_every_records
+            && records == node.journal.len() as u64
         {
-            if let Some(core) = self.node.core.as_ref() {
+            if let Some(core) = node.core.as_ref() {
                 let mut snap = Vec::new();
                 core.snapshot(&mut snap);
-                self.node.snapshot = Some((self.node.journal.len(), snap));
-                self.node.records_since_snapshot = 0;
+                node.snapshot = Some((node.journal.len(), snap));
+                node.records_since_snapshot = 0;
             }
         }
-        self.pump_sink();
+        self.pump(n);
     }
 
-    fn send_acks_nacks(&mut self) {
-        let acks: Vec<(u32, u64)> = self.node.fx.acks.clone();
-        let nacks: Vec<(u32, u64)> = self.node.fx.nacks.clone();
+    /// The consumer side of a channel id: a source or a peer node.
+    fn producer_of(&self, n: u32, channel: u32) -> Option<Actor> {
+        if let Some((from, _)) = peer_of(channel) {
+            return Some(Actor::Node(from));
+        }
+        self.sources
+            .iter()
+            .position(|s| s.channel == channel && s.node == n)
+            .map(Actor::Source)
+    }
+
+    fn send_acks_nacks(&mut self, n: u32) {
+        let acks: Vec<(u32, u64)> = self.nodes[n as usize].fx.acks.clone();
+        let nacks: Vec<(u32, u64)> = self.nodes[n as usize].fx.nacks.clone();
         for (channel, seq) in acks {
             let mut b = BytesMut::new();
             let _ = self.enc.ack(&mut b, channel, 0, seq);
-            if let Some(i) = (channel as usize).checked_sub(1) {
-                self.transmit(Actor::Node, Actor::Source(i), &b);
+            if let Some(to) = self.producer_of(n, channel) {
+                self.transmit(Actor::Node(n), to, &b);
             }
         }
         for (channel, seq) in nacks {
             let mut b = BytesMut::new();
             let _ = self.enc.nack(&mut b, channel, 0, seq);
-            if let Some(i) = (channel as usize).checked_sub(1) {
-                self.transmit(Actor::Node, Actor::Source(i), &b);
+            if let Some(to) = self.producer_of(n, channel) {
+                self.transmit(Actor::Node(n), to, &b);
             }
         }
     }
 
-    /// Logs the outputs in `fx`, verifying those already logged.
-    fn log_outputs(&mut self) {
-        let out = std::mem::take(&mut self.node.fx.outbound);
-        let mut at = 0;
-        while at < out.len() {
-            let Ok(Some(v)) = parse(&out[at..], verity_wire::DEFAULT_MAX_FRAME_LEN) else {
-                self.failure = Some("the core produced an undecodable frame".into());
-                return;
-            };
-            let seq = v.header.seq();
-            let frame = &out[at..at + v.stride];
-            if seq <= self.node.logged_through {
-                if let Some(logged) = self.node.outbound.get(&seq) {
-                    if logged.as_slice() != frame {
-                        self.failure = Some(format!(
-                            "replay produced a different output for seq {seq} than the outbound log"
-                        ));
-                        return;
-                    }
-                }
-            } else {
-                self.node.outbound.insert(seq, frame.to_vec());
-                self.node.logged_through = seq;
+    /// Logs the outputs in `fx` (to the sink and to peers), verifying those
+    /// already logged.
+    fn log_outputs(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        let mut batches: Vec<(usize, BytesMut)> = Vec::new();
+        if node.fx.outbound_seqs.is_some() {
+            batches.push((0, std::mem::take(&mut node.fx.outbound)));
+        }
+        for (j, o) in node.fx.to_peers.iter_mut().enumerate() {
+            if o.seqs.is_some() {
+                batches.push((1 + j, std::mem::take(&mut o.frames)));
             }
-            at += v.stride;
         }
-        self.node.fx.outbound = out;
-        self.node.fx.outbound.clear();
-    }
-
-    fn node_receive(&mut self, from: Actor, view: FrameView<'_>, raw: &[u8]) {
-        if self.node.core.is_none() {
-            return;
-        }
-        match (from, view.kind()) {
-            (Actor::Source(_), Kind::Data) => {
-                let now = self.now;
-                self.node.fx.clear();
-                let Some(core) = self.node.core.as_mut() else {
+        for (path, out) in batches {
+            let mut at = 0;
+            while at < out.len() {
+                let Ok(Some(v)) = parse(&out[at..], verity_wire::DEFAULT_MAX_FRAME_LEN) else {
+                    self.failure = Some("the core produced an undecodable frame".into());
                     return;
                 };
-                core.handle(
-                    Input::SourceData {
+                let seq = v.header.seq();
+                let frame = &out[at..at + v.stride];
+                let node = &mut self.nodes[n as usize];
+                if path > 0 {
+                    node.forwarded += 1;
+                }
+                let p = &mut node.paths[path];
+                if seq <= p.logged_through {
+                    if let Some(logged) = p.log.get(&seq) {
+                        if logged.as_slice() != frame {
+                            self.failure = Some(format!(
+                                "node {n}: replay produced a different frame for seq {seq} on path {path} than the outbound log"
+                            ));
+                            return;
+                        }
+                    }
+                } else {
+                    p.log.insert(seq, frame.to_vec());
+                    p.logged_through = seq;
+                }
+                at += v.stride;
+            }
+        }
+    }
+
+    fn node_receive(&mut self, n: u32, from: Actor, view: FrameView<'_>, raw: &[u8]) {
+        if !self.alive(n) {
+            return;
+        }
+        let path = match from {
+            Actor::Sink => 0,
+            Actor::Node(j) => 1 + j as usize,
+            Actor::Source(_) => usize::MAX,
+        };
+        match view.kind() {
+            Kind::Data if path != 0 => {
+                let now = self.now;
+                let node = &mut self.nodes[n as usize];
+                node.fx.clear();
+                let Some(core) = node.core.as_mut() else {
+                    return;
+                };
+                let input = match from {
+                    Actor::Node(j) => Input::PeerData {
+                        from: j,
                         frame: view,
                         now_ns: now * 1000,
                     },
-                    &mut self.node.fx,
-                );
-                if self.node.fx.journal_input.is_some() {
-                    self.node.journal.push((now * 1000, raw.to_vec()));
-                    self.node.records_since_snapshot += 1;
+                    _ => Input::SourceData {
+                        frame: view,
+                        now_ns: now * 1000,
+                    },
+                };
+                core.handle(input, &mut node.fx);
+                if node.fx.journal_input.is_some() {
+                    node.journal.push((now * 1000, raw.to_vec()));
+                    node.records_since_snapshot += 1;
                 }
-                self.log_outputs();
-                self.send_acks_nacks();
+                self.log_outputs(n);
+                self.send_acks_nacks(n);
                 if !self.p.fsync {
-                    self.make_durable();
+                    self.make_durable(n);
                 }
             }
-            (Actor::Sink, Kind::Ack) if self.node.sink_ready => {
+            Kind::Ack if path != usize::MAX && self.nodes[n as usize].paths[path].ready => {
                 let seq = view.header.seq();
-                if let Some(core) = self.node.core.as_mut() {
-                    core.handle(Input::SinkAck { seq }, &mut self.node.fx);
-                    let acked = core.out().acked;
-                    self.node.outbound.retain(|&s, _| s > acked);
-                    self.node.sink_acked_at_us = self.now;
+                let now = self.now;
+                let node = &mut self.nodes[n as usize];
+                if let Some(core) = node.core.as_mut() {
+                    let acked = match from {
+                        Actor::Node(j) => {
+                            core.handle(Input::PeerAck { to: j, seq }, &mut node.fx);
+                            core.peer_out(j).map_or(0, |o| o.acked)
+                        }
+                        _ => {
+                            core.handle(Input::SinkAck { seq }, &mut node.fx);
+                            core.out().acked
+                        }
+                    };
+                    let p = &mut node.paths[path];
+                    p.log.retain(|&s, _| s > acked);
+                    p.acked_at_us = now;
                 }
             }
-            (Actor::Sink, Kind::Nack) if self.node.sink_ready => {
+            Kind::Nack if path != usize::MAX && self.nodes[n as usize].paths[path].ready => {
                 let seq = view.header.seq();
-                let acked = self.node.core.as_ref().map_or(0, |c| c.out().acked);
+                let acked = self.path_acked(n, path);
                 if seq > acked {
-                    self.node.sink_cursor = self.node.sink_cursor.min(seq);
-                    self.pump_sink();
+                    let p = &mut self.nodes[n as usize].paths[path];
+                    p.cursor = p.cursor.min(seq);
+                    self.pump(n);
                 }
             }
-            (Actor::Sink, Kind::Resume) => {
-                let Some(core) = self.node.core.as_mut() else {
+            Kind::Resume if path != usize::MAX => {
+                let node = &mut self.nodes[n as usize];
+                let Some(core) = node.core.as_mut() else {
                     return;
                 };
-                let channel = core.out().id;
+                let channel = match from {
+                    Actor::Node(j) => core.peer_out(j).map_or(0, |o| o.id),
+                    _ => core.out().id,
+                };
                 let delivered = view
                     .resume_entries()
                     .and_then(|es| {
@@ -695,61 +885,113 @@ impl Sim {
                             .map(|e| e.delivered.get())
                     })
                     .unwrap_or(0);
-                self.node.fx.clear();
-                core.handle(Input::SinkResume { delivered }, &mut self.node.fx);
-                self.node.sink_cursor = self.node.fx.resend_from.unwrap_or(delivered + 1);
-                self.node.sink_ready = true;
-                let acked = core.out().acked;
-                self.node.outbound.retain(|&s, _| s > acked);
-                self.pump_sink();
+                node.fx.clear();
+                let resend_from = match from {
+                    Actor::Node(j) => {
+                        core.handle(Input::PeerResume { to: j, delivered }, &mut node.fx);
+                        node.fx.peer_resend.first().map(|&(_, s)| s)
+                    }
+                    _ => {
+                        core.handle(Input::SinkResume { delivered }, &mut node.fx);
+                        node.fx.resend_from
+                    }
+                };
+                let acked = self.path_acked(n, path);
+                let p = &mut self.nodes[n as usize].paths[path];
+                p.cursor = resend_from.unwrap_or(delivered + 1);
+                p.ready = true;
+                p.log.retain(|&s, _| s > acked);
+                self.pump(n);
             }
             _ => {}
         }
     }
 
-    fn node_tick(&mut self) {
-        let Some(core) = self.node.core.as_ref() else {
-            return;
+    /// (acked, released) of a node's outbound path.
+    fn path_state(&self, n: u32, path: usize) -> (u64, u64) {
+        let Some(core) = self.nodes[n as usize].core.as_ref() else {
+            return (0, 0);
         };
-        if !self.node.sink_ready {
-            return;
-        }
-        let (acked, released) = (core.out().acked, core.out().released);
-        if acked < released && self.now - self.node.sink_acked_at_us > RESEND_AFTER_US {
-            // The sink has not ACKed for a while: go back (timeout resend).
-            self.node.sink_cursor = acked + 1;
-            self.node.sink_acked_at_us = self.now;
-        }
-        self.pump_sink();
+        let o = if path == 0 {
+            Some(core.out())
+        } else {
+            core.peer_out(path as u32 - 1)
+        };
+        o.map_or((0, 0), |o| (o.acked, o.released))
     }
 
-    fn pump_sink(&mut self) {
-        let Some(core) = self.node.core.as_ref() else {
-            return;
-        };
-        if !self.node.sink_ready {
+    fn path_acked(&self, n: u32, path: usize) -> u64 {
+        self.path_state(n, path).0
+    }
+
+    fn node_tick(&mut self, n: u32) {
+        if !self.alive(n) {
             return;
         }
-        let (released, acked) = (core.out().released, core.out().acked);
-        let limit = acked + WINDOW;
-        while self.node.sink_cursor <= released && self.node.sink_cursor <= limit {
-            let seq = self.node.sink_cursor;
-            let Some(frame) = self.node.outbound.get(&seq).cloned() else {
-                if seq <= acked {
-                    self.node.sink_cursor += 1;
-                    continue;
-                }
-                self.failure = Some(format!("released output {seq} is not in the outbound log"));
-                return;
+        let now = self.now;
+        for path in 0..self.nodes[n as usize].paths.len() {
+            let (acked, released) = self.path_state(n, path);
+            let p = &mut self.nodes[n as usize].paths[path];
+            if p.ready && acked < released && now - p.acked_at_us > RESEND_AFTER_US {
+                // The consumer has not ACKed for a while: go back (timeout resend).
+                p.cursor = acked + 1;
+                p.acked_at_us = now;
+            }
+        }
+        // A peer connection that is down is redialed (with backoff in the
+        // runtime): here, every tick while both ends live.
+        for j in 0..self.p.nodes {
+            if j != n
+                && self.alive(j)
+                && !self.nodes[n as usize].paths[1 + j as usize].ready
+                && self.rng.below(20) == 0
+            {
+                self.peer_connect(n, j);
+            }
+        }
+        self.pump(n);
+    }
+
+    fn pump(&mut self, n: u32) {
+        if !self.alive(n) {
+            return;
+        }
+        for path in 0..self.nodes[n as usize].paths.len() {
+            if !self.nodes[n as usize].paths[path].ready {
+                continue;
+            }
+            let (acked, released) = self.path_state(n, path);
+            let to = if path == 0 {
+                Actor::Sink
+            } else {
+                Actor::Node(path as u32 - 1)
             };
-            self.transmit(Actor::Node, Actor::Sink, &frame);
-            self.node.sink_cursor += 1;
+            let limit = acked + WINDOW;
+            loop {
+                let p = &mut self.nodes[n as usize].paths[path];
+                let seq = p.cursor;
+                if seq > released || seq > limit {
+                    break;
+                }
+                let Some(frame) = p.log.get(&seq).cloned() else {
+                    if seq <= acked {
+                        p.cursor += 1;
+                        continue;
+                    }
+                    self.failure = Some(format!(
+                        "node {n}: released frame {seq} on path {path} is not in the outbound log"
+                    ));
+                    return;
+                };
+                p.cursor += 1;
+                self.transmit(Actor::Node(n), to, &frame);
+            }
         }
     }
 
     // --- the sink (the receiver tool's protocol) ---
 
-    fn sink_receive(&mut self, view: FrameView<'_>) {
+    fn sink_receive(&mut self, from: Actor, view: FrameView<'_>) {
         if view.kind() != Kind::Data {
             return;
         }
@@ -778,7 +1020,7 @@ impl Sim {
             }
         }
         if !b.is_empty() {
-            self.transmit(Actor::Sink, Actor::Node, &b);
+            self.transmit(Actor::Sink, from, &b);
         }
     }
 }
@@ -805,19 +1047,28 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
     let expected = check::check(app, &input_paths, &empty)
         .map_err(|e| e.to_string())?
         .expected;
+    let routing = if params.nodes > 1 {
+        Some(Routing::new(params.key_partitions, params.nodes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let nodes = params.nodes.max(1);
 
     let mut sim = Sim {
         p: params.clone(),
+        app: params.app.clone(),
+        routing,
         rng: Rng::new(params.seed),
         now: 0,
         order: 0,
         queue: BinaryHeap::new(),
-        gen: 0,
         sources: work
             .inputs
             .iter()
-            .map(|(_, channel, records)| Source {
+            .enumerate()
+            .map(|(i, (_, channel, records))| Source {
                 channel: *channel,
+                node: params.ingress.get(i).copied().unwrap_or(0) % nodes,
                 records: Arc::clone(records),
                 next: 1,
                 acked: 0,
@@ -825,20 +1076,19 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
                 last_progress_us: 0,
             })
             .collect(),
-        node: SimNode {
-            core: None,
-            app: params.app.clone(),
-            journal: Vec::new(),
-            synced: 0,
-            snapshot: None,
-            outbound: BTreeMap::new(),
-            logged_through: 0,
-            sink_cursor: 1,
-            sink_ready: false,
-            sink_acked_at_us: 0,
-            records_since_snapshot: 0,
-            fx: Effects::default(),
-        },
+        nodes: (0..nodes)
+            .map(|_| SimNode {
+                core: None,
+                gen: 0,
+                journal: Vec::new(),
+                synced: 0,
+                snapshot: None,
+                paths: (0..=nodes).map(|_| OutPath::default()).collect(),
+                records_since_snapshot: 0,
+                forwarded: 0,
+                fx: Effects::default(),
+            })
+            .collect(),
         sink: Sink {
             delivered: BTreeMap::new(),
             received: Vec::new(),
@@ -860,14 +1110,17 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
     for (channel, seq, trace, payload) in &sim.sink.received {
         w.write(*channel, *seq, *trace, payload)
             .map_err(|e| e.to_string())?;
+        fnv(&mut hash, &channel.to_le_bytes());
         fnv(&mut hash, &seq.to_le_bytes());
         fnv(&mut hash, &trace.to_le_bytes());
         fnv(&mut hash, payload);
     }
     w.finish().map_err(|e| e.to_string())?;
-    for (ts, frame) in &sim.node.journal {
-        fnv(&mut hash, &ts.to_le_bytes());
-        fnv(&mut hash, frame);
+    for node in &sim.nodes {
+        for (ts, frame) in &node.journal {
+            fnv(&mut hash, &ts.to_le_bytes());
+            fnv(&mut hash, frame);
+        }
     }
     let report = check::check(app, &input_paths, &received).map_err(|e| e.to_string())?;
     let complete = sim.sources.iter().all(|s| s.acked == s.records.len());
@@ -900,6 +1153,7 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
         crashes: sim.crashes,
         frames_sent: sim.frames_sent,
         frames_dropped: sim.frames_dropped,
+        forwarded: sim.nodes.iter().map(|n| n.forwarded).sum(),
         virtual_us,
         events: sim.events,
     })
