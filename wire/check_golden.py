@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Independent check of PROTOCOL.md's golden vectors: a bit-by-bit CRC32C and the
 byte table's offsets, written without any of verity-wire's code. Run by .ci/run."""
+import hashlib
+import hmac
 import re
 import sys
 from pathlib import Path
@@ -31,4 +33,11 @@ for name, hexs in vectors:
     assert le(14, 16) == 0, f"{name}: reserved"
     assert all(x == 0 for x in b[frame_len:]), f"{name}: padding"
     assert le(0, 4) == crc32c(b[4:]), f"{name}: crc32c"
-print(f"golden vectors: {len(vectors)} checked independently")
+macs = re.findall(r"```mac\n([0-9a-f]{64})\n```", text)
+if len(macs) != 1:
+    sys.exit("PROTOCOL.md must hold exactly one golden MAC")
+msg = (b"verity-hello-v1\0" + (7).to_bytes(8, "little") + (2).to_bytes(4, "little")
+       + (1).to_bytes(2, "little") + bytes([1]) + bytes(range(32)) + bytes(range(32, 64)))
+mac = hmac.new(b"verity-test-secret-0001", msg, hashlib.sha256).hexdigest()
+assert mac == macs[0], f"golden MAC: {mac} != {macs[0]}"
+print(f"golden vectors: {len(vectors)} frames and 1 MAC checked independently")

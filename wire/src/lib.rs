@@ -17,6 +17,8 @@ mod error;
 mod header;
 mod message;
 
+pub mod auth;
+
 pub use body::{
     ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
     MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
