@@ -1,8 +1,10 @@
 //! `verity demo`: the main job on built-in defaults. Generates a data set from
-//! a seed, starts a node as a child process, the receiver and the sender(s),
-//! `kill -9`s the node at moments drawn from the seed and restarts it each
-//! time, then stops everything, runs the independent checker and prints a
-//! report whose last line is `check: PASS ...` or `check: FAIL ...`.
+//! a seed, starts a node (or, with `--nodes N`, a cluster of N worker
+//! processes) as child processes, the receiver and the sender(s), `kill -9`s
+//! nodes at moments drawn from the seed (each worker at least once when there
+//! are enough kills) and restarts them, then stops everything, runs the
+//! independent checker and prints a report whose last line is
+//! `check: PASS ...` or `check: FAIL ...`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,9 @@ pub struct DemoArgs {
     pub seed: u64,
     pub messages: u64,
     pub kills: u32,
+    /// Worker processes: 1 runs a single node (`node.toml`), more a cluster
+    /// (`cluster.toml`).
+    pub nodes: u32,
     pub durability: Durability,
     /// Work directory; a fresh temporary one when `None`.
     pub dir: Option<PathBuf>,
@@ -45,7 +50,8 @@ fn free_addr() -> Result<SocketAddr, String> {
 
 struct Node {
     exe: PathBuf,
-    config: PathBuf,
+    /// Arguments after `verity worker`.
+    args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
@@ -60,8 +66,7 @@ impl Node {
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
         let child = Command::new(&self.exe)
             .arg("worker")
-            .arg("--config")
-            .arg(&self.config)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -174,6 +179,14 @@ fn count_dead_letters(data_dir: &Path) -> u64 {
     reader.filter(|r| r.is_ok()).count() as u64
 }
 
+fn worker_name(args: &DemoArgs, i: usize) -> String {
+    if args.nodes <= 1 {
+        "the node".into()
+    } else {
+        format!("w{}", i + 1)
+    }
+}
+
 /// Runs the demo; prints progress and the report to stdout.
 pub fn run(args: &DemoArgs) -> Result<DemoOutcome, String> {
     let started = Instant::now();
@@ -191,11 +204,12 @@ pub fn run(args: &DemoArgs) -> Result<DemoOutcome, String> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     println!(
-        "demo: app={} seed={} messages={} kills={} durability={:?} dir={}",
+        "demo: app={} seed={} messages={} kills={} nodes={} durability={:?} dir={}",
         args.app,
         args.seed,
         args.messages,
         args.kills,
+        args.nodes.max(1),
         args.durability,
         dir.display()
     );
@@ -226,52 +240,108 @@ fn run_with(
     total: u64,
     started: Instant,
 ) -> Result<DemoOutcome, String> {
-    let listen = free_addr()?;
     let sink = free_addr()?;
     let received_path = dir.join("received.bin");
     let receiver =
         Receiver::start(&RecvConfig::new(sink, &received_path)).map_err(|e| e.to_string())?;
-    let data_dir = dir.join("node");
-    let config = dir.join("node.toml");
     let durability = match args.durability {
         Durability::Process => "process",
         Durability::Fsync => "fsync",
     };
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{}\"\ndurability = \"{durability}\"\nsnapshot_interval_records = {}\n\n[limits]\njournal_segment_bytes = {}\n",
-            args.app,
-            data_dir.display().to_string(),
-            receiver.addr(),
-            (total / 8).max(1000),
-            16u64 << 20,
-        ),
-    )
-    .map_err(|e| format!("{}: {e}", config.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-    let mut node = Node {
-        exe,
-        config,
-        log: dir.join("node.log"),
-        child: None,
-        starts: 0,
-    };
-    node.start()?;
+    let snapshot_every = (total / 8).max(1000);
+    let segment = 16u64 << 20;
+    // (node, data dir, source listener) per worker.
+    let mut nodes = Vec::new();
+    let mut data_dirs = Vec::new();
+    let mut source_addrs = Vec::new();
+    if args.nodes <= 1 {
+        let listen = free_addr()?;
+        let data_dir = dir.join("node");
+        let config = dir.join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{}\"\ndurability = \"{durability}\"\nsnapshot_interval_records = {snapshot_every}\n\n[limits]\njournal_segment_bytes = {segment}\n",
+                args.app,
+                data_dir.display().to_string(),
+                receiver.addr(),
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+        nodes.push(Node {
+            exe: exe.clone(),
+            args: vec!["--config".into(), config.display().to_string()],
+            log: dir.join("node.log"),
+            child: None,
+            starts: 0,
+        });
+        data_dirs.push(data_dir);
+        source_addrs.push(listen);
+    } else {
+        let secret = dir.join("cluster.secret");
+        let mut rng = Rng::new(args.seed ^ 0x7365_6372_6574);
+        let key: String = (0..32)
+            .map(|_| format!("{:02x}", rng.below(256)))
+            .collect();
+        std::fs::write(&secret, key).map_err(|e| format!("{}: {e}", secret.display()))?;
+        let mut toml = format!(
+            "[cluster]\nid = 1\napp = {:?}\npartitions = 4096\nsecret_file = \"cluster.secret\"\nsink = \"{}\"\ndurability = \"{durability}\"\nsnapshot_interval_records = {snapshot_every}\n\n[limits]\njournal_segment_bytes = {segment}\n",
+            args.app,
+            receiver.addr(),
+        );
+        for i in 1..=args.nodes {
+            let (address, sources) = (free_addr()?, free_addr()?);
+            toml.push_str(&format!(
+                "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\nsources = \"{sources}\"\ndata_dir = \"w{i}\"\n"
+            ));
+            data_dirs.push(dir.join(format!("w{i}")));
+            source_addrs.push(sources);
+        }
+        let config = dir.join("cluster.toml");
+        std::fs::write(&config, toml).map_err(|e| format!("{}: {e}", config.display()))?;
+        for i in 1..=args.nodes {
+            nodes.push(Node {
+                exe: exe.clone(),
+                args: vec![
+                    "--config".into(),
+                    config.display().to_string(),
+                    "--name".into(),
+                    format!("w{i}"),
+                ],
+                log: dir.join(format!("w{i}.log")),
+                child: None,
+                starts: 0,
+            });
+        }
+    }
+    for n in &mut nodes {
+        n.start()?;
+    }
 
-    // Kill moments: fractions of the input acked, drawn from the seed.
+    // Kill moments: fractions of the input acked, drawn from the seed; the
+    // victims: every worker once (in a seeded order) while kills last, then
+    // drawn.
     let mut rng = Rng::new(args.seed ^ 0x6b69_6c6c);
     let mut kill_at: Vec<u64> = (0..args.kills)
         .map(|_| total / 20 + rng.below((total * 9 / 10).max(1)))
         .collect();
     kill_at.sort_unstable();
+    let mut victims: Vec<usize> = (0..nodes.len()).collect();
+    for i in (1..victims.len()).rev() {
+        victims.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    while victims.len() < kill_at.len() {
+        victims.push(rng.below(nodes.len() as u64) as usize);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
     let send_started = Instant::now();
     let mut senders = Vec::new();
-    for ((recs, channel), p) in records.into_iter().zip(&progress) {
-        let mut cfg = SendConfig::new(listen, channel);
+    for (i, ((recs, channel), p)) in records.into_iter().zip(&progress).enumerate() {
+        // Sources spread over the workers (NBBO to w1, orders to w2, ...).
+        let mut cfg = SendConfig::new(source_addrs[i % source_addrs.len()], channel);
         cfg.give_up_after = Duration::from_secs(30);
         let (p, stop) = (Arc::clone(p), Arc::clone(&stop));
         senders.push(thread::spawn(move || {
@@ -292,24 +362,29 @@ fn run_with(
             stop.store(true, Ordering::SeqCst);
             break;
         }
-        if let Some(status) = node.exited() {
+        if let Some((status, log)) = nodes
+            .iter_mut()
+            .find_map(|n| n.exited().map(|s| (s, n.log.clone())))
+        {
             stop.store(true, Ordering::SeqCst);
             for s in senders {
                 let _ = s.join();
             }
             return Err(format!(
-                "the node exited on its own ({status}); see {}",
-                node.log.display()
+                "a node exited on its own ({status}); see {}",
+                log.display()
             ));
         }
         let a = acked(&progress);
         if kills.len() < kill_at.len() && a >= kill_at[kills.len()] {
-            node.kill9()?;
+            let v = victims[kills.len()];
+            nodes[v].kill9()?;
             let t = Instant::now();
-            node.start()?;
+            nodes[v].start()?;
             println!(
-                "demo: kill -9 #{} at {a}/{total} input records acked ({:.0}%); restarted",
+                "demo: kill -9 #{} of {} at {a}/{total} input records acked ({:.0}%); restarted",
                 kills.len() + 1,
+                worker_name(args, v),
                 a as f64 * 100.0 / total.max(1) as f64
             );
             kills.push(t);
@@ -328,11 +403,13 @@ fn run_with(
     // Kills the schedule did not reach (inputs finished first) happen now,
     // while outputs may still be in flight.
     while kills.len() < kill_at.len() {
-        node.kill9()?;
-        node.start()?;
+        let v = victims[kills.len()];
+        nodes[v].kill9()?;
+        nodes[v].start()?;
         println!(
-            "demo: kill -9 #{} after the input was all acked; restarted",
-            kills.len() + 1
+            "demo: kill -9 #{} of {} after the input was all acked; restarted",
+            kills.len() + 1,
+            worker_name(args, v)
         );
         kills.push(Instant::now());
     }
@@ -350,11 +427,14 @@ fn run_with(
             receiver.records()
         );
     }
-    let clean = node.stop()?;
+    let mut clean = true;
+    for n in &mut nodes {
+        clean &= n.stop()?;
+    }
     let total_secs = started.elapsed().as_secs_f64();
     let rstats = receiver.stop().map_err(|e| e.to_string())?;
     let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
-    let dead = count_dead_letters(&data_dir);
+    let dead: u64 = data_dirs.iter().map(|d| count_dead_letters(d)).sum();
     let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
     println!(
         "report: inputs={total} outputs={} send_seconds={send_secs:.2} throughput={:.0} inputs/s (kills and restarts included) total_seconds={total_secs:.1}",
@@ -362,8 +442,9 @@ fn run_with(
         total as f64 / send_secs.max(1e-9),
     );
     println!(
-        "report: node starts={} kills={} clean_exit={} frames_sent={} resent={} sender_connects={} nacks={}",
-        node.starts,
+        "report: nodes={} node starts={} kills={} clean_exit={} frames_sent={} resent={} sender_connects={} nacks={}",
+        nodes.len(),
+        nodes.iter().map(|n| n.starts).sum::<u32>(),
         kills.len(),
         clean,
         sum(|s| s.frames),
@@ -379,11 +460,12 @@ fn run_with(
         println!("{line}");
     }
     println!(
-        "reproduce: cargo run --release -- demo --app {} --seed {} --messages {} --kills {}{}",
+        "reproduce: cargo run --release -- demo --app {} --seed {} --messages {} --kills {} --nodes {}{}",
         args.app,
         args.seed,
         args.messages,
         args.kills,
+        args.nodes.max(1),
         if args.durability == Durability::Fsync {
             " --durability fsync"
         } else {
@@ -405,8 +487,8 @@ fn run_with(
     );
     if !clean {
         println!(
-            "demo: the node did not exit cleanly on SIGTERM; see {}",
-            node.log.display()
+            "demo: a node did not exit cleanly on SIGTERM; see the logs in {}",
+            dir.display()
         );
     }
     println!("{last_line}");

@@ -1,13 +1,16 @@
 //! The `verity` engine binary.
 //!
 //! - `verity worker --config node.toml`: run one node until SIGTERM/SIGINT.
-//! - `verity demo`: the main job (README): a node under `kill -9`, checked.
+//! - `verity worker --config cluster.toml --name w2`: run worker `w2` of a cluster.
+//! - `verity demo`: the main job (README): a node (or `--nodes N` workers)
+//!   under `kill -9`, checked.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use verity::demo::{self, DemoArgs};
+use verity::cluster::ClusterToml;
 use verity::log::Durability;
 use verity::runtime::{install_signal_handlers, NodeToml, Worker};
 
@@ -24,11 +27,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one worker node (see docs/CONFIG.md for the file).
+    /// Run one worker node (see docs/CONFIG.md for the files).
     Worker {
-        /// Path of the node's TOML configuration.
+        /// Path of the node's TOML configuration (node.toml), or of the
+        /// cluster's (cluster.toml, with --name).
         #[arg(long)]
         config: PathBuf,
+        /// The worker of cluster.toml to run.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Run market spread (or --app) on a node that is killed with SIGKILL and
     /// restarted at moments drawn from the seed, then check the output.
@@ -42,9 +49,13 @@ enum Command {
         /// Input records to generate.
         #[arg(long, default_value_t = 1_000_000)]
         messages: u64,
-        /// How many times to kill -9 the node.
+        /// How many times to kill -9 a node.
         #[arg(long, default_value_t = 3)]
         kills: u32,
+        /// Worker processes: 1 runs a single node, more a cluster (each
+        /// worker is killed at least once when --kills allows).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
         /// process or fsync.
         #[arg(long, default_value = "process")]
         durability: String,
@@ -66,6 +77,7 @@ fn main() -> ExitCode {
             seed,
             messages,
             kills,
+            nodes,
             durability,
             dir,
             keep,
@@ -89,6 +101,7 @@ fn main() -> ExitCode {
                 seed,
                 messages,
                 kills,
+                nodes,
                 durability,
                 dir,
                 keep,
@@ -103,8 +116,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker { config } => {
-            let cfg = match NodeToml::load(&config) {
+        Command::Worker { config, name } => {
+            let loaded = match &name {
+                None => NodeToml::load(&config),
+                Some(name) => ClusterToml::load(&config).and_then(|c| c.node_toml(name, &config)),
+            };
+            let cfg = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("verity: bad configuration: {e}");

@@ -36,6 +36,31 @@ pub struct ClusterToml {
     pub limits: Limits,
 }
 
+/// The cluster secret (HMAC key). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl core::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// What one node of a cluster needs to know beyond a single node's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// The worker's name in `cluster.toml`.
+    pub worker: String,
+    /// This node's index (its node id on the wire).
+    pub node: u32,
+    pub routing: Routing,
+    /// Node-to-node listener of this worker.
+    pub address: SocketAddr,
+    /// Every other node: (index, its worker's node-to-node address).
+    pub peers: Vec<(u32, SocketAddr)>,
+    pub secret: Secret,
+}
+
 /// A node of the cluster: worker `worker`, shard `shard`, global index `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeRef {
@@ -201,6 +226,85 @@ impl ClusterToml {
         // Validated in `parse`.
         Routing::new(self.partitions, self.nodes().len() as u32)
             .unwrap_or_else(|_| unreachable!("cluster shape validated at parse"))
+    }
+
+    /// Reads the cluster secret: the file's bytes without trailing
+    /// whitespace, at least [`verity_wire::auth::MIN_SECRET_LEN`] of them.
+    pub fn load_secret(&self, file: &Path) -> Result<Secret, ConfigError> {
+        let err = |m: String| ConfigError {
+            file: file.to_owned(),
+            key: "cluster.secret_file".into(),
+            message: m,
+        };
+        let mut bytes = std::fs::read(&self.secret_file)
+            .map_err(|e| err(format!("cannot read {}: {e}", self.secret_file.display())))?;
+        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            bytes.pop();
+        }
+        if bytes.len() < verity_wire::auth::MIN_SECRET_LEN {
+            return Err(err(format!(
+                "{} holds {} bytes; a cluster secret needs at least {}",
+                self.secret_file.display(),
+                bytes.len(),
+                verity_wire::auth::MIN_SECRET_LEN
+            )));
+        }
+        Ok(Secret(bytes))
+    }
+
+    /// The settings of the node worker `name` runs (`verity worker --config
+    /// cluster.toml --name NAME`). `file` is the configuration's path, for
+    /// errors.
+    pub fn node_toml(
+        &self,
+        name: &str,
+        file: &Path,
+    ) -> Result<crate::runtime::NodeToml, ConfigError> {
+        let wi = self.worker(name).map_err(|mut e| {
+            e.file = file.to_owned();
+            e
+        })?;
+        let spec = &self.workers[wi];
+        if spec.shards != 1 {
+            return Err(ConfigError {
+                file: file.to_owned(),
+                key: format!("worker[{wi}].shards"),
+                message: format!(
+                    "{} shards: this build runs one node per worker process (shards = 1); run more workers instead",
+                    spec.shards
+                ),
+            });
+        }
+        let nodes = self.nodes();
+        let me = nodes
+            .iter()
+            .find(|n| n.worker == wi)
+            .map(|n| n.index)
+            .unwrap_or(0);
+        let peers = nodes
+            .iter()
+            .filter(|n| n.worker != wi)
+            .map(|n| (n.index, self.workers[n.worker].address))
+            .collect();
+        Ok(crate::runtime::NodeToml {
+            app: self.app.clone(),
+            data_dir: spec.data_dir.clone(),
+            listen: spec.sources,
+            sink: self.sink,
+            node_id: me,
+            cluster_id: self.cluster_id,
+            durability: self.durability,
+            snapshot_interval_records: self.snapshot_interval_records,
+            limits: self.limits.clone(),
+            cluster: Some(ClusterNode {
+                worker: spec.name.clone(),
+                node: me,
+                routing: self.routing(),
+                address: spec.address,
+                peers,
+                secret: self.load_secret(file)?,
+            }),
+        })
     }
 
     /// The worker called `name`, or an error naming the choices.

@@ -38,6 +38,8 @@ pub struct NodeToml {
     pub durability: Durability,
     pub snapshot_interval_records: u64,
     pub limits: Limits,
+    /// Set when the node is one of a cluster (`cluster.toml`).
+    pub cluster: Option<crate::cluster::ClusterNode>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,6 +340,7 @@ impl NodeToml {
                 1 << 40,
             )?,
             limits,
+            cluster: None,
         })
     }
 }
