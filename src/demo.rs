@@ -281,9 +281,7 @@ fn run_with(
     } else {
         let secret = dir.join("cluster.secret");
         let mut rng = Rng::new(args.seed ^ 0x7365_6372_6574);
-        let key: String = (0..32)
-            .map(|_| format!("{:02x}", rng.below(256)))
-            .collect();
+        let key: String = (0..32).map(|_| format!("{:02x}", rng.below(256))).collect();
         std::fs::write(&secret, key).map_err(|e| format!("{}: {e}", secret.display()))?;
         let mut toml = format!(
             "[cluster]\nid = 1\napp = {:?}\npartitions = 4096\nsecret_file = \"cluster.secret\"\nsink = \"{}\"\ndurability = \"{durability}\"\nsnapshot_interval_records = {snapshot_every}\n\n[limits]\njournal_segment_bytes = {segment}\n",

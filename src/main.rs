@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use verity::demo::{self, DemoArgs};
 use verity::cluster::ClusterToml;
+use verity::demo::{self, DemoArgs};
 use verity::log::Durability;
 use verity::runtime::{install_signal_handlers, NodeToml, Worker};
 

@@ -15,6 +15,9 @@ pub struct WorkerSpec {
     pub name: String,
     /// Node-to-node listener.
     pub address: SocketAddr,
+    /// The address other workers dial to reach this one (default:
+    /// `address`; differs when a proxy or NAT sits between workers).
+    pub advertise: SocketAddr,
     /// Source (sender) listener.
     pub sources: SocketAddr,
     pub shards: u32,
@@ -119,7 +122,18 @@ impl ClusterToml {
             let toml::Value::Table(t) = v else {
                 return Err(w.err(&p, "must be a table"));
             };
-            w.reject_unknown(t, &p, &["name", "address", "sources", "shards", "data_dir"])?;
+            w.reject_unknown(
+                t,
+                &p,
+                &[
+                    "name",
+                    "address",
+                    "advertise",
+                    "sources",
+                    "shards",
+                    "data_dir",
+                ],
+            )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
             if name.is_empty()
                 || !name
@@ -138,6 +152,11 @@ impl ClusterToml {
                 ));
             }
             let address = w.addr(t, &p, "address")?;
+            let advertise = if t.contains_key("advertise") {
+                w.addr(t, &p, "advertise")?
+            } else {
+                address
+            };
             let sources = w.addr(t, &p, "sources")?;
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -155,6 +174,7 @@ impl ClusterToml {
             specs.push(WorkerSpec {
                 name,
                 address,
+                advertise,
                 sources,
                 shards: w.int(t, &p, "shards", 1, 1, 64)? as u32,
                 data_dir: base.join(w.req_str(t, &p, "data_dir")?),
@@ -284,7 +304,7 @@ impl ClusterToml {
         let peers = nodes
             .iter()
             .filter(|n| n.worker != wi)
-            .map(|n| (n.index, self.workers[n.worker].address))
+            .map(|n| (n.index, self.workers[n.worker].advertise))
             .collect();
         Ok(crate::runtime::NodeToml {
             app: self.app.clone(),

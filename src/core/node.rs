@@ -347,6 +347,15 @@ impl NodeCore {
             && self.journal_next - self.durable < self.cfg.max_undurable
     }
 
+    /// Whether the node should read more from other nodes' channels to it:
+    /// those records produce sink outputs only, so they wait for the sink
+    /// and the journal, never for this node's channels to other nodes (two
+    /// ingress nodes full towards each other would otherwise deadlock).
+    pub fn wants_peer_input(&self) -> bool {
+        self.outs[0].unacked() < self.cfg.max_unacked
+            && self.journal_next - self.durable < self.cfg.max_undurable
+    }
+
     pub fn handle(&mut self, input: Input<'_>, fx: &mut Effects) {
         match input {
             Input::SourceData { frame, now_ns } => {

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod datadir;
+mod outpath;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};

@@ -1,21 +1,30 @@
 //! The real-runtime driver of one node: a hand-written mio event loop around
-//! [`NodeCore`], with the journal, the outbound log and the dead-letter log as
-//! mmap logs, sources listening for sender connections and the sink connecting
-//! out to the receiver (with backoff).
+//! [`NodeCore`], with the journal, the outbound logs and the dead-letter log
+//! as mmap logs, sources listening for sender connections and the sink
+//! connecting out to the receiver (with backoff).
 //!
-//! One iteration: poll; read every readable source connection (while the core
-//! wants input), decode whole frames in place, hand each DATA frame to the
-//! core and carry out its effects (journal the frame, log the outputs, queue
-//! NACKs); then make the journal durable (`process`: at once; `fsync`: the
-//! syncer's published position), which releases ACKs to the sources and
-//! outputs to the sink; then write queued bytes, one `write` per connection.
+//! In a cluster the node also listens for the other nodes (their channels to
+//! it: inbound, like sources) and connects out to each of them (its channels
+//! to them: outbound, like the sink, each with its own log). Node-to-node
+//! connections authenticate both ways before anything but HELLO is accepted
+//! (`wire/PROTOCOL.md`, Authentication), and a HELLO from an older epoch of a
+//! node than one already seen is refused (fencing).
+//!
+//! One iteration: poll; read every readable inbound connection (while the
+//! core wants input), decode whole frames in place, hand each DATA frame to
+//! the core and carry out its effects (journal the frame, log the outputs,
+//! queue NACKs); then make the journal durable (`process`: at once; `fsync`:
+//! the syncer's published position), which releases ACKs to the producers
+//! and outputs to the consumers; then write queued bytes, one `write` per
+//! connection.
 //!
 //! ## What the logs hold
 //!
 //! | log | record kind | payload |
 //! |-----|-------------|---------|
 //! | `journal/` | 1 `INPUT` | the DATA frame as it arrived (header + payload + padding); the record's timestamp is the clock reading at acceptance |
-//! | `outbound/` | 2 `OUTPUT` | one output DATA frame to the sink, as sent (epoch 0) |
+//! | `outbound/` | 2 `OUTPUT` | a run of output DATA frames to the sink, as sent (epoch 0) |
+//! | `forward-N/` | 2 `OUTPUT` | a run of DATA frames forwarded to node N (cluster only) |
 //! | `dead-letters/` | 3 `DEAD_LETTER` | below |
 //!
 //! Dead-letter payload (little-endian):
@@ -39,14 +48,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
+use verity_wire::auth::{self, Answerer, Side};
 use verity_wire::{
-    Decoder, Encoder, ErrorCode, Frame, FrameView, Hello, Kind, ResumeEntry, Role, WireError,
-    HEADER_LEN, VERSION,
+    Decoder, Encoder, ErrorCode, Frame, FrameView, Hello, HelloBody, Kind, ResumeEntry, Role,
+    WireError, HEADER_LEN, VERSION,
 };
 
 use super::config::NodeToml;
 use super::datadir::{DataDir, DataDirError};
-use crate::core::{Effects, Input, JournalEntry, NodeConfig, NodeCore};
+use super::outpath::{OutPath, BACKOFF_MIN};
+use crate::cluster::routing::MAX_NODES;
+use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore};
 use crate::log::{Durability, Log, LogConfig, LogError};
 
 /// Log record kinds.
@@ -55,12 +67,13 @@ pub const KIND_OUTPUT: u32 = 2;
 pub const KIND_DEAD_LETTER: u32 = 3;
 
 const LISTENER: Token = Token(0);
-const SINK: Token = Token(1);
-const FIRST_SOURCE: usize = 2;
+const PEER_LISTENER: Token = Token(1);
+/// Outbound path `k` (0: the sink, `1 + j`: node `j`) is token `FIRST_OUT + k`.
+const FIRST_OUT: usize = 2;
+/// Inbound connection slot `s` is token `FIRST_SOURCE + s`.
+const FIRST_SOURCE: usize = FIRST_OUT + MAX_NODES as usize + 1;
 /// Bytes read from one connection per loop iteration (fairness between sources).
 const READ_CHUNK: usize = 64 << 10;
-const SINK_BACKOFF_MIN: Duration = Duration::from_millis(50);
-const SINK_BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -120,29 +133,43 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> WorkerError {
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
-enum ConnState {
+pub(super) enum ConnState {
     /// Waiting for the peer's HELLO.
     AwaitHello,
-    /// Sink only: HELLO seen, waiting for RESUME.
+    /// Node-to-node, accepting side: our HELLO (with our answer and our
+    /// challenge) is sent; waiting for the peer's answer.
+    AwaitAuth,
+    /// Outbound: HELLO exchange done, waiting for RESUME.
     AwaitResume,
     Ready,
 }
 
-struct Conn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    dec: Decoder,
-    wbuf: BytesMut,
-    state: ConnState,
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) dec: Decoder,
+    pub(super) wbuf: BytesMut,
+    pub(super) state: ConnState,
     /// ERROR sent: flush and close, read nothing more.
-    closing: bool,
+    pub(super) closing: bool,
     /// Bytes are waiting in the socket (edge-triggered: we must come back).
-    readable: bool,
-    writable: bool,
+    pub(super) readable: bool,
+    pub(super) writable: bool,
+    /// Inbound from another node: its index, once its HELLO named it.
+    pub(super) node: Option<u32>,
+    /// Inbound node-to-node: the challenge we sent, the peer's, and the
+    /// peer's HELLO epoch.
+    pub(super) challenge: [u8; 32],
+    pub(super) their_challenge: [u8; 32],
+    pub(super) their_epoch: u32,
+    /// Accepted on the node-to-node listener: only other nodes may speak.
+    pub(super) node_port: bool,
+    /// The node id its HELLO claimed (proven once `node` is set).
+    pub(super) claimed: u32,
 }
 
 impl Conn {
-    fn new(stream: TcpStream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
+    pub(super) fn new(stream: TcpStream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
         Conn {
             stream,
             peer,
@@ -152,11 +179,17 @@ impl Conn {
             closing: false,
             readable: true,
             writable: false,
+            node: None,
+            challenge: [0; 32],
+            their_challenge: [0; 32],
+            their_epoch: 0,
+            node_port: false,
+            claimed: 0,
         }
     }
 
     /// Writes as much of `wbuf` as the socket takes. Err = connection lost.
-    fn flush(&mut self) -> io::Result<()> {
+    pub(super) fn flush(&mut self) -> io::Result<()> {
         while !self.wbuf.is_empty() {
             match self.stream.write(&self.wbuf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -175,7 +208,7 @@ impl Conn {
     }
 
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
-    fn fill(&mut self, max: usize) -> io::Result<bool> {
+    pub(super) fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
         buf.reserve(max);
         let spare = buf.spare_capacity_mut();
@@ -224,6 +257,8 @@ pub struct WorkerStats {
     pub snapshots: u64,
     pub bad_frames: u64,
     pub sink_connects: u64,
+    pub peer_connects: u64,
+    pub auth_refused: u64,
     pub sources_accepted: u64,
     pub dead_letters_logged: u64,
 }
@@ -235,29 +270,25 @@ pub struct Worker {
     fx: Effects,
     enc: Encoder,
     journal: Log,
-    outbound: Log,
     dead: Log,
     poll: Poll,
     listener: TcpListener,
+    /// Node-to-node listener (cluster only).
+    peer_listener: Option<TcpListener>,
+    /// Inbound connections: sources, and other nodes' channels to us.
     sources: Vec<Option<Conn>>,
-    sink: Option<Conn>,
-    sink_retry_at: Instant,
-    sink_backoff: Duration,
-    /// (first seq, last seq, log position) of every outbound record (a run
-    /// of output frames) not yet wholly ACKed by the sink.
-    out_index: VecDeque<(u64, u64, u64)>,
-    /// Next seq to write to the sink.
-    sink_cursor: u64,
+    /// Outbound paths: 0 the sink, `1 + j` node `j` (`None` for this node).
+    outs: Vec<Option<OutPath>>,
     /// fsync durability: (records after this one, its end position).
     undurable: VecDeque<(u64, u64)>,
     /// Input channel − 1 → the source slot that sent on it last (for ACKs).
     channel_conn: Vec<Option<usize>>,
+    /// Node → the inbound slot carrying its channel to us.
+    peer_conn: Vec<Option<usize>>,
+    /// Node → highest epoch seen in its HELLOs (fencing).
+    peer_epochs: Vec<u32>,
     /// Dead letters at journal indexes below this are already logged.
     dead_logged_below: u64,
-    /// Highest seq in the outbound log at start: outputs up to it that are
-    /// produced again (replay, or inputs resent after journal damage) are
-    /// checked against the log instead of being logged twice.
-    logged_through: u64,
     records_at_snapshot: u64,
     /// The clock reading for the frames of the current read batch: one
     /// `clock_gettime` per socket read, not per frame (the journal records
@@ -269,7 +300,7 @@ pub struct Worker {
 /// (seq, byte offset, stride) of each frame in a run of whole frames, as
 /// the worker writes them to its logs (already validated when written; the
 /// log record's CRC covers them). Reads only `frame_len` and `seq`.
-fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+pub(super) fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     let mut at = 0usize;
     std::iter::from_fn(move || {
         if at + HEADER_LEN > run.len() {
@@ -299,7 +330,10 @@ impl Worker {
         let Some(app) = crate::apps::build(&cfg.app) else {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
         };
+        let cluster = cfg.cluster.clone();
         let node_cfg = NodeConfig {
+            node: cluster.as_ref().map_or(0, |c| c.node),
+            routing: cluster.as_ref().map(|c| c.routing.clone()),
             sink_channel: 1000 + cfg.node_id,
             max_unacked: cfg.limits.max_unacked,
             max_undurable: cfg.limits.max_undurable,
@@ -313,14 +347,43 @@ impl Worker {
             ..LogConfig::default()
         };
         let (journal, jrec) = Log::open(&dir.root, "journal", log_cfg(cfg.durability))?;
-        // The outbound log is as durable as the journal (DESIGN §3.1).
-        let (outbound, orec) = Log::open(&dir.root, "outbound", log_cfg(cfg.durability))?;
         let (dead, drec) = Log::open(&dir.root, "dead-letters", log_cfg(Durability::Process))?;
-        for (name, r) in [
-            ("journal", &jrec),
-            ("outbound", &orec),
-            ("dead-letters", &drec),
-        ] {
+        // Outbound logs are as durable as the journal (DESIGN §3.1).
+        let mut outs = Vec::new();
+        let mut recoveries = vec![
+            ("journal".to_owned(), jrec),
+            ("dead-letters".to_owned(), drec),
+        ];
+        let (sink_path, orec) = OutPath::open(
+            &dir.root,
+            "outbound",
+            log_cfg(cfg.durability),
+            "sink".into(),
+            None,
+            cfg.sink,
+        )?;
+        outs.push(Some(sink_path));
+        recoveries.push(("outbound".into(), orec));
+        if let Some(c) = &cluster {
+            for j in 0..c.routing.nodes() {
+                let Some(&(_, addr)) = c.peers.iter().find(|(n, _)| *n == j) else {
+                    outs.push(None);
+                    continue;
+                };
+                let name = format!("forward-{j}");
+                let (path, rec) = OutPath::open(
+                    &dir.root,
+                    &name,
+                    log_cfg(cfg.durability),
+                    format!("node {j}"),
+                    Some(j),
+                    addr,
+                )?;
+                outs.push(Some(path));
+                recoveries.push((name, rec));
+            }
+        }
+        for (name, r) in &recoveries {
             if r.bytes_dropped > 0 {
                 eprintln!(
                     "verity: recovery: {name}: dropped a torn tail of {} bytes ({})",
@@ -344,22 +407,6 @@ impl Worker {
             replay_from = s.journal_position;
         }
 
-        // Rebuild the index of outbound frames still in the log.
-        let mut out_index = VecDeque::new();
-        let mut last_logged_seq = 0;
-        for rec in outbound.reader_at(outbound.first_position())? {
-            let rec = rec?;
-            let mut frames = frames_in(rec.payload).map(|(seq, _, _)| seq);
-            let (Some(first), last) = (frames.next(), frames.last()) else {
-                return Err(WorkerError::Replay(format!(
-                    "outbound record at {} holds no frame",
-                    rec.position
-                )));
-            };
-            let last = last.unwrap_or(first);
-            out_index.push_back((first, last, rec.position));
-            last_logged_seq = last;
-        }
         let mut dead_logged_below = 0;
         for rec in dead.reader_at(dead.first_position())? {
             let rec = rec?;
@@ -369,33 +416,43 @@ impl Worker {
             }
         }
 
+        let listen_key = if cluster.is_some() {
+            "worker.sources"
+        } else {
+            "node.listen"
+        };
         let listener = TcpListener::bind(cfg.listen).map_err(io_err(format!(
-            "cannot listen on {} (node.listen)",
+            "cannot listen on {} ({listen_key})",
             cfg.listen
         )))?;
+        let peer_listener = match &cluster {
+            None => None,
+            Some(c) => Some(TcpListener::bind(c.address).map_err(io_err(format!(
+                "cannot listen on {} (worker.address of {:?})",
+                c.address, c.worker
+            )))?),
+        };
         let poll = Poll::new().map_err(io_err("cannot create the event loop"))?;
         let n_inputs = core.inputs().len();
+        let nodes = core.nodes() as usize;
         let mut w = Worker {
             enc: Encoder::new(cfg.limits.max_frame_len),
             channel_conn: vec![None; n_inputs],
+            peer_conn: vec![None; nodes],
+            peer_epochs: vec![0; nodes],
             cfg,
             dir,
             core,
             fx: Effects::default(),
             journal,
-            outbound,
             dead,
             poll,
             listener,
+            peer_listener,
             sources: Vec::new(),
-            sink: None,
-            sink_retry_at: Instant::now(),
-            sink_backoff: SINK_BACKOFF_MIN,
-            out_index,
-            sink_cursor: 1,
+            outs,
             undurable: VecDeque::new(),
             dead_logged_below,
-            logged_through: last_logged_seq,
             records_at_snapshot: 0,
             batch_clock_ns: 0,
             stats: WorkerStats::default(),
@@ -417,16 +474,28 @@ impl Worker {
             .registry()
             .register(&mut w.listener, LISTENER, Interest::READABLE)
             .map_err(io_err("cannot register the listener"))?;
+        if let Some(l) = w.peer_listener.as_mut() {
+            w.poll
+                .registry()
+                .register(l, PEER_LISTENER, Interest::READABLE)
+                .map_err(io_err("cannot register the node-to-node listener"))?;
+        }
+        let unacked: usize = w.outs.iter().flatten().map(|o| o.index.len()).sum();
         eprintln!(
-            "verity: node {} app={} epoch={} listening on {} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} outputs unacked",
+            "verity: node {} app={} epoch={} listening on {}{} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} output records unacked",
             w.cfg.node_id,
             w.cfg.app,
             w.dir.epoch,
             w.cfg.listen,
+            w.cfg
+                .cluster
+                .as_ref()
+                .map(|c| format!(" (worker {}, nodes on {})", c.worker, c.address))
+                .unwrap_or_default(),
             w.cfg.sink,
             snapshot.map_or(0, |s| s.journal_index),
             w.stats.replayed,
-            w.out_index.len(),
+            unacked,
         );
         Ok(w)
     }
@@ -482,32 +551,22 @@ impl Worker {
         Ok(())
     }
 
-    /// Logs the outputs and dead letters in `fx`: the outputs as one
-    /// outbound record; those with seq <= `logged_through` are in the log
-    /// already and are verified bit for bit instead.
+    /// Logs the outputs and dead letters in `fx`: the outputs of each
+    /// outbound channel as one record of its log (frames already there are
+    /// verified bit for bit instead).
     fn log_effects(&mut self) -> Result<(), WorkerError> {
-        let mut new_from = None;
-        for (seq, at, stride) in frames_in(&self.fx.outbound) {
-            if seq > self.logged_through {
-                new_from = Some(at);
-                break;
-            }
-            let logged = self.logged_frame(seq)?;
-            if let Some(logged) = logged {
-                if logged != self.fx.outbound[at..at + stride] {
-                    return Err(WorkerError::Replay(format!(
-                        "replay produced a different output frame for seq {seq} than the outbound log holds (non-deterministic app or wrong journal)"
-                    )));
-                }
+        if self.fx.outbound_seqs.is_some() {
+            if let Some(Some(path)) = self.outs.get_mut(0) {
+                path.log_frames(&self.fx.outbound)?;
             }
         }
-        if let Some(from) = new_from {
-            let run = &self.fx.outbound[from..];
-            let mut seqs = frames_in(run).map(|(seq, _, _)| seq);
-            let first = seqs.next().unwrap_or(0);
-            let last = seqs.last().unwrap_or(first);
-            let p = self.outbound.append(KIND_OUTPUT, 0, run)?;
-            self.out_index.push_back((first, last, p));
+        for j in 0..self.fx.to_peers.len() {
+            if self.fx.to_peers[j].seqs.is_none() {
+                continue;
+            }
+            if let Some(Some(path)) = self.outs.get_mut(1 + j) {
+                path.log_frames(&self.fx.to_peers[j].frames)?;
+            }
         }
         for i in 0..self.fx.dead_letters.len() {
             let d = self.fx.dead_letters[i];
@@ -528,41 +587,31 @@ impl Worker {
         Ok(())
     }
 
-    /// The logged bytes of output frame `seq`, if it is still in the outbound log.
-    fn logged_frame(&self, seq: u64) -> Result<Option<Vec<u8>>, WorkerError> {
-        let i = self.out_index.partition_point(|&(_, last, _)| last < seq);
-        let Some(&(first, _, pos)) = self.out_index.get(i) else {
-            return Ok(None);
-        };
-        if seq < first {
-            return Ok(None);
-        }
-        let Some(rec) = self.outbound.reader_at(pos)?.next().transpose()? else {
-            return Ok(None);
-        };
-        Ok(frames_in(rec.payload)
-            .find(|&(s, _, _)| s == seq)
-            .map(|(_, at, stride)| rec.payload[at..at + stride].to_vec()))
-    }
-
     /// Runs until SIGTERM/SIGINT (then: finish the batch, snapshot, return).
     pub fn run(&mut self) -> Result<(), WorkerError> {
         let mut events = Events::with_capacity(256);
         loop {
             // Don't sleep while there is work we could do now: unread
-            // source bytes (edge-triggered: no new event will come) or
-            // released outputs the sink socket can still take.
-            let sink_ready =
-                self.sink.as_ref().is_some_and(|c| {
-                    c.state == ConnState::Ready && c.writable && c.wbuf.is_empty()
-                }) && self.sink_cursor <= self.core.out().released;
-            let wants_input = self.core.wants_input();
-            let source_work = self
-                .sources
-                .iter()
-                .flatten()
-                .any(|c| c.readable && (wants_input || c.state != ConnState::Ready));
-            let timeout = if sink_ready || source_work {
+            // inbound bytes (edge-triggered: no new event will come) or
+            // released frames an outbound socket can still take.
+            let out_ready = (0..self.outs.len()).any(|k| {
+                let released = self.released(k);
+                self.outs[k].as_ref().is_some_and(|p| {
+                    p.conn.as_ref().is_some_and(|c| {
+                        c.state == ConnState::Ready && c.writable && c.wbuf.is_empty()
+                    }) && p.cursor <= released
+                })
+            });
+            let (wants_src, wants_peer) = (self.core.wants_input(), self.core.wants_peer_input());
+            let source_work = self.sources.iter().flatten().any(|c| {
+                let wants = if c.node.is_some() {
+                    wants_peer
+                } else {
+                    wants_src
+                };
+                c.readable && (wants || c.state != ConnState::Ready)
+            });
+            let timeout = if out_ready || source_work {
                 Duration::ZERO
             } else {
                 Duration::from_millis(20)
@@ -574,11 +623,14 @@ impl Worker {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept_sources(),
-                    SINK => {
-                        if let Some(s) = self.sink.as_mut() {
-                            s.readable |= ev.is_readable() || ev.is_read_closed();
-                            s.writable |= ev.is_writable();
+                    LISTENER => self.accept(false),
+                    PEER_LISTENER => self.accept(true),
+                    Token(t) if t < FIRST_SOURCE => {
+                        if let Some(Some(p)) = self.outs.get_mut(t - FIRST_OUT) {
+                            if let Some(c) = p.conn.as_mut() {
+                                c.readable |= ev.is_readable() || ev.is_read_closed();
+                                c.writable |= ev.is_writable();
+                            }
                         }
                     }
                     Token(t) => {
@@ -589,10 +641,14 @@ impl Worker {
                     }
                 }
             }
-            self.service_sink()?;
+            for k in 0..self.outs.len() {
+                self.service_out(k)?;
+            }
             self.read_sources()?;
             self.make_durable()?;
-            self.pump_sink()?;
+            for k in 0..self.outs.len() {
+                self.pump_out(k)?;
+            }
             self.flush_sources();
             if self.core.journal_next() - self.records_at_snapshot
                 >= self.cfg.snapshot_interval_records
@@ -606,9 +662,30 @@ impl Worker {
         }
     }
 
-    fn accept_sources(&mut self) {
+    /// (acked, released) of outbound path `k` in the core.
+    fn out_state(&self, k: usize) -> (u64, u64) {
+        let o = if k == 0 {
+            Some(self.core.out())
+        } else {
+            self.core.peer_out(k as u32 - 1)
+        };
+        o.map_or((0, 0), |o| (o.acked, o.released))
+    }
+
+    fn released(&self, k: usize) -> u64 {
+        self.out_state(k).1
+    }
+
+    /// Accepts connections on the source listener or (`peers`) the
+    /// node-to-node listener.
+    fn accept(&mut self, peers: bool) {
         loop {
-            match self.listener.accept() {
+            let accepted = match (peers, self.peer_listener.as_ref()) {
+                (false, _) => self.listener.accept(),
+                (true, Some(l)) => l.accept(),
+                (true, None) => return,
+            };
+            match accepted {
                 Ok((mut stream, peer)) => {
                     let live = self.sources.iter().flatten().count();
                     if live >= self.cfg.limits.max_connections {
@@ -641,12 +718,14 @@ impl Worker {
                         continue;
                     }
                     self.stats.sources_accepted += 1;
-                    self.sources[slot] = Some(Conn::new(
+                    let mut conn = Conn::new(
                         stream,
                         peer,
                         self.cfg.limits.max_frame_len,
                         self.cfg.limits.read_buffer_bytes,
-                    ));
+                    );
+                    conn.node_port = peers;
+                    self.sources[slot] = Some(conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -657,25 +736,96 @@ impl Worker {
         }
     }
 
-    fn hello(&self, role: Role) -> Hello {
+    fn hello(&self, challenge: [u8; 32], response: [u8; 32]) -> Hello {
         Hello {
             cluster_id: self.cfg.cluster_id,
             node_id: self.cfg.node_id,
-            role,
+            role: Role::Node,
             version_min: VERSION,
             version_max: VERSION,
-            challenge: [0; 32],
-            response: Some([0; 32]),
+            challenge,
+            response: Some(response),
         }
+    }
+
+    /// Our answer to `peer_challenge`, having sent `own_challenge`.
+    fn answer(&self, side: Side, peer_challenge: &[u8; 32], own_challenge: &[u8; 32]) -> [u8; 32] {
+        let Some(c) = &self.cfg.cluster else {
+            return [0; 32];
+        };
+        let me = Answerer {
+            cluster_id: self.cfg.cluster_id,
+            node_id: self.cfg.node_id,
+            role: Role::Node as u16,
+            side,
+        };
+        auth::response(&c.secret.0, &me, peer_challenge, own_challenge)
+    }
+
+    /// Whether `hello` (the peer's, flagged `HELLO_RESPONSE`) answers
+    /// `own_challenge` correctly.
+    fn verify(
+        &self,
+        hello: &HelloBody,
+        side: Side,
+        own_challenge: &[u8; 32],
+        peer_challenge: &[u8; 32],
+    ) -> bool {
+        let Some(c) = &self.cfg.cluster else {
+            return false;
+        };
+        let them = Answerer {
+            cluster_id: hello.cluster_id.get(),
+            node_id: hello.node_id.get(),
+            role: hello.role.get(),
+            side,
+        };
+        auth::verify(
+            &c.secret.0,
+            &them,
+            own_challenge,
+            peer_challenge,
+            &hello.response,
+        )
+    }
+
+    /// Fencing: records `epoch` for `node`; false when an older epoch than
+    /// one already seen (that instance was replaced).
+    fn fence(&mut self, node: u32, epoch: u32) -> bool {
+        let Some(seen) = self.peer_epochs.get_mut(node as usize) else {
+            return false;
+        };
+        if epoch < *seen {
+            return false;
+        }
+        *seen = epoch;
+        true
+    }
+
+    /// The index of a peer node named in a HELLO: in the cluster, not us.
+    fn known_peer(&self, node_id: u32) -> bool {
+        self.cfg
+            .cluster
+            .as_ref()
+            .is_some_and(|c| node_id != c.node && c.peers.iter().any(|&(n, _)| n == node_id))
     }
 
     fn read_sources(&mut self) -> Result<(), WorkerError> {
         for slot in 0..self.sources.len() {
             let mut budget = READ_CHUNK * 4;
             loop {
-                let wants_input = self.core.wants_input();
+                let (wants_src, wants_peer) =
+                    (self.core.wants_input(), self.core.wants_peer_input());
                 let Some(conn) = self.sources[slot].as_mut() else {
                     break;
+                };
+                // A node's channel to us produces only sink outputs: it is
+                // held back only by the sink and the journal, never by our
+                // own channels to other nodes (which could deadlock).
+                let wants_input = if conn.node.is_some() {
+                    wants_peer
+                } else {
+                    wants_src
                 };
                 // Backpressure holds back data, never a handshake: a source
                 // still owed its HELLO is read (or it would time out and
@@ -786,14 +936,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Handles one frame from a source; `Ok(true)` when it is an accepted
-    /// DATA frame the caller must journal.
+    /// Handles one frame from an inbound connection (a source, or another
+    /// node's channel to us); `Ok(true)` when it is an accepted DATA frame
+    /// the caller must journal.
     fn source_frame(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
         let Some(conn) = self.sources[slot].as_mut() else {
             return Ok(false);
         };
         let kind = frame.kind();
+        let (node_port, node) = (conn.node_port, conn.node);
         match (conn.state, kind) {
+            (ConnState::AwaitHello, Kind::Hello) if node_port => {
+                return self.peer_hello(slot, frame)
+            }
+            (ConnState::AwaitAuth, Kind::Hello) => return self.peer_auth(slot, frame),
             (ConnState::AwaitHello, Kind::Hello) => {
                 let Some(h) = frame.hello() else {
                     return Ok(false);
@@ -814,7 +970,7 @@ impl Worker {
                     );
                     return Ok(false);
                 }
-                let hello = self.hello(Role::Node);
+                let hello = self.hello([0; 32], [0; 32]);
                 let entries: Vec<ResumeEntry> = self
                     .core
                     .inputs()
@@ -832,24 +988,48 @@ impl Worker {
             (ConnState::Ready, Kind::Data) => {
                 let now = self.batch_clock_ns;
                 let channel = frame.header.channel();
-                if let Some(c) = (channel as usize)
-                    .checked_sub(1)
-                    .and_then(|i| self.channel_conn.get_mut(i))
-                {
-                    *c = Some(slot);
-                } else {
-                    self.refuse_source(
-                        slot,
-                        ErrorCode::UnknownChannel,
-                        &format!("channel {channel} is not an input of app {}", self.cfg.app),
-                    );
-                    return Ok(false);
-                }
+                let input = match node {
+                    Some(from) => {
+                        if peer_of(channel) != Some((from, self.core.node())) {
+                            self.refuse_source(
+                                slot,
+                                ErrorCode::UnknownChannel,
+                                &format!(
+                                    "channel {channel} is not node {from}'s channel to this node"
+                                ),
+                            );
+                            return Ok(false);
+                        }
+                        Input::PeerData {
+                            from,
+                            frame,
+                            now_ns: now,
+                        }
+                    }
+                    None => {
+                        if let Some(c) = (channel as usize)
+                            .checked_sub(1)
+                            .and_then(|i| self.channel_conn.get_mut(i))
+                        {
+                            *c = Some(slot);
+                        } else {
+                            self.refuse_source(
+                                slot,
+                                ErrorCode::UnknownChannel,
+                                &format!(
+                                    "channel {channel} is not an input of app {}",
+                                    self.cfg.app
+                                ),
+                            );
+                            return Ok(false);
+                        }
+                        Input::SourceData { frame, now_ns: now }
+                    }
+                };
                 // Outputs and dead letters accumulate in `fx` over the whole
                 // batch; ACKs and NACKs go out (are queued) per frame.
                 self.fx.journal_input = None;
-                self.core
-                    .handle(Input::SourceData { frame, now_ns: now }, &mut self.fx);
+                self.core.handle(input, &mut self.fx);
                 if !self.fx.acks.is_empty() || !self.fx.nacks.is_empty() {
                     self.send_acks_nacks();
                     self.fx.acks.clear();
@@ -861,7 +1041,7 @@ impl Worker {
             (_, Kind::Error) => {
                 let text = frame.error().map(|(_, t)| t.to_owned()).unwrap_or_default();
                 let peer = self.sources[slot].as_ref().map(|c| c.peer);
-                eprintln!("verity: source {peer:?} sent ERROR: {text}");
+                eprintln!("verity: connection from {peer:?} sent ERROR: {text}");
                 self.close_source(slot, None);
             }
             (state, kind) => {
@@ -870,6 +1050,143 @@ impl Worker {
             }
         }
         Ok(false)
+    }
+
+    /// Another node opened its channel to us: check its HELLO, answer its
+    /// challenge and send ours.
+    fn peer_hello(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
+        let Some(h) = frame.hello() else {
+            return Ok(false);
+        };
+        let node = h.node_id.get();
+        if h.cluster_id.get() != self.cfg.cluster_id {
+            self.auth_refused(slot, "cluster id differs");
+            return Ok(false);
+        }
+        if h.version_min > VERSION || h.version_max < VERSION {
+            self.refuse_source(
+                slot,
+                ErrorCode::VersionUnsupported,
+                "no protocol version in common (this node speaks 1)",
+            );
+            return Ok(false);
+        }
+        if h.role.get() != Role::Node as u16 || !self.known_peer(node) {
+            self.refuse_source(
+                slot,
+                ErrorCode::UnknownPeer,
+                &format!(
+                    "node id {node} (role {}) is not another node of this cluster",
+                    h.role.get()
+                ),
+            );
+            return Ok(false);
+        }
+        let epoch = frame.header.epoch();
+        if self
+            .peer_epochs
+            .get(node as usize)
+            .is_some_and(|&e| epoch < e)
+        {
+            self.refuse_source(
+                slot,
+                ErrorCode::StaleEpoch,
+                &format!("node {node} epoch {epoch} is older than one already seen"),
+            );
+            return Ok(false);
+        }
+        let Some(challenge) = random_challenge() else {
+            self.refuse_source(
+                slot,
+                ErrorCode::Internal,
+                "no random source for a challenge",
+            );
+            return Ok(false);
+        };
+        let response = self.answer(Side::Acceptor, &h.challenge, &challenge);
+        let hello = self.hello(challenge, response);
+        let (enc, my_epoch) = (self.enc, self.dir.epoch);
+        if let Some(conn) = self.sources[slot].as_mut() {
+            let _ = enc.hello(&mut conn.wbuf, my_epoch, &hello);
+            conn.challenge = challenge;
+            conn.their_challenge = h.challenge;
+            conn.their_epoch = epoch;
+            conn.claimed = node;
+            conn.state = ConnState::AwaitAuth;
+        }
+        Ok(false)
+    }
+
+    /// The node's answer to our challenge: on success the connection
+    /// carries its channel to us, and we say RESUME.
+    fn peer_auth(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
+        let Some(conn) = self.sources[slot].as_ref() else {
+            return Ok(false);
+        };
+        let (node, epoch, mine, theirs) = (
+            conn.claimed,
+            conn.their_epoch,
+            conn.challenge,
+            conn.their_challenge,
+        );
+        let Some(h) = frame.hello() else {
+            return Ok(false);
+        };
+        let answered = frame.header.flags() & verity_wire::flags::HELLO_RESPONSE != 0;
+        if !answered
+            || h.cluster_id.get() != self.cfg.cluster_id
+            || h.node_id.get() != node
+            || h.challenge != theirs
+            || !self.verify(h, Side::Connector, &mine, &theirs)
+        {
+            self.auth_refused(slot, "wrong answer to the challenge");
+            return Ok(false);
+        }
+        if !self.fence(node, epoch) {
+            self.refuse_source(
+                slot,
+                ErrorCode::StaleEpoch,
+                &format!("node {node} epoch {epoch} is older than one already seen"),
+            );
+            return Ok(false);
+        }
+        // A newer connection from that node replaces an older one.
+        if let Some(old) = self.peer_conn[node as usize] {
+            if old != slot {
+                self.close_source(
+                    old,
+                    Some(format!("replaced by a newer connection from node {node}")),
+                );
+            }
+        }
+        self.peer_conn[node as usize] = Some(slot);
+        self.stats.peer_connects += 1;
+        let entry = self
+            .core
+            .peer_in(node)
+            .map(|c| ResumeEntry::new(c.id, c.delivered));
+        let (enc, my_epoch) = (self.enc, self.dir.epoch);
+        if let Some(conn) = self.sources[slot].as_mut() {
+            if let Some(e) = entry {
+                let _ = enc.resume(&mut conn.wbuf, my_epoch, &[e]);
+            }
+            conn.node = Some(node);
+            conn.state = ConnState::Ready;
+            eprintln!(
+                "verity: node {node} (epoch {epoch}) connected from {}",
+                conn.peer
+            );
+        }
+        Ok(false)
+    }
+
+    fn auth_refused(&mut self, slot: usize, why: &str) {
+        self.stats.auth_refused += 1;
+        self.refuse_source(
+            slot,
+            ErrorCode::AuthFailed,
+            &format!("authentication failed: {why}"),
+        );
     }
 
     fn send_acks_nacks(&mut self) {
@@ -889,7 +1206,10 @@ impl Worker {
     }
 
     fn conn_for_channel(&mut self, channel: u32) -> Option<&mut Conn> {
-        let slot = (*self.channel_conn.get((channel as usize).checked_sub(1)?)?)?;
+        let slot = match peer_of(channel) {
+            Some((from, _)) => (*self.peer_conn.get(from as usize)?)?,
+            None => (*self.channel_conn.get((channel as usize).checked_sub(1)?)?)?,
+        };
         self.sources.get_mut(slot)?.as_mut()
     }
 
@@ -897,7 +1217,7 @@ impl Worker {
     fn refuse_source(&mut self, slot: usize, code: ErrorCode, text: &str) {
         let epoch = self.dir.epoch;
         if let Some(conn) = self.sources[slot].as_mut() {
-            eprintln!("verity: closing source {}: {text}", conn.peer);
+            eprintln!("verity: closing connection from {}: {text}", conn.peer);
             let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
             let _ = conn.flush();
         }
@@ -911,7 +1231,11 @@ impl Worker {
             }
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
-        for c in self.channel_conn.iter_mut() {
+        for c in self
+            .channel_conn
+            .iter_mut()
+            .chain(self.peer_conn.iter_mut())
+        {
             if *c == Some(slot) {
                 *c = None;
             }
@@ -937,7 +1261,9 @@ impl Worker {
             Durability::Fsync => {
                 if !self.undurable.is_empty() {
                     self.journal.commit()?;
-                    self.outbound.commit()?;
+                    for p in self.outs.iter().flatten() {
+                        p.log.commit()?;
+                    }
                 }
                 // Outputs depend on the journal only: an output whose outbound
                 // record is lost in a machine crash is regenerated, bit for bit,
@@ -963,51 +1289,79 @@ impl Worker {
         Ok(())
     }
 
-    fn service_sink(&mut self) -> Result<(), WorkerError> {
-        if self.sink.is_none() {
-            if Instant::now() < self.sink_retry_at {
+    /// Connects outbound path `k` if it is down (with backoff), writes what
+    /// it has buffered, and handles what its consumer sent.
+    fn service_out(&mut self, k: usize) -> Result<(), WorkerError> {
+        let Some(path) = self.outs.get(k).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        if path.conn.is_none() {
+            if Instant::now() < path.retry_at {
                 return Ok(());
             }
-            match TcpStream::connect(self.cfg.sink) {
+            let addr = path.addr;
+            let Some(challenge) = random_challenge() else {
+                return Ok(());
+            };
+            let hello = Hello {
+                response: None,
+                ..self.hello(challenge, [0; 32])
+            };
+            let (enc, epoch, max, reg) = (
+                self.enc,
+                self.dir.epoch,
+                self.cfg.limits.max_frame_len,
+                self.poll.registry(),
+            );
+            let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
+                return Ok(());
+            };
+            match TcpStream::connect(addr) {
                 Ok(mut stream) => {
-                    if let Err(e) = self.poll.registry().register(
+                    if let Err(e) = reg.register(
                         &mut stream,
-                        SINK,
+                        Token(FIRST_OUT + k),
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
-                        eprintln!("verity: cannot register the sink connection: {e}");
-                        self.sink_failed();
+                        eprintln!("verity: cannot register the {} connection: {e}", path.name);
+                        path.failed();
                         return Ok(());
                     }
                     let _ = stream.set_nodelay(true);
-                    let mut conn = Conn::new(
-                        stream,
-                        self.cfg.sink,
-                        self.cfg.limits.max_frame_len,
-                        64 << 10,
-                    );
-                    let hello = self.hello(Role::Node);
-                    let _ = self.enc.hello(&mut conn.wbuf, self.dir.epoch, &hello);
+                    let mut conn = Conn::new(stream, addr, max, 64 << 10);
+                    // The sink does not authenticate (no client secret):
+                    // its HELLO carries a zero response, as before.
+                    let hello = if path.node.is_some() {
+                        hello
+                    } else {
+                        Hello {
+                            response: Some([0; 32]),
+                            challenge: [0; 32],
+                            ..hello
+                        }
+                    };
+                    let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
                     conn.readable = false;
-                    self.sink = Some(conn);
+                    path.challenge = challenge;
+                    path.conn = Some(conn);
                 }
                 Err(_) => {
-                    self.sink_failed();
+                    path.failed();
                     return Ok(());
                 }
             }
         }
-        let Some(conn) = self.sink.as_mut() else {
+        let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) else {
             return Ok(());
         };
         if conn.writable {
             if let Err(e) = conn.flush() {
-                self.sink_lost(&format!("write: {e}"));
+                self.out_lost(k, &format!("write: {e}"));
                 return Ok(());
             }
         }
         loop {
-            let Some(conn) = self.sink.as_mut() else {
+            let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) else {
                 return Ok(());
             };
             if !conn.readable {
@@ -1016,16 +1370,17 @@ impl Worker {
             match conn.fill(READ_CHUNK) {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.sink_lost("closed by the receiver");
+                    self.out_lost(k, "closed by the peer");
                     return Ok(());
                 }
                 Err(e) => {
-                    self.sink_lost(&format!("read: {e}"));
+                    self.out_lost(k, &format!("read: {e}"));
                     return Ok(());
                 }
             }
             loop {
-                let Some(conn) = self.sink.as_mut() else {
+                let epoch = self.dir.epoch;
+                let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) else {
                     return Ok(());
                 };
                 let frame = match conn.dec.decode() {
@@ -1033,30 +1388,86 @@ impl Worker {
                     Ok(None) => break,
                     Err(e) => {
                         let text = bad_frame_text(&e, conn.dec.position());
-                        let _ =
-                            self.enc
-                                .error(&mut conn.wbuf, self.dir.epoch, e.error_code(), &text);
+                        let _ = self.enc.error(&mut conn.wbuf, epoch, e.error_code(), &text);
                         let _ = conn.flush();
-                        self.sink_lost(&text);
+                        self.out_lost(k, &text);
                         return Ok(());
                     }
                 };
-                self.sink_frame(frame)?;
+                self.out_frame(k, frame)?;
             }
         }
         Ok(())
     }
 
-    fn sink_frame(&mut self, frame: Frame) -> Result<(), WorkerError> {
-        let Some(conn) = self.sink.as_mut() else {
+    /// Sends ERROR on outbound path `k` and drops its connection.
+    fn refuse_out(&mut self, k: usize, code: ErrorCode, text: &str) {
+        let epoch = self.dir.epoch;
+        if let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
+            let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
+            let _ = conn.flush();
+        }
+        self.out_lost(k, text);
+    }
+
+    fn out_frame(&mut self, k: usize, frame: Frame) -> Result<(), WorkerError> {
+        let Some(path) = self.outs[k].as_ref() else {
             return Ok(());
         };
+        let Some(conn) = path.conn.as_ref() else {
+            return Ok(());
+        };
+        let node = path.node;
         match (conn.state, frame.kind()) {
             (ConnState::AwaitHello, Kind::Hello) => {
-                conn.state = ConnState::AwaitResume;
+                let Some(to) = node else {
+                    // The receiver: no authentication without a client secret.
+                    if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
+                        c.state = ConnState::AwaitResume;
+                    }
+                    return Ok(());
+                };
+                let view = frame.view();
+                let Some(h) = view.hello() else {
+                    return Ok(());
+                };
+                let mine = path.challenge;
+                let answered = view.header.flags() & verity_wire::flags::HELLO_RESPONSE != 0;
+                if !answered
+                    || h.cluster_id.get() != self.cfg.cluster_id
+                    || h.node_id.get() != to
+                    || !self.verify(h, Side::Acceptor, &mine, &h.challenge)
+                {
+                    self.stats.auth_refused += 1;
+                    self.refuse_out(
+                        k,
+                        ErrorCode::AuthFailed,
+                        "authentication failed: the peer's answer to our challenge is wrong",
+                    );
+                    return Ok(());
+                }
+                let epoch = view.header.epoch();
+                if !self.fence(to, epoch) {
+                    self.refuse_out(
+                        k,
+                        ErrorCode::StaleEpoch,
+                        &format!("node {to} epoch {epoch} is older than one already seen"),
+                    );
+                    return Ok(());
+                }
+                let response = self.answer(Side::Connector, &h.challenge, &mine);
+                let hello = self.hello(mine, response);
+                let (enc, my_epoch) = (self.enc, self.dir.epoch);
+                if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
+                    let _ = enc.hello(&mut c.wbuf, my_epoch, &hello);
+                    c.state = ConnState::AwaitResume;
+                }
             }
             (ConnState::AwaitResume, Kind::Resume) => {
-                let channel = self.core.out().id;
+                let channel = match node {
+                    None => self.core.out().id,
+                    Some(to) => self.core.peer_out(to).map_or(0, |o| o.id),
+                };
                 let delivered = frame
                     .view()
                     .resume_entries()
@@ -1066,24 +1477,51 @@ impl Worker {
                             .map(|e| e.delivered.get())
                     })
                     .unwrap_or(0);
-                conn.state = ConnState::Ready;
-                self.sink_backoff = SINK_BACKOFF_MIN;
-                self.stats.sink_connects += 1;
                 self.fx.clear();
-                self.core
-                    .handle(Input::SinkResume { delivered }, &mut self.fx);
-                self.sink_cursor = self.fx.resend_from.unwrap_or(delivered + 1);
-                self.trim_outbound()?;
+                let from = match node {
+                    None => {
+                        self.stats.sink_connects += 1;
+                        self.core
+                            .handle(Input::SinkResume { delivered }, &mut self.fx);
+                        self.fx.resend_from
+                    }
+                    Some(to) => {
+                        self.core
+                            .handle(Input::PeerResume { to, delivered }, &mut self.fx);
+                        self.fx.peer_resend.first().map(|&(_, s)| s)
+                    }
+                };
+                let acked = self.out_state(k).0;
+                if let Some(path) = self.outs[k].as_mut() {
+                    path.backoff = BACKOFF_MIN;
+                    path.connects += 1;
+                    path.cursor = from.unwrap_or(delivered + 1);
+                    path.progress_at = Instant::now();
+                    if let Some(c) = path.conn.as_mut() {
+                        c.state = ConnState::Ready;
+                    }
+                    path.trim(acked)?;
+                }
+                self.fx.clear();
             }
             (ConnState::Ready, Kind::Ack) => {
                 let seq = frame.header().seq();
-                self.core.handle(Input::SinkAck { seq }, &mut self.fx);
-                self.trim_outbound()?;
+                match node {
+                    None => self.core.handle(Input::SinkAck { seq }, &mut self.fx),
+                    Some(to) => self.core.handle(Input::PeerAck { to, seq }, &mut self.fx),
+                }
+                let acked = self.out_state(k).0;
+                if let Some(path) = self.outs[k].as_mut() {
+                    path.trim(acked)?;
+                }
             }
             (ConnState::Ready, Kind::Nack) => {
                 let from = frame.header().seq();
-                if from > self.core.out().acked {
-                    self.sink_cursor = self.sink_cursor.min(from);
+                let acked = self.out_state(k).0;
+                if let Some(path) = self.outs[k].as_mut() {
+                    if from > acked {
+                        path.cursor = path.cursor.min(from);
+                    }
                 }
             }
             (_, Kind::Heartbeat) => {}
@@ -1093,94 +1531,49 @@ impl Worker {
                     .error()
                     .map(|(_, t)| t.to_owned())
                     .unwrap_or_default();
-                self.sink_lost(&format!("receiver sent ERROR: {text}"));
+                self.out_lost(k, &format!("peer sent ERROR: {text}"));
             }
             (state, kind) => {
-                let text = format!("unexpected {kind} from the receiver in state {state:?}");
-                let _ = self
-                    .enc
-                    .error(&mut conn.wbuf, self.dir.epoch, ErrorCode::Protocol, &text);
-                let _ = conn.flush();
-                self.sink_lost(&text);
+                let text = format!("unexpected {kind} in state {state:?}");
+                self.refuse_out(k, ErrorCode::Protocol, &text);
             }
         }
         Ok(())
     }
 
-    /// Drops wholly ACKed records from the index and whole outbound segments
-    /// below the first record still needed.
-    fn trim_outbound(&mut self) -> Result<(), WorkerError> {
-        let acked = self.core.out().acked;
-        let mut dropped = false;
-        while let Some(&(_, last, _)) = self.out_index.front() {
-            if last > acked {
-                break;
+    /// Outbound path `k` lost its connection: log (once it had been up),
+    /// drop it, back off.
+    fn out_lost(&mut self, k: usize, why: &str) {
+        let reg = self.poll.registry();
+        if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
+            if let Some(mut conn) = path.conn.take() {
+                if conn.state == ConnState::Ready || why.contains("authentication") {
+                    eprintln!(
+                        "verity: {} {} lost: {why}; reconnecting",
+                        path.name, conn.peer
+                    );
+                }
+                let _ = reg.deregister(&mut conn.stream);
             }
-            self.out_index.pop_front();
-            dropped = true;
+            path.failed();
         }
-        if dropped {
-            let below = self
-                .out_index
-                .front()
-                .map_or(self.outbound.end_position(), |&(_, _, p)| p);
-            self.outbound.drop_below(below)?;
-        }
-        Ok(())
     }
 
-    fn sink_failed(&mut self) {
-        self.sink_retry_at = Instant::now() + self.sink_backoff;
-        self.sink_backoff = (self.sink_backoff * 2).min(SINK_BACKOFF_MAX);
-    }
-
-    fn sink_lost(&mut self, why: &str) {
-        if let Some(mut conn) = self.sink.take() {
-            if conn.state == ConnState::Ready {
-                eprintln!("verity: sink {} lost: {why}; reconnecting", conn.peer);
-            }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-        }
-        self.sink_failed();
-    }
-
-    /// Copies released, unsent outputs from the outbound log to the sink.
-    fn pump_sink(&mut self) -> Result<(), WorkerError> {
-        let released = self.core.out().released;
+    /// Writes released, unsent frames of path `k`; after `resend_timeout`
+    /// without ACK progress, goes back to the first unACKed frame.
+    fn pump_out(&mut self, k: usize) -> Result<(), WorkerError> {
+        let released = self.released(k);
         let limit = self.cfg.limits.write_buffer_bytes;
-        let Some(conn) = self.sink.as_mut() else {
+        let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
             return Ok(());
         };
-        if conn.state != ConnState::Ready {
-            return Ok(());
-        }
-        if let Some(&(first, _, _)) = self.out_index.front() {
-            // Everything below the first record kept was ACKed.
-            self.sink_cursor = self.sink_cursor.max(first);
-        }
-        if self.sink_cursor <= released && conn.wbuf.len() < limit {
-            let cursor = self.sink_cursor;
-            let i = self
-                .out_index
-                .partition_point(|&(_, last, _)| last < cursor);
-            if let Some(&(_, _, pos)) = self.out_index.get(i) {
-                'records: for rec in self.outbound.reader_at(pos)? {
-                    let rec = rec?;
-                    for (seq, at, stride) in frames_in(rec.payload) {
-                        if seq < self.sink_cursor {
-                            continue;
-                        }
-                        if seq > released || conn.wbuf.len() >= limit {
-                            break 'records;
-                        }
-                        conn.wbuf.extend_from_slice(&rec.payload[at..at + stride]);
-                        self.sink_cursor = seq + 1;
-                    }
-                }
-            }
-        }
-        if let Err(e) = conn.flush() {
-            self.sink_lost(&format!("write: {e}"));
+        path.fill(released, limit)?;
+        let failed = match path.conn.as_mut() {
+            Some(c) if !c.wbuf.is_empty() => c.flush().err(),
+            _ => None,
+        };
+        if let Some(e) = failed {
+            self.out_lost(k, &format!("write: {e}"));
         }
         Ok(())
     }
@@ -1190,7 +1583,9 @@ impl Worker {
     fn snapshot(&mut self) -> Result<(), WorkerError> {
         if self.cfg.durability == Durability::Fsync {
             wait_all_durable(&self.journal)?;
-            wait_all_durable(&self.outbound)?;
+            for p in self.outs.iter().flatten() {
+                wait_all_durable(&p.log)?;
+            }
             self.make_durable()?;
         }
         let mut body = Vec::new();
@@ -1208,7 +1603,9 @@ impl Worker {
 
     fn shutdown(&mut self) -> Result<(), WorkerError> {
         self.make_durable()?;
-        self.pump_sink()?;
+        for k in 0..self.outs.len() {
+            self.pump_out(k)?;
+        }
         self.flush_sources();
         self.snapshot()?;
         let s = &self.core.stats;
@@ -1230,6 +1627,33 @@ fn wait_all_durable(log: &Log) -> Result<(), LogError> {
     // `wait_durable(p)` waits for the record at `p`: durable through end - 1
     // means every byte below `end`.
     log.wait_durable(end - 1)
+}
+
+/// 32 bytes from the operating system's random source, for a HELLO
+/// challenge; `None` if it fails (the connection is then refused, never
+/// challenged with a guessable nonce).
+fn random_challenge() -> Option<[u8; 32]> {
+    let mut c = [0u8; 32];
+    let mut filled = 0;
+    while filled < c.len() {
+        // SAFETY: getrandom(2) writes at most `len - filled` bytes into the
+        // rest of `c`, which is valid for writes of that many bytes.
+        let n = unsafe {
+            libc::getrandom(
+                c[filled..].as_mut_ptr().cast::<libc::c_void>(),
+                c.len() - filled,
+                0,
+            )
+        };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return None;
+        }
+        filled += n as usize;
+    }
+    Some(c)
 }
 
 fn bad_frame_text(e: &WireError, at: u64) -> String {
