@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use verity::cluster::ClusterToml;
 use verity::demo::{self, DemoArgs};
 use verity::log::Durability;
-use verity::runtime::{install_signal_handlers, NodeToml, Worker};
+use verity::runtime::{install_signal_handlers, run_shards, NodeToml};
 
 #[derive(Parser)]
 #[command(
@@ -118,10 +118,10 @@ fn main() -> ExitCode {
         }
         Command::Worker { config, name } => {
             let loaded = match &name {
-                None => NodeToml::load(&config),
-                Some(name) => ClusterToml::load(&config).and_then(|c| c.node_toml(name, &config)),
+                None => NodeToml::load(&config).map(|c| vec![c]),
+                Some(name) => ClusterToml::load(&config).and_then(|c| c.node_tomls(name, &config)),
             };
-            let cfg = match loaded {
+            let cfgs = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("verity: bad configuration: {e}");
@@ -129,14 +129,7 @@ fn main() -> ExitCode {
                 }
             };
             install_signal_handlers();
-            let mut worker = match Worker::start(cfg) {
-                Ok(w) => w,
-                Err(e) => {
-                    eprintln!("verity: cannot start: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            match worker.run() {
+            match run_shards(cfgs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("verity: stopped on error: {e}");

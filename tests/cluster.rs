@@ -197,6 +197,18 @@ impl Cluster {
     /// Writes cluster.toml for `n` workers running `app` with output to
     /// `sink`; with `proxied`, workers reach each other through proxies.
     fn new(dir: &Path, app: &str, n: usize, sink: SocketAddr, proxied: bool) -> Cluster {
+        Cluster::with_shards(dir, app, &vec![1; n], sink, proxied)
+    }
+
+    /// As `new`, worker `i` hosting `shards[i]` nodes.
+    fn with_shards(
+        dir: &Path,
+        app: &str,
+        shards: &[u32],
+        sink: SocketAddr,
+        proxied: bool,
+    ) -> Cluster {
+        let n = shards.len();
         std::fs::write(dir.join("secret.key"), format!("{SECRET}\n")).unwrap();
         let mut toml = format!(
             "[cluster]\nid = 1\napp = \"{app}\"\npartitions = 256\nsecret_file = \"secret.key\"\nsink = \"{sink}\"\nsnapshot_interval_records = 5000\n\n[limits]\njournal_segment_bytes = 1048576\nmax_frame_len = 65536\nread_buffer_bytes = 262144\n"
@@ -205,7 +217,16 @@ impl Cluster {
         let mut workers = Vec::new();
         let mut proxies = Vec::new();
         for i in 1..=n {
-            let (address, sources) = (free_addr(), free_addr());
+            let sources = free_addr();
+            // Shard s listens on address's port + s: find a free run.
+            let address = loop {
+                let a = free_addr();
+                let free = (1..shards[i - 1] as u16)
+                    .all(|s| TcpListener::bind(SocketAddr::new(a.ip(), a.port() + s)).is_ok());
+                if free && a.port() < 65000 {
+                    break a;
+                }
+            };
             let mut advertise = String::new();
             if proxied {
                 let p = Proxy::start(address);
@@ -213,7 +234,8 @@ impl Cluster {
                 proxies.push(p);
             }
             toml.push_str(&format!(
-                "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\n{advertise}sources = \"{sources}\"\ndata_dir = \"w{i}\"\n"
+                "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\n{advertise}sources = \"{sources}\"\nshards = {}\ndata_dir = \"w{i}\"\n",
+                shards[i - 1]
             ));
             workers.push(Worker {
                 name: format!("w{i}"),
@@ -375,6 +397,53 @@ fn three_workers_run_market_spread_through_kill_9_of_each() {
     );
     recv.stop().unwrap();
     check_pass(App::MarketSpread, &[&nbbo, &orders], &received, &logs);
+}
+
+/// Shards of one worker exchange frames over in-process rings: w1 hosts
+/// nodes 0 and 1, w2 node 2; sources go to w1 (shard 0 forwards to shard 1
+/// over a ring) and to w2; w1 is killed with both its shards.
+#[test]
+fn shards_of_one_worker_share_records_over_rings_and_survive_kill_9() {
+    let t = tempfile::tempdir().unwrap();
+    let (nbbo, orders) = market_input(t.path(), 60_000, 8);
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut c = Cluster::with_shards(t.path(), "market-spread", &[2, 1], recv.addr(), false);
+    c.start();
+    let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
+    let s2 = spawn_send(c.workers[1].sources, &orders, 2);
+    thread::sleep(Duration::from_millis(300));
+    c.workers[0].kill9();
+    c.workers[0].start();
+    s1.join().unwrap();
+    s2.join().unwrap();
+    let want = expected(App::MarketSpread, &[&nbbo, &orders], t.path());
+    assert!(
+        recv.wait_for(want, Duration::from_secs(60)),
+        "{} of {want}\n{}",
+        recv.records(),
+        c.logs()
+    );
+    for w in &mut c.workers {
+        assert_eq!(w.term(), Some(0), "{}", w.log_text());
+    }
+    let logs = c.logs();
+    recv.stop().unwrap();
+    check_pass(App::MarketSpread, &[&nbbo, &orders], &received, &logs);
+    // Every node produced outputs on its own sink channel.
+    let records = verity_tools::formats::read_received(&received).unwrap();
+    for channel in [1000, 1001, 1002] {
+        assert!(
+            records.iter().any(|r| r.channel == channel),
+            "node {} sent outputs",
+            channel - 1000
+        );
+    }
+    assert!(t.path().join("w1/shard-0").is_dir() && t.path().join("w1/shard-1").is_dir());
+    assert!(
+        logs.contains("node 1 (epoch"),
+        "shard 1 connected over its link: {logs}"
+    );
 }
 
 #[test]

@@ -24,6 +24,26 @@ pub struct WorkerSpec {
     pub data_dir: PathBuf,
 }
 
+impl WorkerSpec {
+    /// Node-to-node listeners of the worker's shards: `address`, port + i.
+    pub fn node_addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        (0..self.shards).map(|i| shifted(self.address, i))
+    }
+
+    /// Every address the worker listens on.
+    fn ports(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.node_addresses().collect();
+        v.push(self.sources);
+        v
+    }
+}
+
+/// `a` with its port moved up by `by` (callers keep it in range).
+fn shifted(mut a: SocketAddr, by: u32) -> SocketAddr {
+    a.set_port((a.port() as u32 + by).min(u16::MAX as u32) as u16);
+    a
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterToml {
     pub cluster_id: u64,
@@ -49,6 +69,15 @@ impl core::fmt::Debug for Secret {
     }
 }
 
+/// Where another node is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAt {
+    /// In another worker process: its node-to-node address.
+    Remote(SocketAddr),
+    /// A shard of this worker process: over an in-process ring link.
+    Local,
+}
+
 /// What one node of a cluster needs to know beyond a single node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterNode {
@@ -56,11 +85,13 @@ pub struct ClusterNode {
     pub worker: String,
     /// This node's index (its node id on the wire).
     pub node: u32,
+    /// Its shard index within the worker; shard 0 accepts the sources.
+    pub shard: u32,
     pub routing: Routing,
-    /// Node-to-node listener of this worker.
+    /// This node's node-to-node listener (the worker's address, port + shard).
     pub address: SocketAddr,
-    /// Every other node: (index, its worker's node-to-node address).
-    pub peers: Vec<(u32, SocketAddr)>,
+    /// Every other node: (index, where it is).
+    pub peers: Vec<(u32, PeerAt)>,
     pub secret: Secret,
 }
 
@@ -158,27 +189,51 @@ impl ClusterToml {
                 address
             };
             let sources = w.addr(t, &p, "sources")?;
+            let shards = w.int(t, &p, "shards", 1, 1, 64)? as u32;
+            // Shard i listens for nodes on address's port + i.
+            if address.port() as u32 + shards - 1 > u16::MAX as u32 {
+                return Err(w.err(
+                    &format!("{p}.address"),
+                    format!(
+                        "{address}: {shards} shards need ports up to port + {}",
+                        shards - 1
+                    ),
+                ));
+            }
+            let spec = WorkerSpec {
+                name,
+                address,
+                advertise,
+                sources,
+                shards,
+                data_dir: base.join(w.req_str(t, &p, "data_dir")?),
+            };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
-                    if a == s.address || a == s.sources {
+                    if s.ports().contains(&a) {
                         return Err(w.err(
                             &format!("{p}.{key}"),
                             format!("{a} is already used by worker {:?}", s.name),
                         ));
                     }
                 }
+                if let Some(a) = spec.ports().into_iter().find(|a| s.ports().contains(a)) {
+                    return Err(w.err(
+                        &format!("{p}.address"),
+                        format!(
+                            "its shards' port {a} is already used by worker {:?}",
+                            s.name
+                        ),
+                    ));
+                }
             }
-            if address == sources {
-                return Err(w.err(&format!("{p}.sources"), "must differ from address"));
+            if spec.node_addresses().any(|a| a == sources) {
+                return Err(w.err(
+                    &format!("{p}.sources"),
+                    "must differ from address (and the ports of its shards)",
+                ));
             }
-            specs.push(WorkerSpec {
-                name,
-                address,
-                advertise,
-                sources,
-                shards: w.int(t, &p, "shards", 1, 1, 64)? as u32,
-                data_dir: base.join(w.req_str(t, &p, "data_dir")?),
-            });
+            specs.push(spec);
         }
         let nodes: u32 = specs.iter().map(|s| s.shards).sum();
         if nodes > MAX_NODES {
@@ -272,59 +327,62 @@ impl ClusterToml {
         Ok(Secret(bytes))
     }
 
-    /// The settings of the node worker `name` runs (`verity worker --config
-    /// cluster.toml --name NAME`). `file` is the configuration's path, for
-    /// errors.
-    pub fn node_toml(
+    /// The settings of the nodes (one per shard) worker `name` runs
+    /// (`verity worker --config cluster.toml --name NAME`). `file` is the
+    /// configuration's path, for errors.
+    pub fn node_tomls(
         &self,
         name: &str,
         file: &Path,
-    ) -> Result<crate::runtime::NodeToml, ConfigError> {
+    ) -> Result<Vec<crate::runtime::NodeToml>, ConfigError> {
         let wi = self.worker(name).map_err(|mut e| {
             e.file = file.to_owned();
             e
         })?;
         let spec = &self.workers[wi];
-        if spec.shards != 1 {
-            return Err(ConfigError {
-                file: file.to_owned(),
-                key: format!("worker[{wi}].shards"),
-                message: format!(
-                    "{} shards: this build runs one node per worker process (shards = 1); run more workers instead",
-                    spec.shards
-                ),
+        let secret = self.load_secret(file)?;
+        let nodes = self.nodes();
+        let mut out = Vec::new();
+        for me in nodes.iter().filter(|n| n.worker == wi) {
+            let peers = nodes
+                .iter()
+                .filter(|n| n.index != me.index)
+                .map(|n| {
+                    let at = if n.worker == wi {
+                        PeerAt::Local
+                    } else {
+                        PeerAt::Remote(shifted(self.workers[n.worker].advertise, n.shard))
+                    };
+                    (n.index, at)
+                })
+                .collect();
+            let data_dir = if spec.shards == 1 {
+                spec.data_dir.clone()
+            } else {
+                spec.data_dir.join(format!("shard-{}", me.shard))
+            };
+            out.push(crate::runtime::NodeToml {
+                app: self.app.clone(),
+                data_dir,
+                listen: spec.sources,
+                sink: self.sink,
+                node_id: me.index,
+                cluster_id: self.cluster_id,
+                durability: self.durability,
+                snapshot_interval_records: self.snapshot_interval_records,
+                limits: self.limits.clone(),
+                cluster: Some(ClusterNode {
+                    worker: spec.name.clone(),
+                    node: me.index,
+                    shard: me.shard,
+                    routing: self.routing(),
+                    address: shifted(spec.address, me.shard),
+                    peers,
+                    secret: secret.clone(),
+                }),
             });
         }
-        let nodes = self.nodes();
-        let me = nodes
-            .iter()
-            .find(|n| n.worker == wi)
-            .map(|n| n.index)
-            .unwrap_or(0);
-        let peers = nodes
-            .iter()
-            .filter(|n| n.worker != wi)
-            .map(|n| (n.index, self.workers[n.worker].advertise))
-            .collect();
-        Ok(crate::runtime::NodeToml {
-            app: self.app.clone(),
-            data_dir: spec.data_dir.clone(),
-            listen: spec.sources,
-            sink: self.sink,
-            node_id: me,
-            cluster_id: self.cluster_id,
-            durability: self.durability,
-            snapshot_interval_records: self.snapshot_interval_records,
-            limits: self.limits.clone(),
-            cluster: Some(ClusterNode {
-                worker: spec.name.clone(),
-                node: me,
-                routing: self.routing(),
-                address: spec.address,
-                peers,
-                secret: self.load_secret(file)?,
-            }),
-        })
+        Ok(out)
     }
 
     /// The worker called `name`, or an error naming the choices.

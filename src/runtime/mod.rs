@@ -4,9 +4,10 @@
 
 pub mod config;
 pub mod datadir;
+pub mod link;
 mod outpath;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};
 pub use datadir::DataDir;
-pub use worker::{install_signal_handlers, Worker, WorkerError};
+pub use worker::{install_signal_handlers, run_shards, ShardLinks, Worker, WorkerError};

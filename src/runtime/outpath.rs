@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::link::LinkEnd;
 use super::worker::{frames_in, Conn, ConnState, WorkerError, KIND_OUTPUT};
 use crate::log::{Log, LogConfig, Recovery};
 
@@ -39,6 +40,9 @@ pub(super) struct OutPath {
     pub connects: u64,
     /// When the consumer last ACKed something new (timeout resend).
     pub progress_at: Instant,
+    /// The consumer is a shard of this process: the in-process link to it,
+    /// until the path "connects" over it.
+    pub local: Option<LinkEnd>,
 }
 
 impl OutPath {
@@ -83,6 +87,7 @@ impl OutPath {
                 challenge: [0; 32],
                 connects: 0,
                 progress_at: Instant::now(),
+                local: None,
             },
             rec,
         ))

@@ -56,8 +56,10 @@ use verity_wire::{
 
 use super::config::NodeToml;
 use super::datadir::{DataDir, DataDirError};
+use super::link::LinkEnd;
 use super::outpath::{OutPath, BACKOFF_MIN};
 use crate::cluster::routing::MAX_NODES;
+use crate::cluster::PeerAt;
 use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore};
 use crate::log::{Durability, Log, LogConfig, LogError};
 
@@ -67,6 +69,8 @@ pub const KIND_OUTPUT: u32 = 2;
 pub const KIND_DEAD_LETTER: u32 = 3;
 
 const LISTENER: Token = Token(0);
+/// Another shard of this process wrote to one of our in-process links.
+const WAKER: Token = Token(usize::MAX);
 const PEER_LISTENER: Token = Token(1);
 /// Outbound path `k` (0: the sink, `1 + j`: node `j`) is token `FIRST_OUT + k`.
 const FIRST_OUT: usize = 2;
@@ -144,8 +148,23 @@ pub(super) enum ConnState {
     Ready,
 }
 
+/// What a connection moves bytes over: a socket, or (between shards of one
+/// process) an in-process ring link.
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Link(LinkEnd),
+}
+
+impl Stream {
+    pub(super) fn deregister(&mut self, reg: &mio::Registry) {
+        if let Stream::Tcp(s) = self {
+            let _ = reg.deregister(s);
+        }
+    }
+}
+
 pub(super) struct Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) peer: SocketAddr,
     pub(super) dec: Decoder,
     pub(super) wbuf: BytesMut,
@@ -170,6 +189,10 @@ pub(super) struct Conn {
 
 impl Conn {
     pub(super) fn new(stream: TcpStream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
+        Conn::over(Stream::Tcp(stream), peer, max_frame_len, cap)
+    }
+
+    pub(super) fn over(stream: Stream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
         Conn {
             stream,
             peer,
@@ -191,7 +214,16 @@ impl Conn {
     /// Writes as much of `wbuf` as the socket takes. Err = connection lost.
     pub(super) fn flush(&mut self) -> io::Result<()> {
         while !self.wbuf.is_empty() {
-            match self.stream.write(&self.wbuf) {
+            let written = match &mut self.stream {
+                Stream::Tcp(s) => s.write(&self.wbuf),
+                Stream::Link(l) => match l.write(&self.wbuf) {
+                    // A full ring: the other shard reads it soon; we come
+                    // back on the next loop iteration.
+                    Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                    r => r,
+                },
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     let _ = self.wbuf.split_to(n);
@@ -210,6 +242,15 @@ impl Conn {
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
     pub(super) fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
+        let fd = match &mut self.stream {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Link(l) => {
+                if l.read_into(buf, max) == 0 {
+                    self.readable = false;
+                }
+                return Ok(true);
+            }
+        };
         buf.reserve(max);
         let spare = buf.spare_capacity_mut();
         let want = max.min(spare.len());
@@ -221,13 +262,7 @@ impl Conn {
             // BytesMut's unused capacity, `want <= spare.len()`), read(2)
             // writes at most `want` bytes into it, and the fd is the socket
             // this Conn owns.
-            let n = unsafe {
-                libc::read(
-                    self.stream.as_raw_fd(),
-                    spare.as_mut_ptr().cast::<libc::c_void>(),
-                    want,
-                )
-            };
+            let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast::<libc::c_void>(), want) };
             if n > 0 {
                 // SAFETY: read(2) initialised the first `n <= want` bytes of
                 // the spare capacity.
@@ -248,6 +283,19 @@ impl Conn {
             }
         }
     }
+}
+
+/// In-process wiring of one shard to the other shards of its worker
+/// process (empty for a worker with one node).
+#[derive(Default)]
+pub struct ShardLinks {
+    /// The shard's event loop, with the waker the other shards use
+    /// registered on it as [`WAKER`].
+    pub poll: Option<Poll>,
+    /// (node, end): our channel to that node (we produce, it ACKs).
+    pub to: Vec<(u32, LinkEnd)>,
+    /// (node, end): that node's channel to us (we consume).
+    pub from: Vec<(u32, LinkEnd)>,
 }
 
 /// Counters for the report printed at exit.
@@ -272,7 +320,10 @@ pub struct Worker {
     journal: Log,
     dead: Log,
     poll: Poll,
-    listener: TcpListener,
+    /// Source listener (shard 0 of a worker only).
+    listener: Option<TcpListener>,
+    /// Set when an in-process link broke (our own bug): the worker stops.
+    fatal: Option<String>,
     /// Node-to-node listener (cluster only).
     peer_listener: Option<TcpListener>,
     /// Inbound connections: sources, and other nodes' channels to us.
@@ -326,6 +377,12 @@ impl Worker {
     /// Opens the data directory, recovers (snapshot + journal replay), binds
     /// the source listener. Prints what recovery did to stderr.
     pub fn start(cfg: NodeToml) -> Result<Worker, WorkerError> {
+        Worker::start_shard(cfg, ShardLinks::default())
+    }
+
+    /// [`Worker::start`] for one shard of a worker process, wired to the
+    /// process's other shards by `links`.
+    pub fn start_shard(cfg: NodeToml, mut links: ShardLinks) -> Result<Worker, WorkerError> {
         let dir = DataDir::open(&cfg.data_dir)?;
         let Some(app) = crate::apps::build(&cfg.app) else {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
@@ -366,9 +423,20 @@ impl Worker {
         recoveries.push(("outbound".into(), orec));
         if let Some(c) = &cluster {
             for j in 0..c.routing.nodes() {
-                let Some(&(_, addr)) = c.peers.iter().find(|(n, _)| *n == j) else {
+                let Some(&(_, at)) = c.peers.iter().find(|(n, _)| *n == j) else {
                     outs.push(None);
                     continue;
+                };
+                let (addr, local) = match at {
+                    PeerAt::Remote(a) => (a, None),
+                    PeerAt::Local => {
+                        let Some(i) = links.to.iter().position(|(n, _)| *n == j) else {
+                            return Err(WorkerError::Replay(format!(
+                                "no in-process link to node {j} (a shard of this worker)"
+                            )));
+                        };
+                        (c.address, Some(links.to.swap_remove(i).1))
+                    }
                 };
                 let name = format!("forward-{j}");
                 let (path, rec) = OutPath::open(
@@ -379,6 +447,8 @@ impl Worker {
                     Some(j),
                     addr,
                 )?;
+                let mut path = path;
+                path.local = local;
                 outs.push(Some(path));
                 recoveries.push((name, rec));
             }
@@ -421,10 +491,16 @@ impl Worker {
         } else {
             "node.listen"
         };
-        let listener = TcpListener::bind(cfg.listen).map_err(io_err(format!(
-            "cannot listen on {} ({listen_key})",
-            cfg.listen
-        )))?;
+        // Shard 0 of a worker accepts the sources; the others get records
+        // from it over the in-process links.
+        let listener = if cluster.as_ref().is_none_or(|c| c.shard == 0) {
+            Some(TcpListener::bind(cfg.listen).map_err(io_err(format!(
+                "cannot listen on {} ({listen_key})",
+                cfg.listen
+            )))?)
+        } else {
+            None
+        };
         let peer_listener = match &cluster {
             None => None,
             Some(c) => Some(TcpListener::bind(c.address).map_err(io_err(format!(
@@ -432,7 +508,25 @@ impl Worker {
                 c.address, c.worker
             )))?),
         };
-        let poll = Poll::new().map_err(io_err("cannot create the event loop"))?;
+        let poll = match links.poll.take() {
+            Some(p) => p,
+            None => Poll::new().map_err(io_err("cannot create the event loop"))?,
+        };
+        // Other shards' channels to us arrive on their links: inbound
+        // connections from the start (no socket, no accept).
+        let mut sources = Vec::new();
+        for (node, end) in links.from.drain(..) {
+            let addr = cluster.as_ref().map_or(cfg.listen, |c| c.address);
+            let mut conn = Conn::over(
+                Stream::Link(end),
+                addr,
+                cfg.limits.max_frame_len,
+                cfg.limits.read_buffer_bytes,
+            );
+            conn.node_port = true;
+            let _ = node;
+            sources.push(Some(conn));
+        }
         let n_inputs = core.inputs().len();
         let nodes = core.nodes() as usize;
         let mut w = Worker {
@@ -449,7 +543,8 @@ impl Worker {
             poll,
             listener,
             peer_listener,
-            sources: Vec::new(),
+            sources,
+            fatal: None,
             outs,
             undurable: VecDeque::new(),
             dead_logged_below,
@@ -470,10 +565,12 @@ impl Worker {
             );
             w.snapshot()?;
         }
-        w.poll
-            .registry()
-            .register(&mut w.listener, LISTENER, Interest::READABLE)
-            .map_err(io_err("cannot register the listener"))?;
+        if let Some(l) = w.listener.as_mut() {
+            w.poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+                .map_err(io_err("cannot register the listener"))?;
+        }
         if let Some(l) = w.peer_listener.as_mut() {
             w.poll
                 .registry()
@@ -611,11 +708,32 @@ impl Worker {
                 };
                 c.readable && (wants || c.state != ConnState::Ready)
             });
-            let timeout = if out_ready || source_work {
+            let mut timeout = if out_ready || source_work {
                 Duration::ZERO
             } else {
                 Duration::from_millis(20)
             };
+            if timeout > Duration::ZERO {
+                // About to sleep: every in-process link announces it (the
+                // other shard then wakes us), unless bytes already wait.
+                let mut waiting = false;
+                let mut stuck = false;
+                self.for_each_link(|c| {
+                    if let Stream::Link(l) = &mut c.stream {
+                        if !l.prepare_sleep() {
+                            c.readable = true;
+                            waiting = true;
+                        }
+                    }
+                    // A full ring holds our bytes: retry soon.
+                    stuck |= !c.wbuf.is_empty();
+                });
+                if waiting {
+                    timeout = Duration::ZERO;
+                } else if stuck {
+                    timeout = Duration::from_millis(1);
+                }
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -623,6 +741,7 @@ impl Worker {
             }
             for ev in events.iter() {
                 match ev.token() {
+                    WAKER => self.for_each_link(|c| c.readable = true),
                     LISTENER => self.accept(false),
                     PEER_LISTENER => self.accept(true),
                     Token(t) if t < FIRST_SOURCE => {
@@ -655,9 +774,26 @@ impl Worker {
             {
                 self.snapshot()?;
             }
+            if let Some(why) = self.fatal.take() {
+                return Err(WorkerError::Replay(why));
+            }
             if STOP.load(Ordering::SeqCst) {
                 self.shutdown()?;
                 return Ok(());
+            }
+        }
+    }
+
+    /// Calls `f` on every connection over an in-process link.
+    fn for_each_link(&mut self, mut f: impl FnMut(&mut Conn)) {
+        let outs = self
+            .outs
+            .iter_mut()
+            .flatten()
+            .filter_map(|p| p.conn.as_mut());
+        for c in self.sources.iter_mut().flatten().chain(outs) {
+            if matches!(c.stream, Stream::Link(_)) {
+                f(c);
             }
         }
     }
@@ -680,11 +816,15 @@ impl Worker {
     /// node-to-node listener.
     fn accept(&mut self, peers: bool) {
         loop {
-            let accepted = match (peers, self.peer_listener.as_ref()) {
-                (false, _) => self.listener.accept(),
-                (true, Some(l)) => l.accept(),
-                (true, None) => return,
+            let listener = if peers {
+                self.peer_listener.as_ref()
+            } else {
+                self.listener.as_ref()
             };
+            let Some(listener) = listener else {
+                return;
+            };
+            let accepted = listener.accept();
             match accepted {
                 Ok((mut stream, peer)) => {
                     let live = self.sources.iter().flatten().count();
@@ -1225,11 +1365,18 @@ impl Worker {
     }
 
     fn close_source(&mut self, slot: usize, why: Option<String>) {
+        if let Some(Stream::Link(_)) = self.sources[slot].as_ref().map(|c| &c.stream) {
+            self.fatal = Some(format!(
+                "an in-process link from another shard failed: {}",
+                why.as_deref().unwrap_or("closed")
+            ));
+            return;
+        }
         if let Some(mut conn) = self.sources[slot].take() {
             if let Some(why) = why {
                 eprintln!("verity: source {} lost: {why}", conn.peer);
             }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            conn.stream.deregister(self.poll.registry());
         }
         for c in self
             .channel_conn
@@ -1292,6 +1439,29 @@ impl Worker {
     /// Connects outbound path `k` if it is down (with backoff), writes what
     /// it has buffered, and handles what its consumer sent.
     fn service_out(&mut self, k: usize) -> Result<(), WorkerError> {
+        let Some(path) = self.outs.get(k).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        if path.conn.is_none() && path.local.is_some() {
+            // A shard of this process: "connect" over the in-process link.
+            let Some(challenge) = random_challenge() else {
+                return Ok(());
+            };
+            let hello = Hello {
+                response: None,
+                ..self.hello(challenge, [0; 32])
+            };
+            let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
+            if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
+                if let Some(end) = path.local.take() {
+                    let mut conn = Conn::over(Stream::Link(end), path.addr, max, 64 << 10);
+                    let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
+                    conn.writable = true;
+                    path.challenge = challenge;
+                    path.conn = Some(conn);
+                }
+            }
+        }
         let Some(path) = self.outs.get(k).and_then(Option::as_ref) else {
             return Ok(());
         };
@@ -1546,6 +1716,13 @@ impl Worker {
     fn out_lost(&mut self, k: usize, why: &str) {
         let reg = self.poll.registry();
         if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
+            if let Some(Stream::Link(_)) = path.conn.as_ref().map(|c| &c.stream) {
+                self.fatal = Some(format!(
+                    "the in-process link to {} failed: {why}",
+                    path.name
+                ));
+                return;
+            }
             if let Some(mut conn) = path.conn.take() {
                 if conn.state == ConnState::Ready || why.contains("authentication") {
                     eprintln!(
@@ -1553,7 +1730,7 @@ impl Worker {
                         path.name, conn.peer
                     );
                 }
-                let _ = reg.deregister(&mut conn.stream);
+                conn.stream.deregister(reg);
             }
             path.failed();
         }
@@ -1658,4 +1835,72 @@ fn random_challenge() -> Option<[u8; 32]> {
 
 fn bad_frame_text(e: &WireError, at: u64) -> String {
     format!("bad frame at stream offset {at}: {e}")
+}
+
+/// Bytes per in-process ring (each direction of each shard pair).
+const LINK_RING_BYTES: usize = 4 << 20;
+
+/// Runs the nodes of one worker process until SIGTERM/SIGINT: one thread
+/// per shard, each with its own event loop, journal and data directory,
+/// wired to each other by in-process ring links (one per direction of each
+/// pair). The first shard to fail stops the others; its error is returned.
+pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
+    let n = cfgs.len();
+    if n <= 1 {
+        let Some(cfg) = cfgs.into_iter().next() else {
+            return Ok(());
+        };
+        return Worker::start(cfg)?.run();
+    }
+    let ids: Vec<u32> = cfgs.iter().map(|c| c.node_id).collect();
+    let mut links = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(io_err("cannot create an event loop"))?;
+        let waker =
+            mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create a waker"))?;
+        wakers.push(std::sync::Arc::new(waker));
+        links.push(ShardLinks {
+            poll: Some(poll),
+            ..ShardLinks::default()
+        });
+    }
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            // Channel a → b: a produces on its end, b consumes on its end.
+            let (ea, eb) = super::link::link(LINK_RING_BYTES, wakers[a].clone(), wakers[b].clone())
+                .map_err(|e| WorkerError::Replay(format!("ring: {e:?}")))?;
+            links[a].to.push((ids[b], ea));
+            links[b].from.push((ids[a], eb));
+        }
+    }
+    let mut threads = Vec::with_capacity(n);
+    for (cfg, l) in cfgs.into_iter().zip(links) {
+        let id = cfg.node_id;
+        let t = std::thread::Builder::new()
+            .name(format!("node-{id}"))
+            .spawn(move || {
+                let r = Worker::start_shard(cfg, l).and_then(|mut w| w.run());
+                if let Err(e) = &r {
+                    eprintln!("verity: node {id} stopped on error: {e}");
+                    STOP.store(true, Ordering::SeqCst);
+                }
+                r
+            })
+            .map_err(io_err("cannot start a shard thread"))?;
+        threads.push(t);
+    }
+    let mut first = Ok(());
+    for t in threads {
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(WorkerError::Replay("a shard thread panicked".into())));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
 }
