@@ -11,6 +11,12 @@
 //!   a stall counts against us, no coordinated omission). HdrHistogram
 //!   gives p50 / p99 / p99.9 / max.
 //!
+//! - **cluster** (`--workers N`, N ≥ 2): the engine again as N worker
+//!   processes of one cluster (`cluster.toml`), the sources spread over the
+//!   workers (input `i` to worker `i mod N`), each record journaled where it
+//!   arrives and forwarded to the node owning its key; reported against the
+//!   single node of the same round.
+//!
 //! Ratios, not absolute figures, are what compare across runs on a shared
 //! machine.
 
@@ -41,6 +47,8 @@ pub struct BenchConfig {
     pub latency_seconds: f64,
     /// Throughput rounds (raw pipe, then engine) whose medians are reported.
     pub rounds: u32,
+    /// With N ≥ 2: each round also runs the engine as an N-worker cluster.
+    pub workers: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -56,6 +64,8 @@ pub struct BenchResult {
     pub latency_rate: f64,
     pub raw_latency: Latency,
     pub engine_latency: Latency,
+    /// (workers, median msgs/s, median of per-round cluster ÷ single node).
+    pub cluster: Option<(u32, f64, f64)>,
 }
 
 impl core::fmt::Display for BenchResult {
@@ -79,7 +89,15 @@ impl core::fmt::Display for BenchResult {
             self.latency_rate
         )?;
         writeln!(f, "bench:   raw pipe {}", self.raw_latency)?;
-        write!(f, "bench:   engine   {}", self.engine_latency)
+        write!(f, "bench:   engine   {}", self.engine_latency)?;
+        if let Some((n, rate, ratio)) = self.cluster {
+            write!(
+                f,
+                "\nbench: cluster of {n} worker processes: {rate:.0} msgs/s; cluster/single node {:.0}% (median of per-round ratios)",
+                100.0 * ratio
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +153,58 @@ fn start_engine(
     Ok((engine, listen))
 }
 
+/// Starts an `n`-worker cluster (one node each); returns the processes and
+/// each worker's source address.
+fn start_cluster(
+    cfg: &BenchConfig,
+    run: &str,
+    sink: SocketAddr,
+    n: u32,
+) -> Result<(Vec<Engine>, Vec<SocketAddr>), String> {
+    let dir = cfg.work_dir.join(run);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::write(dir.join("secret"), "verity-bench-cluster-secret").map_err(|e| e.to_string())?;
+    let mut toml = format!(
+        "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\nsnapshot_interval_records = 100000000\n",
+        cfg.app
+    );
+    let mut sources = Vec::new();
+    for i in 1..=n {
+        let (address, src) = (free_addr()?, free_addr()?);
+        toml.push_str(&format!(
+            "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\nsources = \"{src}\"\ndata_dir = \"w{i}\"\n"
+        ));
+        sources.push(src);
+    }
+    let config = dir.join("cluster.toml");
+    std::fs::write(&config, toml).map_err(|e| e.to_string())?;
+    let mut engines = Vec::new();
+    for i in 1..=n {
+        let log =
+            std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(&cfg.engine)
+            .args(["worker", "--config"])
+            .arg(&config)
+            .args(["--name", &format!("w{i}")])
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", cfg.engine.display()))?;
+        engines.push(Engine(child));
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    for s in &sources {
+        while TcpStream::connect(s).is_err() {
+            if Instant::now() > until {
+                return Err("a cluster worker did not start listening".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Ok((engines, sources))
+}
+
 /// (records, channel, rate share) per input.
 type Inputs = Vec<(Arc<Records>, u32)>;
 
@@ -169,7 +239,7 @@ fn generate(cfg: &BenchConfig) -> Result<(Inputs, u64), String> {
 /// Sends every input (one thread each, optionally paced) and waits until the
 /// receiver has `expect` records. Returns the elapsed seconds and progresses.
 fn drive(
-    to: SocketAddr,
+    to: &[SocketAddr],
     inputs: &Inputs,
     total_rate: Option<f64>,
     total: u64,
@@ -179,8 +249,8 @@ fn drive(
 ) -> Result<f64, String> {
     let start = Instant::now();
     let mut threads = Vec::new();
-    for ((records, channel), p) in inputs.iter().zip(progress) {
-        let mut cfg = SendConfig::new(to, *channel);
+    for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
+        let mut cfg = SendConfig::new(to[i % to.len()], *channel);
         if let Some(r) = total_rate {
             // Each input gets its share of the rate.
             cfg.rate = Some(((r * records.len() as f64 / total as f64) as u64).max(1));
@@ -214,6 +284,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let mut raw_rates = Vec::new();
     let mut engine_rates = Vec::new();
     let mut ratios = Vec::new();
+    let (mut cluster_rates, mut cluster_ratios) = (Vec::new(), Vec::new());
     for round in 0..cfg.rounds.max(1) {
         let recv = Receiver::start(&RecvConfig::new(
             free_addr()?,
@@ -221,7 +292,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         ))
         .map_err(|e| e.to_string())?;
         let raw_secs = drive(
-            recv.addr(),
+            &[recv.addr()],
             &inputs,
             None,
             total,
@@ -238,7 +309,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         .map_err(|e| e.to_string())?;
         let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), recv.addr())?;
         let engine_secs = drive(
-            listen,
+            &[listen],
             &inputs,
             None,
             total,
@@ -252,6 +323,30 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         raw_rates.push(raw);
         engine_rates.push(eng);
         ratios.push(eng / raw);
+
+        if cfg.workers >= 2 {
+            let recv = Receiver::start(&RecvConfig::new(
+                free_addr()?,
+                &cfg.work_dir.join("cluster.bin"),
+            ))
+            .map_err(|e| e.to_string())?;
+            let (engines, sources) =
+                start_cluster(cfg, &format!("cluster-{round}"), recv.addr(), cfg.workers)?;
+            let secs = drive(
+                &sources,
+                &inputs,
+                None,
+                total,
+                &recv,
+                outputs,
+                &progress(inputs.len()),
+            )?;
+            drop(engines);
+            recv.stop().map_err(|e| e.to_string())?;
+            let rate = total as f64 / secs;
+            cluster_rates.push(rate);
+            cluster_ratios.push(rate / eng);
+        }
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -260,6 +355,13 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let engine_rate = median(&mut engine_rates);
     let raw_rate = median(&mut raw_rates);
     let ratio = median(&mut ratios);
+    let cluster = (cfg.workers >= 2).then(|| {
+        (
+            cfg.workers,
+            median(&mut cluster_rates),
+            median(&mut cluster_ratios),
+        )
+    });
 
     // Latency at half the engine's maximum, bounded in time: through the
     // raw pipe (the harness's own latency) and through the engine.
@@ -278,6 +380,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         latency_rate: rate,
         raw_latency: raw_lat,
         engine_latency: eng_lat,
+        cluster,
     })
 }
 
@@ -368,7 +471,15 @@ fn latency(
     } else {
         (None, recv.addr())
     };
-    drive(to, &lat_inputs, Some(rate), lat_total, &recv, expect, &prog)?;
+    drive(
+        &[to],
+        &lat_inputs,
+        Some(rate),
+        lat_total,
+        &recv,
+        expect,
+        &prog,
+    )?;
     drop(engine);
     recv.stop().map_err(|e| e.to_string())?;
     let h = hist

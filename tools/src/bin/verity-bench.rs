@@ -33,6 +33,10 @@ struct Args {
     /// Throughput rounds (raw pipe then engine, alternately); medians reported.
     #[arg(long, default_value_t = 5)]
     rounds: u32,
+    /// Also run the engine as a cluster of this many worker processes (≥ 2)
+    /// in every round, and report it against the single node.
+    #[arg(long, default_value_t = 0)]
+    workers: u32,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
             work_dir: work_dir.clone(),
             latency_seconds: a.latency_seconds,
             rounds: a.rounds,
+            workers: a.workers,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
