@@ -52,6 +52,8 @@ pub struct ClusterToml {
     /// The file holding the cluster secret (HMAC key), resolved against the
     /// configuration file's directory.
     pub secret_file: PathBuf,
+    /// Source and sink clients must authenticate with this secret (loaded).
+    pub client_secret: Option<Secret>,
     pub sink: SocketAddr,
     pub durability: Durability,
     pub snapshot_interval_records: u64,
@@ -95,6 +97,31 @@ pub struct ClusterNode {
     pub secret: Secret,
 }
 
+/// Reads a secret file named by configuration key `key` of `file`: the
+/// file's bytes without trailing whitespace, at least
+/// [`verity_wire::auth::MIN_SECRET_LEN`] of them.
+pub fn read_secret(path: &Path, file: &Path, key: &str) -> Result<Secret, ConfigError> {
+    let err = |m: String| ConfigError {
+        file: file.to_owned(),
+        key: key.into(),
+        message: m,
+    };
+    let mut bytes =
+        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    if bytes.len() < verity_wire::auth::MIN_SECRET_LEN {
+        return Err(err(format!(
+            "{} holds {} bytes; a secret needs at least {}",
+            path.display(),
+            bytes.len(),
+            verity_wire::auth::MIN_SECRET_LEN
+        )));
+    }
+    Ok(Secret(bytes))
+}
+
 /// A node of the cluster: worker `worker`, shard `shard`, global index `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeRef {
@@ -125,6 +152,7 @@ impl ClusterToml {
                 "app",
                 "partitions",
                 "secret_file",
+                "client_secret_file",
                 "sink",
                 "durability",
                 "snapshot_interval_records",
@@ -141,6 +169,14 @@ impl ClusterToml {
         }
         let base = file.parent().unwrap_or(Path::new("."));
         let secret_file = base.join(w.req_str(cluster, "cluster", "secret_file")?);
+        let client_secret = match w.str(cluster, "cluster", "client_secret_file")? {
+            None => None,
+            Some(f) => Some(read_secret(
+                &base.join(f),
+                file,
+                "cluster.client_secret_file",
+            )?),
+        };
 
         let workers = match root.get("worker") {
             Some(toml::Value::Array(a)) => a,
@@ -267,6 +303,7 @@ impl ClusterToml {
             app,
             partitions,
             secret_file,
+            client_secret,
             sink: w.addr(cluster, "cluster", "sink")?,
             durability,
             snapshot_interval_records: w.int(
@@ -303,28 +340,9 @@ impl ClusterToml {
             .unwrap_or_else(|_| unreachable!("cluster shape validated at parse"))
     }
 
-    /// Reads the cluster secret: the file's bytes without trailing
-    /// whitespace, at least [`verity_wire::auth::MIN_SECRET_LEN`] of them.
+    /// Reads the cluster secret (see [`read_secret`]).
     pub fn load_secret(&self, file: &Path) -> Result<Secret, ConfigError> {
-        let err = |m: String| ConfigError {
-            file: file.to_owned(),
-            key: "cluster.secret_file".into(),
-            message: m,
-        };
-        let mut bytes = std::fs::read(&self.secret_file)
-            .map_err(|e| err(format!("cannot read {}: {e}", self.secret_file.display())))?;
-        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            bytes.pop();
-        }
-        if bytes.len() < verity_wire::auth::MIN_SECRET_LEN {
-            return Err(err(format!(
-                "{} holds {} bytes; a cluster secret needs at least {}",
-                self.secret_file.display(),
-                bytes.len(),
-                verity_wire::auth::MIN_SECRET_LEN
-            )));
-        }
-        Ok(Secret(bytes))
+        read_secret(&self.secret_file, file, "cluster.secret_file")
     }
 
     /// The settings of the nodes (one per shard) worker `name` runs
@@ -371,6 +389,7 @@ impl ClusterToml {
                 durability: self.durability,
                 snapshot_interval_records: self.snapshot_interval_records,
                 limits: self.limits.clone(),
+                client_secret: self.client_secret.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),
                     node: me.index,

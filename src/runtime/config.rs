@@ -38,6 +38,8 @@ pub struct NodeToml {
     pub durability: Durability,
     pub snapshot_interval_records: u64,
     pub limits: Limits,
+    /// Source and sink clients must authenticate with this secret.
+    pub client_secret: Option<crate::cluster::Secret>,
     /// Set when the node is one of a cluster (`cluster.toml`).
     pub cluster: Option<crate::cluster::ClusterNode>,
 }
@@ -318,6 +320,7 @@ impl NodeToml {
                 "cluster_id",
                 "durability",
                 "snapshot_interval_records",
+                "client_secret_file",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -340,6 +343,14 @@ impl NodeToml {
                 1 << 40,
             )?,
             limits,
+            client_secret: match w.str(node, "node", "client_secret_file")? {
+                None => None,
+                Some(f) => Some(crate::cluster::config::read_secret(
+                    &file.parent().unwrap_or(Path::new(".")).join(f),
+                    file,
+                    "node.client_secret_file",
+                )?),
+            },
             cluster: None,
         })
     }

@@ -888,9 +888,25 @@ impl Worker {
         }
     }
 
+    /// The secret a connection authenticates with: the cluster secret
+    /// between nodes, the client secret with sources and the sink.
+    fn secret(&self, nodes: bool) -> Option<&[u8]> {
+        if nodes {
+            self.cfg.cluster.as_ref().map(|c| c.secret.0.as_slice())
+        } else {
+            self.cfg.client_secret.as_ref().map(|s| s.0.as_slice())
+        }
+    }
+
     /// Our answer to `peer_challenge`, having sent `own_challenge`.
-    fn answer(&self, side: Side, peer_challenge: &[u8; 32], own_challenge: &[u8; 32]) -> [u8; 32] {
-        let Some(c) = &self.cfg.cluster else {
+    fn answer(
+        &self,
+        nodes: bool,
+        side: Side,
+        peer_challenge: &[u8; 32],
+        own_challenge: &[u8; 32],
+    ) -> [u8; 32] {
+        let Some(secret) = self.secret(nodes) else {
             return [0; 32];
         };
         let me = Answerer {
@@ -899,19 +915,20 @@ impl Worker {
             role: Role::Node as u16,
             side,
         };
-        auth::response(&c.secret.0, &me, peer_challenge, own_challenge)
+        auth::response(secret, &me, peer_challenge, own_challenge)
     }
 
     /// Whether `hello` (the peer's, flagged `HELLO_RESPONSE`) answers
     /// `own_challenge` correctly.
     fn verify(
         &self,
+        nodes: bool,
         hello: &HelloBody,
         side: Side,
         own_challenge: &[u8; 32],
         peer_challenge: &[u8; 32],
     ) -> bool {
-        let Some(c) = &self.cfg.cluster else {
+        let Some(secret) = self.secret(nodes) else {
             return false;
         };
         let them = Answerer {
@@ -921,7 +938,7 @@ impl Worker {
             side,
         };
         auth::verify(
-            &c.secret.0,
+            secret,
             &them,
             own_challenge,
             peer_challenge,
@@ -1110,20 +1127,35 @@ impl Worker {
                     );
                     return Ok(false);
                 }
+                if self.cfg.client_secret.is_some() {
+                    // Challenge the client and answer its challenge; RESUME
+                    // once it has answered ours.
+                    let Some(challenge) = random_challenge() else {
+                        self.refuse_source(
+                            slot,
+                            ErrorCode::Internal,
+                            "no random source for a challenge",
+                        );
+                        return Ok(false);
+                    };
+                    let response = self.answer(false, Side::Acceptor, &h.challenge, &challenge);
+                    let hello = self.hello(challenge, response);
+                    let (enc, epoch) = (self.enc, self.dir.epoch);
+                    if let Some(conn) = self.sources[slot].as_mut() {
+                        let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
+                        conn.challenge = challenge;
+                        conn.their_challenge = h.challenge;
+                        conn.claimed = h.node_id.get();
+                        conn.state = ConnState::AwaitAuth;
+                    }
+                    return Ok(false);
+                }
                 let hello = self.hello([0; 32], [0; 32]);
-                let entries: Vec<ResumeEntry> = self
-                    .core
-                    .inputs()
-                    .iter()
-                    .map(|c| ResumeEntry::new(c.id, c.delivered))
-                    .collect();
-                let epoch = self.dir.epoch;
-                let enc = self.enc;
+                let (enc, epoch) = (self.enc, self.dir.epoch);
                 if let Some(conn) = self.sources[slot].as_mut() {
                     let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
-                    let _ = enc.resume(&mut conn.wbuf, epoch, &entries);
-                    conn.state = ConnState::Ready;
                 }
+                self.resume_source(slot);
             }
             (ConnState::Ready, Kind::Data) => {
                 let now = self.batch_clock_ns;
@@ -1243,7 +1275,7 @@ impl Worker {
             );
             return Ok(false);
         };
-        let response = self.answer(Side::Acceptor, &h.challenge, &challenge);
+        let response = self.answer(true, Side::Acceptor, &h.challenge, &challenge);
         let hello = self.hello(challenge, response);
         let (enc, my_epoch) = (self.enc, self.dir.epoch);
         if let Some(conn) = self.sources[slot].as_mut() {
@@ -1263,11 +1295,12 @@ impl Worker {
         let Some(conn) = self.sources[slot].as_ref() else {
             return Ok(false);
         };
-        let (node, epoch, mine, theirs) = (
+        let (node, epoch, mine, theirs, node_port) = (
             conn.claimed,
             conn.their_epoch,
             conn.challenge,
             conn.their_challenge,
+            conn.node_port,
         );
         let Some(h) = frame.hello() else {
             return Ok(false);
@@ -1277,9 +1310,14 @@ impl Worker {
             || h.cluster_id.get() != self.cfg.cluster_id
             || h.node_id.get() != node
             || h.challenge != theirs
-            || !self.verify(h, Side::Connector, &mine, &theirs)
+            || !self.verify(node_port, h, Side::Connector, &mine, &theirs)
         {
             self.auth_refused(slot, "wrong answer to the challenge");
+            return Ok(false);
+        }
+        if !node_port {
+            // A source client proved it holds the client secret.
+            self.resume_source(slot);
             return Ok(false);
         }
         if !self.fence(node, epoch) {
@@ -1318,6 +1356,22 @@ impl Worker {
             );
         }
         Ok(false)
+    }
+
+    /// The source handshake is done: say RESUME (every source channel's
+    /// `delivered`); the connection carries DATA from now on.
+    fn resume_source(&mut self, slot: usize) {
+        let entries: Vec<ResumeEntry> = self
+            .core
+            .inputs()
+            .iter()
+            .map(|c| ResumeEntry::new(c.id, c.delivered))
+            .collect();
+        let (enc, epoch) = (self.enc, self.dir.epoch);
+        if let Some(conn) = self.sources[slot].as_mut() {
+            let _ = enc.resume(&mut conn.wbuf, epoch, &entries);
+            conn.state = ConnState::Ready;
+        }
     }
 
     fn auth_refused(&mut self, slot: usize, why: &str) {
@@ -1483,6 +1537,7 @@ impl Worker {
                 self.cfg.limits.max_frame_len,
                 self.poll.registry(),
             );
+            let client_auth = self.cfg.client_secret.is_some();
             let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
                 return Ok(());
             };
@@ -1499,9 +1554,9 @@ impl Worker {
                     }
                     let _ = stream.set_nodelay(true);
                     let mut conn = Conn::new(stream, addr, max, 64 << 10);
-                    // The sink does not authenticate (no client secret):
-                    // its HELLO carries a zero response, as before.
-                    let hello = if path.node.is_some() {
+                    // Without a client secret the sink does not
+                    // authenticate: our HELLO carries a zero response.
+                    let hello = if path.node.is_some() || client_auth {
                         hello
                     } else {
                         Hello {
@@ -1590,13 +1645,13 @@ impl Worker {
         let node = path.node;
         match (conn.state, frame.kind()) {
             (ConnState::AwaitHello, Kind::Hello) => {
-                let Some(to) = node else {
+                if node.is_none() && self.cfg.client_secret.is_none() {
                     // The receiver: no authentication without a client secret.
                     if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
                         c.state = ConnState::AwaitResume;
                     }
                     return Ok(());
-                };
+                }
                 let view = frame.view();
                 let Some(h) = view.hello() else {
                     return Ok(());
@@ -1605,8 +1660,8 @@ impl Worker {
                 let answered = view.header.flags() & verity_wire::flags::HELLO_RESPONSE != 0;
                 if !answered
                     || h.cluster_id.get() != self.cfg.cluster_id
-                    || h.node_id.get() != to
-                    || !self.verify(h, Side::Acceptor, &mine, &h.challenge)
+                    || node.is_some_and(|to| h.node_id.get() != to)
+                    || !self.verify(node.is_some(), h, Side::Acceptor, &mine, &h.challenge)
                 {
                     self.stats.auth_refused += 1;
                     self.refuse_out(
@@ -1617,15 +1672,17 @@ impl Worker {
                     return Ok(());
                 }
                 let epoch = view.header.epoch();
-                if !self.fence(to, epoch) {
-                    self.refuse_out(
-                        k,
-                        ErrorCode::StaleEpoch,
-                        &format!("node {to} epoch {epoch} is older than one already seen"),
-                    );
-                    return Ok(());
+                if let Some(to) = node {
+                    if !self.fence(to, epoch) {
+                        self.refuse_out(
+                            k,
+                            ErrorCode::StaleEpoch,
+                            &format!("node {to} epoch {epoch} is older than one already seen"),
+                        );
+                        return Ok(());
+                    }
                 }
-                let response = self.answer(Side::Connector, &h.challenge, &mine);
+                let response = self.answer(node.is_some(), Side::Connector, &h.challenge, &mine);
                 let hello = self.hello(mine, response);
                 let (enc, my_epoch) = (self.enc, self.dir.epoch);
                 if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {

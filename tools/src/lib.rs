@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod client_auth;
 pub mod formats;
 pub mod gen;
 pub mod recv;

@@ -18,6 +18,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::auth::Side;
 use verity_wire::{Decoder, Encoder, ErrorCode, Hello, Kind, ResumeEntry, Role, VERSION};
 
 use crate::formats::{FormatError, ReceivedWriter};
@@ -47,6 +48,7 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     cluster_id: u64,
+    secret: Option<Vec<u8>>,
     max_frame_len: u32,
     /// Each read is throttled to this many bytes per second (tests of
     /// backpressure); `None` reads as fast as it can.
@@ -81,6 +83,9 @@ pub struct RecvConfig {
     pub read_rate: Option<u64>,
     /// Per-record hook (latency measurement in `verity-bench`).
     pub on_record: Option<OnRecord>,
+    /// The client secret: nodes must answer our challenge with it, and we
+    /// answer theirs (`None`: no authentication).
+    pub secret: Option<Vec<u8>>,
 }
 
 impl RecvConfig {
@@ -92,6 +97,7 @@ impl RecvConfig {
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             read_rate: None,
             on_record: None,
+            secret: None,
         }
     }
 }
@@ -135,6 +141,7 @@ impl Receiver {
             }),
             stop: AtomicBool::new(false),
             cluster_id: cfg.cluster_id,
+            secret: cfg.secret.clone(),
             max_frame_len: cfg.max_frame_len,
             read_rate: cfg.read_rate,
             on_record: cfg.on_record.clone(),
@@ -237,6 +244,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     let mut chunk = vec![0u8; 256 << 10];
     let mut ready = false;
+    // With a secret: the challenge we sent, until the node answers it.
+    let mut challenged: Option<[u8; 32]> = None;
     let mut last_nack: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     let mut moved: Vec<(u32, u64)> = Vec::new();
     let started = Instant::now();
@@ -284,9 +293,37 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     }
                 };
                 match (ready, f.kind()) {
+                    (false, Kind::Hello) if challenged.is_some() => {
+                        let view = f.view();
+                        let ok = match (&shared.secret, view.hello(), challenged) {
+                            (Some(secret), Some(h), Some(c)) => {
+                                crate::client_auth::verify(secret, h, Side::Connector, &c)
+                            }
+                            _ => false,
+                        };
+                        if !ok {
+                            let _ = enc.error(
+                                &mut out,
+                                0,
+                                ErrorCode::AuthFailed,
+                                "authentication failed: wrong answer to the challenge",
+                            );
+                            drop(st);
+                            let _ = stream.write_all(&out);
+                            return Ok(());
+                        }
+                        let entries: Vec<ResumeEntry> = st
+                            .stats
+                            .delivered
+                            .iter()
+                            .map(|(&c, &d)| ResumeEntry::new(c, d))
+                            .collect();
+                        let _ = enc.resume(&mut out, 0, &entries);
+                        ready = true;
+                    }
                     (false, Kind::Hello) => {
-                        let ok = f
-                            .view()
+                        let view = f.view();
+                        let ok = view
                             .hello()
                             .is_some_and(|h| h.cluster_id.get() == shared.cluster_id);
                         if !ok {
@@ -300,7 +337,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             let _ = stream.write_all(&out);
                             return Ok(());
                         }
-                        let hello = Hello {
+                        let mut hello = Hello {
                             cluster_id: shared.cluster_id,
                             node_id: 0,
                             role: Role::Sink,
@@ -309,6 +346,31 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             challenge: [0; 32],
                             response: Some([0; 32]),
                         };
+                        if let (Some(secret), Some(h)) = (&shared.secret, view.hello()) {
+                            let Ok(c) = crate::client_auth::challenge() else {
+                                let _ = enc.error(
+                                    &mut out,
+                                    0,
+                                    ErrorCode::Internal,
+                                    "no random source for a challenge",
+                                );
+                                drop(st);
+                                let _ = stream.write_all(&out);
+                                return Ok(());
+                            };
+                            let me = (shared.cluster_id, 0, Role::Sink as u16);
+                            hello.challenge = c;
+                            hello.response = Some(crate::client_auth::answer(
+                                secret,
+                                me,
+                                Side::Acceptor,
+                                &h.challenge,
+                                &c,
+                            ));
+                            let _ = enc.hello(&mut out, 0, &hello);
+                            challenged = Some(c);
+                            continue;
+                        }
                         let _ = enc.hello(&mut out, 0, &hello);
                         let entries: Vec<ResumeEntry> = st
                             .stats

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::auth::Side;
 use verity_wire::{Decoder, Encoder, Hello, Kind, Role, VERSION};
 
 use crate::formats::{trace_id, FormatError, InputFormat, InputReader};
@@ -79,6 +80,9 @@ pub struct SendConfig {
     /// Give up when no connection succeeds for this long.
     pub give_up_after: Duration,
     pub max_frame_len: u32,
+    /// The client secret: answer the node's challenge and check its answer
+    /// to ours (`None`: the node must not require it).
+    pub secret: Option<Vec<u8>>,
 }
 
 impl SendConfig {
@@ -93,6 +97,7 @@ impl SendConfig {
             window: 1 << 16,
             give_up_after: Duration::from_secs(60),
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
+            secret: None,
         }
     }
 }
@@ -336,13 +341,18 @@ fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
     let _ = stream.set_nodelay(true);
     let enc = Encoder::new(cfg.max_frame_len);
     let mut buf = BytesMut::new();
+    let challenge = match &cfg.secret {
+        Some(_) => crate::client_auth::challenge()
+            .map_err(|e| Connect::Failed(format!("no random source: {e}")))?,
+        None => [0; 32],
+    };
     let hello = Hello {
         cluster_id: cfg.cluster_id,
         node_id: cfg.client_id,
         role: Role::Source,
         version_min: VERSION,
         version_max: VERSION,
-        challenge: [0; 32],
+        challenge,
         response: None,
     };
     let _ = enc.hello(&mut buf, 0, &hello);
@@ -359,7 +369,40 @@ fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
             .map_err(|e| Connect::Failed(format!("bad frame from the node: {e}")))?
         {
             match f.kind() {
-                Kind::Hello => saw_hello = true,
+                Kind::Hello => {
+                    saw_hello = true;
+                    if let Some(secret) = &cfg.secret {
+                        let view = f.view();
+                        let Some(h) = view.hello() else {
+                            return Err(Connect::Failed("bad HELLO from the node".into()));
+                        };
+                        if !crate::client_auth::verify(secret, h, Side::Acceptor, &challenge) {
+                            return Err(Connect::Refused(
+                                "authentication failed: the node's answer to our challenge is wrong (another client secret?)".into(),
+                            ));
+                        }
+                        let me = (cfg.cluster_id, cfg.client_id, Role::Source as u16);
+                        let response = crate::client_auth::answer(
+                            secret,
+                            me,
+                            Side::Connector,
+                            &h.challenge,
+                            &challenge,
+                        );
+                        let mut b = BytesMut::new();
+                        let _ = enc.hello(
+                            &mut b,
+                            0,
+                            &Hello {
+                                response: Some(response),
+                                ..hello
+                            },
+                        );
+                        stream
+                            .write_all(&b)
+                            .map_err(|e| Connect::Failed(e.to_string()))?;
+                    }
+                }
                 Kind::Resume if saw_hello => {
                     let delivered = f
                         .view()

@@ -30,12 +30,25 @@ struct Args {
     idle_secs: u64,
     #[arg(long, default_value_t = 1)]
     cluster_id: u64,
+    /// File holding the client secret the node is configured with
+    /// (`client_secret_file`): both sides prove they hold it.
+    #[arg(long)]
+    secret_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
     let a = Args::parse();
     let mut cfg = RecvConfig::new(a.listen, &a.out);
     cfg.cluster_id = a.cluster_id;
+    if let Some(f) = &a.secret_file {
+        match verity_tools::client_auth::load_secret(f) {
+            Ok(secret) => cfg.secret = Some(secret),
+            Err(e) => {
+                eprintln!("verity-recv: --secret-file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let r = match Receiver::start(&cfg) {
         Ok(r) => r,
         Err(e) => {

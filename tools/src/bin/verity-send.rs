@@ -40,6 +40,10 @@ struct Args {
     batch: usize,
     #[arg(long, default_value_t = 1)]
     cluster_id: u64,
+    /// File holding the client secret the node is configured with
+    /// (`client_secret_file`): both sides prove they hold it.
+    #[arg(long)]
+    secret_file: Option<std::path::PathBuf>,
     /// Give up after this many seconds without a connection.
     #[arg(long, default_value_t = 60)]
     give_up_secs: u64,
@@ -58,6 +62,15 @@ fn main() -> ExitCode {
     cfg.rate = a.rate;
     cfg.batch = a.batch.max(1);
     cfg.cluster_id = a.cluster_id;
+    if let Some(f) = &a.secret_file {
+        match verity_tools::client_auth::load_secret(f) {
+            Ok(secret) => cfg.secret = Some(secret),
+            Err(e) => {
+                eprintln!("verity-send: --secret-file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     cfg.give_up_after = Duration::from_secs(a.give_up_secs);
     let progress = Arc::new(Progress::default());
     let stop = AtomicBool::new(false);
