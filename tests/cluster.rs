@@ -308,6 +308,17 @@ fn impostor(
     node_id: u32,
     secret: &[u8],
 ) -> Option<(ErrorCode, String)> {
+    impostor_at(addr, cluster_id, node_id, secret, 1)
+}
+
+/// As `impostor`, saying HELLO with `epoch`.
+fn impostor_at(
+    addr: SocketAddr,
+    cluster_id: u64,
+    node_id: u32,
+    secret: &[u8],
+    epoch: u32,
+) -> Option<(ErrorCode, String)> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let enc = Encoder::default();
@@ -322,7 +333,7 @@ fn impostor(
         response: None,
     };
     let mut b = BytesMut::new();
-    enc.hello(&mut b, 1, &hello).unwrap();
+    enc.hello(&mut b, epoch, &hello).unwrap();
     s.write_all(&b).unwrap();
     let mut dec = Decoder::default();
     let mut buf = [0u8; 4096];
@@ -347,7 +358,7 @@ fn impostor(
                         ..hello
                     };
                     let mut b = BytesMut::new();
-                    enc.hello(&mut b, 1, &reply).unwrap();
+                    enc.hello(&mut b, epoch, &reply).unwrap();
                     if s.write_all(&b).is_err() {
                         return None;
                     }
@@ -465,6 +476,20 @@ fn a_peer_with_the_wrong_secret_or_cluster_is_refused_and_the_cluster_runs_on() 
     // A node id that is not in the cluster, and the worker's own id.
     let (code, _) = impostor(w1, 1, 9, SECRET.as_bytes()).expect("an ERROR");
     assert_eq!(code, ErrorCode::UnknownPeer);
+    let (code, _) = impostor(w1, 1, 0, SECRET.as_bytes()).expect("an ERROR");
+    assert_eq!(code, ErrorCode::UnknownPeer);
+    // Fencing: w2 (node 1) said HELLO with epoch 1; an instance of node 1
+    // from before it (epoch 0), even with the secret, is refused.
+    let until = Instant::now() + Duration::from_secs(10);
+    while !c.workers[0]
+        .log_text()
+        .contains("node 1 (epoch 1) connected")
+    {
+        assert!(Instant::now() < until, "{}", c.logs());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let (code, text) = impostor_at(w1, 1, 1, SECRET.as_bytes(), 0).expect("an ERROR");
+    assert_eq!(code, ErrorCode::StaleEpoch, "{text}");
     let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
     let s2 = spawn_send(c.workers[0].sources, &orders, 2);
     s1.join().unwrap();
