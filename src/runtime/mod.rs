@@ -6,6 +6,7 @@ pub mod config;
 pub mod datadir;
 pub mod link;
 mod outpath;
+pub mod shim;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};
