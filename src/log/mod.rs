@@ -207,7 +207,8 @@ pub struct LogConfig {
     /// for testing backpressure.
     pub disk_limit_bytes: Option<u64>,
     /// Pre-fault every page of a new segment when it is created
-    /// (`MAP_POPULATE` plus a write per page), moving page-fault cost from
+    /// (a write per page of a new file; `MAP_POPULATE` for an adopted spare),
+    /// moving page-fault cost from
     /// appends to segment creation.
     pub prefault: bool,
     /// Create the next segment on a background thread while appending to

@@ -277,10 +277,13 @@ impl Segment {
                 other => other,
             }
         })?;
-        let mut map = map_file(&file, tmp_path, prefault)?;
+        // Not MAP_POPULATE: it maps shared file pages read-only (for dirty
+        // tracking), so every page would then take a second, write fault.
+        // One write per page takes a single fault that both allocates the
+        // page and makes it writable: 64 MiB on ext4 took 35 ms of CPU with
+        // MAP_POPULATE + writes, 22 ms with the writes alone.
+        let mut map = map_file(&file, tmp_path, false)?;
         if prefault {
-            // MAP_POPULATE maps shared file pages read-only (for dirty
-            // tracking); a write per page takes the write fault now.
             for page in map.chunks_mut(PAGE_BYTES) {
                 page[0] = 0;
             }
