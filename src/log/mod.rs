@@ -206,10 +206,10 @@ pub struct LogConfig {
     /// many bytes ([`LogError::NoSpace`], as for a full disk). For quotas and
     /// for testing backpressure.
     pub disk_limit_bytes: Option<u64>,
-    /// Pre-fault every page of a new segment when it is created
-    /// (a write per page of a new file; `MAP_POPULATE` for an adopted spare),
-    /// moving page-fault cost from
-    /// appends to segment creation.
+    /// Pre-fault every page of a new segment when it is created (a new
+    /// file: zeros written with `pwrite`, then a store per page; an adopted
+    /// spare: `MAP_POPULATE`), moving page-fault cost from appends to
+    /// segment creation.
     pub prefault: bool,
     /// Create the next segment on a background thread while appending to
     /// the current one, so a roll on the hot path is a rename.

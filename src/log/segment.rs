@@ -277,11 +277,26 @@ impl Segment {
                 other => other,
             }
         })?;
+        if prefault {
+            // Fill the page cache with write(2) first: whole-page writes
+            // need no zero-fill of the (unwritten) blocks and no fault each,
+            // which leaves the faults below only mapping cached, dirty pages.
+            // CPU for 64 MiB on ext4: MAP_POPULATE + a write per page 35 ms;
+            // a write per page alone 17-22 ms; pwrite of zeros + a write per
+            // page 11 ms.
+            write_zeros(&file, size_bytes).map_err(|e| {
+                match LogError::io(Op::Allocate, tmp_path, e) {
+                    LogError::NoSpace { op, path, .. } => LogError::NoSpace {
+                        op,
+                        path,
+                        needed_bytes: size_bytes,
+                    },
+                    other => other,
+                }
+            })?;
+        }
         // Not MAP_POPULATE: it maps shared file pages read-only (for dirty
         // tracking), so every page would then take a second, write fault.
-        // One write per page takes a single fault that both allocates the
-        // page and makes it writable: 64 MiB on ext4 took 35 ms of CPU with
-        // MAP_POPULATE + writes, 22 ms with the writes alone.
         let mut map = map_file(&file, tmp_path, false)?;
         if prefault {
             for page in map.chunks_mut(PAGE_BYTES) {
@@ -360,6 +375,19 @@ fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogErro
     // `&mut self`). The syncer thread only calls fdatasync on the file
     // descriptor and never touches the memory.
     unsafe { options.map_mut(file) }.map_err(|e| LogError::io(Op::Map, path, e))
+}
+
+/// Writes zeros over the whole (new, preallocated) file.
+fn write_zeros(file: &File, size_bytes: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size_bytes {
+        let n = (size_bytes - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }
 
 /// Reserves the blocks of the whole file so later stores cannot hit ENOSPC.
