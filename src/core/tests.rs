@@ -506,3 +506,31 @@ fn peer_resume_resends_from_the_peers_delivered_and_a_snapshot_keeps_peer_seqs()
         Err(SnapshotError::WrongNode { .. })
     ));
 }
+
+#[test]
+fn acks_follow_durability_record_by_record_inside_a_run_of_inputs() {
+    // Market spread: two inputs, so runs of one channel interleave with
+    // the other's; durability lands inside runs.
+    let mut core = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut fx = Effects::default();
+    // Journal 0..=2: channel 1 seqs 1..=3; 3..=4: channel 2 seqs 1..=2;
+    // 5: channel 1 seq 4. (Payloads the app rejects still are accepted,
+    // journaled inputs: dead letters are ACKed like any other.)
+    for seq in 1..=3 {
+        feed(&mut core, &mut fx, &data(1, seq, b"x"), 0);
+    }
+    for seq in 1..=2 {
+        feed(&mut core, &mut fx, &data(2, seq, b"x"), 0);
+    }
+    feed(&mut core, &mut fx, &data(1, 4, b"x"), 0);
+    assert_eq!(core.journal_next(), 6);
+    let mut acks_at = |records| {
+        fx.clear();
+        core.handle(Input::Durable { records }, &mut fx);
+        fx.acks.clone()
+    };
+    assert_eq!(acks_at(2), vec![(1, 2)]);
+    assert_eq!(acks_at(3), vec![(1, 3)]);
+    assert_eq!(acks_at(4), vec![(2, 1)], "only channels whose ACK moved");
+    assert_eq!(acks_at(6), vec![(1, 4), (2, 2)]);
+}
