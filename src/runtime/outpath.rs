@@ -93,9 +93,18 @@ impl OutPath {
         ))
     }
 
-    /// Logs a batch of frames (seq order) as one record; those with seq <=
-    /// `logged_through` are in the log already and are verified bit for bit.
-    pub fn log_frames(&mut self, frames: &[u8]) -> Result<(), WorkerError> {
+    /// Logs a batch of frames with consecutive seqs `first..=last` as one
+    /// record; those with seq <= `logged_through` are in the log already and
+    /// are verified bit for bit (replay only: live, every frame is new and
+    /// nothing is walked).
+    pub fn log_frames(&mut self, frames: &[u8], (first, last): (u64, u64)) -> Result<(), WorkerError> {
+        if first > self.logged_through {
+            if !frames.is_empty() {
+                let p = self.log.append(KIND_OUTPUT, 0, frames)?;
+                self.index.push_back((first, last, p));
+            }
+            return Ok(());
+        }
         let mut new_from = None;
         for (seq, at, stride) in frames_in(frames) {
             if seq > self.logged_through {
@@ -113,11 +122,9 @@ impl OutPath {
         }
         if let Some(from) = new_from {
             let run = &frames[from..];
-            let mut seqs = frames_in(run).map(|(seq, _, _)| seq);
-            let first = seqs.next().unwrap_or(0);
-            let last = seqs.last().unwrap_or(first);
+            let first = frames_in(run).next().map_or(0, |(seq, _, _)| seq);
             let p = self.log.append(KIND_OUTPUT, 0, run)?;
-            self.index.push_back((first, last, p));
+            self.index.push_back((first, last.max(first), p));
         }
         Ok(())
     }

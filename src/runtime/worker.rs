@@ -404,7 +404,15 @@ impl Worker {
             ..LogConfig::default()
         };
         let (journal, jrec) = Log::open(&dir.root, "journal", log_cfg(cfg.durability))?;
-        let (dead, drec) = Log::open(&dir.root, "dead-letters", log_cfg(Durability::Process))?;
+        // Dead letters are rare: no segment prepared ahead (a background
+        // 64 MiB page-in that competed with the loop for CPU at every start)
+        // and no prefault; a roll creates the next segment when needed.
+        let dead_cfg = LogConfig {
+            prefault: false,
+            prepare_ahead: false,
+            ..log_cfg(Durability::Process)
+        };
+        let (dead, drec) = Log::open(&dir.root, "dead-letters", dead_cfg)?;
         // Outbound logs are as durable as the journal (DESIGN §3.1).
         let mut outs = Vec::new();
         let mut recoveries = vec![
@@ -652,17 +660,17 @@ impl Worker {
     /// outbound channel as one record of its log (frames already there are
     /// verified bit for bit instead).
     fn log_effects(&mut self) -> Result<(), WorkerError> {
-        if self.fx.outbound_seqs.is_some() {
+        if let Some(seqs) = self.fx.outbound_seqs {
             if let Some(Some(path)) = self.outs.get_mut(0) {
-                path.log_frames(&self.fx.outbound)?;
+                path.log_frames(&self.fx.outbound, seqs)?;
             }
         }
         for j in 0..self.fx.to_peers.len() {
-            if self.fx.to_peers[j].seqs.is_none() {
+            let Some(seqs) = self.fx.to_peers[j].seqs else {
                 continue;
-            }
+            };
             if let Some(Some(path)) = self.outs.get_mut(1 + j) {
-                path.log_frames(&self.fx.to_peers[j].frames)?;
+                path.log_frames(&self.fx.to_peers[j].frames, seqs)?;
             }
         }
         for i in 0..self.fx.dead_letters.len() {
