@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity::wire::{Decoder, Encoder, ErrorCode, Hello, Kind, Role};
+use verity::wire::{flags, Decoder, Encoder, ErrorCode, Hello, Kind, ResumeEntry, Role};
 use verity_tools::check::{self, App};
 use verity_tools::formats::{InputFormat, InputWriter};
 use verity_tools::recv::{Receiver, RecvConfig};
@@ -739,4 +739,129 @@ fn clients_authenticate_when_a_client_secret_is_configured() {
         node.log_text()
     );
     recv2.stop().unwrap();
+}
+
+/// The sink end of a node's output connection, played by the test.
+struct FakeSink {
+    s: TcpStream,
+    dec: Decoder,
+}
+
+impl FakeSink {
+    /// Accepts the node's connection and answers its HELLO with HELLO and
+    /// RESUME(`delivered` = 0 on the node's output channel, 1001).
+    fn accept(l: &TcpListener) -> FakeSink {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut sink = FakeSink {
+            s,
+            dec: Decoder::default(),
+        };
+        let first = sink.frames(Duration::from_secs(5), 1);
+        assert_eq!(first.first().map(|f| f.0), Some(Kind::Hello));
+        let mut b = BytesMut::new();
+        let hello = Hello {
+            cluster_id: 1,
+            node_id: 99,
+            role: Role::Sink,
+            version_min: 1,
+            version_max: 1,
+            challenge: [0; 32],
+            response: None,
+        };
+        Encoder::default().hello(&mut b, 0, &hello).unwrap();
+        Encoder::default()
+            .resume(&mut b, 0, &[ResumeEntry::new(1001, 0)])
+            .unwrap();
+        sink.s.write_all(&b).unwrap();
+        sink
+    }
+
+    /// (kind, seq, flags) of the frames that arrive within `wait`, stopping
+    /// early once `enough` have.
+    fn frames(&mut self, wait: Duration, enough: usize) -> Vec<(Kind, u64, u16)> {
+        let until = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Ok(Some(f)) = self.dec.decode() {
+                out.push((f.kind(), f.header().seq(), f.header().flags()));
+            }
+            if out.len() >= enough || Instant::now() >= until {
+                return out;
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => self.dec.extend(&buf[..n]),
+                Err(_) => {} // read timeout: look at the clock again
+            }
+        }
+    }
+
+    fn send(&mut self, kind: Kind, seq: u64) {
+        let mut b = BytesMut::new();
+        match kind {
+            Kind::Ack => Encoder::default().ack(&mut b, 1001, 0, seq).unwrap(),
+            _ => Encoder::default().nack(&mut b, 1001, 0, seq).unwrap(),
+        };
+        self.s.write_all(&b).unwrap();
+    }
+}
+
+#[test]
+fn a_sink_that_does_not_ack_gets_a_resend_on_timeout_and_on_nack() {
+    let t = tempfile::tempdir().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut node = Node::new(
+        t.path(),
+        "doubler",
+        l.local_addr().unwrap(),
+        "resend_timeout_ms = 300",
+    );
+    node.start();
+    let input = u64_file(t.path(), 20);
+    send_file(node.listen, &input, InputFormat::U64, 1);
+    let mut sink = FakeSink::accept(&l);
+    let data = |fs: &[(Kind, u64, u16)]| -> Vec<(u64, bool)> {
+        fs.iter()
+            .filter(|f| f.0 == Kind::Data)
+            .map(|f| (f.1, f.2 & flags::RESEND != 0))
+            .collect()
+    };
+    // First delivery: 1..=20, not resends.
+    let first = data(&sink.frames(Duration::from_secs(5), 20));
+    assert_eq!(first, (1..=20).map(|s| (s, false)).collect::<Vec<_>>());
+    let sent_at = Instant::now();
+    // Not ACKed: after the timeout, all of it again, flagged RESEND.
+    let again = data(&sink.frames(Duration::from_secs(5), 20));
+    assert_eq!(again, (1..=20).map(|s| (s, true)).collect::<Vec<_>>());
+    assert!(
+        sent_at.elapsed() >= Duration::from_millis(250),
+        "resent after {:?}, before the timeout",
+        sent_at.elapsed()
+    );
+    // ACK 12: the next timeout resends only 13..=20.
+    sink.send(Kind::Ack, 12);
+    let after_ack = data(&sink.frames(Duration::from_secs(5), 8));
+    assert_eq!(after_ack, (13..=20).map(|s| (s, true)).collect::<Vec<_>>());
+    // A NACK gets an immediate resend from its seq.
+    sink.send(Kind::Nack, 17);
+    let nacked_at = Instant::now();
+    let after_nack = data(&sink.frames(Duration::from_secs(5), 4));
+    assert_eq!(after_nack, (17..=20).map(|s| (s, true)).collect::<Vec<_>>());
+    assert!(
+        nacked_at.elapsed() < Duration::from_millis(250),
+        "NACK answered only after {:?}",
+        nacked_at.elapsed()
+    );
+    // Everything ACKed: nothing more comes, however long we wait.
+    sink.send(Kind::Ack, 20);
+    let quiet = data(&sink.frames(Duration::from_millis(1000), usize::MAX));
+    assert!(quiet.is_empty(), "resent after the final ACK: {quiet:?}");
+    assert!(
+        node.log_text().contains("resending from 1"),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
 }

@@ -53,6 +53,9 @@ pub struct Limits {
     pub read_buffer_bytes: usize,
     pub write_buffer_bytes: usize,
     pub journal_segment_bytes: u64,
+    /// Resend from the first unACKed seq after this long without ACK
+    /// progress while frames are unACKed (DESIGN §3.1: "on timeout").
+    pub resend_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +68,7 @@ impl Default for Limits {
             read_buffer_bytes: 2 << 20,
             write_buffer_bytes: 1 << 20,
             journal_segment_bytes: 64 << 20,
+            resend_timeout_ms: 1000,
         }
     }
 }
@@ -205,6 +209,7 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             "read_buffer_bytes",
             "write_buffer_bytes",
             "journal_segment_bytes",
+            "resend_timeout_ms",
         ],
     )?;
     let d = Limits::default();
@@ -251,6 +256,14 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             d.journal_segment_bytes,
             1 << 16,
             4 << 30,
+        )?,
+        resend_timeout_ms: w.int(
+            limits,
+            l,
+            "resend_timeout_ms",
+            d.resend_timeout_ms,
+            1,
+            3_600_000,
         )?,
     };
     if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {

@@ -3,11 +3,21 @@
 //! the log of every frame produced on it until the consumer ACKs it, and the
 //! cursor of the next frame to write. The sink and every peer get one each;
 //! they differ only in the handshake (peers authenticate).
+//!
+//! Frames reach the consumer from memory: the frames the core encoded for a
+//! batch are kept (taken, not copied) and, once released, written to the
+//! socket straight from that buffer. The log is read only for resends: after
+//! RESUME, on a NACK, and when the consumer has had unACKed frames with no
+//! ACK progress for `limits.resend_timeout_ms`; a frame written again
+//! carries flag RESEND.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
+use verity_wire::HEADER_LEN;
 
 use super::link::LinkEnd;
 use super::worker::{frames_in, Conn, ConnState, WorkerError, KIND_OUTPUT};
@@ -38,8 +48,19 @@ pub(super) struct OutPath {
     /// The challenge we sent in our HELLO on the current connection.
     pub challenge: [u8; 32],
     pub connects: u64,
-    /// When the consumer last ACKed something new (timeout resend).
-    pub progress_at: Instant,
+    /// Since when the consumer has had unACKed frames without ACK progress
+    /// (`None`: nothing outstanding); see [`OutPath::resend_on_timeout`].
+    pub ack_wait_since: Option<Instant>,
+    /// Frames produced but not yet written, as the core encoded them: seqs
+    /// `fresh_first..fresh_next`, back to back (at most a cap; the rest is
+    /// read from the log).
+    fresh: BytesMut,
+    fresh_first: u64,
+    fresh_next: u64,
+    /// Highest seq written on a connection by this process (the log's last
+    /// seq at start, which may have been sent before): a frame up to it
+    /// written again carries flag RESEND.
+    sent_high: u64,
     /// The consumer is a shard of this process: the in-process link to it,
     /// until the path "connects" over it.
     pub local: Option<LinkEnd>,
@@ -86,8 +107,12 @@ impl OutPath {
                 logged_through: last_logged,
                 challenge: [0; 32],
                 connects: 0,
-                progress_at: Instant::now(),
+                ack_wait_since: None,
                 local: None,
+                fresh: BytesMut::new(),
+                fresh_first: 1,
+                fresh_next: 1,
+                sent_high: last_logged,
             },
             rec,
         ))
@@ -97,7 +122,11 @@ impl OutPath {
     /// record; those with seq <= `logged_through` are in the log already and
     /// are verified bit for bit (replay only: live, every frame is new and
     /// nothing is walked).
-    pub fn log_frames(&mut self, frames: &[u8], (first, last): (u64, u64)) -> Result<(), WorkerError> {
+    pub fn log_frames(
+        &mut self,
+        frames: &[u8],
+        (first, last): (u64, u64),
+    ) -> Result<(), WorkerError> {
         if first > self.logged_through {
             if !frames.is_empty() {
                 let p = self.log.append(KIND_OUTPUT, 0, frames)?;
@@ -158,7 +187,6 @@ impl OutPath {
             dropped = true;
         }
         if dropped {
-            self.progress_at = Instant::now();
             let below = self
                 .index
                 .front()
@@ -174,21 +202,113 @@ impl OutPath {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    /// Copies released, unsent frames from the log to the connection's
-    /// buffer (up to `limit` bytes buffered). `released`: the core's output
-    /// commit point on this channel.
-    pub fn fill(&mut self, released: u64, limit: usize) -> Result<(), WorkerError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
+    /// Keeps a batch's frames (just logged, seqs `first..=last`) in memory
+    /// for the consumer, if they continue the frames kept there and fit in
+    /// `cap` bytes; takes the buffer when nothing is kept (no copy).
+    pub fn keep_fresh(&mut self, frames: &mut BytesMut, (first, last): (u64, u64), cap: usize) {
+        if self.fresh.is_empty() {
+            self.fresh.clear();
+            std::mem::swap(&mut self.fresh, frames);
+            self.fresh_first = first;
+        } else if first == self.fresh_next && self.fresh.len() + frames.len() <= cap {
+            self.fresh.extend_from_slice(frames);
+        } else {
+            // The consumer lags: these go out from the log.
+            return;
+        }
+        self.fresh_next = last + 1;
+    }
+
+    /// Forgets the in-memory frames below `cursor` (sent, or ACKed).
+    fn drop_fresh_below(&mut self, cursor: u64) {
+        if self.fresh.is_empty() || cursor <= self.fresh_first {
+            return;
+        }
+        if cursor >= self.fresh_next {
+            self.fresh.clear();
+            self.fresh_first = self.fresh_next;
+            return;
+        }
+        let cut = frames_in(&self.fresh)
+            .find(|&(seq, _, _)| seq >= cursor)
+            .map_or(self.fresh.len(), |(_, at, _)| at);
+        self.fresh.advance(cut);
+        self.fresh_first = cursor;
+    }
+
+    /// The consumer asked for everything from `from` again (NACK): never
+    /// below what it ACKed.
+    pub fn nack(&mut self, from: u64, acked: u64) {
+        self.cursor = self.cursor.min(from.max(acked + 1));
+        self.ack_wait_since = None;
+    }
+
+    /// DESIGN §3.1: the producer resends "on NACK and on timeout". With
+    /// frames written but not ACKed and no ACK progress for `timeout`,
+    /// everything from the first unACKed seq goes out again (from the log,
+    /// flag RESEND).
+    pub fn resend_on_timeout(&mut self, acked: u64, timeout: Duration) {
+        let outstanding = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.state == ConnState::Ready)
+            && self.cursor > acked + 1;
+        if !outstanding {
+            self.ack_wait_since = None;
+            return;
+        }
+        let now = Instant::now();
+        let Some(since) = self.ack_wait_since else {
+            self.ack_wait_since = Some(now);
+            return;
         };
-        if conn.state != ConnState::Ready {
-            return Ok(());
+        if now.duration_since(since) < timeout {
+            return;
+        }
+        if let Some(c) = self.conn.as_ref() {
+            eprintln!(
+                "verity: {} {}: no ACK for {} ms with seqs {}..{} unACKed; resending from {}",
+                self.name,
+                c.peer,
+                timeout.as_millis(),
+                acked + 1,
+                self.cursor - 1,
+                acked + 1,
+            );
+        }
+        self.cursor = acked + 1;
+        self.ack_wait_since = Some(now);
+    }
+
+    /// Writes released, unsent frames: resends (and frames the in-memory
+    /// copy could not hold) from the log through the connection's buffer
+    /// (up to `limit` bytes buffered), then fresh frames straight from
+    /// memory. `released`: the core's output commit point on this channel.
+    /// `Err`: the connection is lost.
+    pub fn pump(
+        &mut self,
+        released: u64,
+        limit: usize,
+    ) -> Result<Result<(), std::io::Error>, WorkerError> {
+        match self.conn.as_ref() {
+            Some(c) if c.state == ConnState::Ready => {}
+            _ => return Ok(Ok(())),
         }
         if let Some(&(first, _, _)) = self.index.front() {
             // Everything below the first record kept was ACKed.
             self.cursor = self.cursor.max(first);
         }
-        if self.cursor <= released && conn.wbuf.len() < limit {
+        self.drop_fresh_below(self.cursor);
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Ok(()));
+        };
+        // The log serves everything below the in-memory frames.
+        let log_through = if self.fresh.is_empty() {
+            released
+        } else {
+            released.min(self.fresh_first - 1)
+        };
+        if self.cursor <= log_through && conn.wbuf.len() < limit {
             let cursor = self.cursor;
             let i = self.index.partition_point(|&(_, last, _)| last < cursor);
             if let Some(&(_, _, pos)) = self.index.get(i) {
@@ -198,15 +318,95 @@ impl OutPath {
                         if seq < self.cursor {
                             continue;
                         }
-                        if seq > released || conn.wbuf.len() >= limit {
+                        if seq > log_through || conn.wbuf.len() >= limit {
                             break 'records;
                         }
+                        let from = conn.wbuf.len();
                         conn.wbuf.extend_from_slice(&rec.payload[at..at + stride]);
+                        if seq <= self.sent_high {
+                            mark_resend(&mut conn.wbuf[from..]);
+                        }
                         self.cursor = seq + 1;
                     }
                 }
             }
+            self.sent_high = self.sent_high.max(self.cursor - 1);
         }
-        Ok(())
+        if let Err(e) = conn.flush() {
+            return Ok(Err(e));
+        }
+        if !conn.wbuf.is_empty()
+            || self.fresh.is_empty()
+            || self.cursor != self.fresh_first
+            || self.fresh_first > released
+        {
+            return Ok(Ok(()));
+        }
+        // Fresh frames through `released`, straight from memory.
+        let end = if released >= self.fresh_next - 1 {
+            self.fresh.len()
+        } else {
+            frames_in(&self.fresh)
+                .find(|&(seq, _, _)| seq > released)
+                .map_or(self.fresh.len(), |(_, at, _)| at)
+        };
+        let mut written = 0;
+        let mut failed = None;
+        while written < end {
+            match conn.write_direct(&self.fresh[written..end]) {
+                Ok(0) => break,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    conn.writable = false;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if written > 0 {
+            // Frames wholly or partly written leave `fresh`; the unwritten
+            // rest of a partly written one goes first next time, from wbuf.
+            let (boundary, next) = if written == self.fresh.len() {
+                (written, self.fresh_next)
+            } else {
+                frames_in(&self.fresh[..end])
+                    .find(|&(_, at, stride)| at + stride >= written)
+                    .map_or((end, released + 1), |(seq, at, stride)| {
+                        (at + stride, seq + 1)
+                    })
+            };
+            conn.wbuf.extend_from_slice(&self.fresh[written..boundary]);
+            self.fresh.advance(boundary);
+            self.fresh_first = next;
+            if self.fresh.is_empty() {
+                self.fresh_first = self.fresh_next;
+            }
+            self.cursor = next;
+            self.sent_high = self.sent_high.max(next - 1);
+        }
+        Ok(match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
     }
+}
+
+/// Sets flag RESEND on the DATA frame at the start of `frame` (whole,
+/// already validated) and recomputes its checksum.
+fn mark_resend(frame: &mut [u8]) {
+    if frame.len() < HEADER_LEN {
+        return;
+    }
+    let flags = u16::from_le_bytes([frame[12], frame[13]]) | verity_wire::flags::RESEND;
+    frame[12..14].copy_from_slice(&flags.to_le_bytes());
+    let stride = verity_wire::stride(
+        (u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize).max(HEADER_LEN),
+    )
+    .min(frame.len());
+    let crc = verity_wire::frame_crc(&frame[..stride]);
+    frame[0..4].copy_from_slice(&crc.to_le_bytes());
 }

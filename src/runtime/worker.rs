@@ -239,6 +239,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes `bytes` straight to the stream (no copy into `wbuf`); the
+    /// bytes written. For a link, 0 is `WouldBlock` (the ring is full).
+    pub(super) fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write(bytes),
+            Stream::Link(l) => match l.write(bytes)? {
+                0 => Err(io::ErrorKind::WouldBlock.into()),
+                n => Ok(n),
+            },
+        }
+    }
+
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
     pub(super) fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
@@ -692,6 +704,25 @@ impl Worker {
         Ok(())
     }
 
+    /// Hands the batch's frames (just logged) to their paths to be written
+    /// from memory.
+    fn keep_fresh(&mut self) {
+        let cap = 2 * self.cfg.limits.write_buffer_bytes;
+        if let Some(seqs) = self.fx.outbound_seqs {
+            if let Some(Some(path)) = self.outs.get_mut(0) {
+                path.keep_fresh(&mut self.fx.outbound, seqs, cap);
+            }
+        }
+        for j in 0..self.fx.to_peers.len() {
+            let Some(seqs) = self.fx.to_peers[j].seqs else {
+                continue;
+            };
+            if let Some(Some(path)) = self.outs.get_mut(1 + j) {
+                path.keep_fresh(&mut self.fx.to_peers[j].frames, seqs, cap);
+            }
+        }
+    }
+
     /// Runs until SIGTERM/SIGINT (then: finish the batch, snapshot, return).
     pub fn run(&mut self) -> Result<(), WorkerError> {
         let mut events = Events::with_capacity(256);
@@ -1073,6 +1104,7 @@ impl Worker {
         }
         self.journal_run(&buf[run_start..at])?;
         self.log_effects()?;
+        self.keep_fresh();
         self.fx.clear();
         let Some(conn) = self.sources[slot].as_mut() else {
             return Ok(());
@@ -1731,7 +1763,7 @@ impl Worker {
                     path.backoff = BACKOFF_MIN;
                     path.connects += 1;
                     path.cursor = from.unwrap_or(delivered + 1);
-                    path.progress_at = Instant::now();
+                    path.ack_wait_since = None;
                     if let Some(c) = path.conn.as_mut() {
                         c.state = ConnState::Ready;
                     }
@@ -1741,22 +1773,27 @@ impl Worker {
             }
             (ConnState::Ready, Kind::Ack) => {
                 let seq = frame.header().seq();
+                let before = self.out_state(k).0;
                 match node {
                     None => self.core.handle(Input::SinkAck { seq }, &mut self.fx),
                     Some(to) => self.core.handle(Input::PeerAck { to, seq }, &mut self.fx),
                 }
                 let acked = self.out_state(k).0;
                 if let Some(path) = self.outs[k].as_mut() {
+                    if acked != before {
+                        // Progress: the resend timer restarts.
+                        path.ack_wait_since = None;
+                    }
                     path.trim(acked)?;
                 }
             }
             (ConnState::Ready, Kind::Nack) => {
+                // The consumer lost or reordered something: resend from
+                // its seq (flag RESEND), never below what it ACKed.
                 let from = frame.header().seq();
                 let acked = self.out_state(k).0;
                 if let Some(path) = self.outs[k].as_mut() {
-                    if from > acked {
-                        path.cursor = path.cursor.min(from);
-                    }
+                    path.nack(from, acked);
                 }
             }
             (_, Kind::Heartbeat) => {}
@@ -1809,13 +1846,14 @@ impl Worker {
         let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
             return Ok(());
         };
-        path.fill(released, limit)?;
-        let failed = match path.conn.as_mut() {
-            Some(c) if !c.wbuf.is_empty() => c.flush().err(),
-            _ => None,
-        };
-        if let Some(e) = failed {
+        if let Err(e) = path.pump(released, limit)? {
             self.out_lost(k, &format!("write: {e}"));
+            return Ok(());
+        }
+        let acked = self.out_state(k).0;
+        let timeout = Duration::from_millis(self.cfg.limits.resend_timeout_ms);
+        if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
+            path.resend_on_timeout(acked, timeout);
         }
         Ok(())
     }
