@@ -128,7 +128,7 @@ fn start_engine(
     std::fs::write(
         &toml,
         format!(
-            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\nsnapshot_interval_records = 100000000\n",
+            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n",
             cfg.app,
             dir.join("data").display().to_string()
         ),
@@ -166,7 +166,7 @@ fn start_cluster(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::write(dir.join("secret"), "verity-bench-cluster-secret").map_err(|e| e.to_string())?;
     let mut toml = format!(
-        "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\nsnapshot_interval_records = 100000000\n",
+        "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\n",
         cfg.app
     );
     let mut sources = Vec::new();
