@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::routing::{Routing, MAX_NODES};
 use crate::log::Durability;
 use crate::runtime::config::{parse_limits, parse_root, read_config, ConfigError, Limits, Walker};
+use crate::runtime::shim::{Faults, Partition};
 
 /// One worker process and the nodes (shards) it hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct ClusterToml {
     pub snapshot_interval_records: u64,
     pub workers: Vec<WorkerSpec>,
     pub limits: Limits,
+    /// The fault shim's configuration (`[faults]`); `None`: off.
+    pub faults: Option<Faults>,
 }
 
 /// The cluster secret (HMAC key). Never printed.
@@ -95,6 +98,81 @@ pub struct ClusterNode {
     /// Every other node: (index, where it is).
     pub peers: Vec<(u32, PeerAt)>,
     pub secret: Secret,
+    /// The worker name of every node, by index (partitions name workers).
+    pub node_workers: Vec<String>,
+    /// The fault shim, when `[faults]` configures it.
+    pub faults: Option<std::sync::Arc<Faults>>,
+}
+
+/// `[faults]`: the fault shim (`docs/CONFIG.md`).
+fn parse_faults(
+    w: &Walker<'_>,
+    f: &toml::Table,
+    workers: &[WorkerSpec],
+) -> Result<Faults, ConfigError> {
+    w.reject_unknown(
+        f,
+        "faults",
+        &[
+            "seed",
+            "drop",
+            "duplicate",
+            "reorder",
+            "delay",
+            "delay_max_ms",
+            "corrupt",
+            "close",
+            "partition",
+        ],
+    )?;
+    let mut partitions = Vec::new();
+    match f.get("partition") {
+        None => {}
+        Some(toml::Value::Array(a)) => {
+            for (i, v) in a.iter().enumerate() {
+                let p = format!("faults.partition[{i}]");
+                let toml::Value::Table(t) = v else {
+                    return Err(w.err(&p, "must be a table ([[faults.partition]])"));
+                };
+                w.reject_unknown(t, &p, &["a", "b", "start_unix_ms", "end_unix_ms"])?;
+                let mut names = [String::new(), String::new()];
+                for (k, n) in ["a", "b"].into_iter().zip(names.iter_mut()) {
+                    let name = w.req_str(t, &p, k)?;
+                    if !workers.iter().any(|s| s.name == name) {
+                        return Err(w.err(&format!("{p}.{k}"), format!("no worker {name:?}")));
+                    }
+                    *n = name.to_owned();
+                }
+                if names[0] == names[1] {
+                    return Err(w.err(&format!("{p}.b"), "must differ from a"));
+                }
+                let start = w.int(t, &p, "start_unix_ms", 0, 0, i64::MAX as u64)?;
+                let end = w.int(t, &p, "end_unix_ms", 0, 0, i64::MAX as u64)?;
+                if end <= start {
+                    return Err(w.err(&format!("{p}.end_unix_ms"), "must be after start_unix_ms"));
+                }
+                let [a, b] = names;
+                partitions.push(Partition {
+                    a,
+                    b,
+                    start_unix_ms: start,
+                    end_unix_ms: end,
+                });
+            }
+        }
+        Some(_) => return Err(w.err("faults.partition", "must be an array of tables")),
+    }
+    Ok(Faults {
+        seed: w.int(f, "faults", "seed", 1, 0, i64::MAX as u64)?,
+        drop_ppm: w.ppm(f, "faults", "drop")?,
+        duplicate_ppm: w.ppm(f, "faults", "duplicate")?,
+        reorder_ppm: w.ppm(f, "faults", "reorder")?,
+        delay_ppm: w.ppm(f, "faults", "delay")?,
+        delay_max_ms: w.int(f, "faults", "delay_max_ms", 20, 1, 60_000)?,
+        corrupt_ppm: w.ppm(f, "faults", "corrupt")?,
+        close_ppm: w.ppm(f, "faults", "close")?,
+        partitions,
+    })
 }
 
 /// Reads a secret file named by configuration key `key` of `file`: the
@@ -138,7 +216,7 @@ impl ClusterToml {
     pub fn parse(text: &str, file: &Path) -> Result<ClusterToml, ConfigError> {
         let w = Walker { file };
         let root = parse_root(text, file)?;
-        w.reject_unknown(&root, "", &["cluster", "worker", "limits"])?;
+        w.reject_unknown(&root, "", &["cluster", "worker", "limits", "faults"])?;
         let cluster = match root.get("cluster") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => return Err(w.err("cluster", "must be a table")),
@@ -293,6 +371,11 @@ impl ClusterToml {
                 }
             }
         }
+        let faults = match root.get("faults") {
+            None => None,
+            Some(toml::Value::Table(f)) => Some(parse_faults(&w, f, &specs)?),
+            Some(_) => return Err(w.err("faults", "must be a table")),
+        };
         let limits = match root.get("limits") {
             None => Limits::default(),
             Some(toml::Value::Table(l)) => parse_limits(&w, l)?,
@@ -316,6 +399,7 @@ impl ClusterToml {
             )?,
             workers: specs,
             limits,
+            faults,
         })
     }
 
@@ -398,6 +482,11 @@ impl ClusterToml {
                     address: shifted(spec.address, me.shard),
                     peers,
                     secret: secret.clone(),
+                    node_workers: nodes
+                        .iter()
+                        .map(|n| self.workers[n.worker].name.clone())
+                        .collect(),
+                    faults: self.faults.clone().map(std::sync::Arc::new),
                 }),
             });
         }

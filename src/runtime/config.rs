@@ -153,6 +153,21 @@ impl Walker<'_> {
         Ok(v as u64)
     }
 
+    /// A probability in `0.0..=1.0` (default 0), in parts per million.
+    pub(crate) fn ppm(&self, t: &toml::Table, p: &str, k: &str) -> Result<u32, ConfigError> {
+        let key = format!("{p}.{k}");
+        let v = match t.get(k) {
+            None => return Ok(0),
+            Some(toml::Value::Float(f)) => *f,
+            Some(toml::Value::Integer(i)) => *i as f64,
+            Some(_) => return Err(self.err(&key, "must be a number (a probability)")),
+        };
+        if !(0.0..=1.0).contains(&v) {
+            return Err(self.err(&key, format!("must be a probability in 0..=1, got {v}")));
+        }
+        Ok((v * 1e6).round() as u32)
+    }
+
     /// An app name (`one of crate::apps::NAMES`), required.
     pub(crate) fn app(&self, t: &toml::Table, p: &str) -> Result<String, ConfigError> {
         let app = self.req_str(t, p, "app")?.to_owned();

@@ -58,6 +58,7 @@ use super::config::NodeToml;
 use super::datadir::{DataDir, DataDirError};
 use super::link::LinkEnd;
 use super::outpath::{OutPath, BACKOFF_MIN};
+use super::shim::{Faults, Shim};
 use crate::cluster::routing::MAX_NODES;
 use crate::cluster::PeerAt;
 use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore};
@@ -185,6 +186,10 @@ pub(super) struct Conn {
     pub(super) node_port: bool,
     /// The node id its HELLO claimed (proven once `node` is set).
     pub(super) claimed: u32,
+    /// The fault shim, when `[faults]` is configured: frames pass through
+    /// it from `wbuf` into `sbuf`, which is what reaches the socket.
+    pub(super) shim: Option<Box<Shim>>,
+    pub(super) sbuf: BytesMut,
 }
 
 impl Conn {
@@ -208,40 +213,35 @@ impl Conn {
             their_epoch: 0,
             node_port: false,
             claimed: 0,
+            shim: None,
+            sbuf: BytesMut::new(),
         }
     }
 
-    /// Writes as much of `wbuf` as the socket takes. Err = connection lost.
+    /// Writes as much of `wbuf` as the socket takes (through the fault
+    /// shim, if any). Err = connection lost.
     pub(super) fn flush(&mut self) -> io::Result<()> {
-        while !self.wbuf.is_empty() {
-            let written = match &mut self.stream {
-                Stream::Tcp(s) => s.write(&self.wbuf),
-                Stream::Link(l) => match l.write(&self.wbuf) {
-                    // A full ring: the other shard reads it soon; we come
-                    // back on the next loop iteration.
-                    Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-                    r => r,
-                },
-            };
-            match written {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    let _ = self.wbuf.split_to(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable = false;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        if let Some(shim) = self.shim.as_mut() {
+            if shim.pass(&mut self.wbuf, &mut self.sbuf, unix_ms()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "fault shim: connection closed",
+                ));
             }
+            return write_out(&mut self.stream, &mut self.sbuf, &mut self.writable);
         }
-        Ok(())
+        write_out(&mut self.stream, &mut self.wbuf, &mut self.writable)
     }
 
     /// Writes `bytes` straight to the stream (no copy into `wbuf`); the
     /// bytes written. For a link, 0 is `WouldBlock` (the ring is full).
+    /// With a fault shim the bytes go through `wbuf` and the shim.
     pub(super) fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.shim.is_some() {
+            self.wbuf.extend_from_slice(bytes);
+            self.flush()?;
+            return Ok(bytes.len());
+        }
         match &mut self.stream {
             Stream::Tcp(s) => s.write(bytes),
             Stream::Link(l) => match l.write(bytes)? {
@@ -250,7 +250,42 @@ impl Conn {
             },
         }
     }
+}
 
+/// Writes as much of `buf` to `stream` as it takes. Err = connection lost.
+fn write_out(stream: &mut Stream, buf: &mut BytesMut, writable: &mut bool) -> io::Result<()> {
+    while !buf.is_empty() {
+        let written = match stream {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Link(l) => match l.write(buf) {
+                // A full ring: the other shard reads it soon; we come back
+                // on the next loop iteration.
+                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                r => r,
+            },
+        };
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                let _ = buf.split_to(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *writable = false;
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch (the fault shim's and partitions' clock).
+fn unix_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+impl Conn {
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
     pub(super) fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
@@ -336,6 +371,12 @@ pub struct Worker {
     listener: Option<TcpListener>,
     /// Set when an in-process link broke (our own bug): the worker stops.
     fatal: Option<String>,
+    /// The fault shim's configuration (`[faults]`), if any.
+    faults: Option<std::sync::Arc<Faults>>,
+    /// `data_dir/faults.log`: every fault the shim injected, one per line.
+    fault_log: Option<std::io::BufWriter<std::fs::File>>,
+    /// Connections accepted so far (names inbound shims).
+    accepted: u64,
     /// Node-to-node listener (cluster only).
     peer_listener: Option<TcpListener>,
     /// Inbound connections: sources, and other nodes' channels to us.
@@ -528,6 +569,19 @@ impl Worker {
                 c.address, c.worker
             )))?),
         };
+        let faults = cluster.as_ref().and_then(|c| c.faults.clone());
+        let fault_log = match &faults {
+            None => None,
+            Some(_) => {
+                let path = cfg.data_dir.join("faults.log");
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_err(format!("cannot open {}", path.display())))?;
+                Some(std::io::BufWriter::new(f))
+            }
+        };
         let poll = match links.poll.take() {
             Some(p) => p,
             None => Poll::new().map_err(io_err("cannot create the event loop"))?,
@@ -565,6 +619,9 @@ impl Worker {
             peer_listener,
             sources,
             fatal: None,
+            faults,
+            fault_log,
+            accepted: 0,
             outs,
             undurable: VecDeque::new(),
             dead_logged_below,
@@ -769,7 +826,7 @@ impl Worker {
                 });
                 if waiting {
                     timeout = Duration::ZERO;
-                } else if stuck {
+                } else if stuck || self.shims_holding() {
                     timeout = Duration::from_millis(1);
                 }
             }
@@ -808,6 +865,10 @@ impl Worker {
                 self.pump_out(k)?;
             }
             self.flush_sources();
+            if self.faults.is_some() {
+                self.enforce_partitions();
+                self.drain_faults();
+            }
             if self.core.journal_next() - self.records_at_snapshot
                 >= self.cfg.snapshot_interval_records
             {
@@ -821,6 +882,161 @@ impl Worker {
                 return Ok(());
             }
         }
+    }
+
+    /// A fault shim for a new connection of outbound path `k`, when the
+    /// frame faults are on. Its name (and so its PRNG stream) is the path
+    /// and how many times it connected.
+    fn shim_for(&self, k: usize) -> Option<Box<Shim>> {
+        let f = self.faults.as_ref().filter(|f| f.frames_on())?;
+        let path = self.outs.get(k)?.as_ref()?;
+        Some(Box::new(Shim::new(
+            f.clone(),
+            format!(
+                "node {} -> {} #{}",
+                self.core.node(),
+                path.name,
+                path.connects + 1
+            ),
+        )))
+    }
+
+    /// Whether a configured partition cuts this worker off from node `j`'s
+    /// worker now.
+    fn partitioned_from(&self, j: u32) -> bool {
+        let (Some(f), Some(c)) = (self.faults.as_ref(), self.cfg.cluster.as_ref()) else {
+            return false;
+        };
+        if f.partitions.is_empty() {
+            return false;
+        }
+        let Some(theirs) = c.node_workers.get(j as usize) else {
+            return false;
+        };
+        f.partitioned(&c.worker, theirs, unix_ms())
+    }
+
+    /// Cuts the connections a partition forbids right now.
+    fn enforce_partitions(&mut self) {
+        if self.faults.as_ref().is_none_or(|f| f.partitions.is_empty()) {
+            return;
+        }
+        for k in 0..self.outs.len() {
+            let cut = self.outs[k].as_ref().is_some_and(|p| {
+                p.conn.is_some() && p.node.is_some_and(|j| self.partitioned_from(j))
+            });
+            if cut {
+                self.log_fault(&format!(
+                    "partition cuts {}",
+                    self.outs[k].as_ref().map_or("", |p| p.name.as_str())
+                ));
+                self.out_lost(k, "partition");
+            }
+        }
+        for slot in 0..self.sources.len() {
+            let node = self.sources[slot].as_ref().and_then(|c| c.node);
+            if node.is_some_and(|j| self.partitioned_from(j)) {
+                self.log_fault(&format!(
+                    "partition cuts the channel from node {}",
+                    node.unwrap_or(0)
+                ));
+                self.close_source(slot, Some("partition".into()));
+            }
+        }
+    }
+
+    fn log_fault(&mut self, what: &str) {
+        if let Some(log) = self.fault_log.as_mut() {
+            let _ = writeln!(log, "{} node {} {what}", unix_ms(), self.core.node());
+        }
+    }
+
+    /// Writes what the shims decided since the last call to the fault log,
+    /// and lets held-back frames out when due.
+    fn drain_faults(&mut self) {
+        if self.fault_log.is_none() {
+            return;
+        }
+        let now = unix_ms();
+        let mut lines = Vec::new();
+        let mut lost_out = Vec::new();
+        let mut lost_in = Vec::new();
+        for (k, p) in self.outs.iter_mut().enumerate() {
+            if let Some(c) = p.as_mut().and_then(|p| p.conn.as_mut()) {
+                if c.shim.as_ref().is_some_and(|s| s.holding()) && c.flush().is_err() {
+                    lost_out.push(k);
+                }
+                if let Some(s) = c.shim.as_mut() {
+                    let id = s.id().to_owned();
+                    for (n, kind, ch, seq, d) in s.decisions.drain(..) {
+                        lines.push(format!(
+                            "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
+                            d.name()
+                        ));
+                    }
+                }
+            }
+        }
+        for (slot, c) in self.sources.iter_mut().enumerate() {
+            if let Some(c) = c.as_mut() {
+                if c.shim.as_ref().is_some_and(|s| s.holding()) && c.flush().is_err() {
+                    lost_in.push(slot);
+                }
+                if let Some(s) = c.shim.as_mut() {
+                    let id = s.id().to_owned();
+                    for (n, kind, ch, seq, d) in s.decisions.drain(..) {
+                        lines.push(format!(
+                            "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
+                            d.name()
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(log) = self.fault_log.as_mut() {
+            for l in &lines {
+                let _ = writeln!(log, "{l}");
+            }
+            let _ = log.flush();
+        }
+        for k in lost_out {
+            self.out_lost(k, "fault shim: connection closed");
+        }
+        for slot in lost_in {
+            self.close_source(slot, Some("fault shim: connection closed".into()));
+        }
+    }
+
+    /// A connection with a shim is gone: its last decisions (a close, say)
+    /// still go to the fault log.
+    fn retire_shim(&mut self, mut shim: Box<Shim>) {
+        let now = unix_ms();
+        let id = shim.id().to_owned();
+        if let Some(log) = self.fault_log.as_mut() {
+            for (n, kind, ch, seq, d) in shim.decisions.drain(..) {
+                let _ = writeln!(
+                    log,
+                    "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
+                    d.name()
+                );
+            }
+        }
+    }
+
+    /// Whether a shim holds frames back (the loop must come back soon).
+    fn shims_holding(&self) -> bool {
+        self.fault_log.is_some()
+            && (self
+                .sources
+                .iter()
+                .flatten()
+                .any(|c| c.shim.as_ref().is_some_and(|s| s.holding()))
+                || self
+                    .outs
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.conn.as_ref())
+                    .any(|c| c.shim.as_ref().is_some_and(|s| s.holding())))
     }
 
     /// Calls `f` on every connection over an in-process link.
@@ -904,6 +1120,15 @@ impl Worker {
                         self.cfg.limits.read_buffer_bytes,
                     );
                     conn.node_port = peers;
+                    self.accepted += 1;
+                    conn.shim = self.faults.as_ref().filter(|f| f.frames_on()).map(|f| {
+                        let me = self.core.node();
+                        let kind = if peers { "nodes" } else { "sources" };
+                        Box::new(Shim::new(
+                            f.clone(),
+                            format!("node {me} <- {kind} #{}", self.accepted),
+                        ))
+                    });
                     self.sources[slot] = Some(conn);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -1471,6 +1696,9 @@ impl Worker {
                 eprintln!("verity: source {} lost: {why}", conn.peer);
             }
             conn.stream.deregister(self.poll.registry());
+            if let Some(shim) = conn.shim.take() {
+                self.retire_shim(shim);
+            }
         }
         for c in self
             .channel_conn
@@ -1563,7 +1791,15 @@ impl Worker {
             if Instant::now() < path.retry_at {
                 return Ok(());
             }
+            if path.node.is_some_and(|j| self.partitioned_from(j)) {
+                // A partition: no route to that worker now.
+                if let Some(p) = self.outs.get_mut(k).and_then(Option::as_mut) {
+                    p.failed();
+                }
+                return Ok(());
+            }
             let addr = path.addr;
+            let shim = self.shim_for(k);
             let Some(challenge) = random_challenge() else {
                 return Ok(());
             };
@@ -1594,6 +1830,7 @@ impl Worker {
                     }
                     let _ = stream.set_nodelay(true);
                     let mut conn = Conn::new(stream, addr, max, 64 << 10);
+                    conn.shim = shim;
                     // Without a client secret the sink does not
                     // authenticate: our HELLO carries a zero response.
                     let hello = if path.node.is_some() || client_auth {
@@ -1825,6 +2062,7 @@ impl Worker {
                 ));
                 return;
             }
+            let mut retired = None;
             if let Some(mut conn) = path.conn.take() {
                 if conn.state == ConnState::Ready || why.contains("authentication") {
                     eprintln!(
@@ -1833,8 +2071,12 @@ impl Worker {
                     );
                 }
                 conn.stream.deregister(reg);
+                retired = conn.shim.take();
             }
             path.failed();
+            if let Some(shim) = retired {
+                self.retire_shim(shim);
+            }
         }
     }
 

@@ -83,6 +83,9 @@ pub struct SendConfig {
     /// The client secret: answer the node's challenge and check its answer
     /// to ours (`None`: the node must not require it).
     pub secret: Option<Vec<u8>>,
+    /// Records sent but not ACKed and no ACK progress for this long: send
+    /// again from the first unACKed one (an ACK may have been lost).
+    pub resend_after: Duration,
 }
 
 impl SendConfig {
@@ -98,6 +101,7 @@ impl SendConfig {
             give_up_after: Duration::from_secs(60),
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             secret: None,
+            resend_after: Duration::from_secs(1),
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct SendStats {
     /// Records the node had ACKed but no longer had after a restart (its
     /// RESUME was below our ACK watermark); they were sent again.
     pub rewound: u64,
+    /// Times nothing was ACKed for `resend_after` and the sender went back.
+    pub timeouts: u64,
 }
 
 #[derive(Debug)]
@@ -247,6 +253,8 @@ pub fn send(
         let mut next = acked + 1;
         let mut sent_at_start = 0u64;
         let rate_start = Instant::now();
+        // (acked, when it last moved): the resend timer.
+        let mut progress_at = (acked, Instant::now());
         let _ = progress.started.set(rate_start);
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -262,6 +270,16 @@ pub fn send(
             let from = shared.nack_from.swap(0, Ordering::AcqRel);
             if from > acked && from < next {
                 next = from;
+            }
+            if acked != progress_at.0 {
+                progress_at = (acked, Instant::now());
+            } else if next > acked + 1 && progress_at.1.elapsed() > cfg.resend_after {
+                // Nothing ACKed for a while with records outstanding: an
+                // ACK (or the records) may have been lost; send them again
+                // (the node drops duplicates and ACKs again).
+                next = acked + 1;
+                progress_at.1 = Instant::now();
+                stats.timeouts += 1;
             }
             if next > n || next > acked + cfg.window {
                 thread::sleep(Duration::from_micros(200));
