@@ -1009,7 +1009,8 @@ impl Worker {
 
     /// A connection with a shim is gone: its last decisions (a close, say)
     /// still go to the fault log.
-    fn retire_shim(&mut self, mut shim: Box<Shim>) {
+    fn retire_shim(&mut self, shim: Box<Shim>) {
+        let mut shim = *shim;
         let now = unix_ms();
         let id = shim.id().to_owned();
         if let Some(log) = self.fault_log.as_mut() {
