@@ -1009,8 +1009,7 @@ impl Worker {
 
     /// A connection with a shim is gone: its last decisions (a close, say)
     /// still go to the fault log.
-    fn retire_shim(&mut self, shim: Box<Shim>) {
-        let mut shim = *shim;
+    fn retire_shim(&mut self, mut shim: Shim) {
         let now = unix_ms();
         let id = shim.id().to_owned();
         if let Some(log) = self.fault_log.as_mut() {
@@ -1698,7 +1697,7 @@ impl Worker {
             }
             conn.stream.deregister(self.poll.registry());
             if let Some(shim) = conn.shim.take() {
-                self.retire_shim(shim);
+                self.retire_shim(*shim);
             }
         }
         for c in self
@@ -2076,7 +2075,7 @@ impl Worker {
             }
             path.failed();
             if let Some(shim) = retired {
-                self.retire_shim(shim);
+                self.retire_shim(*shim);
             }
         }
     }
