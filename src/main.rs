@@ -37,8 +37,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Run market spread (or --app) on a node that is killed with SIGKILL and
-    /// restarted at moments drawn from the seed, then check the output.
+    /// The main job: market spread (or --app) on a 3-worker cluster under
+    /// seeded faults (socket shim, partitions, kill -9, pauses), checked
+    /// from outside by the independent oracle.
     Demo {
         /// doubler, word-count, sequence-window or market-spread.
         #[arg(long, default_value = "market-spread")]
@@ -52,10 +53,14 @@ enum Command {
         /// How many times to kill -9 a node.
         #[arg(long, default_value_t = 3)]
         kills: u32,
-        /// Worker processes: 1 runs a single node, more a cluster (each
-        /// worker is killed at least once when --kills allows).
-        #[arg(long, default_value_t = 1)]
+        /// Worker processes of the cluster (each is killed at least once
+        /// when --kills allows).
+        #[arg(long, default_value_t = 3)]
         nodes: u32,
+        /// Faults: none, flaky-net, corrupt, crashes, partitions or all
+        /// (kills come from --kills).
+        #[arg(long, default_value = "all")]
+        profile: String,
         /// process or fsync.
         #[arg(long, default_value = "process")]
         durability: String,
@@ -78,10 +83,18 @@ fn main() -> ExitCode {
             messages,
             kills,
             nodes,
+            profile,
             durability,
             dir,
             keep,
         } => {
+            let profile = match profile.parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("verity demo: --profile: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let durability = match durability.as_str() {
                 "process" => Durability::Process,
                 "fsync" => Durability::Fsync,
@@ -102,6 +115,7 @@ fn main() -> ExitCode {
                 messages,
                 kills,
                 nodes,
+                profile,
                 durability,
                 dir,
                 keep,

@@ -12,6 +12,7 @@
 //! `demo` uses it, and the checker stays independent of what it checks.
 
 pub mod bench;
+pub mod chaos;
 pub mod check;
 pub mod client_auth;
 pub mod formats;

@@ -1,0 +1,148 @@
+//! verity-chaos: runs a Verity cluster (real processes, real TCP) under a
+//! fault schedule drawn from a seed, checks the output with the independent
+//! oracle and prints a report ending in `check: PASS ...` or `check: FAIL ...`
+//! (see `verity_tools::chaos`). Build the engine first:
+//! `cargo build --release --workspace` (it looks for `verity` beside itself,
+//! or takes `--engine`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+use verity_tools::chaos::{self, Profile, Scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "verity-chaos",
+    version,
+    about = "Seeded fault injection against a real Verity cluster, checked from outside"
+)]
+struct Args {
+    /// doubler, word-count, sequence-window or market-spread.
+    #[arg(long, default_value = "market-spread")]
+    app: String,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: u32,
+    /// Nodes (shards) per worker.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// Input records to generate.
+    #[arg(long, default_value_t = 200_000)]
+    messages: u64,
+    /// Records per second per source (default: as fast as the cluster takes).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// process or fsync.
+    #[arg(long, default_value = "process")]
+    durability: String,
+    /// none, flaky-net, corrupt, crashes, partitions or all.
+    #[arg(long, default_value = "all")]
+    profile: String,
+    /// One seed.
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// A range of seeds, A..B (B excluded) or A..=B, run one after another.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Kills instead of the profile's (every worker first).
+    #[arg(long)]
+    kills: Option<u32>,
+    /// The verity engine binary (default: beside this one).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// Work directory (default: a fresh one under the temp dir, removed after a PASS).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the work directory after a PASS.
+    #[arg(long)]
+    keep: bool,
+}
+
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    if let Some((a, b)) = s.split_once("..=") {
+        return Some((a.trim().parse().ok()?, b.trim().parse::<u64>().ok()? + 1));
+    }
+    let (a, b) = s.split_once("..")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    let profile: Profile = match a.profile.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("verity-chaos: --profile: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if a.durability != "process" && a.durability != "fsync" {
+        eprintln!(
+            "verity-chaos: --durability {:?} is not process or fsync",
+            a.durability
+        );
+        return ExitCode::from(2);
+    }
+    let engine = a.engine.unwrap_or_else(verity_tools::bench::default_engine);
+    if !engine.exists() {
+        eprintln!(
+            "verity-chaos: engine binary {} not found; run `cargo build --release --workspace` first or pass --engine",
+            engine.display()
+        );
+        return ExitCode::from(2);
+    }
+    let (from, to) = match (&a.seed, &a.seeds) {
+        (Some(s), _) => (*s, *s + 1),
+        (None, Some(r)) => match parse_range(r) {
+            Some(r) => r,
+            None => {
+                eprintln!("verity-chaos: --seeds {r:?} is not A..B or A..=B");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => (1, 2),
+    };
+    let started = Instant::now();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for seed in from..to {
+        let mut s = Scenario::new(engine.clone());
+        s.app = a.app.clone();
+        s.workers = a.workers.max(1);
+        s.shards = a.shards.max(1);
+        s.messages = a.messages;
+        s.rate = a.rate;
+        s.durability = a.durability.clone();
+        s.profile = profile;
+        s.seed = seed;
+        s.kills = a.kills;
+        s.dir = a.dir.as_ref().map(|d| d.join(seed.to_string()));
+        s.keep = a.keep;
+        match chaos::run(&s) {
+            Ok(o) if o.passed => passed += 1,
+            Ok(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "chaos: seed {seed}: error: {e}\nreproduce: {} {}\ncheck: FAIL app={} error={e:?}",
+                    s.command,
+                    s.args(),
+                    s.app
+                );
+            }
+        }
+    }
+    if to - from > 1 {
+        println!(
+            "chaos: profile={} seeds={} passed={passed} failed={failed} seconds={:.1}",
+            profile.name(),
+            to - from,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

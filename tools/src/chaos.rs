@@ -1,0 +1,940 @@
+//! `verity-chaos`: the real cluster (real processes, real TCP) under a fault
+//! schedule derived from a seed — the Dagon/Spike of Verity. From a scenario
+//! (app, workers, shards, messages, rate, durability, fault profile) and a
+//! seed it:
+//!
+//! 1. generates the input and writes `cluster.toml` with a `[faults]` table
+//!    (the engine's socket-level shim: drop, duplicate, reorder, delay,
+//!    corrupt, close) and timed partitions of worker pairs;
+//! 2. starts the receiver, the workers (the `verity` binary) and the senders;
+//! 3. `kill -9`s and restarts workers, and pauses them (SIGSTOP/SIGCONT), at
+//!    moments of the run drawn from the seed (fractions of the input ACKed);
+//! 4. waits for every output, stops everything (SIGTERM), runs the
+//!    independent checker and prints a report: messages, faults of each kind
+//!    injected (from the workers' fault logs), kills, pauses, duplicates
+//!    absorbed, NACKs, resends, recovery times, then the command that
+//!    reproduces the run and, last, `check: PASS ...` or `check: FAIL ...`.
+//!
+//! The schedule is a pure function of (scenario, seed); its hash is printed,
+//! and the same seed prints the same hash. The engine's own faults follow
+//! from the same seed (`[faults] seed`), per connection.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::check::{self, App};
+use crate::formats::InputFormat;
+use crate::gen::{self, GenConfig, Rng, TextConfig};
+use crate::recv::{Receiver, RecvConfig};
+use crate::send::{self, Progress, Records, SendConfig, SendStats};
+
+/// A named set of faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// No faults: the baseline.
+    None,
+    /// Drop, duplicate, reorder and delay frames.
+    FlakyNet,
+    /// Flip bits (the CRC catches them) and close connections.
+    Corrupt,
+    /// `kill -9` and restart every worker, pause some (SIGSTOP/SIGCONT).
+    Crashes,
+    /// Cut pairs of workers off from each other for a while.
+    Partitions,
+    /// Everything above.
+    All,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 6] = [
+        Profile::None,
+        Profile::FlakyNet,
+        Profile::Corrupt,
+        Profile::Crashes,
+        Profile::Partitions,
+        Profile::All,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::None => "none",
+            Profile::FlakyNet => "flaky-net",
+            Profile::Corrupt => "corrupt",
+            Profile::Crashes => "crashes",
+            Profile::Partitions => "partitions",
+            Profile::All => "all",
+        }
+    }
+
+    fn net(self) -> bool {
+        matches!(self, Profile::FlakyNet | Profile::All)
+    }
+    fn corrupt(self) -> bool {
+        matches!(self, Profile::Corrupt | Profile::All)
+    }
+    fn crashes(self) -> bool {
+        matches!(self, Profile::Crashes | Profile::All)
+    }
+    fn partitions(self) -> bool {
+        matches!(self, Profile::Partitions | Profile::All)
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Profile, String> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown profile {s:?} (one of: {})",
+                    Profile::ALL.map(|p| p.name()).join(", ")
+                )
+            })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub app: String,
+    pub workers: u32,
+    pub shards: u32,
+    pub messages: u64,
+    /// Records per second per source (`None`: as fast as the cluster takes).
+    pub rate: Option<u64>,
+    /// `process` or `fsync`.
+    pub durability: String,
+    pub profile: Profile,
+    pub seed: u64,
+    /// Kills instead of the profile's (each worker first, then drawn).
+    pub kills: Option<u32>,
+    /// The `verity` engine binary.
+    pub engine: PathBuf,
+    /// Work directory (a fresh temporary one when `None`).
+    pub dir: Option<PathBuf>,
+    /// Keep the work directory after a PASS.
+    pub keep: bool,
+    /// The command line that runs this scenario, without its arguments
+    /// (for the reproduction line).
+    pub command: String,
+    /// How that command names the worker count (`--workers`, `--nodes`).
+    pub workers_flag: &'static str,
+}
+
+impl Scenario {
+    pub fn new(engine: PathBuf) -> Scenario {
+        Scenario {
+            app: "market-spread".into(),
+            workers: 3,
+            shards: 1,
+            messages: 200_000,
+            rate: None,
+            durability: "process".into(),
+            profile: Profile::All,
+            seed: 1,
+            kills: None,
+            engine,
+            dir: None,
+            keep: false,
+            command: "cargo run --release --bin verity-chaos --".into(),
+            workers_flag: "--workers",
+        }
+    }
+
+    /// The arguments that reproduce this scenario (after `command`).
+    pub fn args(&self) -> String {
+        let mut a = format!(
+            "--app {} {} {} --messages {} --profile {} --seed {}",
+            self.app,
+            self.workers_flag,
+            self.workers,
+            self.messages,
+            self.profile.name(),
+            self.seed
+        );
+        if self.shards != 1 {
+            a.push_str(&format!(" --shards {}", self.shards));
+        }
+        if let Some(k) = self.kills {
+            a.push_str(&format!(" --kills {k}"));
+        }
+        if let Some(r) = self.rate {
+            a.push_str(&format!(" --rate {r}"));
+        }
+        if self.durability != "process" {
+            a.push_str(&format!(" --durability {}", self.durability));
+        }
+        a
+    }
+}
+
+/// Per-frame fault probabilities, parts per million.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameFaults {
+    pub drop: u32,
+    pub duplicate: u32,
+    pub reorder: u32,
+    pub delay: u32,
+    pub delay_max_ms: u64,
+    pub corrupt: u32,
+    pub close: u32,
+}
+
+/// Everything a run will do to the cluster, drawn from the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub frames: FrameFaults,
+    /// (input records ACKed, worker): `kill -9`, then restart.
+    pub kills: Vec<(u64, usize)>,
+    /// (input records ACKed, worker, milliseconds): SIGSTOP, then SIGCONT.
+    pub pauses: Vec<(u64, usize, u64)>,
+    /// (ms after the senders start, duration ms, worker a, worker b).
+    pub partitions: Vec<(u64, u64, usize, usize)>,
+}
+
+impl Schedule {
+    /// The schedule of `s` for `total` input records.
+    pub fn draw(s: &Scenario, total: u64) -> Schedule {
+        let mut r = Rng::new(s.seed ^ 0x6368_616f_735f_7631);
+        let p = s.profile;
+        let workers = s.workers.max(1) as usize;
+        // Per-frame probabilities scaled to the run's size: a few dozen
+        // faults of each kind per run (about 3 frames cross a connection per
+        // input: to the node, to its owner, to the sink; ACKs besides).
+        let per = |r: &mut Rng, lo: u64, hi: u64| -> u32 {
+            let events = lo + r.below(hi - lo + 1);
+            ((events * 1_000_000) / (3 * total.max(1))).clamp(1, 5_000) as u32
+        };
+        let frames = FrameFaults {
+            drop: if p.net() { per(&mut r, 20, 60) } else { 0 },
+            duplicate: if p.net() { per(&mut r, 30, 90) } else { 0 },
+            reorder: if p.net() { per(&mut r, 30, 90) } else { 0 },
+            delay: if p.net() { per(&mut r, 30, 90) } else { 0 },
+            delay_max_ms: 5 + r.below(25),
+            corrupt: if p.corrupt() { per(&mut r, 5, 15) } else { 0 },
+            close: if p.corrupt() { per(&mut r, 3, 8) } else { 0 },
+        };
+        let n_kills = match s.kills {
+            Some(k) => k as usize,
+            None if p.crashes() => workers.max(3),
+            None => 0,
+        };
+        // Every worker once (in a seeded order) while kills last, then drawn.
+        let mut order: Vec<usize> = (0..workers).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, r.below(i as u64 + 1) as usize);
+        }
+        let at = |r: &mut Rng| total / 20 + r.below((total * 9 / 10).max(1));
+        let mut kills: Vec<(u64, usize)> = (0..n_kills)
+            .map(|i| {
+                let w = order
+                    .get(i)
+                    .copied()
+                    .unwrap_or_else(|| r.below(workers as u64) as usize);
+                (at(&mut r), w)
+            })
+            .collect();
+        kills.sort_unstable();
+        let mut pauses = Vec::new();
+        if p.crashes() {
+            for _ in 0..2 {
+                let w = r.below(workers as u64) as usize;
+                pauses.push((at(&mut r), w, 100 + r.below(600)));
+            }
+            pauses.sort_unstable();
+        }
+        let mut partitions = Vec::new();
+        if p.partitions() && workers >= 2 {
+            for _ in 0..2 {
+                let a = r.below(workers as u64) as usize;
+                let b = (a + 1 + r.below(workers as u64 - 1) as usize) % workers;
+                // Early in the run (runs of 10^5..10^6 inputs take 1-3 s).
+                partitions.push((r.below(600), 200 + r.below(800), a, b));
+            }
+            partitions.sort_unstable();
+        }
+        Schedule {
+            frames,
+            kills,
+            pauses,
+            partitions,
+        }
+    }
+
+    /// FNV-1a of the schedule's canonical text: the same seed (and
+    /// scenario) gives the same hash.
+    pub fn hash(&self) -> u64 {
+        let text = format!("{self:?}");
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for b in text.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub passed: bool,
+    /// `check: PASS ...` or `check: FAIL ...`.
+    pub last_line: String,
+    pub schedule_hash: u64,
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr().map_err(|e| format!("no free port: {e}"))
+}
+
+/// A free run of `n` consecutive ports (shard i listens on port + i).
+fn free_ports(n: u32) -> Result<SocketAddr, String> {
+    for _ in 0..100 {
+        let a = free_addr()?;
+        if a.port() as u32 + n > 65_000 {
+            continue;
+        }
+        let free =
+            (1..n as u16).all(|i| TcpListener::bind(SocketAddr::new(a.ip(), a.port() + i)).is_ok());
+        if free {
+            return Ok(a);
+        }
+    }
+    Err(format!("no run of {n} free ports"))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One worker process.
+struct Worker {
+    name: String,
+    engine: PathBuf,
+    config: PathBuf,
+    sources: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Worker {
+    fn start(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let child = Command::new(&self.engine)
+            .args(["worker", "--config"])
+            .arg(&self.config)
+            .args(["--name", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.engine.display()))?;
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    fn signal(&self, sig: libc_signal::Signal) {
+        if let Some(c) = &self.child {
+            libc_signal::send(c.id(), sig);
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM (after SIGCONT, in case it is paused) and wait: true on exit 0.
+    fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        libc_signal::send(c.id(), libc_signal::Signal::Cont);
+        libc_signal::send(c.id(), libc_signal::Signal::Term);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < until => thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many times it finished recovery (its "recovered:" lines).
+    fn recoveries(&self) -> usize {
+        self.log_text().matches("; recovered:").count()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            libc_signal::send(c.id(), libc_signal::Signal::Cont);
+        }
+        self.kill9();
+    }
+}
+
+/// Signals without a libc dependency in the tools crate: `kill(1)` would do,
+/// but a direct syscall keeps the timing tight.
+mod libc_signal {
+    #[derive(Clone, Copy)]
+    pub enum Signal {
+        Stop,
+        Cont,
+        Term,
+    }
+
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+
+    pub fn send(pid: u32, sig: Signal) {
+        let n = match sig {
+            Signal::Stop => 19,
+            Signal::Cont => 18,
+            Signal::Term => 15,
+        };
+        // SAFETY: kill(2) with our own child's pid and a valid signal number;
+        // no memory is passed.
+        unsafe {
+            kill(pid as i32, n);
+        }
+    }
+}
+
+/// Input files of an app: (file, format, channel).
+fn generate(s: &Scenario, dir: &Path) -> Result<Vec<(PathBuf, InputFormat, u32)>, String> {
+    let data = gen::data_dir(None);
+    let e = |e: gen::GenError| e.to_string();
+    Ok(match s.app.as_str() {
+        "market-spread" => {
+            let cfg = GenConfig::from_messages(s.seed, s.messages, data);
+            gen::market_spread(&cfg, dir).map_err(e)?;
+            vec![
+                (dir.join("nbbo.msg"), InputFormat::Fixish, 1),
+                (dir.join("orders.msg"), InputFormat::Fixish, 2),
+            ]
+        }
+        "doubler" | "sequence-window" => {
+            let f = dir.join("input.u64");
+            gen::u64_counters(s.messages, &f).map_err(e)?;
+            vec![(f, InputFormat::U64, 1)]
+        }
+        "word-count" => {
+            let f = dir.join("input.txt");
+            let cfg = TextConfig {
+                seed: s.seed,
+                lines: s.messages,
+                data_dir: data,
+            };
+            gen::text(&cfg, &f).map_err(e)?;
+            vec![(f, InputFormat::Lines, 1)]
+        }
+        other => return Err(format!("unknown app {other:?}")),
+    })
+}
+
+/// Counts of the fault log lines by decision, over every worker.
+fn fault_counts(dirs: &[PathBuf]) -> Vec<(&'static str, u64)> {
+    let kinds = [
+        "drop",
+        "duplicate",
+        "reorder",
+        "delay",
+        "corrupt",
+        "close",
+        "partition",
+    ];
+    let mut counts = vec![0u64; kinds.len()];
+    for d in dirs {
+        for entry in walk_fault_logs(d) {
+            let text = std::fs::read_to_string(entry).unwrap_or_default();
+            for line in text.lines() {
+                for (i, k) in kinds.iter().enumerate() {
+                    let hit = if *k == "partition" {
+                        line.contains(" partition cuts ")
+                    } else {
+                        line.ends_with(&format!(" {k}"))
+                    };
+                    if hit {
+                        counts[i] += 1;
+                    }
+                }
+            }
+        }
+    }
+    kinds.into_iter().zip(counts).collect()
+}
+
+/// `faults.log` of a worker's data directory and of its shards.
+fn walk_fault_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![dir.join("faults.log")];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("shard-") {
+                v.push(e.path().join("faults.log"));
+            }
+        }
+    }
+    v.into_iter().filter(|p| p.exists()).collect()
+}
+
+/// Sum of a `key=N` field over every worker's "stopped cleanly" lines.
+fn sum_field(logs: &[String], key: &str) -> u64 {
+    logs.iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.contains("stopped cleanly"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Runs the scenario; prints progress and the report to stdout.
+pub fn run(s: &Scenario) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let app: App = s.app.parse()?;
+    let dir = match &s.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!(
+            "verity-chaos-{}-{}-{}-{}",
+            s.app,
+            s.profile.name(),
+            s.seed,
+            std::process::id()
+        )),
+    };
+    if s.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let inputs = generate(s, &dir)?;
+    let mut records = Vec::new();
+    let mut total = 0;
+    for (path, format, channel) in &inputs {
+        let r = Records::load(*format, path).map_err(|e| e.to_string())?;
+        total += r.len();
+        records.push((r, *channel));
+    }
+    let schedule = Schedule::draw(s, total);
+    println!(
+        "chaos: app={} workers={} shards={} messages={total} profile={} seed={} durability={} schedule={:016x} dir={}",
+        s.app,
+        s.workers,
+        s.shards,
+        s.profile.name(),
+        s.seed,
+        s.durability,
+        schedule.hash(),
+        dir.display()
+    );
+    let outcome = run_with(s, &schedule, app, &dir, &inputs, records, total, started)?;
+    if !s.keep && s.dir.is_none() && outcome.passed {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    s: &Scenario,
+    schedule: &Schedule,
+    app: App,
+    dir: &Path,
+    inputs: &[(PathBuf, InputFormat, u32)],
+    records: Vec<(Records, u32)>,
+    total: u64,
+    started: Instant,
+) -> Result<Outcome, String> {
+    let received_path = dir.join("received.bin");
+    let receiver = Receiver::start(&RecvConfig::new(free_addr()?, &received_path))
+        .map_err(|e| e.to_string())?;
+
+    // cluster.toml: the workers, the faults, the partitions (wall clock,
+    // from when the senders will start).
+    std::fs::write(
+        dir.join("cluster.secret"),
+        format!("chaos-secret-{:016x}", s.seed),
+    )
+    .map_err(|e| e.to_string())?;
+    let f = schedule.frames;
+    let mut toml = format!(
+        "[cluster]\nid = 1\napp = {:?}\npartitions = 4096\nsecret_file = \"cluster.secret\"\nsink = \"{}\"\ndurability = {:?}\nsnapshot_interval_records = {}\n\n[limits]\njournal_segment_bytes = {}\nresend_timeout_ms = 300\n",
+        s.app,
+        receiver.addr(),
+        s.durability,
+        (total / 8).max(1000),
+        16u64 << 20,
+    );
+    let mut workers = Vec::new();
+    let mut data_dirs = Vec::new();
+    for i in 1..=s.workers.max(1) {
+        let (address, sources) = (free_ports(s.shards.max(1))?, free_addr()?);
+        toml.push_str(&format!(
+            "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\nsources = \"{sources}\"\nshards = {}\ndata_dir = \"w{i}\"\n",
+            s.shards.max(1)
+        ));
+        data_dirs.push(dir.join(format!("w{i}")));
+        workers.push(Worker {
+            name: format!("w{i}"),
+            engine: s.engine.clone(),
+            config: dir.join("cluster.toml"),
+            sources,
+            log: dir.join(format!("w{i}.log")),
+            child: None,
+            starts: 0,
+        });
+    }
+    let any_frames = f.drop + f.duplicate + f.reorder + f.delay + f.corrupt + f.close > 0;
+    // Partition windows count from about when the senders start.
+    let t0 = unix_ms() + 200;
+    if any_frames || !schedule.partitions.is_empty() {
+        toml.push_str(&format!(
+            "\n[faults]\nseed = {}\ndrop = {}\nduplicate = {}\nreorder = {}\ndelay = {}\ndelay_max_ms = {}\ncorrupt = {}\nclose = {}\n",
+            s.seed,
+            f.drop as f64 / 1e6,
+            f.duplicate as f64 / 1e6,
+            f.reorder as f64 / 1e6,
+            f.delay as f64 / 1e6,
+            f.delay_max_ms,
+            f.corrupt as f64 / 1e6,
+            f.close as f64 / 1e6,
+        ));
+        for &(at, dur, a, b) in &schedule.partitions {
+            toml.push_str(&format!(
+                "\n[[faults.partition]]\na = \"w{}\"\nb = \"w{}\"\nstart_unix_ms = {}\nend_unix_ms = {}\n",
+                a + 1,
+                b + 1,
+                t0 + at,
+                t0 + at + dur
+            ));
+        }
+    }
+    std::fs::write(dir.join("cluster.toml"), toml).map_err(|e| e.to_string())?;
+    for w in &mut workers {
+        w.start()?;
+    }
+    let until = Instant::now() + Duration::from_secs(20);
+    for w in &mut workers {
+        while TcpStream::connect(w.sources).is_err() {
+            if let Some(status) = w.exited() {
+                return Err(format!(
+                    "{} exited at start ({status}): {}",
+                    w.name,
+                    w.log_text()
+                ));
+            }
+            if Instant::now() > until {
+                return Err(format!("{} did not start: {}", w.name, w.log_text()));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
+    let send_started = Instant::now();
+    let mut senders = Vec::new();
+    for (i, ((recs, channel), p)) in records.into_iter().zip(&progress).enumerate() {
+        // Sources spread over the workers (NBBO to w1, orders to w2, ...).
+        let mut cfg = SendConfig::new(workers[i % workers.len()].sources, channel);
+        cfg.give_up_after = Duration::from_secs(60);
+        // With partitions scheduled, the input is paced over about 2 s so
+        // the windows (in the first 1.6 s) fall while records flow.
+        let pace = (!schedule.partitions.is_empty()).then(|| (recs.len() / 2).max(1));
+        cfg.rate = s.rate.or(pace);
+        let (p, stop) = (Arc::clone(p), Arc::clone(&stop));
+        senders.push(thread::spawn(move || {
+            send::send(&cfg, &recs, &p, &stop).map_err(|e| e.to_string())
+        }));
+    }
+    let acked = |progress: &[Arc<Progress>]| -> u64 {
+        progress
+            .iter()
+            .map(|p| p.acked.load(Ordering::Relaxed))
+            .sum()
+    };
+
+    let mut kills = 0usize;
+    let mut pauses = 0usize;
+    // (worker, paused until)
+    let mut paused: Vec<(usize, Instant)> = Vec::new();
+    // (worker, restarted at, recoveries before)
+    let mut recovering: Vec<(usize, Instant, usize)> = Vec::new();
+    let mut recovery_ms: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut failure = None;
+    loop {
+        let senders_done = senders.iter().all(|t| t.is_finished());
+        let a = acked(&progress);
+        if senders_done && kills >= schedule.kills.len() && pauses >= schedule.pauses.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            failure = Some("the run did not finish in 600 s".to_string());
+            stop.store(true, Ordering::SeqCst);
+            break;
+        }
+        if let Some((name, status, log)) = workers
+            .iter_mut()
+            .find_map(|w| w.exited().map(|st| (w.name.clone(), st, w.log.clone())))
+        {
+            failure = Some(format!(
+                "{name} exited on its own ({status}); see {}",
+                log.display()
+            ));
+            stop.store(true, Ordering::SeqCst);
+            break;
+        }
+        // Kills (after the input is all ACKed, the rest happen at once).
+        if let Some(&(at, w)) = schedule.kills.get(kills) {
+            if a >= at || senders_done {
+                let before = workers[w].recoveries();
+                workers[w].kill9();
+                workers[w].start()?;
+                paused.retain(|&(p, _)| p != w);
+                recovering.push((w, Instant::now(), before));
+                kills += 1;
+                println!(
+                    "chaos: kill -9 #{kills} of {} at {a}/{total} input records ACKed; restarted",
+                    workers[w].name
+                );
+            }
+        }
+        if let Some(&(at, w, ms)) = schedule.pauses.get(pauses) {
+            if (a >= at || senders_done) && !paused.iter().any(|&(p, _)| p == w) {
+                workers[w].signal(libc_signal::Signal::Stop);
+                paused.push((w, Instant::now() + Duration::from_millis(ms)));
+                pauses += 1;
+                println!(
+                    "chaos: SIGSTOP #{pauses} of {} for {ms} ms at {a}/{total} input records ACKed",
+                    workers[w].name
+                );
+            }
+        }
+        let now = Instant::now();
+        paused.retain(|&(w, until)| {
+            if now >= until {
+                workers[w].signal(libc_signal::Signal::Cont);
+                false
+            } else {
+                true
+            }
+        });
+        recovering.retain(|&(w, at, before)| {
+            if workers[w].recoveries() > before {
+                recovery_ms.push(at.elapsed().as_millis() as u64);
+                false
+            } else {
+                true
+            }
+        });
+        thread::sleep(Duration::from_millis(2));
+    }
+    for &(w, _) in &paused {
+        workers[w].signal(libc_signal::Signal::Cont);
+    }
+    let mut send_stats: Vec<SendStats> = Vec::new();
+    for t in senders {
+        match t.join() {
+            Ok(Ok(st)) => send_stats.push(st),
+            Ok(Err(e)) => {
+                failure.get_or_insert(format!("sender: {e}"));
+            }
+            Err(_) => {
+                failure.get_or_insert("a sender thread panicked".into());
+            }
+        }
+    }
+    let send_secs = send_started.elapsed().as_secs_f64();
+    let input_paths: Vec<&PathBuf> = inputs.iter().map(|(p, _, _)| p).collect();
+    // The oracle's expected output count, from the inputs alone.
+    let empty = dir.join("empty.bin");
+    crate::formats::ReceivedWriter::create(&empty)
+        .and_then(|w| w.finish().map(|_| ()))
+        .map_err(|e| e.to_string())?;
+    let expected = check::check(app, &input_paths, &empty)
+        .map_err(|e| e.to_string())?
+        .expected;
+    // Wait for every output (still timing recoveries).
+    let until = Instant::now() + Duration::from_secs(120);
+    while failure.is_none() && receiver.records() < expected && Instant::now() < until {
+        recovering.retain(|&(w, at, before)| {
+            if workers[w].recoveries() > before {
+                recovery_ms.push(at.elapsed().as_millis() as u64);
+                false
+            } else {
+                true
+            }
+        });
+        thread::sleep(Duration::from_millis(2));
+    }
+    if receiver.records() < expected {
+        println!(
+            "chaos: only {} of {expected} outputs arrived within 120 s",
+            receiver.records()
+        );
+    }
+    let mut clean = true;
+    for w in &mut workers {
+        clean &= w.stop();
+    }
+    let rstats = receiver.stop().map_err(|e| e.to_string())?;
+    let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
+    let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
+    let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
+    let faults = fault_counts(&data_dirs);
+    println!(
+        "report: inputs={total} outputs={} send_seconds={send_secs:.2} throughput={:.0} inputs/s total_seconds={:.1}",
+        rstats.records,
+        total as f64 / send_secs.max(1e-9),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "report: faults injected: {}",
+        faults
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    recovery_ms.sort_unstable();
+    println!(
+        "report: kills={kills} pauses={pauses} partitions={} worker starts={} clean_exit={clean} recovery_ms={:?}",
+        schedule.partitions.len(),
+        workers.iter().map(|w| w.starts).sum::<u32>(),
+        recovery_ms
+    );
+    println!(
+        "report: duplicates absorbed by the receiver={} by the nodes={} nacks={} resends: sender={} sender_timeouts={} nodes={} dead letters={}",
+        rstats.duplicates,
+        sum_field(&logs, "duplicates"),
+        sum(|s| s.nacks) + rstats.nacks,
+        sum(|s| s.resent),
+        sum(|s| s.timeouts),
+        logs.iter().map(|t| t.matches("resending from").count() as u64).sum::<u64>(),
+        sum_field(&logs, "dead_letters"),
+    );
+    for line in report.to_string().lines().skip(1) {
+        println!("{line}");
+    }
+    if let Some(f) = &failure {
+        println!("chaos: {f}");
+    }
+    if !clean {
+        println!(
+            "chaos: a worker did not exit cleanly on SIGTERM; see the logs in {}",
+            dir.display()
+        );
+    }
+    let passed = report.passed() && clean && failure.is_none();
+    println!(
+        "reproduce: {} {}  (schedule {:016x})",
+        s.command,
+        s.args(),
+        schedule.hash()
+    );
+    let last_line = format!(
+        "check: {} app={} sent={total} received={} lost={} duplicated={} reordered={} wrong={} unexpected={} kills={kills}",
+        if passed { "PASS" } else { "FAIL" },
+        s.app,
+        rstats.records,
+        report.lost,
+        report.duplicated,
+        report.reordered,
+        report.wrong,
+        report.unexpected,
+    );
+    println!("{last_line}");
+    Ok(Outcome {
+        passed,
+        last_line,
+        schedule_hash: schedule.hash(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_the_same_schedule_and_another_seed_another() {
+        let mut s = Scenario::new(PathBuf::from("verity"));
+        for p in Profile::ALL {
+            s.profile = p;
+            s.seed = 7;
+            let a = Schedule::draw(&s, 100_000);
+            assert_eq!(a, Schedule::draw(&s, 100_000));
+            assert_eq!(a.hash(), Schedule::draw(&s, 100_000).hash());
+            s.seed = 8;
+            if p != Profile::None {
+                assert_ne!(a.hash(), Schedule::draw(&s, 100_000).hash(), "{p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn profiles_draw_their_faults_and_all_draws_every_kind() {
+        let mut s = Scenario::new(PathBuf::from("verity"));
+        s.profile = Profile::None;
+        let none = Schedule::draw(&s, 1000);
+        assert_eq!(none.frames.drop + none.frames.corrupt, 0);
+        assert!(none.kills.is_empty() && none.partitions.is_empty());
+        s.profile = Profile::All;
+        let all = Schedule::draw(&s, 1000);
+        assert!(all.frames.drop > 0 && all.frames.duplicate > 0 && all.frames.reorder > 0);
+        assert!(all.frames.delay > 0 && all.frames.corrupt > 0 && all.frames.close > 0);
+        assert!(all.kills.len() >= 3 && !all.pauses.is_empty() && !all.partitions.is_empty());
+        // Every worker is killed at least once.
+        for w in 0..3 {
+            assert!(all.kills.iter().any(|&(_, k)| k == w), "worker {w}");
+        }
+    }
+
+    #[test]
+    fn profile_names_round_trip() {
+        for p in Profile::ALL {
+            assert_eq!(p.name().parse::<Profile>(), Ok(p));
+        }
+        assert!("nope".parse::<Profile>().is_err());
+    }
+}
