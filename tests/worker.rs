@@ -652,7 +652,7 @@ fn the_demo_passes_with_fsync_durability() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("durability=Fsync"), "{stdout}");
+    assert!(stdout.contains("durability=fsync"), "{stdout}");
 }
 
 /// With `client_secret_file`, sources and the sink authenticate: the right

@@ -373,6 +373,12 @@ impl ClusterToml {
         }
         let faults = match root.get("faults") {
             None => None,
+            Some(toml::Value::Table(_)) if !cfg!(feature = "fault-shim") => {
+                return Err(w.err(
+                    "faults",
+                    "this build has no fault shim (built without the `fault-shim` feature)",
+                ))
+            }
             Some(toml::Value::Table(f)) => Some(parse_faults(&w, f, &specs)?),
             Some(_) => return Err(w.err("faults", "must be a table")),
         };

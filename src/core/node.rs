@@ -449,6 +449,15 @@ impl NodeCore {
         let channel = h.channel();
         match self.inputs[idx].offer(h.seq(), now_ns, self.cfg.nack_interval_ns) {
             Verdict::Duplicate => {
+                #[cfg(feature = "defect-skip-dedup")]
+                if idx >= self.sources {
+                    // DELIBERATE DEFECT (feature `defect-skip-dedup`, built
+                    // only by tests/chaos.rs): a duplicate from another node
+                    // is processed again, as if dedup were skipped.
+                    let index = self.journal_next.saturating_sub(1);
+                    self.accepted(index, idx, h.seq(), h.trace_id(), now_ns, frame.payload, fx);
+                    return;
+                }
                 self.stats.duplicates += 1;
                 // Re-ACK what is durable so the producer can drop its copy.
                 let acked = self.acked_in[idx];

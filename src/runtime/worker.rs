@@ -189,6 +189,7 @@ pub(super) struct Conn {
     /// The fault shim, when `[faults]` is configured: frames pass through
     /// it from `wbuf` into `sbuf`, which is what reaches the socket.
     pub(super) shim: Option<Box<Shim>>,
+    #[cfg_attr(not(feature = "fault-shim"), allow(dead_code))]
     pub(super) sbuf: BytesMut,
 }
 
@@ -221,6 +222,7 @@ impl Conn {
     /// Writes as much of `wbuf` as the socket takes (through the fault
     /// shim, if any). Err = connection lost.
     pub(super) fn flush(&mut self) -> io::Result<()> {
+        #[cfg(feature = "fault-shim")]
         if let Some(shim) = self.shim.as_mut() {
             if shim.pass(&mut self.wbuf, &mut self.sbuf, unix_ms()) {
                 return Err(io::Error::new(
@@ -237,6 +239,7 @@ impl Conn {
     /// bytes written. For a link, 0 is `WouldBlock` (the ring is full).
     /// With a fault shim the bytes go through `wbuf` and the shim.
     pub(super) fn write_direct(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        #[cfg(feature = "fault-shim")]
         if self.shim.is_some() {
             self.wbuf.extend_from_slice(bytes);
             self.flush()?;

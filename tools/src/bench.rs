@@ -49,6 +49,9 @@ pub struct BenchConfig {
     pub rounds: u32,
     /// With N ≥ 2: each round also runs the engine as an N-worker cluster.
     pub workers: u32,
+    /// Another engine build run in every round too, reported as engine ÷
+    /// baseline (A/B of two builds in the same run).
+    pub baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,6 +69,8 @@ pub struct BenchResult {
     pub engine_latency: Latency,
     /// (workers, median msgs/s, median of per-round cluster ÷ single node).
     pub cluster: Option<(u32, f64, f64)>,
+    /// (median baseline msgs/s, median of per-round engine ÷ baseline).
+    pub baseline: Option<(f64, f64)>,
 }
 
 impl core::fmt::Display for BenchResult {
@@ -90,6 +95,13 @@ impl core::fmt::Display for BenchResult {
         )?;
         writeln!(f, "bench:   raw pipe {}", self.raw_latency)?;
         write!(f, "bench:   engine   {}", self.engine_latency)?;
+        if let Some((rate, ratio)) = self.baseline {
+            write!(
+                f,
+                "\nbench: baseline engine {rate:.0} msgs/s; engine/baseline {:.1}% (median of per-round ratios)",
+                100.0 * ratio
+            )?;
+        }
         if let Some((n, rate, ratio)) = self.cluster {
             write!(
                 f,
@@ -120,6 +132,15 @@ fn start_engine(
     run: &str,
     sink: SocketAddr,
 ) -> Result<(Engine, SocketAddr), String> {
+    start_binary(cfg, &cfg.engine, run, sink)
+}
+
+fn start_binary(
+    cfg: &BenchConfig,
+    engine: &Path,
+    run: &str,
+    sink: SocketAddr,
+) -> Result<(Engine, SocketAddr), String> {
     let listen = free_addr()?;
     let dir = cfg.work_dir.join(run);
     let _ = std::fs::remove_dir_all(&dir);
@@ -135,13 +156,13 @@ fn start_engine(
     )
     .map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join("node.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&cfg.engine)
+    let child = Command::new(engine)
         .args(["worker", "--config"])
         .arg(&toml)
         .stdin(Stdio::null())
         .stderr(log)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", cfg.engine.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", engine.display()))?;
     let engine = Engine(child);
     let until = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(listen).is_err() {
@@ -285,6 +306,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let mut engine_rates = Vec::new();
     let mut ratios = Vec::new();
     let (mut cluster_rates, mut cluster_ratios) = (Vec::new(), Vec::new());
+    let (mut base_rates, mut base_ratios) = (Vec::new(), Vec::new());
     for round in 0..cfg.rounds.max(1) {
         let recv = Receiver::start(&RecvConfig::new(
             free_addr()?,
@@ -324,6 +346,29 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         engine_rates.push(eng);
         ratios.push(eng / raw);
 
+        if let Some(base) = &cfg.baseline {
+            let recv = Receiver::start(&RecvConfig::new(
+                free_addr()?,
+                &cfg.work_dir.join("baseline.bin"),
+            ))
+            .map_err(|e| e.to_string())?;
+            let (engine, listen) =
+                start_binary(cfg, base, &format!("baseline-{round}"), recv.addr())?;
+            let secs = drive(
+                &[listen],
+                &inputs,
+                None,
+                total,
+                &recv,
+                outputs,
+                &progress(inputs.len()),
+            )?;
+            drop(engine);
+            recv.stop().map_err(|e| e.to_string())?;
+            let rate = total as f64 / secs;
+            base_rates.push(rate);
+            base_ratios.push(eng / rate);
+        }
         if cfg.workers >= 2 {
             let recv = Receiver::start(&RecvConfig::new(
                 free_addr()?,
@@ -355,6 +400,10 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let engine_rate = median(&mut engine_rates);
     let raw_rate = median(&mut raw_rates);
     let ratio = median(&mut ratios);
+    let baseline = cfg
+        .baseline
+        .is_some()
+        .then(|| (median(&mut base_rates), median(&mut base_ratios)));
     let cluster = (cfg.workers >= 2).then(|| {
         (
             cfg.workers,
@@ -381,6 +430,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         raw_latency: raw_lat,
         engine_latency: eng_lat,
         cluster,
+        baseline,
     })
 }
 

@@ -200,17 +200,20 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// The schedule of `s` for `total` input records.
-    pub fn draw(s: &Scenario, total: u64) -> Schedule {
+    /// The schedule of `s` for `total` input records making `outputs`
+    /// output records.
+    pub fn draw(s: &Scenario, total: u64, outputs: u64) -> Schedule {
         let mut r = Rng::new(s.seed ^ 0x6368_616f_735f_7631);
         let p = s.profile;
         let workers = s.workers.max(1) as usize;
         // Per-frame probabilities scaled to the run's size: a few dozen
-        // faults of each kind per run (about 3 frames cross a connection per
-        // input: to the node, to its owner, to the sink; ACKs besides).
+        // faults of each kind per run (an input crosses up to two
+        // connections, to the node it is sent to and to its owner; an
+        // output one, to the sink; ACKs besides).
+        let frames_total = (2 * total + outputs).max(1);
         let per = |r: &mut Rng, lo: u64, hi: u64| -> u32 {
             let events = lo + r.below(hi - lo + 1);
-            ((events * 1_000_000) / (3 * total.max(1))).clamp(1, 5_000) as u32
+            ((events * 1_000_000) / frames_total).clamp(1, 5_000) as u32
         };
         let frames = FrameFaults {
             drop: if p.net() { per(&mut r, 20, 60) } else { 0 },
@@ -555,7 +558,16 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
         total += r.len();
         records.push((r, *channel));
     }
-    let schedule = Schedule::draw(s, total);
+    // The oracle's expected output count, from the inputs alone.
+    let input_paths: Vec<&PathBuf> = inputs.iter().map(|(p, _, _)| p).collect();
+    let empty = dir.join("empty.bin");
+    crate::formats::ReceivedWriter::create(&empty)
+        .and_then(|w| w.finish().map(|_| ()))
+        .map_err(|e| e.to_string())?;
+    let expected = check::check(app, &input_paths, &empty)
+        .map_err(|e| e.to_string())?
+        .expected;
+    let schedule = Schedule::draw(s, total, expected);
     println!(
         "chaos: app={} workers={} shards={} messages={total} profile={} seed={} durability={} schedule={:016x} dir={}",
         s.app,
@@ -567,7 +579,9 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
         schedule.hash(),
         dir.display()
     );
-    let outcome = run_with(s, &schedule, app, &dir, &inputs, records, total, started)?;
+    let outcome = run_with(
+        s, &schedule, app, &dir, &inputs, records, total, expected, started,
+    )?;
     if !s.keep && s.dir.is_none() && outcome.passed {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -583,6 +597,7 @@ fn run_with(
     inputs: &[(PathBuf, InputFormat, u32)],
     records: Vec<(Records, u32)>,
     total: u64,
+    expected: u64,
     started: Instant,
 ) -> Result<Outcome, String> {
     let received_path = dir.join("received.bin");
@@ -787,14 +802,6 @@ fn run_with(
     }
     let send_secs = send_started.elapsed().as_secs_f64();
     let input_paths: Vec<&PathBuf> = inputs.iter().map(|(p, _, _)| p).collect();
-    // The oracle's expected output count, from the inputs alone.
-    let empty = dir.join("empty.bin");
-    crate::formats::ReceivedWriter::create(&empty)
-        .and_then(|w| w.finish().map(|_| ()))
-        .map_err(|e| e.to_string())?;
-    let expected = check::check(app, &input_paths, &empty)
-        .map_err(|e| e.to_string())?
-        .expected;
     // Wait for every output (still timing recoveries).
     let until = Instant::now() + Duration::from_secs(120);
     while failure.is_none() && receiver.records() < expected && Instant::now() < until {
@@ -902,12 +909,16 @@ mod tests {
         for p in Profile::ALL {
             s.profile = p;
             s.seed = 7;
-            let a = Schedule::draw(&s, 100_000);
-            assert_eq!(a, Schedule::draw(&s, 100_000));
-            assert_eq!(a.hash(), Schedule::draw(&s, 100_000).hash());
+            let a = Schedule::draw(&s, 100_000, 50_000);
+            assert_eq!(a, Schedule::draw(&s, 100_000, 50_000));
+            assert_eq!(a.hash(), Schedule::draw(&s, 100_000, 50_000).hash());
             s.seed = 8;
             if p != Profile::None {
-                assert_ne!(a.hash(), Schedule::draw(&s, 100_000).hash(), "{p:?}");
+                assert_ne!(
+                    a.hash(),
+                    Schedule::draw(&s, 100_000, 50_000).hash(),
+                    "{p:?}"
+                );
             }
         }
     }
@@ -916,11 +927,11 @@ mod tests {
     fn profiles_draw_their_faults_and_all_draws_every_kind() {
         let mut s = Scenario::new(PathBuf::from("verity"));
         s.profile = Profile::None;
-        let none = Schedule::draw(&s, 1000);
+        let none = Schedule::draw(&s, 1000, 1000);
         assert_eq!(none.frames.drop + none.frames.corrupt, 0);
         assert!(none.kills.is_empty() && none.partitions.is_empty());
         s.profile = Profile::All;
-        let all = Schedule::draw(&s, 1000);
+        let all = Schedule::draw(&s, 1000, 1000);
         assert!(all.frames.drop > 0 && all.frames.duplicate > 0 && all.frames.reorder > 0);
         assert!(all.frames.delay > 0 && all.frames.corrupt > 0 && all.frames.close > 0);
         assert!(all.kills.len() >= 3 && !all.pauses.is_empty() && !all.partitions.is_empty());

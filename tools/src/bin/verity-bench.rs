@@ -37,6 +37,10 @@ struct Args {
     /// in every round, and report it against the single node.
     #[arg(long, default_value_t = 0)]
     workers: u32,
+    /// Another engine build (e.g. `cargo build --release --no-default-features
+    /// --target-dir target/noshim`) run in every round too: engine ÷ baseline.
+    #[arg(long)]
+    baseline_engine: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
             latency_seconds: a.latency_seconds,
             rounds: a.rounds,
             workers: a.workers,
+            baseline: a.baseline_engine.clone(),
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
