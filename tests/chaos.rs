@@ -60,8 +60,7 @@ fn a_chaos_run_catches_a_deliberate_dedup_defect_and_prints_how_to_reproduce_it(
     assert!(!ok, "the defect went unnoticed:\n{text}");
     let last = text
         .lines()
-        .filter(|l| l.starts_with("check: "))
-        .last()
+        .rfind(|l| l.starts_with("check: "))
         .unwrap_or("");
     assert!(last.starts_with("check: FAIL"), "{text}");
     assert!(
