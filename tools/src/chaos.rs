@@ -861,6 +861,16 @@ fn run_with(
         logs.iter().map(|t| t.matches("resending from").count() as u64).sum::<u64>(),
         sum_field(&logs, "dead_letters"),
     );
+    println!(
+        "report: checker: ok={} lost={} duplicated={} reordered={} wrong={} unexpected={} (of {} expected)",
+        report.ok,
+        report.lost,
+        report.duplicated,
+        report.reordered,
+        report.wrong,
+        report.unexpected,
+        report.expected
+    );
     for line in report.to_string().lines().skip(1) {
         println!("{line}");
     }
