@@ -21,6 +21,15 @@ pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
     crc32c(&stride_bytes[CRC_OFFSET + 4..])
 }
 
+/// [`frame_crc`] of a frame the encoder has just written (same value; a
+/// kernel suited to bytes still in the store buffer, see
+/// [`crate::crc::crc32c_fresh`]).
+#[inline]
+fn fresh_frame_crc(stride_bytes: &[u8]) -> u32 {
+    debug_assert!(stride_bytes.len() >= HEADER_LEN);
+    crate::crc::crc32c_fresh(&stride_bytes[CRC_OFFSET + 4..])
+}
+
 /// CRC32C (Castagnoli, as iSCSI and ext4 use it), SIMD-accelerated: see
 /// `crc.rs` for the kernel and its fallback.
 #[inline]
@@ -119,7 +128,7 @@ impl Encoder {
         buf.put_bytes(0, stride - HEADER_LEN);
         let frame = &mut buf[start..start + stride];
         fill(&mut frame[HEADER_LEN..frame_len]);
-        let crc = frame_crc(frame);
+        let crc = fresh_frame_crc(frame);
         frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(stride)
     }
@@ -156,7 +165,7 @@ impl Encoder {
         }
         buf.put_slice(&ZERO_PAD[..stride - frame_len]);
         let frame = &mut buf[start..];
-        let crc = frame_crc(frame);
+        let crc = fresh_frame_crc(frame);
         frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(stride)
     }
