@@ -210,6 +210,7 @@ impl<M: 'static, K: StateKey, S: State, O: 'static> Stateful<M, K, S, O> {
             f: self.f,
             encode,
             states: HashMap::default(),
+            unit: None,
             scratch: (Vec::new(), Vec::new()),
             key_buf: Vec::new(),
         }
@@ -250,6 +251,10 @@ pub struct Pipeline<M, K, S, O> {
     f: fn(M, &mut S, &mut dyn FnMut(O)),
     encode: fn(&O, &mut Vec<u8>),
     states: HashMap<K, S, BuildHasherDefault<Fnv>>,
+    /// The one key and its state when `K` is zero-sized (e.g. `()`: one
+    /// state for every message, as the doubler has), instead of a map
+    /// lookup per message; `states` then stays empty.
+    unit: Option<(K, S)>,
     /// Reused between calls: messages between stateless steps.
     scratch: (Vec<M>, Vec<M>),
     /// Reused between calls: a key's encoding, for its hash.
@@ -257,6 +262,9 @@ pub struct Pipeline<M, K, S, O> {
 }
 
 impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> {
+    /// Every key is the same value: state lives in `unit`, not `states`.
+    const UNIT_KEY: bool = std::mem::size_of::<K>() == 0;
+
     fn key_hash(&mut self, msg: &M) -> u64 {
         let key = (self.key)(msg);
         self.key_buf.clear();
@@ -272,7 +280,11 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
             }
         }
         let key = (self.key)(&msg);
-        let state = self.states.entry(key).or_default();
+        let state = if Self::UNIT_KEY {
+            &mut self.unit.get_or_insert_with(|| (key, S::default())).1
+        } else {
+            self.states.entry(key).or_default()
+        };
         let encode = self.encode;
         (self.f)(msg, state, &mut |o: O| out.push_with(|buf| encode(&o, buf)));
     }
@@ -351,12 +363,16 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) {
-        let mut keys: Vec<&K> = self.states.keys().collect();
+        let mut keys: Vec<&K> = self
+            .states
+            .keys()
+            .chain(self.unit.iter().map(|(k, _)| k))
+            .collect();
         keys.sort();
         (keys.len() as u64).encode(out);
         for k in keys {
             k.encode(out);
-            if let Some(s) = self.states.get(k) {
+            if let Some(s) = self.states.get(k).or(self.unit.as_ref().map(|(_, s)| s)) {
                 s.encode(out);
             }
         }
@@ -365,19 +381,25 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K
     fn restore(&mut self, mut bytes: &[u8]) -> Result<(), CodecError> {
         let n = u64::decode(&mut bytes)?;
         let mut states = HashMap::default();
+        let mut unit = None;
         for _ in 0..n {
             let k = K::decode(&mut bytes)?;
             let s = S::decode(&mut bytes)?;
-            states.insert(k, s);
+            if Self::UNIT_KEY {
+                unit = Some((k, s));
+            } else {
+                states.insert(k, s);
+            }
         }
         if !bytes.is_empty() {
             return Err(CodecError("trailing bytes after the last key"));
         }
         self.states = states;
+        self.unit = unit;
         Ok(())
     }
 
     fn key_count(&self) -> usize {
-        self.states.len()
+        self.states.len() + usize::from(self.unit.is_some())
     }
 }
