@@ -83,7 +83,9 @@
 //! 1. *The end always reads as empty.* Every append clears the length field
 //!    of the slot right after its record (`append_with`) before it stores
 //!    its own length (program order, compiler fence; x86 and the page cache
-//!    keep store order, and a `kill -9` stops between instructions). So when
+//!    keep store order, and a `kill -9` stops between instructions; large
+//!    payloads are copied with non-temporal stores, which x86 does not keep
+//!    in order, so an `sfence` precedes the header). So when
 //!    a record is committed, the slot after it already has length 0. The
 //!    first slot's length is zeroed when the segment is recycled, before it
 //!    is renamed into the log; recovery zeroes everything from the end it
