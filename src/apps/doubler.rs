@@ -48,4 +48,32 @@ mod tests {
         );
         assert_eq!(out.len(), 2);
     }
+
+    #[test]
+    fn the_one_unit_key_snapshots_as_a_map_of_one_key() {
+        let mut app = app();
+        let mut empty = Vec::new();
+        app.snapshot(&mut empty);
+        assert_eq!(app.key_count(), 0);
+        let meta = Meta {
+            source: 0,
+            seq: 1,
+            trace_id: 1,
+            timestamp_ns: 0,
+        };
+        let mut out = Outputs::default();
+        app.process(&meta, &1u64.to_be_bytes(), &mut out).unwrap();
+        assert_eq!(app.key_count(), 1);
+        let mut snap = Vec::new();
+        app.snapshot(&mut snap);
+        // A key count of 1; `()` keys and states encode as nothing.
+        let mut expected = Vec::new();
+        crate::codec::Codec::encode(&1u64, &mut expected);
+        assert_eq!(snap, expected);
+        let mut restored = super::app();
+        restored.restore(&snap).unwrap();
+        assert_eq!(restored.key_count(), 1);
+        restored.restore(&empty).unwrap();
+        assert_eq!(restored.key_count(), 0);
+    }
 }

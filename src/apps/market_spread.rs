@@ -189,15 +189,17 @@ fn step(msg: Msg, state: &mut SymbolState, emit: &mut dyn FnMut(Decision)) {
 }
 
 pub fn encode_decision(d: &Decision, out: &mut Vec<u8>) {
-    out.extend_from_slice(&d.order_seq.to_le_bytes());
-    out.extend_from_slice(&d.nbbo_version.to_le_bytes());
-    out.extend_from_slice(&d.bid.to_bits().to_le_bytes());
-    out.extend_from_slice(&d.offer.to_bits().to_le_bytes());
-    out.extend_from_slice(&d.order_id);
-    out.extend_from_slice(&d.symbol);
-    out.push(d.accept as u8);
-    out.push(d.reason);
-    out.extend_from_slice(&[0; 4]);
+    // Built on the stack and appended once (one capacity check, not nine).
+    let mut r = [0u8; DECISION_LEN];
+    r[0..8].copy_from_slice(&d.order_seq.to_le_bytes());
+    r[8..16].copy_from_slice(&d.nbbo_version.to_le_bytes());
+    r[16..24].copy_from_slice(&d.bid.to_bits().to_le_bytes());
+    r[24..32].copy_from_slice(&d.offer.to_bits().to_le_bytes());
+    r[32..38].copy_from_slice(&d.order_id);
+    r[38..42].copy_from_slice(&d.symbol);
+    r[42] = d.accept as u8;
+    r[43] = d.reason;
+    out.extend_from_slice(&r);
 }
 
 pub fn app() -> Pipeline<Msg, Symbol, SymbolState, Decision> {

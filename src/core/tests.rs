@@ -139,6 +139,25 @@ fn a_bad_record_becomes_a_dead_letter_with_its_trace_id() {
 }
 
 #[test]
+fn outputs_are_released_as_far_as_the_journal_is_durable_within_a_run() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    for s in 1..=5 {
+        feed(&mut core, &mut fx, &u64_frame(s, s), 0);
+    }
+    let mut release_at = |records| {
+        fx.clear();
+        core.handle(Input::Durable { records }, &mut fx);
+        fx.release_through
+    };
+    assert_eq!(release_at(2), Some(2));
+    assert_eq!(release_at(2), None, "nothing new");
+    assert_eq!(release_at(4), Some(4));
+    assert_eq!(release_at(5), Some(5));
+    assert_eq!(core.out().released, 5);
+}
+
+#[test]
 fn resume_from_the_sink_resends_from_its_delivered_seq() {
     let mut core = doubler();
     let mut fx = Effects::default();

@@ -83,7 +83,9 @@
 //! 1. *The end always reads as empty.* Every append clears the length field
 //!    of the slot right after its record (`append_with`) before it stores
 //!    its own length (program order, compiler fence; x86 and the page cache
-//!    keep store order, and a `kill -9` stops between instructions). So when
+//!    keep store order, and a `kill -9` stops between instructions; large
+//!    payloads are copied with non-temporal stores, which x86 does not keep
+//!    in order, so an `sfence` precedes the header). So when
 //!    a record is committed, the slot after it already has length 0. The
 //!    first slot's length is zeroed when the segment is recycled, before it
 //!    is renamed into the log; recovery zeroes everything from the end it
@@ -184,6 +186,53 @@ pub const LOG_NAME_MAX_BYTES: usize = 64;
 
 /// Most spare segments a log keeps for recycling ([`LogConfig::spare_segments`]).
 pub const SPARE_SEGMENTS_MAX: usize = 8;
+
+/// Payloads from this size on are copied into the mapping with
+/// non-temporal stores ([`Log::append`]).
+pub const STREAM_COPY_MIN_BYTES: usize = 4096;
+
+/// Copies that bypass the cache.
+mod stream {
+    /// `dst.copy_from_slice(src)`, with non-temporal stores on x86-64 for
+    /// the 16-byte-aligned middle of `dst`; [`fence`] before any store that
+    /// must be seen after these.
+    #[inline]
+    pub(super) fn copy(dst: &mut [u8], src: &[u8]) {
+        assert_eq!(dst.len(), src.len());
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            use core::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+            let head = dst.as_ptr().align_offset(16).min(dst.len());
+            let body = (dst.len() - head) / 16 * 16;
+            dst[..head].copy_from_slice(&src[..head]);
+            let mut i = head;
+            while i < head + body {
+                // SAFETY: `i + 16 <= head + body <= len` for both slices;
+                // `dst + i` is 16-byte aligned (`head` aligns it, `i - head`
+                // is a multiple of 16); `loadu` has no alignment need; SSE2
+                // is part of x86-64.
+                unsafe {
+                    let v = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                    _mm_stream_si128(dst.as_mut_ptr().add(i) as *mut __m128i, v);
+                }
+                i += 16;
+            }
+            dst[i..].copy_from_slice(&src[i..]);
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        dst.copy_from_slice(src);
+    }
+
+    /// Orders the non-temporal stores before every later store (`sfence`).
+    #[inline]
+    pub(super) fn fence() {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: `sfence` has no preconditions; SSE is part of x86-64.
+        unsafe {
+            core::arch::x86_64::_mm_sfence()
+        };
+    }
+}
 
 /// Spare ids at or above this in a file name are not adopted at open (so the
 /// id counter can never wrap).
@@ -359,12 +408,24 @@ impl Log {
     }
 
     /// Appends a record with `payload` copied in. Returns its position.
+    ///
+    /// A payload of at least [`STREAM_COPY_MIN_BYTES`] is copied with
+    /// non-temporal stores (the mapping is not read again soon: only by
+    /// recovery, replay and resends) and its CRC computed from `payload`,
+    /// not read back: the node's journal and outbound copies of a 64 KiB
+    /// batch then neither pay for reading the destination lines in nor
+    /// evict the working set (market spread's per-symbol state).
     pub fn append(
         &mut self,
         kind: u32,
         timestamp: u64,
         payload: &[u8],
     ) -> Result<Position, LogError> {
+        if payload.len() >= STREAM_COPY_MIN_BYTES {
+            return self.append_inner(kind, timestamp, payload.len(), Some(payload), |buf| {
+                stream::copy(buf, payload)
+            });
+        }
         self.append_with(kind, timestamp, payload.len(), |buf| {
             buf.copy_from_slice(payload)
         })
@@ -378,6 +439,20 @@ impl Log {
         kind: u32,
         timestamp: u64,
         len: usize,
+        fill: F,
+    ) -> Result<Position, LogError> {
+        self.append_inner(kind, timestamp, len, None, fill)
+    }
+
+    /// `append_with`; with `source`, the bytes `fill` writes (the CRC is
+    /// computed from them rather than from the mapping).
+    #[inline]
+    fn append_inner<F: FnOnce(&mut [u8])>(
+        &mut self,
+        kind: u32,
+        timestamp: u64,
+        len: usize,
+        source: Option<&[u8]>,
         fill: F,
     ) -> Result<Position, LogError> {
         let max = self.max_payload_bytes();
@@ -415,7 +490,10 @@ impl Log {
         let (payload, padding) = body.split_at_mut(len);
         fill(payload);
         padding.fill(0);
-        let header = format::encode_record_header(kind, position, timestamp, payload);
+        let header =
+            format::encode_record_header(kind, position, timestamp, source.unwrap_or(payload));
+        // Non-temporal stores of `fill` are ordered before the stores below.
+        stream::fence();
         header_bytes[4..].copy_from_slice(&header[4..]);
         // The length goes in last: a record whose length is set is complete.
         // The fence keeps the compiler from sinking the stores above (the

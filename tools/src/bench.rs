@@ -120,6 +120,20 @@ fn free_addr() -> Result<SocketAddr, String> {
 
 struct Engine(Child);
 
+impl Engine {
+    /// The process's user + system CPU seconds so far (Linux `/proc`), the
+    /// steadier signal than msgs/s on a shared machine.
+    fn cpu_secs(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).ok()?;
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -330,6 +344,8 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         ))
         .map_err(|e| e.to_string())?;
         let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), recv.addr())?;
+        // Startup (creating and scanning the first segments) is not counted.
+        let cpu_start = engine.cpu_secs();
         let engine_secs = drive(
             &[listen],
             &inputs,
@@ -339,9 +355,22 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             outputs,
             &progress(inputs.len()),
         )?;
+        let cpu = engine
+            .cpu_secs()
+            .zip(cpu_start)
+            .map(|(end, start)| end - start);
         drop(engine);
         recv.stop().map_err(|e| e.to_string())?;
         let (raw, eng) = (total as f64 / raw_secs, total as f64 / engine_secs);
+        eprintln!(
+            "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
+            cfg.app,
+            100.0 * eng / raw,
+            cpu.map_or("n/a".to_string(), |c| format!(
+                "{c:.2} s ({:.0} ns/msg)",
+                1e9 * c / total as f64
+            ))
+        );
         raw_rates.push(raw);
         engine_rates.push(eng);
         ratios.push(eng / raw);

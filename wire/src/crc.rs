@@ -37,6 +37,27 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     portable(bytes)
 }
 
+/// [`crc32c`] of bytes the caller has just stored (the encoder's frames):
+/// up to [`FRESH_SHORT_MAX`] bytes with a chain of `crc32` instructions,
+/// whose 8-byte loads are forwarded from the pending stores, where the
+/// folding kernel's 64-byte loads would wait for them to retire (a 48-byte
+/// DATA frame: 16 → 7 ns to encode, 88 bytes: 19 → 10 ns).
+#[inline]
+pub fn crc32c_fresh(bytes: &[u8]) -> u32 {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        if bytes.len() <= FRESH_SHORT_MAX && x86::available() {
+            // SAFETY: `available()` has checked at run time that the CPU
+            // supports sse4.2.
+            return unsafe { x86::short(bytes) };
+        }
+    }
+    crc32c(bytes)
+}
+
+/// Longest buffer [`crc32c_fresh`] runs the `crc32` chain on.
+pub const FRESH_SHORT_MAX: usize = 256;
+
 /// The fallback: crc-fast's dispatching implementation.
 #[inline]
 pub fn portable(bytes: &[u8]) -> u32 {
@@ -149,13 +170,8 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,vpclmulqdq,pclmulqdq,sse4.2")]
     pub(super) unsafe fn crc32c_avx512(bytes: &[u8]) -> u32 {
         let n = bytes.len();
-        if n < 4 {
-            // Too short to carry the initial value in its first 4 bytes.
-            let mut crc = !0u32;
-            for &b in bytes {
-                crc = _mm_crc32_u8(crc, b);
-            }
-            return !crc;
+        if n <= SHORT_MAX {
+            return short(bytes);
         }
         // The message folded is `zeros(pad) ‖ bytes`, `blocks` × 64 bytes long
         // (leading zeros do not change a CRC whose state is zero); the initial
@@ -231,6 +247,40 @@ mod x86 {
             i += 1;
         }
         finish(x)
+    }
+
+    /// Up to this many bytes, a chain of `crc32` instructions beats the
+    /// folding kernel: no masked 64-byte load (which, right after the
+    /// encoder stored the header field by field, waits for those stores to
+    /// retire instead of forwarding them) and no 512 → 32-bit reduction.
+    /// A 48-byte DATA frame (8-byte payload) is 5 `u64` steps and one `u32`.
+    const SHORT_MAX: usize = 64;
+
+    /// CRC32C of a short buffer with the `crc32` instruction: the odd head
+    /// (`n mod 8` bytes) first, so that the 8-byte steps end where the buffer
+    /// ends; a frame's CRC covers bytes `4..stride` of an 8-aligned stride,
+    /// so its 8-byte loads line up with the encoder's stores.
+    #[inline]
+    #[target_feature(enable = "sse4.2")]
+    pub(super) fn short(bytes: &[u8]) -> u32 {
+        let (head, words) = bytes.split_at(bytes.len() % 8);
+        let mut crc = !0u32;
+        let mut h = head;
+        if h.len() >= 4 {
+            let (w, rest) = h.split_at(4);
+            crc = _mm_crc32_u32(crc, u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            h = rest;
+        }
+        for &b in h {
+            crc = _mm_crc32_u8(crc, b);
+        }
+        let mut crc = crc as u64;
+        for w in words.chunks_exact(8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(w);
+            crc = _mm_crc32_u64(crc, u64::from_le_bytes(a));
+        }
+        !(crc as u32)
     }
 
     /// The raw CRC (before the final XOR is undone) of a 64-byte block that
@@ -333,6 +383,11 @@ mod tests {
             rng.fill(&mut backing);
             let buf = &backing[offset..offset + len];
             assert_eq!(crc32c(buf), reference(buf), "len {len} offset {offset}");
+            assert_eq!(
+                crc32c_fresh(buf),
+                reference(buf),
+                "len {len} offset {offset}"
+            );
         }
     }
 

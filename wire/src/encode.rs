@@ -11,14 +11,40 @@ use crate::header::{
     flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, HEADER_LEN, MAX_FRAME_LEN_LIMIT,
 };
 
-const ZERO_PAD: [u8; 8] = [0; 8];
-
 /// CRC32C of a frame's stride (`align8(frame_len)` bytes) after the `crc32c`
 /// field: bytes `4..stride`. Both encoder and decoder use this one function.
 #[inline]
 pub fn frame_crc(stride_bytes: &[u8]) -> u32 {
     debug_assert!(stride_bytes.len() >= HEADER_LEN);
     crc32c(&stride_bytes[CRC_OFFSET + 4..])
+}
+
+/// `dst.copy_from_slice(src)`, with the common 8- and 16-byte payloads
+/// copied inline rather than through a `memcpy` call.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    match (
+        <&mut [u8; 8]>::try_from(&mut *dst),
+        <&[u8; 8]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => match (
+            <&mut [u8; 16]>::try_from(&mut *dst),
+            <&[u8; 16]>::try_from(src),
+        ) {
+            (Ok(d), Ok(s)) => *d = *s,
+            _ => dst.copy_from_slice(src),
+        },
+    }
+}
+
+/// [`frame_crc`] of a frame the encoder has just written (same value; a
+/// kernel suited to bytes still in the store buffer, see
+/// [`crate::crc::crc32c_fresh`]).
+#[inline]
+fn fresh_frame_crc(stride_bytes: &[u8]) -> u32 {
+    debug_assert!(stride_bytes.len() >= HEADER_LEN);
+    crate::crc::crc32c_fresh(&stride_bytes[CRC_OFFSET + 4..])
 }
 
 /// CRC32C (Castagnoli, as iSCSI and ext4 use it), SIMD-accelerated: see
@@ -119,7 +145,7 @@ impl Encoder {
         buf.put_bytes(0, stride - HEADER_LEN);
         let frame = &mut buf[start..start + stride];
         fill(&mut frame[HEADER_LEN..frame_len]);
-        let crc = frame_crc(frame);
+        let crc = fresh_frame_crc(frame);
         frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(stride)
     }
@@ -150,13 +176,18 @@ impl Encoder {
         let start = buf.len();
         buf.reserve(stride);
         let header = Header::new(kind, flags, frame_len as u32, channel, epoch, seq, trace_id);
-        buf.put_slice(header.as_bytes());
+        // The stride is zeroed (padding included) and filled in place: one
+        // capacity check, and a fixed-size header copy the compiler inlines.
+        buf.put_bytes(0, stride);
+        let frame = &mut buf[start..start + stride];
+        let (head, mut rest) = frame.split_at_mut(HEADER_LEN);
+        head.copy_from_slice(header.as_bytes());
         for p in parts {
-            buf.put_slice(p);
+            let (dst, tail) = rest.split_at_mut(p.len());
+            copy_short(dst, p);
+            rest = tail;
         }
-        buf.put_slice(&ZERO_PAD[..stride - frame_len]);
-        let frame = &mut buf[start..];
-        let crc = frame_crc(frame);
+        let crc = fresh_frame_crc(frame);
         frame[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(stride)
     }
