@@ -20,9 +20,22 @@ use verity_tools::gen::{self, GenConfig};
 use verity_tools::recv::{Receiver, RecvConfig};
 use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
 
+/// Ports handed to tests of this binary. Tests run in parallel, and a port
+/// one test got (and freed) must not go to another: its workers would dial
+/// the other test's cluster.
+static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A free loopback port no other test of this binary was given.
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&a.port()) {
+            given.push(a.port());
+            return a;
+        }
+    }
 }
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -221,9 +234,13 @@ impl Cluster {
             // Shard s listens on address's port + s: find a free run.
             let address = loop {
                 let a = free_addr();
-                let free = (1..shards[i - 1] as u16)
-                    .all(|s| TcpListener::bind(SocketAddr::new(a.ip(), a.port() + s)).is_ok());
+                let extra: Vec<u16> = (1..shards[i - 1] as u16).map(|s| a.port() + s).collect();
+                let mut given = GIVEN.lock().unwrap();
+                let free = extra.iter().all(|&p| {
+                    !given.contains(&p) && TcpListener::bind(SocketAddr::new(a.ip(), p)).is_ok()
+                });
                 if free && a.port() < 65000 {
+                    given.extend(extra);
                     break a;
                 }
             };

@@ -17,9 +17,19 @@ use verity_tools::formats::{InputFormat, InputWriter};
 use verity_tools::recv::{Receiver, RecvConfig};
 use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
 
+/// A free loopback port no other test of this binary was given (tests run
+/// in parallel; a port one test freed must not go to another).
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&a.port()) {
+            given.push(a.port());
+            return a;
+        }
+    }
 }
 
 struct Node {
