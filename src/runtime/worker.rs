@@ -283,6 +283,25 @@ fn write_out(stream: &mut Stream, buf: &mut BytesMut, writable: &mut bool) -> io
     Ok(())
 }
 
+/// Socket buffers of 4 MiB each way: a peer that is descheduled for a
+/// moment (three busy processes on two cores) does not stall the pipeline.
+fn big_buffers(stream: &TcpStream) {
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt(2) on the socket this stream owns, with a
+        // pointer to a c_int that lives for the call and its exact size.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch (the fault shim's and partitions' clock).
 fn unix_ms() -> u64 {
     now_ns() / 1_000_000
@@ -1100,6 +1119,7 @@ impl Worker {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    big_buffers(&stream);
                     let slot = match self.sources.iter().position(Option::is_none) {
                         Some(i) => i,
                         None => {
@@ -1832,6 +1852,7 @@ impl Worker {
                         return Ok(());
                     }
                     let _ = stream.set_nodelay(true);
+                    big_buffers(&stream);
                     let mut conn = Conn::new(stream, addr, max, 64 << 10);
                     conn.shim = shim;
                     // Without a client secret the sink does not
