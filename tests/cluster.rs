@@ -3,6 +3,9 @@
 //! a test cuts the link), real `kill -9`. The tools' sender and receiver
 //! drive it; the independent checker judges.
 
+mod common;
+use common::{free_addr, GIVEN};
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -19,24 +22,6 @@ use verity_tools::check::{self, App};
 use verity_tools::gen::{self, GenConfig};
 use verity_tools::recv::{Receiver, RecvConfig};
 use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
-
-/// Ports handed to tests of this binary. Tests run in parallel, and a port
-/// one test got (and freed) must not go to another: its workers would dial
-/// the other test's cluster.
-static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-
-/// A free loopback port no other test of this binary was given.
-fn free_addr() -> SocketAddr {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&a.port()) {
-            given.push(a.port());
-            return a;
-        }
-    }
-}
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 

@@ -2,6 +2,9 @@
 //! signals. Each test starts `verity worker` on loopback ports and drives it
 //! with the tools' sender and receiver; the independent checker judges.
 
+mod common;
+use common::free_addr;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,21 +19,6 @@ use verity_tools::check::{self, App};
 use verity_tools::formats::{InputFormat, InputWriter};
 use verity_tools::recv::{Receiver, RecvConfig};
 use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
-
-/// A free loopback port no other test of this binary was given (tests run
-/// in parallel; a port one test freed must not go to another).
-fn free_addr() -> SocketAddr {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&a.port()) {
-            given.push(a.port());
-            return a;
-        }
-    }
-}
 
 struct Node {
     config: PathBuf,

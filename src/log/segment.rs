@@ -267,16 +267,17 @@ impl Segment {
             .truncate(true)
             .open(tmp_path)
             .map_err(|e| LogError::io(Op::Open, tmp_path, e))?;
-        preallocate(&file, size_bytes).map_err(|e| {
-            match LogError::io(Op::Allocate, tmp_path, e) {
-                LogError::NoSpace { op, path, .. } => LogError::NoSpace {
-                    op,
-                    path,
-                    needed_bytes: size_bytes,
-                },
-                other => other,
-            }
-        })?;
+        // Allocation errors name the segment and, when the disk is full,
+        // the bytes it needed.
+        let alloc_err = |e| match LogError::io(Op::Allocate, tmp_path, e) {
+            LogError::NoSpace { op, path, .. } => LogError::NoSpace {
+                op,
+                path,
+                needed_bytes: size_bytes,
+            },
+            other => other,
+        };
+        preallocate(&file, size_bytes).map_err(alloc_err)?;
         if prefault {
             // Fill the page cache with write(2) first: whole-page writes
             // need no zero-fill of the (unwritten) blocks and no fault each,
@@ -284,16 +285,7 @@ impl Segment {
             // CPU for 64 MiB on ext4: MAP_POPULATE + a write per page 35 ms;
             // a write per page alone 17-22 ms; pwrite of zeros + a write per
             // page 11 ms.
-            write_zeros(&file, size_bytes).map_err(|e| {
-                match LogError::io(Op::Allocate, tmp_path, e) {
-                    LogError::NoSpace { op, path, .. } => LogError::NoSpace {
-                        op,
-                        path,
-                        needed_bytes: size_bytes,
-                    },
-                    other => other,
-                }
-            })?;
+            write_zeros(&file, size_bytes).map_err(alloc_err)?;
         }
         // Not MAP_POPULATE: it maps shared file pages read-only (for dirty
         // tracking), so every page would then take a second, write fault.

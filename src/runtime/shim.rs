@@ -252,6 +252,19 @@ impl Shim {
         }
     }
 
+    /// Writes the decisions not yet logged as fault-log lines:
+    /// `UNIX_MS CONNECTION frame=N KIND channel=C seq=S DECISION`.
+    pub fn write_decisions(&mut self, log: &mut impl std::io::Write, now_ms: u64) {
+        for (n, kind, ch, seq, d) in self.decisions.drain(..) {
+            let _ = writeln!(
+                log,
+                "{now_ms} {} frame={n} {kind} channel={ch} seq={seq} {}",
+                self.id,
+                d.name()
+            );
+        }
+    }
+
     /// Whether frames are held back (the connection has work later even
     /// with nothing queued).
     pub fn holding(&self) -> bool {

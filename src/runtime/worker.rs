@@ -302,6 +302,16 @@ fn big_buffers(stream: &TcpStream) {
     }
 }
 
+/// Lets a connection's held-back frames out when due and writes its shim's
+/// decisions to the fault log; `true` when the connection is lost.
+fn drain_shim(c: &mut Conn, log: &mut impl Write, now_ms: u64) -> bool {
+    let lost = c.shim.as_ref().is_some_and(|s| s.holding()) && c.flush().is_err();
+    if let Some(s) = c.shim.as_mut() {
+        s.write_decisions(log, now_ms);
+    }
+    lost
+}
+
 /// Milliseconds since the Unix epoch (the fault shim's and partitions' clock).
 fn unix_ms() -> u64 {
     now_ns() / 1_000_000
@@ -976,51 +986,27 @@ impl Worker {
     /// Writes what the shims decided since the last call to the fault log,
     /// and lets held-back frames out when due.
     fn drain_faults(&mut self) {
-        if self.fault_log.is_none() {
+        let Some(log) = self.fault_log.as_mut() else {
             return;
-        }
+        };
         let now = unix_ms();
-        let mut lines = Vec::new();
         let mut lost_out = Vec::new();
         let mut lost_in = Vec::new();
         for (k, p) in self.outs.iter_mut().enumerate() {
             if let Some(c) = p.as_mut().and_then(|p| p.conn.as_mut()) {
-                if c.shim.as_ref().is_some_and(|s| s.holding()) && c.flush().is_err() {
+                if drain_shim(c, log, now) {
                     lost_out.push(k);
-                }
-                if let Some(s) = c.shim.as_mut() {
-                    let id = s.id().to_owned();
-                    for (n, kind, ch, seq, d) in s.decisions.drain(..) {
-                        lines.push(format!(
-                            "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
-                            d.name()
-                        ));
-                    }
                 }
             }
         }
         for (slot, c) in self.sources.iter_mut().enumerate() {
             if let Some(c) = c.as_mut() {
-                if c.shim.as_ref().is_some_and(|s| s.holding()) && c.flush().is_err() {
+                if drain_shim(c, log, now) {
                     lost_in.push(slot);
                 }
-                if let Some(s) = c.shim.as_mut() {
-                    let id = s.id().to_owned();
-                    for (n, kind, ch, seq, d) in s.decisions.drain(..) {
-                        lines.push(format!(
-                            "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
-                            d.name()
-                        ));
-                    }
-                }
             }
         }
-        if let Some(log) = self.fault_log.as_mut() {
-            for l in &lines {
-                let _ = writeln!(log, "{l}");
-            }
-            let _ = log.flush();
-        }
+        let _ = log.flush();
         for k in lost_out {
             self.out_lost(k, "fault shim: connection closed");
         }
@@ -1032,16 +1018,8 @@ impl Worker {
     /// A connection with a shim is gone: its last decisions (a close, say)
     /// still go to the fault log.
     fn retire_shim(&mut self, mut shim: Shim) {
-        let now = unix_ms();
-        let id = shim.id().to_owned();
         if let Some(log) = self.fault_log.as_mut() {
-            for (n, kind, ch, seq, d) in shim.decisions.drain(..) {
-                let _ = writeln!(
-                    log,
-                    "{now} {id} frame={n} {kind} channel={ch} seq={seq} {}",
-                    d.name()
-                );
-            }
+            shim.write_decisions(log, unix_ms());
         }
     }
 
@@ -1416,26 +1394,9 @@ impl Worker {
                     return Ok(false);
                 }
                 if self.cfg.client_secret.is_some() {
-                    // Challenge the client and answer its challenge; RESUME
-                    // once it has answered ours.
-                    let Some(challenge) = random_challenge() else {
-                        self.refuse_source(
-                            slot,
-                            ErrorCode::Internal,
-                            "no random source for a challenge",
-                        );
-                        return Ok(false);
-                    };
-                    let response = self.answer(false, Side::Acceptor, &h.challenge, &challenge);
-                    let hello = self.hello(challenge, response);
-                    let (enc, epoch) = (self.enc, self.dir.epoch);
-                    if let Some(conn) = self.sources[slot].as_mut() {
-                        let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
-                        conn.challenge = challenge;
-                        conn.their_challenge = h.challenge;
-                        conn.claimed = h.node_id.get();
-                        conn.state = ConnState::AwaitAuth;
-                    }
+                    // RESUME once the client has answered our challenge.
+                    let epoch = frame.header.epoch();
+                    self.challenge_peer(slot, false, h.challenge, h.node_id.get(), epoch);
                     return Ok(false);
                 }
                 let hello = self.hello([0; 32], [0; 32]);
@@ -1555,26 +1516,40 @@ impl Worker {
             );
             return Ok(false);
         }
+        self.challenge_peer(slot, true, h.challenge, node, epoch);
+        Ok(false)
+    }
+
+    /// The accepting side of an authenticated handshake: answers the
+    /// peer's challenge (with the cluster secret between nodes, the client
+    /// secret with sources), sends ours, and waits for the peer's answer.
+    fn challenge_peer(
+        &mut self,
+        slot: usize,
+        nodes: bool,
+        their_challenge: [u8; 32],
+        claimed: u32,
+        their_epoch: u32,
+    ) {
         let Some(challenge) = random_challenge() else {
             self.refuse_source(
                 slot,
                 ErrorCode::Internal,
                 "no random source for a challenge",
             );
-            return Ok(false);
+            return;
         };
-        let response = self.answer(true, Side::Acceptor, &h.challenge, &challenge);
+        let response = self.answer(nodes, Side::Acceptor, &their_challenge, &challenge);
         let hello = self.hello(challenge, response);
         let (enc, my_epoch) = (self.enc, self.dir.epoch);
         if let Some(conn) = self.sources[slot].as_mut() {
             let _ = enc.hello(&mut conn.wbuf, my_epoch, &hello);
             conn.challenge = challenge;
-            conn.their_challenge = h.challenge;
-            conn.their_epoch = epoch;
-            conn.claimed = node;
+            conn.their_challenge = their_challenge;
+            conn.their_epoch = their_epoch;
+            conn.claimed = claimed;
             conn.state = ConnState::AwaitAuth;
         }
-        Ok(false)
     }
 
     /// The node's answer to our challenge: on success the connection

@@ -308,10 +308,30 @@ fn drive(
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// One unpaced throughput run: a receiver writing `file`, what `start`
+/// starts for it (given the receiver's address, it returns what to keep
+/// alive and where the sources send), every input sent, `expect` outputs
+/// awaited. Returns the inputs per second and what `start` kept.
+fn timed_run<T>(
+    cfg: &BenchConfig,
+    inputs: &Inputs,
+    total: u64,
+    expect: u64,
+    file: &str,
+    start: impl FnOnce(SocketAddr) -> Result<(T, Vec<SocketAddr>), String>,
+) -> Result<(f64, T), String> {
+    let recv = Receiver::start(&RecvConfig::new(free_addr()?, &cfg.work_dir.join(file)))
+        .map_err(|e| e.to_string())?;
+    let (kept, to) = start(recv.addr())?;
+    let progress: Vec<Arc<Progress>> = inputs.iter().map(|_| Arc::default()).collect();
+    let secs = drive(&to, inputs, None, total, &recv, expect, &progress)?;
+    recv.stop().map_err(|e| e.to_string())?;
+    Ok((total as f64 / secs, kept))
+}
+
 pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let (inputs, outputs) = generate(cfg)?;
     let total: u64 = inputs.iter().map(|(r, _)| r.len()).sum();
-    let progress = |n: usize| -> Vec<Arc<Progress>> { (0..n).map(|_| Arc::default()).collect() };
 
     // Throughput, raw pipe and engine alternately, `rounds` times each; the
     // medians (a run is short, and the machine is shared) and the median of
@@ -322,46 +342,21 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let (mut cluster_rates, mut cluster_ratios) = (Vec::new(), Vec::new());
     let (mut base_rates, mut base_ratios) = (Vec::new(), Vec::new());
     for round in 0..cfg.rounds.max(1) {
-        let recv = Receiver::start(&RecvConfig::new(
-            free_addr()?,
-            &cfg.work_dir.join("raw.bin"),
-        ))
-        .map_err(|e| e.to_string())?;
-        let raw_secs = drive(
-            &[recv.addr()],
-            &inputs,
-            None,
-            total,
-            &recv,
-            total,
-            &progress(inputs.len()),
-        )?;
-        recv.stop().map_err(|e| e.to_string())?;
-
-        let recv = Receiver::start(&RecvConfig::new(
-            free_addr()?,
-            &cfg.work_dir.join("engine.bin"),
-        ))
-        .map_err(|e| e.to_string())?;
-        let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), recv.addr())?;
-        // Startup (creating and scanning the first segments) is not counted.
-        let cpu_start = engine.cpu_secs();
-        let engine_secs = drive(
-            &[listen],
-            &inputs,
-            None,
-            total,
-            &recv,
-            outputs,
-            &progress(inputs.len()),
-        )?;
+        let (raw, ()) = timed_run(cfg, &inputs, total, total, "raw.bin", |sink| {
+            Ok(((), vec![sink]))
+        })?;
+        let (eng, (engine, cpu_start)) =
+            timed_run(cfg, &inputs, total, outputs, "engine.bin", |sink| {
+                let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), sink)?;
+                // Startup (creating and scanning the first segments) is not counted.
+                let cpu_start = engine.cpu_secs();
+                Ok(((engine, cpu_start), vec![listen]))
+            })?;
         let cpu = engine
             .cpu_secs()
             .zip(cpu_start)
             .map(|(end, start)| end - start);
         drop(engine);
-        recv.stop().map_err(|e| e.to_string())?;
-        let (raw, eng) = (total as f64 / raw_secs, total as f64 / engine_secs);
         eprintln!(
             "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
             cfg.app,
@@ -376,48 +371,20 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         ratios.push(eng / raw);
 
         if let Some(base) = &cfg.baseline {
-            let recv = Receiver::start(&RecvConfig::new(
-                free_addr()?,
-                &cfg.work_dir.join("baseline.bin"),
-            ))
-            .map_err(|e| e.to_string())?;
-            let (engine, listen) =
-                start_binary(cfg, base, &format!("baseline-{round}"), recv.addr())?;
-            let secs = drive(
-                &[listen],
-                &inputs,
-                None,
-                total,
-                &recv,
-                outputs,
-                &progress(inputs.len()),
-            )?;
-            drop(engine);
-            recv.stop().map_err(|e| e.to_string())?;
-            let rate = total as f64 / secs;
+            let (rate, _engine) =
+                timed_run(cfg, &inputs, total, outputs, "baseline.bin", |sink| {
+                    let (engine, listen) =
+                        start_binary(cfg, base, &format!("baseline-{round}"), sink)?;
+                    Ok((engine, vec![listen]))
+                })?;
             base_rates.push(rate);
             base_ratios.push(eng / rate);
         }
         if cfg.workers >= 2 {
-            let recv = Receiver::start(&RecvConfig::new(
-                free_addr()?,
-                &cfg.work_dir.join("cluster.bin"),
-            ))
-            .map_err(|e| e.to_string())?;
-            let (engines, sources) =
-                start_cluster(cfg, &format!("cluster-{round}"), recv.addr(), cfg.workers)?;
-            let secs = drive(
-                &sources,
-                &inputs,
-                None,
-                total,
-                &recv,
-                outputs,
-                &progress(inputs.len()),
-            )?;
-            drop(engines);
-            recv.stop().map_err(|e| e.to_string())?;
-            let rate = total as f64 / secs;
+            let (rate, _engines) =
+                timed_run(cfg, &inputs, total, outputs, "cluster.bin", |sink| {
+                    start_cluster(cfg, &format!("cluster-{round}"), sink, cfg.workers)
+                })?;
             cluster_rates.push(rate);
             cluster_ratios.push(rate / eng);
         }

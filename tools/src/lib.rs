@@ -19,3 +19,16 @@ pub mod formats;
 pub mod gen;
 pub mod recv;
 pub mod send;
+
+/// A range of seeds as the tools' `--seeds` flag spells it: `A..B` (B
+/// excluded) or `A..=B`, as `(first, end)` with `end` excluded.
+pub fn parse_seed_range(s: &str) -> Option<(u64, u64)> {
+    if let Some((a, b)) = s.split_once("..=") {
+        return Some((
+            a.trim().parse().ok()?,
+            b.trim().parse::<u64>().ok()?.checked_add(1)?,
+        ));
+    }
+    let (a, b) = s.split_once("..")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}

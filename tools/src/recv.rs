@@ -286,10 +286,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     Err(e) => {
                         st.stats.bad_frames += 1;
                         let text = format!("bad frame at stream offset {}: {e}", dec.position());
-                        let _ = enc.error(&mut out, 0, e.error_code(), &text);
                         drop(st);
-                        let _ = stream.write_all(&out);
-                        return Ok(());
+                        return refuse(&mut stream, &mut out, &enc, e.error_code(), &text);
                     }
                 };
                 match (ready, f.kind()) {
@@ -302,15 +300,14 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             _ => false,
                         };
                         if !ok {
-                            let _ = enc.error(
+                            drop(st);
+                            return refuse(
+                                &mut stream,
                                 &mut out,
-                                0,
+                                &enc,
                                 ErrorCode::AuthFailed,
                                 "authentication failed: wrong answer to the challenge",
                             );
-                            drop(st);
-                            let _ = stream.write_all(&out);
-                            return Ok(());
                         }
                         let entries: Vec<ResumeEntry> = st
                             .stats
@@ -327,15 +324,14 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                             .hello()
                             .is_some_and(|h| h.cluster_id.get() == shared.cluster_id);
                         if !ok {
-                            let _ = enc.error(
+                            drop(st);
+                            return refuse(
+                                &mut stream,
                                 &mut out,
-                                0,
+                                &enc,
                                 ErrorCode::AuthFailed,
                                 "authentication failed: wrong cluster id",
                             );
-                            drop(st);
-                            let _ = stream.write_all(&out);
-                            return Ok(());
                         }
                         let mut hello = Hello {
                             cluster_id: shared.cluster_id,
@@ -348,15 +344,14 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         };
                         if let (Some(secret), Some(h)) = (&shared.secret, view.hello()) {
                             let Ok(c) = crate::client_auth::challenge() else {
-                                let _ = enc.error(
+                                drop(st);
+                                return refuse(
+                                    &mut stream,
                                     &mut out,
-                                    0,
+                                    &enc,
                                     ErrorCode::Internal,
                                     "no random source for a challenge",
                                 );
-                                drop(st);
-                                let _ = stream.write_all(&out);
-                                return Ok(());
                             };
                             let me = (shared.cluster_id, 0, Role::Sink as u16);
                             hello.challenge = c;
@@ -419,10 +414,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     (_, Kind::Error) => return Ok(()),
                     (_, kind) => {
                         let text = format!("unexpected {kind} on a sink connection");
-                        let _ = enc.error(&mut out, 0, ErrorCode::Protocol, &text);
                         drop(st);
-                        let _ = stream.write_all(&out);
-                        return Ok(());
+                        return refuse(&mut stream, &mut out, &enc, ErrorCode::Protocol, &text);
                     }
                 }
             }
@@ -444,5 +437,19 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             stream.write_all(&out)?;
         }
     }
+    Ok(())
+}
+
+/// Sends ERROR (after whatever `out` holds) and gives up on the connection
+/// (best effort: the peer may be gone already).
+fn refuse(
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+    enc: &Encoder,
+    code: ErrorCode,
+    text: &str,
+) -> std::io::Result<()> {
+    let _ = enc.error(out, 0, code, text);
+    let _ = stream.write_all(out);
     Ok(())
 }

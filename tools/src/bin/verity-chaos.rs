@@ -60,14 +60,6 @@ struct Args {
     keep: bool,
 }
 
-fn parse_range(s: &str) -> Option<(u64, u64)> {
-    if let Some((a, b)) = s.split_once("..=") {
-        return Some((a.trim().parse().ok()?, b.trim().parse::<u64>().ok()? + 1));
-    }
-    let (a, b) = s.split_once("..")?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
-}
-
 fn main() -> ExitCode {
     let a = Args::parse();
     let profile: Profile = match a.profile.parse() {
@@ -94,7 +86,7 @@ fn main() -> ExitCode {
     }
     let (from, to) = match (&a.seed, &a.seeds) {
         (Some(s), _) => (*s, *s + 1),
-        (None, Some(r)) => match parse_range(r) {
+        (None, Some(r)) => match verity_tools::parse_seed_range(r) {
             Some(r) => r,
             None => {
                 eprintln!("verity-chaos: --seeds {r:?} is not A..B or A..=B");
