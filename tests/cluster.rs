@@ -4,7 +4,7 @@
 //! drive it; the independent checker judges.
 
 mod common;
-use common::{free_addr, GIVEN};
+use common::{free_addr, free_run};
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -216,19 +216,8 @@ impl Cluster {
         let mut proxies = Vec::new();
         for i in 1..=n {
             let sources = free_addr();
-            // Shard s listens on address's port + s: find a free run.
-            let address = loop {
-                let a = free_addr();
-                let extra: Vec<u16> = (1..shards[i - 1] as u16).map(|s| a.port() + s).collect();
-                let mut given = GIVEN.lock().unwrap();
-                let free = extra.iter().all(|&p| {
-                    !given.contains(&p) && TcpListener::bind(SocketAddr::new(a.ip(), p)).is_ok()
-                });
-                if free && a.port() < 65000 {
-                    given.extend(extra);
-                    break a;
-                }
-            };
+            // Shard s listens on address's port + s.
+            let address = free_run(shards[i - 1]);
             let mut advertise = String::new();
             if proxied {
                 let p = Proxy::start(address);

@@ -20,7 +20,7 @@
 //! Ratios, not absolute figures, are what compare across runs on a shared
 //! machine.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -32,6 +32,7 @@ use hdrhistogram::Histogram;
 
 use crate::formats::{split_trace_id, InputFormat};
 use crate::gen::{self, GenConfig};
+use crate::ports::free_addr;
 use crate::recv::{Receiver, RecvConfig};
 use crate::send::{send, Progress, Records, SendConfig};
 
@@ -111,11 +112,6 @@ impl core::fmt::Display for BenchResult {
         }
         Ok(())
     }
-}
-
-fn free_addr() -> Result<SocketAddr, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map_err(|e| e.to_string())
 }
 
 struct Engine(Child);

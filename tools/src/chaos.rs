@@ -19,7 +19,7 @@
 //! and the same seed prints the same hash. The engine's own faults follow
 //! from the same seed (`[faults] seed`), per connection.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::check::{self, App};
 use crate::formats::InputFormat;
 use crate::gen::{self, GenConfig, Rng, TextConfig};
+use crate::ports::{free_addr, free_run};
 use crate::recv::{Receiver, RecvConfig};
 use crate::send::{self, Progress, Records, SendConfig, SendStats};
 
@@ -291,27 +292,6 @@ pub struct Outcome {
     /// `check: PASS ...` or `check: FAIL ...`.
     pub last_line: String,
     pub schedule_hash: u64,
-}
-
-fn free_addr() -> Result<SocketAddr, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map_err(|e| format!("no free port: {e}"))
-}
-
-/// A free run of `n` consecutive ports (shard i listens on port + i).
-fn free_ports(n: u32) -> Result<SocketAddr, String> {
-    for _ in 0..100 {
-        let a = free_addr()?;
-        if a.port() as u32 + n > 65_000 {
-            continue;
-        }
-        let free =
-            (1..n as u16).all(|i| TcpListener::bind(SocketAddr::new(a.ip(), a.port() + i)).is_ok());
-        if free {
-            return Ok(a);
-        }
-    }
-    Err(format!("no run of {n} free ports"))
 }
 
 fn unix_ms() -> u64 {
@@ -623,7 +603,7 @@ fn run_with(
     let mut workers = Vec::new();
     let mut data_dirs = Vec::new();
     for i in 1..=s.workers.max(1) {
-        let (address, sources) = (free_ports(s.shards.max(1))?, free_addr()?);
+        let (address, sources) = (free_run(s.shards.max(1))?, free_addr()?);
         toml.push_str(&format!(
             "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\nsources = \"{sources}\"\nshards = {}\ndata_dir = \"w{i}\"\n",
             s.shards.max(1)

@@ -17,6 +17,7 @@ pub mod check;
 pub mod client_auth;
 pub mod formats;
 pub mod gen;
+pub mod ports;
 pub mod recv;
 pub mod send;
 
