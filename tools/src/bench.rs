@@ -137,6 +137,14 @@ impl Drop for Engine {
     }
 }
 
+/// Removes a finished run's data directory (its processes are gone). A
+/// round's logs are hundreds of MB of dirty page cache: left behind, the
+/// kernel's writeback of them runs during the next rounds and takes their
+/// CPU, so later rounds would measure the bench's own leftovers.
+fn discard(cfg: &BenchConfig, run: &str) {
+    let _ = std::fs::remove_dir_all(cfg.work_dir.join(run));
+}
+
 fn start_engine(
     cfg: &BenchConfig,
     run: &str,
@@ -353,6 +361,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             .zip(cpu_start)
             .map(|(end, start)| end - start);
         drop(engine);
+        discard(cfg, &format!("engine-{round}"));
         eprintln!(
             "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
             cfg.app,
@@ -367,20 +376,21 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         ratios.push(eng / raw);
 
         if let Some(base) = &cfg.baseline {
-            let (rate, _engine) =
-                timed_run(cfg, &inputs, total, outputs, "baseline.bin", |sink| {
-                    let (engine, listen) =
-                        start_binary(cfg, base, &format!("baseline-{round}"), sink)?;
-                    Ok((engine, vec![listen]))
-                })?;
+            let (rate, engine) = timed_run(cfg, &inputs, total, outputs, "baseline.bin", |sink| {
+                let (engine, listen) = start_binary(cfg, base, &format!("baseline-{round}"), sink)?;
+                Ok((engine, vec![listen]))
+            })?;
+            drop(engine);
+            discard(cfg, &format!("baseline-{round}"));
             base_rates.push(rate);
             base_ratios.push(eng / rate);
         }
         if cfg.workers >= 2 {
-            let (rate, _engines) =
-                timed_run(cfg, &inputs, total, outputs, "cluster.bin", |sink| {
-                    start_cluster(cfg, &format!("cluster-{round}"), sink, cfg.workers)
-                })?;
+            let (rate, engines) = timed_run(cfg, &inputs, total, outputs, "cluster.bin", |sink| {
+                start_cluster(cfg, &format!("cluster-{round}"), sink, cfg.workers)
+            })?;
+            drop(engines);
+            discard(cfg, &format!("cluster-{round}"));
             cluster_rates.push(rate);
             cluster_ratios.push(rate / eng);
         }
@@ -523,6 +533,7 @@ fn latency(
         &prog,
     )?;
     drop(engine);
+    discard(cfg, name);
     recv.stop().map_err(|e| e.to_string())?;
     let h = hist
         .lock()
