@@ -53,6 +53,9 @@ pub struct BenchConfig {
     /// Another engine build run in every round too, reported as engine ÷
     /// baseline (A/B of two builds in the same run).
     pub baseline: Option<PathBuf>,
+    /// Latency runs at this many msgs/s instead of half the engine's
+    /// measured maximum.
+    pub latency_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -66,6 +69,7 @@ pub struct BenchResult {
     pub ratio: f64,
     pub rounds: u32,
     pub latency_rate: f64,
+    pub latency_rate_given: bool,
     pub raw_latency: Latency,
     pub engine_latency: Latency,
     /// (workers, median msgs/s, median of per-round cluster ÷ single node).
@@ -91,8 +95,13 @@ impl core::fmt::Display for BenchResult {
         )?;
         writeln!(
             f,
-            "bench: latency at {:.0} msgs/s (half the engine's max), input due time to output arrival:",
-            self.latency_rate
+            "bench: latency at {:.0} msgs/s ({}), input due time to output arrival:",
+            self.latency_rate,
+            if self.latency_rate_given {
+                "--latency-rate"
+            } else {
+                "half the engine's max"
+            }
         )?;
         writeln!(f, "bench:   raw pipe {}", self.raw_latency)?;
         write!(f, "bench:   engine   {}", self.engine_latency)?;
@@ -292,8 +301,13 @@ fn drive(
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
         if let Some(r) = total_rate {
             // Each input gets its share of the rate.
-            cfg.rate = Some(((r * records.len() as f64 / total as f64) as u64).max(1));
-            cfg.batch = 16;
+            let rate = ((r * records.len() as f64 / total as f64) as u64).max(1);
+            cfg.rate = Some(rate);
+            // About 20 000 writes a second whatever the rate (a write each
+            // 50 us): 16-record writes at millions of records a second woke
+            // the receiver so often that the raw pipe itself fell behind
+            // the schedule (p50 tens of ms at 4 M msgs/s).
+            cfg.batch = (rate / 20_000).clamp(1, 1024) as usize;
         }
         let (records, p) = (Arc::clone(records), Arc::clone(p));
         threads.push(thread::spawn(move || {
@@ -416,7 +430,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
 
     // Latency at half the engine's maximum, bounded in time: through the
     // raw pipe (the harness's own latency) and through the engine.
-    let rate = engine_rate / 2.0;
+    let rate = cfg.latency_rate.unwrap_or(engine_rate / 2.0);
     let raw_lat = latency(cfg, &inputs, total, outputs, rate, false)?;
     let eng_lat = latency(cfg, &inputs, total, outputs, rate, true)?;
 
@@ -429,6 +443,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         ratio,
         rounds: cfg.rounds.max(1),
         latency_rate: rate,
+        latency_rate_given: cfg.latency_rate.is_some(),
         raw_latency: raw_lat,
         engine_latency: eng_lat,
         cluster,

@@ -288,7 +288,12 @@ pub fn send(
             if let Some(rate) = cfg.rate {
                 let allowed = (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
                 if sent_at_start >= allowed {
-                    thread::sleep(Duration::from_micros(200));
+                    // Sleep until the next record is due (at most 200 us):
+                    // a coarser tick would show up as latency.
+                    let due =
+                        rate_start + Duration::from_secs_f64(sent_at_start as f64 / rate as f64);
+                    let wait = due.saturating_duration_since(Instant::now());
+                    thread::sleep(wait.min(Duration::from_micros(200)));
                     continue;
                 }
             }

@@ -41,6 +41,10 @@ struct Args {
     /// --target-dir target/noshim`) run in every round too: engine ÷ baseline.
     #[arg(long)]
     baseline_engine: Option<PathBuf>,
+    /// Run the latency measurement at this many msgs/s (default: half the
+    /// engine's measured maximum).
+    #[arg(long)]
+    latency_rate: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             rounds: a.rounds,
             workers: a.workers,
             baseline: a.baseline_engine.clone(),
+            latency_rate: a.latency_rate,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
