@@ -863,3 +863,127 @@ fn a_sink_that_does_not_ack_gets_a_resend_on_timeout_and_on_nack() {
     );
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
 }
+
+/// Reads frames for `window` (or until EOF) and returns (when, seq) of
+/// every ACK on channel 1, and whether the node closed the connection.
+fn acks_for(s: &mut TcpStream, window: Duration) -> (Vec<(Instant, u64)>, bool) {
+    let until = Instant::now() + window;
+    let mut dec = Decoder::default();
+    let mut buf = [0u8; 4096];
+    let mut acks = Vec::new();
+    loop {
+        while let Ok(Some(f)) = dec.decode() {
+            if f.kind() == Kind::Ack && f.header().channel() == 1 {
+                acks.push((Instant::now(), f.header().seq()));
+            }
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (acks, false);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (acks, true),
+            Ok(n) => dec.extend(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (acks, false)
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Ten DATA frames, one write each, `gap` apart, after the node's RESUME
+/// (so no handshake frame carries an ACK along); returns when the first left.
+fn ten_writes(s: &mut TcpStream, gap: Duration) -> Instant {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut dec = Decoder::default();
+    let mut buf = [0u8; 4096];
+    'resume: loop {
+        while let Ok(Some(f)) = dec.decode() {
+            if f.kind() == Kind::Resume {
+                break 'resume;
+            }
+        }
+        let n = s.read(&mut buf).expect("the node sends RESUME");
+        assert!(n > 0, "closed before RESUME");
+        dec.extend(&buf[..n]);
+    }
+    let enc = Encoder::default();
+    let mut first = None;
+    for seq in 1..=10u64 {
+        let mut b = BytesMut::new();
+        enc.data(&mut b, 1, 0, seq, 1 << 40 | seq, false, &seq.to_be_bytes())
+            .unwrap();
+        first.get_or_insert_with(Instant::now);
+        s.write_all(&b).unwrap();
+        std::thread::sleep(gap);
+    }
+    first.unwrap_or_else(Instant::now)
+}
+
+#[test]
+fn acks_of_several_batches_leave_as_one_frame_after_ack_delay_us() {
+    let t = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
+    // Held for a second: ten batches 5 ms apart are all inside it.
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 1000000");
+    node.start();
+    let mut s = handshake(node.listen);
+    let first = ten_writes(&mut s, Duration::from_millis(5));
+    let (acks, _) = acks_for(&mut s, Duration::from_secs(5));
+    assert_eq!(
+        acks.iter().map(|a| a.1).collect::<Vec<_>>(),
+        vec![10],
+        "one ACK frame, for the highest seq"
+    );
+    assert!(
+        acks[0].0.duration_since(first) >= Duration::from_millis(1000),
+        "the ACK was held for ack_delay_us ({:?})",
+        acks[0].0.duration_since(first)
+    );
+    drop(node);
+
+    // ack_delay_us = 0: every batch is ACKed as it is processed.
+    let t2 = tempfile::tempdir().unwrap();
+    let mut node = Node::new(t2.path(), "doubler", recv.addr(), "ack_delay_us = 0");
+    node.start();
+    let mut s = handshake(node.listen);
+    ten_writes(&mut s, Duration::from_millis(30));
+    let (acks, _) = acks_for(&mut s, Duration::from_secs(2));
+    assert!(acks.len() >= 2, "an ACK per batch: {acks:?}");
+    assert_eq!(acks.last().map(|a| a.1), Some(10));
+}
+
+#[test]
+fn a_source_whose_last_frames_and_fin_arrive_together_is_acked_and_closed() {
+    let t = tempfile::tempdir().unwrap();
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 1000000");
+    node.start();
+    for round in 0..5u64 {
+        let mut s = handshake(node.listen);
+        // Frames and FIN back to back: the node must read past its short
+        // read to see the FIN, and ACK (held ACKs included) before closing.
+        let enc = Encoder::default();
+        let mut b = BytesMut::new();
+        for seq in 1..=5 + round * 5 {
+            enc.data(&mut b, 1, 0, seq, 1 << 40 | seq, false, &seq.to_be_bytes())
+                .unwrap();
+        }
+        s.write_all(&b).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let (acks, closed) = acks_for(&mut s, Duration::from_secs(10));
+        assert!(closed, "round {round}: the node closed the connection");
+        assert_eq!(
+            acks.last().map(|a| a.1),
+            Some(5 + round * 5),
+            "round {round}: everything ACKed before the close, not a second later"
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub struct Limits {
     /// Resend from the first unACKed seq after this long without ACK
     /// progress while frames are unACKed (DESIGN §3.1: "on timeout").
     pub resend_timeout_ms: u64,
+    /// ACKs to a producer wait up to this long to be merged into one (0:
+    /// every batch's ACK goes out at once).
+    pub ack_delay_us: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +72,7 @@ impl Default for Limits {
             write_buffer_bytes: 1 << 20,
             journal_segment_bytes: 64 << 20,
             resend_timeout_ms: 1000,
+            ack_delay_us: 200,
         }
     }
 }
@@ -225,6 +229,7 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             "write_buffer_bytes",
             "journal_segment_bytes",
             "resend_timeout_ms",
+            "ack_delay_us",
         ],
     )?;
     let d = Limits::default();
@@ -280,6 +285,7 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             1,
             3_600_000,
         )?,
+        ack_delay_us: w.int(limits, l, "ack_delay_us", d.ack_delay_us, 0, 1_000_000)?,
     };
     if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
         return Err(w.err(

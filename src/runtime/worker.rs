@@ -174,6 +174,14 @@ pub(super) struct Conn {
     pub(super) closing: bool,
     /// Bytes are waiting in the socket (edge-triggered: we must come back).
     pub(super) readable: bool,
+    /// The peer's FIN was announced: read until read(2) returns 0, even
+    /// after a short read.
+    pub(super) read_closed: bool,
+    /// ACKs owed to this producer, (channel, seq), not yet in `wbuf`: held
+    /// up to `limits.ack_delay_us` from `acks_since` so one frame per
+    /// channel carries the ACKs of several batches.
+    pub(super) acks: Vec<(u32, u64)>,
+    pub(super) acks_since: Option<Instant>,
     pub(super) writable: bool,
     /// Inbound from another node: its index, once its HELLO named it.
     pub(super) node: Option<u32>,
@@ -207,6 +215,9 @@ impl Conn {
             state: ConnState::AwaitHello,
             closing: false,
             readable: true,
+            read_closed: false,
+            acks: Vec::new(),
+            acks_since: None,
             writable: false,
             node: None,
             challenge: [0; 32],
@@ -318,6 +329,15 @@ fn unix_ms() -> u64 {
 }
 
 impl Conn {
+    /// Moves the owed ACKs into `wbuf`.
+    fn queue_acks(&mut self, epoch: u32) {
+        for &(channel, seq) in &self.acks {
+            let _ = Encoder::default().ack(&mut self.wbuf, channel, epoch, seq);
+        }
+        self.acks.clear();
+        self.acks_since = None;
+    }
+
     /// Reads up to `max` bytes into the decoder. Ok(false) = peer closed.
     pub(super) fn fill(&mut self, max: usize) -> io::Result<bool> {
         let buf = self.dec.read_buf();
@@ -346,6 +366,15 @@ impl Conn {
                 // SAFETY: read(2) initialised the first `n <= want` bytes of
                 // the spare capacity.
                 unsafe { buf.set_len(buf.len() + n as usize) };
+                // A short read emptied the socket's receive queue: bytes
+                // arriving from now on raise a new edge-triggered event, so
+                // the read that would only return EAGAIN is skipped (one
+                // syscall of two or three per wakeup under a paced load).
+                // Not once a FIN was announced: its event is already spent,
+                // and only a read returning 0 tells us the peer closed.
+                if (n as usize) < want && !self.read_closed {
+                    self.readable = false;
+                }
                 return Ok(true);
             }
             if n == 0 {
@@ -861,6 +890,18 @@ impl Worker {
                 } else if stuck || self.shims_holding() {
                     timeout = Duration::from_millis(1);
                 }
+                // Owed ACKs leave when their delay is up.
+                if let Some(since) = self
+                    .sources
+                    .iter()
+                    .flatten()
+                    .filter(|c| !c.acks.is_empty())
+                    .filter_map(|c| c.acks_since)
+                    .min()
+                {
+                    let due = since + Duration::from_micros(self.cfg.limits.ack_delay_us);
+                    timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+                }
             }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -876,6 +917,7 @@ impl Worker {
                         if let Some(Some(p)) = self.outs.get_mut(t - FIRST_OUT) {
                             if let Some(c) = p.conn.as_mut() {
                                 c.readable |= ev.is_readable() || ev.is_read_closed();
+                                c.read_closed |= ev.is_read_closed();
                                 c.writable |= ev.is_writable();
                             }
                         }
@@ -883,6 +925,7 @@ impl Worker {
                     Token(t) => {
                         if let Some(Some(c)) = self.sources.get_mut(t - FIRST_SOURCE) {
                             c.readable |= ev.is_readable() || ev.is_read_closed();
+                            c.read_closed |= ev.is_read_closed();
                             c.writable |= ev.is_writable();
                         }
                     }
@@ -896,7 +939,7 @@ impl Worker {
             for k in 0..self.outs.len() {
                 self.pump_out(k)?;
             }
-            self.flush_sources();
+            self.flush_sources(false);
             if self.faults.is_some() {
                 self.enforce_partitions();
                 self.drain_faults();
@@ -1272,9 +1315,16 @@ impl Worker {
                 match filled {
                     Ok(true) => {}
                     Ok(false) => {
-                        // Peer closed: process what it sent, then drop it.
+                        // Peer closed: process what it sent, ACK it (a
+                        // half-closed peer still reads), then drop it.
                         conn.readable = false;
                         self.decode_source(slot)?;
+                        self.make_durable()?;
+                        let epoch = self.dir.epoch;
+                        if let Some(c) = self.sources[slot].as_mut() {
+                            c.queue_acks(epoch);
+                            let _ = c.flush();
+                        }
                         self.close_source(slot, None);
                         break;
                     }
@@ -1651,7 +1701,15 @@ impl Worker {
         for i in 0..self.fx.acks.len() {
             let (channel, seq) = self.fx.acks[i];
             if let Some(conn) = self.conn_for_channel(channel) {
-                let _ = Encoder::default().ack(&mut conn.wbuf, channel, epoch, seq);
+                // An ACK covers every seq below it: only the highest owed
+                // per channel goes out (see `flush_sources`).
+                match conn.acks.iter_mut().find(|(c, _)| *c == channel) {
+                    Some(owed) => owed.1 = owed.1.max(seq),
+                    None => conn.acks.push((channel, seq)),
+                }
+                if conn.acks_since.is_none() {
+                    conn.acks_since = Some(Instant::now());
+                }
             }
         }
         for i in 0..self.fx.nacks.len() {
@@ -1709,8 +1767,22 @@ impl Worker {
         }
     }
 
-    fn flush_sources(&mut self) {
+    /// Writes what each inbound connection owes its producer. Owed ACKs go
+    /// with anything else queued, once held `limits.ack_delay_us`, or at
+    /// once with `all`.
+    fn flush_sources(&mut self, all: bool) {
+        let now = Instant::now();
+        let delay = Duration::from_micros(self.cfg.limits.ack_delay_us);
+        let epoch = self.dir.epoch;
         for slot in 0..self.sources.len() {
+            if let Some(c) = self.sources[slot].as_mut() {
+                if all
+                    || !c.wbuf.is_empty()
+                    || c.acks_since.is_none_or(|t| now.duration_since(t) >= delay)
+                {
+                    c.queue_acks(epoch);
+                }
+            }
             let failed = match self.sources[slot].as_mut() {
                 Some(c) if !c.wbuf.is_empty() => c.flush().err(),
                 _ => None,
@@ -2127,7 +2199,7 @@ impl Worker {
         for k in 0..self.outs.len() {
             self.pump_out(k)?;
         }
-        self.flush_sources();
+        self.flush_sources(true);
         self.snapshot()?;
         let s = &self.core.stats;
         eprintln!(
