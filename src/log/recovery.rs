@@ -113,6 +113,22 @@ pub(crate) struct TailScan {
 /// Scans `segment` from its base, stops at the first invalid record, and
 /// zeroes everything from there to the last non-zero byte so no stale bytes
 /// can ever be read as a record after new appends.
+/// Index of the last non-zero byte. Whole 4 KiB blocks are OR-reduced
+/// (vectorised) from the end: a fresh segment is tens of MiB of zeros, and
+/// a byte-wise `rposition` over them was most of a node's start-up time.
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    for block in bytes.rchunks(BLOCK) {
+        let start = end - block.len();
+        if block.iter().fold(0u8, |acc, b| acc | b) != 0 {
+            return block.iter().rposition(|b| *b != 0).map(|i| start + i);
+        }
+        end = start;
+    }
+    None
+}
+
 pub(crate) fn scan_and_truncate(segment: &mut Segment) -> TailScan {
     let data_bytes = segment.data_bytes;
     let mut offset: u64 = 0;
@@ -136,7 +152,7 @@ pub(crate) fn scan_and_truncate(segment: &mut Segment) -> TailScan {
         }
     }
     let tail = &mut segment.data_mut()[offset as usize..];
-    let bytes_dropped = match tail.iter().rposition(|b| *b != 0) {
+    let bytes_dropped = match last_nonzero(tail) {
         Some(last) => {
             tail[..=last].fill(0);
             last as u64 + 1
@@ -151,5 +167,31 @@ pub(crate) fn scan_and_truncate(segment: &mut Segment) -> TailScan {
         end: segment.base + offset,
         bytes_dropped,
         stopped_because,
+    }
+}
+
+#[cfg(test)]
+mod last_nonzero_tests {
+    use super::last_nonzero;
+
+    #[test]
+    fn finds_the_last_non_zero_byte_wherever_it_is() {
+        assert_eq!(last_nonzero(&[]), None);
+        assert_eq!(last_nonzero(&[0; 10_000]), None);
+        for len in [1usize, 4095, 4096, 4097, 10_000] {
+            for at in [0, len / 2, len - 1] {
+                let mut v = vec![0u8; len];
+                v[at] = 0x80;
+                assert_eq!(last_nonzero(&v), Some(at), "len {len} at {at}");
+                if at > 0 {
+                    v[0] = 1;
+                    assert_eq!(
+                        last_nonzero(&v),
+                        Some(at),
+                        "len {len} at {at}, first byte set too"
+                    );
+                }
+            }
+        }
     }
 }
