@@ -157,6 +157,7 @@
 mod durable;
 mod error;
 pub mod format;
+mod offline;
 mod preparer;
 mod reader;
 mod recovery;
@@ -170,6 +171,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 pub use durable::{DurableMark, WaitError};
 pub use error::{LogError, Op};
+pub use offline::{OfflineLog, OfflineRecord, ScanEnd};
 pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 

@@ -153,21 +153,7 @@ impl DataDir {
     }
 
     fn snapshot_files(&self) -> Result<Vec<(u64, PathBuf)>, DataDirError> {
-        let dir = self.snapshot_dir();
-        let mut v = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| err(&dir, format!("cannot list: {e}")))? {
-            let entry = entry.map_err(|e| err(&dir, format!("cannot list: {e}")))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name
-                .strip_suffix(".snap")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                v.push((n, entry.path()));
-            }
-        }
-        v.sort();
-        Ok(v)
+        snapshot_files_in(&self.snapshot_dir())
     }
 
     /// The newest snapshot whose checksum verifies; invalid ones are reported
@@ -176,13 +162,7 @@ impl DataDir {
         &self,
         skipped: &mut Vec<String>,
     ) -> Result<Option<LoadedSnapshot>, DataDirError> {
-        for (_, path) in self.snapshot_files()?.into_iter().rev() {
-            match read_snapshot(&path) {
-                Ok(s) => return Ok(Some(s)),
-                Err(e) => skipped.push(e.to_string()),
-            }
-        }
-        Ok(None)
+        newest_snapshot_in(&self.root, skipped)
     }
 
     /// The oldest kept snapshot's journal position: the journal below it may go.
@@ -191,6 +171,41 @@ impl DataDir {
         let (_, path) = files.first()?;
         read_snapshot(path).ok().map(|s| s.journal_position)
     }
+}
+
+/// [`DataDir::newest_snapshot`] of the data directory at `root`, read only:
+/// no lock, no epoch change (for tools such as `verity-replay`).
+pub fn newest_snapshot_in(
+    root: &Path,
+    skipped: &mut Vec<String>,
+) -> Result<Option<LoadedSnapshot>, DataDirError> {
+    for (_, path) in snapshot_files_in(&root.join("snapshots"))?
+        .into_iter()
+        .rev()
+    {
+        match read_snapshot(&path) {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Ok(None)
+}
+
+fn snapshot_files_in(dir: &Path) -> Result<Vec<(u64, PathBuf)>, DataDirError> {
+    let mut v = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| err(dir, format!("cannot list: {e}")))? {
+        let entry = entry.map_err(|e| err(dir, format!("cannot list: {e}")))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_suffix(".snap")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            v.push((n, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
 }
 
 fn read_snapshot(path: &Path) -> Result<LoadedSnapshot, DataDirError> {
