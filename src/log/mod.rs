@@ -171,7 +171,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 pub use durable::{DurableMark, WaitError};
 pub use error::{LogError, Op};
-pub use offline::{OfflineLog, OfflineRecord, ScanEnd};
+pub use offline::{OfflineLog, OfflineReader, OfflineRecord, ScanEnd};
 pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 

@@ -102,16 +102,112 @@ impl OfflineLog {
         from: u64,
         mut f: impl FnMut(OfflineRecord<'_>) -> ControlFlow<()>,
     ) -> Result<ScanEnd, LogError> {
-        let mut records = 0;
-        let mut end = from.max(self.first_position());
-        let mut expected_base = None;
-        for (i, (base, path)) in self.segments.iter().enumerate() {
-            let bytes = fs::read(path).map_err(|e| LogError::io(Op::Open, path, e))?;
-            let data_bytes = check_header(path, &bytes, *base, self.name_hash)?;
-            if let Some(expected) = expected_base {
+        let mut reader = self.reader(from);
+        while let Some(record) = reader.next_record()? {
+            if f(record).is_break() {
+                break;
+            }
+        }
+        Ok(reader.end())
+    }
+
+    /// A cursor over the records at or after `from` (see [`Self::scan`]).
+    pub fn reader(&self, from: u64) -> OfflineReader<'_> {
+        OfflineReader {
+            log: self,
+            from,
+            next_segment: 0,
+            bytes: Vec::new(),
+            base: 0,
+            last: false,
+            position: None,
+            records: 0,
+            end: from.max(self.first_position()),
+            stopped_at: None,
+            done: self.segments.is_empty(),
+        }
+    }
+}
+
+/// Reads a log's records in order, one segment file in memory at a time.
+pub struct OfflineReader<'a> {
+    log: &'a OfflineLog,
+    from: u64,
+    /// Index of the next segment file to load.
+    next_segment: usize,
+    /// The loaded segment's file (header included) and its base.
+    bytes: Vec<u8>,
+    base: u64,
+    last: bool,
+    /// Position of the next record in the loaded segment; `None` before the
+    /// first load.
+    position: Option<u64>,
+    records: u64,
+    end: u64,
+    stopped_at: Option<(u64, &'static str)>,
+    done: bool,
+}
+
+impl OfflineReader<'_> {
+    /// The next valid record, or `None` at the log's end or at an invalid
+    /// record (then [`Self::end`] says where and why).
+    pub fn next_record(&mut self) -> Result<Option<OfflineRecord<'_>>, LogError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let Some(position) = self.position else {
+                self.load_next()?;
+                continue;
+            };
+            let data = &self.bytes[SEGMENT_HEADER_BYTES..];
+            let offset = (position - self.base) as usize;
+            match format::parse_record(&data[offset..], position) {
+                Ok(parsed) => {
+                    self.records += 1;
+                    self.end = position + parsed.span_bytes;
+                    self.position = Some(self.end);
+                    let data = &self.bytes[SEGMENT_HEADER_BYTES..];
+                    let start = offset + super::format::RECORD_HEADER_BYTES;
+                    return Ok(Some(OfflineRecord {
+                        position,
+                        kind: parsed.kind,
+                        timestamp: parsed.timestamp,
+                        payload: &data[start..start + parsed.payload.len()],
+                    }));
+                }
+                // The unused tail of a sealed segment: on to the next.
+                Err(RecordFault::Empty) | Err(RecordFault::NoRoom) if !self.last => {
+                    self.position = None;
+                }
+                Err(RecordFault::Empty) | Err(RecordFault::NoRoom) => {
+                    self.end = self.end.max(position);
+                    self.done = true;
+                }
+                Err(fault) => {
+                    self.end = self.end.max(position);
+                    self.stopped_at = Some((position, fault.describe()));
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    /// Loads the next segment that holds positions at or after `from`.
+    fn load_next(&mut self) -> Result<(), LogError> {
+        let segments = &self.log.segments;
+        while self.next_segment < segments.len() {
+            let i = self.next_segment;
+            self.next_segment += 1;
+            let (base, path) = &segments[i];
+            let (header, file_bytes) = read_header(path)?;
+            let data_bytes = check_header(path, &header, file_bytes, *base, self.log.name_hash)?;
+            if i > 0 {
+                let (previous_base, previous) = &segments[i - 1];
+                let expected = self.base_after(*previous_base, previous)?;
                 if *base != expected {
                     return Err(LogError::SegmentGap {
-                        previous: self.segments[i - 1].1.clone(),
+                        previous: previous.clone(),
                         next: path.clone(),
                         expected_base: expected,
                         found_base: *base,
@@ -119,73 +215,77 @@ impl OfflineLog {
                 }
             }
             let limit = base + data_bytes;
-            expected_base = Some(limit);
-            if from >= limit {
+            if self.from >= limit {
                 continue;
             }
-            let data = &bytes[SEGMENT_HEADER_BYTES..];
-            let mut position = from.max(*base);
-            let last = i + 1 == self.segments.len();
-            loop {
-                let offset = (position - base) as usize;
-                match format::parse_record(&data[offset..], position) {
-                    Ok(parsed) => {
-                        records += 1;
-                        end = position + parsed.span_bytes;
-                        let flow = f(OfflineRecord {
-                            position,
-                            kind: parsed.kind,
-                            timestamp: parsed.timestamp,
-                            payload: parsed.payload,
-                        });
-                        position = end;
-                        if flow.is_break() {
-                            return Ok(ScanEnd {
-                                records,
-                                end,
-                                stopped_at: None,
-                            });
-                        }
-                    }
-                    // The unused tail of a sealed segment: on to the next.
-                    Err(RecordFault::Empty) | Err(RecordFault::NoRoom) if !last => break,
-                    Err(RecordFault::Empty) | Err(RecordFault::NoRoom) => {
-                        return Ok(ScanEnd {
-                            records,
-                            end: end.max(position),
-                            stopped_at: None,
-                        })
-                    }
-                    Err(fault) => {
-                        return Ok(ScanEnd {
-                            records,
-                            end: end.max(position),
-                            stopped_at: Some((position, fault.describe())),
-                        })
-                    }
-                }
+            self.bytes = fs::read(path).map_err(|e| LogError::io(Op::Open, path, e))?;
+            if self.bytes.len() as u64 != file_bytes {
+                return Err(LogError::BadSegmentHeader {
+                    path: path.clone(),
+                    reason: "file size changed while it was read",
+                });
             }
+            self.base = *base;
+            self.last = i + 1 == segments.len();
+            self.position = Some(self.from.max(*base));
+            return Ok(());
         }
-        Ok(ScanEnd {
-            records,
-            end,
-            stopped_at: None,
-        })
+        self.done = true;
+        Ok(())
+    }
+
+    /// The base the segment after `(base, path)` must have (from its size).
+    fn base_after(&self, base: u64, path: &Path) -> Result<u64, LogError> {
+        let len = fs::metadata(path)
+            .map_err(|e| LogError::io(Op::Metadata, path, e))?
+            .len();
+        Ok(base + len.saturating_sub(SEGMENT_HEADER_BYTES as u64))
+    }
+
+    /// How the reading went so far: records read, the position after the
+    /// last one, and the invalid record it stopped at, if any.
+    pub fn end(&self) -> ScanEnd {
+        ScanEnd {
+            records: self.records,
+            end: self.end,
+            stopped_at: self.stopped_at,
+        }
     }
 }
 
-/// Validates a segment file's header against its name and the log; returns
-/// the size of its data region.
-fn check_header(path: &Path, bytes: &[u8], base: u64, name_hash: u64) -> Result<u64, LogError> {
+/// A segment file's first bytes (up to a header's worth) and its size.
+fn read_header(path: &Path) -> Result<(Vec<u8>, u64), LogError> {
+    use std::io::Read;
+    let file = fs::File::open(path).map_err(|e| LogError::io(Op::Open, path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| LogError::io(Op::Metadata, path, e))?
+        .len();
+    let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES);
+    file.take(SEGMENT_HEADER_BYTES as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| LogError::io(Op::Open, path, e))?;
+    Ok((header, len))
+}
+
+/// Validates a segment file's header against its size, its name and the
+/// log; returns the size of its data region.
+fn check_header(
+    path: &Path,
+    header: &[u8],
+    file_bytes: u64,
+    base: u64,
+    name_hash: u64,
+) -> Result<u64, LogError> {
     let bad = |reason| LogError::BadSegmentHeader {
         path: path.to_path_buf(),
         reason,
     };
-    let Ok((header, _)) = SegmentHeader::read_from_prefix(bytes) else {
+    let Ok((header, _)) = SegmentHeader::read_from_prefix(header) else {
         return Err(bad("file shorter than the segment header"));
     };
     header.validate(name_hash).map_err(bad)?;
-    if header.size_bytes.get() != bytes.len() as u64 {
+    if header.size_bytes.get() != file_bytes {
         return Err(bad("file size differs from the size in the header"));
     }
     if header.base_position.get() != base {
@@ -194,7 +294,7 @@ fn check_header(path: &Path, bytes: &[u8], base: u64, name_hash: u64) -> Result<
             reason: "name differs from the base position in the header",
         });
     }
-    Ok(bytes.len() as u64 - SEGMENT_HEADER_BYTES as u64)
+    Ok(file_bytes - SEGMENT_HEADER_BYTES as u64)
 }
 
 #[cfg(test)]

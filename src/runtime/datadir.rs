@@ -191,6 +191,22 @@ pub fn newest_snapshot_in(
     Ok(None)
 }
 
+/// Every snapshot of the data directory at `root` whose checksum verifies,
+/// oldest first, read only; invalid ones are reported in `skipped`.
+pub fn snapshots_in(
+    root: &Path,
+    skipped: &mut Vec<String>,
+) -> Result<Vec<LoadedSnapshot>, DataDirError> {
+    let mut v = Vec::new();
+    for (_, path) in snapshot_files_in(&root.join("snapshots"))? {
+        match read_snapshot(&path) {
+            Ok(s) => v.push(s),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Ok(v)
+}
+
 fn snapshot_files_in(dir: &Path) -> Result<Vec<(u64, PathBuf)>, DataDirError> {
     let mut v = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| err(dir, format!("cannot list: {e}")))? {

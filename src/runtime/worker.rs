@@ -465,7 +465,7 @@ pub struct Worker {
 /// (seq, byte offset, stride) of each frame in a run of whole frames, as
 /// the worker writes them to its logs (already validated when written; the
 /// log record's CRC covers them). Reads only `frame_len` and `seq`.
-pub(super) fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
+pub(crate) fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     let mut at = 0usize;
     std::iter::from_fn(move || {
         if at + HEADER_LEN > run.len() {
@@ -478,6 +478,20 @@ pub(super) fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)>
         at += stride;
         Some(item)
     })
+}
+
+/// The core's configuration for a node's settings (the worker's, and
+/// `verity-replay`'s, which must build the very same core).
+pub fn node_config(cfg: &NodeToml) -> NodeConfig {
+    NodeConfig {
+        node: cfg.cluster.as_ref().map_or(0, |c| c.node),
+        routing: cfg.cluster.as_ref().map(|c| c.routing.clone()),
+        sink_channel: 1000 + cfg.node_id,
+        max_unacked: cfg.limits.max_unacked,
+        max_undurable: cfg.limits.max_undurable,
+        max_frame_len: cfg.limits.max_frame_len,
+        ..NodeConfig::default()
+    }
 }
 
 fn now_ns() -> u64 {
@@ -502,16 +516,7 @@ impl Worker {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
         };
         let cluster = cfg.cluster.clone();
-        let node_cfg = NodeConfig {
-            node: cluster.as_ref().map_or(0, |c| c.node),
-            routing: cluster.as_ref().map(|c| c.routing.clone()),
-            sink_channel: 1000 + cfg.node_id,
-            max_unacked: cfg.limits.max_unacked,
-            max_undurable: cfg.limits.max_undurable,
-            max_frame_len: cfg.limits.max_frame_len,
-            ..NodeConfig::default()
-        };
-        let mut core = NodeCore::new(app, node_cfg);
+        let mut core = NodeCore::new(app, node_config(&cfg));
         let log_cfg = |durability| LogConfig {
             segment_size_bytes: cfg.limits.journal_segment_bytes,
             durability,

@@ -1,0 +1,492 @@
+//! `verity-replay`: re-runs a node's newest snapshot and its journal
+//! offline through the same core and app, and compares every output frame
+//! it regenerates with the one the node logged (DESIGN §8). The node's
+//! behaviour is a pure function of (snapshot, journal), so a build of the
+//! same app must reproduce its outputs bit for bit; a build with a changed
+//! app shows the first output that differs ("replay yesterday's traffic
+//! through today's code").
+//!
+//! Read only: the data directory is not locked or modified, so it may be a
+//! copy, or a stopped node's.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::core::{Effects, Input, JournalEntry, NodeCore};
+use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
+use crate::runtime::datadir::{newest_snapshot_in, snapshots_in, DataDirError};
+use crate::runtime::worker::{frames_in, node_config, KIND_INPUT};
+use crate::runtime::NodeToml;
+use verity_wire::HEADER_LEN;
+
+/// What went wrong before any comparison could be made.
+#[derive(Debug)]
+pub enum ReplayError {
+    UnknownApp(String),
+    Log(LogError),
+    DataDir(DataDirError),
+    /// The snapshot or journal cannot be replayed (named, with why).
+    Unreplayable(String),
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::UnknownApp(a) => write!(f, "unknown app {a:?}"),
+            ReplayError::Log(e) => write!(f, "{e}"),
+            ReplayError::DataDir(e) => write!(f, "{e}"),
+            ReplayError::Unreplayable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+impl From<LogError> for ReplayError {
+    fn from(e: LogError) -> Self {
+        ReplayError::Log(e)
+    }
+}
+
+impl From<DataDirError> for ReplayError {
+    fn from(e: DataDirError) -> Self {
+        ReplayError::DataDir(e)
+    }
+}
+
+/// The first frame that came out different.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The outbound log (`outbound`, `forward-N`).
+    pub log: String,
+    pub seq: u64,
+    /// Journal index of the input that produced the regenerated frame.
+    pub journal_index: u64,
+    pub trace_id: u64,
+    /// The logged frame's bytes (`None`: the log holds no frame there).
+    pub recorded: Option<Vec<u8>>,
+    /// The regenerated frame's bytes (`None`: replay produced none).
+    pub replayed: Option<Vec<u8>>,
+}
+
+/// Per outbound log: how its frames compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutCompare {
+    pub log: String,
+    /// Frames replay produced for this log.
+    pub regenerated: u64,
+    /// Of those, compared with a logged frame: identical and different.
+    pub identical: u64,
+    pub different: u64,
+    /// Regenerated below the log's first retained seq (ACKed and dropped).
+    pub not_retained: u64,
+    /// Regenerated past the log's last frame (the node stopped between
+    /// journaling an input and logging its outputs).
+    pub not_logged: u64,
+    /// Logged frames replay did not produce.
+    pub missing: u64,
+    /// How the reading of the log ended.
+    pub scan: Option<ScanEnd>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReplayReport {
+    pub data_dir: PathBuf,
+    pub app: String,
+    /// (snapshot path, journal index) or `None` (from the journal's start).
+    pub snapshot: Option<(PathBuf, u64)>,
+    pub skipped_snapshots: Vec<String>,
+    pub journal: Option<ScanEnd>,
+    pub replayed: u64,
+    pub dead_letters: u64,
+    pub outs: Vec<OutCompare>,
+    pub first_difference: Option<Difference>,
+}
+
+impl ReplayReport {
+    /// A log (the journal or an outbound log) holds an invalid record before
+    /// its end: what follows it was neither replayed nor compared.
+    pub fn damaged(&self) -> bool {
+        self.journal
+            .iter()
+            .chain(self.outs.iter().filter_map(|o| o.scan.as_ref()))
+            .any(|s| s.stopped_at.is_some())
+    }
+
+    /// Every compared frame identical, nothing logged that replay did not
+    /// produce, and every log read to its end.
+    pub fn identical(&self) -> bool {
+        self.first_difference.is_none() && !self.damaged()
+    }
+}
+
+impl fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "replay: data dir {}, app {}",
+            self.data_dir.display(),
+            self.app
+        )?;
+        for s in &self.skipped_snapshots {
+            writeln!(f, "replay: skipped an invalid snapshot: {s}")?;
+        }
+        match &self.snapshot {
+            Some((p, i)) => writeln!(f, "replay: snapshot {} (journal record {i})", p.display())?,
+            None => writeln!(f, "replay: no snapshot: from the journal's first record")?,
+        }
+        if let Some(j) = &self.journal {
+            write!(
+                f,
+                "replay: journal: {} records replayed ({} inputs), ends at position {}",
+                j.records, self.replayed, j.end
+            )?;
+            match j.stopped_at {
+                Some((p, why)) => writeln!(f, "; stopped at an invalid record at {p}: {why}")?,
+                None => writeln!(f)?,
+            }
+        }
+        writeln!(f, "replay: dead letters regenerated: {}", self.dead_letters)?;
+        for o in &self.outs {
+            write!(
+                f,
+                "replay: {}: {} frames regenerated; {} identical, {} different, {} no longer retained, {} not yet logged, {} logged but not regenerated",
+                o.log, o.regenerated, o.identical, o.different, o.not_retained, o.not_logged, o.missing
+            )?;
+            match o.scan.as_ref().and_then(|s| s.stopped_at) {
+                Some((p, why)) => writeln!(f, " (log stopped at {p}: {why})")?,
+                None => writeln!(f)?,
+            }
+        }
+        match &self.first_difference {
+            None if self.damaged() => write!(
+                f,
+                "replay: DAMAGED: a log holds an invalid record before its end (above); what follows it was not compared"
+            ),
+            None => write!(f, "replay: IDENTICAL"),
+            Some(d) => {
+                writeln!(
+                    f,
+                    "replay: first difference: {} seq {} (trace id {:#x}, journal record {})",
+                    d.log, d.seq, d.trace_id, d.journal_index
+                )?;
+                writeln!(f, "replay:   logged:     {}", frame_text(d.recorded.as_deref()))?;
+                writeln!(f, "replay:   regenerated: {}", frame_text(d.replayed.as_deref()))?;
+                write!(f, "replay: DIFFERENT")
+            }
+        }
+    }
+}
+
+/// A frame's payload as hex (its first 64 bytes), or "none".
+fn frame_text(frame: Option<&[u8]>) -> String {
+    match frame {
+        None => "none".into(),
+        Some(b) => {
+            let payload = b.get(HEADER_LEN..).unwrap_or(&[]);
+            let len = u32::from_le_bytes(
+                b.get(4..8)
+                    .and_then(|s| s.try_into().ok())
+                    .unwrap_or([0; 4]),
+            );
+            let shown: String = payload
+                .iter()
+                .take((len as usize).saturating_sub(HEADER_LEN).min(64))
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            format!("frame_len {len}, payload {shown}")
+        }
+    }
+}
+
+/// A frame's seq and bytes.
+type SeqFrame = (u64, Vec<u8>);
+
+/// The logged frames of one outbound log, read in seq order.
+struct Recorded<'a> {
+    compare: OutCompare,
+    reader: OfflineReader<'a>,
+    /// Frames of the current record not yet compared: (seq, bytes).
+    pending: VecDeque<SeqFrame>,
+    exhausted: bool,
+    /// The first seq replay produced for this log: logged frames below it
+    /// came from inputs before the snapshot.
+    first_regenerated: Option<u64>,
+    /// The first logged frame replay did not produce: (seq, bytes).
+    first_missing: Option<SeqFrame>,
+}
+
+impl Recorded<'_> {
+    /// The logged frame with `seq`, skipping (and counting as missing)
+    /// logged frames below it; `None` if the log has none.
+    fn frame(&mut self, seq: u64) -> Result<Option<Vec<u8>>, ReplayError> {
+        loop {
+            while let Some(&(s, _)) = self.pending.front() {
+                if s > seq {
+                    return Ok(None);
+                }
+                let (s, bytes) = self.pending.pop_front().unwrap_or((s, Vec::new()));
+                if s == seq {
+                    return Ok(Some(bytes));
+                }
+                self.skipped(s, bytes);
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            match self.reader.next_record()? {
+                None => {
+                    self.exhausted = true;
+                    self.compare.scan = Some(self.reader.end());
+                }
+                Some(r) => {
+                    for (s, at, stride) in frames_in(r.payload) {
+                        self.pending
+                            .push_back((s, r.payload[at..at + stride].to_vec()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A logged frame no regenerated frame matched.
+    fn skipped(&mut self, seq: u64, bytes: Vec<u8>) {
+        if self.first_regenerated.is_some_and(|first| seq >= first) {
+            self.compare.missing += 1;
+            self.first_missing.get_or_insert((seq, bytes));
+        }
+    }
+
+    /// The seq of the first logged frame still unread (for `not_retained`).
+    fn first_seq(&mut self) -> Result<Option<u64>, ReplayError> {
+        while self.pending.is_empty() && !self.exhausted {
+            match self.reader.next_record()? {
+                None => {
+                    self.exhausted = true;
+                    self.compare.scan = Some(self.reader.end());
+                }
+                Some(r) => {
+                    for (s, at, stride) in frames_in(r.payload) {
+                        self.pending
+                            .push_back((s, r.payload[at..at + stride].to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(self.pending.front().map(|p| p.0))
+    }
+
+    /// Counts what is left in the log after the last regenerated frame.
+    fn finish(mut self) -> Result<(OutCompare, Option<SeqFrame>), ReplayError> {
+        loop {
+            while let Some((s, bytes)) = self.pending.pop_front() {
+                self.skipped(s, bytes);
+            }
+            if self.exhausted {
+                break;
+            }
+            match self.reader.next_record()? {
+                None => self.exhausted = true,
+                Some(r) => {
+                    for (s, at, stride) in frames_in(r.payload) {
+                        self.pending
+                            .push_back((s, r.payload[at..at + stride].to_vec()));
+                    }
+                }
+            }
+        }
+        if self.compare.scan.is_none() {
+            self.compare.scan = Some(self.reader.end());
+        }
+        Ok((self.compare, self.first_missing))
+    }
+}
+
+/// Where the replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// As far back as the directory allows: the journal's first record when
+    /// it was never trimmed (the app's empty state), else the oldest valid
+    /// snapshot the journal still reaches.
+    #[default]
+    Earliest,
+    /// The newest valid snapshot (what recovery uses).
+    Newest,
+}
+
+/// Replays the data directory `dir` as the node `cfg` describes (its app,
+/// node id, routing and limits; its own `data_dir` is not used).
+pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayReport, ReplayError> {
+    let app =
+        crate::apps::build(&cfg.app).ok_or_else(|| ReplayError::UnknownApp(cfg.app.clone()))?;
+    let mut core = NodeCore::new(app, node_config(cfg));
+    let mut report = ReplayReport {
+        data_dir: dir.to_path_buf(),
+        app: cfg.app.clone(),
+        ..ReplayReport::default()
+    };
+    let journal = OfflineLog::open(&dir.join("journal"))?;
+    let snapshot = match start {
+        Start::Newest => newest_snapshot_in(dir, &mut report.skipped_snapshots)?,
+        Start::Earliest if journal.first_position() == 0 => None,
+        Start::Earliest => snapshots_in(dir, &mut report.skipped_snapshots)?
+            .into_iter()
+            .find(|s| s.journal_position >= journal.first_position()),
+    };
+    let from = match &snapshot {
+        Some(s) => {
+            core.restore(&s.body).map_err(|e| {
+                ReplayError::Unreplayable(format!("{}: cannot restore: {e}", s.path.display()))
+            })?;
+            report.snapshot = Some((s.path.clone(), s.journal_index));
+            s.journal_position
+        }
+        None => {
+            if journal.first_position() > 0 {
+                return Err(ReplayError::Unreplayable(format!(
+                    "{}: the journal starts at position {} and there is no valid snapshot: the state before it is gone",
+                    journal.dir().display(),
+                    journal.first_position()
+                )));
+            }
+            0
+        }
+    };
+
+    // One logged-frame reader per outbound log: the sink's, then each
+    // other node's forwarding log that exists.
+    let mut out_logs: Vec<(usize, OfflineLog)> = Vec::new();
+    let sink = dir.join("outbound");
+    if sink.is_dir() {
+        out_logs.push((0, OfflineLog::open(&sink)?));
+    }
+    for j in 0..core.nodes() as usize {
+        let d = dir.join(format!("forward-{j}"));
+        if d.is_dir() {
+            out_logs.push((1 + j, OfflineLog::open(&d)?));
+        }
+    }
+    let mut recorded: Vec<(usize, Recorded<'_>)> = out_logs
+        .iter()
+        .map(|(k, log)| {
+            let name = log
+                .dir()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                *k,
+                Recorded {
+                    compare: OutCompare {
+                        log: name,
+                        ..OutCompare::default()
+                    },
+                    reader: log.reader(log.first_position()),
+                    pending: VecDeque::new(),
+                    exhausted: false,
+                    first_regenerated: None,
+                    first_missing: None,
+                },
+            )
+        })
+        .collect();
+
+    let mut fx = Effects::default();
+    let mut reader = journal.reader(from);
+    let mut next_index = core.journal_next();
+    while let Some(rec) = reader.next_record()? {
+        if rec.kind != KIND_INPUT {
+            continue;
+        }
+        fx.clear();
+        for (_, at, stride) in frames_in(rec.payload) {
+            core.handle(
+                Input::Replay(JournalEntry {
+                    index: next_index,
+                    timestamp_ns: rec.timestamp,
+                    frame: &rec.payload[at..at + stride],
+                }),
+                &mut fx,
+            );
+            if core.journal_next() != next_index + 1 {
+                return Err(ReplayError::Unreplayable(format!(
+                    "journal record at position {} (input {next_index}): app {} took no input from it (a channel it has no source for, or a seq that does not follow the snapshot's watermark): the journal does not match the app or the snapshot",
+                    rec.position, cfg.app
+                )));
+            }
+            next_index += 1;
+            report.replayed += 1;
+        }
+        report.dead_letters += fx.dead_letters.len() as u64;
+        let index = next_index.saturating_sub(1);
+        let mut outputs: Vec<(usize, &[u8])> = vec![(0, &fx.outbound[..])];
+        for (j, o) in fx.to_peers.iter().enumerate() {
+            outputs.push((1 + j, &o.frames[..]));
+        }
+        for (k, frames) in outputs {
+            let Some((_, r)) = recorded.iter_mut().find(|(kk, _)| *kk == k) else {
+                continue;
+            };
+            for (seq, at, stride) in frames_in(frames) {
+                let frame = &frames[at..at + stride];
+                r.compare.regenerated += 1;
+                r.first_regenerated.get_or_insert(seq);
+                if r.first_seq()?.is_some_and(|first| seq < first) {
+                    r.compare.not_retained += 1;
+                    continue;
+                }
+                match r.frame(seq)? {
+                    Some(logged) if logged == frame => r.compare.identical += 1,
+                    Some(logged) => {
+                        r.compare.different += 1;
+                        report.first_difference.get_or_insert_with(|| Difference {
+                            log: r.compare.log.clone(),
+                            seq,
+                            journal_index: index,
+                            trace_id: trace_of(frame),
+                            recorded: Some(logged),
+                            replayed: Some(frame.to_vec()),
+                        });
+                    }
+                    None if r.exhausted => r.compare.not_logged += 1,
+                    None => {
+                        // A hole in the log where replay produced a frame.
+                        r.compare.different += 1;
+                        report.first_difference.get_or_insert_with(|| Difference {
+                            log: r.compare.log.clone(),
+                            seq,
+                            journal_index: index,
+                            trace_id: trace_of(frame),
+                            recorded: None,
+                            replayed: Some(frame.to_vec()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    report.journal = Some(reader.end());
+    for (_, r) in recorded {
+        let (c, missing) = r.finish()?;
+        if let Some((seq, bytes)) = missing {
+            report.first_difference.get_or_insert_with(|| Difference {
+                log: c.log.clone(),
+                seq,
+                journal_index: next_index,
+                trace_id: trace_of(&bytes),
+                recorded: Some(bytes),
+                replayed: None,
+            });
+        }
+        report.outs.push(c);
+    }
+    Ok(report)
+}
+
+fn trace_of(frame: &[u8]) -> u64 {
+    frame
+        .get(32..40)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
