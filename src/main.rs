@@ -4,6 +4,8 @@
 //! - `verity worker --config cluster.toml --name w2`: run worker `w2` of a cluster.
 //! - `verity demo`: the main job (README): a node (or `--nodes N` workers)
 //!   under `kill -9`, checked.
+//! - `verity replay --config node.toml`: the node's journal re-run offline,
+//!   its outputs compared bit for bit (as `verity-replay`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +74,9 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Re-run a node's snapshot + journal offline and compare its outputs
+    /// with its outbound logs, bit for bit (also `verity-replay`).
+    Replay(verity::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Replay(args) => ExitCode::from(verity::replay::main_with(&args, "verity replay")),
         Command::Worker { config, name } => {
             let loaded = match &name {
                 None => NodeToml::load(&config).map(|c| vec![c]),

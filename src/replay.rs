@@ -490,3 +490,100 @@ fn trace_of(frame: &[u8]) -> u64 {
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_le_bytes)
 }
+
+/// `verity-replay` / `verity replay`: which node to replay.
+///
+/// - `--config node.toml`
+/// - `--config cluster.toml --name w2 [--shard 1]`
+/// - `--data-dir DIR --app market-spread` (a single node with default
+///   settings)
+///
+/// `--data-dir` also replays a copy of a node's directory under its config.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The node's node.toml, or cluster.toml with --name.
+    #[arg(long, required_unless_present = "app")]
+    pub config: Option<PathBuf>,
+    /// The worker of cluster.toml whose node to replay.
+    #[arg(long, requires = "config")]
+    pub name: Option<String>,
+    /// The worker's shard (with shards > 1).
+    #[arg(long, default_value_t = 0, requires = "name")]
+    pub shard: usize,
+    /// The data directory to replay (default: the configuration's).
+    #[arg(long, required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// The app, for a single node without a configuration file.
+    #[arg(long, conflicts_with = "config", requires = "data_dir")]
+    pub app: Option<String>,
+    /// Start from the newest snapshot (as recovery does) instead of as far
+    /// back as the journal reaches.
+    #[arg(long)]
+    pub newest: bool,
+}
+
+/// Runs the command; prints the report (stdout) or the error (stderr).
+/// Returns the exit code: 0 identical, 1 different or damaged, 2 bad
+/// arguments, configuration or files.
+pub fn main_with(a: &ReplayArgs, me: &str) -> u8 {
+    use crate::cluster::ClusterToml;
+    use crate::runtime::ConfigError;
+    let cfg = match (&a.config, &a.name, &a.app, &a.data_dir) {
+        (Some(path), None, _, _) => NodeToml::load(path),
+        (Some(path), Some(name), _, _) => ClusterToml::load(path)
+            .and_then(|c| c.node_tomls(name, path))
+            .and_then(|mut nodes| {
+                if a.shard < nodes.len() {
+                    Ok(nodes.swap_remove(a.shard))
+                } else {
+                    Err(ConfigError {
+                        file: path.clone(),
+                        key: "--shard".into(),
+                        message: format!("worker {name} has {} shard(s)", nodes.len()),
+                    })
+                }
+            }),
+        (None, _, Some(app), Some(dir)) => NodeToml::parse(
+            &format!(
+                "[node]\napp = {app:?}\ndata_dir = {:?}\nlisten = \"127.0.0.1:1\"\nsink = \"127.0.0.1:1\"\n",
+                dir.display().to_string()
+            ),
+            Path::new("--app"),
+        ),
+        _ => {
+            eprintln!("{me}: give --config, or --data-dir with --app");
+            return 2;
+        }
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{me}: bad configuration: {e}");
+            return 2;
+        }
+    };
+    let dir = a.data_dir.clone().unwrap_or_else(|| cfg.data_dir.clone());
+    if !dir.is_dir() {
+        eprintln!("{me}: {}: not a directory", dir.display());
+        return 2;
+    }
+    let start = if a.newest {
+        Start::Newest
+    } else {
+        Start::Earliest
+    };
+    match replay_dir(&dir, &cfg, start) {
+        Ok(report) => {
+            println!("{report}");
+            if report.identical() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("{me}: {e}");
+            2
+        }
+    }
+}

@@ -10,10 +10,13 @@
 //! 3. `kill -9`s and restarts workers, and pauses them (SIGSTOP/SIGCONT), at
 //!    moments of the run drawn from the seed (fractions of the input ACKed);
 //! 4. waits for every output, stops everything (SIGTERM), runs the
-//!    independent checker and prints a report: messages, faults of each kind
+//!    independent checker and `verity replay` of every node's data directory
+//!    (its journal re-run offline must regenerate the outputs its logs still
+//!    hold, bit for bit), and prints a report: messages, faults of each kind
 //!    injected (from the workers' fault logs), kills, pauses, duplicates
-//!    absorbed, NACKs, resends, recovery times, then the command that
-//!    reproduces the run and, last, `check: PASS ...` or `check: FAIL ...`.
+//!    absorbed, NACKs, resends, recovery times, replays, then the command
+//!    that reproduces the run and, last, `check: PASS ...` or
+//!    `check: FAIL ...` (FAIL also when a replay differs).
 //!
 //! The schedule is a pure function of (scenario, seed); its hash is printed,
 //! and the same seed prints the same hash. The engine's own faults follow
@@ -302,6 +305,42 @@ fn unix_ms() -> u64 {
 }
 
 /// One worker process.
+/// `verity replay` of one node of a stopped worker: (identical, a short
+/// summary, the full output).
+fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
+    let out = Command::new(&w.engine)
+        .arg("replay")
+        .arg("--config")
+        .arg(&w.config)
+        .args(["--name", &w.name, "--shard", &shard.to_string()])
+        .output();
+    let who = format!("{}/{shard}", w.name);
+    match out {
+        Err(e) => (false, format!("{who} not run"), e.to_string()),
+        Ok(o) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            // "R frames regenerated; N identical, ..." per outbound log:
+            // frames still in the logs (not dropped after their ACK).
+            let identical: u64 = text
+                .lines()
+                .filter_map(|l| l.split("frames regenerated; ").nth(1))
+                .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+                .sum();
+            let ok = o.status.success() && text.contains("replay: IDENTICAL");
+            let verdict = if ok { "identical" } else { "DIFFERENT" };
+            (
+                ok,
+                format!("{who} {verdict} ({identical} frames compared)"),
+                text,
+            )
+        }
+    }
+}
+
 struct Worker {
     name: String,
     engine: PathBuf,
@@ -807,6 +846,16 @@ fn run_with(
     }
     let rstats = receiver.stop().map_err(|e| e.to_string())?;
     let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
+    // Every node's data directory, re-run offline through the engine's own
+    // core (`verity replay`): after all the kills, each must regenerate its
+    // logged outputs bit for bit.
+    let mut replays = Vec::new();
+    for w in &workers {
+        for shard in 0..s.shards.max(1) {
+            replays.push(replay_node(w, shard));
+        }
+    }
+    let replays_identical = replays.iter().all(|r| r.0);
     let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
     let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
     let faults = fault_counts(&data_dirs);
@@ -854,6 +903,20 @@ fn run_with(
     for line in report.to_string().lines().skip(1) {
         println!("{line}");
     }
+    println!(
+        "report: replay: {}",
+        replays
+            .iter()
+            .map(|r| r.1.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    for r in replays.iter().filter(|r| !r.0) {
+        println!(
+            "chaos: replay of {} did not regenerate its outputs:\n{}",
+            r.1, r.2
+        );
+    }
     if let Some(f) = &failure {
         println!("chaos: {f}");
     }
@@ -863,7 +926,7 @@ fn run_with(
             dir.display()
         );
     }
-    let passed = report.passed() && clean && failure.is_none();
+    let passed = report.passed() && clean && failure.is_none() && replays_identical;
     println!(
         "reproduce: {} {}  (schedule {:016x})",
         s.command,
