@@ -12,6 +12,7 @@ pub mod codec;
 pub mod core;
 pub mod demo;
 pub mod log;
+pub mod logdump;
 pub mod replay;
 pub mod ring;
 pub mod runtime;

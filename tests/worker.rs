@@ -1002,6 +1002,20 @@ fn run_replay(args: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// Runs verity-logdump; returns its exit code and output.
+fn run_logdump(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_verity-logdump"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
 /// Every file under `dir` with its size, sorted.
 fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut v = Vec::new();
@@ -1022,15 +1036,18 @@ fn tree(dir: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 #[test]
-fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_finds_differences() {
+fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_logdump_reads_the_logs() {
     let t = tempfile::tempdir().unwrap();
-    let input = u64_file(t.path(), 30_000);
+    // 10 000 records: the journal (48 bytes a frame) stays in its first
+    // 1 MiB segment, so replay starts from the app's empty state and a
+    // different app can take the same journal (see below).
+    let input = u64_file(t.path(), 10_000);
     let received = t.path().join("received.bin");
     let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     send_file(node.listen, &input, InputFormat::U64, 1);
-    assert!(recv.wait_for(30_000, Duration::from_secs(20)));
+    assert!(recv.wait_for(10_000, Duration::from_secs(20)));
     // No clean stop: the data directory as a crash leaves it.
     node.kill9();
     let config = node.config.to_str().unwrap().to_owned();
@@ -1061,6 +1078,31 @@ fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_finds_difference
 
     let (code, text) = run_replay(&["--config", &config, "--newest"]);
     assert_eq!(code, Some(0), "{text}");
+
+    // verity-logdump reads the same files: every log to its end.
+    let (code, text) = run_logdump(&[node.data.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
+    for want in [
+        "journal: ",
+        "outbound: ",
+        "dead-letters: ",
+        "channel 1: ",
+        "channel 1001: ",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    assert_eq!(text.matches("read to its end").count(), 3, "{text}");
+    let (code, text) = run_logdump(&[
+        node.data.to_str().unwrap(),
+        "--log",
+        "outbound",
+        "--frames",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("DATA channel=1001 seq="), "{text}");
+    assert_eq!(tree(&node.data), before, "logdump changed nothing either");
 
     // Today's code differs from yesterday's: the same journal through
     // another app (same input format) shows the first output that differs.
@@ -1094,6 +1136,12 @@ fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_finds_difference
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("CRC mismatch") && text.contains("DAMAGED"),
+        "{text}"
+    );
+    let (code, text) = run_logdump(&[node.data.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("outbound: ") && text.contains("STOPPED at an invalid record"),
         "{text}"
     );
     drop(recv);

@@ -1,0 +1,288 @@
+//! `verity-logdump`: what a node's logs hold, read in place without opening
+//! them for writing (`log::OfflineLog`): per log its segments, records,
+//! frames per channel (seq range, gaps), time range and where the scan
+//! ended; with `--records` / `--frames` every record or frame.
+//!
+//! The journal and the outbound logs (`outbound`, `forward-N`) hold runs of
+//! wire frames (each frame's CRC is checked again here); `dead-letters`
+//! holds one record per rejected input: journal index, channel, seq, trace
+//! id and reason.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::log::{LogError, OfflineLog};
+use crate::runtime::worker::{KIND_DEAD_LETTER, KIND_INPUT, KIND_OUTPUT};
+use verity_wire::{parse, MAX_FRAME_LEN_LIMIT};
+
+/// What to print besides the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Detail {
+    #[default]
+    Summary,
+    Records,
+    Frames,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    pub detail: Detail,
+    /// First position to read (default: the log's first record).
+    pub from: Option<u64>,
+    /// At most this many records (then the summary covers those).
+    pub limit: Option<u64>,
+    /// Only frames of this channel (with `Detail::Frames`).
+    pub channel: Option<u32>,
+}
+
+/// Per channel: frames seen, first and last seq, seqs that did not follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub frames: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub gaps: u64,
+}
+
+/// One log's summary.
+#[derive(Debug, Clone, Default)]
+pub struct LogSummary {
+    pub name: String,
+    pub segments: usize,
+    pub records: u64,
+    pub frames: u64,
+    pub bad_frames: u64,
+    pub dead_letters: u64,
+    pub channels: BTreeMap<u32, ChannelSummary>,
+    pub first_position: u64,
+    pub end: u64,
+    /// Smallest and largest record timestamp (ns since the Unix epoch; the
+    /// journal's clock readings).
+    pub time_ns: Option<(u64, u64)>,
+    pub stopped_at: Option<(u64, &'static str)>,
+}
+
+impl LogSummary {
+    pub fn damaged(&self) -> bool {
+        self.stopped_at.is_some() || self.bad_frames > 0
+    }
+}
+
+impl std::fmt::Display for LogSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} segment(s), {} records, positions {}..{}",
+            self.name, self.segments, self.records, self.first_position, self.end
+        )?;
+        if self.frames > 0 || self.bad_frames > 0 {
+            write!(f, ", {} frames", self.frames)?;
+        }
+        if self.bad_frames > 0 {
+            write!(f, ", {} BAD frames", self.bad_frames)?;
+        }
+        if self.dead_letters > 0 {
+            write!(f, ", {} dead letters", self.dead_letters)?;
+        }
+        // Outbound records carry no clock reading (0).
+        if let Some((a, b)) = self.time_ns.filter(|t| t.1 > 0) {
+            write!(f, ", clock {a}..{b} ns ({:.3} s)", (b - a) as f64 / 1e9)?;
+        }
+        match self.stopped_at {
+            Some((p, why)) => write!(f, "; STOPPED at an invalid record at {p}: {why}")?,
+            None => write!(f, "; read to its end")?,
+        }
+        for (c, s) in &self.channels {
+            write!(
+                f,
+                "\n  channel {c}: {} frames, seq {}..={}",
+                s.frames, s.first_seq, s.last_seq
+            )?;
+            if s.gaps > 0 {
+                write!(
+                    f,
+                    ", {} place(s) where a seq did not follow the previous",
+                    s.gaps
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The logs of a data directory (`journal`, `outbound`, `forward-N`,
+/// `dead-letters`), or `dir` itself when it is one log's directory.
+pub fn log_dirs(dir: &Path) -> Vec<PathBuf> {
+    let is_log = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|mut it| {
+            it.any(|e| {
+                e.is_ok_and(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| crate::log::format::parse_segment_file_name(n).is_some())
+                })
+            })
+        })
+    };
+    if is_log(dir) {
+        return vec![dir.to_path_buf()];
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|it| {
+            it.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir() && is_log(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Reads one log; detail lines go to `out` as they are produced.
+pub fn dump(
+    dir: &Path,
+    opts: &DumpOptions,
+    out: &mut dyn std::io::Write,
+) -> Result<LogSummary, LogError> {
+    let log = OfflineLog::open(dir)?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut s = LogSummary {
+        name: name.clone(),
+        segments: log.segments().len(),
+        first_position: log.first_position(),
+        ..LogSummary::default()
+    };
+    let from = opts.from.unwrap_or(log.first_position());
+    let mut reader = log.reader(from);
+    let mut line = String::new();
+    loop {
+        if opts.limit.is_some_and(|l| s.records >= l) {
+            break;
+        }
+        let Some(r) = reader.next_record()? else {
+            break;
+        };
+        s.records += 1;
+        s.time_ns = Some(match s.time_ns {
+            None => (r.timestamp, r.timestamp),
+            Some((a, b)) => (a.min(r.timestamp), b.max(r.timestamp)),
+        });
+        let kind = match r.kind {
+            KIND_INPUT => "input",
+            KIND_OUTPUT => "output",
+            KIND_DEAD_LETTER => "dead-letter",
+            _ => "other",
+        };
+        if opts.detail != Detail::Summary {
+            line.clear();
+            let _ = write!(
+                line,
+                "{name} @{} kind={kind} clock={} bytes={}",
+                r.position,
+                r.timestamp,
+                r.payload.len()
+            );
+        }
+        if r.kind == KIND_DEAD_LETTER {
+            s.dead_letters += 1;
+            if opts.detail != Detail::Summary {
+                let _ = write!(line, " {}", dead_letter_text(r.payload));
+                let _ = writeln!(out, "{line}");
+            }
+            continue;
+        }
+        // A run of frames.
+        let mut at = 0;
+        let (mut n, mut first, mut last) = (0u64, None, 0u64);
+        while at < r.payload.len() {
+            match parse(&r.payload[at..], MAX_FRAME_LEN_LIMIT) {
+                Ok(Some(v)) => {
+                    let h = v.header;
+                    let (channel, seq) = (h.channel(), h.seq());
+                    let c = s.channels.entry(channel).or_insert(ChannelSummary {
+                        first_seq: seq,
+                        last_seq: seq.wrapping_sub(1),
+                        ..ChannelSummary::default()
+                    });
+                    if seq != c.last_seq.wrapping_add(1) {
+                        c.gaps += 1;
+                    }
+                    c.frames += 1;
+                    c.last_seq = seq;
+                    s.frames += 1;
+                    n += 1;
+                    first.get_or_insert(seq);
+                    last = seq;
+                    if opts.detail == Detail::Frames && opts.channel.is_none_or(|w| w == channel) {
+                        let payload: String = v
+                            .payload
+                            .iter()
+                            .take(32)
+                            .map(|b| format!("{b:02x}"))
+                            .collect();
+                        let _ = writeln!(
+                            out,
+                            "{name} @{}+{at} {} channel={channel} seq={seq} trace={:#018x} flags={:#x} len={} payload={payload}{}",
+                            r.position,
+                            v.kind(),
+                            h.trace_id(),
+                            h.flags(),
+                            v.payload.len(),
+                            if v.payload.len() > 32 { "…" } else { "" }
+                        );
+                    }
+                    at += v.stride;
+                }
+                Ok(None) | Err(_) => {
+                    s.bad_frames += 1;
+                    let _ = writeln!(
+                        out,
+                        "{name} @{}+{at}: bytes that are not a whole valid frame (the rest of this record is skipped)",
+                        r.position
+                    );
+                    break;
+                }
+            }
+        }
+        if opts.detail == Detail::Records {
+            let _ = write!(line, " frames={n}");
+            if let Some(f) = first {
+                let _ = write!(line, " seq={f}..={last}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let end = reader.end();
+    s.end = end.end;
+    s.stopped_at = end.stopped_at;
+    Ok(s)
+}
+
+/// A dead-letter record: journal index u64, channel u32, reason length u32,
+/// seq u64, trace id u64, reason.
+fn dead_letter_text(p: &[u8]) -> String {
+    let u64_at = |at: usize| {
+        p.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    let u32_at = |at: usize| {
+        p.get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    match (u64_at(0), u32_at(8), u32_at(12), u64_at(16), u64_at(24)) {
+        (Some(index), Some(channel), Some(len), Some(seq), Some(trace)) => {
+            let reason = p
+                .get(32..32 + len as usize)
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            format!("journal_index={index} channel={channel} seq={seq} trace={trace:#018x} reason={reason:?}")
+        }
+        _ => "a dead-letter record too short to read".into(),
+    }
+}
