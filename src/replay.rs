@@ -210,9 +210,14 @@ struct Recorded<'a> {
     /// Frames of the current record not yet compared: (seq, bytes).
     pending: VecDeque<SeqFrame>,
     exhausted: bool,
-    /// The first seq replay produced for this log: logged frames below it
-    /// came from inputs before the snapshot.
-    first_regenerated: Option<u64>,
+    /// The seq the replayed core gives its next frame on this log's channel
+    /// (from the snapshot, 1 without one): logged frames below it came
+    /// from inputs before the snapshot; from it on, every logged frame must
+    /// be regenerated.
+    first_regenerated: u64,
+    /// The log's first frame's seq, read before any comparison: a
+    /// regenerated frame below it was ACKed and dropped.
+    first_logged: Option<u64>,
     /// The first logged frame replay did not produce: (seq, bytes).
     first_missing: Option<SeqFrame>,
 }
@@ -252,13 +257,13 @@ impl Recorded<'_> {
 
     /// A logged frame no regenerated frame matched.
     fn skipped(&mut self, seq: u64, bytes: Vec<u8>) {
-        if self.first_regenerated.is_some_and(|first| seq >= first) {
+        if seq >= self.first_regenerated {
             self.compare.missing += 1;
             self.first_missing.get_or_insert((seq, bytes));
         }
     }
 
-    /// The seq of the first logged frame still unread (for `not_retained`).
+    /// The seq of the first logged frame still unread.
     fn first_seq(&mut self) -> Result<Option<u64>, ReplayError> {
         while self.pending.is_empty() && !self.exhausted {
             match self.reader.next_record()? {
@@ -357,15 +362,20 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
     // One logged-frame reader per outbound log: the sink's, then each
     // other node's forwarding log that exists.
     let mut out_logs: Vec<(usize, OfflineLog)> = Vec::new();
-    let sink = dir.join("outbound");
-    if sink.is_dir() {
-        out_logs.push((0, OfflineLog::open(&sink)?));
+    // Every node has them (the worker creates them at its first start): one
+    // missing is a damaged or incomplete copy, not nothing to compare.
+    let mut wanted = vec![(0, dir.join("outbound"))];
+    for j in (0..core.nodes()).filter(|&j| j != core.node()) {
+        wanted.push((1 + j as usize, dir.join(format!("forward-{j}"))));
     }
-    for j in 0..core.nodes() as usize {
-        let d = dir.join(format!("forward-{j}"));
-        if d.is_dir() {
-            out_logs.push((1 + j, OfflineLog::open(&d)?));
+    for (k, d) in wanted {
+        if !d.is_dir() {
+            return Err(ReplayError::Unreplayable(format!(
+                "{}: missing: every node keeps this outbound log",
+                d.display()
+            )));
         }
+        out_logs.push((k, OfflineLog::open(&d)?));
     }
     let mut recorded: Vec<(usize, Recorded<'_>)> = out_logs
         .iter()
@@ -385,12 +395,19 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                     reader: log.reader(log.first_position()),
                     pending: VecDeque::new(),
                     exhausted: false,
-                    first_regenerated: None,
+                    first_regenerated: match k {
+                        0 => core.out().next_seq,
+                        _ => core.peer_out(*k as u32 - 1).map_or(1, |o| o.next_seq),
+                    },
+                    first_logged: None,
                     first_missing: None,
                 },
             )
         })
         .collect();
+    for (_, r) in recorded.iter_mut() {
+        r.first_logged = r.first_seq()?;
+    }
 
     let mut fx = Effects::default();
     let mut reader = journal.reader(from);
@@ -400,6 +417,9 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
             continue;
         }
         fx.clear();
+        // (journal index, bytes of each output log's frames after it): which
+        // input produced which regenerated frame.
+        let mut marks: Vec<(u64, Vec<usize>)> = Vec::new();
         for (_, at, stride) in frames_in(rec.payload) {
             core.handle(
                 Input::Replay(JournalEntry {
@@ -415,11 +435,19 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                     rec.position, cfg.app
                 )));
             }
+            let mut ends = vec![fx.outbound.len()];
+            ends.extend(fx.to_peers.iter().map(|o| o.frames.len()));
+            marks.push((next_index, ends));
             next_index += 1;
             report.replayed += 1;
         }
         report.dead_letters += fx.dead_letters.len() as u64;
-        let index = next_index.saturating_sub(1);
+        let input_of = |k: usize, at: usize| {
+            marks
+                .iter()
+                .find(|(_, ends)| ends.get(k).is_some_and(|&end| at < end))
+                .map_or(next_index.saturating_sub(1), |m| m.0)
+        };
         let mut outputs: Vec<(usize, &[u8])> = vec![(0, &fx.outbound[..])];
         for (j, o) in fx.to_peers.iter().enumerate() {
             outputs.push((1 + j, &o.frames[..]));
@@ -431,8 +459,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
             for (seq, at, stride) in frames_in(frames) {
                 let frame = &frames[at..at + stride];
                 r.compare.regenerated += 1;
-                r.first_regenerated.get_or_insert(seq);
-                if r.first_seq()?.is_some_and(|first| seq < first) {
+                if r.first_logged.is_some_and(|first| seq < first) {
                     r.compare.not_retained += 1;
                     continue;
                 }
@@ -443,7 +470,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                         report.first_difference.get_or_insert_with(|| Difference {
                             log: r.compare.log.clone(),
                             seq,
-                            journal_index: index,
+                            journal_index: input_of(k, at),
                             trace_id: trace_of(frame),
                             recorded: Some(logged),
                             replayed: Some(frame.to_vec()),
@@ -456,7 +483,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                         report.first_difference.get_or_insert_with(|| Difference {
                             log: r.compare.log.clone(),
                             seq,
-                            journal_index: index,
+                            journal_index: input_of(k, at),
                             trace_id: trace_of(frame),
                             recorded: None,
                             replayed: Some(frame.to_vec()),

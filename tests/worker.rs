@@ -931,19 +931,19 @@ fn ten_writes(s: &mut TcpStream, gap: Duration) -> Instant {
 fn acks_of_several_batches_leave_as_one_frame_after_ack_delay_us() {
     let t = tempfile::tempdir().unwrap();
     let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
-    // Held for a second: ten batches 5 ms apart are all inside it.
-    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 1000000");
+    // Held for 400 ms: ten batches 5 ms apart are all inside it.
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 400000");
     node.start();
     let mut s = handshake(node.listen);
     let first = ten_writes(&mut s, Duration::from_millis(5));
-    let (acks, _) = acks_for(&mut s, Duration::from_secs(5));
+    let (acks, _) = acks_for(&mut s, Duration::from_secs(2));
     assert_eq!(
         acks.iter().map(|a| a.1).collect::<Vec<_>>(),
         vec![10],
         "one ACK frame, for the highest seq"
     );
     assert!(
-        acks[0].0.duration_since(first) >= Duration::from_millis(1000),
+        acks[0].0.duration_since(first) >= Duration::from_millis(400),
         "the ACK was held for ack_delay_us ({:?})",
         acks[0].0.duration_since(first)
     );
@@ -964,7 +964,7 @@ fn acks_of_several_batches_leave_as_one_frame_after_ack_delay_us() {
 fn a_source_whose_last_frames_and_fin_arrive_together_is_acked_and_closed() {
     let t = tempfile::tempdir().unwrap();
     let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
-    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 1000000");
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 400000");
     node.start();
     for round in 0..5u64 {
         let mut s = handshake(node.listen);
@@ -1000,6 +1000,60 @@ fn run_replay(args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), text)
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.metadata().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Rewrites `data/outbound` (through the log API, so every record's CRC is
+/// valid) without the frame of `seq`.
+fn rewrite_outbound_without(data: &Path, seq: u64) {
+    use verity::log::{Log, LogConfig, OfflineLog};
+    let dir = data.join("outbound");
+    let old = OfflineLog::open(&dir).unwrap();
+    let mut records = Vec::new();
+    let mut reader = old.reader(old.first_position());
+    while let Some(r) = reader.next_record().unwrap() {
+        let mut kept = Vec::new();
+        let mut at = 0;
+        while at + 40 <= r.payload.len() {
+            let len = u32::from_le_bytes(r.payload[at + 4..at + 8].try_into().unwrap()) as usize;
+            let stride = (len + 7) & !7;
+            let s = u64::from_le_bytes(r.payload[at + 24..at + 32].try_into().unwrap());
+            if s != seq {
+                kept.extend_from_slice(&r.payload[at..at + stride]);
+            }
+            at += stride;
+        }
+        records.push((r.kind, r.timestamp, kept));
+    }
+    assert!(
+        old.first_position() == 0,
+        "the test's log was never trimmed"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (mut log, _) = Log::open(
+        data,
+        "outbound",
+        LogConfig {
+            segment_size_bytes: 1 << 20,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    for (kind, ts, payload) in records {
+        log.append(kind, ts, &payload).unwrap();
+    }
 }
 
 /// Runs verity-logdump; returns its exit code and output.
@@ -1114,6 +1168,31 @@ fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_logdump_reads_th
         "{text}"
     );
     assert!(text.contains("replay: DIFFERENT"), "{text}");
+
+    // A logged output missing from the middle of the log (the record
+    // rewritten without it, CRC valid) is a difference, not "dropped
+    // after its ACK".
+    let copy = t.path().join("copy");
+    copy_tree(&node.data, &copy);
+    rewrite_outbound_without(&copy, 5_000);
+    let (code, text) = run_replay(&["--config", &config, "--data-dir", copy.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("first difference: outbound seq 5000"),
+        "{text}"
+    );
+    // No journal left at all: the logged outputs are not regenerated.
+    std::fs::remove_dir_all(&copy).unwrap();
+    copy_tree(&node.data, &copy);
+    for e in std::fs::read_dir(copy.join("journal")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let (code, text) = run_replay(&["--config", &config, "--data-dir", copy.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("logged but not regenerated") && text.contains("DIFFERENT"),
+        "{text}"
+    );
 
     // A flipped byte in a logged output is reported, not passed over.
     let mut segs: Vec<_> = std::fs::read_dir(node.data.join("outbound"))

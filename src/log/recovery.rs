@@ -110,9 +110,6 @@ pub(crate) struct TailScan {
     pub stopped_because: Option<&'static str>,
 }
 
-/// Scans `segment` from its base, stops at the first invalid record, and
-/// zeroes everything from there to the last non-zero byte so no stale bytes
-/// can ever be read as a record after new appends.
 /// Index of the last non-zero byte. Whole 4 KiB blocks are OR-reduced
 /// (vectorised) from the end: a fresh segment is tens of MiB of zeros, and
 /// a byte-wise `rposition` over them was most of a node's start-up time.
@@ -129,6 +126,9 @@ fn last_nonzero(bytes: &[u8]) -> Option<usize> {
     None
 }
 
+/// Scans `segment` from its base, stops at the first invalid record, and
+/// zeroes everything from there to the last non-zero byte so no stale bytes
+/// can ever be read as a record after new appends.
 pub(crate) fn scan_and_truncate(segment: &mut Segment) -> TailScan {
     let data_bytes = segment.data_bytes;
     let mut offset: u64 = 0;

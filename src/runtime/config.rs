@@ -296,6 +296,15 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             ),
         ));
     }
+    if limits.ack_delay_us >= limits.resend_timeout_ms * 1000 / 2 {
+        return Err(w.err(
+            "limits.ack_delay_us",
+            format!(
+                "must be under half of limits.resend_timeout_ms ({} ms): a producer would time out and resend before the ACK leaves",
+                limits.resend_timeout_ms
+            ),
+        ));
+    }
     if limits.journal_segment_bytes < limits.max_frame_len as u64 * 2 {
         return Err(w.err(
             "limits.journal_segment_bytes",
@@ -454,6 +463,14 @@ max_unacked = 1000
                 "is required",
             ),
             (format!("{GOOD}\n[extra]\n"), "extra", "unknown key"),
+            (
+                GOOD.replace(
+                    "max_unacked = 1000",
+                    "max_unacked = 1000\nresend_timeout_ms = 100\nack_delay_us = 50000",
+                ),
+                "limits.ack_delay_us",
+                "under half of limits.resend_timeout_ms",
+            ),
             (
                 GOOD.replace("max_unacked = 1000", "max_unacked = \"lots\""),
                 "limits.max_unacked",

@@ -304,7 +304,6 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// One worker process.
 /// `verity replay` of one node of a stopped worker: (identical, a short
 /// summary, the full output).
 fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
@@ -341,6 +340,7 @@ fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
     }
 }
 
+/// One worker process.
 struct Worker {
     name: String,
     engine: PathBuf,

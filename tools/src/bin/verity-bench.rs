@@ -57,6 +57,12 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Some(r) = a.latency_rate {
+        if !(r.is_finite() && r >= 1.0) {
+            eprintln!("verity-bench: --latency-rate {r} is not a rate of at least 1 msg/s");
+            return ExitCode::from(2);
+        }
+    }
     for app in &a.apps {
         let work_dir = bench::default_work_dir(app);
         let cfg = BenchConfig {
