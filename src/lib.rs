@@ -18,3 +18,4 @@ pub mod ring;
 pub mod runtime;
 pub mod sim;
 pub mod sync;
+pub mod trace;

@@ -85,7 +85,7 @@ impl std::fmt::Display for LogSummary {
         if self.dead_letters > 0 {
             write!(f, ", {} dead letters", self.dead_letters)?;
         }
-        // Outbound records carry no clock reading (0).
+        // A log with no clock readings (all 0) shows none.
         if let Some((a, b)) = self.time_ns.filter(|t| t.1 > 0) {
             write!(f, ", clock {a}..{b} ns ({:.3} s)", (b - a) as f64 / 1e9)?;
         }

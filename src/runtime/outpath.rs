@@ -126,10 +126,11 @@ impl OutPath {
         &mut self,
         frames: &[u8],
         (first, last): (u64, u64),
+        clock_ns: u64,
     ) -> Result<(), WorkerError> {
         if first > self.logged_through {
             if !frames.is_empty() {
-                let p = self.log.append(KIND_OUTPUT, 0, frames)?;
+                let p = self.log.append(KIND_OUTPUT, clock_ns, frames)?;
                 self.index.push_back((first, last, p));
             }
             return Ok(());
@@ -152,7 +153,7 @@ impl OutPath {
         if let Some(from) = new_from {
             let run = &frames[from..];
             let first = frames_in(run).next().map_or(0, |(seq, _, _)| seq);
-            let p = self.log.append(KIND_OUTPUT, 0, run)?;
+            let p = self.log.append(KIND_OUTPUT, clock_ns, run)?;
             self.index.push_back((first, last.max(first), p));
         }
         Ok(())

@@ -782,7 +782,7 @@ impl Worker {
                 next_index += 1;
                 self.stats.replayed += 1;
             }
-            self.log_effects()?;
+            self.log_effects(ts)?;
         }
         self.fx.clear();
         let records = self.core.journal_next();
@@ -793,11 +793,13 @@ impl Worker {
 
     /// Logs the outputs and dead letters in `fx`: the outputs of each
     /// outbound channel as one record of its log (frames already there are
-    /// verified bit for bit instead).
-    fn log_effects(&mut self) -> Result<(), WorkerError> {
+    /// verified bit for bit instead), stamped with `clock_ns`, the clock
+    /// reading of the inputs that produced them (for `verity-trace`; the
+    /// core never reads it).
+    fn log_effects(&mut self, clock_ns: u64) -> Result<(), WorkerError> {
         if let Some(seqs) = self.fx.outbound_seqs {
             if let Some(Some(path)) = self.outs.get_mut(0) {
-                path.log_frames(&self.fx.outbound, seqs)?;
+                path.log_frames(&self.fx.outbound, seqs, clock_ns)?;
             }
         }
         for j in 0..self.fx.to_peers.len() {
@@ -805,7 +807,7 @@ impl Worker {
                 continue;
             };
             if let Some(Some(path)) = self.outs.get_mut(1 + j) {
-                path.log_frames(&self.fx.to_peers[j].frames, seqs)?;
+                path.log_frames(&self.fx.to_peers[j].frames, seqs, clock_ns)?;
             }
         }
         for i in 0..self.fx.dead_letters.len() {
@@ -1384,7 +1386,7 @@ impl Worker {
             }
         }
         self.journal_run(&buf[run_start..at])?;
-        self.log_effects()?;
+        self.log_effects(self.batch_clock_ns)?;
         self.keep_fresh();
         self.fx.clear();
         let Some(conn) = self.sources[slot].as_mut() else {

@@ -1,0 +1,323 @@
+//! `verity-trace`: the path of one message through a cluster, from the logs
+//! every node already keeps (DESIGN §8). A DATA frame's trace id is set at
+//! the source and inherited by everything derived from it, so one id finds:
+//!
+//! - where the source record was accepted (a journal: node, clock reading,
+//!   channel, seq, journal position);
+//! - where it was forwarded (a `forward-N` log: to which node, under which
+//!   seq) and accepted again (that node's journal);
+//! - the outputs it produced (an `outbound` log: sink channel, seq, payload)
+//!   and any dead letter it became (with the reason).
+//!
+//! `--output CHANNEL:SEQ` starts from an output instead: its trace id names
+//! the input it came from (its lineage). Reads with `log::OfflineLog`:
+//! nothing is locked or changed. Only what the logs still retain is found
+//! (a journal keeps the records since the older of its two snapshots; an
+//! outbound log keeps frames until the consumer ACKs them).
+
+use std::path::{Path, PathBuf};
+
+use crate::core::peer_of;
+use crate::log::{LogError, OfflineLog};
+use crate::runtime::worker::{frames_in, KIND_DEAD_LETTER};
+
+/// Bits of a trace id below the source channel (as `verity-send` assigns
+/// them: `channel << 40 | seq`).
+pub const TRACE_SEQ_BITS: u32 = 40;
+
+/// One node's data directory, and how to call it in the output.
+#[derive(Debug, Clone)]
+pub struct NodeDir {
+    pub label: String,
+    pub node: u32,
+    pub data_dir: PathBuf,
+}
+
+/// Something a log says happened to the traced message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The node's label.
+    pub at: String,
+    /// Clock reading (ns since the Unix epoch) of the record; 0 if the log
+    /// holds none.
+    pub clock_ns: u64,
+    pub what: What,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum What {
+    /// A journal accepted the frame (from a source, or from node `from`).
+    Accepted {
+        channel: u32,
+        seq: u64,
+        from: Option<u32>,
+        position: u64,
+    },
+    /// A `forward-N` log holds the frame sent on to node `to`.
+    Forwarded { to: u32, channel: u32, seq: u64 },
+    /// An outbound log holds an output frame.
+    Output {
+        channel: u32,
+        seq: u64,
+        payload: Vec<u8>,
+    },
+    /// The record became a dead letter.
+    DeadLetter {
+        channel: u32,
+        seq: u64,
+        journal_index: u64,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let clock = if self.clock_ns > 0 {
+            format!(
+                "{}.{:09}",
+                self.clock_ns / 1_000_000_000,
+                self.clock_ns % 1_000_000_000
+            )
+        } else {
+            "-".repeat(20)
+        };
+        write!(f, "{clock}  {:<10} ", self.at)?;
+        match &self.what {
+            What::Accepted {
+                channel,
+                seq,
+                from,
+                position,
+            } => match from {
+                None => write!(
+                    f,
+                    "accepted from source channel {channel} seq {seq} (journal position {position})"
+                ),
+                Some(n) => write!(
+                    f,
+                    "accepted from node {n} on channel {channel} seq {seq} (journal position {position})"
+                ),
+            },
+            What::Forwarded { to, channel, seq } => {
+                write!(f, "forwarded to node {to} on channel {channel} seq {seq}")
+            }
+            What::Output {
+                channel,
+                seq,
+                payload,
+            } => {
+                let shown: String = payload.iter().take(48).map(|b| format!("{b:02x}")).collect();
+                write!(
+                    f,
+                    "output on channel {channel} seq {seq}, {} bytes: {shown}{}",
+                    payload.len(),
+                    if payload.len() > 48 { "…" } else { "" }
+                )
+            }
+            What::DeadLetter {
+                channel,
+                seq,
+                journal_index,
+                reason,
+            } => write!(
+                f,
+                "dead letter: channel {channel} seq {seq} (journal record {journal_index}): {reason}"
+            ),
+        }
+    }
+}
+
+/// Parses a trace id: decimal, `0x…` hex, or `CHANNEL:SEQ` of a source.
+pub fn parse_trace_id(s: &str) -> Option<u64> {
+    if let Some((c, q)) = s.split_once(':') {
+        let (c, q) = (c.parse::<u64>().ok()?, q.parse::<u64>().ok()?);
+        if c >= 1 << (64 - TRACE_SEQ_BITS) || q >= 1 << TRACE_SEQ_BITS {
+            return None;
+        }
+        return Some(c << TRACE_SEQ_BITS | q);
+    }
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// Every frame of every log of `node` whose trace id is `id`, as events.
+fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), LogError> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&node.data_dir)
+        .map_err(|e| LogError::io(crate::log::Op::ReadDir, &node.data_dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    logs.sort();
+    for dir in logs {
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let kind = match name.as_str() {
+            "journal" => 0,
+            "outbound" => 1,
+            "dead-letters" => 3,
+            n if n.starts_with("forward-") => 2,
+            _ => continue,
+        };
+        let log = OfflineLog::open(&dir)?;
+        let mut reader = log.reader(log.first_position());
+        while let Some(r) = reader.next_record()? {
+            if kind == 3 {
+                if r.kind == KIND_DEAD_LETTER {
+                    if let Some(e) = dead_letter(node, r.payload, id) {
+                        events.push(e);
+                    }
+                }
+                continue;
+            }
+            for (seq, at, stride) in frames_in(r.payload) {
+                let frame = &r.payload[at..at + stride];
+                if frame_trace_id(frame) != Some(id) {
+                    continue;
+                }
+                let channel = le32(frame, 16).unwrap_or(0);
+                let what = match kind {
+                    0 => What::Accepted {
+                        channel,
+                        seq,
+                        from: peer_of(channel).map(|(from, _)| from),
+                        position: r.position,
+                    },
+                    2 => What::Forwarded {
+                        to: peer_of(channel).map_or(0, |(_, to)| to),
+                        channel,
+                        seq,
+                    },
+                    _ => What::Output {
+                        channel,
+                        seq,
+                        payload: payload_of(frame).to_vec(),
+                    },
+                };
+                events.push(Event {
+                    at: node.label.clone(),
+                    clock_ns: r.timestamp,
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Everything the nodes' logs hold about trace id `id`, in clock order
+/// (records without a clock reading keep their place after their node's).
+pub fn trace(nodes: &[NodeDir], id: u64) -> Result<Vec<Event>, LogError> {
+    let mut events = Vec::new();
+    for n in nodes {
+        scan_node(n, id, &mut events)?;
+    }
+    // Accepted before forwarded before output at equal clocks.
+    let rank = |w: &What| match w {
+        What::Accepted { from: None, .. } => 0,
+        What::Forwarded { .. } => 1,
+        What::Accepted { .. } => 2,
+        What::DeadLetter { .. } => 3,
+        What::Output { .. } => 4,
+    };
+    events.sort_by_key(|e| (e.clock_ns, rank(&e.what)));
+    Ok(events)
+}
+
+/// The trace id of output `seq` on channel `channel`, from the nodes'
+/// outbound logs (`None`: not retained).
+pub fn output_trace_id(nodes: &[NodeDir], channel: u32, seq: u64) -> Result<Option<u64>, LogError> {
+    for n in nodes {
+        let dir = n.data_dir.join("outbound");
+        if !dir.is_dir() {
+            continue;
+        }
+        let log = OfflineLog::open(&dir)?;
+        let mut reader = log.reader(log.first_position());
+        while let Some(r) = reader.next_record()? {
+            for (s, at, stride) in frames_in(r.payload) {
+                let frame = &r.payload[at..at + stride];
+                if s == seq && le32(frame, 16) == Some(channel) {
+                    return Ok(frame_trace_id(frame));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes)
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+fn frame_trace_id(frame: &[u8]) -> Option<u64> {
+    le64(frame, 32)
+}
+
+/// A frame's payload (bytes 40..frame_len).
+fn payload_of(frame: &[u8]) -> &[u8] {
+    let len = le32(frame, 4).unwrap_or(0) as usize;
+    frame
+        .get(verity_wire::HEADER_LEN..len.min(frame.len()))
+        .unwrap_or(&[])
+}
+
+/// A dead-letter record (journal index u64, channel u32, reason length u32,
+/// seq u64, trace id u64, reason) if it is of trace id `id`.
+fn dead_letter(node: &NodeDir, p: &[u8], id: u64) -> Option<Event> {
+    if le64(p, 24)? != id {
+        return None;
+    }
+    let len = le32(p, 12)? as usize;
+    Some(Event {
+        at: node.label.clone(),
+        clock_ns: 0,
+        what: What::DeadLetter {
+            channel: le32(p, 8)?,
+            seq: le64(p, 16)?,
+            journal_index: le64(p, 0)?,
+            reason: String::from_utf8_lossy(p.get(32..32 + len)?).into_owned(),
+        },
+    })
+}
+
+/// The nodes of a configuration: a node.toml's single node, or every shard
+/// of every worker of a cluster.toml.
+pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::runtime::ConfigError> {
+    use crate::cluster::ClusterToml;
+    use crate::runtime::NodeToml;
+    // A cluster.toml has a [cluster] table; anything else is read as a
+    // node.toml (and its errors name that file's keys).
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    if text.lines().any(|l| l.trim() == "[cluster]") {
+        let c = ClusterToml::load(path)?;
+        let mut v = Vec::new();
+        for w in &c.workers {
+            for (shard, n) in c.node_tomls(&w.name, path)?.into_iter().enumerate() {
+                let label = if w.shards > 1 {
+                    format!("{}/{shard}", w.name)
+                } else {
+                    w.name.clone()
+                };
+                v.push(NodeDir {
+                    label,
+                    node: n.cluster.as_ref().map_or(0, |c| c.node),
+                    data_dir: n.data_dir.clone(),
+                });
+            }
+        }
+        return Ok(v);
+    }
+    let n = NodeToml::load(path)?;
+    Ok(vec![NodeDir {
+        label: "node".into(),
+        node: 0,
+        data_dir: n.data_dir,
+    }])
+}
