@@ -1225,3 +1225,65 @@ fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_logdump_reads_th
     );
     drop(recv);
 }
+
+#[test]
+fn a_connection_that_never_says_hello_is_closed_after_handshake_timeout_ms() {
+    let t = tempfile::tempdir().unwrap();
+    let input = u64_file(t.path(), 1_000);
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut node = Node::new(
+        t.path(),
+        "doubler",
+        recv.addr(),
+        "handshake_timeout_ms = 300",
+    );
+    node.start();
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(node.listen).unwrap();
+    let refused = read_error(&mut silent);
+    let after = started.elapsed();
+    let (code, text) = refused.expect("an ERROR before the close");
+    assert_eq!(code, ErrorCode::LimitExceeded, "{text}");
+    assert!(text.contains("no handshake within"), "{text}");
+    assert!(
+        after >= Duration::from_millis(300),
+        "not before the timeout: {after:?}"
+    );
+    // Everyone else is served as before.
+    send_file(node.listen, &input, InputFormat::U64, 1);
+    assert!(recv.wait_for(1_000, Duration::from_secs(10)));
+    recv.stop().unwrap();
+    check_pass(App::Doubler, &[&input], &received);
+}
+
+#[test]
+fn a_sink_that_accepts_and_stays_silent_is_dialed_again() {
+    let t = tempfile::tempdir().unwrap();
+    // A "sink" that takes connections and never answers the HELLO.
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = black_hole.local_addr().unwrap();
+    let mut node = Node::new(t.path(), "doubler", addr, "handshake_timeout_ms = 200");
+    node.start();
+    black_hole.set_nonblocking(true).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut held = Vec::new();
+    while held.len() < 3 && Instant::now() < until {
+        match black_hole.accept() {
+            Ok((s, _)) => held.push(s),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert!(
+        held.len() >= 3,
+        "dialed {} times: {}",
+        held.len(),
+        node.log_text()
+    );
+    assert!(
+        node.log_text()
+            .contains("no handshake within limits.handshake_timeout_ms (200 ms); dialing again"),
+        "{}",
+        node.log_text()
+    );
+}

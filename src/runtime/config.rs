@@ -59,6 +59,9 @@ pub struct Limits {
     /// ACKs to a producer wait up to this long to be merged into one (0:
     /// every batch's ACK goes out at once).
     pub ack_delay_us: u64,
+    /// A connection (either direction) whose HELLO exchange has not
+    /// completed after this long is closed (and an outbound one redialed).
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             journal_segment_bytes: 64 << 20,
             resend_timeout_ms: 1000,
             ack_delay_us: 200,
+            handshake_timeout_ms: 5000,
         }
     }
 }
@@ -230,6 +234,7 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             "journal_segment_bytes",
             "resend_timeout_ms",
             "ack_delay_us",
+            "handshake_timeout_ms",
         ],
     )?;
     let d = Limits::default();
@@ -286,6 +291,14 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             3_600_000,
         )?,
         ack_delay_us: w.int(limits, l, "ack_delay_us", d.ack_delay_us, 0, 1_000_000)?,
+        handshake_timeout_ms: w.int(
+            limits,
+            l,
+            "handshake_timeout_ms",
+            d.handshake_timeout_ms,
+            10,
+            3_600_000,
+        )?,
     };
     if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
         return Err(w.err(

@@ -182,6 +182,8 @@ pub(super) struct Conn {
     /// channel carries the ACKs of several batches.
     pub(super) acks: Vec<(u32, u64)>,
     pub(super) acks_since: Option<Instant>,
+    /// When the connection was accepted or dialed (handshake timeout).
+    pub(super) opened: Instant,
     pub(super) writable: bool,
     /// Inbound from another node: its index, once its HELLO named it.
     pub(super) node: Option<u32>,
@@ -218,6 +220,7 @@ impl Conn {
             read_closed: false,
             acks: Vec::new(),
             acks_since: None,
+            opened: Instant::now(),
             writable: false,
             node: None,
             challenge: [0; 32],
@@ -459,6 +462,8 @@ pub struct Worker {
     /// `clock_gettime` per socket read, not per frame (the journal records
     /// it with each accepted input).
     batch_clock_ns: u64,
+    /// When `sweep_handshakes` last looked.
+    last_sweep: Instant,
     pub stats: WorkerStats,
 }
 
@@ -693,6 +698,7 @@ impl Worker {
             dead_logged_below,
             records_at_snapshot: 0,
             batch_clock_ns: 0,
+            last_sweep: Instant::now(),
             stats: WorkerStats::default(),
         };
         w.replay(replay_from)?;
@@ -947,6 +953,7 @@ impl Worker {
                 self.pump_out(k)?;
             }
             self.flush_sources(false);
+            self.sweep_handshakes();
             if self.faults.is_some() {
                 self.enforce_partitions();
                 self.drain_faults();
@@ -1770,6 +1777,47 @@ impl Worker {
         {
             if *c == Some(slot) {
                 *c = None;
+            }
+        }
+    }
+
+    /// Closes connections whose handshake has not completed within
+    /// `limits.handshake_timeout_ms` (checked every tenth of it): an
+    /// inbound one that never said HELLO would hold a connection slot for
+    /// good, an outbound one to a peer that accepts and stays silent would
+    /// never be dialed again.
+    fn sweep_handshakes(&mut self) {
+        let timeout = Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
+        let now = Instant::now();
+        if now.duration_since(self.last_sweep) < timeout / 10 {
+            return;
+        }
+        self.last_sweep = now;
+        let late = |c: &Conn| {
+            c.state != ConnState::Ready
+                && !c.closing
+                && matches!(c.stream, Stream::Tcp(_))
+                && now.duration_since(c.opened) > timeout
+        };
+        let text = format!(
+            "no handshake within limits.handshake_timeout_ms ({} ms)",
+            timeout.as_millis()
+        );
+        for slot in 0..self.sources.len() {
+            if self.sources[slot].as_ref().is_some_and(late) {
+                self.refuse_source(slot, ErrorCode::LimitExceeded, &text);
+            }
+        }
+        for k in 0..self.outs.len() {
+            let stuck = self.outs[k]
+                .as_ref()
+                .and_then(|p| p.conn.as_ref())
+                .is_some_and(late);
+            if stuck {
+                if let Some(p) = self.outs[k].as_ref() {
+                    eprintln!("verity: {} at {}: {text}; dialing again", p.name, p.addr);
+                }
+                self.out_lost(k, &text);
             }
         }
     }
