@@ -6,13 +6,15 @@
 //! The journal and the outbound logs (`outbound`, `forward-N`) hold runs of
 //! wire frames (each frame's CRC is checked again here); `dead-letters`
 //! holds one record per rejected input: journal index, channel, seq, trace
-//! id and reason.
+//! id and reason. A journal with audit seals (`audit = true`) has its hash
+//! chain checked (`runtime::audit::verify`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::log::{LogError, OfflineLog};
+use crate::runtime::audit::{hex, verify, AuditCheck, Seal, KIND_SEAL};
 use crate::runtime::worker::{KIND_DEAD_LETTER, KIND_INPUT, KIND_OUTPUT};
 use verity_wire::{parse, MAX_FRAME_LEN_LIMIT};
 
@@ -61,11 +63,16 @@ pub struct LogSummary {
     /// journal's clock readings).
     pub time_ns: Option<(u64, u64)>,
     pub stopped_at: Option<(u64, &'static str)>,
+    /// Audit seals in the log, and the check of their chain.
+    pub seals: u64,
+    pub audit: Option<AuditCheck>,
 }
 
 impl LogSummary {
     pub fn damaged(&self) -> bool {
-        self.stopped_at.is_some() || self.bad_frames > 0
+        self.stopped_at.is_some()
+            || self.bad_frames > 0
+            || self.audit.as_ref().is_some_and(|a| a.broken.is_some())
     }
 }
 
@@ -92,6 +99,9 @@ impl std::fmt::Display for LogSummary {
         match self.stopped_at {
             Some((p, why)) => write!(f, "; STOPPED at an invalid record at {p}: {why}")?,
             None => write!(f, "; read to its end")?,
+        }
+        if let Some(a) = &self.audit {
+            write!(f, "\n  {a}")?;
         }
         for (c, s) in &self.channels {
             write!(
@@ -175,6 +185,7 @@ pub fn dump(
             KIND_INPUT => "input",
             KIND_OUTPUT => "output",
             KIND_DEAD_LETTER => "dead-letter",
+            KIND_SEAL => "seal",
             _ => "other",
         };
         if opts.detail != Detail::Summary {
@@ -186,6 +197,26 @@ pub fn dump(
                 r.timestamp,
                 r.payload.len()
             );
+        }
+        if r.kind == KIND_SEAL {
+            s.seals += 1;
+            if opts.detail != Detail::Summary {
+                match Seal::decode(r.payload) {
+                    Some(seal) => {
+                        let _ = write!(
+                            line,
+                            " audit seal: {} input records at positions {}..{}, chain {}",
+                            seal.records,
+                            seal.first,
+                            seal.end,
+                            hex(&seal.chain)
+                        );
+                    }
+                    None => line.push_str(" audit seal of the wrong size"),
+                }
+                let _ = writeln!(out, "{line}");
+            }
+            continue;
         }
         if r.kind == KIND_DEAD_LETTER {
             s.dead_letters += 1;
@@ -259,6 +290,12 @@ pub fn dump(
     let end = reader.end();
     s.end = end.end;
     s.stopped_at = end.stopped_at;
+    if s.seals > 0 && opts.from.is_none() && opts.limit.is_none() {
+        s.audit = Some(verify(
+            log.reader(log.first_position()),
+            log.first_position(),
+        )?);
+    }
     Ok(s)
 }
 

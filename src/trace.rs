@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::peer_of;
 use crate::log::{LogError, OfflineLog};
-use crate::runtime::worker::{frames_in, KIND_DEAD_LETTER};
+use crate::runtime::worker::{frames_in, KIND_DEAD_LETTER, KIND_INPUT};
 
 /// Bits of a trace id below the source channel (as `verity-send` assigns
 /// them: `channel << 40 | seq`).
@@ -170,6 +170,10 @@ fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), Log
                         events.push(e);
                     }
                 }
+                continue;
+            }
+            // Journals also hold audit seals: only input records carry frames.
+            if kind == 0 && r.kind != KIND_INPUT {
                 continue;
             }
             for (seq, at, stride) in frames_in(r.payload) {

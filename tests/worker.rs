@@ -1287,3 +1287,95 @@ fn a_sink_that_accepts_and_stays_silent_is_dialed_again() {
         node.log_text()
     );
 }
+
+/// Rewrites `data/journal` through the log API (every CRC valid) with the
+/// first byte of input record `nth`'s last frame payload changed.
+fn rewrite_journal_changing_record(data: &Path, nth: usize) {
+    use verity::log::{Log, LogConfig, OfflineLog};
+    let dir = data.join("journal");
+    let old = OfflineLog::open(&dir).unwrap();
+    assert_eq!(
+        old.first_position(),
+        0,
+        "the test's journal was never trimmed"
+    );
+    let mut records = Vec::new();
+    let mut reader = old.reader(0);
+    while let Some(r) = reader.next_record().unwrap() {
+        records.push((r.kind, r.timestamp, r.payload.to_vec()));
+    }
+    let inputs: Vec<usize> = (0..records.len()).filter(|&i| records[i].0 == 1).collect();
+    let victim = &mut records[inputs[nth]].2;
+    let len = victim.len();
+    victim[len - 8] ^= 0x01;
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (mut log, _) = Log::open(
+        data,
+        "journal",
+        LogConfig {
+            segment_size_bytes: 1 << 20,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    for (kind, ts, payload) in records {
+        log.append(kind, ts, &payload).unwrap();
+    }
+}
+
+#[test]
+fn the_journal_audit_chain_verifies_across_restarts_and_catches_a_rewritten_record() {
+    let t = tempfile::tempdir().unwrap();
+    let first = u64_file(t.path(), 12_000);
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
+    let toml = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        toml.replace("[node]\n", "[node]\naudit = true\n"),
+    )
+    .unwrap();
+    node.start();
+    send_file(node.listen, &first, InputFormat::U64, 1);
+    assert!(recv.wait_for(12_000, Duration::from_secs(20)));
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .contains("verity: audit: journal chain head "),
+        "{}",
+        node.log_text()
+    );
+    let data = node.data.to_str().unwrap().to_owned();
+    let (code, text) = run_logdump(&[&data, "--log", "journal"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("seal(s) verified") && !text.contains("BROKEN"),
+        "{text}"
+    );
+
+    // A copy with one input record rewritten (its CRC recomputed): the
+    // chain breaks at the next seal.
+    let copy = t.path().join("tampered");
+    copy_tree(&node.data, &copy);
+    rewrite_journal_changing_record(&copy, 3);
+    let (code, text) = run_logdump(&[copy.to_str().unwrap(), "--log", "journal"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("audit chain BROKEN at position"), "{text}");
+
+    // The chain carries on across a restart.
+    node.start();
+    let input = t.path().join("more.u64");
+    std::fs::rename(u64_file(t.path(), 20_000), &input).unwrap();
+    send_file(node.listen, &input, InputFormat::U64, 1);
+    assert!(recv.wait_for(20_000, Duration::from_secs(20)));
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
+    let (code, text) = run_logdump(&[&data, "--log", "journal"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("seal(s) verified") && !text.contains("BROKEN"),
+        "{text}"
+    );
+    recv.stop().unwrap();
+    check_pass(App::Doubler, &[&input], &received);
+}

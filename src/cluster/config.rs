@@ -58,6 +58,8 @@ pub struct ClusterToml {
     pub sink: SocketAddr,
     pub durability: Durability,
     pub snapshot_interval_records: u64,
+    /// Every node keeps a hash chain over its journal.
+    pub audit: bool,
     pub workers: Vec<WorkerSpec>,
     pub limits: Limits,
     /// The fault shim's configuration (`[faults]`); `None`: off.
@@ -234,6 +236,7 @@ impl ClusterToml {
                 "sink",
                 "durability",
                 "snapshot_interval_records",
+                "audit",
             ],
         )?;
         let app = w.app(cluster, "cluster")?;
@@ -403,6 +406,7 @@ impl ClusterToml {
                 1,
                 1 << 40,
             )?,
+            audit: w.bool(cluster, "cluster", "audit")?,
             workers: specs,
             limits,
             faults,
@@ -478,6 +482,7 @@ impl ClusterToml {
                 cluster_id: self.cluster_id,
                 durability: self.durability,
                 snapshot_interval_records: self.snapshot_interval_records,
+                audit: self.audit,
                 limits: self.limits.clone(),
                 client_secret: self.client_secret.clone(),
                 cluster: Some(ClusterNode {

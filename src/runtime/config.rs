@@ -42,6 +42,8 @@ pub struct NodeToml {
     pub client_secret: Option<crate::cluster::Secret>,
     /// Set when the node is one of a cluster (`cluster.toml`).
     pub cluster: Option<crate::cluster::ClusterNode>,
+    /// Keep a hash chain over the journal (`runtime::audit`).
+    pub audit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,15 @@ impl Walker<'_> {
             return Err(self.err(&key, format!("must be in {min}..={max}, got {v}")));
         }
         Ok(v as u64)
+    }
+
+    /// A boolean (default `false`).
+    pub(crate) fn bool(&self, t: &toml::Table, p: &str, k: &str) -> Result<bool, ConfigError> {
+        match t.get(k) {
+            None => Ok(false),
+            Some(toml::Value::Boolean(b)) => Ok(*b),
+            Some(_) => Err(self.err(&format!("{p}.{k}"), "must be true or false")),
+        }
     }
 
     /// A probability in `0.0..=1.0` (default 0), in parts per million.
@@ -377,6 +388,7 @@ impl NodeToml {
                 "durability",
                 "snapshot_interval_records",
                 "client_secret_file",
+                "audit",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -408,6 +420,7 @@ impl NodeToml {
                 )?),
             },
             cluster: None,
+            audit: w.bool(node, "node", "audit")?,
         })
     }
 }
@@ -476,6 +489,11 @@ max_unacked = 1000
                 "is required",
             ),
             (format!("{GOOD}\n[extra]\n"), "extra", "unknown key"),
+            (
+                GOOD.replace("[node]\n", "[node]\naudit = \"yes\"\n"),
+                "node.audit",
+                "must be true or false",
+            ),
             (
                 GOOD.replace(
                     "max_unacked = 1000",

@@ -2,6 +2,7 @@
 //! that drives a [`crate::core::NodeCore`] with sockets, mmap logs and the
 //! wall clock.
 
+pub mod audit;
 pub mod config;
 pub mod datadir;
 pub mod link;

@@ -464,6 +464,10 @@ pub struct Worker {
     batch_clock_ns: u64,
     /// When `sweep_handshakes` last looked.
     last_sweep: Instant,
+    /// The journal's hash chain (`audit = true`), and when its head was
+    /// last printed.
+    audit: Option<super::audit::Audit>,
+    audit_printed: Option<(Instant, [u8; 32])>,
     pub stats: WorkerStats,
 }
 
@@ -699,8 +703,13 @@ impl Worker {
             records_at_snapshot: 0,
             batch_clock_ns: 0,
             last_sweep: Instant::now(),
+            audit: None,
+            audit_printed: None,
             stats: WorkerStats::default(),
         };
+        if w.cfg.audit {
+            w.audit = Some(super::audit::Audit::recover(&w.journal)?);
+        }
         w.replay(replay_from)?;
         w.records_at_snapshot = w.core.journal_next();
         if replay_from > w.journal.end_position() {
@@ -1416,6 +1425,15 @@ impl Worker {
             return Ok(());
         }
         let p = self.journal.append(KIND_INPUT, self.batch_clock_ns, run)?;
+        if let Some(a) = self.audit.as_mut() {
+            a.add(
+                p,
+                self.journal.end_position(),
+                KIND_INPUT,
+                self.batch_clock_ns,
+                run,
+            );
+        }
         if self.cfg.durability == Durability::Fsync {
             let end = p + (32 + run.len()) as u64;
             self.undurable.push_back((self.core.journal_next(), end));
@@ -2236,6 +2254,7 @@ impl Worker {
             }
             self.make_durable()?;
         }
+        self.seal_audit(false)?;
         let mut body = Vec::new();
         self.core.snapshot(&mut body);
         self.dir
@@ -2249,12 +2268,40 @@ impl Worker {
         Ok(())
     }
 
+    /// Appends a seal over the input records journaled since the last one
+    /// (`audit = true`), and prints the chain head at most every 10 s (and
+    /// with `last`, at a clean stop) so it can be kept elsewhere.
+    fn seal_audit(&mut self, last: bool) -> Result<(), WorkerError> {
+        let Some(a) = self.audit.as_mut() else {
+            return Ok(());
+        };
+        if let Some(seal) = a.seal() {
+            self.journal
+                .append(super::audit::KIND_SEAL, self.batch_clock_ns, &seal.encode())?;
+        }
+        let head = a.head();
+        let (due, new) = match self.audit_printed {
+            None => (true, true),
+            Some((t, h)) => (t.elapsed() >= Duration::from_secs(10), h != head),
+        };
+        if new && (due || last) && head != [0; 32] {
+            self.audit_printed = Some((Instant::now(), head));
+            eprintln!(
+                "verity: audit: journal chain head {} at position {}",
+                super::audit::hex(&head),
+                self.journal.end_position()
+            );
+        }
+        Ok(())
+    }
+
     fn shutdown(&mut self) -> Result<(), WorkerError> {
         self.make_durable()?;
         for k in 0..self.outs.len() {
             self.pump_out(k)?;
         }
         self.flush_sources(true);
+        self.seal_audit(true)?;
         self.snapshot()?;
         let s = &self.core.stats;
         eprintln!(
