@@ -144,8 +144,20 @@ pub fn parse_trace_id(s: &str) -> Option<u64> {
 
 /// Every frame of every log of `node` whose trace id is `id`, as events.
 fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), LogError> {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(&node.data_dir)
-        .map_err(|e| LogError::io(crate::log::Op::ReadDir, &node.data_dir, e))?
+    let listing = match std::fs::read_dir(&node.data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            // Another machine's node, or one never started: the others
+            // still tell their part.
+            eprintln!(
+                "verity-trace: {} ({}): skipped: {e}",
+                node.label,
+                node.data_dir.display()
+            );
+            return Ok(());
+        }
+    };
+    let mut logs: Vec<PathBuf> = listing
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
@@ -226,7 +238,9 @@ pub fn trace(nodes: &[NodeDir], id: u64) -> Result<Vec<Event>, LogError> {
         What::DeadLetter { .. } => 3,
         What::Output { .. } => 4,
     };
-    events.sort_by_key(|e| (e.clock_ns, rank(&e.what)));
+    // Records without a clock reading (logs from before outputs carried
+    // one) after those with.
+    events.sort_by_key(|e| (e.clock_ns == 0, e.clock_ns, rank(&e.what)));
     Ok(events)
 }
 
@@ -299,24 +313,32 @@ pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::runtime::Conf
     // A cluster.toml has a [cluster] table; anything else is read as a
     // node.toml (and its errors name that file's keys).
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    if text.lines().any(|l| l.trim() == "[cluster]") {
+    let is_cluster = text
+        .parse::<toml::Table>()
+        .is_ok_and(|t| t.contains_key("cluster"));
+    if is_cluster {
+        // The data directories only: no secret is read.
         let c = ClusterToml::load(path)?;
-        let mut v = Vec::new();
-        for w in &c.workers {
-            for (shard, n) in c.node_tomls(&w.name, path)?.into_iter().enumerate() {
-                let label = if w.shards > 1 {
-                    format!("{}/{shard}", w.name)
+        return Ok(c
+            .nodes()
+            .into_iter()
+            .map(|n| {
+                let w = &c.workers[n.worker];
+                let (label, data_dir) = if w.shards > 1 {
+                    (
+                        format!("{}/{}", w.name, n.shard),
+                        w.data_dir.join(format!("shard-{}", n.shard)),
+                    )
                 } else {
-                    w.name.clone()
+                    (w.name.clone(), w.data_dir.clone())
                 };
-                v.push(NodeDir {
+                NodeDir {
                     label,
-                    node: n.cluster.as_ref().map_or(0, |c| c.node),
-                    data_dir: n.data_dir.clone(),
-                });
-            }
-        }
-        return Ok(v);
+                    node: n.index,
+                    data_dir,
+                }
+            })
+            .collect());
     }
     let n = NodeToml::load(path)?;
     Ok(vec![NodeDir {

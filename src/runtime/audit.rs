@@ -214,7 +214,7 @@ impl std::fmt::Display for AuditCheck {
                 "audit: {} seal(s) verified{}, head {}, {} input record(s) after the last seal",
                 self.verified,
                 if self.anchors > 0 {
-                    " (the oldest retained one taken as the anchor)"
+                    " (the oldest retained seal covers records dropped with old segments: it is taken as the anchor, and the records before it are not verified)"
                 } else {
                     ""
                 },
@@ -232,7 +232,13 @@ pub fn verify(mut reader: OfflineReader<'_>, first_position: u64) -> Result<Audi
     let mut last: Option<Seal> = None;
     while let Some(r) = reader.next_record()? {
         match r.kind {
-            KIND_INPUT => pending.add(r.position, r.position, r.kind, r.timestamp, r.payload),
+            KIND_INPUT => {
+                let end = r.position
+                    + crate::log::format::align_up(
+                        (crate::log::format::RECORD_HEADER_BYTES + r.payload.len()) as u64,
+                    );
+                pending.add(r.position, end, r.kind, r.timestamp, r.payload)
+            }
             KIND_SEAL => {
                 let Some(s) = Seal::decode(r.payload) else {
                     check.broken = Some((r.position, "a seal record of the wrong size".into()));
@@ -253,7 +259,7 @@ pub fn verify(mut reader: OfflineReader<'_>, first_position: u64) -> Result<Audi
                     check.anchors += 1;
                 } else {
                     let inner: [u8; 32] = covered.inner.finalize().into();
-                    let first_ok = covered.first == Some(s.first);
+                    let first_ok = covered.first == Some(s.first) && covered.end == s.end;
                     if !first_ok
                         || covered.records != s.records
                         || chain_of(&s.prev, s.first, s.end, s.records, &inner) != s.chain

@@ -27,6 +27,9 @@ pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Retry interval of a path that has never connected (see `failed`).
 pub(super) const BACKOFF_FIRST: Duration = Duration::from_millis(10);
+/// How long after its first attempt a never-connected path retries every
+/// [`BACKOFF_FIRST`].
+pub(super) const FAST_RETRY_WINDOW: Duration = Duration::from_secs(2);
 
 pub(super) struct OutPath {
     /// For messages: "sink" or "node 2".
@@ -53,6 +56,10 @@ pub(super) struct OutPath {
     /// Since when the consumer has had unACKed frames without ACK progress
     /// (`None`: nothing outstanding); see [`OutPath::resend_on_timeout`].
     pub ack_wait_since: Option<Instant>,
+    /// When the path first dialed (see `failed`).
+    pub first_attempt: Option<Instant>,
+    /// The peer refused a handshake with an ERROR (see `failed`).
+    pub refused: bool,
     /// Frames produced but not yet written, as the core encoded them: seqs
     /// `fresh_first..fresh_next`, back to back (at most a cap; the rest is
     /// read from the log).
@@ -110,6 +117,8 @@ impl OutPath {
                 challenge: [0; 32],
                 connects: 0,
                 ack_wait_since: None,
+                first_attempt: None,
+                refused: false,
                 local: None,
                 fresh: BytesMut::new(),
                 fresh_first: 1,
@@ -200,16 +209,21 @@ impl OutPath {
     }
 
     /// A connection attempt failed: back off. Until the path has connected
-    /// once, every [`BACKOFF_FIRST`]: workers of a cluster start one after
-    /// another, and a path that dialed a worker not yet up waited 50, then
-    /// 100, 200 ms while its frames sat in the log and the consumer went on
-    /// without them (seen in short chaos runs: a whole run took 45 ms).
+    /// once, and for [`FAST_RETRY_WINDOW`] after its first attempt, every
+    /// [`BACKOFF_FIRST`]: workers of a cluster start one after another, and
+    /// a path that dialed a worker not yet up waited 50, then 100, 200 ms
+    /// while its frames sat in the log and the consumer went on without
+    /// them (seen in short chaos runs: a whole run took 45 ms). A peer
+    /// that refused us (ERROR during the handshake: wrong secret, stale
+    /// epoch) gets the full backoff at once.
     pub fn failed(&mut self) {
-        if self.connects == 0 {
-            self.retry_at = Instant::now() + BACKOFF_FIRST;
+        let now = Instant::now();
+        let first = *self.first_attempt.get_or_insert(now);
+        if self.connects == 0 && !self.refused && now.duration_since(first) < FAST_RETRY_WINDOW {
+            self.retry_at = now + BACKOFF_FIRST;
             return;
         }
-        self.retry_at = Instant::now() + self.backoff;
+        self.retry_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
@@ -442,14 +456,26 @@ mod tests {
     fn a_path_that_never_connected_retries_soon_then_backs_off_once_it_has() {
         let t = tempfile::tempdir().unwrap();
         let mut p = path(t.path());
-        // Never connected: every BACKOFF_FIRST, however often it fails (a
-        // peer worker that starts after us is reached within ~10 ms).
+        // Never connected: every BACKOFF_FIRST in its first 2 s (a peer
+        // worker that starts after us is reached within ~10 ms).
         for _ in 0..10 {
             let before = Instant::now();
             p.failed();
             assert!(p.retry_at <= Instant::now() + BACKOFF_FIRST);
             assert!(p.retry_at >= before + BACKOFF_FIRST);
         }
+        // A refusal (ERROR in the handshake) backs off at once.
+        p.refused = true;
+        let before = Instant::now();
+        p.failed();
+        assert!(p.retry_at >= before + BACKOFF_MIN);
+        p.refused = false;
+        p.backoff = BACKOFF_MIN;
+        // So does a path past its fast-retry window.
+        p.first_attempt = Some(Instant::now() - FAST_RETRY_WINDOW);
+        let before = Instant::now();
+        p.failed();
+        assert!(p.retry_at >= before + BACKOFF_MIN);
         // Once it has connected, failures double the wait up to the cap.
         p.connects = 1;
         p.backoff = BACKOFF_MIN;

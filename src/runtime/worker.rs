@@ -837,7 +837,7 @@ impl Worker {
             rec.extend_from_slice(&d.seq.to_le_bytes());
             rec.extend_from_slice(&d.trace_id.to_le_bytes());
             rec.extend_from_slice(d.reason.as_bytes());
-            self.dead.append(KIND_DEAD_LETTER, 0, &rec)?;
+            self.dead.append(KIND_DEAD_LETTER, clock_ns, &rec)?;
             self.dead_logged_below = d.journal_index + 1;
             self.stats.dead_letters_logged += 1;
         }
@@ -2142,6 +2142,7 @@ impl Worker {
                 let acked = self.out_state(k).0;
                 if let Some(path) = self.outs[k].as_mut() {
                     path.backoff = BACKOFF_MIN;
+                    path.refused = false;
                     path.connects += 1;
                     path.cursor = from.unwrap_or(delivered + 1);
                     path.ack_wait_since = None;
@@ -2178,12 +2179,17 @@ impl Worker {
                 }
             }
             (_, Kind::Heartbeat) => {}
-            (_, Kind::Error) => {
+            (state, Kind::Error) => {
                 let text = frame
                     .view()
                     .error()
                     .map(|(_, t)| t.to_owned())
                     .unwrap_or_default();
+                if state != ConnState::Ready {
+                    if let Some(p) = self.outs[k].as_mut() {
+                        p.refused = true;
+                    }
+                }
                 self.out_lost(k, &format!("peer sent ERROR: {text}"));
             }
             (state, kind) => {
@@ -2247,6 +2253,9 @@ impl Worker {
     /// Writes a snapshot (everything journaled is durable by now) and drops
     /// journal segments no kept snapshot needs.
     fn snapshot(&mut self) -> Result<(), WorkerError> {
+        // The seal first, so that with fsync it is durable before a
+        // snapshot points past it.
+        self.seal_audit(false)?;
         if self.cfg.durability == Durability::Fsync {
             wait_all_durable(&self.journal)?;
             for p in self.outs.iter().flatten() {
@@ -2254,7 +2263,6 @@ impl Worker {
             }
             self.make_durable()?;
         }
-        self.seal_audit(false)?;
         let mut body = Vec::new();
         self.core.snapshot(&mut body);
         self.dir
@@ -2277,7 +2285,7 @@ impl Worker {
         };
         if let Some(seal) = a.seal() {
             self.journal
-                .append(super::audit::KIND_SEAL, self.batch_clock_ns, &seal.encode())?;
+                .append(super::audit::KIND_SEAL, now_ns(), &seal.encode())?;
         }
         let head = a.head();
         let (due, new) = match self.audit_printed {
