@@ -237,20 +237,30 @@ impl Recorded<'_> {
                 }
                 self.skipped(s, bytes);
             }
-            if self.exhausted {
+            if !self.read_more()? {
                 return Ok(None);
             }
-            match self.reader.next_record()? {
-                None => {
-                    self.exhausted = true;
-                    self.compare.scan = Some(self.reader.end());
+        }
+    }
+
+    /// Reads the log's next record into `pending`; `false` once the log
+    /// is exhausted.
+    fn read_more(&mut self) -> Result<bool, ReplayError> {
+        if self.exhausted {
+            return Ok(false);
+        }
+        match self.reader.next_record()? {
+            None => {
+                self.exhausted = true;
+                self.compare.scan = Some(self.reader.end());
+                Ok(false)
+            }
+            Some(r) => {
+                for (s, at, stride) in frames_in(r.payload) {
+                    self.pending
+                        .push_back((s, r.payload[at..at + stride].to_vec()));
                 }
-                Some(r) => {
-                    for (s, at, stride) in frames_in(r.payload) {
-                        self.pending
-                            .push_back((s, r.payload[at..at + stride].to_vec()));
-                    }
-                }
+                Ok(true)
             }
         }
     }
@@ -265,20 +275,7 @@ impl Recorded<'_> {
 
     /// The seq of the first logged frame still unread.
     fn first_seq(&mut self) -> Result<Option<u64>, ReplayError> {
-        while self.pending.is_empty() && !self.exhausted {
-            match self.reader.next_record()? {
-                None => {
-                    self.exhausted = true;
-                    self.compare.scan = Some(self.reader.end());
-                }
-                Some(r) => {
-                    for (s, at, stride) in frames_in(r.payload) {
-                        self.pending
-                            .push_back((s, r.payload[at..at + stride].to_vec()));
-                    }
-                }
-            }
-        }
+        while self.pending.is_empty() && self.read_more()? {}
         Ok(self.pending.front().map(|p| p.0))
     }
 
@@ -288,17 +285,8 @@ impl Recorded<'_> {
             while let Some((s, bytes)) = self.pending.pop_front() {
                 self.skipped(s, bytes);
             }
-            if self.exhausted {
+            if !self.read_more()? {
                 break;
-            }
-            match self.reader.next_record()? {
-                None => self.exhausted = true,
-                Some(r) => {
-                    for (s, at, stride) in frames_in(r.payload) {
-                        self.pending
-                            .push_back((s, r.payload[at..at + stride].to_vec()));
-                    }
-                }
             }
         }
         if self.compare.scan.is_none() {

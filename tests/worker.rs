@@ -1015,45 +1015,51 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Rewrites `data/outbound` (through the log API, so every record's CRC is
-/// valid) without the frame of `seq`.
-fn rewrite_outbound_without(data: &Path, seq: u64) {
-    use verity::log::{Log, LogConfig, OfflineLog};
-    let dir = data.join("outbound");
-    let old = OfflineLog::open(&dir).unwrap();
+/// Every record of log `data/name`: (kind, timestamp, payload).
+fn read_log(data: &Path, name: &str) -> Vec<(u32, u64, Vec<u8>)> {
+    let old = verity::log::OfflineLog::open(&data.join(name)).unwrap();
+    assert_eq!(old.first_position(), 0, "the test's log was never trimmed");
     let mut records = Vec::new();
-    let mut reader = old.reader(old.first_position());
+    let mut reader = old.reader(0);
     while let Some(r) = reader.next_record().unwrap() {
-        let mut kept = Vec::new();
-        let mut at = 0;
-        while at + 40 <= r.payload.len() {
-            let len = u32::from_le_bytes(r.payload[at + 4..at + 8].try_into().unwrap()) as usize;
-            let stride = (len + 7) & !7;
-            let s = u64::from_le_bytes(r.payload[at + 24..at + 32].try_into().unwrap());
-            if s != seq {
-                kept.extend_from_slice(&r.payload[at..at + stride]);
-            }
-            at += stride;
-        }
-        records.push((r.kind, r.timestamp, kept));
+        records.push((r.kind, r.timestamp, r.payload.to_vec()));
     }
-    assert!(
-        old.first_position() == 0,
-        "the test's log was never trimmed"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
-    let (mut log, _) = Log::open(
-        data,
-        "outbound",
-        LogConfig {
-            segment_size_bytes: 1 << 20,
-            ..LogConfig::default()
-        },
-    )
-    .unwrap();
+    records
+}
+
+/// Replaces log `data/name` with `records`, written through the log API
+/// (so every record's CRC is valid).
+fn write_log(data: &Path, name: &str, records: Vec<(u32, u64, Vec<u8>)>) {
+    use verity::log::{Log, LogConfig};
+    std::fs::remove_dir_all(data.join(name)).unwrap();
+    let cfg = LogConfig {
+        segment_size_bytes: 1 << 20,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = Log::open(data, name, cfg).unwrap();
     for (kind, ts, payload) in records {
         log.append(kind, ts, &payload).unwrap();
     }
+}
+
+/// Rewrites `data/outbound` without the frame of `seq`.
+fn rewrite_outbound_without(data: &Path, seq: u64) {
+    let mut records = read_log(data, "outbound");
+    for (_, _, payload) in &mut records {
+        let mut kept = Vec::new();
+        let mut at = 0;
+        while at + 40 <= payload.len() {
+            let len = u32::from_le_bytes(payload[at + 4..at + 8].try_into().unwrap()) as usize;
+            let stride = (len + 7) & !7;
+            let s = u64::from_le_bytes(payload[at + 24..at + 32].try_into().unwrap());
+            if s != seq {
+                kept.extend_from_slice(&payload[at..at + stride]);
+            }
+            at += stride;
+        }
+        *payload = kept;
+    }
+    write_log(data, "outbound", records);
 }
 
 /// Runs verity-logdump; returns its exit code and output.
@@ -1288,39 +1294,15 @@ fn a_sink_that_accepts_and_stays_silent_is_dialed_again() {
     );
 }
 
-/// Rewrites `data/journal` through the log API (every CRC valid) with the
-/// first byte of input record `nth`'s last frame payload changed.
+/// Rewrites `data/journal` with the first byte of input record `nth`'s
+/// last frame payload changed.
 fn rewrite_journal_changing_record(data: &Path, nth: usize) {
-    use verity::log::{Log, LogConfig, OfflineLog};
-    let dir = data.join("journal");
-    let old = OfflineLog::open(&dir).unwrap();
-    assert_eq!(
-        old.first_position(),
-        0,
-        "the test's journal was never trimmed"
-    );
-    let mut records = Vec::new();
-    let mut reader = old.reader(0);
-    while let Some(r) = reader.next_record().unwrap() {
-        records.push((r.kind, r.timestamp, r.payload.to_vec()));
-    }
+    let mut records = read_log(data, "journal");
     let inputs: Vec<usize> = (0..records.len()).filter(|&i| records[i].0 == 1).collect();
     let victim = &mut records[inputs[nth]].2;
     let len = victim.len();
     victim[len - 8] ^= 0x01;
-    std::fs::remove_dir_all(&dir).unwrap();
-    let (mut log, _) = Log::open(
-        data,
-        "journal",
-        LogConfig {
-            segment_size_bytes: 1 << 20,
-            ..LogConfig::default()
-        },
-    )
-    .unwrap();
-    for (kind, ts, payload) in records {
-        log.append(kind, ts, &payload).unwrap();
-    }
+    write_log(data, "journal", records);
 }
 
 #[test]
