@@ -2311,9 +2311,15 @@ impl Worker {
         self.flush_sources(true);
         self.seal_audit(true)?;
         self.snapshot()?;
+        // Frames produced but not ACKed by their consumer (kept in the
+        // outbound logs; sent again after the next start).
+        let unacked: u64 = std::iter::once(self.core.out())
+            .chain((0..self.core.nodes()).filter_map(|j| self.core.peer_out(j)))
+            .map(|o| o.next_seq.saturating_sub(1).saturating_sub(o.acked))
+            .sum();
         let s = &self.core.stats;
         eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} replayed={} snapshots={}",
+            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} replayed={} snapshots={} unacked={unacked}",
             s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, self.stats.replayed, self.stats.snapshots
         );
         Ok(())

@@ -891,6 +891,10 @@ fn run_with(
         sum_field(&logs, "dead_letters"),
     );
     println!(
+        "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start)",
+        sum_field(&logs, "unacked")
+    );
+    println!(
         "report: checker: ok={} lost={} duplicated={} reordered={} wrong={} unexpected={} (of {} expected)",
         report.ok,
         report.lost,
