@@ -36,6 +36,10 @@ pub struct DumpOptions {
     pub limit: Option<u64>,
     /// Only frames of this channel (with `Detail::Frames`).
     pub channel: Option<u32>,
+    /// The journal must carry audit seals (the node runs with `audit =
+    /// true`): a journal with input records and none is reported damaged
+    /// (someone may have removed them all).
+    pub expect_audit: bool,
 }
 
 /// Per channel: frames seen, first and last seq, seqs that did not follow.
@@ -290,11 +294,20 @@ pub fn dump(
     let end = reader.end();
     s.end = end.end;
     s.stopped_at = end.stopped_at;
-    if s.seals > 0 && opts.from.is_none() && opts.limit.is_none() {
+    let whole = opts.from.is_none() && opts.limit.is_none();
+    if s.seals > 0 && whole {
         s.audit = Some(verify(
             log.reader(log.first_position()),
             log.first_position(),
         )?);
+    } else if opts.expect_audit && whole && name == "journal" && s.frames > 0 {
+        s.audit = Some(AuditCheck {
+            broken: Some((
+                s.first_position,
+                "no audit seals, and --expect-audit says there must be (removed?)".into(),
+            )),
+            ..AuditCheck::default()
+        });
     }
     Ok(s)
 }

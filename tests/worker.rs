@@ -1344,6 +1344,20 @@ fn the_journal_audit_chain_verifies_across_restarts_and_catches_a_rewritten_reco
     let (code, text) = run_logdump(&[copy.to_str().unwrap(), "--log", "journal"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("audit chain BROKEN at position"), "{text}");
+    // Every seal removed (records untouched): only --expect-audit can tell.
+    let unsealed = t.path().join("unsealed");
+    copy_tree(&node.data, &unsealed);
+    let records: Vec<_> = read_log(&unsealed, "journal")
+        .into_iter()
+        .filter(|r| r.0 == 1)
+        .collect();
+    write_log(&unsealed, "journal", records);
+    let unsealed = unsealed.to_str().unwrap();
+    let (code, text) = run_logdump(&[unsealed, "--log", "journal"]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run_logdump(&[unsealed, "--log", "journal", "--expect-audit"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no audit seals"), "{text}");
 
     // The chain carries on across a restart.
     node.start();

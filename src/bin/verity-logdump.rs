@@ -6,7 +6,8 @@
 //!   their seq ranges and gaps, the clock range, where each scan ended.
 //! - `verity-logdump DATA_DIR/journal --frames`: every frame (position,
 //!   kind, channel, seq, trace id, flags, payload); `--records` one line
-//!   per record; `--from POS`, `--limit N`, `--channel C`.
+//!   per record; `--from POS`, `--limit N`, `--channel C`;
+//!   `--expect-audit`: a journal without audit seals is damaged.
 //!
 //! Exit 0: every log read to its end; 1: a log stops at an invalid record
 //! or holds a bad frame; 2: bad arguments or unreadable files.
@@ -46,6 +47,10 @@ struct Args {
     /// At most this many records per log.
     #[arg(long)]
     limit: Option<u64>,
+    /// The node runs with `audit = true`: a journal without seals is
+    /// damaged (exit 1).
+    #[arg(long)]
+    expect_audit: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         from: a.from,
         limit: a.limit,
         channel: a.channel,
+        expect_audit: a.expect_audit,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
