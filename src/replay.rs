@@ -451,33 +451,28 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                     r.compare.not_retained += 1;
                     continue;
                 }
-                match r.frame(seq)? {
-                    Some(logged) if logged == frame => r.compare.identical += 1,
-                    Some(logged) => {
-                        r.compare.different += 1;
-                        report.first_difference.get_or_insert_with(|| Difference {
-                            log: r.compare.log.clone(),
-                            seq,
-                            journal_index: input_of(k, at),
-                            trace_id: trace_of(frame),
-                            recorded: Some(logged),
-                            replayed: Some(frame.to_vec()),
-                        });
+                let recorded = match r.frame(seq)? {
+                    Some(logged) if logged == frame => {
+                        r.compare.identical += 1;
+                        continue;
                     }
-                    None if r.exhausted => r.compare.not_logged += 1,
-                    None => {
-                        // A hole in the log where replay produced a frame.
-                        r.compare.different += 1;
-                        report.first_difference.get_or_insert_with(|| Difference {
-                            log: r.compare.log.clone(),
-                            seq,
-                            journal_index: input_of(k, at),
-                            trace_id: trace_of(frame),
-                            recorded: None,
-                            replayed: Some(frame.to_vec()),
-                        });
+                    None if r.exhausted => {
+                        r.compare.not_logged += 1;
+                        continue;
                     }
-                }
+                    // Different bytes, or a hole in the log where replay
+                    // produced a frame.
+                    other => other,
+                };
+                r.compare.different += 1;
+                report.first_difference.get_or_insert_with(|| Difference {
+                    log: r.compare.log.clone(),
+                    seq,
+                    journal_index: input_of(k, at),
+                    trace_id: trace_of(frame),
+                    recorded,
+                    replayed: Some(frame.to_vec()),
+                });
             }
         }
     }

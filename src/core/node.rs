@@ -247,24 +247,33 @@ impl From<CodecError> for SnapshotError {
 
 const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"VRTYSNP2");
 
-/// A run of accepted inputs on one channel, consecutive in the journal
-/// and in seq.
+/// A run of journal records, consecutive in the journal, whose seqs on one
+/// channel are consecutive too: journal index `first + k` has seq
+/// `seq + k` on input or output `slot`, for `k` in `0..len` (see
+/// `pending_acks` and `pending_release`).
 #[derive(Debug, Clone, Copy)]
-struct AckRun {
+struct Run {
     first: u64,
-    input: u32,
+    slot: u32,
     seq: u64,
     len: u64,
 }
 
-/// A run of journal records, consecutive in the journal, whose outputs on
-/// one output channel end at consecutive seqs (see `pending_release`).
-#[derive(Debug, Clone, Copy)]
-struct ReleaseRun {
-    first: u64,
-    out: u32,
-    seq: u64,
-    len: u64,
+/// Adds journal record `index` with seq `seq` on `slot` to `runs`: to the
+/// last run when it continues it, else as a new run.
+fn push_run(runs: &mut VecDeque<Run>, index: u64, slot: u32, seq: u64) {
+    if let Some(r) = runs.back_mut() {
+        if r.slot == slot && r.first + r.len == index && r.seq + r.len == seq {
+            r.len += 1;
+            return;
+        }
+    }
+    runs.push_back(Run {
+        first: index,
+        slot,
+        seq,
+        len: 1,
+    });
 }
 
 /// The deterministic state machine of one node.
@@ -287,13 +296,13 @@ pub struct NodeCore {
     /// `first..first + len` hold seqs `seq..seq + len` of one input. One
     /// run per read batch, not one entry per input (a push per input was
     /// ~5% of the node's time).
-    pending_acks: VecDeque<AckRun>,
+    pending_acks: VecDeque<Run>,
     /// Outputs not yet released, as runs: journal index `first + k`
-    /// produced outputs on output `out` up to seq `seq + k`, for `k` in
+    /// produced outputs on output `slot` up to seq `seq + k`, for `k` in
     /// `0..len`. One run per read batch when every input has one output
     /// (the doubler), not one entry per input (their push and pop were ~3%
     /// of the node's time).
-    pending_release: VecDeque<ReleaseRun>,
+    pending_release: VecDeque<Run>,
     /// Highest seq ACKed per input (to send each ACK once).
     acked_in: Vec<u64>,
     /// Inputs whose ACK moved since the last `Durable`.
@@ -549,35 +558,13 @@ impl NodeCore {
     /// Records that journal record `index` is input `input`'s `seq`, to be
     /// ACKed once durable.
     fn pending_ack(&mut self, index: u64, input: u32, seq: u64) {
-        if let Some(r) = self.pending_acks.back_mut() {
-            if r.input == input && r.first + r.len == index && r.seq + r.len == seq {
-                r.len += 1;
-                return;
-            }
-        }
-        self.pending_acks.push_back(AckRun {
-            first: index,
-            input,
-            seq,
-            len: 1,
-        });
+        push_run(&mut self.pending_acks, index, input, seq);
     }
 
     /// Records that journal record `index`'s outputs on output `out` end at
     /// `seq`, to be released once the record is durable.
     fn release_later(&mut self, index: u64, out: u32, seq: u64) {
-        if let Some(r) = self.pending_release.back_mut() {
-            if r.out == out && r.first + r.len == index && r.seq + r.len == seq {
-                r.len += 1;
-                return;
-            }
-        }
-        self.pending_release.push_back(ReleaseRun {
-            first: index,
-            out,
-            seq,
-            len: 1,
-        });
+        push_run(&mut self.pending_release, index, out, seq);
     }
 
     /// Journal record `index` was accepted on input `idx`: route and apply it.
@@ -782,8 +769,8 @@ impl NodeCore {
             }
             // Journal records first..durable of the run are durable.
             let n = (self.durable - r.first).min(r.len);
-            self.acked_in[r.input as usize] = r.seq + n - 1;
-            self.ack_moved[r.input as usize] = true;
+            self.acked_in[r.slot as usize] = r.seq + n - 1;
+            self.ack_moved[r.slot as usize] = true;
             if n < r.len {
                 r.first += n;
                 r.seq += n;
@@ -804,7 +791,7 @@ impl NodeCore {
             }
             // Journal records first..durable of the run are durable.
             let n = (self.durable - r.first).min(r.len);
-            let (out, seq) = (r.out, r.seq + n - 1);
+            let (out, seq) = (r.slot, r.seq + n - 1);
             if n < r.len {
                 r.first += n;
                 r.seq += n;

@@ -961,8 +961,9 @@ impl Worker {
             for k in 0..self.outs.len() {
                 self.pump_out(k)?;
             }
-            self.flush_sources(false);
-            self.sweep_handshakes();
+            let now = Instant::now();
+            self.flush_sources(false, now);
+            self.sweep_handshakes(now);
             if self.faults.is_some() {
                 self.enforce_partitions();
                 self.drain_faults();
@@ -1804,9 +1805,8 @@ impl Worker {
     /// inbound one that never said HELLO would hold a connection slot for
     /// good, an outbound one to a peer that accepts and stays silent would
     /// never be dialed again.
-    fn sweep_handshakes(&mut self) {
+    fn sweep_handshakes(&mut self, now: Instant) {
         let timeout = Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
-        let now = Instant::now();
         if now.duration_since(self.last_sweep) < timeout / 10 {
             return;
         }
@@ -1841,10 +1841,9 @@ impl Worker {
     }
 
     /// Writes what each inbound connection owes its producer. Owed ACKs go
-    /// with anything else queued, once held `limits.ack_delay_us`, or at
-    /// once with `all`.
-    fn flush_sources(&mut self, all: bool) {
-        let now = Instant::now();
+    /// with anything else queued, once held `limits.ack_delay_us` at `now`,
+    /// or at once with `all`.
+    fn flush_sources(&mut self, all: bool, now: Instant) {
         let delay = Duration::from_micros(self.cfg.limits.ack_delay_us);
         let epoch = self.dir.epoch;
         for slot in 0..self.sources.len() {
@@ -2308,7 +2307,7 @@ impl Worker {
         for k in 0..self.outs.len() {
             self.pump_out(k)?;
         }
-        self.flush_sources(true);
+        self.flush_sources(true, Instant::now());
         self.seal_audit(true)?;
         self.snapshot()?;
         // Frames produced but not ACKed by their consumer (kept in the

@@ -304,6 +304,23 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Moves the restarted workers of `recovering` (worker, killed at, its
+/// recoveries then) that have recovered since into `recovery_ms`.
+fn note_recoveries(
+    recovering: &mut Vec<(usize, Instant, usize)>,
+    workers: &[Worker],
+    recovery_ms: &mut Vec<u64>,
+) {
+    recovering.retain(|&(w, at, before)| {
+        if workers[w].recoveries() > before {
+            recovery_ms.push(at.elapsed().as_millis() as u64);
+            false
+        } else {
+            true
+        }
+    });
+}
+
 /// `verity replay` of one node of a stopped worker: (identical, a short
 /// summary, the full output).
 fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
@@ -794,14 +811,7 @@ fn run_with(
                 true
             }
         });
-        recovering.retain(|&(w, at, before)| {
-            if workers[w].recoveries() > before {
-                recovery_ms.push(at.elapsed().as_millis() as u64);
-                false
-            } else {
-                true
-            }
-        });
+        note_recoveries(&mut recovering, &workers, &mut recovery_ms);
         thread::sleep(Duration::from_millis(2));
     }
     for &(w, _) in &paused {
@@ -824,14 +834,7 @@ fn run_with(
     // Wait for every output (still timing recoveries).
     let until = Instant::now() + Duration::from_secs(120);
     while failure.is_none() && receiver.records() < expected && Instant::now() < until {
-        recovering.retain(|&(w, at, before)| {
-            if workers[w].recoveries() > before {
-                recovery_ms.push(at.elapsed().as_millis() as u64);
-                false
-            } else {
-                true
-            }
-        });
+        note_recoveries(&mut recovering, &workers, &mut recovery_ms);
         thread::sleep(Duration::from_millis(2));
     }
     if receiver.records() < expected {
