@@ -142,6 +142,14 @@ pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, Wi
         });
     }
     let payload = &rest[..frame_len as usize - HEADER_LEN];
+    // Zero padding: two frames with the same header fields and payload
+    // have the same checksum (consumers compare resends by it).
+    if frame[frame_len as usize..].iter().any(|&b| b != 0) {
+        return Err(WireError::MalformedBody {
+            kind,
+            reason: "padding after the payload not zero",
+        });
+    }
     check_body(kind, header, payload)?;
     Ok(Some(FrameView {
         header,

@@ -18,6 +18,8 @@ mod header;
 mod message;
 
 pub mod auth;
+pub mod frames;
+pub mod text;
 
 pub use body::{
     ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,

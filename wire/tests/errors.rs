@@ -133,6 +133,20 @@ fn nonzero_padding_is_a_checksum_mismatch() {
 }
 
 #[test]
+fn nonzero_padding_under_a_matching_checksum_is_a_malformed_body() {
+    let mut f = data_frame(b"abc");
+    f[47] = 1;
+    fix_crc(&mut f);
+    assert!(matches!(
+        decode_err(&f),
+        WireError::MalformedBody {
+            reason: "padding after the payload not zero",
+            ..
+        }
+    ));
+}
+
+#[test]
 fn unknown_kind_is_rejected_including_reserved_control_numbers() {
     for kind in [0u8, 8, 16, 17, 31, 255] {
         let mut f = data_frame(b"");
