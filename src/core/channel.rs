@@ -1,6 +1,8 @@
 //! Channel state: the consumer's `delivered` watermark (the idempotent
-//! structure that makes at-least-once delivery exactly-once) and the
-//! producer's seq counter and ACK watermark.
+//! structure that makes at-least-once delivery exactly-once) with the
+//! content checksums of the frames it accepted recently, and the producer's
+//! seq counter, ACK watermark and what it has sent, against which every
+//! ACK, RESUME and NACK from its consumer is checked.
 
 /// What a consumer does with a DATA frame, by its seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +16,71 @@ pub enum Verdict {
     Gap { nack: Option<u64> },
 }
 
+/// A frame from a peer that breaks the protocol (`wire/PROTOCOL.md`,
+/// connection rules): the connection gets ERROR `PROTOCOL` and is closed,
+/// and nothing is released, dropped or accepted because of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// An ACK or RESUME naming a seq above the highest this node released
+    /// on the channel, or a NACK (`what`) for a seq it never sent.
+    Beyond {
+        what: &'static str,
+        channel: u32,
+        seq: u64,
+        highest: u64,
+    },
+    /// An ACK or RESUME below what the consumer had already ACKed: it went
+    /// backwards, or it lost frames this node has dropped since.
+    Backwards {
+        what: &'static str,
+        channel: u32,
+        seq: u64,
+        acked: u64,
+    },
+    /// A DATA frame with the seq of a frame accepted before but other
+    /// content: a second producer, or one that changed a record it had sent.
+    /// The first accepted version stands.
+    Conflict { channel: u32, seq: u64 },
+}
+
+impl core::fmt::Display for Violation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Violation::Beyond {
+                what: "NACK",
+                channel,
+                seq,
+                highest,
+            } => write!(
+                f,
+                "NACK for seq {seq} of channel {channel}, which was never sent (sent through {highest})"
+            ),
+            Violation::Beyond {
+                what,
+                channel,
+                seq,
+                highest,
+            } => write!(
+                f,
+                "{what} for seq {seq} of channel {channel}, above the highest seq released on it ({highest})"
+            ),
+            Violation::Backwards {
+                what,
+                channel,
+                seq,
+                acked,
+            } => write!(
+                f,
+                "{what} for seq {seq} of channel {channel} goes backwards: seqs through {acked} were ACKed and are gone from this node"
+            ),
+            Violation::Conflict { channel, seq } => write!(
+                f,
+                "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
+            ),
+        }
+    }
+}
+
 /// Consumer side of one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InChannel {
@@ -23,14 +90,26 @@ pub struct InChannel {
     /// The `delivered + 1` a NACK was last sent for, and when (ns), so a
     /// burst of out-of-order frames costs one NACK per interval, not one each.
     nacked: Option<(u64, u64)>,
+    /// Content checksums ([`verity_wire::frames::content_crc`]) of the last
+    /// accepted frames: seq `s` at `s & (len - 1)`, for `s` in
+    /// `max(known_after, delivered - len) + 1 ..= delivered` (empty: none kept).
+    crcs: Vec<u32>,
+    /// Seqs up to here were accepted before this process knew them (a
+    /// snapshot): their checksums are unknown.
+    known_after: u64,
 }
 
 impl InChannel {
-    pub fn new(id: u32) -> InChannel {
+    /// A channel keeping the checksums of its last `window` accepted frames
+    /// (a power of two, or 0 for none).
+    pub fn new(id: u32, window: usize) -> InChannel {
+        debug_assert!(window == 0 || window.is_power_of_two());
         InChannel {
             id,
             delivered: 0,
             nacked: None,
+            crcs: vec![0; window],
+            known_after: 0,
         }
     }
 
@@ -54,6 +133,29 @@ impl InChannel {
         };
         Verdict::Gap { nack }
     }
+
+    /// Sets `delivered` (a snapshot's, or a replayed record's seq).
+    pub fn restore(&mut self, delivered: u64) {
+        self.delivered = delivered;
+        self.known_after = delivered;
+        self.nacked = None;
+    }
+
+    /// Keeps the content checksum of the frame just accepted as `seq`.
+    #[inline]
+    pub fn remember(&mut self, seq: u64, crc: u32) {
+        let len = self.crcs.len() as u64;
+        if len > 0 {
+            self.crcs[(seq & (len - 1)) as usize] = crc;
+        }
+    }
+
+    /// The content checksum kept for an accepted `seq`, if still kept.
+    pub fn remembered(&self, seq: u64) -> Option<u32> {
+        let len = self.crcs.len() as u64;
+        let kept = seq > self.known_after && seq <= self.delivered && self.delivered - seq < len;
+        kept.then(|| self.crcs[(seq & (len - 1)) as usize])
+    }
 }
 
 /// Producer side of one channel.
@@ -67,6 +169,10 @@ pub struct OutChannel {
     /// Highest seq whose producing journal records are durable (output commit):
     /// frames up to here may leave the node.
     pub released: u64,
+    /// Highest seq handed to a connection to the consumer by this process
+    /// (from `acked` at start: a consumer's word about later seqs is taken
+    /// only as far as this, the rest is sent again and it drops duplicates).
+    pub sent: u64,
 }
 
 impl OutChannel {
@@ -76,6 +182,7 @@ impl OutChannel {
             next_seq: 1,
             acked: 0,
             released: 0,
+            sent: 0,
         }
     }
 
@@ -91,14 +198,75 @@ impl OutChannel {
         s
     }
 
-    /// Applies an ACK; ignores stale ones and ACKs beyond what was released
-    /// (a confused or malicious peer), returning whether it moved.
-    pub fn ack(&mut self, seq: u64) -> bool {
-        if seq <= self.acked || seq > self.released {
-            return false;
+    /// Checks a consumer's claim that it holds every seq through `seq`
+    /// (`what`: an ACK or a RESUME): never above what was released, never
+    /// below what it ACKed before.
+    fn claim(&self, what: &'static str, seq: u64) -> Result<(), Violation> {
+        if seq > self.released {
+            return Err(Violation::Beyond {
+                what,
+                channel: self.id,
+                seq,
+                highest: self.released,
+            });
         }
-        self.acked = seq;
-        true
+        if seq < self.acked {
+            return Err(Violation::Backwards {
+                what,
+                channel: self.id,
+                seq,
+                acked: self.acked,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies an ACK of every seq through `seq`, as far as this process
+    /// sent; returns whether `acked` moved.
+    pub fn ack(&mut self, seq: u64) -> Result<bool, Violation> {
+        self.claim("ACK", seq)?;
+        let upto = seq.min(self.sent);
+        if upto <= self.acked {
+            return Ok(false);
+        }
+        self.acked = upto;
+        Ok(true)
+    }
+
+    /// The consumer (re)connected having accepted every seq through
+    /// `delivered`: returns the first seq to send it. Nothing is dropped:
+    /// `delivered` may not be durable there yet (only an ACK says so).
+    pub fn resume(&self, delivered: u64) -> Result<u64, Violation> {
+        self.claim("RESUME", delivered)?;
+        Ok(delivered.min(self.sent) + 1)
+    }
+
+    /// The consumer asked for every seq from `from` again: returns where to
+    /// resend from (never below what it ACKed).
+    pub fn nack(&self, from: u64) -> Result<u64, Violation> {
+        if from == 0 || from > self.sent {
+            return Err(Violation::Beyond {
+                what: "NACK",
+                channel: self.id,
+                seq: from,
+                highest: self.sent,
+            });
+        }
+        Ok(from.max(self.acked + 1))
+    }
+
+    /// Frames through `through` were handed to a connection to the consumer.
+    pub fn note_sent(&mut self, through: u64) {
+        debug_assert!(through <= self.released, "sent {through} > released");
+        self.sent = self.sent.max(through.min(self.released));
+    }
+
+    /// Recovery: the consumer had ACKed every seq through `acked` (the
+    /// outbound log keeps nothing below `acked + 1`).
+    pub fn recovered(&mut self, acked: u64) {
+        let acked = acked.min(self.released);
+        self.acked = self.acked.max(acked);
+        self.sent = self.sent.max(self.acked);
     }
 }
 
@@ -108,7 +276,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_dropped_and_the_watermark_only_moves_by_one() {
-        let mut c = InChannel::new(1);
+        let mut c = InChannel::new(1, 0);
         assert_eq!(c.offer(1, 0, 10), Verdict::Accept);
         assert_eq!(c.offer(1, 0, 10), Verdict::Duplicate);
         assert_eq!(c.offer(2, 0, 10), Verdict::Accept);
@@ -118,7 +286,7 @@ mod tests {
 
     #[test]
     fn a_gap_nacks_once_per_interval_and_closes_on_resend() {
-        let mut c = InChannel::new(1);
+        let mut c = InChannel::new(1, 0);
         assert_eq!(c.offer(3, 100, 50), Verdict::Gap { nack: Some(1) });
         assert_eq!(c.offer(4, 120, 50), Verdict::Gap { nack: None });
         assert_eq!(c.offer(5, 160, 50), Verdict::Gap { nack: Some(1) });
@@ -130,14 +298,81 @@ mod tests {
     }
 
     #[test]
-    fn acks_beyond_released_or_backwards_are_ignored() {
+    fn checksums_are_kept_for_the_window_and_not_for_seqs_before_a_restore() {
+        let mut c = InChannel::new(1, 4);
+        for s in 1..=6 {
+            assert_eq!(c.offer(s, 0, 10), Verdict::Accept);
+            c.remember(s, 100 + s as u32);
+        }
+        assert_eq!(c.remembered(6), Some(106));
+        assert_eq!(c.remembered(3), Some(103));
+        assert_eq!(c.remembered(2), None, "out of the window");
+        assert_eq!(c.remembered(7), None, "not accepted");
+        c.restore(6);
+        assert_eq!(c.remembered(6), None, "before the restore: unknown");
+        assert_eq!(c.offer(7, 0, 10), Verdict::Accept);
+        c.remember(7, 107);
+        assert_eq!(c.remembered(7), Some(107));
+        assert_eq!(InChannel::new(1, 0).remembered(0), None);
+    }
+
+    #[test]
+    fn acks_beyond_released_or_backwards_are_violations_and_count_only_as_far_as_sent() {
         let mut o = OutChannel::new(9);
         assert_eq!((o.assign(), o.assign(), o.assign()), (1, 2, 3));
-        assert!(!o.ack(1), "nothing released yet");
-        o.released = 2;
-        assert!(o.ack(2));
-        assert!(!o.ack(1));
-        assert!(!o.ack(3));
+        assert!(matches!(
+            o.ack(1),
+            Err(Violation::Beyond { highest: 0, .. })
+        ));
+        o.released = 3;
+        assert_eq!(
+            o.ack(2),
+            Ok(false),
+            "nothing sent yet: taken as far as sent"
+        );
+        o.note_sent(2);
+        assert_eq!(o.ack(2), Ok(true));
+        assert!(matches!(
+            o.ack(1),
+            Err(Violation::Backwards { acked: 2, .. })
+        ));
+        assert_eq!(o.ack(2), Ok(false), "the same ACK again is fine");
+        assert!(matches!(o.ack(4), Err(Violation::Beyond { .. })));
         assert_eq!((o.acked, o.unacked()), (2, 1));
+    }
+
+    #[test]
+    fn resume_and_nack_are_checked_against_released_and_sent() {
+        let mut o = OutChannel::new(9);
+        for _ in 0..10 {
+            o.assign();
+        }
+        o.released = 10;
+        // After a restart: the log kept seqs from 5 on.
+        o.recovered(4);
+        assert_eq!((o.acked, o.sent), (4, 4));
+        // A consumer holding 8 (sent by the previous process) gets 5.. again.
+        assert_eq!(o.resume(8), Ok(5));
+        assert_eq!(o.acked, 4, "a RESUME drops nothing");
+        assert!(matches!(
+            o.resume(1_000_000_000),
+            Err(Violation::Beyond {
+                what: "RESUME",
+                highest: 10,
+                ..
+            })
+        ));
+        assert!(matches!(o.resume(3), Err(Violation::Backwards { .. })));
+        assert!(matches!(
+            o.nack(5),
+            Err(Violation::Beyond { what: "NACK", .. })
+        ));
+        o.note_sent(8);
+        assert_eq!(o.nack(6), Ok(6));
+        assert_eq!(o.nack(2), Ok(5), "never below what was ACKed");
+        assert!(o.nack(0).is_err());
+        assert_eq!(o.resume(8), Ok(9));
+        assert_eq!(o.ack(8), Ok(true));
+        assert_eq!(o.acked, 8);
     }
 }

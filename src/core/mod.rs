@@ -11,10 +11,10 @@
 pub mod channel;
 mod node;
 
-pub use channel::{InChannel, OutChannel, Verdict};
+pub use channel::{InChannel, OutChannel, Verdict, Violation};
 pub use node::{
     peer_channel, peer_of, sink_channel, DeadLetter, Effects, Input, JournalEntry, NodeConfig,
-    NodeCore, NodeStats, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
+    NodeCore, NodeStats, Out, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
     SINK_CHANNEL_BASE,
 };
 

@@ -16,9 +16,10 @@
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
+use verity_wire::frames::content_crc;
 use verity_wire::{parse, Encoder, FrameView, Kind};
 
-use super::channel::{InChannel, OutChannel, Verdict};
+use super::channel::{InChannel, OutChannel, Verdict, Violation};
 use crate::app::{App, Meta, Outputs};
 use crate::cluster::routing::{Routing, MAX_NODES};
 use crate::codec::{Codec, CodecError};
@@ -65,6 +66,10 @@ pub struct NodeConfig {
     /// At most one NACK per channel per this interval.
     pub nack_interval_ns: u64,
     pub max_frame_len: u32,
+    /// Per input channel, the content checksums of this many last accepted
+    /// frames are kept to catch a conflicting duplicate (a power of two;
+    /// 0: none).
+    pub dedup_window: usize,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +82,7 @@ impl Default for NodeConfig {
             max_undurable: 1 << 16,
             nack_interval_ns: 50_000_000,
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
+            dedup_window: 1 << 16,
         }
     }
 }
@@ -104,15 +110,26 @@ pub enum Input<'a> {
     Replay(JournalEntry<'a>),
     /// The journal is durable through its first `records` records.
     Durable { records: u64 },
-    /// The sink ACKed every seq up to `seq`.
-    SinkAck { seq: u64 },
-    /// The sink (re)connected: it has everything up to `delivered`.
-    SinkResume { delivered: u64 },
-    /// Node `to` ACKed every seq up to `seq` of our channel to it.
-    PeerAck { to: u32, seq: u64 },
-    /// Node `to` (re)connected: it has everything up to `delivered` of our
-    /// channel to it.
-    PeerResume { to: u32, delivered: u64 },
+    /// The consumer of `out` ACKed every seq up to `seq`.
+    Ack { out: Out, seq: u64 },
+    /// The consumer of `out` (re)connected: it has everything up to
+    /// `delivered`.
+    Resume { out: Out, delivered: u64 },
+    /// The consumer of `out` asked for everything from `from` again.
+    Nack { out: Out, from: u64 },
+    /// The driver handed the frames of `out` through seq `through` to the
+    /// consumer's connection.
+    Sent { out: Out, through: u64 },
+    /// Recovery: the consumer of `out` had ACKed every seq through `acked`
+    /// (the outbound log keeps nothing below).
+    Recovered { out: Out, acked: u64 },
+}
+
+/// An outbound channel: to the sink, or to another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    Sink,
+    Node(u32),
 }
 
 /// A record the app could not use, to be written to the dead-letter log.
@@ -160,12 +177,14 @@ pub struct Effects {
     pub dead_letters: Vec<DeadLetter>,
     /// Outputs up to this seq may now be sent to the sink (output commit).
     pub release_through: Option<u64>,
-    /// The sink needs everything from this seq on again.
-    pub resend_from: Option<u64>,
     /// (node, seq): frames to that node up to seq may now be sent.
     pub peer_release: Vec<(u32, u64)>,
-    /// (node, seq): that node needs everything from seq on again.
-    pub peer_resend: Vec<(u32, u64)>,
+    /// The consumer of an outbound channel needs everything from this seq
+    /// on again (after its RESUME or NACK).
+    pub resend: Option<(Out, u64)>,
+    /// The frame just handled breaks the protocol: refuse its connection
+    /// (ERROR `PROTOCOL`) and close it. Nothing was changed because of it.
+    pub violation: Option<Violation>,
 }
 
 impl Effects {
@@ -183,9 +202,9 @@ impl Effects {
         self.nacks.clear();
         self.dead_letters.clear();
         self.release_through = None;
-        self.resend_from = None;
         self.peer_release.clear();
-        self.peer_resend.clear();
+        self.resend = None;
+        self.violation = None;
     }
 
     /// Whether any node has forwarded frames in this batch.
@@ -204,6 +223,8 @@ pub struct NodeStats {
     /// Records forwarded to other nodes (once per owning node).
     pub forwarded: u64,
     pub unknown_channel: u64,
+    /// Frames that broke the protocol ([`Effects::violation`]).
+    pub violations: u64,
 }
 
 /// Why a snapshot could not be restored.
@@ -320,9 +341,15 @@ impl NodeCore {
         let sources = app.sources().len();
         let nodes = cfg.routing.as_ref().map_or(1, |r| r.nodes());
         let n_in = sources + nodes as usize;
-        let mut inputs: Vec<InChannel> =
-            (0..sources as u32).map(|i| InChannel::new(i + 1)).collect();
-        inputs.extend((0..nodes).map(|j| InChannel::new(peer_channel(j, cfg.node))));
+        let window = cfg.dedup_window;
+        let mut inputs: Vec<InChannel> = (0..sources as u32)
+            .map(|i| InChannel::new(i + 1, window))
+            .collect();
+        // A node's channel to itself is never used: no window.
+        inputs.extend((0..nodes).map(|j| {
+            let w = if j == cfg.node { 0 } else { window };
+            InChannel::new(peer_channel(j, cfg.node), w)
+        }));
         let mut outs = vec![OutChannel::new(cfg.sink_channel)];
         outs.extend((0..nodes).map(|j| OutChannel::new(peer_channel(cfg.node, j))));
         NodeCore {
@@ -434,34 +461,50 @@ impl NodeCore {
             }
             Input::Replay(entry) => self.replay(entry, fx),
             Input::Durable { records } => self.on_durable(records, fx),
-            Input::SinkAck { seq } => {
-                self.outs[0].ack(seq);
-            }
-            Input::SinkResume { delivered } => {
-                fx.resend_from = Some(self.resume(0, delivered));
-            }
-            Input::PeerAck { to, seq } => {
-                if let Some(o) = self.peer_out_index(to) {
-                    self.outs[o].ack(seq);
+            Input::Ack { out, seq } => {
+                if let Some(o) = self.out_index(out) {
+                    if let Err(v) = self.outs[o].ack(seq) {
+                        self.violation(v, fx);
+                    }
                 }
             }
-            Input::PeerResume { to, delivered } => {
-                if let Some(o) = self.peer_out_index(to) {
-                    let from = self.resume(o, delivered);
-                    fx.peer_resend.push((to, from));
+            Input::Resume { out, delivered } => {
+                if let Some(o) = self.out_index(out) {
+                    match self.outs[o].resume(delivered) {
+                        Ok(from) => fx.resend = Some((out, from)),
+                        Err(v) => self.violation(v, fx),
+                    }
+                }
+            }
+            Input::Nack { out, from } => {
+                if let Some(o) = self.out_index(out) {
+                    match self.outs[o].nack(from) {
+                        Ok(from) => fx.resend = Some((out, from)),
+                        Err(v) => self.violation(v, fx),
+                    }
+                }
+            }
+            Input::Sent { out, through } => {
+                if let Some(o) = self.out_index(out) {
+                    self.outs[o].note_sent(through);
+                }
+            }
+            Input::Recovered { out, acked } => {
+                if let Some(o) = self.out_index(out) {
+                    self.outs[o].recovered(acked);
                 }
             }
         }
     }
 
-    /// A consumer (re)connected knowing `delivered`: returns the first seq to
-    /// resend.
-    fn resume(&mut self, out: usize, delivered: u64) -> u64 {
-        // The consumer may know more than we do (our ACKs were lost) but
-        // never more than we released.
-        let delivered = delivered.min(self.outs[out].released);
-        self.outs[out].ack(delivered);
-        delivered + 1
+    fn violation(&mut self, v: Violation, fx: &mut Effects) {
+        self.stats.violations += 1;
+        fx.violation = Some(v);
+    }
+
+    /// The outbound channel `out` names, if this node has it.
+    pub fn out_channel(&self, out: Out) -> Option<&OutChannel> {
+        self.outs.get(self.out_index(out)?)
     }
 
     fn source_index(&self, channel: u32) -> Option<usize> {
@@ -481,8 +524,11 @@ impl NodeCore {
             .or_else(|| self.peer_index(channel))
     }
 
-    fn peer_out_index(&self, to: u32) -> Option<usize> {
-        (to < self.nodes && to != self.cfg.node).then_some(1 + to as usize)
+    fn out_index(&self, out: Out) -> Option<usize> {
+        match out {
+            Out::Sink => Some(0),
+            Out::Node(to) => (to < self.nodes && to != self.cfg.node).then_some(1 + to as usize),
+        }
     }
 
     fn data(&mut self, idx: usize, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
@@ -499,6 +545,16 @@ impl NodeCore {
                     self.accepted(index, idx, h.seq(), h.trace_id(), now_ns, frame.payload, fx);
                     return;
                 }
+                // Resends carry the bytes of the first send: a duplicate
+                // with other content is a second producer, or a changed
+                // record; the accepted frame stands.
+                if let Some(crc) = self.inputs[idx].remembered(h.seq()) {
+                    if crc != content_crc(&frame) {
+                        let seq = h.seq();
+                        self.violation(Violation::Conflict { channel, seq }, fx);
+                        return;
+                    }
+                }
                 self.stats.duplicates += 1;
                 // Re-ACK what is durable so the producer can drop its copy.
                 let acked = self.acked_in[idx];
@@ -513,6 +569,7 @@ impl NodeCore {
                 }
             }
             Verdict::Accept => {
+                self.inputs[idx].remember(h.seq(), content_crc(&frame));
                 let index = self.journal_next;
                 self.journal_next += 1;
                 fx.journal_input = Some((index, now_ns));
@@ -542,6 +599,7 @@ impl NodeCore {
             return;
         }
         self.inputs[idx].delivered = h.seq();
+        self.inputs[idx].remember(h.seq(), content_crc(&view));
         self.journal_next += 1;
         self.pending_ack(entry.index, idx as u32, h.seq());
         self.accepted(
@@ -882,7 +940,7 @@ impl NodeCore {
         }
         self.app.restore(b)?;
         for (c, d) in self.inputs.iter_mut().zip(&delivered) {
-            c.delivered = *d;
+            c.restore(*d);
         }
         self.acked_in = delivered;
         self.ack_moved.iter_mut().for_each(|m| *m = false);
@@ -891,6 +949,8 @@ impl NodeCore {
         for (o, s) in self.outs.iter_mut().zip(next_seqs) {
             o.next_seq = s;
             o.released = s - 1;
+            o.acked = 0;
+            o.sent = 0;
         }
         self.pending_acks.clear();
         self.pending_release.clear();

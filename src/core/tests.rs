@@ -158,21 +158,115 @@ fn outputs_are_released_as_far_as_the_journal_is_durable_within_a_run() {
 }
 
 #[test]
-fn resume_from_the_sink_resends_from_its_delivered_seq() {
+fn resume_from_the_sink_resends_from_its_delivered_seq_and_drops_nothing() {
     let mut core = doubler();
     let mut fx = Effects::default();
     for s in 1..=5 {
         feed(&mut core, &mut fx, &u64_frame(s, s), 0);
     }
     core.handle(Input::Durable { records: 5 }, &mut fx);
+    let sink = Out::Sink;
+    core.handle(
+        Input::Sent {
+            out: sink,
+            through: 5,
+        },
+        &mut fx,
+    );
     fx.clear();
-    core.handle(Input::SinkResume { delivered: 3 }, &mut fx);
-    assert_eq!(fx.resend_from, Some(4));
-    assert_eq!(core.out().acked, 3);
+    core.handle(
+        Input::Resume {
+            out: sink,
+            delivered: 3,
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.resend, Some((sink, 4)));
+    assert_eq!(core.out().acked, 0, "a RESUME is not an ACK");
     fx.clear();
-    // A sink claiming more than was released is clamped.
-    core.handle(Input::SinkResume { delivered: 99 }, &mut fx);
-    assert_eq!(fx.resend_from, Some(6));
+    core.handle(Input::Ack { out: sink, seq: 3 }, &mut fx);
+    assert_eq!((core.out().acked, fx.violation), (3, None));
+}
+
+#[test]
+fn a_sink_that_claims_more_than_was_released_is_a_violation_and_nothing_is_dropped() {
+    // The issue 11 reproduction: RESUME(delivered = 10^9) from a client on
+    // the sink address made the node drop every unACKed output.
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    for s in 1..=5 {
+        feed(&mut core, &mut fx, &u64_frame(s, s), 0);
+    }
+    core.handle(Input::Durable { records: 5 }, &mut fx);
+    let sink = Out::Sink;
+    for bogus in [
+        Input::Resume {
+            out: sink,
+            delivered: 1_000_000_000,
+        },
+        Input::Ack { out: sink, seq: 6 },
+        Input::Nack { out: sink, from: 1 },
+    ] {
+        fx.clear();
+        core.handle(bogus, &mut fx);
+        assert!(fx.violation.is_some(), "{bogus:?}");
+        assert_eq!(fx.resend, None);
+        assert_eq!(core.out().acked, 0, "{bogus:?} dropped frames");
+    }
+    assert_eq!(core.stats.violations, 3);
+    // Seqs released but never sent in this process are not taken as ACKed.
+    fx.clear();
+    core.handle(Input::Ack { out: sink, seq: 5 }, &mut fx);
+    assert_eq!((fx.violation, core.out().acked), (None, 0));
+    core.handle(
+        Input::Sent {
+            out: sink,
+            through: 5,
+        },
+        &mut fx,
+    );
+    core.handle(Input::Ack { out: sink, seq: 5 }, &mut fx);
+    assert_eq!(core.out().acked, 5);
+    fx.clear();
+    core.handle(Input::Ack { out: sink, seq: 4 }, &mut fx);
+    assert!(
+        matches!(fx.violation, Some(Violation::Backwards { .. })),
+        "an ACK going backwards"
+    );
+}
+
+#[test]
+fn a_duplicate_with_other_content_is_a_conflict_and_the_first_version_stands() {
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &u64_frame(1, 10), 0);
+    feed(&mut core, &mut fx, &u64_frame(2, 20), 0);
+    core.handle(Input::Durable { records: 2 }, &mut fx);
+    fx.clear();
+    // The same bytes again (a resend, flag RESEND): a duplicate.
+    let mut resend = BytesMut::new();
+    Encoder::default()
+        .data(
+            &mut resend,
+            1,
+            0,
+            2,
+            1 << 40 | 2,
+            true,
+            &20u64.to_be_bytes(),
+        )
+        .unwrap();
+    feed(&mut core, &mut fx, &resend, 0);
+    assert_eq!((fx.violation, core.stats.duplicates), (None, 1));
+    // Seq 2 with another value: a second producer.
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(2, 21), 0);
+    assert_eq!(
+        fx.violation,
+        Some(Violation::Conflict { channel: 1, seq: 2 })
+    );
+    assert!(fx.journal_input.is_none() && fx.outbound.is_empty());
+    assert_eq!(core.inputs()[0].delivered, 2);
 }
 
 #[test]
@@ -189,7 +283,20 @@ fn backpressure_stops_input_when_the_sink_lags() {
     }
     assert!(!core.wants_input());
     core.handle(Input::Durable { records: 3 }, &mut fx);
-    core.handle(Input::SinkAck { seq: 2 }, &mut fx);
+    core.handle(
+        Input::Sent {
+            out: Out::Sink,
+            through: 3,
+        },
+        &mut fx,
+    );
+    core.handle(
+        Input::Ack {
+            out: Out::Sink,
+            seq: 2,
+        },
+        &mut fx,
+    );
     assert!(core.wants_input());
 }
 
@@ -505,14 +612,23 @@ fn peer_resume_resends_from_the_peers_delivered_and_a_snapshot_keeps_peer_seqs()
     n0.handle(Input::Durable { records: 4 }, &mut fx);
     assert_eq!(fx.peer_release, vec![(1, 4)]);
     fx.clear();
+    let to1 = Out::Node(1);
     n0.handle(
-        Input::PeerResume {
-            to: 1,
+        Input::Sent {
+            out: to1,
+            through: 4,
+        },
+        &mut fx,
+    );
+    n0.handle(
+        Input::Resume {
+            out: to1,
             delivered: 2,
         },
         &mut fx,
     );
-    assert_eq!(fx.peer_resend, vec![(1, 3)]);
+    assert_eq!(fx.resend, Some((to1, 3)));
+    n0.handle(Input::Ack { out: to1, seq: 2 }, &mut fx);
     assert_eq!(n0.peer_out(1).unwrap().acked, 2);
     let mut snap = Vec::new();
     n0.snapshot(&mut snap);

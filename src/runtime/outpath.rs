@@ -261,10 +261,10 @@ impl OutPath {
         self.fresh_first = cursor;
     }
 
-    /// The consumer asked for everything from `from` again (NACK): never
-    /// below what it ACKed.
-    pub fn nack(&mut self, from: u64, acked: u64) {
-        self.cursor = self.cursor.min(from.max(acked + 1));
+    /// The consumer asked for everything from `from` again (a NACK the
+    /// core checked: never below what it ACKed).
+    pub fn nack(&mut self, from: u64) {
+        self.cursor = self.cursor.min(from);
         self.ack_wait_since = None;
     }
 

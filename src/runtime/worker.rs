@@ -61,7 +61,7 @@ use super::outpath::{OutPath, BACKOFF_MIN};
 use super::shim::{Faults, Shim};
 use crate::cluster::routing::MAX_NODES;
 use crate::cluster::PeerAt;
-use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore};
+use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
 use crate::log::{Durability, Log, LogConfig, LogError};
 
 /// Log record kinds.
@@ -503,6 +503,14 @@ pub fn node_config(cfg: &NodeToml) -> NodeConfig {
     }
 }
 
+/// The outbound channel of outbound path `k` (0: the sink, `1 + j`: node `j`).
+fn out_of(k: usize) -> Out {
+    match k {
+        0 => Out::Sink,
+        k => Out::Node(k as u32 - 1),
+    }
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -711,6 +719,22 @@ impl Worker {
             w.audit = Some(super::audit::Audit::recover(&w.journal)?);
         }
         w.replay(replay_from)?;
+        // What each consumer had ACKed: everything below the first frame
+        // its log still keeps. Its word on later seqs is taken only for
+        // what this process sends it again.
+        for k in 0..w.outs.len() {
+            let Some(path) = w.outs[k].as_ref() else {
+                continue;
+            };
+            let out = out_of(k);
+            let produced = w.core.out_channel(out).map_or(0, |o| o.next_seq - 1);
+            let acked = path
+                .index
+                .front()
+                .map_or(produced, |&(first, _, _)| first - 1);
+            w.core.handle(Input::Recovered { out, acked }, &mut w.fx);
+        }
+        w.fx.clear();
         w.records_at_snapshot = w.core.journal_next();
         if replay_from > w.journal.end_position() {
             // The journal lost records the snapshot covers (damage below it):
@@ -1122,12 +1146,9 @@ impl Worker {
 
     /// (acked, released) of outbound path `k` in the core.
     fn out_state(&self, k: usize) -> (u64, u64) {
-        let o = if k == 0 {
-            Some(self.core.out())
-        } else {
-            self.core.peer_out(k as u32 - 1)
-        };
-        o.map_or((0, 0), |o| (o.acked, o.released))
+        self.core
+            .out_channel(out_of(k))
+            .map_or((0, 0), |o| (o.acked, o.released))
     }
 
     fn released(&self, k: usize) -> u64 {
@@ -1534,6 +1555,10 @@ impl Worker {
                 // batch; ACKs and NACKs go out (are queued) per frame.
                 self.fx.journal_input = None;
                 self.core.handle(input, &mut self.fx);
+                if let Some(v) = self.fx.violation.take() {
+                    self.refuse_source(slot, ErrorCode::Protocol, &v.to_string());
+                    return Ok(false);
+                }
                 if !self.fx.acks.is_empty() || !self.fx.nacks.is_empty() {
                     self.send_acks_nacks();
                     self.fx.acks.clear();
@@ -2125,25 +2150,29 @@ impl Worker {
                     })
                     .unwrap_or(0);
                 self.fx.clear();
-                let from = match node {
-                    None => {
-                        self.stats.sink_connects += 1;
-                        self.core
-                            .handle(Input::SinkResume { delivered }, &mut self.fx);
-                        self.fx.resend_from
-                    }
-                    Some(to) => {
-                        self.core
-                            .handle(Input::PeerResume { to, delivered }, &mut self.fx);
-                        self.fx.peer_resend.first().map(|&(_, s)| s)
-                    }
+                self.core.handle(
+                    Input::Resume {
+                        out: out_of(k),
+                        delivered,
+                    },
+                    &mut self.fx,
+                );
+                if let Some(v) = self.fx.violation.take() {
+                    self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
+                    return Ok(());
+                }
+                let Some((_, from)) = self.fx.resend.take() else {
+                    return Ok(());
                 };
+                if node.is_none() {
+                    self.stats.sink_connects += 1;
+                }
                 let acked = self.out_state(k).0;
                 if let Some(path) = self.outs[k].as_mut() {
                     path.backoff = BACKOFF_MIN;
                     path.refused = false;
                     path.connects += 1;
-                    path.cursor = from.unwrap_or(delivered + 1);
+                    path.cursor = from;
                     path.ack_wait_since = None;
                     if let Some(c) = path.conn.as_mut() {
                         c.state = ConnState::Ready;
@@ -2155,9 +2184,11 @@ impl Worker {
             (ConnState::Ready, Kind::Ack) => {
                 let seq = frame.header().seq();
                 let before = self.out_state(k).0;
-                match node {
-                    None => self.core.handle(Input::SinkAck { seq }, &mut self.fx),
-                    Some(to) => self.core.handle(Input::PeerAck { to, seq }, &mut self.fx),
+                let out = out_of(k);
+                self.core.handle(Input::Ack { out, seq }, &mut self.fx);
+                if let Some(v) = self.fx.violation.take() {
+                    self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
+                    return Ok(());
                 }
                 let acked = self.out_state(k).0;
                 if let Some(path) = self.outs[k].as_mut() {
@@ -2172,9 +2203,16 @@ impl Worker {
                 // The consumer lost or reordered something: resend from
                 // its seq (flag RESEND), never below what it ACKed.
                 let from = frame.header().seq();
-                let acked = self.out_state(k).0;
-                if let Some(path) = self.outs[k].as_mut() {
-                    path.nack(from, acked);
+                let out = out_of(k);
+                self.core.handle(Input::Nack { out, from }, &mut self.fx);
+                if let Some(v) = self.fx.violation.take() {
+                    self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
+                    return Ok(());
+                }
+                if let (Some((_, from)), Some(path)) =
+                    (self.fx.resend.take(), self.outs[k].as_mut())
+                {
+                    path.nack(from);
                 }
             }
             (_, Kind::Heartbeat) => {}
@@ -2237,7 +2275,16 @@ impl Worker {
         let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
             return Ok(());
         };
-        if let Err(e) = path.pump(released, limit)? {
+        let pumped = path.pump(released, limit)?;
+        let through = path.cursor - 1;
+        self.core.handle(
+            Input::Sent {
+                out: out_of(k),
+                through,
+            },
+            &mut self.fx,
+        );
+        if let Err(e) = pumped {
             self.out_lost(k, &format!("write: {e}"));
             return Ok(());
         }

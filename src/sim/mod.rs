@@ -39,7 +39,7 @@ use verity_tools::send::Records;
 use verity_wire::{parse, Encoder, FrameView, Kind};
 
 use crate::cluster::Routing;
-use crate::core::{peer_of, sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore};
+use crate::core::{peer_of, sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
 
 /// Fault parameters of one run (drawn from the seed, or given).
 #[derive(Debug, Clone, PartialEq)]
@@ -260,6 +260,10 @@ struct Sim {
     frames_dropped: u64,
     events: u64,
     failure: Option<String>,
+    /// Per link, when its last control frame (anything but DATA) arrives:
+    /// they arrive in the order sent, as over TCP (a consumer's ACKs never
+    /// overtake each other), while DATA frames may be reordered.
+    control_at: BTreeMap<(Actor, Actor), u64>,
 }
 
 /// Source records of one run plus their files (for the oracle).
@@ -359,10 +363,17 @@ impl Sim {
         } else {
             1
         };
+        let control = frame.get(verity_wire::KIND_OFFSET) != Some(&(Kind::Data as u8));
         for _ in 0..copies {
             let mut delay = self.p.latency_us + self.rng.below(self.p.jitter_us + 1);
             if self.rng.below(1_000_000) < self.p.reorder_ppm as u64 {
                 delay += self.rng.below(5_000);
+            }
+            if control {
+                let last = self.control_at.entry((from, to)).or_insert(0);
+                let at = (self.now + delay).max(*last + 1);
+                *last = at;
+                delay = at - self.now;
             }
             self.send_after(delay, from, to, frame);
         }
@@ -579,6 +590,14 @@ impl Sim {
         node.fx.clear();
         let records = core.journal_next();
         core.handle(Input::Durable { records }, &mut node.fx);
+        // Each consumer had ACKed everything below the first frame its
+        // path's log keeps.
+        for (path, p) in node.paths.iter().enumerate() {
+            let out = out_of(path);
+            let produced = core.out_channel(out).map_or(0, |o| o.next_seq - 1);
+            let acked = p.log.keys().next().map_or(produced, |&first| first - 1);
+            core.handle(Input::Recovered { out, acked }, &mut node.fx);
+        }
         node.fx.clear();
         node.core = Some(core);
         node.gen += 1;
@@ -844,27 +863,40 @@ impl Sim {
                 let now = self.now;
                 let node = &mut self.nodes[n as usize];
                 if let Some(core) = node.core.as_mut() {
-                    let acked = match from {
-                        Actor::Node(j) => {
-                            core.handle(Input::PeerAck { to: j, seq }, &mut node.fx);
-                            core.peer_out(j).map_or(0, |o| o.acked)
-                        }
-                        _ => {
-                            core.handle(Input::SinkAck { seq }, &mut node.fx);
-                            core.out().acked
-                        }
-                    };
+                    let out = out_of(path);
+                    node.fx.clear();
+                    core.handle(Input::Ack { out, seq }, &mut node.fx);
+                    if let Some(v) = node.fx.violation {
+                        self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                        return;
+                    }
+                    let acked = core.out_channel(out).map_or(0, |o| o.acked);
                     let p = &mut node.paths[path];
                     p.log.retain(|&s, _| s > acked);
                     p.acked_at_us = now;
                 }
             }
             Kind::Nack if path != usize::MAX && self.nodes[n as usize].paths[path].ready => {
-                let seq = view.header.seq();
-                let acked = self.path_acked(n, path);
-                if seq > acked {
-                    let p = &mut self.nodes[n as usize].paths[path];
-                    p.cursor = p.cursor.min(seq);
+                let from = view.header.seq();
+                let node = &mut self.nodes[n as usize];
+                let Some(core) = node.core.as_mut() else {
+                    return;
+                };
+                node.fx.clear();
+                core.handle(
+                    Input::Nack {
+                        out: out_of(path),
+                        from,
+                    },
+                    &mut node.fx,
+                );
+                if let Some(v) = node.fx.violation {
+                    self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                    return;
+                }
+                if let Some((_, from)) = node.fx.resend {
+                    let p = &mut node.paths[path];
+                    p.cursor = p.cursor.min(from);
                     self.pump(n);
                 }
             }
@@ -886,19 +918,23 @@ impl Sim {
                     })
                     .unwrap_or(0);
                 node.fx.clear();
-                let resend_from = match from {
-                    Actor::Node(j) => {
-                        core.handle(Input::PeerResume { to: j, delivered }, &mut node.fx);
-                        node.fx.peer_resend.first().map(|&(_, s)| s)
-                    }
-                    _ => {
-                        core.handle(Input::SinkResume { delivered }, &mut node.fx);
-                        node.fx.resend_from
-                    }
+                core.handle(
+                    Input::Resume {
+                        out: out_of(path),
+                        delivered,
+                    },
+                    &mut node.fx,
+                );
+                if let Some(v) = node.fx.violation {
+                    self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                    return;
+                }
+                let Some((_, resend_from)) = node.fx.resend else {
+                    return;
                 };
                 let acked = self.path_acked(n, path);
                 let p = &mut self.nodes[n as usize].paths[path];
-                p.cursor = resend_from.unwrap_or(delivered + 1);
+                p.cursor = resend_from;
                 p.ready = true;
                 p.log.retain(|&s, _| s > acked);
                 self.pump(n);
@@ -912,12 +948,8 @@ impl Sim {
         let Some(core) = self.nodes[n as usize].core.as_ref() else {
             return (0, 0);
         };
-        let o = if path == 0 {
-            Some(core.out())
-        } else {
-            core.peer_out(path as u32 - 1)
-        };
-        o.map_or((0, 0), |o| (o.acked, o.released))
+        core.out_channel(out_of(path))
+            .map_or((0, 0), |o| (o.acked, o.released))
     }
 
     fn path_acked(&self, n: u32, path: usize) -> u64 {
@@ -985,6 +1017,12 @@ impl Sim {
                 };
                 p.cursor += 1;
                 self.transmit(Actor::Node(n), to, &frame);
+            }
+            let node = &mut self.nodes[n as usize];
+            let through = node.paths[path].cursor.saturating_sub(1);
+            if let Some(core) = node.core.as_mut() {
+                let out = out_of(path);
+                core.handle(Input::Sent { out, through }, &mut node.fx);
             }
         }
     }
@@ -1099,6 +1137,7 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
         crashes: 0,
         frames_sent: 0,
         frames_dropped: 0,
+        control_at: BTreeMap::new(),
         events: 0,
         failure: None,
     };
@@ -1157,4 +1196,12 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
         virtual_us,
         events: sim.events,
     })
+}
+
+/// The outbound channel of path `path` (0: the sink, `1 + j`: node `j`).
+fn out_of(path: usize) -> Out {
+    match path {
+        0 => Out::Sink,
+        p => Out::Node(p as u32 - 1),
+    }
 }

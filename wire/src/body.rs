@@ -126,9 +126,47 @@ pub enum ErrorCode {
     ShuttingDown = 8,
     /// A fault inside the peer; the connection may be retried.
     Internal = 9,
+    /// This worker is not the home of the source channel named in the
+    /// HELLO; the text is the home's source address (`ip:port`), which the
+    /// client connects to instead.
+    NotHome = 10,
+    /// Another connection is producing on the source channel named in the
+    /// HELLO; retry later.
+    ChannelBusy = 11,
 }
 
 impl ErrorCode {
+    /// Whether a client may connect again after this error (after a
+    /// backoff; `NotHome`: at the address in the text). The others need a
+    /// change of configuration or of the client first.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::LimitExceeded
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Internal
+                | ErrorCode::NotHome
+                | ErrorCode::ChannelBusy
+        )
+    }
+
+    /// The code's name in `wire/PROTOCOL.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Protocol => "PROTOCOL",
+            ErrorCode::AuthFailed => "AUTH_FAILED",
+            ErrorCode::VersionUnsupported => "VERSION_UNSUPPORTED",
+            ErrorCode::StaleEpoch => "STALE_EPOCH",
+            ErrorCode::UnknownChannel => "UNKNOWN_CHANNEL",
+            ErrorCode::UnknownPeer => "UNKNOWN_PEER",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::ShuttingDown => "SHUTTING_DOWN",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::NotHome => "NOT_HOME",
+            ErrorCode::ChannelBusy => "CHANNEL_BUSY",
+        }
+    }
+
     pub fn from_u32(v: u32) -> Option<ErrorCode> {
         Some(match v {
             1 => ErrorCode::Protocol,
@@ -140,6 +178,8 @@ impl ErrorCode {
             7 => ErrorCode::LimitExceeded,
             8 => ErrorCode::ShuttingDown,
             9 => ErrorCode::Internal,
+            10 => ErrorCode::NotHome,
+            11 => ErrorCode::ChannelBusy,
             _ => return None,
         })
     }

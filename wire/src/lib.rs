@@ -19,6 +19,7 @@ mod message;
 
 pub mod auth;
 pub mod frames;
+pub mod handshake;
 pub mod text;
 
 pub use body::{

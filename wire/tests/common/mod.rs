@@ -34,7 +34,7 @@ impl Rng {
     }
 }
 
-const CODES: [ErrorCode; 9] = [
+const CODES: [ErrorCode; 11] = [
     ErrorCode::Protocol,
     ErrorCode::AuthFailed,
     ErrorCode::VersionUnsupported,
@@ -44,6 +44,8 @@ const CODES: [ErrorCode; 9] = [
     ErrorCode::LimitExceeded,
     ErrorCode::ShuttingDown,
     ErrorCode::Internal,
+    ErrorCode::NotHome,
+    ErrorCode::ChannelBusy,
 ];
 const ROLES: [Role; 4] = [Role::Node, Role::Source, Role::Sink, Role::Tool];
 
