@@ -64,6 +64,17 @@ pub struct Limits {
     /// A connection (either direction) whose HELLO exchange has not
     /// completed after this long is closed (and an outbound one redialed).
     pub handshake_timeout_ms: u64,
+    /// An established connection holding an incomplete frame this long is
+    /// closed.
+    pub frame_timeout_ms: u64,
+    /// Inbound connections still in their handshake (never counted against
+    /// `max_connections`); when full, the oldest is closed.
+    pub max_handshakes: usize,
+    /// Inbound connections from one remote IP address.
+    pub max_connections_per_address: usize,
+    /// Per input channel, content checksums of the last this-many accepted
+    /// frames (a power of two).
+    pub dedup_window: usize,
 }
 
 impl Default for Limits {
@@ -79,6 +90,10 @@ impl Default for Limits {
             resend_timeout_ms: 1000,
             ack_delay_us: 200,
             handshake_timeout_ms: 5000,
+            frame_timeout_ms: 10_000,
+            max_handshakes: 64,
+            max_connections_per_address: 16,
+            dedup_window: 1 << 16,
         }
     }
 }
@@ -310,6 +325,8 @@ pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limit
             10,
             3_600_000,
         )?,
+        // Parsed by the configuration change that documents them.
+        ..d
     };
     if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
         return Err(w.err(

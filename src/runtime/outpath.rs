@@ -50,8 +50,6 @@ pub(super) struct OutPath {
     /// again (replay, or inputs resent after journal damage) are checked
     /// against the log instead of being logged twice.
     pub logged_through: u64,
-    /// The challenge we sent in our HELLO on the current connection.
-    pub challenge: [u8; 32],
     pub connects: u64,
     /// Since when the consumer has had unACKed frames without ACK progress
     /// (`None`: nothing outstanding); see [`OutPath::resend_on_timeout`].
@@ -114,7 +112,6 @@ impl OutPath {
                 index,
                 cursor: 1,
                 logged_through: last_logged,
-                challenge: [0; 32],
                 connects: 0,
                 ack_wait_since: None,
                 first_attempt: None,

@@ -48,10 +48,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use verity_wire::auth::{self, Answerer, Side};
+use verity_wire::handshake::{Acceptor, Connector, Me, Refusal};
+use verity_wire::text::Escaped;
 use verity_wire::{
-    Decoder, Encoder, ErrorCode, Frame, FrameView, Hello, HelloBody, Kind, ResumeEntry, Role,
-    WireError, HEADER_LEN, VERSION,
+    Decoder, Encoder, ErrorCode, Frame, FrameView, Kind, ResumeEntry, Role, WireError,
+    HANDSHAKE_MAX_FRAME_LEN, HEADER_LEN,
 };
 
 use super::config::NodeToml;
@@ -141,12 +142,18 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> WorkerError {
 pub(super) enum ConnState {
     /// Waiting for the peer's HELLO.
     AwaitHello,
-    /// Node-to-node, accepting side: our HELLO (with our answer and our
-    /// challenge) is sent; waiting for the peer's answer.
+    /// Accepting side: our HELLO (our challenge and our answer to the
+    /// peer's) is sent; waiting for the peer's answer.
     AwaitAuth,
     /// Outbound: HELLO exchange done, waiting for RESUME.
     AwaitResume,
     Ready,
+}
+
+/// A connection's side of the HELLO exchange, until it is done.
+pub(super) enum Handshake {
+    Accepting(Acceptor),
+    Connecting(Connector),
 }
 
 /// What a connection moves bytes over: a socket, or (between shards of one
@@ -185,17 +192,19 @@ pub(super) struct Conn {
     /// When the connection was accepted or dialed (handshake timeout).
     pub(super) opened: Instant,
     pub(super) writable: bool,
-    /// Inbound from another node: its index, once its HELLO named it.
+    /// Inbound from another node: its index, once its handshake is done.
     pub(super) node: Option<u32>,
-    /// Inbound node-to-node: the challenge we sent, the peer's, and the
-    /// peer's HELLO epoch.
-    pub(super) challenge: [u8; 32],
-    pub(super) their_challenge: [u8; 32],
-    pub(super) their_epoch: u32,
+    /// Inbound from a source: the source channel it produces, once its
+    /// handshake is done (the HELLO's node id names it).
+    pub(super) channel: Option<u32>,
+    /// The HELLO exchange in progress.
+    pub(super) handshake: Option<Handshake>,
     /// Accepted on the node-to-node listener: only other nodes may speak.
     pub(super) node_port: bool,
-    /// The node id its HELLO claimed (proven once `node` is set).
-    pub(super) claimed: u32,
+    /// Inbound: (stream offset of an incomplete frame, the clock reading
+    /// (ns) of the read that left it incomplete), for
+    /// `limits.frame_timeout_ms`.
+    pub(super) partial: Option<(u64, u64)>,
     /// The fault shim, when `[faults]` is configured: frames pass through
     /// it from `wbuf` into `sbuf`, which is what reaches the socket.
     pub(super) shim: Option<Box<Shim>>,
@@ -223,11 +232,10 @@ impl Conn {
             opened: Instant::now(),
             writable: false,
             node: None,
-            challenge: [0; 32],
-            their_challenge: [0; 32],
-            their_epoch: 0,
+            channel: None,
+            handshake: None,
             node_port: false,
-            claimed: 0,
+            partial: None,
             shim: None,
             sbuf: BytesMut::new(),
         }
@@ -332,6 +340,11 @@ fn unix_ms() -> u64 {
 }
 
 impl Conn {
+    /// Inbound over TCP with its handshake not done (in the handshake pool).
+    pub(super) fn in_handshake(&self) -> bool {
+        self.state != ConnState::Ready && matches!(self.stream, Stream::Tcp(_))
+    }
+
     /// Moves the owed ACKs into `wbuf`.
     fn queue_acks(&mut self, epoch: u32) {
         for &(channel, seq) in &self.acks {
@@ -418,6 +431,9 @@ pub struct WorkerStats {
     pub sink_connects: u64,
     pub peer_connects: u64,
     pub auth_refused: u64,
+    /// Connections refused or closed by a limit (per address, handshake
+    /// pool, established connections, incomplete frames).
+    pub refused: u64,
     pub sources_accepted: u64,
     pub dead_letters_logged: u64,
 }
@@ -468,7 +484,41 @@ pub struct Worker {
     /// last printed.
     audit: Option<super::audit::Audit>,
     audit_printed: Option<(Instant, [u8; 32])>,
+    /// Lines about peers and connections (refusals, peer errors): at most
+    /// a few a second.
+    log_limiter: LogLimiter,
     pub stats: WorkerStats,
+}
+
+/// Admits at most [`LogLimiter::PER_SECOND`] log lines a second, counting
+/// the rest.
+#[derive(Debug, Default)]
+struct LogLimiter {
+    window: Option<Instant>,
+    printed: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    const PER_SECOND: u32 = 20;
+
+    /// `Some(lines suppressed since the last admitted one)` when a line may
+    /// be printed at `now`; `None` when it is suppressed (and counted).
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        let fresh = self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1));
+        if fresh {
+            self.window = Some(now);
+            self.printed = 0;
+        }
+        if self.printed >= Self::PER_SECOND {
+            self.suppressed += 1;
+            return None;
+        }
+        self.printed += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 /// (seq, byte offset, stride) of each frame in a run of whole frames, as
@@ -499,6 +549,7 @@ pub fn node_config(cfg: &NodeToml) -> NodeConfig {
         max_unacked: cfg.limits.max_unacked,
         max_undurable: cfg.limits.max_undurable,
         max_frame_len: cfg.limits.max_frame_len,
+        dedup_window: cfg.limits.dedup_window,
         ..NodeConfig::default()
     }
 }
@@ -713,6 +764,7 @@ impl Worker {
             last_sweep: Instant::now(),
             audit: None,
             audit_printed: None,
+            log_limiter: LogLimiter::default(),
             stats: WorkerStats::default(),
         };
         if w.cfg.audit {
@@ -1156,7 +1208,11 @@ impl Worker {
     }
 
     /// Accepts connections on the source listener or (`peers`) the
-    /// node-to-node listener.
+    /// node-to-node listener. A connection starts in the handshake pool
+    /// (`limits.max_handshakes`, the oldest closed when it is full), which
+    /// established connections never share, and may buffer only what a
+    /// handshake needs; one remote address holds at most
+    /// `limits.max_connections_per_address` connections.
     fn accept(&mut self, peers: bool) {
         loop {
             let listener = if peers {
@@ -1167,77 +1223,110 @@ impl Worker {
             let Some(listener) = listener else {
                 return;
             };
-            let accepted = listener.accept();
-            match accepted {
-                Ok((mut stream, peer)) => {
-                    let live = self.sources.iter().flatten().count();
-                    if live >= self.cfg.limits.max_connections {
-                        // Tell the peer why, best effort, and refuse it.
-                        let mut b = BytesMut::new();
-                        let _ = self.enc.error(
-                            &mut b,
-                            self.dir.epoch,
-                            ErrorCode::LimitExceeded,
-                            "too many connections (limits.max_connections)",
-                        );
-                        let _ = stream.write(&b);
-                        eprintln!("verity: refused {peer}: limits.max_connections reached");
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    big_buffers(&stream);
-                    let slot = match self.sources.iter().position(Option::is_none) {
-                        Some(i) => i,
-                        None => {
-                            self.sources.push(None);
-                            self.sources.len() - 1
-                        }
-                    };
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(FIRST_SOURCE + slot),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        eprintln!("verity: cannot register {peer}: {e}");
-                        continue;
-                    }
-                    self.stats.sources_accepted += 1;
-                    let mut conn = Conn::new(
-                        stream,
-                        peer,
-                        self.cfg.limits.max_frame_len,
-                        self.cfg.limits.read_buffer_bytes,
-                    );
-                    conn.node_port = peers;
-                    self.accepted += 1;
-                    conn.shim = self.faults.as_ref().filter(|f| f.frames_on()).map(|f| {
-                        let me = self.core.node();
-                        let kind = if peers { "nodes" } else { "sources" };
-                        Box::new(Shim::new(
-                            f.clone(),
-                            format!("node {me} <- {kind} #{}", self.accepted),
-                        ))
-                    });
-                    self.sources[slot] = Some(conn);
-                }
+            let (mut stream, peer) = match listener.accept() {
+                Ok(a) => a,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    eprintln!("verity: accept failed: {e}");
+                    self.log_limited(format_args!("accept failed: {e}"));
                     return;
                 }
+            };
+            let from_there = self
+                .sources
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.stream, Stream::Tcp(_)) && c.peer.ip() == peer.ip())
+                .count();
+            if from_there >= self.cfg.limits.max_connections_per_address {
+                self.stats.refused += 1;
+                self.refuse_at_accept(
+                    &mut stream,
+                    peer,
+                    "too many connections from this address (limits.max_connections_per_address)",
+                );
+                continue;
             }
+            let handshaking: Vec<usize> = (0..self.sources.len())
+                .filter(|&i| self.sources[i].as_ref().is_some_and(Conn::in_handshake))
+                .collect();
+            if handshaking.len() >= self.cfg.limits.max_handshakes {
+                // The oldest handshake makes room: a flood of connections
+                // that never finish theirs cannot keep a real peer out.
+                if let Some(&oldest) = handshaking
+                    .iter()
+                    .min_by_key(|&&i| self.sources[i].as_ref().map(|c| c.opened))
+                {
+                    self.stats.refused += 1;
+                    self.refuse_source(
+                        oldest,
+                        ErrorCode::LimitExceeded,
+                        "handshake not complete and the handshake pool is full (limits.max_handshakes)",
+                    );
+                }
+            }
+            let _ = stream.set_nodelay(true);
+            big_buffers(&stream);
+            let slot = match self.sources.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    self.sources.push(None);
+                    self.sources.len() - 1
+                }
+            };
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(FIRST_SOURCE + slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                self.log_limited(format_args!("cannot register {peer}: {e}"));
+                continue;
+            }
+            self.stats.sources_accepted += 1;
+            // Until the handshake is done: frames up to an ERROR's size,
+            // a buffer of a few KiB.
+            let mut conn = Conn::new(stream, peer, HANDSHAKE_MAX_FRAME_LEN, 8 << 10);
+            conn.node_port = peers;
+            self.accepted += 1;
+            conn.shim = self.faults.as_ref().filter(|f| f.frames_on()).map(|f| {
+                let me = self.core.node();
+                let kind = if peers { "nodes" } else { "sources" };
+                Box::new(Shim::new(
+                    f.clone(),
+                    format!("node {me} <- {kind} #{}", self.accepted),
+                ))
+            });
+            self.sources[slot] = Some(conn);
         }
     }
 
-    fn hello(&self, challenge: [u8; 32], response: [u8; 32]) -> Hello {
-        Hello {
+    /// Tells a connection refused at accept why (best effort) and closes it.
+    fn refuse_at_accept(&mut self, stream: &mut TcpStream, peer: SocketAddr, why: &str) {
+        let mut b = BytesMut::new();
+        let _ = self
+            .enc
+            .error(&mut b, self.dir.epoch, ErrorCode::LimitExceeded, why);
+        let _ = stream.write(&b);
+        self.log_limited(format_args!("refused {peer}: {why}"));
+    }
+
+    /// Prints a line about a peer or a connection, at most
+    /// [`LogLimiter::PER_SECOND`] a second: a flood of refusals or of
+    /// peer errors cannot flood the log. What was left out is counted.
+    fn log_limited(&mut self, line: core::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.log_limiter.admit(Instant::now()) {
+            if suppressed > 0 {
+                eprintln!("verity: ({suppressed} similar lines about connections suppressed)");
+            }
+            eprintln!("verity: {line}");
+        }
+    }
+
+    /// Who this node is in HELLOs.
+    fn me(&self) -> Me {
+        Me {
             cluster_id: self.cfg.cluster_id,
             node_id: self.cfg.node_id,
             role: Role::Node,
-            version_min: VERSION,
-            version_max: VERSION,
-            challenge,
-            response: Some(response),
         }
     }
 
@@ -1249,54 +1338,6 @@ impl Worker {
         } else {
             self.cfg.client_secret.as_ref().map(|s| s.0.as_slice())
         }
-    }
-
-    /// Our answer to `peer_challenge`, having sent `own_challenge`.
-    fn answer(
-        &self,
-        nodes: bool,
-        side: Side,
-        peer_challenge: &[u8; 32],
-        own_challenge: &[u8; 32],
-    ) -> [u8; 32] {
-        let Some(secret) = self.secret(nodes) else {
-            return [0; 32];
-        };
-        let me = Answerer {
-            cluster_id: self.cfg.cluster_id,
-            node_id: self.cfg.node_id,
-            role: Role::Node as u16,
-            side,
-        };
-        auth::response(secret, &me, peer_challenge, own_challenge)
-    }
-
-    /// Whether `hello` (the peer's, flagged `HELLO_RESPONSE`) answers
-    /// `own_challenge` correctly.
-    fn verify(
-        &self,
-        nodes: bool,
-        hello: &HelloBody,
-        side: Side,
-        own_challenge: &[u8; 32],
-        peer_challenge: &[u8; 32],
-    ) -> bool {
-        let Some(secret) = self.secret(nodes) else {
-            return false;
-        };
-        let them = Answerer {
-            cluster_id: hello.cluster_id.get(),
-            node_id: hello.node_id.get(),
-            role: hello.role.get(),
-            side,
-        };
-        auth::verify(
-            secret,
-            &them,
-            own_challenge,
-            peer_challenge,
-            &hello.response,
-        )
     }
 
     /// Fencing: records `epoch` for `node`; false when an older epoch than
@@ -1346,14 +1387,21 @@ impl Worker {
                 if !conn.readable || conn.closing || budget == 0 {
                     break;
                 }
-                let want = READ_CHUNK
-                    .min(
-                        self.cfg
-                            .limits
-                            .read_buffer_bytes
-                            .saturating_sub(conn.dec.buffered()),
-                    )
-                    .max(1);
+                // Before its handshake is done a connection may buffer one
+                // frame of at most an ERROR's size, nothing more.
+                let cap = if conn.state == ConnState::Ready {
+                    self.cfg.limits.read_buffer_bytes
+                } else {
+                    HANDSHAKE_MAX_FRAME_LEN as usize
+                };
+                let want = READ_CHUNK.min(cap.saturating_sub(conn.dec.buffered()));
+                if want == 0 {
+                    // A full handshake buffer holds a whole frame: decoded
+                    // below. (Established connections always have room:
+                    // read_buffer_bytes >= 2 * max_frame_len.)
+                    self.decode_source(slot)?;
+                    break;
+                }
                 budget = budget.saturating_sub(want);
                 let filled = conn.fill(want);
                 self.batch_clock_ns = now_ns();
@@ -1396,7 +1444,7 @@ impl Worker {
         if conn.closing || conn.dec.poisoned().is_some() {
             return Ok(());
         }
-        let max = conn.dec.max_frame_len();
+        let mut max = conn.dec.max_frame_len();
         // Take the bytes out so frames can be viewed while `self` is borrowed.
         let buf = std::mem::take(conn.dec.read_buf());
         self.fx.clear();
@@ -1419,8 +1467,12 @@ impl Worker {
                 run_start = at + stride;
             }
             at += stride;
-            if self.sources[slot].as_ref().is_none_or(|c| c.closing) {
+            let Some(conn) = self.sources[slot].as_ref().filter(|c| !c.closing) else {
                 break;
+            };
+            if !journal {
+                // A completed handshake lifts the frame bound.
+                max = conn.dec.max_frame_len();
             }
         }
         self.journal_run(&buf[run_start..at])?;
@@ -1432,6 +1484,14 @@ impl Worker {
         };
         *conn.dec.read_buf() = buf;
         conn.dec.consume(at);
+        // An incomplete frame left behind: since when (the same frame as
+        // before keeps its time; see `sweep_handshakes`).
+        let pos = conn.dec.position();
+        conn.partial = match conn.partial {
+            _ if conn.dec.buffered() == 0 => None,
+            Some((p, t)) if p == pos => Some((p, t)),
+            _ => Some((pos, self.batch_clock_ns)),
+        };
         if let Some(e) = bad {
             conn.dec.poison(e);
             let at = conn.dec.position();
@@ -1471,58 +1531,19 @@ impl Worker {
             return Ok(false);
         };
         let kind = frame.kind();
-        let (node_port, node) = (conn.node_port, conn.node);
+        let (node, channel) = (conn.node, conn.channel);
         match (conn.state, kind) {
-            (ConnState::AwaitHello, Kind::Hello) if node_port => {
-                return self.peer_hello(slot, frame)
-            }
-            (ConnState::AwaitAuth, Kind::Hello) => return self.peer_auth(slot, frame),
-            (ConnState::AwaitHello, Kind::Hello) => {
-                let Some(h) = frame.hello() else {
-                    return Ok(false);
-                };
-                if h.cluster_id.get() != self.cfg.cluster_id {
-                    self.refuse_source(
-                        slot,
-                        ErrorCode::AuthFailed,
-                        "authentication failed: wrong cluster id",
-                    );
-                    return Ok(false);
-                }
-                if h.version_min > VERSION || h.version_max < VERSION {
-                    self.refuse_source(
-                        slot,
-                        ErrorCode::VersionUnsupported,
-                        "no protocol version in common (this node speaks 1)",
-                    );
-                    return Ok(false);
-                }
-                if self.cfg.client_secret.is_some() {
-                    // RESUME once the client has answered our challenge.
-                    let epoch = frame.header.epoch();
-                    self.challenge_peer(slot, false, h.challenge, h.node_id.get(), epoch);
-                    return Ok(false);
-                }
-                let hello = self.hello([0; 32], [0; 32]);
-                let (enc, epoch) = (self.enc, self.dir.epoch);
-                if let Some(conn) = self.sources[slot].as_mut() {
-                    let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
-                }
-                self.resume_source(slot);
-            }
+            (ConnState::AwaitHello, Kind::Hello) => return self.inbound_hello(slot, frame),
+            (ConnState::AwaitAuth, Kind::Hello) => return self.inbound_answer(slot, frame),
             (ConnState::Ready, Kind::Data) => {
                 let now = self.batch_clock_ns;
-                let channel = frame.header.channel();
+                let ch = frame.header.channel();
                 let input = match node {
                     Some(from) => {
-                        if peer_of(channel) != Some((from, self.core.node())) {
-                            self.refuse_source(
-                                slot,
-                                ErrorCode::UnknownChannel,
-                                &format!(
-                                    "channel {channel} is not node {from}'s channel to this node"
-                                ),
-                            );
+                        if peer_of(ch) != Some((from, self.core.node())) {
+                            let text =
+                                format!("channel {ch} is not node {from}'s channel to this node");
+                            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
                             return Ok(false);
                         }
                         Input::PeerData {
@@ -1532,20 +1553,12 @@ impl Worker {
                         }
                     }
                     None => {
-                        if let Some(c) = (channel as usize)
-                            .checked_sub(1)
-                            .and_then(|i| self.channel_conn.get_mut(i))
-                        {
-                            *c = Some(slot);
-                        } else {
-                            self.refuse_source(
-                                slot,
-                                ErrorCode::UnknownChannel,
-                                &format!(
-                                    "channel {channel} is not an input of app {}",
-                                    self.cfg.app
-                                ),
+                        if channel != Some(ch) {
+                            let text = format!(
+                                "DATA on channel {ch}: this connection produces channel {} (its HELLO's node id)",
+                                channel.unwrap_or(0)
                             );
+                            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
                             return Ok(false);
                         }
                         Input::SourceData { frame, now_ns: now }
@@ -1568,9 +1581,14 @@ impl Worker {
             }
             (ConnState::Ready, Kind::Heartbeat) => {}
             (_, Kind::Error) => {
-                let text = frame.error().map(|(_, t)| t.to_owned()).unwrap_or_default();
+                let (code, text) = frame.error().unwrap_or((ErrorCode::Internal, ""));
                 let peer = self.sources[slot].as_ref().map(|c| c.peer);
-                eprintln!("verity: connection from {peer:?} sent ERROR: {text}");
+                self.log_limited(format_args!(
+                    "connection from {} sent ERROR {}: {}",
+                    peer.map_or_else(String::new, |p| p.to_string()),
+                    code.name(),
+                    Escaped(text)
+                ));
                 self.close_source(slot, None);
             }
             (state, kind) => {
@@ -1581,131 +1599,112 @@ impl Worker {
         Ok(false)
     }
 
-    /// Another node opened its channel to us: check its HELLO, answer its
-    /// challenge and send ours.
-    fn peer_hello(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
-        let Some(h) = frame.hello() else {
+    /// A connection's first HELLO: a source on the source port, another
+    /// node on the node-to-node port. Answers it with our HELLO (our
+    /// challenge, our answer to theirs).
+    fn inbound_hello(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
+        let Some(nodes) = self.sources[slot].as_ref().map(|c| c.node_port) else {
             return Ok(false);
         };
-        let node = h.node_id.get();
-        if h.cluster_id.get() != self.cfg.cluster_id {
-            self.auth_refused(slot, "cluster id differs");
+        let Some(challenge) = random_challenge() else {
+            let text = "no random source for a challenge";
+            self.refuse_source(slot, ErrorCode::Internal, text);
             return Ok(false);
+        };
+        let roles: &[Role] = if nodes { &[Role::Node] } else { &[Role::Source] };
+        let mut acceptor = Acceptor::new(self.me(), challenge);
+        let hello = match acceptor.on_hello(&frame, self.secret(nodes), roles) {
+            Ok(h) => h,
+            Err(r) => {
+                self.refuse_handshake(slot, &r);
+                return Ok(false);
+            }
+        };
+        if let (true, Some(claim)) = (nodes, acceptor.claimed()) {
+            let node = claim.node_id;
+            if !self.known_peer(node) {
+                let text = format!("node id {node} is not another node of this cluster");
+                self.refuse_source(slot, ErrorCode::UnknownPeer, &text);
+                return Ok(false);
+            }
+            if self
+                .peer_epochs
+                .get(node as usize)
+                .is_some_and(|&e| claim.epoch < e)
+            {
+                let text = format!(
+                    "node {node} epoch {} is older than one already seen",
+                    claim.epoch
+                );
+                self.refuse_source(slot, ErrorCode::StaleEpoch, &text);
+                return Ok(false);
+            }
         }
-        if h.version_min > VERSION || h.version_max < VERSION {
-            self.refuse_source(
-                slot,
-                ErrorCode::VersionUnsupported,
-                "no protocol version in common (this node speaks 1)",
-            );
-            return Ok(false);
+        let (enc, epoch) = (self.enc, self.dir.epoch);
+        if let Some(conn) = self.sources[slot].as_mut() {
+            let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
+            conn.handshake = Some(Handshake::Accepting(acceptor));
+            conn.state = ConnState::AwaitAuth;
         }
-        if h.role.get() != Role::Node as u16 || !self.known_peer(node) {
-            self.refuse_source(
-                slot,
-                ErrorCode::UnknownPeer,
-                &format!(
-                    "node id {node} (role {}) is not another node of this cluster",
-                    h.role.get()
-                ),
-            );
-            return Ok(false);
-        }
-        let epoch = frame.header.epoch();
-        if self
-            .peer_epochs
-            .get(node as usize)
-            .is_some_and(|&e| epoch < e)
-        {
-            self.refuse_source(
-                slot,
-                ErrorCode::StaleEpoch,
-                &format!("node {node} epoch {epoch} is older than one already seen"),
-            );
-            return Ok(false);
-        }
-        self.challenge_peer(slot, true, h.challenge, node, epoch);
         Ok(false)
     }
 
-    /// The accepting side of an authenticated handshake: answers the
-    /// peer's challenge (with the cluster secret between nodes, the client
-    /// secret with sources), sends ours, and waits for the peer's answer.
-    fn challenge_peer(
-        &mut self,
-        slot: usize,
-        nodes: bool,
-        their_challenge: [u8; 32],
-        claimed: u32,
-        their_epoch: u32,
-    ) {
-        let Some(challenge) = random_challenge() else {
-            self.refuse_source(
-                slot,
-                ErrorCode::Internal,
-                "no random source for a challenge",
-            );
-            return;
+    /// The peer's answer to our challenge: the handshake is done. A node's
+    /// connection now carries its channel to us; a source's, the channel its
+    /// HELLO named (if this worker is its home and no one else produces it).
+    /// Either way we say RESUME.
+    fn inbound_answer(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
+        let Some(conn) = self.sources[slot].as_mut() else {
+            return Ok(false);
         };
-        let response = self.answer(nodes, Side::Acceptor, &their_challenge, &challenge);
-        let hello = self.hello(challenge, response);
-        let (enc, my_epoch) = (self.enc, self.dir.epoch);
-        if let Some(conn) = self.sources[slot].as_mut() {
-            let _ = enc.hello(&mut conn.wbuf, my_epoch, &hello);
-            conn.challenge = challenge;
-            conn.their_challenge = their_challenge;
-            conn.their_epoch = their_epoch;
-            conn.claimed = claimed;
-            conn.state = ConnState::AwaitAuth;
+        let nodes = conn.node_port;
+        let Some(Handshake::Accepting(acceptor)) = conn.handshake.take() else {
+            self.refuse_source(slot, ErrorCode::Protocol, "an answer without a challenge");
+            return Ok(false);
+        };
+        let peer = match acceptor.on_answer(&frame, self.secret(nodes)) {
+            Ok(p) => p,
+            Err(r) => {
+                self.refuse_handshake(slot, &r);
+                return Ok(false);
+            }
+        };
+        let established = self
+            .sources
+            .iter()
+            .flatten()
+            .filter(|c| c.state == ConnState::Ready && matches!(c.stream, Stream::Tcp(_)))
+            .count();
+        let is_link = self.sources[slot]
+            .as_ref()
+            .is_some_and(|c| matches!(c.stream, Stream::Link(_)));
+        if !is_link && established >= self.cfg.limits.max_connections {
+            self.stats.refused += 1;
+            let text = "too many established connections (limits.max_connections)";
+            self.refuse_source(slot, ErrorCode::LimitExceeded, text);
+            return Ok(false);
         }
+        if nodes {
+            self.admit_node(slot, peer.node_id, peer.epoch);
+        } else {
+            self.admit_source(slot, peer.node_id);
+        }
+        Ok(false)
     }
 
-    /// The node's answer to our challenge: on success the connection
-    /// carries its channel to us, and we say RESUME.
-    fn peer_auth(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
-        let Some(conn) = self.sources[slot].as_ref() else {
-            return Ok(false);
-        };
-        let (node, epoch, mine, theirs, node_port) = (
-            conn.claimed,
-            conn.their_epoch,
-            conn.challenge,
-            conn.their_challenge,
-            conn.node_port,
-        );
-        let Some(h) = frame.hello() else {
-            return Ok(false);
-        };
-        let answered = frame.header.flags() & verity_wire::flags::HELLO_RESPONSE != 0;
-        if !answered
-            || h.cluster_id.get() != self.cfg.cluster_id
-            || h.node_id.get() != node
-            || h.challenge != theirs
-            || !self.verify(node_port, h, Side::Connector, &mine, &theirs)
-        {
-            self.auth_refused(slot, "wrong answer to the challenge");
-            return Ok(false);
-        }
-        if !node_port {
-            // A source client proved it holds the client secret.
-            self.resume_source(slot);
-            return Ok(false);
-        }
+    /// Another node proved who it is: fence older epochs, replace an older
+    /// connection of it, say RESUME (and ACK what is durable already).
+    fn admit_node(&mut self, slot: usize, node: u32, epoch: u32) {
         if !self.fence(node, epoch) {
-            self.refuse_source(
-                slot,
-                ErrorCode::StaleEpoch,
-                &format!("node {node} epoch {epoch} is older than one already seen"),
-            );
-            return Ok(false);
+            let text = format!("node {node} epoch {epoch} is older than one already seen");
+            self.refuse_source(slot, ErrorCode::StaleEpoch, &text);
+            return;
         }
         // A newer connection from that node replaces an older one.
         if let Some(old) = self.peer_conn[node as usize] {
             if old != slot {
-                self.close_source(
-                    old,
-                    Some(format!("replaced by a newer connection from node {node}")),
-                );
+                let why = format!("replaced by a newer connection from node {node}");
+                self.close_source(old, Some(why));
             }
         }
         self.peer_conn[node as usize] = Some(slot);
@@ -1713,45 +1712,84 @@ impl Worker {
         let entry = self
             .core
             .peer_in(node)
-            .map(|c| ResumeEntry::new(c.id, c.delivered));
-        let (enc, my_epoch) = (self.enc, self.dir.epoch);
+            .map(|c| (c.id, c.delivered, self.core.input_acked(c.id)));
+        let (enc, my_epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
-            if let Some(e) = entry {
-                let _ = enc.resume(&mut conn.wbuf, my_epoch, &[e]);
+            if let Some((id, delivered, acked)) = entry {
+                let _ = enc.resume(&mut conn.wbuf, my_epoch, &[ResumeEntry::new(id, delivered)]);
+                // The RESUME says where to go on; this ACK what the
+                // producer may drop (a RESUME drops nothing).
+                if acked > 0 {
+                    let _ = enc.ack(&mut conn.wbuf, id, my_epoch, acked);
+                }
             }
             conn.node = Some(node);
             conn.state = ConnState::Ready;
+            conn.dec.set_max_frame_len(max);
             eprintln!(
                 "verity: node {node} (epoch {epoch}) connected from {}",
                 conn.peer
             );
         }
-        Ok(false)
     }
 
-    /// The source handshake is done: say RESUME (every source channel's
-    /// `delivered`); the connection carries DATA from now on.
-    fn resume_source(&mut self, slot: usize) {
-        let entries: Vec<ResumeEntry> = self
-            .core
-            .inputs()
-            .iter()
-            .map(|c| ResumeEntry::new(c.id, c.delivered))
-            .collect();
-        let (enc, epoch) = (self.enc, self.dir.epoch);
+    /// A source proved it holds the client secret (if one is configured):
+    /// its HELLO's node id names the source channel it produces. This
+    /// worker must be that channel's home and no other connection may be
+    /// producing it; then the connection carries that channel, and we say
+    /// RESUME (the channel's `delivered`).
+    fn admit_source(&mut self, slot: usize, channel: u32) {
+        let sources = self.core.inputs().len();
+        let Some(idx) = (channel as usize)
+            .checked_sub(1)
+            .filter(|&i| i < sources)
+        else {
+            let text = format!(
+                "channel {channel} (the HELLO's node id) is not a source of app {} (its sources are channels 1..={sources})",
+                self.cfg.app
+            );
+            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
+            return;
+        };
+        if let Some(home) = self.source_home(channel) {
+            // A redirect, as Kafka answers "not leader": the text is the
+            // home's source address and nothing else.
+            self.refuse_source(slot, ErrorCode::NotHome, &home.to_string());
+            return;
+        }
+        if let Some(other) = self.channel_conn[idx].filter(|&o| o != slot) {
+            if let Some(c) = self.sources[other].as_ref() {
+                let text = format!(
+                    "channel {channel} has a producer already (connected from {}); retry later",
+                    c.peer
+                );
+                self.refuse_source(slot, ErrorCode::ChannelBusy, &text);
+                return;
+            }
+        }
+        self.channel_conn[idx] = Some(slot);
+        let delivered = self.core.inputs()[idx].delivered;
+        let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
-            let _ = enc.resume(&mut conn.wbuf, epoch, &entries);
+            let _ = enc.resume(&mut conn.wbuf, epoch, &[ResumeEntry::new(channel, delivered)]);
+            conn.channel = Some(channel);
             conn.state = ConnState::Ready;
+            conn.dec.set_max_frame_len(max);
         }
     }
 
-    fn auth_refused(&mut self, slot: usize, why: &str) {
-        self.stats.auth_refused += 1;
-        self.refuse_source(
-            slot,
-            ErrorCode::AuthFailed,
-            &format!("authentication failed: {why}"),
-        );
+    /// The source address of the home of source `channel`, when it is
+    /// another worker (`None`: this one).
+    fn source_home(&self, _channel: u32) -> Option<SocketAddr> {
+        None
+    }
+
+    /// A HELLO exchange that failed: ERROR with the refusal, and close.
+    fn refuse_handshake(&mut self, slot: usize, r: &Refusal) {
+        if r.code == ErrorCode::AuthFailed {
+            self.stats.auth_refused += 1;
+        }
+        self.refuse_source(slot, r.code, &r.text);
     }
 
     fn send_acks_nacks(&mut self) {
@@ -1789,11 +1827,16 @@ impl Worker {
     /// Sends ERROR and closes this source only.
     fn refuse_source(&mut self, slot: usize, code: ErrorCode, text: &str) {
         let epoch = self.dir.epoch;
-        if let Some(conn) = self.sources[slot].as_mut() {
-            eprintln!("verity: closing connection from {}: {text}", conn.peer);
-            let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
-            let _ = conn.flush();
-        }
+        let Some(conn) = self.sources[slot].as_mut() else {
+            return;
+        };
+        let peer = conn.peer;
+        let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
+        let _ = conn.flush();
+        self.log_limited(format_args!(
+            "closing connection from {peer}: {} {text}",
+            code.name()
+        ));
         self.close_source(slot, None);
     }
 
@@ -1807,7 +1850,7 @@ impl Worker {
         }
         if let Some(mut conn) = self.sources[slot].take() {
             if let Some(why) = why {
-                eprintln!("verity: source {} lost: {why}", conn.peer);
+                self.log_limited(format_args!("source {} lost: {why}", conn.peer));
             }
             conn.stream.deregister(self.poll.registry());
             if let Some(shim) = conn.shim.take() {
@@ -1832,7 +1875,8 @@ impl Worker {
     /// never be dialed again.
     fn sweep_handshakes(&mut self, now: Instant) {
         let timeout = Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
-        if now.duration_since(self.last_sweep) < timeout / 10 {
+        let every = timeout.min(Duration::from_millis(self.cfg.limits.frame_timeout_ms)) / 10;
+        if now.duration_since(self.last_sweep) < every {
             return;
         }
         self.last_sweep = now;
@@ -1848,6 +1892,30 @@ impl Worker {
         );
         for slot in 0..self.sources.len() {
             if self.sources[slot].as_ref().is_some_and(late) {
+                self.stats.refused += 1;
+                self.refuse_source(slot, ErrorCode::LimitExceeded, &text);
+            }
+        }
+        // An established connection that leaves a frame incomplete (and
+        // has nothing more for us to read: not held back by our own
+        // backpressure) holds its slot and its buffer: close it.
+        let frame_timeout_ns = self.cfg.limits.frame_timeout_ms * 1_000_000;
+        let clock = now_ns();
+        for slot in 0..self.sources.len() {
+            let stalled = self.sources[slot].as_ref().is_some_and(|c| {
+                c.state == ConnState::Ready
+                    && !c.readable
+                    && !c.closing
+                    && matches!(c.stream, Stream::Tcp(_))
+                    && c.partial
+                        .is_some_and(|(_, t)| clock.saturating_sub(t) > frame_timeout_ns)
+            });
+            if stalled {
+                self.stats.refused += 1;
+                let text = format!(
+                    "a frame left incomplete for over limits.frame_timeout_ms ({} ms)",
+                    self.cfg.limits.frame_timeout_ms
+                );
                 self.refuse_source(slot, ErrorCode::LimitExceeded, &text);
             }
         }
@@ -1936,17 +2004,14 @@ impl Worker {
             let Some(challenge) = random_challenge() else {
                 return Ok(());
             };
-            let hello = Hello {
-                response: None,
-                ..self.hello(challenge, [0; 32])
-            };
+            let (connector, hello) = Connector::start(self.me(), challenge);
             let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
             if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
                 if let Some(end) = path.local.take() {
                     let mut conn = Conn::over(Stream::Link(end), path.addr, max, 64 << 10);
                     let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
                     conn.writable = true;
-                    path.challenge = challenge;
+                    conn.handshake = Some(Handshake::Connecting(connector));
                     path.conn = Some(conn);
                 }
             }
@@ -1970,17 +2035,13 @@ impl Worker {
             let Some(challenge) = random_challenge() else {
                 return Ok(());
             };
-            let hello = Hello {
-                response: None,
-                ..self.hello(challenge, [0; 32])
-            };
+            let (connector, hello) = Connector::start(self.me(), challenge);
             let (enc, epoch, max, reg) = (
                 self.enc,
                 self.dir.epoch,
                 self.cfg.limits.max_frame_len,
                 self.poll.registry(),
             );
-            let client_auth = self.cfg.client_secret.is_some();
             let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
                 return Ok(());
             };
@@ -1999,20 +2060,9 @@ impl Worker {
                     big_buffers(&stream);
                     let mut conn = Conn::new(stream, addr, max, 64 << 10);
                     conn.shim = shim;
-                    // Without a client secret the sink does not
-                    // authenticate: our HELLO carries a zero response.
-                    let hello = if path.node.is_some() || client_auth {
-                        hello
-                    } else {
-                        Hello {
-                            response: Some([0; 32]),
-                            challenge: [0; 32],
-                            ..hello
-                        }
-                    };
                     let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
                     conn.readable = false;
-                    path.challenge = challenge;
+                    conn.handshake = Some(Handshake::Connecting(connector));
                     path.conn = Some(conn);
                 }
                 Err(_) => {
@@ -2090,48 +2140,40 @@ impl Worker {
         let node = path.node;
         match (conn.state, frame.kind()) {
             (ConnState::AwaitHello, Kind::Hello) => {
-                if node.is_none() && self.cfg.client_secret.is_none() {
-                    // The receiver: no authentication without a client secret.
-                    if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
-                        c.state = ConnState::AwaitResume;
-                    }
-                    return Ok(());
-                }
+                // The consumer's HELLO: the sink (or node `node`), with its
+                // answer to our challenge; we answer its challenge.
+                let secret = self.secret(node.is_some());
+                let role = if node.is_some() { Role::Node } else { Role::Sink };
                 let view = frame.view();
-                let Some(h) = view.hello() else {
-                    return Ok(());
+                let answered = match path.conn.as_ref().and_then(|c| c.handshake.as_ref()) {
+                    Some(Handshake::Connecting(c)) => c.on_hello(&view, secret, role, node),
+                    _ => Err(Refusal {
+                        code: ErrorCode::Protocol,
+                        text: "a HELLO without our challenge".into(),
+                    }),
                 };
-                let mine = path.challenge;
-                let answered = view.header.flags() & verity_wire::flags::HELLO_RESPONSE != 0;
-                if !answered
-                    || h.cluster_id.get() != self.cfg.cluster_id
-                    || node.is_some_and(|to| h.node_id.get() != to)
-                    || !self.verify(node.is_some(), h, Side::Acceptor, &mine, &h.challenge)
-                {
-                    self.stats.auth_refused += 1;
-                    self.refuse_out(
-                        k,
-                        ErrorCode::AuthFailed,
-                        "authentication failed: the peer's answer to our challenge is wrong",
-                    );
-                    return Ok(());
-                }
-                let epoch = view.header.epoch();
+                let (hello, peer) = match answered {
+                    Ok(a) => a,
+                    Err(r) => {
+                        if r.code == ErrorCode::AuthFailed {
+                            self.stats.auth_refused += 1;
+                        }
+                        self.refuse_out(k, r.code, &r.text);
+                        return Ok(());
+                    }
+                };
                 if let Some(to) = node {
-                    if !self.fence(to, epoch) {
-                        self.refuse_out(
-                            k,
-                            ErrorCode::StaleEpoch,
-                            &format!("node {to} epoch {epoch} is older than one already seen"),
-                        );
+                    if !self.fence(to, peer.epoch) {
+                        let text =
+                            format!("node {to} epoch {} is older than one already seen", peer.epoch);
+                        self.refuse_out(k, ErrorCode::StaleEpoch, &text);
                         return Ok(());
                     }
                 }
-                let response = self.answer(node.is_some(), Side::Connector, &h.challenge, &mine);
-                let hello = self.hello(mine, response);
                 let (enc, my_epoch) = (self.enc, self.dir.epoch);
                 if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
                     let _ = enc.hello(&mut c.wbuf, my_epoch, &hello);
+                    c.handshake = None;
                     c.state = ConnState::AwaitResume;
                 }
             }
@@ -2217,17 +2259,15 @@ impl Worker {
             }
             (_, Kind::Heartbeat) => {}
             (state, Kind::Error) => {
-                let text = frame
-                    .view()
-                    .error()
-                    .map(|(_, t)| t.to_owned())
-                    .unwrap_or_default();
+                let view = frame.view();
+                let (code, text) = view.error().unwrap_or((ErrorCode::Internal, ""));
                 if state != ConnState::Ready {
                     if let Some(p) = self.outs[k].as_mut() {
                         p.refused = true;
                     }
                 }
-                self.out_lost(k, &format!("peer sent ERROR: {text}"));
+                let why = format!("peer sent ERROR {}: {}", code.name(), Escaped(text));
+                self.out_lost(k, &why);
             }
             (state, kind) => {
                 let text = format!("unexpected {kind} in state {state:?}");

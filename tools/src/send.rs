@@ -16,8 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity_wire::auth::Side;
-use verity_wire::{Decoder, Encoder, Hello, Kind, Role, VERSION};
+use verity_wire::handshake::{Connector, Me};
+use verity_wire::text::Escaped;
+use verity_wire::{Decoder, Encoder, ErrorCode, Kind, Role, HANDSHAKE_MAX_FRAME_LEN};
 
 use crate::formats::{trace_id, FormatError, InputFormat, InputReader};
 
@@ -121,6 +122,12 @@ pub struct SendStats {
     pub rewound: u64,
     /// Times nothing was ACKed for `resend_after` and the sender went back.
     pub timeouts: u64,
+    /// Times a worker said the channel's home is another worker (ERROR
+    /// `NOT_HOME`) and the sender went there.
+    pub redirects: u64,
+    /// Connections refused with a retryable ERROR (`LIMIT_EXCEEDED`,
+    /// `CHANNEL_BUSY`, `SHUTTING_DOWN`, `INTERNAL`) and tried again later.
+    pub retries: u64,
 }
 
 #[derive(Debug)]
@@ -130,10 +137,17 @@ pub enum SendError {
         addr: SocketAddr,
         last: String,
     },
-    /// The node refused us (ERROR frame): its text.
+    /// The node refused us (ERROR frame): its code and text.
     Refused {
         addr: SocketAddr,
+        code: ErrorCode,
         text: String,
+    },
+    /// The node broke the protocol (an ACK or RESUME for records never
+    /// sent): nothing it said was taken.
+    Violation {
+        addr: SocketAddr,
+        what: String,
     },
     /// A record does not fit in a frame.
     TooLarge {
@@ -149,7 +163,15 @@ impl core::fmt::Display for SendError {
             SendError::Unreachable { addr, last } => {
                 write!(f, "cannot reach the node at {addr}: {last}")
             }
-            SendError::Refused { addr, text } => write!(f, "the node at {addr} refused: {text}"),
+            SendError::Refused { addr, code, text } => write!(
+                f,
+                "the node at {addr} refused: {} {}",
+                code.name(),
+                Escaped(text)
+            ),
+            SendError::Violation { addr, what } => {
+                write!(f, "the node at {addr} broke the protocol: {what}")
+            }
             SendError::TooLarge { seq, len } => {
                 write!(f, "record {seq} ({len} bytes) does not fit in a frame")
             }
@@ -164,12 +186,30 @@ impl std::error::Error for SendError {}
 #[derive(Default)]
 struct Shared {
     acked: AtomicU64,
+    /// Highest seq handed to the socket (set before the write, so an ACK
+    /// for it can never arrive first). An ACK above it is a violation.
+    sent: AtomicU64,
     /// A NACK asked for a resend from here (0: none pending).
     nack_from: AtomicU64,
     nacks: AtomicU64,
     lost: AtomicBool,
-    refused: Mutex<Option<String>>,
+    /// The node's ERROR (code, text), or a violation of the node's.
+    refused: Mutex<Option<Ending>>,
 }
+
+/// Why the ACK reader stopped a connection for good.
+#[derive(Debug, Clone)]
+enum Ending {
+    Error(ErrorCode, String),
+    Violation(String),
+}
+
+/// Backoff after a failed or refused connection: 20 ms doubling to 500 ms.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Redirects (ERROR `NOT_HOME`) followed in a row before giving up: a
+/// cluster whose workers disagree about a home would send us in circles.
+const MAX_REDIRECTS: u32 = 8;
 
 /// Live counters for a progress display.
 #[derive(Debug, Default)]
@@ -197,34 +237,68 @@ pub fn send(
     };
     let mut highest_sent = 0u64;
     let mut acked = 0u64;
-    let mut backoff = Duration::from_millis(20);
+    let mut backoff = BACKOFF_MIN;
     let mut last_connected = Instant::now();
     let mut buf = BytesMut::with_capacity(1 << 20);
+    // Where the channel is sent: the configured worker, or the home a
+    // worker redirected us to.
+    let mut addr = cfg.addr;
+    let mut redirects_in_a_row = 0;
     while acked < n || n == 0 {
         if stop.load(Ordering::Relaxed) {
             return Err(SendError::Stopped);
         }
-        let (mut stream, delivered) = match connect(cfg) {
-            Ok(c) => c,
-            Err(Connect::Refused(text)) => {
-                return Err(SendError::Refused {
-                    addr: cfg.addr,
-                    text,
+        let failed = match connect(cfg, addr) {
+            Ok((stream, delivered)) if delivered <= n => Ok((stream, delivered)),
+            Ok((_, delivered)) => {
+                return Err(SendError::Violation {
+                    addr,
+                    what: format!(
+                        "its RESUME says channel {} holds {delivered} records; the input has {n}",
+                        cfg.channel
+                    ),
                 })
             }
+            Err(Connect::Refused(ErrorCode::NotHome, text)) => {
+                redirects_in_a_row += 1;
+                match text.trim().parse::<SocketAddr>() {
+                    Ok(home) if redirects_in_a_row <= MAX_REDIRECTS => {
+                        stats.redirects += 1;
+                        addr = home;
+                        continue;
+                    }
+                    _ => Err((ErrorCode::NotHome, text)),
+                }
+            }
+            Err(Connect::Refused(code, text)) => Err((code, text)),
             Err(Connect::Failed(e)) => {
                 if last_connected.elapsed() > cfg.give_up_after {
-                    return Err(SendError::Unreachable {
-                        addr: cfg.addr,
-                        last: e,
-                    });
+                    return Err(SendError::Unreachable { addr, last: e });
                 }
                 thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                // The configured worker again: the home may have moved.
+                addr = cfg.addr;
                 continue;
             }
         };
-        backoff = Duration::from_millis(20);
+        let (mut stream, delivered) = match failed {
+            Ok(c) => c,
+            Err((code, text)) if code.retryable() && code != ErrorCode::NotHome => {
+                // Busy channel, full connection slots, a stopping node:
+                // later, with backoff, while the give-up time allows.
+                if last_connected.elapsed() > cfg.give_up_after {
+                    return Err(SendError::Refused { addr, code, text });
+                }
+                stats.retries += 1;
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err((code, text)) => return Err(SendError::Refused { addr, code, text }),
+        };
+        backoff = BACKOFF_MIN;
+        redirects_in_a_row = 0;
         last_connected = Instant::now();
         stats.connects += 1;
         if n == 0 {
@@ -239,6 +313,7 @@ pub fn send(
         acked = delivered;
         let shared = Arc::new(Shared::default());
         shared.acked.store(acked, Ordering::Relaxed);
+        shared.sent.store(acked, Ordering::Relaxed);
         let reader = {
             let shared = Arc::clone(&shared);
             let rs = stream.try_clone();
@@ -326,6 +401,9 @@ pub fn send(
                     stats.resent += 1;
                 }
             }
+            // Before the write: the node may ACK these before write_all
+            // returns.
+            shared.sent.fetch_max(end, Ordering::AcqRel);
             if stream.write_all(&buf).is_err() {
                 break;
             }
@@ -339,12 +417,26 @@ pub fn send(
         let _ = stream.shutdown(Shutdown::Both);
         let _ = reader.join();
         stats.nacks += shared.nacks.load(Ordering::Relaxed);
-        let refused = shared.refused.lock().ok().and_then(|r| r.clone());
-        if let Some(text) = refused {
-            return Err(SendError::Refused {
-                addr: cfg.addr,
-                text,
-            });
+        let ending = shared.refused.lock().ok().and_then(|r| r.clone());
+        match ending {
+            None => {}
+            Some(Ending::Violation(what)) => return Err(SendError::Violation { addr, what }),
+            Some(Ending::Error(code, text)) if !code.retryable() => {
+                return Err(SendError::Refused { addr, code, text })
+            }
+            Some(Ending::Error(ErrorCode::NotHome, text)) => {
+                if let Ok(home) = text.trim().parse::<SocketAddr>() {
+                    stats.redirects += 1;
+                    addr = home;
+                }
+            }
+            Some(Ending::Error(..)) => {
+                // Retryable (e.g. a frame timeout, a stopping node):
+                // reconnect after a backoff.
+                stats.retries += 1;
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
         }
     }
     stats.acked = acked;
@@ -353,82 +445,58 @@ pub fn send(
 
 enum Connect {
     Failed(String),
-    Refused(String),
+    Refused(ErrorCode, String),
 }
 
-/// Connects and does the handshake: HELLO both ways, then the node's RESUME.
-/// Returns the stream and the node's `delivered` for our channel.
-fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
-    let mut stream = TcpStream::connect_timeout(&cfg.addr, Duration::from_secs(2))
+/// Connects to `addr` and does the handshake (`wire/PROTOCOL.md`: our
+/// HELLO, the node's HELLO with its answer, our answer), then reads the
+/// node's RESUME. Returns the stream and the node's `delivered` for our
+/// channel.
+fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Connect> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| Connect::Failed(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let enc = Encoder::new(cfg.max_frame_len);
     let mut buf = BytesMut::new();
-    let challenge = match &cfg.secret {
-        Some(_) => crate::client_auth::challenge()
-            .map_err(|e| Connect::Failed(format!("no random source: {e}")))?,
-        None => [0; 32],
-    };
-    let hello = Hello {
+    let challenge = crate::client_auth::challenge()
+        .map_err(|e| Connect::Failed(format!("no random source: {e}")))?;
+    // A source's HELLO names the channel it produces in its node id.
+    let me = Me {
         cluster_id: cfg.cluster_id,
-        node_id: cfg.client_id,
+        node_id: cfg.channel,
         role: Role::Source,
-        version_min: VERSION,
-        version_max: VERSION,
-        challenge,
-        response: None,
     };
+    let (connector, hello) = Connector::start(me, challenge);
     let _ = enc.hello(&mut buf, 0, &hello);
     stream
         .write_all(&buf)
         .map_err(|e| Connect::Failed(e.to_string()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut dec = Decoder::new(cfg.max_frame_len);
-    let mut saw_hello = false;
+    // Until RESUME: frames up to an ERROR's size.
+    let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME_LEN);
+    let mut answered = false;
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(f) = dec
             .decode()
             .map_err(|e| Connect::Failed(format!("bad frame from the node: {e}")))?
         {
+            let view = f.view();
             match f.kind() {
-                Kind::Hello => {
-                    saw_hello = true;
-                    if let Some(secret) = &cfg.secret {
-                        let view = f.view();
-                        let Some(h) = view.hello() else {
-                            return Err(Connect::Failed("bad HELLO from the node".into()));
-                        };
-                        if !crate::client_auth::verify(secret, h, Side::Acceptor, &challenge) {
-                            return Err(Connect::Refused(
-                                "authentication failed: the node's answer to our challenge is wrong (another client secret?)".into(),
-                            ));
-                        }
-                        let me = (cfg.cluster_id, cfg.client_id, Role::Source as u16);
-                        let response = crate::client_auth::answer(
-                            secret,
-                            me,
-                            Side::Connector,
-                            &h.challenge,
-                            &challenge,
-                        );
-                        let mut b = BytesMut::new();
-                        let _ = enc.hello(
-                            &mut b,
-                            0,
-                            &Hello {
-                                response: Some(response),
-                                ..hello
-                            },
-                        );
-                        stream
-                            .write_all(&b)
-                            .map_err(|e| Connect::Failed(e.to_string()))?;
-                    }
+                Kind::Hello if !answered => {
+                    let secret = cfg.secret.as_deref();
+                    let (answer, _) = connector
+                        .on_hello(&view, secret, Role::Node, None)
+                        .map_err(|r| Connect::Refused(r.code, r.text))?;
+                    let mut b = BytesMut::new();
+                    let _ = enc.hello(&mut b, 0, &answer);
+                    stream
+                        .write_all(&b)
+                        .map_err(|e| Connect::Failed(e.to_string()))?;
+                    answered = true;
                 }
-                Kind::Resume if saw_hello => {
-                    let delivered = f
-                        .view()
+                Kind::Resume if answered => {
+                    let delivered = view
                         .resume_entries()
                         .and_then(|es| {
                             es.iter()
@@ -440,14 +508,14 @@ fn connect(cfg: &SendConfig) -> Result<(TcpStream, u64), Connect> {
                     return Ok((stream, delivered));
                 }
                 Kind::Error => {
-                    let text = f
-                        .view()
-                        .error()
-                        .map(|(_, t)| t.to_owned())
-                        .unwrap_or_default();
-                    return Err(Connect::Refused(text));
+                    let (code, text) = view.error().unwrap_or((ErrorCode::Internal, ""));
+                    return Err(Connect::Refused(code, text.to_owned()));
                 }
-                _ => {}
+                kind => {
+                    return Err(Connect::Failed(format!(
+                        "unexpected {kind} from the node during the handshake"
+                    )))
+                }
             }
         }
         let got = stream
@@ -473,20 +541,27 @@ fn read_acks(mut stream: TcpStream, shared: &Shared, max_frame_len: u32) {
             match dec.decode() {
                 Ok(Some(f)) => match f.kind() {
                     Kind::Ack => {
-                        shared.acked.fetch_max(f.header().seq(), Ordering::AcqRel);
+                        let (seq, sent) = (f.header().seq(), shared.sent.load(Ordering::Acquire));
+                        if seq > sent {
+                            // Nothing it says is taken any more.
+                            let what = format!("ACK for seq {seq}; only {sent} were sent");
+                            if let Ok(mut r) = shared.refused.lock() {
+                                *r = Some(Ending::Violation(what));
+                            }
+                            shared.lost.store(true, Ordering::Release);
+                            return;
+                        }
+                        shared.acked.fetch_max(seq, Ordering::AcqRel);
                     }
                     Kind::Nack => {
                         shared.nacks.fetch_add(1, Ordering::Relaxed);
                         shared.nack_from.store(f.header().seq(), Ordering::Release);
                     }
                     Kind::Error => {
-                        let text = f
-                            .view()
-                            .error()
-                            .map(|(_, t)| t.to_owned())
-                            .unwrap_or_default();
+                        let view = f.view();
+                        let (code, text) = view.error().unwrap_or((ErrorCode::Internal, ""));
                         if let Ok(mut r) = shared.refused.lock() {
-                            *r = Some(text);
+                            *r = Some(Ending::Error(code, text.to_owned()));
                         }
                     }
                     _ => {}

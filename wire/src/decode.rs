@@ -357,6 +357,13 @@ impl Decoder {
         self.max_frame_len
     }
 
+    /// Changes the bound on `frame_len` for the frames not yet decoded
+    /// (e.g. from [`crate::HANDSHAKE_MAX_FRAME_LEN`] to the configured one
+    /// once a handshake completes); clamped as in [`Decoder::new`].
+    pub fn set_max_frame_len(&mut self, max_frame_len: u32) {
+        self.max_frame_len = max_frame_len.clamp(HEADER_LEN as u32, MAX_FRAME_LEN_LIMIT);
+    }
+
     /// Appends received bytes.
     pub fn extend(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);

@@ -43,6 +43,10 @@ pub const KIND_OFFSET: usize = 11;
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;
 /// The largest `max_frame_len` a decoder or encoder may be configured with (64 MiB).
 pub const MAX_FRAME_LEN_LIMIT: u32 = 64 << 20;
+/// The largest frame an endpoint must take before the handshake is done:
+/// an ERROR with the longest text (HELLO is 120 bytes). A receiver bounds
+/// what a connection may buffer before it is authenticated to this.
+pub const HANDSHAKE_MAX_FRAME_LEN: u32 = 40 + 8 + 4096;
 
 /// The frame header, `#[repr(C)]` with byte-order-aware fields of alignment 1,
 /// so it can be viewed in place at any offset of a receive buffer.
