@@ -208,7 +208,8 @@ impl Cluster {
         proxied: bool,
     ) -> Cluster {
         let n = shards.len();
-        std::fs::write(dir.join("secret.key"), format!("{SECRET}\n")).unwrap();
+        verity_tools::client_auth::write_secret(&dir.join("secret.key"), format!("{SECRET}\n"))
+            .unwrap();
         let mut toml = format!(
             "[cluster]\nid = 1\napp = \"{app}\"\npartitions = 256\nsecret_file = \"secret.key\"\nsink = \"{sink}\"\nsnapshot_interval_records = 5000\n\n[limits]\njournal_segment_bytes = 1048576\nmax_frame_len = 65536\nread_buffer_bytes = 262144\n"
         );
@@ -709,7 +710,7 @@ fn bad_cluster_configuration_is_an_error_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--name") && err.contains("w1, w2"), "{err}");
-    std::fs::write(t.path().join("secret.key"), "short").unwrap();
+    verity_tools::client_auth::write_secret(&t.path().join("secret.key"), "short").unwrap();
     let out = run("w1");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -721,7 +722,7 @@ fn bad_cluster_configuration_is_an_error_naming_the_key() {
         "address = \"192.0.2.1:7101\"",
         1,
     );
-    std::fs::write(t.path().join("secret.key"), SECRET).unwrap();
+    verity_tools::client_auth::write_secret(&t.path().join("secret.key"), SECRET).unwrap();
     std::fs::write(&c.workers[0].config, bad).unwrap();
     let out = run("w1");
     assert_ne!(out.status.code(), Some(0));

@@ -660,9 +660,9 @@ fn the_demo_passes_with_fsync_durability() {
 fn clients_authenticate_when_a_client_secret_is_configured() {
     let t = tempfile::tempdir().unwrap();
     let key = t.path().join("client.key");
-    std::fs::write(&key, "client-secret-0123456789\n").unwrap();
+    verity_tools::client_auth::write_secret(&key, "client-secret-0123456789\n").unwrap();
     let wrong = t.path().join("wrong.key");
-    std::fs::write(&wrong, "another-secret-0123456789").unwrap();
+    verity_tools::client_auth::write_secret(&wrong, "another-secret-0123456789").unwrap();
     let input = u64_file(t.path(), 3_000);
     let received = t.path().join("received.bin");
     let mut rc = RecvConfig::new(free_addr(), &received);

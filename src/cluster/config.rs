@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::routing::{Routing, MAX_NODES};
 use crate::log::Durability;
-use crate::runtime::config::{parse_limits, parse_root, read_config, ConfigError, Limits, Walker};
+use crate::runtime::config::{
+    open_warning, parse_limits, parse_root, parse_tls, read_bounded, read_config, refuse_open,
+    source_count, ClientAddr, ConfigError, Limits, TlsFiles, Walker, MAX_SECRET_FILE_LEN,
+};
 use crate::runtime::shim::{Faults, Partition};
 
 /// One worker process and the nodes (shards) it hosts.
@@ -23,6 +26,21 @@ pub struct WorkerSpec {
     pub sources: SocketAddr,
     pub shards: u32,
     pub data_dir: PathBuf,
+    /// The source channels homed at this worker, ascending: from its
+    /// `source_channels`, or (when no worker sets that key) channel `c` at
+    /// worker `(c - 1) mod W` in file order.
+    pub source_channels: Vec<u32>,
+}
+
+/// Where a source channel lives: its home worker keeps the channel's seq
+/// space and dedup state, and only it accepts the channel's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceHome {
+    /// This worker is the channel's home.
+    Here,
+    /// Another worker is: a source that says HELLO here for this channel is
+    /// answered with an ERROR naming `sources`, the home's source address.
+    Elsewhere { worker: String, sources: SocketAddr },
 }
 
 impl WorkerSpec {
@@ -55,6 +73,12 @@ pub struct ClusterToml {
     pub secret_file: PathBuf,
     /// Source and sink clients must authenticate with this secret (loaded).
     pub client_secret: Option<Secret>,
+    /// `allow_unauthenticated`: sources and the sink may connect without a
+    /// client secret on non-loopback addresses.
+    pub allow_unauthenticated: bool,
+    /// `[tls]`, the same for every worker (each reads the files at the
+    /// configured paths on its own host).
+    pub tls: Option<TlsFiles>,
     pub sink: SocketAddr,
     pub durability: Durability,
     pub snapshot_interval_records: u64,
@@ -179,15 +203,16 @@ fn parse_faults(
 
 /// Reads a secret file named by configuration key `key` of `file`: the
 /// file's bytes without trailing whitespace, at least
-/// [`verity_wire::auth::MIN_SECRET_LEN`] of them.
+/// [`verity_wire::auth::MIN_SECRET_LEN`] of them. As ssh treats keys, the
+/// file must be a regular file that group and others cannot access (mode
+/// 600 or 400), of at most [`MAX_SECRET_FILE_LEN`] bytes.
 pub fn read_secret(path: &Path, file: &Path, key: &str) -> Result<Secret, ConfigError> {
     let err = |m: String| ConfigError {
         file: file.to_owned(),
         key: key.into(),
         message: m,
     };
-    let mut bytes =
-        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let mut bytes = read_bounded(path, MAX_SECRET_FILE_LEN, true).map_err(err)?;
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }
@@ -200,6 +225,97 @@ pub fn read_secret(path: &Path, file: &Path, key: &str) -> Result<Secret, Config
         )));
     }
     Ok(Secret(bytes))
+}
+
+/// `source_channels` of the `[[worker]]` tables (`workers`, already parsed
+/// into `specs`): homes every source channel `1..=S` of `app` at exactly one
+/// worker. Without the key anywhere, channel `c` goes to worker
+/// `(c - 1) mod W`.
+fn home_sources(
+    w: &Walker<'_>,
+    app: &str,
+    workers: &[toml::Value],
+    specs: &mut [WorkerSpec],
+) -> Result<(), ConfigError> {
+    let names: Vec<&str> = crate::apps::build(app).map_or_else(Vec::new, |a| a.sources().to_vec());
+    let s = names.len();
+    let list = || {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{} = {n}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut home: Vec<Option<usize>> = vec![None; s];
+    let mut any = false;
+    for (i, v) in workers.iter().enumerate() {
+        let Some(value) = v.as_table().and_then(|t| t.get("source_channels")) else {
+            continue;
+        };
+        any = true;
+        let key = format!("worker[{i}].source_channels");
+        let toml::Value::Array(a) = value else {
+            return Err(w.err(
+                &key,
+                "must be an array of source channel numbers, e.g. [1, 2]",
+            ));
+        };
+        for v in a {
+            let c = match v {
+                toml::Value::Integer(c) if (1..=s as i64).contains(c) => *c as usize,
+                toml::Value::Integer(c) => {
+                    return Err(w.err(
+                        &key,
+                        format!(
+                        "unknown source channel {c}: app {app:?} has source channels 1..={s} ({})",
+                        list()
+                    ),
+                    ))
+                }
+                _ => {
+                    return Err(w.err(
+                        &key,
+                        "must be an array of source channel numbers, e.g. [1, 2]",
+                    ))
+                }
+            };
+            match home[c - 1] {
+                Some(h) if h == i => {
+                    return Err(w.err(&key, format!("lists source channel {c} twice")))
+                }
+                Some(h) => {
+                    return Err(w.err(
+                        &key,
+                        format!(
+                            "source channel {c} is homed twice: already at worker {:?}",
+                            specs[h].name
+                        ),
+                    ))
+                }
+                None => home[c - 1] = Some(i),
+            }
+        }
+    }
+    if !any {
+        for (c, h) in home.iter_mut().enumerate() {
+            *h = Some(c % specs.len());
+        }
+    }
+    for (c, h) in home.iter().enumerate() {
+        let Some(h) = *h else {
+            return Err(w.err(
+                "worker.source_channels",
+                format!(
+                    "source channel {} ({}) has no home: list it in the source_channels of one worker (once any worker sets source_channels, every channel 1..={s} needs a home)",
+                    c + 1,
+                    names[c]
+                ),
+            ));
+        };
+        specs[h].source_channels.push(c as u32 + 1);
+    }
+    Ok(())
 }
 
 /// A node of the cluster: worker `worker`, shard `shard`, global index `index`.
@@ -218,7 +334,7 @@ impl ClusterToml {
     pub fn parse(text: &str, file: &Path) -> Result<ClusterToml, ConfigError> {
         let w = Walker { file };
         let root = parse_root(text, file)?;
-        w.reject_unknown(&root, "", &["cluster", "worker", "limits", "faults"])?;
+        w.reject_unknown(&root, "", &["cluster", "worker", "limits", "faults", "tls"])?;
         let cluster = match root.get("cluster") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => return Err(w.err("cluster", "must be a table")),
@@ -237,6 +353,7 @@ impl ClusterToml {
                 "durability",
                 "snapshot_interval_records",
                 "audit",
+                "allow_unauthenticated",
             ],
         )?;
         let app = w.app(cluster, "cluster")?;
@@ -280,6 +397,7 @@ impl ClusterToml {
                     "sources",
                     "shards",
                     "data_dir",
+                    "source_channels",
                 ],
             )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
@@ -324,6 +442,7 @@ impl ClusterToml {
                 sources,
                 shards,
                 data_dir: base.join(w.req_str(t, &p, "data_dir")?),
+                source_channels: Vec::new(),
             };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -352,6 +471,7 @@ impl ClusterToml {
             }
             specs.push(spec);
         }
+        home_sources(&w, &app, workers, &mut specs)?;
         let nodes: u32 = specs.iter().map(|s| s.shards).sum();
         if nodes > MAX_NODES {
             return Err(w.err("worker", format!("{nodes} nodes exceed {MAX_NODES}")));
@@ -390,13 +510,39 @@ impl ClusterToml {
             Some(toml::Value::Table(l)) => parse_limits(&w, l)?,
             Some(_) => return Err(w.err("limits", "must be a table")),
         };
+        let sink = w.addr(cluster, "cluster", "sink")?;
+        let allow_unauthenticated = w.bool(cluster, "cluster", "allow_unauthenticated")?;
+        if client_secret.is_none() && !allow_unauthenticated {
+            let mut addrs: Vec<ClientAddr> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ClientAddr {
+                    key: format!("worker[{i}].sources"),
+                    addr: s.sources,
+                    sink: false,
+                })
+                .collect();
+            addrs.push(ClientAddr {
+                key: "cluster.sink".into(),
+                addr: sink,
+                sink: true,
+            });
+            refuse_open(&w, "cluster", &addrs)?;
+        }
+        let tls = match root.get("tls") {
+            None => None,
+            Some(toml::Value::Table(t)) => Some(parse_tls(&w, t, base)?),
+            Some(_) => return Err(w.err("tls", "must be a table")),
+        };
         Ok(ClusterToml {
             cluster_id: w.int(cluster, "cluster", "id", 1, 0, i64::MAX as u64)?,
             app,
             partitions,
             secret_file,
             client_secret,
-            sink: w.addr(cluster, "cluster", "sink")?,
+            allow_unauthenticated,
+            tls,
+            sink,
             durability,
             snapshot_interval_records: w.int(
                 cluster,
@@ -454,6 +600,25 @@ impl ClusterToml {
         let spec = &self.workers[wi];
         let secret = self.load_secret(file)?;
         let nodes = self.nodes();
+        let open = match (&self.client_secret, self.allow_unauthenticated) {
+            (None, true) => open_warning(
+                "cluster",
+                &[
+                    ClientAddr {
+                        key: format!("worker[{wi}].sources"),
+                        addr: spec.sources,
+                        sink: false,
+                    },
+                    ClientAddr {
+                        key: "cluster.sink".into(),
+                        addr: self.sink,
+                        sink: true,
+                    },
+                ],
+            ),
+            _ => None,
+        };
+        let source_homes = self.source_homes(wi);
         let mut out = Vec::new();
         for me in nodes.iter().filter(|n| n.worker == wi) {
             let peers = nodes
@@ -485,6 +650,10 @@ impl ClusterToml {
                 audit: self.audit,
                 limits: self.limits.clone(),
                 client_secret: self.client_secret.clone(),
+                allow_unauthenticated: self.allow_unauthenticated,
+                open_warning: open.clone(),
+                tls: self.tls.clone(),
+                source_homes: source_homes.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),
                     node: me.index,
@@ -502,6 +671,28 @@ impl ClusterToml {
             });
         }
         Ok(out)
+    }
+
+    /// The home of every source channel as worker `wi` sees it, indexed by
+    /// channel - 1.
+    pub fn source_homes(&self, wi: usize) -> Vec<SourceHome> {
+        (1..=source_count(&self.app) as u32)
+            .map(|c| match self.source_home(c) {
+                Some(h) if h != wi => SourceHome::Elsewhere {
+                    worker: self.workers[h].name.clone(),
+                    sources: self.workers[h].sources,
+                },
+                // `parse` gave every channel exactly one home.
+                _ => SourceHome::Here,
+            })
+            .collect()
+    }
+
+    /// The index of the worker source channel `channel` is homed at.
+    pub fn source_home(&self, channel: u32) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|s| s.source_channels.contains(&channel))
     }
 
     /// The worker called `name`, or an error naming the choices.
@@ -527,6 +718,7 @@ impl ClusterToml {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const GOOD: &str = r#"
 [cluster]
@@ -626,5 +818,306 @@ max_unacked = 5000
             assert_eq!(e.key, key, "{e}");
             assert!(e.message.contains(msg), "{e}");
         }
+    }
+
+    use crate::runtime::config::tests::file_with_mode;
+    use std::time::Instant;
+
+    fn read(p: &Path) -> Result<Secret, ConfigError> {
+        read_secret(p, Path::new("cluster.toml"), "cluster.secret_file")
+    }
+
+    #[test]
+    fn a_secret_file_is_refused_unless_only_its_owner_can_access_it() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = b"0123456789abcdef0123\n";
+        for (mode, octal) in [
+            (0o640, "0640"),
+            (0o604, "0604"),
+            (0o602, "0602"),
+            (0o620, "0620"),
+            (0o610, "0610"),
+        ] {
+            let p = file_with_mode(t.path(), "secret.key", secret, mode);
+            let e = read(&p).unwrap_err();
+            assert_eq!(e.key, "cluster.secret_file", "{e}");
+            assert!(e.message.contains(&p.display().to_string()), "{e}");
+            assert!(e.message.contains(&format!("mode {octal}")), "{e}");
+            assert!(
+                e.message.contains(&format!("chmod 600 {}", p.display())),
+                "{e}"
+            );
+        }
+        for mode in [0o600, 0o400] {
+            let p = file_with_mode(t.path(), "secret.key", secret, mode);
+            assert_eq!(read(&p).unwrap().0, b"0123456789abcdef0123");
+        }
+    }
+
+    #[test]
+    fn a_secret_that_is_not_a_regular_file_is_refused_without_reading_it() {
+        let t = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let e = read(Path::new("/dev/zero")).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            e.message
+                .contains("/dev/zero is not a regular file (it is a character device)"),
+            "{e}"
+        );
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        std::fs::set_permissions(t.path().join("dir"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        let e = read(&t.path().join("dir")).unwrap_err();
+        assert!(
+            e.message.contains("not a regular file (it is a directory)"),
+            "{e}"
+        );
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = t.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg("-m")
+            .arg("600")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let started = Instant::now();
+        let e = read(&fifo).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            e.message.contains("not a regular file (it is a FIFO)"),
+            "{e}"
+        );
+        let e = read(&t.path().join("absent")).unwrap_err();
+        assert!(e.message.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn an_over_long_secret_file_is_refused_with_its_size() {
+        let t = tempfile::tempdir().unwrap();
+        let p = file_with_mode(t.path(), "secret.key", &[b'k'; 4097], 0o600);
+        let e = read(&p).unwrap_err();
+        assert!(e.message.contains("is 4097 bytes; at most 4096"), "{e}");
+        let p = file_with_mode(t.path(), "secret.key", &[b'k'; 4096], 0o600);
+        assert_eq!(read(&p).unwrap().0.len(), 4096);
+        let p = file_with_mode(t.path(), "secret.key", b"short\n", 0o600);
+        let e = read(&p).unwrap_err();
+        assert!(e.message.contains("needs at least 16"), "{e}");
+    }
+
+    #[test]
+    fn client_secret_file_is_checked_like_the_cluster_secret() {
+        let t = tempfile::tempdir().unwrap();
+        file_with_mode(t.path(), "client.key", b"client-secret-0123456789", 0o644);
+        let text = GOOD.replace(
+            "secret_file = \"secret.key\"",
+            "secret_file = \"secret.key\"\nclient_secret_file = \"client.key\"",
+        );
+        let e = ClusterToml::parse(&text, &t.path().join("cluster.toml")).unwrap_err();
+        assert_eq!(e.key, "cluster.client_secret_file");
+        assert!(e.message.contains("mode 0644"), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_source_or_sink_addresses_need_a_client_secret() {
+        let cases = [
+            ("127.0.0.1:7110", "0.0.0.0:7110", "worker[1].sources"),
+            ("127.0.0.1:7100", "[::]:7100", "worker[0].sources"),
+            ("127.0.0.1:7200", "10.1.2.3:7200", "cluster.sink"),
+        ];
+        for (from, to, key) in cases {
+            let e = parse(&GOOD.replace(from, to)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(to), "{e}");
+            assert!(e.message.contains("cluster.client_secret_file"), "{e}");
+            assert!(
+                e.message.contains("cluster.allow_unauthenticated = true"),
+                "{e}"
+            );
+            let open = GOOD
+                .replace(from, to)
+                .replace("[cluster]\n", "[cluster]\nallow_unauthenticated = true\n");
+            assert!(parse(&open).unwrap().allow_unauthenticated);
+        }
+        // Node-to-node addresses always authenticate with the cluster secret.
+        parse(&GOOD.replace("127.0.0.1:7111", "192.0.2.1:7111")).unwrap();
+    }
+
+    #[test]
+    fn each_worker_of_an_open_cluster_gets_a_warning_naming_its_open_addresses() {
+        let t = tempfile::tempdir().unwrap();
+        file_with_mode(t.path(), "secret.key", b"0123456789abcdef0123", 0o600);
+        let file = t.path().join("cluster.toml");
+        let text = GOOD
+            .replace("[cluster]\n", "[cluster]\nallow_unauthenticated = true\n")
+            .replace("127.0.0.1:7110", "0.0.0.0:7110");
+        let c = ClusterToml::parse(&text, &file).unwrap();
+        for n in c.node_tomls("w1", &file).unwrap() {
+            assert_eq!(n.open_warning, None);
+            assert!(n.allow_unauthenticated);
+        }
+        let w2 = c.node_tomls("w2", &file).unwrap();
+        assert_eq!(w2.len(), 2);
+        for n in w2 {
+            let warning = n.open_warning.expect("a warning");
+            assert!(
+                warning.contains("worker[1].sources = 0.0.0.0:7110"),
+                "{warning}"
+            );
+            assert!(!warning.contains("cluster.sink"), "{warning}");
+        }
+    }
+
+    #[test]
+    fn source_channels_default_to_round_robin_over_the_workers() {
+        // market-spread: channel 1 (nbbo) and 2 (orders) over two workers.
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.workers[0].source_channels, vec![1]);
+        assert_eq!(c.workers[1].source_channels, vec![2]);
+        assert_eq!(c.source_home(1), Some(0));
+        assert_eq!(c.source_home(2), Some(1));
+        let w2 = SourceHome::Elsewhere {
+            worker: "w2".into(),
+            sources: "127.0.0.1:7110".parse().unwrap(),
+        };
+        let w1 = SourceHome::Elsewhere {
+            worker: "w1".into(),
+            sources: "127.0.0.1:7100".parse().unwrap(),
+        };
+        assert_eq!(c.source_homes(0), vec![SourceHome::Here, w2.clone()]);
+        assert_eq!(c.source_homes(1), vec![w1.clone(), SourceHome::Here]);
+        // One source, two workers: the first worker is its home.
+        let c = parse(&GOOD.replace("market-spread", "doubler")).unwrap();
+        assert_eq!(c.workers[0].source_channels, vec![1]);
+        assert!(c.workers[1].source_channels.is_empty());
+        assert_eq!(c.source_homes(1), vec![w1.clone()]);
+        // Every node of a worker gets its table.
+        let t = tempfile::tempdir().unwrap();
+        file_with_mode(t.path(), "secret.key", b"0123456789abcdef0123", 0o600);
+        let file = t.path().join("cluster.toml");
+        let c = ClusterToml::parse(GOOD, &file).unwrap();
+        for n in c.node_tomls("w2", &file).unwrap() {
+            assert_eq!(n.source_homes, vec![w1.clone(), SourceHome::Here]);
+        }
+        for n in c.node_tomls("w1", &file).unwrap() {
+            assert_eq!(n.source_homes, vec![SourceHome::Here, w2.clone()]);
+        }
+    }
+
+    #[test]
+    fn source_channels_set_explicitly_home_every_channel_once() {
+        let c =
+            parse(&GOOD.replace("shards = 2\n", "shards = 2\nsource_channels = [2, 1]\n")).unwrap();
+        assert!(c.workers[0].source_channels.is_empty());
+        assert_eq!(c.workers[1].source_channels, vec![1, 2]);
+        let c = parse(
+            &GOOD
+                .replace("shards = 2\n", "shards = 2\nsource_channels = [1]\n")
+                .replace(
+                    "data_dir = \"data/w1\"",
+                    "data_dir = \"data/w1\"\nsource_channels = [2]",
+                ),
+        )
+        .unwrap();
+        assert_eq!(c.workers[0].source_channels, vec![2]);
+        assert_eq!(c.workers[1].source_channels, vec![1]);
+    }
+
+    #[test]
+    fn bad_source_channels_name_the_key() {
+        let w1 = |v: &str| {
+            GOOD.replace(
+                "data_dir = \"data/w1\"",
+                &format!("data_dir = \"data/w1\"\nsource_channels = {v}"),
+            )
+        };
+        let cases = [
+            (
+                w1("[3]"),
+                "worker[0].source_channels",
+                "unknown source channel 3",
+            ),
+            (
+                w1("[0]"),
+                "worker[0].source_channels",
+                "unknown source channel 0",
+            ),
+            (
+                w1("[1, 1, 2]"),
+                "worker[0].source_channels",
+                "lists source channel 1 twice",
+            ),
+            (
+                w1("[1]"),
+                "worker.source_channels",
+                "source channel 2 (orders) has no home",
+            ),
+            (
+                w1("[]"),
+                "worker.source_channels",
+                "source channel 1 (nbbo) has no home",
+            ),
+            (w1("1"), "worker[0].source_channels", "must be an array"),
+            (
+                w1("[\"1\"]"),
+                "worker[0].source_channels",
+                "must be an array",
+            ),
+            (
+                w1("[1, 2]").replace("shards = 2\n", "shards = 2\nsource_channels = [2]\n"),
+                "worker[1].source_channels",
+                "source channel 2 is homed twice: already at worker \"w1\"",
+            ),
+        ];
+        for (text, key, msg) in cases {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
+        let e = parse(&w1("[3]")).unwrap_err();
+        assert!(e.message.contains("1..=2 (1 = nbbo, 2 = orders)"), "{e}");
+    }
+
+    #[test]
+    fn limits_and_tls_apply_to_every_worker() {
+        let t = tempfile::tempdir().unwrap();
+        file_with_mode(t.path(), "secret.key", b"0123456789abcdef0123", 0o600);
+        let cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        file_with_mode(t.path(), "w.crt", cert, 0o644);
+        file_with_mode(t.path(), "ca.crt", cert, 0o644);
+        file_with_mode(
+            t.path(),
+            "w.key",
+            b"-----BEGIN EC PRIVATE KEY-----\n",
+            0o600,
+        );
+        let file = t.path().join("cluster.toml");
+        let text = format!(
+            "{}\n[tls]\ncert_file = \"w.crt\"\nkey_file = \"w.key\"\nca_file = \"ca.crt\"\nclients = false\n",
+            GOOD.replace("max_unacked = 5000", "max_unacked = 5000\ndedup_window = 4096\nframe_timeout_ms = 500")
+        );
+        let c = ClusterToml::parse(&text, &file).unwrap();
+        let tls = c.tls.clone().expect("[tls]");
+        assert_eq!(tls.key_file, t.path().join("w.key"));
+        assert!(tls.nodes && !tls.clients);
+        for name in ["w1", "w2"] {
+            for n in c.node_tomls(name, &file).unwrap() {
+                assert_eq!(n.tls.as_ref(), Some(&tls));
+                assert_eq!(n.limits.dedup_window, 4096);
+                assert_eq!(n.limits.frame_timeout_ms, 500);
+            }
+        }
+        file_with_mode(
+            t.path(),
+            "w.key",
+            b"-----BEGIN EC PRIVATE KEY-----\n",
+            0o640,
+        );
+        let e = ClusterToml::parse(&text, &file).unwrap_err();
+        assert_eq!(e.key, "tls.key_file");
+        assert!(e.message.contains("mode 0640"), "{e}");
+        let e = ClusterToml::parse(&text.replace("[tls]", "[tls]\nca = 1"), &file).unwrap_err();
+        assert_eq!(e.key, "tls.ca");
     }
 }

@@ -5,5 +5,5 @@
 pub mod config;
 pub mod routing;
 
-pub use config::{ClusterNode, ClusterToml, NodeRef, PeerAt, Secret, WorkerSpec};
+pub use config::{ClusterNode, ClusterToml, NodeRef, PeerAt, Secret, SourceHome, WorkerSpec};
 pub use routing::{fnv1a64, Routing, RoutingError};

@@ -212,7 +212,8 @@ fn start_cluster(
     let dir = cfg.work_dir.join(run);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    std::fs::write(dir.join("secret"), "verity-bench-cluster-secret").map_err(|e| e.to_string())?;
+    crate::client_auth::write_secret(&dir.join("secret"), "verity-bench-cluster-secret")
+        .map_err(|e| e.to_string())?;
     let mut toml = format!(
         "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\n",
         cfg.app

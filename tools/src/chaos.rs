@@ -642,8 +642,8 @@ fn run_with(
 
     // cluster.toml: the workers, the faults, the partitions (wall clock,
     // from when the senders will start).
-    std::fs::write(
-        dir.join("cluster.secret"),
+    crate::client_auth::write_secret(
+        &dir.join("cluster.secret"),
         format!("chaos-secret-{:016x}", s.seed),
     )
     .map_err(|e| e.to_string())?;
