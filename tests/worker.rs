@@ -4,144 +4,23 @@
 
 mod common;
 use common::free_addr;
+use common::node::{check_pass, send_file, u64_file, Node};
+use common::peer::{handshake, read_error, FakeSink};
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity::wire::{flags, Decoder, Encoder, ErrorCode, Hello, Kind, ResumeEntry, Role};
-use verity_tools::check::{self, App};
+use verity::wire::{flags, Decoder, Encoder, ErrorCode, Kind};
+use verity_tools::check::App;
 use verity_tools::formats::{InputFormat, InputWriter};
 use verity_tools::recv::{Receiver, RecvConfig};
-use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
-
-struct Node {
-    config: PathBuf,
-    data: PathBuf,
-    listen: SocketAddr,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(dir: &Path, app: &str, sink: SocketAddr, limits: &str) -> Node {
-        let listen = free_addr();
-        let data = dir.join("node");
-        let config = dir.join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[node]\napp = \"{app}\"\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\nsnapshot_interval_records = 5000\n\n[limits]\njournal_segment_bytes = 1048576\nmax_frame_len = 65536\nread_buffer_bytes = 262144\n{limits}\n",
-                data.display().to_string()
-            ),
-        )
-        .unwrap();
-        Node {
-            config,
-            data,
-            listen,
-            log: dir.join("node.log"),
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_verity"))
-            .args(["worker", "--config"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        // Wait until it listens.
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.listen).is_err() {
-            assert!(
-                Instant::now() < until,
-                "node did not start: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM; returns the exit code.
-    fn term(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: kill(2) on our child's pid.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < until, "node ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn u64_file(dir: &Path, n: u64) -> PathBuf {
-    let p = dir.join("input.u64");
-    let mut w = InputWriter::create(InputFormat::U64, &p).unwrap();
-    for v in 1..=n {
-        w.write_u64(v).unwrap();
-    }
-    w.finish().unwrap();
-    p
-}
-
-fn send_file(addr: SocketAddr, path: &Path, format: InputFormat, channel: u32) -> SendStats {
-    let records = Records::load(format, path).unwrap();
-    let mut cfg = SendConfig::new(addr, channel);
-    cfg.give_up_after = Duration::from_secs(20);
-    send(
-        &cfg,
-        &records,
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap()
-}
-
-fn check_pass(app: App, inputs: &[&Path], received: &Path) {
-    let report = check::check(app, inputs, received).unwrap();
-    assert!(report.passed(), "{report}");
-}
+use verity_tools::send::{send, Progress, Records, SendConfig};
 
 #[test]
 fn sigterm_finishes_the_batch_snapshots_and_exits_zero() {
@@ -167,43 +46,6 @@ fn sigterm_finishes_the_batch_snapshots_and_exits_zero() {
     let stats = recv.stop().unwrap();
     assert_eq!(stats.records, 10_000);
     check_pass(App::Doubler, &[&input], &received);
-}
-
-/// Speaks just enough protocol to get past the handshake.
-fn handshake(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut b = BytesMut::new();
-    let hello = Hello {
-        cluster_id: 1,
-        node_id: 77,
-        role: Role::Source,
-        version_min: 1,
-        version_max: 1,
-        challenge: [0; 32],
-        response: None,
-    };
-    Encoder::default().hello(&mut b, 0, &hello).unwrap();
-    s.write_all(&b).unwrap();
-    s
-}
-
-/// Reads frames until an ERROR (returns its code and text) or EOF (None).
-fn read_error(s: &mut TcpStream) -> Option<(ErrorCode, String)> {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut dec = Decoder::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        while let Ok(Some(f)) = dec.decode() {
-            if f.kind() == Kind::Error {
-                let (c, t) = f.view().error().unwrap();
-                return Some((c, t.to_owned()));
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => dec.extend(&buf[..n]),
-        }
-    }
 }
 
 #[test]
@@ -737,73 +579,6 @@ fn clients_authenticate_when_a_client_secret_is_configured() {
         node.log_text()
     );
     recv2.stop().unwrap();
-}
-
-/// The sink end of a node's output connection, played by the test.
-struct FakeSink {
-    s: TcpStream,
-    dec: Decoder,
-}
-
-impl FakeSink {
-    /// Accepts the node's connection and answers its HELLO with HELLO and
-    /// RESUME(`delivered` = 0 on the node's output channel, 1001).
-    fn accept(l: &TcpListener) -> FakeSink {
-        let (s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        let mut sink = FakeSink {
-            s,
-            dec: Decoder::default(),
-        };
-        let first = sink.frames(Duration::from_secs(5), 1);
-        assert_eq!(first.first().map(|f| f.0), Some(Kind::Hello));
-        let mut b = BytesMut::new();
-        let hello = Hello {
-            cluster_id: 1,
-            node_id: 99,
-            role: Role::Sink,
-            version_min: 1,
-            version_max: 1,
-            challenge: [0; 32],
-            response: None,
-        };
-        Encoder::default().hello(&mut b, 0, &hello).unwrap();
-        Encoder::default()
-            .resume(&mut b, 0, &[ResumeEntry::new(1001, 0)])
-            .unwrap();
-        sink.s.write_all(&b).unwrap();
-        sink
-    }
-
-    /// (kind, seq, flags) of the frames that arrive within `wait`, stopping
-    /// early once `enough` have.
-    fn frames(&mut self, wait: Duration, enough: usize) -> Vec<(Kind, u64, u16)> {
-        let until = Instant::now() + wait;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            while let Ok(Some(f)) = self.dec.decode() {
-                out.push((f.kind(), f.header().seq(), f.header().flags()));
-            }
-            if out.len() >= enough || Instant::now() >= until {
-                return out;
-            }
-            match self.s.read(&mut buf) {
-                Ok(0) => return out,
-                Ok(n) => self.dec.extend(&buf[..n]),
-                Err(_) => {} // read timeout: look at the clock again
-            }
-        }
-    }
-
-    fn send(&mut self, kind: Kind, seq: u64) {
-        let mut b = BytesMut::new();
-        match kind {
-            Kind::Ack => Encoder::default().ack(&mut b, 1001, 0, seq).unwrap(),
-            _ => Encoder::default().nack(&mut b, 1001, 0, seq).unwrap(),
-        };
-        self.s.write_all(&b).unwrap();
-    }
 }
 
 #[test]

@@ -383,8 +383,7 @@ impl NodeCore {
     /// The highest seq of input `channel` that is durable here (and ACKed
     /// or about to be), 0 for none or an unknown channel.
     pub fn input_acked(&self, channel: u32) -> u64 {
-        self.input_index(channel)
-            .map_or(0, |i| self.acked_in[i])
+        self.input_index(channel).map_or(0, |i| self.acked_in[i])
     }
     /// The channel from node `from` to this node.
     pub fn peer_in(&self, from: u32) -> Option<&InChannel> {

@@ -61,7 +61,7 @@ use super::link::LinkEnd;
 use super::outpath::{OutPath, BACKOFF_MIN};
 use super::shim::{Faults, Shim};
 use crate::cluster::routing::MAX_NODES;
-use crate::cluster::PeerAt;
+use crate::cluster::{PeerAt, SourceHome};
 use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
 use crate::log::{Durability, Log, LogConfig, LogError};
 
@@ -810,6 +810,11 @@ impl Worker {
                 .registry()
                 .register(l, PEER_LISTENER, Interest::READABLE)
                 .map_err(io_err("cannot register the node-to-node listener"))?;
+        }
+        if let Some(warning) = &w.cfg.open_warning {
+            if w.cfg.cluster.as_ref().is_none_or(|c| c.shard == 0) {
+                eprintln!("verity: WARNING: {warning}");
+            }
         }
         let unacked: usize = w.outs.iter().flatten().map(|o| o.index.len()).sum();
         eprintln!(
@@ -1611,7 +1616,11 @@ impl Worker {
             self.refuse_source(slot, ErrorCode::Internal, text);
             return Ok(false);
         };
-        let roles: &[Role] = if nodes { &[Role::Node] } else { &[Role::Source] };
+        let roles: &[Role] = if nodes {
+            &[Role::Node]
+        } else {
+            &[Role::Source]
+        };
         let mut acceptor = Acceptor::new(self.me(), challenge);
         let hello = match acceptor.on_hello(&frame, self.secret(nodes), roles) {
             Ok(h) => h,
@@ -1740,10 +1749,7 @@ impl Worker {
     /// RESUME (the channel's `delivered`).
     fn admit_source(&mut self, slot: usize, channel: u32) {
         let sources = self.core.inputs().len();
-        let Some(idx) = (channel as usize)
-            .checked_sub(1)
-            .filter(|&i| i < sources)
-        else {
+        let Some(idx) = (channel as usize).checked_sub(1).filter(|&i| i < sources) else {
             let text = format!(
                 "channel {channel} (the HELLO's node id) is not a source of app {} (its sources are channels 1..={sources})",
                 self.cfg.app
@@ -1771,7 +1777,11 @@ impl Worker {
         let delivered = self.core.inputs()[idx].delivered;
         let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
-            let _ = enc.resume(&mut conn.wbuf, epoch, &[ResumeEntry::new(channel, delivered)]);
+            let _ = enc.resume(
+                &mut conn.wbuf,
+                epoch,
+                &[ResumeEntry::new(channel, delivered)],
+            );
             conn.channel = Some(channel);
             conn.state = ConnState::Ready;
             conn.dec.set_max_frame_len(max);
@@ -1780,8 +1790,15 @@ impl Worker {
 
     /// The source address of the home of source `channel`, when it is
     /// another worker (`None`: this one).
-    fn source_home(&self, _channel: u32) -> Option<SocketAddr> {
-        None
+    fn source_home(&self, channel: u32) -> Option<SocketAddr> {
+        match self
+            .cfg
+            .source_homes
+            .get((channel as usize).checked_sub(1)?)?
+        {
+            SourceHome::Here => None,
+            SourceHome::Elsewhere { sources, .. } => Some(*sources),
+        }
     }
 
     /// A HELLO exchange that failed: ERROR with the refusal, and close.
@@ -2123,9 +2140,16 @@ impl Worker {
     /// Sends ERROR on outbound path `k` and drops its connection.
     fn refuse_out(&mut self, k: usize, code: ErrorCode, text: &str) {
         let epoch = self.dir.epoch;
-        if let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
-            let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
-            let _ = conn.flush();
+        let mut whom = None;
+        if let Some(p) = self.outs[k].as_mut() {
+            if let Some(conn) = p.conn.as_mut() {
+                let _ = self.enc.error(&mut conn.wbuf, epoch, code, text);
+                let _ = conn.flush();
+                whom = Some(format!("{} at {}", p.name, conn.peer));
+            }
+        }
+        if let Some(whom) = whom {
+            self.log_limited(format_args!("closing the {whom}: {} {text}", code.name()));
         }
         self.out_lost(k, text);
     }
@@ -2138,12 +2162,28 @@ impl Worker {
             return Ok(());
         };
         let node = path.node;
+        if matches!(frame.kind(), Kind::Ack | Kind::Nack) {
+            let ours = self.core.out_channel(out_of(k)).map_or(0, |o| o.id);
+            let theirs = frame.header().channel();
+            if theirs != ours {
+                let text = format!(
+                    "{} for channel {theirs} on the connection of channel {ours}",
+                    frame.kind()
+                );
+                self.refuse_out(k, ErrorCode::Protocol, &text);
+                return Ok(());
+            }
+        }
         match (conn.state, frame.kind()) {
             (ConnState::AwaitHello, Kind::Hello) => {
                 // The consumer's HELLO: the sink (or node `node`), with its
                 // answer to our challenge; we answer its challenge.
                 let secret = self.secret(node.is_some());
-                let role = if node.is_some() { Role::Node } else { Role::Sink };
+                let role = if node.is_some() {
+                    Role::Node
+                } else {
+                    Role::Sink
+                };
                 let view = frame.view();
                 let answered = match path.conn.as_ref().and_then(|c| c.handshake.as_ref()) {
                     Some(Handshake::Connecting(c)) => c.on_hello(&view, secret, role, node),
@@ -2164,8 +2204,10 @@ impl Worker {
                 };
                 if let Some(to) = node {
                     if !self.fence(to, peer.epoch) {
-                        let text =
-                            format!("node {to} epoch {} is older than one already seen", peer.epoch);
+                        let text = format!(
+                            "node {to} epoch {} is older than one already seen",
+                            peer.epoch
+                        );
                         self.refuse_out(k, ErrorCode::StaleEpoch, &text);
                         return Ok(());
                     }
@@ -2405,8 +2447,8 @@ impl Worker {
             .sum();
         let s = &self.core.stats;
         eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} replayed={} snapshots={} unacked={unacked}",
-            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, self.stats.replayed, self.stats.snapshots
+            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} replayed={} snapshots={} unacked={unacked}",
+            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.replayed, self.stats.snapshots
         );
         Ok(())
     }

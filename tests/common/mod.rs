@@ -1,6 +1,9 @@
 //! Helpers shared by the real-process test binaries.
 #![allow(dead_code)]
 
+pub mod node;
+pub mod peer;
+
 use std::net::SocketAddr;
 
 /// A free loopback port no other test of this binary was given (tests run

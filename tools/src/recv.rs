@@ -18,8 +18,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity_wire::auth::Side;
-use verity_wire::{Decoder, Encoder, ErrorCode, Hello, Kind, ResumeEntry, Role, VERSION};
+use verity_wire::handshake::{Acceptor, Me, Refusal};
+use verity_wire::{Decoder, Encoder, ErrorCode, Kind, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_LEN};
 
 use crate::formats::{FormatError, ReceivedWriter};
 
@@ -244,8 +244,18 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     let mut chunk = vec![0u8; 256 << 10];
     let mut ready = false;
-    // With a secret: the challenge we sent, until the node answers it.
-    let mut challenged: Option<[u8; 32]> = None;
+    // Our side of the HELLO exchange; until it is done, frames up to an
+    // ERROR's size.
+    let me = Me {
+        cluster_id: shared.cluster_id,
+        node_id: 0,
+        role: Role::Sink,
+    };
+    let mut acceptor = crate::client_auth::challenge()
+        .ok()
+        .map(|c| Acceptor::new(me, c));
+    let mut answered = false;
+    dec.set_max_frame_len(HANDSHAKE_MAX_FRAME_LEN);
     let mut last_nack: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     let mut moved: Vec<(u32, u64)> = Vec::new();
     let started = Instant::now();
@@ -291,90 +301,42 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     }
                 };
                 match (ready, f.kind()) {
-                    (false, Kind::Hello) if challenged.is_some() => {
-                        let view = f.view();
-                        let ok = match (&shared.secret, view.hello(), challenged) {
-                            (Some(secret), Some(h), Some(c)) => {
-                                crate::client_auth::verify(secret, h, Side::Connector, &c)
-                            }
-                            _ => false,
-                        };
-                        if !ok {
-                            drop(st);
-                            return refuse(
-                                &mut stream,
-                                &mut out,
-                                &enc,
-                                ErrorCode::AuthFailed,
-                                "authentication failed: wrong answer to the challenge",
-                            );
-                        }
-                        let entries: Vec<ResumeEntry> = st
-                            .stats
-                            .delivered
-                            .iter()
-                            .map(|(&c, &d)| ResumeEntry::new(c, d))
-                            .collect();
-                        let _ = enc.resume(&mut out, 0, &entries);
-                        ready = true;
-                    }
                     (false, Kind::Hello) => {
+                        // The three HELLOs of wire/PROTOCOL.md: the node's
+                        // (first), ours with our answer, the node's answer.
                         let view = f.view();
-                        let ok = view
-                            .hello()
-                            .is_some_and(|h| h.cluster_id.get() == shared.cluster_id);
-                        if !ok {
-                            drop(st);
-                            return refuse(
-                                &mut stream,
-                                &mut out,
-                                &enc,
-                                ErrorCode::AuthFailed,
-                                "authentication failed: wrong cluster id",
-                            );
-                        }
-                        let mut hello = Hello {
-                            cluster_id: shared.cluster_id,
-                            node_id: 0,
-                            role: Role::Sink,
-                            version_min: VERSION,
-                            version_max: VERSION,
-                            challenge: [0; 32],
-                            response: Some([0; 32]),
+                        let secret = shared.secret.as_deref();
+                        let step = match acceptor.as_mut() {
+                            Some(a) if !answered => a
+                                .on_hello(&view, secret, &[Role::Node])
+                                .map(|h| (Some(h), None)),
+                            Some(a) => a.on_answer(&view, secret).map(|p| (None, Some(p))),
+                            None => Err(Refusal {
+                                code: ErrorCode::Internal,
+                                text: "no random source for a challenge".into(),
+                            }),
                         };
-                        if let (Some(secret), Some(h)) = (&shared.secret, view.hello()) {
-                            let Ok(c) = crate::client_auth::challenge() else {
+                        match step {
+                            Err(r) => {
                                 drop(st);
-                                return refuse(
-                                    &mut stream,
-                                    &mut out,
-                                    &enc,
-                                    ErrorCode::Internal,
-                                    "no random source for a challenge",
-                                );
-                            };
-                            let me = (shared.cluster_id, 0, Role::Sink as u16);
-                            hello.challenge = c;
-                            hello.response = Some(crate::client_auth::answer(
-                                secret,
-                                me,
-                                Side::Acceptor,
-                                &h.challenge,
-                                &c,
-                            ));
-                            let _ = enc.hello(&mut out, 0, &hello);
-                            challenged = Some(c);
-                            continue;
+                                return refuse(&mut stream, &mut out, &enc, r.code, &r.text);
+                            }
+                            Ok((Some(hello), _)) => {
+                                let _ = enc.hello(&mut out, 0, &hello);
+                                answered = true;
+                            }
+                            Ok((None, _)) => {
+                                let entries: Vec<ResumeEntry> = st
+                                    .stats
+                                    .delivered
+                                    .iter()
+                                    .map(|(&c, &d)| ResumeEntry::new(c, d))
+                                    .collect();
+                                let _ = enc.resume(&mut out, 0, &entries);
+                                ready = true;
+                                dec.set_max_frame_len(shared.max_frame_len);
+                            }
                         }
-                        let _ = enc.hello(&mut out, 0, &hello);
-                        let entries: Vec<ResumeEntry> = st
-                            .stats
-                            .delivered
-                            .iter()
-                            .map(|(&c, &d)| ResumeEntry::new(c, d))
-                            .collect();
-                        let _ = enc.resume(&mut out, 0, &entries);
-                        ready = true;
                     }
                     (true, Kind::Data) => {
                         let h = f.header();
