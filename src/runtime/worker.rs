@@ -39,7 +39,7 @@
 //! | 32 | n | reason, UTF-8 (the app's [`crate::app::Reject`] text) |
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1255,10 +1255,23 @@ impl Worker {
                 .filter(|&i| self.sources[i].as_ref().is_some_and(Conn::in_handshake))
                 .collect();
             if handshaking.len() >= self.cfg.limits.max_handshakes {
-                // The oldest handshake makes room: a flood of connections
-                // that never finish theirs cannot keep a real peer out.
+                // A handshake makes room: the oldest of the address with
+                // the most handshakes under way. A flood of connections
+                // that never finish theirs cannot keep a real peer out,
+                // even when it comes from many addresses.
+                let ip_of = |i: usize| self.sources[i].as_ref().map(|c| c.peer.ip());
+                let busiest = handshaking
+                    .iter()
+                    .filter_map(|&i| ip_of(i))
+                    .max_by_key(|ip| {
+                        handshaking
+                            .iter()
+                            .filter(|&&j| ip_of(j) == Some(*ip))
+                            .count()
+                    });
                 if let Some(&oldest) = handshaking
                     .iter()
+                    .filter(|&&i| busiest.is_some() && ip_of(i) == busiest)
                     .min_by_key(|&&i| self.sources[i].as_ref().map(|c| c.opened))
                 {
                     self.stats.refused += 1;
@@ -1311,6 +1324,9 @@ impl Worker {
             .enc
             .error(&mut b, self.dir.epoch, ErrorCode::LimitExceeded, why);
         let _ = stream.write(&b);
+        // Whatever it sent already (its HELLO) is read and dropped, so the
+        // close is a FIN after our ERROR, not a reset that could discard it.
+        let _ = stream.read(&mut [0u8; 512]);
         self.log_limited(format_args!("refused {peer}: {why}"));
     }
 
