@@ -164,17 +164,14 @@ impl FakeSink {
             },
         };
         // The node's answer, or its ERROR (a refusal the test reads).
-        let answer = loop {
-            let f = sink.frames_raw(Duration::from_secs(10), 1);
-            match f.into_iter().next() {
-                Some(f) if f.kind() == Kind::Hello => break f,
-                Some(f) => {
-                    // Put the ERROR back for `error()`.
-                    sink.dec.extend(f.as_bytes());
-                    return sink;
-                }
-                None => return sink,
+        let answer = match sink.frames_raw(Duration::from_secs(10), 1).pop() {
+            Some(f) if f.kind() == Kind::Hello => f,
+            Some(f) => {
+                // Put the ERROR back for `error()`.
+                sink.dec.extend(f.as_bytes());
+                return sink;
             }
+            None => return sink,
         };
         sink.node = a.on_answer(&answer.view(), None).unwrap();
         let s = &mut sink.s;
