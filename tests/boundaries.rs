@@ -30,7 +30,7 @@ use verity_tools::send::{send, Progress, Records, SendConfig, SendStats};
 const SINK_CHANNEL: u32 = 1001;
 
 fn put_u64(enc: &Encoder, b: &mut BytesMut, seq: u64, value: u64, resend: bool) {
-    enc.data(b, 1, 0, seq, 1 << 40 | seq, resend, &value.to_be_bytes())
+    enc.data(b, 1, seq, 1 << 40 | seq, resend, &value.to_be_bytes())
         .unwrap();
 }
 
@@ -374,7 +374,7 @@ fn clients_that_trickle_a_frame_are_closed_and_real_sources_get_through() {
             // A DATA frame, one byte every 100 ms, never finished.
             let mut b = BytesMut::new();
             Encoder::default()
-                .data(&mut b, 2, 0, 1, 1, false, &[0; 4000])
+                .data(&mut b, 2, 1, 1, false, &[0; 4000])
                 .unwrap();
             for byte in b.iter() {
                 if stop.load(Ordering::SeqCst) || s.write_all(&[*byte]).is_err() {
@@ -527,7 +527,7 @@ fn before_its_handshake_a_connection_may_not_announce_a_big_frame() {
     let mut s = TcpStream::connect(node.listen).unwrap();
     let mut b = BytesMut::new();
     Encoder::default()
-        .data(&mut b, 1, 0, 1, 1, false, &vec![0u8; 60_000])
+        .data(&mut b, 1, 1, 1, false, &vec![0u8; 60_000])
         .unwrap();
     s.write_all(&b[..64]).unwrap();
     let (code, text) = read_error(&mut s).expect("an ERROR");

@@ -297,7 +297,7 @@ mod tests {
         let mut b = BytesMut::new();
         let enc = Encoder::default();
         for seq in 1..=n {
-            enc.data(&mut b, 1, 0, seq, seq, false, &seq.to_le_bytes())
+            enc.data(&mut b, 1, seq, seq, false, &seq.to_le_bytes())
                 .unwrap();
         }
         b

@@ -387,7 +387,6 @@ pub fn send(
                 enc.data(
                     &mut buf,
                     cfg.channel,
-                    0,
                     seq,
                     trace_id(cfg.channel, seq),
                     resend,

@@ -42,7 +42,7 @@ mod tests {
     fn data(resend: bool, payload: &[u8], trace: u64) -> BytesMut {
         let mut b = BytesMut::new();
         Encoder::default()
-            .data(&mut b, 3, 0, 17, trace, resend, payload)
+            .data(&mut b, 3, 17, trace, resend, payload)
             .unwrap();
         b
     }
