@@ -147,7 +147,9 @@ impl Scenario {
             engine,
             dir: None,
             keep: false,
-            command: "cargo run --release --bin verity-chaos --".into(),
+            // verity-chaos is in verity-tools and needs the engine beside
+            // it: this works as printed from the workspace root.
+            command: "cargo build --release --workspace && ./target/release/verity-chaos".into(),
             workers_flag: "--workers",
         }
     }
