@@ -321,6 +321,10 @@ pub struct Outcome {
     /// `check: PASS ...` or `check: FAIL ...`.
     pub last_line: String,
     pub schedule_hash: u64,
+    /// Outputs the oracle expects.
+    pub expected: u64,
+    /// Outputs in the received file at each receiver kill.
+    pub receiver_kills_at: Vec<u64>,
 }
 
 fn unix_ms() -> u64 {
@@ -647,19 +651,20 @@ impl Follower {
 fn receiver_step(
     receiver: &mut RecvProc,
     outputs: &mut Follower,
-    kills: &mut usize,
+    kills_at: &mut Vec<u64>,
     at: &[u64],
     expected: u64,
     now: bool,
 ) -> Result<u64, String> {
     let n = outputs.poll();
-    if let Some(&due) = at.get(*kills) {
+    if let Some(&due) = at.get(kills_at.len()) {
         if n >= due || now {
             receiver.kill9();
             receiver.start()?;
-            *kills += 1;
+            kills_at.push(n);
             println!(
-                "chaos: kill -9 #{kills} of the receiver at {n}/{expected} outputs in its file; restarted"
+                "chaos: kill -9 #{} of the receiver at {n}/{expected} outputs in its file; restarted",
+                kills_at.len()
             );
         }
     }
@@ -864,7 +869,7 @@ fn run_with(
     };
     receiver.start()?;
     let mut outputs = Follower::new(&received_path);
-    let mut receiver_kills = 0usize;
+    let mut receiver_kills_at: Vec<u64> = Vec::new();
 
     // cluster.toml: the workers, the faults, the partitions (wall clock,
     // from when the senders will start).
@@ -1014,7 +1019,7 @@ fn run_with(
             if let Err(e) = receiver_step(
                 &mut receiver,
                 &mut outputs,
-                &mut receiver_kills,
+                &mut receiver_kills_at,
                 &schedule.receiver_kills,
                 expected,
                 false,
@@ -1086,7 +1091,7 @@ fn run_with(
     while failure.is_none() && Instant::now() < until {
         note_recoveries(&mut recovering, &workers, &mut recovery_ms);
         let all_in = outputs.poll() >= expected;
-        if all_in && receiver_kills >= schedule.receiver_kills.len() {
+        if all_in && receiver_kills_at.len() >= schedule.receiver_kills.len() {
             break;
         }
         if let Some(st) = receiver.exited() {
@@ -1099,7 +1104,7 @@ fn run_with(
         if let Err(e) = receiver_step(
             &mut receiver,
             &mut outputs,
-            &mut receiver_kills,
+            &mut receiver_kills_at,
             &schedule.receiver_kills,
             expected,
             all_in,
@@ -1152,7 +1157,8 @@ fn run_with(
     );
     recovery_ms.sort_unstable();
     println!(
-        "report: kills={kills} receiver_kills={receiver_kills} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
+        "report: kills={kills} receiver_kills={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
+        receiver_kills_at.len(),
         schedule.partitions.len(),
         workers.iter().map(|w| w.starts).sum::<u32>(),
         receiver.starts,
@@ -1238,6 +1244,8 @@ fn run_with(
         passed,
         last_line,
         schedule_hash: schedule.hash(),
+        expected,
+        receiver_kills_at,
     })
 }
 
