@@ -139,8 +139,9 @@ impl Shared {
     /// writing) that covers every byte written so far, by any connection.
     fn durable(&self, need: u64) -> bool {
         if self.durability == Durability::Process {
-            // Written is durable enough; a failed write ended the connection.
-            return true;
+            // Written is durable enough, unless a write failed: then what
+            // `delivered` says may not be in the file.
+            return self.lock().error.is_none();
         }
         let mut st = self.lock();
         loop {
