@@ -83,6 +83,8 @@ pub struct RecvStats {
     pub recovered: u64,
     /// Bytes of a torn tail truncated at start.
     pub torn_bytes: u64,
+    /// Bytes truncated at start on purpose (`fresh`).
+    pub fresh_bytes: u64,
     /// `fdatasync` calls (durability fsync).
     pub syncs: u64,
     /// Frames dropped because their seq was already delivered.
@@ -306,13 +308,7 @@ fn open_out(cfg: &RecvConfig) -> Result<Opened, RecvError> {
     let scan = scan_received(&file, path).map_err(RecvError::Format)?;
     let mut stats = RecvStats::default();
     let keep = if cfg.fresh {
-        if len > 0 {
-            eprintln!(
-                "verity-recv: {}: --fresh: truncating the file ({len} bytes, {} records)",
-                path.display(),
-                scan.records
-            );
-        }
+        stats.fresh_bytes = len;
         0
     } else {
         if scan.good_bytes < len {

@@ -89,6 +89,13 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
         }
     };
     let s = r.stats();
+    if s.fresh_bytes > 0 {
+        eprintln!(
+            "{name}: {}: --fresh: truncated the file ({} bytes)",
+            a.out.display(),
+            s.fresh_bytes
+        );
+    }
     eprintln!(
         "{name}: listening on {}, writing {} (durability {}; {} records found, channels {:?})",
         r.addr(),
