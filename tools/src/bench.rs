@@ -339,8 +339,10 @@ fn timed_run<T>(
     file: &str,
     start: impl FnOnce(SocketAddr) -> Result<(T, Vec<SocketAddr>), String>,
 ) -> Result<(f64, T), String> {
-    let recv = Receiver::start(&RecvConfig::new(free_addr()?, &cfg.work_dir.join(file)))
-        .map_err(|e| e.to_string())?;
+    // Fresh: every round writes the same file anew.
+    let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(file));
+    rc.fresh = true;
+    let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (kept, to) = start(recv.addr())?;
     let progress: Vec<Arc<Progress>> = inputs.iter().map(|_| Arc::default()).collect();
     let secs = drive(&to, inputs, None, total, &recv, expect, &progress)?;
@@ -532,6 +534,7 @@ fn latency(
     };
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(format!("{name}.bin")));
     rc.on_record = Some(hook);
+    rc.fresh = true;
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (engine, to) = if through_engine {
         let (e, l) = start_engine(cfg, name, recv.addr())?;
