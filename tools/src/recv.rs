@@ -28,6 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::frames::content_crc;
 use verity_wire::handshake::{Acceptor, Me, Refusal};
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_LEN};
 
@@ -94,8 +95,33 @@ pub struct RecvStats {
     pub nacks: u64,
     pub connections: u64,
     pub bad_frames: u64,
+    /// Duplicates whose bytes differed from the record written under that
+    /// seq (the connection was refused; the record in the file stands).
+    pub conflicts: u64,
     /// Highest seq delivered per channel.
     pub delivered: BTreeMap<u32, u64>,
+}
+
+/// Frames of a channel whose content checksums are kept (a power of two):
+/// a duplicate within this many of `delivered` is compared with the frame
+/// written under its seq.
+pub const DEDUP_WINDOW: u64 = 1 << 16;
+
+/// The content checksums ([`verity_wire::frames::content_crc`]) of a
+/// channel's last [`DEDUP_WINDOW`] written frames.
+struct Written {
+    crcs: Vec<u32>,
+    /// Seqs up to here were in the file at start: their checksums are not
+    /// kept.
+    known_after: u64,
+}
+
+impl Written {
+    /// The checksum kept for `seq`, if it is in the window.
+    fn get(&self, seq: u64, delivered: u64) -> Option<u32> {
+        (seq > self.known_after && delivered - seq < DEDUP_WINDOW)
+            .then(|| self.crcs[(seq & (DEDUP_WINDOW - 1)) as usize])
+    }
 }
 
 struct State {
@@ -107,6 +133,9 @@ struct State {
     synced: u64,
     /// A connection is running `fdatasync` (without the lock).
     syncing: bool,
+    /// Per channel: what was written recently, to catch conflicting
+    /// duplicates (created on a channel's first frame).
+    written: BTreeMap<u32, Written>,
 }
 
 struct Shared {
@@ -385,6 +414,7 @@ impl Receiver {
                 error: None,
                 synced,
                 syncing: false,
+                written: BTreeMap::new(),
             }),
             synced_cv: Condvar::new(),
             sync_file: file,
@@ -612,10 +642,33 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                         let h = f.header();
                         let (channel, seq) = (h.channel(), h.seq());
                         let delivered = st.stats.delivered.get(&channel).copied().unwrap_or(0);
+                        let crc = content_crc(&f.view());
+                        let written = st.written.entry(channel).or_insert_with(|| Written {
+                            crcs: vec![0; DEDUP_WINDOW as usize],
+                            known_after: delivered,
+                        });
                         if seq <= delivered {
+                            if written.get(seq, delivered).is_some_and(|c| c != crc) {
+                                // Another producer, or a changed record: the
+                                // record in the file stands.
+                                st.stats.conflicts += 1;
+                                let text = format!(
+                                    "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
+                                );
+                                drop(st);
+                                return refuse(
+                                    shared,
+                                    &mut stream,
+                                    &mut out,
+                                    &enc,
+                                    ErrorCode::Protocol,
+                                    &text,
+                                );
+                            }
                             st.stats.duplicates += 1;
                             moved.push((channel, delivered));
                         } else if seq == delivered + 1 {
+                            written.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
                             let trace = h.trace_id();
                             if let Err(e) = st.writer.write(channel, seq, trace, f.payload()) {
                                 st.error.get_or_insert(e.to_string());

@@ -520,3 +520,58 @@ fn process_durability_acks_once_written_without_syncing() {
     let st = r.stop().unwrap();
     assert_eq!((st.records, st.syncs), (1000, 0));
 }
+
+/// Issue 11, "What to build" 4, at the sink: a resend must carry the bytes
+/// of the first send. A duplicate with other bytes is refused (PROTOCOL),
+/// the record in the file stands; a true resend (flag RESEND) is an
+/// ordinary duplicate.
+#[test]
+fn a_duplicate_whose_bytes_differ_is_refused_and_the_written_record_stands() {
+    let dir = tmp_dir("conflict");
+    let path = dir.join("r.bin");
+    let r = Receiver::start(&RecvConfig::new(free_addr().unwrap(), &path)).unwrap();
+    let (mut n, _) = RawNode::connect_resume(r.addr());
+    n.send(1001, 1..=5);
+    assert_eq!(n.ack(1001, 5, Duration::from_secs(10)), Some(5));
+    let frame = |resend: bool, value: u64| {
+        let mut b = BytesMut::new();
+        Encoder::default()
+            .data(&mut b, 1001, 3, 1 << 40 | 3, resend, &value.to_be_bytes())
+            .unwrap();
+        b
+    };
+    // The same bytes again, flagged RESEND: a duplicate, re-ACKed.
+    n.s.write_all(&frame(true, 3)).unwrap();
+    assert_eq!(n.ack(1001, 5, Duration::from_secs(10)), Some(5));
+    // Seq 3 with another value: refused.
+    n.s.write_all(&frame(true, 999)).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        if let Ok(Some(f)) = n.dec.decode() {
+            if f.kind() == Kind::Error {
+                let v = f.view();
+                let (code, text) = v.error().unwrap();
+                break (code, text.to_owned());
+            }
+            continue;
+        }
+        assert_eq!(n.fill(until), Some(true), "an ERROR before the close");
+    };
+    assert_eq!(error.0, verity_wire::ErrorCode::Protocol);
+    assert!(
+        error.1.contains("DATA seq 3 of channel 1001 differs"),
+        "{}",
+        error.1
+    );
+    let stats = r.stop().unwrap();
+    assert_eq!(
+        (stats.duplicates, stats.conflicts, stats.records),
+        (1, 1, 5)
+    );
+    let records = read_received(&path).unwrap();
+    assert_eq!(
+        records[2].payload,
+        3u64.to_be_bytes(),
+        "the first version stands"
+    );
+}

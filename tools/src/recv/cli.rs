@@ -124,8 +124,8 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
     match r.stop() {
         Ok(s) => {
             println!(
-                "{name}: records={} recovered={} duplicates={} gaps={} nacks={} connections={} bad_frames={} syncs={}",
-                s.records, s.recovered, s.duplicates, s.gaps, s.nacks, s.connections, s.bad_frames, s.syncs
+                "{name}: records={} recovered={} duplicates={} gaps={} nacks={} connections={} bad_frames={} conflicts={} syncs={}",
+                s.records, s.recovered, s.duplicates, s.gaps, s.nacks, s.connections, s.bad_frames, s.conflicts, s.syncs
             );
             ExitCode::SUCCESS
         }
