@@ -2457,14 +2457,21 @@ impl Worker {
         self.snapshot()?;
         // Frames produced but not ACKed by their consumer (kept in the
         // outbound logs; sent again after the next start).
-        let unacked: u64 = std::iter::once(self.core.out())
+        let outs: Vec<(u32, u64, u64)> = std::iter::once(self.core.out())
             .chain((0..self.core.nodes()).filter_map(|j| self.core.peer_out(j)))
-            .map(|o| o.next_seq.saturating_sub(1).saturating_sub(o.acked))
-            .sum();
+            .map(|o| (o.id, o.unacked(), o.sent.saturating_sub(o.acked)))
+            .collect();
+        let unacked: u64 = outs.iter().map(|o| o.1).sum();
+        // Per channel: (unACKed, of which sent in this process).
+        let detail: Vec<String> = outs
+            .iter()
+            .filter(|o| o.1 > 0)
+            .map(|(id, n, sent)| format!("{id}:{n}/{sent}"))
+            .collect();
         let s = &self.core.stats;
         eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} replayed={} snapshots={} unacked={unacked}",
-            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.replayed, self.stats.snapshots
+            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
+            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.replayed, self.stats.snapshots, detail.join(" ")
         );
         Ok(())
     }

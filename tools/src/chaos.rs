@@ -140,6 +140,16 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// How many source channels the app reads (market spread: NBBO and
+    /// orders; the others one).
+    pub fn sources(&self) -> u32 {
+        if self.app == "market-spread" {
+            2
+        } else {
+            1
+        }
+    }
+
     pub fn new(engine: PathBuf) -> Scenario {
         Scenario {
             app: "market-spread".into(),
@@ -217,6 +227,11 @@ pub struct Schedule {
     /// Output records in the received file: `kill -9` the receiver, then
     /// restart it on the same file.
     pub receiver_kills: Vec<u64>,
+    /// (input records ACKed, source, worker): the sender of that source
+    /// gives up on its connection and fails over to that worker (not the
+    /// channel's home), as an at-least-once sender does when its worker
+    /// seems gone; the worker redirects it home (`NOT_HOME`).
+    pub failovers: Vec<(u64, usize, usize)>,
 }
 
 impl Schedule {
@@ -294,12 +309,23 @@ impl Schedule {
             .map(|_| outputs / 20 + r.below((outputs * 9 / 10).max(1)))
             .collect();
         receiver_kills.sort_unstable();
+        // Drawn after the receiver kills, likewise.
+        let mut failovers = Vec::new();
+        if p.crashes() && workers >= 2 {
+            let sources = s.sources().max(1) as u64;
+            let source = r.below(sources) as usize;
+            // Any worker but the channel's home (channel c at (c - 1) mod W).
+            let home = source % workers;
+            let to = (home + 1 + r.below(workers as u64 - 1) as usize) % workers;
+            failovers.push((at(&mut r), source, to));
+        }
         Schedule {
             frames,
             kills,
             pauses,
             partitions,
             receiver_kills,
+            failovers,
         }
     }
 
@@ -327,6 +353,35 @@ pub struct Outcome {
     pub expected: u64,
     /// Outputs in the received file at each receiver kill.
     pub receiver_kills_at: Vec<u64>,
+}
+
+/// A source's sender: its records, its configuration and its stop flag
+/// (a failover stops it and starts another).
+struct Source {
+    records: Arc<Records>,
+    cfg: SendConfig,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl Source {
+    fn spawn(&self) -> thread::JoinHandle<Result<SendStats, String>> {
+        let (cfg, recs) = (self.cfg.clone(), Arc::clone(&self.records));
+        let (progress, stop) = (Arc::clone(&self.progress), Arc::clone(&self.stop));
+        thread::spawn(move || send::send(&cfg, &recs, &progress, &stop).map_err(|e| e.to_string()))
+    }
+
+    /// A finished thread, to stand in while a sender is replaced.
+    fn spawn_nothing(&self) -> thread::JoinHandle<Result<SendStats, String>> {
+        thread::spawn(|| Ok(SendStats::default()))
+    }
+}
+
+/// Stops every sender.
+fn stop_senders(sources: &[Source]) {
+    for s in sources {
+        s.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -954,23 +1009,29 @@ fn run_with(
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
     let send_started = Instant::now();
     let mut senders = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
     for (i, ((recs, channel), p)) in records.into_iter().zip(&progress).enumerate() {
-        // Sources spread over the workers (NBBO to w1, orders to w2, ...).
+        // Each source to its channel's home (channel c at worker (c - 1)
+        // mod W: NBBO to w1, orders to w2, ...).
         let mut cfg = SendConfig::new(workers[i % workers.len()].sources, channel);
         cfg.give_up_after = Duration::from_secs(60);
         // With partitions scheduled, the input is paced over about 2 s so
         // the windows (in the first 1.6 s) fall while records flow.
         let pace = (!schedule.partitions.is_empty()).then(|| (recs.len() / 2).max(1));
         cfg.rate = s.rate.or(pace);
-        let (p, stop) = (Arc::clone(p), Arc::clone(&stop));
-        senders.push(thread::spawn(move || {
-            send::send(&cfg, &recs, &p, &stop).map_err(|e| e.to_string())
-        }));
+        let source = Source {
+            records: Arc::new(recs),
+            cfg,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::clone(p),
+        };
+        senders.push(source.spawn());
+        sources.push(source);
     }
+    let mut failovers = 0usize;
     let acked = |progress: &[Arc<Progress>]| -> u64 {
         progress
             .iter()
@@ -998,7 +1059,7 @@ fn run_with(
         }
         if Instant::now() > deadline {
             failure = Some("the run did not finish in 600 s".to_string());
-            stop.store(true, Ordering::SeqCst);
+            stop_senders(&sources);
             break;
         }
         if let Some((name, status, log)) = workers
@@ -1013,7 +1074,7 @@ fn run_with(
                 "{name} exited on its own ({status}); see {}",
                 log.display()
             ));
-            stop.store(true, Ordering::SeqCst);
+            stop_senders(&sources);
             break;
         }
         if last_poll.elapsed() >= POLL {
@@ -1027,7 +1088,7 @@ fn run_with(
                 false,
             ) {
                 failure = Some(e);
-                stop.store(true, Ordering::SeqCst);
+                stop_senders(&sources);
                 break;
             }
         }
@@ -1043,6 +1104,24 @@ fn run_with(
                 println!(
                     "chaos: kill -9 #{kills} of {} at {a}/{total} input records ACKed; restarted",
                     workers[w].name
+                );
+            }
+        }
+        if let Some(&(at, source, to)) = schedule.failovers.get(failovers) {
+            if a >= at || senders_done {
+                // The sender gives up on its connection and tries another
+                // worker, which sends it home again.
+                let src = &mut sources[source];
+                src.stop.store(true, Ordering::SeqCst);
+                let stopped = std::mem::replace(&mut senders[source], src.spawn_nothing());
+                let _ = stopped.join();
+                src.stop = Arc::new(AtomicBool::new(false));
+                src.cfg.addr = workers[to].sources;
+                senders[source] = src.spawn();
+                failovers += 1;
+                println!(
+                    "chaos: the sender of channel {} fails over to {} at {a}/{total} input records ACKed",
+                    src.cfg.channel, workers[to].name
                 );
             }
         }
@@ -1142,6 +1221,9 @@ fn run_with(
     }
     let replays_identical = replays.iter().all(|r| r.0);
     let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
+    // Violations between the workers, or by the senders and the receiver,
+    // mean a peer broke the protocol: with honest peers there are none.
+    let violations = sum_field(&logs, "violations");
     let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
     let faults = fault_counts(&data_dirs);
     println!(
@@ -1159,8 +1241,9 @@ fn run_with(
     );
     recovery_ms.sort_unstable();
     println!(
-        "report: kills={kills} receiver_kills={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
+        "report: kills={kills} receiver_kills={} sender_failovers={failovers} redirects={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
         receiver_kills_at.len(),
+        sum(|s| s.redirects),
         schedule.partitions.len(),
         workers.iter().map(|w| w.starts).sum::<u32>(),
         receiver.starts,
@@ -1177,7 +1260,7 @@ fn run_with(
         sum_field(&logs, "dead_letters"),
     );
     println!(
-        "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start)",
+        "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start); protocol violations={violations}",
         sum_field(&logs, "unacked")
     );
     println!(
@@ -1222,8 +1305,18 @@ fn run_with(
             receiver.log.display()
         );
     }
-    let passed =
-        report.passed() && clean && receiver_clean && failure.is_none() && replays_identical;
+    if violations > 0 {
+        println!(
+            "chaos: {violations} protocol violations between honest peers (see `PROTOCOL` in the worker logs in {})",
+            dir.display()
+        );
+    }
+    let passed = report.passed()
+        && clean
+        && receiver_clean
+        && failure.is_none()
+        && replays_identical
+        && violations == 0;
     println!(
         "reproduce: {} {}  (schedule {:016x})",
         s.command,

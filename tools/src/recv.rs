@@ -102,6 +102,9 @@ pub struct RecvStats {
     pub delivered: BTreeMap<u32, u64>,
 }
 
+/// Node `n` sends its outputs on channel `SINK_CHANNEL_BASE + n`.
+pub const SINK_CHANNEL_BASE: u32 = 1000;
+
 /// Frames of a channel whose content checksums are kept (a power of two):
 /// a duplicate within this many of `delivered` is compared with the frame
 /// written under its seq.
@@ -543,6 +546,8 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
         .ok()
         .map(|c| Acceptor::new(me, c));
     let mut answered = false;
+    // The one channel this node sends on, once its handshake is done.
+    let mut connection_channel: Option<u32> = None;
     dec.set_max_frame_len(HANDSHAKE_MAX_FRAME_LEN);
     let mut last_nack: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     let mut moved: Vec<(u32, u64)> = Vec::new();
@@ -624,14 +629,20 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                                 let _ = enc.hello(&mut out, 0, &hello);
                                 answered = true;
                             }
-                            Ok((None, _)) => {
-                                let entries: Vec<ResumeEntry> = st
-                                    .stats
-                                    .delivered
-                                    .iter()
-                                    .map(|(&c, &d)| ResumeEntry::new(c, d))
-                                    .collect();
-                                let _ = enc.resume(&mut out, 0, &entries);
+                            Ok((None, peer)) => {
+                                // Node n sends on channel 1000 + n
+                                // (wire/PROTOCOL.md, Channels): RESUME
+                                // names it, and an ACK of what the file
+                                // holds follows (a RESUME drops nothing at
+                                // the node).
+                                let ch =
+                                    SINK_CHANNEL_BASE.saturating_add(peer.map_or(0, |p| p.node_id));
+                                let d = st.stats.delivered.get(&ch).copied().unwrap_or(0);
+                                let _ = enc.resume(&mut out, 0, &[ResumeEntry::new(ch, d)]);
+                                if d > 0 {
+                                    let _ = enc.ack(&mut out, ch, 0, d);
+                                }
+                                connection_channel = Some(ch);
                                 resumed = true;
                                 ready = true;
                                 dec.set_max_frame_len(shared.max_frame_len);
@@ -641,6 +652,21 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     (true, Kind::Data) => {
                         let h = f.header();
                         let (channel, seq) = (h.channel(), h.seq());
+                        if Some(channel) != connection_channel {
+                            let text = format!(
+                                "DATA on channel {channel}: this node's channel to the sink is {}",
+                                connection_channel.unwrap_or(0)
+                            );
+                            drop(st);
+                            return refuse(
+                                shared,
+                                &mut stream,
+                                &mut out,
+                                &enc,
+                                ErrorCode::UnknownChannel,
+                                &text,
+                            );
+                        }
                         let delivered = st.stats.delivered.get(&channel).copied().unwrap_or(0);
                         let crc = content_crc(&f.view());
                         let written = st.written.entry(channel).or_insert_with(|| Written {

@@ -44,10 +44,15 @@ impl RawNode {
     /// Connects and does the HELLO exchange (wire/PROTOCOL.md: three
     /// HELLOs); `connect_resume` also waits for the RESUME.
     fn connect(addr: SocketAddr) -> RawNode {
+        RawNode::connect_as(addr, 1)
+    }
+
+    /// As node `node`, which sends on channel 1000 + `node`.
+    fn connect_as(addr: SocketAddr, node: u32) -> RawNode {
         let s = TcpStream::connect(addr).unwrap();
         let me = Me {
             cluster_id: 1,
-            node_id: 1,
+            node_id: node,
             role: Role::Node,
         };
         let (c, hello) = Connector::start(me, [4; 32]);
@@ -76,7 +81,12 @@ impl RawNode {
 
     /// Connects and returns the RESUME's (channel, delivered) entries.
     fn connect_resume(addr: SocketAddr) -> (RawNode, BTreeMap<u32, u64>) {
-        let mut n = RawNode::connect(addr);
+        RawNode::connect_resume_as(addr, 1)
+    }
+
+    /// As node `node`.
+    fn connect_resume_as(addr: SocketAddr, node: u32) -> (RawNode, BTreeMap<u32, u64>) {
+        let mut n = RawNode::connect_as(addr, node);
         let r = n.resume(Duration::from_secs(10)).expect("a RESUME");
         (n, r)
     }
@@ -195,7 +205,7 @@ fn text(o: &Output) -> (String, String) {
 fn a_torn_tail_is_truncated_at_the_first_bad_record_and_delivered_rebuilt() {
     let dir = tmp_dir("torn");
     // Channels 7 and 9, seqs 1..=5 each: 10 records, 16 + 400 bytes.
-    let (path, full) = received_file(&dir, &[7, 9], 5);
+    let (path, full) = received_file(&dir, &[1007, 1009], 5);
     assert_eq!(full.len() as u64, HDR + 10 * REC);
     let last = (HDR + 9 * REC) as usize;
     type Damage = Box<dyn Fn(&mut Vec<u8>)>;
@@ -274,25 +284,36 @@ fn a_torn_tail_is_truncated_at_the_first_bad_record_and_delivered_rebuilt() {
         assert!(!text(&o).1.contains("torn tail"), "{what}: {}", text(&o).1);
     }
 
-    // Delivered rebuilt, as the RESUME says: 9 records kept, channel 9 at 4.
+    // Delivered rebuilt, as the RESUMEs say: 9 records kept, channel 1009
+    // (node 9's) at 4.
     let mut bytes = full.clone();
     bytes.truncate(bytes.len() - 1);
     fs::write(&path, &bytes).unwrap();
     let r = Receiver::start(&RecvConfig::new(free_addr().unwrap(), &path)).unwrap();
     assert_eq!(r.stats().recovered, 9);
     assert_eq!(r.stats().torn_bytes, REC - 1);
-    let (mut node, resume) = RawNode::connect_resume(r.addr());
-    assert_eq!(resume, BTreeMap::from([(7, 5), (9, 4)]));
-    // The node resends from there: 9:5 is written, 7:5 is a duplicate.
-    node.send(9, 5..=6);
-    node.send(7, 5..=5);
-    assert_eq!(node.ack(9, 6, Duration::from_secs(10)), Some(6));
-    assert_eq!(node.ack(7, 5, Duration::from_secs(10)), Some(5));
+    let (mut node9, resume) = RawNode::connect_resume_as(r.addr(), 9);
+    assert_eq!(resume, BTreeMap::from([(1009, 4)]));
+    let (mut node7, resume) = RawNode::connect_resume_as(r.addr(), 7);
+    assert_eq!(resume, BTreeMap::from([(1007, 5)]));
+    // What the file holds is ACKed right after the RESUME (which drops
+    // nothing at a node); node 9's 4 likewise.
+    assert_eq!(node7.ack(1007, 5, Duration::from_secs(10)), Some(5));
+    assert_eq!(node9.ack(1009, 4, Duration::from_secs(10)), Some(4));
+    // The nodes resend from there: 1009:5 is written, 1007:5 is a duplicate.
+    node9.send(1009, 5..=6);
+    node7.send(1007, 5..=5);
+    assert_eq!(node9.ack(1009, 6, Duration::from_secs(10)), Some(6));
+    assert_eq!(
+        node7.ack(1007, 5, Duration::from_secs(10)),
+        Some(5),
+        "the duplicate is ACKed again"
+    );
     let st = r.stop().unwrap();
     assert_eq!((st.records, st.recovered, st.duplicates), (11, 9, 1));
     let recs = read_received(&path).unwrap();
     let seqs: Vec<(u32, u64)> = recs.iter().map(|r| (r.channel, r.seq)).collect();
-    assert_eq!(seqs[9..], [(9, 5), (9, 6)]);
+    assert_eq!(seqs[9..], [(1009, 5), (1009, 6)]);
     assert_eq!(recs[9].offset, HDR + 9 * REC);
 }
 
@@ -450,34 +471,37 @@ fn fsync_acks_and_resumes_wait_for_the_sync_that_covers_them_and_one_sync_serves
     let short = Duration::from_millis(300);
     // Four nodes connect; nothing is written yet, so no sync is needed.
     let mut nodes: Vec<RawNode> = (0..4)
-        .map(|_| RawNode::connect_resume(r.addr()).0)
+        .map(|k| RawNode::connect_resume_as(r.addr(), 1 + k).0)
         .collect();
     assert!(gate.targets(0).is_empty());
 
     // Node 0 sends 100 records: written, a sync starts, no ACK until it ends.
-    nodes[0].send(1, 1..=100);
+    nodes[0].send(1001, 1..=100);
     let after_a = HDR + 100 * REC;
     assert_eq!(gate.targets(1), [after_a]);
-    assert_eq!(nodes[0].ack(1, 100, short), None, "ACK before the sync");
+    assert_eq!(nodes[0].ack(1001, 100, short), None, "ACK before the sync");
     // Three more write while that sync is held: they wait too.
     for (i, n) in nodes[1..].iter_mut().enumerate() {
-        n.send(2 + i as u32, 1..=50);
+        n.send(1002 + i as u32, 1..=50);
     }
     let after_all = after_a + 150 * REC;
     wait_len(&path, after_all);
     for (i, n) in nodes[1..].iter_mut().enumerate() {
-        assert_eq!(n.ack(2 + i as u32, 50, Duration::from_millis(100)), None);
+        assert_eq!(n.ack(1002 + i as u32, 50, Duration::from_millis(100)), None);
     }
     // The first sync ends: node 0's ACK; one sync then covers the other three.
     gate.release();
-    assert_eq!(nodes[0].ack(1, 100, Duration::from_secs(10)), Some(100));
+    assert_eq!(nodes[0].ack(1001, 100, Duration::from_secs(10)), Some(100));
     assert_eq!(gate.targets(2), [after_a, after_all]);
     for (i, n) in nodes[1..].iter_mut().enumerate() {
-        assert_eq!(n.ack(2 + i as u32, 50, Duration::from_millis(100)), None);
+        assert_eq!(n.ack(1002 + i as u32, 50, Duration::from_millis(100)), None);
     }
     gate.release();
     for (i, n) in nodes[1..].iter_mut().enumerate() {
-        assert_eq!(n.ack(2 + i as u32, 50, Duration::from_secs(10)), Some(50));
+        assert_eq!(
+            n.ack(1002 + i as u32, 50, Duration::from_secs(10)),
+            Some(50)
+        );
     }
     // Covered by a sync that finished: no further sync.
     std::thread::sleep(Duration::from_millis(200));
@@ -486,7 +510,7 @@ fn fsync_acks_and_resumes_wait_for_the_sync_that_covers_them_and_one_sync_serves
 
     // A RESUME names only durable records: a node connecting while a sync
     // is held hears nothing until it ends.
-    nodes[0].send(1, 101..=110);
+    nodes[0].send(1001, 101..=110);
     let after_b = after_all + 10 * REC;
     assert_eq!(gate.targets(3)[2], after_b);
     let mut late = RawNode::connect(r.addr());
@@ -494,9 +518,9 @@ fn fsync_acks_and_resumes_wait_for_the_sync_that_covers_them_and_one_sync_serves
     gate.release();
     assert_eq!(
         late.resume(Duration::from_secs(10)),
-        Some(BTreeMap::from([(1, 110), (2, 50), (3, 50), (4, 50)]))
+        Some(BTreeMap::from([(1001, 110)]))
     );
-    assert_eq!(nodes[0].ack(1, 110, Duration::from_secs(10)), Some(110));
+    assert_eq!(nodes[0].ack(1001, 110, Duration::from_secs(10)), Some(110));
     let st = r.stop().unwrap();
     assert_eq!((st.records, st.syncs), (260, 3));
     assert_eq!(read_received(&path).unwrap().len(), 260);
@@ -510,10 +534,10 @@ fn process_durability_acks_once_written_without_syncing() {
     let mut rc = RecvConfig::new(free_addr().unwrap(), &path);
     rc.before_sync = Some(gate.hook());
     let r = Receiver::start(&rc).unwrap();
-    let (mut n, resume) = RawNode::connect_resume(r.addr());
-    assert!(resume.is_empty());
-    n.send(5, 1..=1000);
-    assert_eq!(n.ack(5, 1000, Duration::from_secs(10)), Some(1000));
+    let (mut n, resume) = RawNode::connect_resume_as(r.addr(), 5);
+    assert_eq!(resume, BTreeMap::from([(1005, 0)]));
+    n.send(1005, 1..=1000);
+    assert_eq!(n.ack(1005, 1000, Duration::from_secs(10)), Some(1000));
     // ACKed means in the file.
     assert!(fs::metadata(&path).unwrap().len() >= HDR + 1000 * REC);
     assert!(gate.targets(0).is_empty());
