@@ -298,8 +298,12 @@ fn drive(
 ) -> Result<f64, String> {
     let start = Instant::now();
     let mut threads = Vec::new();
+    // Straight to the receiver: the raw pipe.
+    let raw = to == [recv.addr()];
     for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
+        // The raw pipe: the sender stands in for a node at the receiver.
+        cfg.as_node = raw;
         if let Some(r) = total_rate {
             // Each input gets its share of the rate.
             let rate = ((r * records.len() as f64 / total as f64) as u64).max(1);
