@@ -16,11 +16,21 @@ use crate::header::{flags, HEADER_LEN};
 /// else recomputed over its bytes with the flag cleared. Padding is zero
 /// (the decoder checks it), so two frames of the same seq with the same
 /// content CRC carry the same header fields and payload.
+#[inline]
 pub fn content_crc(view: &FrameView<'_>) -> u32 {
     let h = view.header;
     if h.flags() & flags::RESEND == 0 {
         return h.crc32c();
     }
+    resent_content_crc(view)
+}
+
+/// [`content_crc`] of a frame flagged `RESEND`: the checksum recomputed
+/// with the flag clear (resends only, off the first-send path).
+#[cold]
+#[inline(never)]
+fn resent_content_crc(view: &FrameView<'_>) -> u32 {
+    let h = view.header;
     let mut header = *h;
     header.flags = (h.flags() & !flags::RESEND).into();
     let bytes = zerocopy::IntoBytes::as_bytes(&header);
