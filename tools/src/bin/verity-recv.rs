@@ -34,6 +34,17 @@ struct Args {
     /// (`client_secret_file`): both sides prove they hold it.
     #[arg(long)]
     secret_file: Option<std::path::PathBuf>,
+    /// TLS: our certificate (PEM chain naming the address nodes dial as an
+    /// IP SAN); needs --tls-key. Turns TLS on.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM, mode 600).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// TLS: nodes must present a certificate chaining to this CA file
+    /// (mutual TLS); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        match verity_tools::tls::server_config(cert, key, a.tls_ca.as_deref()) {
+            Ok(tls) => cfg.tls = Some(tls),
+            Err(e) => {
+                eprintln!("verity-recv: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let r = match Receiver::start(&cfg) {
         Ok(r) => r,
         Err(e) => {
@@ -57,8 +77,13 @@ fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "verity-recv: listening on {}, writing {}",
+        "verity-recv: listening on {}{}, writing {}",
         r.addr(),
+        match (&cfg.tls, &a.tls_ca) {
+            (None, _) => "",
+            (Some(_), None) => " (TLS)",
+            (Some(_), Some(_)) => " (TLS, node certificates required)",
+        },
         a.out.display()
     );
     let mut last = (0, Instant::now());
