@@ -135,6 +135,19 @@ pub(crate) fn failure(e: &io::Error) -> Option<String> {
     Some(Escaped(&inner.to_string()).to_string())
 }
 
+/// What one [`TlsConn::fill`] did.
+pub(crate) struct Filled {
+    /// `false`: the peer closed (TCP end of stream, or close_notify).
+    pub open: bool,
+    /// Nothing is held here, and the socket was found empty (`WouldBlock`)
+    /// or shorter than asked by this call's own read (`short`).
+    pub drained: bool,
+    /// This call's read of the socket was short.
+    pub short: bool,
+    /// Records could not all be written (the socket would block).
+    pub write_blocked: bool,
+}
+
 /// One non-blocking TLS connection over a registered mio socket.
 ///
 /// Reads: ciphertext is read from the socket into `cipher` (64 KiB a
@@ -185,36 +198,40 @@ impl TlsConn {
         self.tls.wants_write()
     }
 
-    /// Reads up to `max` bytes of plaintext into `buf` (as `Conn::fill`):
-    /// `Ok(false)` once the peer closed. `readable` is cleared only when
-    /// nothing is held here and the socket is known to be empty.
-    /// `writable` is cleared if records rustls made on the way (handshake
-    /// messages, alerts) could not all be written. `handshaking`: the
-    /// connection is not yet established (a smaller read).
+    /// Reads up to `max` bytes of plaintext into `buf` (for `Conn::fill`).
+    /// `handshaking`: the connection is not yet established (a smaller
+    /// read). Records rustls makes on the way (handshake messages, alerts,
+    /// key updates) are written at once.
     pub fn fill(
         &mut self,
         buf: &mut BytesMut,
         max: usize,
-        readable: &mut bool,
-        writable: &mut bool,
         handshaking: bool,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Filled> {
+        let mut f = Filled {
+            open: true,
+            drained: false,
+            short: false,
+            write_blocked: false,
+        };
         let mut got = 0;
-        let mut emptied = false;
         loop {
             // Plaintext rustls holds.
             let mut r = self.tls.reader();
             loop {
                 match r.fill_buf() {
                     // The peer's close_notify, after everything it sent.
-                    Ok([]) => return Ok(got > 0),
+                    Ok([]) => {
+                        f.open = got > 0;
+                        return Ok(f);
+                    }
                     Ok(b) => {
                         let n = b.len().min(max - got);
                         buf.extend_from_slice(&b[..n]);
                         r.consume(n);
                         got += n;
                         if got == max {
-                            return Ok(true);
+                            return Ok(f);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -227,7 +244,8 @@ impl TlsConn {
                 let n = self.tls.read_tls(&mut rest)?;
                 if n == 0 {
                     // Nothing is taken after the peer's close_notify.
-                    return Ok(got > 0);
+                    f.open = got > 0;
+                    return Ok(f);
                 }
                 self.at += n;
                 if let Err(e) = self.tls.process_new_packets() {
@@ -237,19 +255,18 @@ impl TlsConn {
                 }
                 // Handshake flights, alerts, key updates: out at once.
                 if !self.send()? {
-                    *writable = false;
+                    f.write_blocked = true;
                 }
                 continue;
             }
-            if emptied {
+            if f.short {
                 // This call's own read found the socket's queue shorter
-                // than asked, and everything it read is handed over: new
-                // bytes raise a new edge.
-                *readable = false;
-                return Ok(true);
+                // than asked, and everything it read is handed over.
+                f.drained = true;
+                return Ok(f);
             }
             if got > 0 {
-                return Ok(true);
+                return Ok(f);
             }
             let want = if handshaking {
                 HANDSHAKE_READ_CHUNK
@@ -260,14 +277,17 @@ impl TlsConn {
                 self.cipher = vec![0; want];
             }
             match self.sock.read(&mut self.cipher) {
-                Ok(0) => return Ok(false),
+                Ok(0) => {
+                    f.open = false;
+                    return Ok(f);
+                }
                 Ok(n) => {
                     (self.at, self.len) = (0, n);
-                    emptied = n < want;
+                    f.short = n < want;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    *readable = false;
-                    return Ok(true);
+                    f.drained = true;
+                    return Ok(f);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -302,5 +322,156 @@ impl TlsConn {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Secret;
+    use crate::runtime::worker::{Conn, Stream};
+    use mio::{Events, Interest, Poll, Token};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// A CA and one certificate for 127.0.0.1 (server and client use), as
+    /// `[tls]` would load them.
+    fn files() -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        TlsFiles {
+            cert_file: PathBuf::from("node.pem"),
+            key_file: PathBuf::from("node.key"),
+            ca_file: PathBuf::from("ca.pem"),
+            cert_pem: cert.pem().into_bytes(),
+            key_pem: Secret(key.serialize_pem().into_bytes()),
+            ca_pem: ca_pem.into_bytes(),
+            nodes: true,
+            clients: true,
+            require_client_cert: true,
+        }
+    }
+
+    /// The worker's read and write paths over one TLS connection under
+    /// mio's edge-triggered readiness, the way its loop drives them: read
+    /// while `readable` (small budgets, so plaintext and ciphertext stay
+    /// held in the TLS layer with no new edge to announce them), flush only
+    /// on writable events. A small upload arrives with its FIN before the
+    /// loop looks (one edge for both: a short read must not end the
+    /// reading); a large one arrives over many edges. Then the peer waits
+    /// before reading a reply larger than the socket buffers (records
+    /// rustls holds must go out on writable events, with `wbuf` empty). A
+    /// lost edge shows as a stall: the test fails at its deadline.
+    #[test]
+    fn edge_triggered_reads_and_writes_lose_nothing() {
+        exchange(20 << 10, 2 << 20);
+        exchange(3 << 20, 2 << 20);
+    }
+
+    /// `up` bytes from a TLS client to a worker `Conn`, then its FIN; `down`
+    /// bytes back.
+    fn exchange(up: usize, down: usize) {
+        let setup = TlsSetup::new(&files()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client_cfg = setup.sink.clone().unwrap();
+        let peer = std::thread::spawn(move || {
+            let sock = std::net::TcpStream::connect(addr).unwrap();
+            let conn =
+                ClientConnection::new(client_cfg, ServerName::IpAddress(addr.ip().into())).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, sock);
+            let up: Vec<u8> = (0..up).map(|i| (i % 251) as u8).collect();
+            s.write_all(&up).unwrap();
+            s.flush().unwrap();
+            s.sock.shutdown(std::net::Shutdown::Write).unwrap();
+            // Let the server's replies pile up against full buffers.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut down = vec![0u8; down];
+            s.read_exact(&mut down).unwrap();
+            assert!(down.iter().enumerate().all(|(i, &b)| b == (i % 241) as u8));
+        });
+        let (sock, from) = listener.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        // A small send buffer: rustls's records outlast `wbuf`, and only
+        // writable events get them out.
+        let size: libc::c_int = 8 << 10;
+        // SAFETY: setsockopt(2) on the socket we own, with a pointer to a
+        // c_int that lives for the call and its exact size.
+        unsafe {
+            use std::os::unix::io::AsRawFd;
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&size as *const libc::c_int).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let mut sock = TcpStream::from_std(sock);
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut sock, Token(1), Interest::READABLE | Interest::WRITABLE)
+            .unwrap();
+        let tls = TlsConn::server(setup.sources.as_ref().unwrap(), sock).unwrap();
+        let mut c = Conn::over(Stream::Tls(Box::new(tls)), from, 1 << 20, 1 << 20);
+        c.readable = false;
+        let mut events = Events::with_capacity(16);
+        let mut got = Vec::new();
+        let mut closed = false;
+        let mut queued = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(closed && queued && !c.wants_flush()) {
+            assert!(
+                Instant::now() < deadline,
+                "stalled: {} of {up} bytes read, closed {closed}, queued {queued}",
+                got.len()
+            );
+            if !c.readable || closed {
+                // Before the first look everything the peer sends arrives
+                // (a single edge for the data and its FIN).
+                if !closed {
+                    let ms = if got.is_empty() { 200 } else { 1 };
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                poll.poll(&mut events, Some(Duration::from_millis(50)))
+                    .unwrap();
+                for ev in events.iter() {
+                    c.readable |= ev.is_readable() || ev.is_read_closed();
+                    c.read_closed |= ev.is_read_closed();
+                    c.writable |= ev.is_writable();
+                }
+            }
+            while c.readable && !closed {
+                match c.fill(7000) {
+                    Ok(true) => {}
+                    Ok(false) => closed = true,
+                    Err(e) => panic!("read: {e}"),
+                }
+                let b = c.dec.read_buf();
+                got.extend_from_slice(b);
+                b.clear();
+            }
+            if closed && !queued {
+                assert_eq!(got.len(), up);
+                assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+                let reply: Vec<u8> = (0..down).map(|i| (i % 241) as u8).collect();
+                c.wbuf.extend_from_slice(&reply);
+                c.writable = true;
+                queued = true;
+            }
+            if c.writable && c.wants_flush() {
+                c.flush().unwrap();
+            }
+        }
+        peer.join().unwrap();
     }
 }

@@ -397,14 +397,18 @@ impl Conn {
         let fd = match &mut self.stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Tls(t) => {
-                let handshaking = self.state != ConnState::Ready;
-                return t.fill(
-                    buf,
-                    max,
-                    &mut self.readable,
-                    &mut self.writable,
-                    handshaking,
-                );
+                let f = t.fill(buf, max, self.state != ConnState::Ready)?;
+                // Plaintext or ciphertext still held keeps the connection
+                // readable (no new edge will announce it). Emptied by a
+                // short read: new bytes raise a new edge, unless a FIN
+                // was announced (as below).
+                if f.drained && !(f.short && self.read_closed) {
+                    self.readable = false;
+                }
+                if f.write_blocked {
+                    self.writable = false;
+                }
+                return Ok(f.open);
             }
             Stream::Link(l) => {
                 if l.read_into(buf, max) == 0 {

@@ -55,6 +55,7 @@ struct Shared {
     read_rate: Option<u64>,
     on_record: Option<OnRecord>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    raw_pipe: bool,
 }
 
 impl Shared {
@@ -90,6 +91,9 @@ pub struct RecvConfig {
     /// TLS server settings (`--tls-cert`/`--tls-key`, with `--tls-ca`
     /// client certificates required): `crate::tls::server_config`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `verity-bench`'s raw pipe: a sender connects straight to us, so we
+    /// say we are a node and take sources as well as nodes.
+    pub raw_pipe: bool,
 }
 
 impl RecvConfig {
@@ -103,6 +107,7 @@ impl RecvConfig {
             on_record: None,
             secret: None,
             tls: None,
+            raw_pipe: false,
         }
     }
 }
@@ -151,6 +156,7 @@ impl Receiver {
             read_rate: cfg.read_rate,
             on_record: cfg.on_record.clone(),
             tls: cfg.tls.clone(),
+            raw_pipe: cfg.raw_pipe,
         });
         let _ = listener.set_nonblocking(true);
         let sh = Arc::clone(&shared);
@@ -265,7 +271,11 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
     let me = Me {
         cluster_id: shared.cluster_id,
         node_id: 0,
-        role: Role::Sink,
+        role: if shared.raw_pipe {
+            Role::Node
+        } else {
+            Role::Sink
+        },
     };
     let mut acceptor = crate::client_auth::challenge()
         .ok()
@@ -324,7 +334,15 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                         let secret = shared.secret.as_deref();
                         let step = match acceptor.as_mut() {
                             Some(a) if !answered => a
-                                .on_hello(&view, secret, &[Role::Node])
+                                .on_hello(
+                                    &view,
+                                    secret,
+                                    if shared.raw_pipe {
+                                        &[Role::Node, Role::Source]
+                                    } else {
+                                        &[Role::Node]
+                                    },
+                                )
                                 .map(|h| (Some(h), None)),
                             Some(a) => a.on_answer(&view, secret).map(|p| (None, Some(p))),
                             None => Err(Refusal {
