@@ -21,8 +21,10 @@
 //!   (with `--workers`) the cluster with TLS on every link (`[tls]`:
 //!   sources and sink, and mutual TLS between workers; the receiver
 //!   requires the node's certificate), certificates from `verity-gen
-//!   tls`'s code; reported as TLS ÷ plain of the same round, and a latency
-//!   run through the engine over TLS at the same rate.
+//!   tls`'s code; reported as TLS ÷ plain of the same round (every other
+//!   round runs the TLS variants first), with the engine's and the
+//!   cluster's CPU per input, and a latency run through the engine over
+//!   TLS at the same rate.
 //!
 //! Ratios, not absolute figures, are what compare across runs on a shared
 //! machine.
@@ -89,8 +91,11 @@ pub struct BenchResult {
     pub tls: Option<TlsResult>,
 }
 
-/// The TLS runs of a bench: medians of msgs/s and of the per-round ratios
-/// TLS ÷ plain (each pair measured in the same round).
+/// The TLS runs of a bench: medians of msgs/s, and geometric means of the
+/// per-round ratios TLS ÷ plain (each pair measured in the same round,
+/// every other round TLS first: a run's place in the round matters on
+/// this machine, the cluster's second run of a round being up to 1.5x
+/// faster whichever it is).
 #[derive(Debug, Clone, Default)]
 pub struct TlsResult {
     pub raw_msgs_per_s: f64,
@@ -151,7 +156,7 @@ impl core::fmt::Display for BenchResult {
         if let Some(t) = &self.tls {
             write!(
                 f,
-                "\nbench: TLS: raw pipe {:.0} msgs/s, TLS/plain {:.0}%; engine {:.0} msgs/s, TLS/plain {:.0}% (medians of per-round ratios)",
+                "\nbench: TLS: raw pipe {:.0} msgs/s, TLS/plain {:.0}%; engine {:.0} msgs/s, TLS/plain {:.0}% (geometric means of per-round ratios, TLS first every other round)",
                 t.raw_msgs_per_s,
                 100.0 * t.raw_ratio,
                 t.engine_msgs_per_s,
@@ -166,7 +171,7 @@ impl core::fmt::Display for BenchResult {
             if let Some((rate, ratio)) = t.cluster {
                 write!(
                     f,
-                    "\nbench: TLS: cluster {rate:.0} msgs/s, TLS/plain {:.0}% (median of per-round ratios)",
+                    "\nbench: TLS: cluster {rate:.0} msgs/s, TLS/plain {:.0}% (geometric mean of per-round ratios)",
                     100.0 * ratio
                 )?;
             }
@@ -518,11 +523,35 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         Ok::<_, String>((rate, cpu))
     };
     let cpu_text = |cpu: Option<f64>| cpu.map_or("n/a".to_string(), |c| format!("{c:.0} ns/msg"));
+    // The raw pipe and the single node, over TLS or not.
+    let single = |round: u32, t: Option<&Tls>| {
+        let tag = if t.is_some() { "-tls" } else { "" };
+        let (raw, ()) = timed_run(
+            cfg,
+            &inputs,
+            total,
+            total,
+            &format!("raw{tag}.bin"),
+            t,
+            |sink| Ok(((), vec![sink])),
+        )?;
+        let (eng, cpu) = engine_run(
+            &format!("engine{tag}-{round}"),
+            &format!("engine{tag}.bin"),
+            t,
+        )?;
+        Ok::<_, String>((raw, eng, cpu))
+    };
     for round in 0..cfg.rounds.max(1) {
-        let (raw, ()) = timed_run(cfg, &inputs, total, total, "raw.bin", None, |sink| {
-            Ok(((), vec![sink]))
-        })?;
-        let (eng, cpu) = engine_run(&format!("engine-{round}"), "engine.bin", None)?;
+        // With --tls, every other round runs the TLS variants first: the
+        // order within a round (caches, the previous run's page cache
+        // being freed) must not favour either.
+        let tls_first = round % 2 == 1;
+        let mut single_tls = None;
+        if let (Some(t), true) = (&tls, tls_first) {
+            single_tls = Some(single(round, Some(t))?);
+        }
+        let (raw, eng, cpu) = single(round, None)?;
         eprintln!(
             "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
             cfg.app,
@@ -532,18 +561,14 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         raw_rates.push(raw);
         engine_rates.push(eng);
         ratios.push(eng / raw);
-
-        if let Some(t) = &tls {
-            // Right after the plain runs of the same round: TLS ÷ plain.
-            let (raw_t, ()) =
-                timed_run(cfg, &inputs, total, total, "raw-tls.bin", Some(t), |sink| {
-                    Ok(((), vec![sink]))
-                })?;
-            let (eng_t, cpu_t) =
-                engine_run(&format!("engine-tls-{round}"), "engine-tls.bin", Some(t))?;
+        if let (Some(t), false) = (&tls, tls_first) {
+            single_tls = Some(single(round, Some(t))?);
+        }
+        if let Some((raw_t, eng_t, cpu_t)) = single_tls {
             eprintln!(
-                "bench: {} round {round}: TLS: raw pipe {raw_t:.0} msgs/s ({:.0}% of plain); engine {eng_t:.0} msgs/s ({:.0}% of plain); engine CPU {}",
+                "bench: {} round {round}: TLS{}: raw pipe {raw_t:.0} msgs/s ({:.0}% of plain); engine {eng_t:.0} msgs/s ({:.0}% of plain); engine CPU {}",
                 cfg.app,
+                if tls_first { " (run first)" } else { "" },
                 100.0 * raw_t / raw,
                 100.0 * eng_t / eng,
                 cpu_text(cpu_t)
@@ -571,16 +596,24 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             base_ratios.push(eng / rate);
         }
         if cfg.workers >= 2 {
+            let tls_run =
+                |t: &Tls| cluster_run(&format!("cluster-tls-{round}"), "cluster-tls.bin", Some(t));
+            let mut cluster_tls = None;
+            if let (Some(t), true) = (&tls, tls_first) {
+                cluster_tls = Some(tls_run(t)?);
+            }
             let (rate, cpu) = cluster_run(&format!("cluster-{round}"), "cluster.bin", None)?;
             cluster_rates.push(rate);
             cluster_ratios.push(rate / eng);
-            if let Some(t) = &tls {
-                let (rate_t, cpu_t) =
-                    cluster_run(&format!("cluster-tls-{round}"), "cluster-tls.bin", Some(t))?;
+            if let (Some(t), false) = (&tls, tls_first) {
+                cluster_tls = Some(tls_run(t)?);
+            }
+            if let Some((rate_t, cpu_t)) = cluster_tls {
                 eprintln!(
-                    "bench: {} round {round}: cluster {rate:.0} msgs/s, CPU {}; TLS {rate_t:.0} msgs/s ({:.0}% of plain), CPU {}",
+                    "bench: {} round {round}: cluster {rate:.0} msgs/s, CPU {}; TLS{} {rate_t:.0} msgs/s ({:.0}% of plain), CPU {}",
                     cfg.app,
                     cpu_text(cpu),
+                    if tls_first { " (run first)" } else { "" },
                     100.0 * rate_t / rate,
                     cpu_text(cpu_t)
                 );
@@ -621,13 +654,13 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         None => None,
         Some(t) => Some(TlsResult {
             raw_msgs_per_s: median(&mut tls_raw),
-            raw_ratio: median(&mut tls_raw_ratios),
+            raw_ratio: geomean(&tls_raw_ratios),
             engine_msgs_per_s: median(&mut tls_engine),
-            engine_ratio: median(&mut tls_engine_ratios),
+            engine_ratio: geomean(&tls_engine_ratios),
             engine_cpu_ns: (!cpu_tls.is_empty())
                 .then(|| (median(&mut cpu_plain), median(&mut cpu_tls))),
             cluster: (cfg.workers >= 2)
-                .then(|| (median(&mut tls_cluster), median(&mut tls_cluster_ratios))),
+                .then(|| (median(&mut tls_cluster), geomean(&tls_cluster_ratios))),
             cluster_cpu_ns: (!cluster_cpu_tls.is_empty())
                 .then(|| (median(&mut cluster_cpu_plain), median(&mut cluster_cpu_tls))),
             latency: latency(cfg, &inputs, total, outputs, rate, true, Some(t))?,
@@ -650,6 +683,15 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         baseline,
         tls,
     })
+}
+
+/// The geometric mean of ratios: over rounds that alternate which of two
+/// runs goes first, a constant advantage of going second cancels out.
+fn geomean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    (v.iter().map(|r| r.ln()).sum::<f64>() / v.len() as f64).exp()
 }
 
 /// Latency percentiles of one paced run.
