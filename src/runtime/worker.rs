@@ -296,12 +296,11 @@ impl Conn {
         }
     }
 
-    /// Bytes wait to be written: in `wbuf`, behind the fault shim, or as
-    /// TLS records the socket has not taken yet.
+    /// Bytes wait to be written: in `wbuf`, or as TLS records the socket
+    /// has not taken yet (the fault shim's own held bytes leave as before:
+    /// with the next frames, or when `drain_shim` lets them out).
     pub(super) fn wants_flush(&self) -> bool {
-        !self.wbuf.is_empty()
-            || !self.sbuf.is_empty()
-            || matches!(&self.stream, Stream::Tls(t) if t.wants_write())
+        !self.wbuf.is_empty() || matches!(&self.stream, Stream::Tls(t) if t.wants_write())
     }
 }
 
