@@ -26,7 +26,7 @@ fn batch(payload_len: usize) -> (BytesMut, Vec<u8>) {
     let payload: Vec<u8> = (0..payload_len).map(|i| (i * 31) as u8).collect();
     let mut buf = BytesMut::with_capacity(FRAMES * (payload_len + 48));
     for seq in 1..=FRAMES as u64 {
-        enc.data(&mut buf, 1, 1, seq, seq, false, &payload)
+        enc.data(&mut buf, 1, seq, seq, false, &payload)
             .expect("bench frame fits");
     }
     (buf, payload)
@@ -74,7 +74,7 @@ fn wire(c: &mut Criterion) {
             b.iter(|| {
                 buf.clear();
                 for seq in 1..=FRAMES as u64 {
-                    let _ = enc.data(&mut buf, 1, 1, seq, seq, false, black_box(&payload));
+                    let _ = enc.data(&mut buf, 1, seq, seq, false, black_box(&payload));
                 }
                 black_box(&buf);
             })

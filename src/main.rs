@@ -6,6 +6,9 @@
 //!   under `kill -9`, checked.
 //! - `verity replay --config node.toml`: the node's journal re-run offline,
 //!   its outputs compared bit for bit (as `verity-replay`).
+//! - `verity recv --listen ADDR --out FILE`: the receiver, as `verity-recv`
+//!   (the demo and `verity-chaos` run it as a process of its own to
+//!   `kill -9` it).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +80,9 @@ enum Command {
     /// Re-run a node's snapshot + journal offline and compare its outputs
     /// with its outbound logs, bit for bit (also `verity-replay`).
     Replay(verity::replay::ReplayArgs),
+    /// Receive a node's output, exactly once, into a received file that is
+    /// reopened on restart (the same command line as `verity-recv`).
+    Recv(verity_tools::recv::cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +142,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Replay(args) => ExitCode::from(verity::replay::main_with(&args, "verity replay")),
+        Command::Recv(args) => verity_tools::recv::cli::run(&args, "verity recv"),
         Command::Worker { config, name } => {
             let loaded = match &name {
                 None => NodeToml::load(&config).map(|c| vec![c]),

@@ -64,7 +64,7 @@ fn a_chaos_run_catches_a_deliberate_dedup_defect_and_prints_how_to_reproduce_it(
         .unwrap_or("");
     assert!(last.starts_with("check: FAIL"), "{text}");
     assert!(
-        text.contains("reproduce: cargo run --release --bin verity-chaos -- --app market-spread --workers 2 --messages 30000 --profile flaky-net --seed 3"),
+        text.contains("reproduce: cargo build --release --workspace && ./target/release/verity-chaos --app market-spread --workers 2 --messages 30000 --profile flaky-net --seed 3"),
         "{text}"
     );
     // The checker names the first bad record with its trace id.

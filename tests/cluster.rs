@@ -795,3 +795,241 @@ fn the_fault_shim_injects_every_fault_and_the_check_still_passes() {
         );
     }
 }
+
+/// Issue 11, "Why" 5: each worker used to keep its own seq space for a
+/// source channel, so sending a channel to w1 and then the same records
+/// to w2 (what an at-least-once sender does when w1 dies) processed them
+/// twice (`duplicated=10000`). A channel now has one home; the others
+/// redirect its sender there.
+#[test]
+fn a_source_sent_through_two_workers_is_processed_once_at_its_home() {
+    let t = tempfile::tempdir().unwrap();
+    let input = t.path().join("input.u64");
+    let mut w = verity_tools::formats::InputWriter::create(InputFormat::U64, &input).unwrap();
+    for v in 1..=10_000 {
+        w.write_u64(v).unwrap();
+    }
+    w.finish().unwrap();
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut c = Cluster::new(t.path(), "doubler", 3, recv.addr(), false);
+    c.start();
+    let records = Records::load(InputFormat::U64, &input).unwrap();
+    let send_via = |worker: usize| -> SendStats {
+        let mut cfg = SendConfig::new(c.workers[worker].sources, 1);
+        cfg.give_up_after = Duration::from_secs(30);
+        send(
+            &cfg,
+            &records,
+            &Progress::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap()
+    };
+    // Channel 1's home is w1 (channel c at worker (c - 1) mod 3).
+    let first = send_via(1);
+    assert_eq!((first.acked, first.redirects), (10_000, 1), "{first:?}");
+    let again = send_via(2);
+    assert_eq!(again.redirects, 1, "{again:?}");
+    assert_eq!(again.frames, 0, "the home has every record already");
+    assert!(
+        recv.wait_for(10_000, Duration::from_secs(30)),
+        "{}",
+        c.logs()
+    );
+    for w in &mut c.workers {
+        assert_eq!(w.term(), Some(0), "{}", w.log_text());
+    }
+    let stats = recv.stop().unwrap();
+    assert_eq!(stats.records, 10_000);
+    let report = check::check(App::Doubler, &[&input], &received).unwrap();
+    assert_eq!(report.duplicated, 0, "{report}");
+    check_pass(App::Doubler, &[&input], &received, &c.logs());
+}
+
+/// Issue 11, "Why" 3, between nodes: a peer that answers w1's connection
+/// as w2 (it holds the cluster secret) and RESUMEs with a seq w1 never
+/// released is refused; nothing w1 keeps for w2 is dropped, and the real
+/// w2 gets it all.
+#[test]
+fn a_peer_node_that_lies_in_its_resume_is_refused_and_nothing_is_dropped() {
+    let t = tempfile::tempdir().unwrap();
+    let (nbbo, orders) = market_input(t.path(), 4_000, 6);
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let mut c = Cluster::new(t.path(), "market-spread", 2, recv.addr(), false);
+    let w2_address = c.workers[1].address;
+    // w2 is played by the test until the lie is told.
+    let fake = TcpListener::bind(w2_address).unwrap();
+    c.workers[0].start();
+    let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
+    s1.join().unwrap();
+    let (mut s, _) = fake.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = verity::wire::handshake::Me {
+        cluster_id: 1,
+        node_id: 1,
+        role: Role::Node,
+    };
+    let mut a = verity::wire::handshake::Acceptor::new(me, [3; 32]);
+    let mut dec = Decoder::default();
+    let mut next = |s: &mut TcpStream| -> verity::wire::Frame {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = dec.decode().unwrap() {
+                return f;
+            }
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed");
+            dec.extend(&buf[..n]);
+        }
+    };
+    let first = next(&mut s);
+    let hello = a
+        .on_hello(&first.view(), Some(SECRET.as_bytes()), &[Role::Node])
+        .unwrap();
+    let mut b = BytesMut::new();
+    Encoder::default().hello(&mut b, 1, &hello).unwrap();
+    s.write_all(&b).unwrap();
+    let answer = next(&mut s);
+    a.on_answer(&answer.view(), Some(SECRET.as_bytes()))
+        .unwrap();
+    let channel = verity::core::peer_channel(0, 1);
+    let mut b = BytesMut::new();
+    Encoder::default()
+        .resume(
+            &mut b,
+            1,
+            &[verity::wire::ResumeEntry::new(channel, 1_000_000_000)],
+        )
+        .unwrap();
+    s.write_all(&b).unwrap();
+    let error = loop {
+        let f = next(&mut s);
+        if f.kind() == Kind::Error {
+            let v = f.view();
+            let (code, text) = v.error().unwrap();
+            break (code, text.to_owned());
+        }
+    };
+    assert_eq!(error.0, ErrorCode::Protocol, "{}", error.1);
+    assert!(error.1.contains("RESUME for seq 1000000000"), "{}", error.1);
+    drop(s);
+    drop(fake);
+    // The real w2: it gets what w1 kept, and the orders.
+    c.workers[1].start();
+    let s2 = spawn_send(c.workers[1].sources, &orders, 2);
+    s2.join().unwrap();
+    let want = expected(App::MarketSpread, &[&nbbo, &orders], t.path());
+    assert!(recv.wait_for(want, Duration::from_secs(60)), "{}", c.logs());
+    for w in &mut c.workers {
+        assert_eq!(w.term(), Some(0), "{}", w.log_text());
+    }
+    let logs = c.logs();
+    assert!(logs.contains("RESUME for seq 1000000000"), "{logs}");
+    recv.stop().unwrap();
+    check_pass(App::MarketSpread, &[&nbbo, &orders], &received, &logs);
+}
+
+/// Issue 11, "Why" 8: with both secrets set, an unauthenticated flood of
+/// idle connections on w2's and w3's node-to-node ports kept a killed and
+/// restarted w1 from rejoining. The flood now fills only the handshake
+/// pool, and from its own addresses; w1 rejoins and the check passes.
+#[test]
+fn a_restarted_worker_rejoins_during_an_idle_flood_of_the_node_ports() {
+    let t = tempfile::tempdir().unwrap();
+    let (nbbo, orders) = market_input(t.path(), 20_000, 7);
+    let received = t.path().join("received.bin");
+    let mut rc = RecvConfig::new(free_addr(), &received);
+    rc.secret = Some(b"client-secret-0123456789".to_vec());
+    let recv = Receiver::start(&rc).unwrap();
+    let mut c = Cluster::new(t.path(), "market-spread", 3, recv.addr(), false);
+    verity_tools::client_auth::write_secret(
+        &t.path().join("client.key"),
+        "client-secret-0123456789",
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&c.workers[0].config).unwrap();
+    std::fs::write(
+        &c.workers[0].config,
+        config.replacen(
+            "[cluster]\n",
+            "[cluster]\nclient_secret_file = \"client.key\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    c.start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut flood = Vec::new();
+    for (k, target) in [c.workers[1].address, c.workers[2].address]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..5u8 {
+            let stop = stop.clone();
+            flood.push(thread::spawn(move || {
+                let from = std::net::Ipv4Addr::new(127, 0, 2 + k as u8, 10 + i);
+                let mut open: Vec<TcpStream> = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    open.retain(|s| {
+                        let _ = s.set_nonblocking(true);
+                        let mut b = [0u8; 4096];
+                        matches!((&*s).read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                    });
+                    while open.len() < 40 {
+                        match common::peer::connect_from(from, target) {
+                            Ok(s) => open.push(s),
+                            Err(_) => break,
+                        }
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }));
+        }
+    }
+    thread::sleep(Duration::from_millis(300));
+    let secret = verity_tools::client_auth::load_secret(&t.path().join("client.key")).unwrap();
+    let sends: Vec<_> = [(&nbbo, 1, 0usize), (&orders, 2, 1)]
+        .into_iter()
+        .map(|(path, channel, w)| {
+            let records = Records::load(InputFormat::Fixish, path).unwrap();
+            let mut cfg = SendConfig::new(c.workers[w].sources, channel);
+            cfg.give_up_after = Duration::from_secs(60);
+            cfg.secret = Some(secret.clone());
+            cfg.rate = Some(10_000);
+            thread::spawn(move || {
+                send(
+                    &cfg,
+                    &records,
+                    &Progress::default(),
+                    &AtomicBool::new(false),
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(400));
+    c.workers[0].kill9();
+    c.workers[0].start();
+    for s in sends {
+        s.join().unwrap();
+    }
+    let want = expected(App::MarketSpread, &[&nbbo, &orders], t.path());
+    assert!(recv.wait_for(want, Duration::from_secs(60)), "{}", c.logs());
+    stop.store(true, Ordering::SeqCst);
+    for f in flood {
+        f.join().unwrap();
+    }
+    for w in &mut c.workers {
+        assert_eq!(w.term(), Some(0), "{}", w.log_text());
+    }
+    let logs = c.logs();
+    assert!(logs.contains("epoch=2"), "{logs}");
+    assert!(
+        logs.contains("limits.max_handshakes") && logs.contains("max_connections_per_address"),
+        "the flood filled the handshake pool and its addresses' share: {logs}"
+    );
+    recv.stop().unwrap();
+    check_pass(App::MarketSpread, &[&nbbo, &orders], &received, &logs);
+}

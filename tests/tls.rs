@@ -650,33 +650,3 @@ fn three_workers_with_mutual_tls_survive_kill_9_and_pass_the_check() {
     .unwrap();
     assert!(report.passed(), "{report}\n{all}");
 }
-
-/// `verity-bench --tls` (small): every variant of a round, plain and over
-/// TLS (raw pipe, single node, a 2-worker cluster), delivers all its
-/// outputs, and the TLS figures are reported.
-#[test]
-fn verity_bench_runs_every_variant_over_tls() {
-    let t = tempfile::tempdir().unwrap();
-    let cfg = verity_tools::bench::BenchConfig {
-        app: "doubler".into(),
-        messages: 20_000,
-        seed: 1,
-        engine: PathBuf::from(env!("CARGO_BIN_EXE_verity")),
-        work_dir: t.path().join("bench"),
-        latency_seconds: 0.1,
-        rounds: 2,
-        workers: 2,
-        baseline: None,
-        latency_rate: Some(20_000.0),
-        tls: true,
-    };
-    let r = verity_tools::bench::run(&cfg).unwrap();
-    let tls = r.tls.as_ref().expect("TLS figures");
-    assert!(
-        tls.raw_msgs_per_s > 0.0 && tls.engine_msgs_per_s > 0.0,
-        "{r}"
-    );
-    assert!(tls.cluster.is_some_and(|(rate, _)| rate > 0.0), "{r}");
-    assert!(tls.latency.samples > 0, "{r}");
-    assert!(r.to_string().contains("TLS/plain"), "{r}");
-}

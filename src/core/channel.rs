@@ -169,9 +169,12 @@ pub struct OutChannel {
     /// Highest seq whose producing journal records are durable (output commit):
     /// frames up to here may leave the node.
     pub released: u64,
-    /// Highest seq handed to a connection to the consumer by this process
-    /// (from `acked` at start: a consumer's word about later seqs is taken
-    /// only as far as this, the rest is sent again and it drops duplicates).
+    /// Highest seq that may have reached the consumer: handed to a
+    /// connection by this process, or released before it started (a
+    /// predecessor may have sent those). A consumer's word about later
+    /// seqs is taken only as far as this: the rest is sent again and it
+    /// drops duplicates. So a consumer can never make the node drop what
+    /// no instance of it ever sent.
     pub sent: u64,
 }
 
@@ -261,12 +264,14 @@ impl OutChannel {
         self.sent = self.sent.max(through.min(self.released));
     }
 
-    /// Recovery: the consumer had ACKed every seq through `acked` (the
-    /// outbound log keeps nothing below `acked + 1`).
+    /// Recovery (after the journal replay released what it regenerated):
+    /// the consumer had ACKed every seq through `acked` (the outbound log
+    /// keeps nothing below `acked + 1`), and every seq released so far may
+    /// have been sent by this node's previous instance.
     pub fn recovered(&mut self, acked: u64) {
         let acked = acked.min(self.released);
         self.acked = self.acked.max(acked);
-        self.sent = self.sent.max(self.acked);
+        self.sent = self.sent.max(self.released);
     }
 }
 
@@ -348,12 +353,13 @@ mod tests {
             o.assign();
         }
         o.released = 10;
-        // After a restart: the log kept seqs from 5 on.
-        o.recovered(4);
-        assert_eq!((o.acked, o.sent), (4, 4));
-        // A consumer holding 8 (sent by the previous process) gets 5.. again.
-        assert_eq!(o.resume(8), Ok(5));
-        assert_eq!(o.acked, 4, "a RESUME drops nothing");
+        // A fresh node released 1..=10 and sent 1..=6.
+        o.note_sent(6);
+        // A consumer claiming 8 gets 7.. again: 7 and 8 were never sent.
+        assert_eq!(o.resume(8), Ok(7));
+        assert_eq!(o.acked, 0, "a RESUME drops nothing");
+        assert_eq!(o.ack(8), Ok(true));
+        assert_eq!(o.acked, 6, "an ACK counts only as far as sent");
         assert!(matches!(
             o.resume(1_000_000_000),
             Err(Violation::Beyond {
@@ -364,15 +370,23 @@ mod tests {
         ));
         assert!(matches!(o.resume(3), Err(Violation::Backwards { .. })));
         assert!(matches!(
-            o.nack(5),
+            o.nack(7),
             Err(Violation::Beyond { what: "NACK", .. })
         ));
-        o.note_sent(8);
-        assert_eq!(o.nack(6), Ok(6));
-        assert_eq!(o.nack(2), Ok(5), "never below what was ACKed");
+        assert_eq!(o.nack(6), Ok(7), "never below what was ACKed");
         assert!(o.nack(0).is_err());
-        assert_eq!(o.resume(8), Ok(9));
-        assert_eq!(o.ack(8), Ok(true));
-        assert_eq!(o.acked, 8);
+        // After a restart: its log kept seqs from 5 on, and anything
+        // released before may have been sent by the previous instance.
+        let mut again = OutChannel::new(9);
+        for _ in 0..10 {
+            again.assign();
+        }
+        again.released = 10;
+        again.recovered(4);
+        assert_eq!((again.acked, again.sent), (4, 10));
+        assert_eq!(again.resume(8), Ok(9));
+        assert_eq!(again.ack(8), Ok(true));
+        assert_eq!(again.acked, 8);
+        assert!(matches!(again.resume(3), Err(Violation::Backwards { .. })));
     }
 }

@@ -789,7 +789,6 @@ impl NodeCore {
             match self.enc.data(
                 &mut fx.outbound,
                 self.outs[0].id,
-                0,
                 seq_out,
                 meta.trace_id,
                 false,

@@ -12,7 +12,6 @@ fn data(channel: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
         .data(
             &mut b,
             channel,
-            0,
             seq,
             (channel as u64) << 40 | seq,
             false,
@@ -246,15 +245,7 @@ fn a_duplicate_with_other_content_is_a_conflict_and_the_first_version_stands() {
     // The same bytes again (a resend, flag RESEND): a duplicate.
     let mut resend = BytesMut::new();
     Encoder::default()
-        .data(
-            &mut resend,
-            1,
-            0,
-            2,
-            1 << 40 | 2,
-            true,
-            &20u64.to_be_bytes(),
-        )
+        .data(&mut resend, 1, 2, 1 << 40 | 2, true, &20u64.to_be_bytes())
         .unwrap();
     feed(&mut core, &mut fx, &resend, 0);
     assert_eq!((fx.violation, core.stats.duplicates), (None, 1));

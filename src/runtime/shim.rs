@@ -206,7 +206,10 @@ impl Shim {
                 bytes[at] ^= 1 << self.rng.below(8);
                 note(Decision::Corrupt, self);
             }
-            if self.roll(f.delay_ppm) {
+            // Only DATA is held back: control frames keep their order, as
+            // TCP keeps it (an ACK overtaking a later ACK would look like an
+            // ACK going backwards, a protocol violation).
+            if kind == Kind::Data && self.roll(f.delay_ppm) {
                 let d = 1 + self.rng.below(f.delay_max_ms.max(1));
                 note(Decision::Delay, self);
                 self.held.push_back(Held {
@@ -216,7 +219,7 @@ impl Shim {
                 });
                 continue;
             }
-            if self.roll(f.reorder_ppm) {
+            if kind == Kind::Data && self.roll(f.reorder_ppm) {
                 let after = 1 + self.rng.below(8);
                 note(Decision::Reorder, self);
                 self.held.push_back(Held {
@@ -294,7 +297,7 @@ mod tests {
         let mut b = BytesMut::new();
         let enc = Encoder::default();
         for seq in 1..=n {
-            enc.data(&mut b, 1, 0, seq, seq, false, &seq.to_le_bytes())
+            enc.data(&mut b, 1, seq, seq, false, &seq.to_le_bytes())
                 .unwrap();
         }
         b

@@ -39,7 +39,7 @@
 //! | 32 | n | reason, UTF-8 (the app's [`crate::app::Reject`] text) |
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1323,10 +1323,23 @@ impl Worker {
                 .filter(|&i| self.sources[i].as_ref().is_some_and(Conn::in_handshake))
                 .collect();
             if handshaking.len() >= self.cfg.limits.max_handshakes {
-                // The oldest handshake makes room: a flood of connections
-                // that never finish theirs cannot keep a real peer out.
+                // A handshake makes room: the oldest of the address with
+                // the most handshakes under way. A flood of connections
+                // that never finish theirs cannot keep a real peer out,
+                // even when it comes from many addresses.
+                let ip_of = |i: usize| self.sources[i].as_ref().map(|c| c.peer.ip());
+                let busiest = handshaking
+                    .iter()
+                    .filter_map(|&i| ip_of(i))
+                    .max_by_key(|ip| {
+                        handshaking
+                            .iter()
+                            .filter(|&&j| ip_of(j) == Some(*ip))
+                            .count()
+                    });
                 if let Some(&oldest) = handshaking
                     .iter()
+                    .filter(|&&i| busiest.is_some() && ip_of(i) == busiest)
                     .min_by_key(|&&i| self.sources[i].as_ref().map(|c| c.opened))
                 {
                     self.stats.refused += 1;
@@ -1393,6 +1406,9 @@ impl Worker {
                 .error(&mut b, self.dir.epoch, ErrorCode::LimitExceeded, why);
             let _ = stream.write(&b);
         }
+        // Whatever it sent already (its HELLO) is read and dropped, so the
+        // close is a FIN after our ERROR, not a reset that could discard it.
+        let _ = stream.read(&mut [0u8; 512]);
         self.log_limited(format_args!("refused {peer}: {why}"));
     }
 
@@ -2565,14 +2581,21 @@ impl Worker {
         self.snapshot()?;
         // Frames produced but not ACKed by their consumer (kept in the
         // outbound logs; sent again after the next start).
-        let unacked: u64 = std::iter::once(self.core.out())
+        let outs: Vec<(u32, u64, u64)> = std::iter::once(self.core.out())
             .chain((0..self.core.nodes()).filter_map(|j| self.core.peer_out(j)))
-            .map(|o| o.next_seq.saturating_sub(1).saturating_sub(o.acked))
-            .sum();
+            .map(|o| (o.id, o.unacked(), o.sent.saturating_sub(o.acked)))
+            .collect();
+        let unacked: u64 = outs.iter().map(|o| o.1).sum();
+        // Per channel: (unACKed, of which sent in this process).
+        let detail: Vec<String> = outs
+            .iter()
+            .filter(|o| o.1 > 0)
+            .map(|(id, n, sent)| format!("{id}:{n}/{sent}"))
+            .collect();
         let s = &self.core.stats;
         eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked}",
-            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.tls_failed, self.stats.replayed, self.stats.snapshots
+            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
+            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.tls_failed, self.stats.replayed, self.stats.snapshots, detail.join(" ")
         );
         Ok(())
     }

@@ -500,7 +500,6 @@ impl Sim {
             let _ = self.enc.data(
                 &mut b,
                 channel,
-                0,
                 seq,
                 trace_id(channel, seq),
                 resend,

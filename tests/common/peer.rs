@@ -18,21 +18,40 @@ fn source_me(channel: u32) -> Me {
     }
 }
 
-/// Connects as the source of `channel` and completes the HELLO exchange
-/// (no secret); the node's RESUME is left unread.
+/// Connects as the source of channel 1 and completes the HELLO exchange
+/// (no secret), up to and with the node's RESUME.
 pub fn handshake(addr: SocketAddr) -> TcpStream {
     handshake_as(addr, 1, None).expect("handshake")
 }
 
 /// The HELLO exchange as the source of `channel` (with `secret`, if any):
-/// the stream after our answer, or the node's ERROR (code, text).
+/// the stream after the node's RESUME, or the node's ERROR (code, text).
 pub fn handshake_as(
     addr: SocketAddr,
     channel: u32,
     secret: Option<&[u8]>,
 ) -> Result<TcpStream, (ErrorCode, String)> {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let (c, hello) = Connector::start(source_me(channel), [7; 32]);
+    handshake_on(
+        TcpStream::connect(addr).expect("connect"),
+        channel,
+        secret,
+        Role::Source,
+    )
+}
+
+/// The HELLO exchange over a connected stream, as `role` producing
+/// `channel`.
+pub fn handshake_on(
+    mut s: TcpStream,
+    channel: u32,
+    secret: Option<&[u8]>,
+    role: Role,
+) -> Result<TcpStream, (ErrorCode, String)> {
+    let me = Me {
+        role,
+        ..source_me(channel)
+    };
+    let (c, hello) = Connector::start(me, [7; 32]);
     let mut b = BytesMut::new();
     Encoder::default().hello(&mut b, 0, &hello).unwrap();
     s.write_all(&b).unwrap();
@@ -50,7 +69,17 @@ pub fn handshake_as(
     let mut b = BytesMut::new();
     Encoder::default().hello(&mut b, 0, &answer).unwrap();
     s.write_all(&b).unwrap();
-    Ok(s)
+    // The node admits us (RESUME) or refuses (ERROR) only now.
+    let f = read_frame(&mut s).ok_or((ErrorCode::Internal, "closed".to_owned()))?;
+    match f.kind() {
+        Kind::Resume => Ok(s),
+        Kind::Error => {
+            let v = f.view();
+            let (code, text) = v.error().unwrap();
+            Err((code, text.to_owned()))
+        }
+        k => Err((ErrorCode::Internal, format!("unexpected {k}"))),
+    }
 }
 
 /// Reads one whole frame, byte-exact: never a byte past its end.
@@ -106,11 +135,16 @@ impl FakeSink {
 
     /// As [`FakeSink::accept`], with a RESUME of the test's choosing.
     pub fn accept_resume(l: &TcpListener, resume: &[ResumeEntry]) -> FakeSink {
+        FakeSink::accept_as(l, resume, Role::Sink)
+    }
+
+    /// As [`FakeSink::accept_resume`], saying it is a `role`.
+    pub fn accept_as(l: &TcpListener, resume: &[ResumeEntry], role: Role) -> FakeSink {
         let (mut s, _) = l.accept().unwrap();
         let me = Me {
             cluster_id: 1,
             node_id: 0,
-            role: Role::Sink,
+            role,
         };
         let mut a = Acceptor::new(me, [9; 32]);
         let first = read_frame(&mut s).expect("the node's HELLO");
@@ -118,17 +152,55 @@ impl FakeSink {
         let mut b = BytesMut::new();
         Encoder::default().hello(&mut b, 0, &hello).unwrap();
         s.write_all(&b).unwrap();
-        let answer = read_frame(&mut s).expect("the node's answer");
-        let node = a.on_answer(&answer.view(), None).unwrap();
-        let mut b = BytesMut::new();
-        Encoder::default().resume(&mut b, 0, resume).unwrap();
-        s.write_all(&b).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-        FakeSink {
+        let mut sink = FakeSink {
             s,
             dec: Decoder::default(),
             channel: 1001,
-            node,
+            node: Peer {
+                node_id: 0,
+                role: Role::Node,
+                epoch: 0,
+            },
+        };
+        // The node's answer, or its ERROR (a refusal the test reads).
+        let answer = match sink.frames_raw(Duration::from_secs(10), 1).pop() {
+            Some(f) if f.kind() == Kind::Hello => f,
+            Some(f) => {
+                // Put the ERROR back for `error()`.
+                sink.dec.extend(f.as_bytes());
+                return sink;
+            }
+            None => return sink,
+        };
+        sink.node = a.on_answer(&answer.view(), None).unwrap();
+        let s = &mut sink.s;
+        let mut b = BytesMut::new();
+        Encoder::default().resume(&mut b, 0, resume).unwrap();
+        s.write_all(&b).unwrap();
+        sink
+    }
+
+    /// Whole frames that arrive within `wait`, stopping once `enough` have.
+    fn frames_raw(&mut self, wait: Duration, enough: usize) -> Vec<Frame> {
+        let until = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            while out.len() < enough {
+                match self.dec.decode() {
+                    Ok(Some(f)) => out.push(f),
+                    _ => break,
+                }
+            }
+            if out.len() >= enough || Instant::now() >= until {
+                return out;
+            }
+            match self.s.read(&mut buf) {
+                Ok(0) => return out,
+                Ok(n) => self.dec.extend(&buf[..n]),
+                Err(_) => {}
+            }
         }
     }
 
@@ -189,5 +261,60 @@ impl FakeSink {
                 Err(_) => return None,
             }
         }
+    }
+}
+
+/// A TCP connection to `to` from the loopback address `from` (127.x.y.z):
+/// another "host" as far as the node's per-address limits go.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = to else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket(2)/bind(2)/connect(2) calls with a sockaddr_in
+    // that lives across each call and its exact size; the fd is owned by
+    // the TcpStream made from it (or closed on error).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(from, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// Reads frames until an ACK of `seq` (or more) on `channel`.
+pub fn wait_ack_on(s: &mut TcpStream, channel: u32, seq: u64) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut dec = Decoder::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Ok(Some(f)) = dec.decode() {
+            if f.kind() == Kind::Ack && f.header().channel() == channel && f.header().seq() >= seq {
+                return;
+            }
+            assert_ne!(f.kind(), Kind::Error, "{:?}", f.view().error());
+        }
+        let n = s.read(&mut buf).expect("the node ACKs");
+        assert!(n > 0, "connection closed before ACK {seq}");
+        dec.extend(&buf[..n]);
     }
 }

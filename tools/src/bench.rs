@@ -410,9 +410,13 @@ fn drive(
 ) -> Result<f64, String> {
     let start = Instant::now();
     let mut threads = Vec::new();
+    // Straight to the receiver: the raw pipe.
+    let raw = to == [recv.addr()];
     for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
         cfg.tls = tls.map(|t| t.client.clone());
+        // The raw pipe: the sender stands in for a node at the receiver.
+        cfg.as_node = raw;
         if let Some(r) = total_rate {
             // Each input gets its share of the rate.
             let rate = ((r * records.len() as f64 / total as f64) as u64).max(1);
@@ -453,12 +457,10 @@ fn timed_run<T>(
     tls: Option<&Tls>,
     start: impl FnOnce(SocketAddr) -> Result<(T, Vec<SocketAddr>), String>,
 ) -> Result<(f64, T), String> {
-    // The raw pipe's runs (files raw*.bin): the senders connect to the
-    // receiver itself.
-    let raw = file.starts_with("raw");
+    // Fresh: every round writes the same file anew.
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(file));
+    rc.fresh = true;
     rc.tls = tls.map(|t| t.sink.clone());
-    rc.raw_pipe = raw;
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (kept, to) = start(recv.addr())?;
     let progress: Vec<Arc<Progress>> = inputs.iter().map(|_| Arc::default()).collect();
@@ -775,8 +777,8 @@ fn latency(
     };
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(format!("{name}.bin")));
     rc.on_record = Some(hook);
+    rc.fresh = true;
     rc.tls = tls.map(|t| t.sink.clone());
-    rc.raw_pipe = !through_engine;
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (engine, to) = if through_engine {
         let (e, l) = start_engine(cfg, name, recv.addr(), tls)?;

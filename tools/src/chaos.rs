@@ -6,15 +6,19 @@
 //! 1. generates the input and writes `cluster.toml` with a `[faults]` table
 //!    (the engine's socket-level shim: drop, duplicate, reorder, delay,
 //!    corrupt, close) and timed partitions of worker pairs;
-//! 2. starts the receiver, the workers (the `verity` binary) and the senders;
+//! 2. starts the receiver (`verity recv`, a process of its own), the workers
+//!    (`verity worker`) and the senders;
 //! 3. `kill -9`s and restarts workers, and pauses them (SIGSTOP/SIGCONT), at
-//!    moments of the run drawn from the seed (fractions of the input ACKed);
-//! 4. waits for every output, stops everything (SIGTERM), runs the
+//!    moments of the run drawn from the seed (fractions of the input ACKed),
+//!    and `kill -9`s and restarts the receiver (at fractions of the outputs
+//!    in its file: it reopens the file and RESUMEs from it);
+//! 4. waits for every output (counted in the received file, across receiver
+//!    restarts), stops everything (SIGTERM), runs the
 //!    independent checker and `verity replay` of every node's data directory
 //!    (its journal re-run offline must regenerate the outputs its logs still
 //!    hold, bit for bit), and prints a report: messages, faults of each kind
-//!    injected (from the workers' fault logs), kills, pauses, duplicates
-//!    absorbed, NACKs, resends, recovery times, replays, then the command
+//!    injected (from the workers' fault logs), kills, pauses, receiver kills,
+//!    duplicates absorbed, NACKs, resends, recovery times, replays, then the command
 //!    that reproduces the run and, last, `check: PASS ...` or
 //!    `check: FAIL ...` (FAIL also when a replay differs).
 //!
@@ -22,6 +26,7 @@
 //! and the same seed prints the same hash. The engine's own faults follow
 //! from the same seed (`[faults] seed`), per connection.
 
+use std::io::{Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,10 +36,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::check::{self, App};
-use crate::formats::InputFormat;
+use crate::formats::{InputFormat, ReceivedReader};
 use crate::gen::{self, GenConfig, Rng, TextConfig};
 use crate::ports::{free_addr, free_run};
-use crate::recv::{Receiver, RecvConfig};
 use crate::send::{self, Progress, Records, SendConfig, SendStats};
 
 /// A named set of faults.
@@ -46,7 +50,8 @@ pub enum Profile {
     FlakyNet,
     /// Flip bits (the CRC catches them) and close connections.
     Corrupt,
-    /// `kill -9` and restart every worker, pause some (SIGSTOP/SIGCONT).
+    /// `kill -9` and restart every worker and the receiver, pause some
+    /// workers (SIGSTOP/SIGCONT).
     Crashes,
     /// Cut pairs of workers off from each other for a while.
     Partitions,
@@ -119,6 +124,8 @@ pub struct Scenario {
     pub seed: u64,
     /// Kills instead of the profile's (each worker first, then drawn).
     pub kills: Option<u32>,
+    /// Receiver kills instead of the profile's.
+    pub receiver_kills: Option<u32>,
     /// The `verity` engine binary.
     pub engine: PathBuf,
     /// Work directory (a fresh temporary one when `None`).
@@ -133,6 +140,16 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// How many source channels the app reads (market spread: NBBO and
+    /// orders; the others one).
+    pub fn sources(&self) -> u32 {
+        if self.app == "market-spread" {
+            2
+        } else {
+            1
+        }
+    }
+
     pub fn new(engine: PathBuf) -> Scenario {
         Scenario {
             app: "market-spread".into(),
@@ -144,10 +161,13 @@ impl Scenario {
             profile: Profile::All,
             seed: 1,
             kills: None,
+            receiver_kills: None,
             engine,
             dir: None,
             keep: false,
-            command: "cargo run --release --bin verity-chaos --".into(),
+            // verity-chaos is in verity-tools and needs the engine beside
+            // it: this works as printed from the workspace root.
+            command: "cargo build --release --workspace && ./target/release/verity-chaos".into(),
             workers_flag: "--workers",
         }
     }
@@ -168,6 +188,9 @@ impl Scenario {
         }
         if let Some(k) = self.kills {
             a.push_str(&format!(" --kills {k}"));
+        }
+        if let Some(k) = self.receiver_kills {
+            a.push_str(&format!(" --receiver-kills {k}"));
         }
         if let Some(r) = self.rate {
             a.push_str(&format!(" --rate {r}"));
@@ -201,6 +224,14 @@ pub struct Schedule {
     pub pauses: Vec<(u64, usize, u64)>,
     /// (ms after the senders start, duration ms, worker a, worker b).
     pub partitions: Vec<(u64, u64, usize, usize)>,
+    /// Output records in the received file: `kill -9` the receiver, then
+    /// restart it on the same file.
+    pub receiver_kills: Vec<u64>,
+    /// (input records ACKed, source, worker): the sender of that source
+    /// gives up on its connection and fails over to that worker (not the
+    /// channel's home), as an at-least-once sender does when its worker
+    /// seems gone; the worker redirects it home (`NOT_HOME`).
+    pub failovers: Vec<(u64, usize, usize)>,
 }
 
 impl Schedule {
@@ -267,11 +298,34 @@ impl Schedule {
             }
             partitions.sort_unstable();
         }
+        // Drawn last, so the draws above stay what they were before
+        // receiver kills existed.
+        let n_receiver_kills = match s.receiver_kills {
+            Some(k) => k as usize,
+            None if p.crashes() => 1 + r.below(2) as usize,
+            None => 0,
+        };
+        let mut receiver_kills: Vec<u64> = (0..n_receiver_kills)
+            .map(|_| outputs / 20 + r.below((outputs * 9 / 10).max(1)))
+            .collect();
+        receiver_kills.sort_unstable();
+        // Drawn after the receiver kills, likewise.
+        let mut failovers = Vec::new();
+        if p.crashes() && workers >= 2 {
+            let sources = s.sources().max(1) as u64;
+            let source = r.below(sources) as usize;
+            // Any worker but the channel's home (channel c at (c - 1) mod W).
+            let home = source % workers;
+            let to = (home + 1 + r.below(workers as u64 - 1) as usize) % workers;
+            failovers.push((at(&mut r), source, to));
+        }
         Schedule {
             frames,
             kills,
             pauses,
             partitions,
+            receiver_kills,
+            failovers,
         }
     }
 
@@ -295,6 +349,39 @@ pub struct Outcome {
     /// `check: PASS ...` or `check: FAIL ...`.
     pub last_line: String,
     pub schedule_hash: u64,
+    /// Outputs the oracle expects.
+    pub expected: u64,
+    /// Outputs in the received file at each receiver kill.
+    pub receiver_kills_at: Vec<u64>,
+}
+
+/// A source's sender: its records, its configuration and its stop flag
+/// (a failover stops it and starts another).
+struct Source {
+    records: Arc<Records>,
+    cfg: SendConfig,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl Source {
+    fn spawn(&self) -> thread::JoinHandle<Result<SendStats, String>> {
+        let (cfg, recs) = (self.cfg.clone(), Arc::clone(&self.records));
+        let (progress, stop) = (Arc::clone(&self.progress), Arc::clone(&self.stop));
+        thread::spawn(move || send::send(&cfg, &recs, &progress, &stop).map_err(|e| e.to_string()))
+    }
+
+    /// A finished thread, to stand in while a sender is replaced.
+    fn spawn_nothing(&self) -> thread::JoinHandle<Result<SendStats, String>> {
+        thread::spawn(|| Ok(SendStats::default()))
+    }
+}
+
+/// Stops every sender.
+fn stop_senders(sources: &[Source]) {
+    for s in sources {
+        s.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -448,6 +535,197 @@ impl Drop for Worker {
         }
         self.kill9();
     }
+}
+
+/// The receiver: `<engine> recv`, a process of its own so that it can be
+/// `kill -9`ed and restarted on the same file mid-run.
+struct RecvProc {
+    engine: PathBuf,
+    listen: SocketAddr,
+    out: PathBuf,
+    durability: String,
+    /// Its stdout and stderr, every incarnation appended.
+    log: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl RecvProc {
+    /// Starts it (the first time with `--fresh`: a `--dir` may hold an
+    /// earlier run's file) and waits until it listens.
+    fn start(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let out = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let mut cmd = Command::new(&self.engine);
+        cmd.args(["recv", "--listen", &self.listen.to_string(), "--out"])
+            .arg(&self.out)
+            .args(["--durability", &self.durability]);
+        if self.starts == 0 {
+            cmd.arg("--fresh");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {} recv: {e}", self.engine.display()))?;
+        self.child = Some(child);
+        self.starts += 1;
+        let until = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.listen).is_err() {
+            if let Some(status) = self.exited() {
+                return Err(format!(
+                    "the receiver exited at start ({status}): {}",
+                    self.log_text()
+                ));
+            }
+            if Instant::now() > until {
+                return Err(format!("the receiver did not start: {}", self.log_text()));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: true on exit 0 (it then printed its stats line).
+    fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        libc_signal::send(c.id(), libc_signal::Signal::Term);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < until => thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sum of a `key=N` field over the stats lines of the incarnations that
+    /// stopped cleanly (a killed one prints none), and how many there are.
+    fn stats_field(&self, key: &str) -> (u64, usize) {
+        let text = self.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(": records=") && l.contains(" duplicates="))
+            .collect();
+        let sum = lines
+            .iter()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{key}=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum();
+        (sum, lines.len())
+    }
+}
+
+impl Drop for RecvProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Counts the records in the received file as the receiver appends them:
+/// what is in the file, not what the receiver says, and the same across its
+/// restarts. A record not yet whole is counted at a later poll; a file that
+/// shrank (only `--fresh` does that) is counted again from its start.
+struct Follower {
+    path: PathBuf,
+    offset: u64,
+    records: u64,
+}
+
+impl Follower {
+    fn new(path: &Path) -> Follower {
+        Follower {
+            path: path.to_path_buf(),
+            offset: 0,
+            records: 0,
+        }
+    }
+
+    fn poll(&mut self) -> u64 {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return self.records;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            (self.offset, self.records) = (0, 0);
+        }
+        let mut r = if self.offset == 0 {
+            ReceivedReader::new(f, &self.path)
+        } else {
+            if f.seek(SeekFrom::Start(self.offset)).is_err() {
+                return self.records;
+            }
+            ReceivedReader::resume(f, &self.path, self.offset)
+        };
+        // Up to the end, or to a record still being written.
+        while let Ok(Some(_)) = r.read_record() {
+            self.records += 1;
+        }
+        self.offset = r.offset();
+        self.records
+    }
+}
+
+/// Kills -9 and restarts the receiver once its file holds the next of the
+/// scheduled output counts `at` (`now`: whatever it holds); returns the
+/// outputs in the file.
+fn receiver_step(
+    receiver: &mut RecvProc,
+    outputs: &mut Follower,
+    kills_at: &mut Vec<u64>,
+    at: &[u64],
+    expected: u64,
+    now: bool,
+) -> Result<u64, String> {
+    let n = outputs.poll();
+    if let Some(&due) = at.get(kills_at.len()) {
+        if n >= due || now {
+            receiver.kill9();
+            receiver.start()?;
+            kills_at.push(n);
+            println!(
+                "chaos: kill -9 #{} of the receiver at {n}/{expected} outputs in its file; restarted",
+                kills_at.len()
+            );
+        }
+    }
+    Ok(n)
 }
 
 /// Signals without a libc dependency in the tools crate: `kill(1)` would do,
@@ -637,8 +915,18 @@ fn run_with(
     started: Instant,
 ) -> Result<Outcome, String> {
     let received_path = dir.join("received.bin");
-    let receiver = Receiver::start(&RecvConfig::new(free_addr()?, &received_path))
-        .map_err(|e| e.to_string())?;
+    let mut receiver = RecvProc {
+        engine: s.engine.clone(),
+        listen: free_addr()?,
+        out: received_path.clone(),
+        durability: s.durability.clone(),
+        log: dir.join("recv.log"),
+        child: None,
+        starts: 0,
+    };
+    receiver.start()?;
+    let mut outputs = Follower::new(&received_path);
+    let mut receiver_kills_at: Vec<u64> = Vec::new();
 
     // cluster.toml: the workers, the faults, the partitions (wall clock,
     // from when the senders will start).
@@ -651,7 +939,7 @@ fn run_with(
     let mut toml = format!(
         "[cluster]\nid = 1\napp = {:?}\npartitions = 4096\nsecret_file = \"cluster.secret\"\nsink = \"{}\"\ndurability = {:?}\nsnapshot_interval_records = {}\n\n[limits]\njournal_segment_bytes = {}\nresend_timeout_ms = 300\n",
         s.app,
-        receiver.addr(),
+        receiver.listen,
         s.durability,
         (total / 8).max(1000),
         16u64 << 20,
@@ -721,23 +1009,29 @@ fn run_with(
         }
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
     let send_started = Instant::now();
     let mut senders = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
     for (i, ((recs, channel), p)) in records.into_iter().zip(&progress).enumerate() {
-        // Sources spread over the workers (NBBO to w1, orders to w2, ...).
+        // Each source to its channel's home (channel c at worker (c - 1)
+        // mod W: NBBO to w1, orders to w2, ...).
         let mut cfg = SendConfig::new(workers[i % workers.len()].sources, channel);
         cfg.give_up_after = Duration::from_secs(60);
         // With partitions scheduled, the input is paced over about 2 s so
         // the windows (in the first 1.6 s) fall while records flow.
         let pace = (!schedule.partitions.is_empty()).then(|| (recs.len() / 2).max(1));
         cfg.rate = s.rate.or(pace);
-        let (p, stop) = (Arc::clone(p), Arc::clone(&stop));
-        senders.push(thread::spawn(move || {
-            send::send(&cfg, &recs, &p, &stop).map_err(|e| e.to_string())
-        }));
+        let source = Source {
+            records: Arc::new(recs),
+            cfg,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::clone(p),
+        };
+        senders.push(source.spawn());
+        sources.push(source);
     }
+    let mut failovers = 0usize;
     let acked = |progress: &[Arc<Progress>]| -> u64 {
         progress
             .iter()
@@ -752,6 +1046,9 @@ fn run_with(
     // (worker, restarted at, recoveries before)
     let mut recovering: Vec<(usize, Instant, usize)> = Vec::new();
     let mut recovery_ms: Vec<u64> = Vec::new();
+    // How often the received file is read for progress.
+    const POLL: Duration = Duration::from_millis(20);
+    let mut last_poll = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut failure = None;
     loop {
@@ -762,19 +1059,38 @@ fn run_with(
         }
         if Instant::now() > deadline {
             failure = Some("the run did not finish in 600 s".to_string());
-            stop.store(true, Ordering::SeqCst);
+            stop_senders(&sources);
             break;
         }
         if let Some((name, status, log)) = workers
             .iter_mut()
             .find_map(|w| w.exited().map(|st| (w.name.clone(), st, w.log.clone())))
+            .or_else(|| {
+                let st = receiver.exited()?;
+                Some(("the receiver".into(), st, receiver.log.clone()))
+            })
         {
             failure = Some(format!(
                 "{name} exited on its own ({status}); see {}",
                 log.display()
             ));
-            stop.store(true, Ordering::SeqCst);
+            stop_senders(&sources);
             break;
+        }
+        if last_poll.elapsed() >= POLL {
+            last_poll = Instant::now();
+            if let Err(e) = receiver_step(
+                &mut receiver,
+                &mut outputs,
+                &mut receiver_kills_at,
+                &schedule.receiver_kills,
+                expected,
+                false,
+            ) {
+                failure = Some(e);
+                stop_senders(&sources);
+                break;
+            }
         }
         // Kills (after the input is all ACKed, the rest happen at once).
         if let Some(&(at, w)) = schedule.kills.get(kills) {
@@ -788,6 +1104,24 @@ fn run_with(
                 println!(
                     "chaos: kill -9 #{kills} of {} at {a}/{total} input records ACKed; restarted",
                     workers[w].name
+                );
+            }
+        }
+        if let Some(&(at, source, to)) = schedule.failovers.get(failovers) {
+            if a >= at || senders_done {
+                // The sender gives up on its connection and tries another
+                // worker, which sends it home again.
+                let src = &mut sources[source];
+                src.stop.store(true, Ordering::SeqCst);
+                let stopped = std::mem::replace(&mut senders[source], src.spawn_nothing());
+                let _ = stopped.join();
+                src.stop = Arc::new(AtomicBool::new(false));
+                src.cfg.addr = workers[to].sources;
+                senders[source] = src.spawn();
+                failovers += 1;
+                println!(
+                    "chaos: the sender of channel {} fails over to {} at {a}/{total} input records ACKed",
+                    src.cfg.channel, workers[to].name
                 );
             }
         }
@@ -831,23 +1165,50 @@ fn run_with(
     }
     let send_secs = send_started.elapsed().as_secs_f64();
     let input_paths: Vec<&PathBuf> = inputs.iter().map(|(p, _, _)| p).collect();
-    // Wait for every output (still timing recoveries).
+    // Wait for every output (still timing recoveries, still killing the
+    // receiver when its file reaches the next scheduled count; kills still
+    // due once every output is in happen then).
     let until = Instant::now() + Duration::from_secs(120);
-    while failure.is_none() && receiver.records() < expected && Instant::now() < until {
+    while failure.is_none() && Instant::now() < until {
         note_recoveries(&mut recovering, &workers, &mut recovery_ms);
-        thread::sleep(Duration::from_millis(2));
+        let all_in = outputs.poll() >= expected;
+        if all_in && receiver_kills_at.len() >= schedule.receiver_kills.len() {
+            break;
+        }
+        if let Some(st) = receiver.exited() {
+            failure = Some(format!(
+                "the receiver exited on its own ({st}); see {}",
+                receiver.log.display()
+            ));
+            break;
+        }
+        if let Err(e) = receiver_step(
+            &mut receiver,
+            &mut outputs,
+            &mut receiver_kills_at,
+            &schedule.receiver_kills,
+            expected,
+            all_in,
+        ) {
+            failure = Some(e);
+            break;
+        }
+        thread::sleep(POLL);
     }
-    if receiver.records() < expected {
+    if outputs.poll() < expected {
         println!(
             "chaos: only {} of {expected} outputs arrived within 120 s",
-            receiver.records()
+            outputs.records
         );
     }
     let mut clean = true;
     for w in &mut workers {
         clean &= w.stop();
     }
-    let rstats = receiver.stop().map_err(|e| e.to_string())?;
+    let receiver_clean = receiver.stop();
+    let received = outputs.poll();
+    let (receiver_duplicates, clean_incarnations) = receiver.stats_field("duplicates");
+    let (receiver_nacks, _) = receiver.stats_field("nacks");
     let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
     // Every node's data directory, re-run offline through the engine's own
     // core (`verity replay`): after all the kills, each must regenerate its
@@ -860,11 +1221,13 @@ fn run_with(
     }
     let replays_identical = replays.iter().all(|r| r.0);
     let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
+    // Violations between the workers, or by the senders and the receiver,
+    // mean a peer broke the protocol: with honest peers there are none.
+    let violations = sum_field(&logs, "violations");
     let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
     let faults = fault_counts(&data_dirs);
     println!(
-        "report: inputs={total} outputs={} send_seconds={send_secs:.2} throughput={:.0} inputs/s total_seconds={:.1}",
-        rstats.records,
+        "report: inputs={total} outputs={received} send_seconds={send_secs:.2} throughput={:.0} inputs/s total_seconds={:.1}",
         total as f64 / send_secs.max(1e-9),
         started.elapsed().as_secs_f64()
     );
@@ -878,23 +1241,26 @@ fn run_with(
     );
     recovery_ms.sort_unstable();
     println!(
-        "report: kills={kills} pauses={pauses} partitions={} worker starts={} clean_exit={clean} recovery_ms={:?}",
+        "report: kills={kills} receiver_kills={} sender_failovers={failovers} redirects={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
+        receiver_kills_at.len(),
+        sum(|s| s.redirects),
         schedule.partitions.len(),
         workers.iter().map(|w| w.starts).sum::<u32>(),
+        receiver.starts,
         recovery_ms
     );
     println!(
-        "report: duplicates absorbed by the receiver={} by the nodes={} nacks={} resends: sender={} sender_timeouts={} nodes={} dead letters={}",
-        rstats.duplicates,
+        "report: duplicates absorbed by the receiver={receiver_duplicates} (counted by {clean_incarnations} of its {} incarnations: a killed one reports none) by the nodes={} nacks={} resends: sender={} sender_timeouts={} nodes={} dead letters={}",
+        receiver.starts,
         sum_field(&logs, "duplicates"),
-        sum(|s| s.nacks) + rstats.nacks,
+        sum(|s| s.nacks) + receiver_nacks,
         sum(|s| s.resent),
         sum(|s| s.timeouts),
         logs.iter().map(|t| t.matches("resending from").count() as u64).sum::<u64>(),
         sum_field(&logs, "dead_letters"),
     );
     println!(
-        "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start)",
+        "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start); protocol violations={violations}",
         sum_field(&logs, "unacked")
     );
     println!(
@@ -933,7 +1299,24 @@ fn run_with(
             dir.display()
         );
     }
-    let passed = report.passed() && clean && failure.is_none() && replays_identical;
+    if !receiver_clean {
+        println!(
+            "chaos: the receiver did not exit cleanly on SIGTERM; see {}",
+            receiver.log.display()
+        );
+    }
+    if violations > 0 {
+        println!(
+            "chaos: {violations} protocol violations between honest peers (see `PROTOCOL` in the worker logs in {})",
+            dir.display()
+        );
+    }
+    let passed = report.passed()
+        && clean
+        && receiver_clean
+        && failure.is_none()
+        && replays_identical
+        && violations == 0;
     println!(
         "reproduce: {} {}  (schedule {:016x})",
         s.command,
@@ -944,7 +1327,7 @@ fn run_with(
         "check: {} app={} sent={total} received={} lost={} duplicated={} reordered={} wrong={} unexpected={} kills={kills}",
         if passed { "PASS" } else { "FAIL" },
         s.app,
-        rstats.records,
+        received,
         report.lost,
         report.duplicated,
         report.reordered,
@@ -956,6 +1339,8 @@ fn run_with(
         passed,
         last_line,
         schedule_hash: schedule.hash(),
+        expected,
+        receiver_kills_at,
     })
 }
 
@@ -990,6 +1375,7 @@ mod tests {
         let none = Schedule::draw(&s, 1000, 1000);
         assert_eq!(none.frames.drop + none.frames.corrupt, 0);
         assert!(none.kills.is_empty() && none.partitions.is_empty());
+        assert!(none.receiver_kills.is_empty());
         s.profile = Profile::All;
         let all = Schedule::draw(&s, 1000, 1000);
         assert!(all.frames.drop > 0 && all.frames.duplicate > 0 && all.frames.reorder > 0);
@@ -999,6 +1385,22 @@ mod tests {
         for w in 0..3 {
             assert!(all.kills.iter().any(|&(_, k)| k == w), "worker {w}");
         }
+        // The receiver too, in crashes and all, at outputs inside the run;
+        // --receiver-kills overrides the count, for any profile.
+        for p in [Profile::Crashes, Profile::All] {
+            s.profile = p;
+            for seed in 1..50 {
+                s.seed = seed;
+                let d = Schedule::draw(&s, 1000, 800);
+                assert!((1..=2).contains(&d.receiver_kills.len()), "{p:?} {seed}");
+                assert!(d.receiver_kills.iter().all(|&at| (40..800).contains(&at)));
+            }
+        }
+        s.profile = Profile::FlakyNet;
+        assert!(Schedule::draw(&s, 1000, 800).receiver_kills.is_empty());
+        s.receiver_kills = Some(4);
+        assert_eq!(Schedule::draw(&s, 1000, 800).receiver_kills.len(), 4);
+        assert!(s.args().contains("--receiver-kills 4"), "{}", s.args());
     }
 
     #[test]

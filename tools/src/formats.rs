@@ -6,6 +6,7 @@
 //! [`FormatError`] naming the file and the byte offset of the bad record; none
 //! of them panics or allocates more than the bytes actually present.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -15,9 +16,6 @@ use std::str::FromStr;
 /// Largest record accepted in a fixish file or as a received payload (16 MiB).
 /// A length prefix above this is a corrupt file, not a record to allocate for.
 pub const MAX_RECORD_BYTES: u32 = 16 * 1024 * 1024;
-
-/// Bytes of a received-file record header (payload_len, channel, seq, trace_id).
-pub const RECEIVED_HEADER_BYTES: usize = 24;
 
 /// Trace id the source assigns to record `seq` of source channel `channel`.
 pub fn trace_id(source_channel: u32, seq: u64) -> u64 {
@@ -61,6 +59,31 @@ pub enum FormatError {
     },
     /// A record that cannot be written in this format (e.g. a line holding '\n').
     Unwritable { path: PathBuf, reason: String },
+    /// A file that does not start with the received-file magic.
+    NotReceived {
+        path: PathBuf,
+        /// Its first bytes, escaped.
+        found: String,
+    },
+    /// A received file of a format version this build does not read.
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    /// A record whose bytes do not match its CRC32C, or whose reserved or
+    /// padding bytes are not zero (offset 0: the file header).
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// A received-file record whose seq does not follow its channel's
+    /// previous one (only [`scan_received`] reports this: the checker
+    /// classifies seqs itself).
+    OutOfSequence {
+        path: PathBuf,
+        offset: u64,
+        channel: u32,
+        seq: u64,
+        expected: u64,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -85,6 +108,36 @@ impl fmt::Display for FormatError {
             FormatError::Unwritable { path, reason } => {
                 write!(f, "{}: cannot write record: {reason}", path.display())
             }
+            FormatError::NotReceived { path, found } => write!(
+                f,
+                "{}: not a received file: it starts with \"{found}\", not the magic \"VRTYRECV\"",
+                path.display()
+            ),
+            FormatError::UnsupportedVersion { path, version } => write!(
+                f,
+                "{}: received file of format version {version}; this build reads version {RECEIVED_VERSION}",
+                path.display()
+            ),
+            FormatError::Corrupt {
+                path,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "{}: corrupt record at byte offset {offset}: {reason}",
+                path.display()
+            ),
+            FormatError::OutOfSequence {
+                path,
+                offset,
+                channel,
+                seq,
+                expected,
+            } => write!(
+                f,
+                "{}: record at byte offset {offset} has channel {channel} seq {seq}, expected seq {expected}",
+                path.display()
+            ),
         }
     }
 }
@@ -419,6 +472,31 @@ impl<W: Write> InputWriter<W> {
 // ---------------------------------------------------------------------------
 // Received file
 
+/// First 8 bytes of a received file.
+pub const RECEIVED_MAGIC: [u8; 8] = *b"VRTYRECV";
+/// The received-file format version this build reads and writes.
+pub const RECEIVED_VERSION: u32 = 1;
+/// Bytes of the file header (magic, version, reserved); the first record
+/// starts here.
+pub const RECEIVED_FILE_HEADER_BYTES: u64 = 16;
+/// Bytes of a received-file record header (crc, payload_len, channel,
+/// reserved, seq, trace_id); the payload follows, zero-padded to 8 bytes.
+pub const RECEIVED_HEADER_BYTES: usize = 32;
+
+/// The 16-byte file header of a received file.
+pub fn received_file_header() -> [u8; RECEIVED_FILE_HEADER_BYTES as usize] {
+    let mut h = [0u8; RECEIVED_FILE_HEADER_BYTES as usize];
+    h[0..8].copy_from_slice(&RECEIVED_MAGIC);
+    h[8..12].copy_from_slice(&RECEIVED_VERSION.to_le_bytes());
+    h
+}
+
+/// Bytes a received-file record with `payload_len` payload bytes takes:
+/// header, payload and zero padding to a multiple of 8.
+pub fn received_record_bytes(payload_len: u32) -> u64 {
+    RECEIVED_HEADER_BYTES as u64 + (payload_len as u64).next_multiple_of(8)
+}
+
 /// One record of a received file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedRecord {
@@ -432,12 +510,18 @@ pub struct ReceivedRecord {
     pub payload: Vec<u8>,
 }
 
-/// Streaming reader of a received file.
+/// Streaming reader of a received file: checks the file header, then each
+/// record's length, CRC32C, reserved bytes and padding. It does not judge
+/// seqs (the checker does; [`scan_received`] does for a reopen).
 pub struct ReceivedReader<R> {
     inner: BufReader<R>,
     path: PathBuf,
+    /// Where the next record starts: the end of the last good record (or of
+    /// the file header).
     offset: u64,
+    header_read: bool,
     failed: bool,
+    buf: Vec<u8>,
 }
 
 impl ReceivedReader<File> {
@@ -448,14 +532,33 @@ impl ReceivedReader<File> {
 }
 
 impl<R: Read> ReceivedReader<R> {
-    /// Wraps any reader; `path` names the source in errors.
+    /// Wraps a reader at the start of a received file; `path` names the
+    /// source in errors. An empty file has no records.
     pub fn new(reader: R, path: &Path) -> Self {
         ReceivedReader {
             inner: BufReader::with_capacity(1 << 16, reader),
             path: path.to_path_buf(),
             offset: 0,
+            header_read: false,
             failed: false,
+            buf: Vec::new(),
         }
+    }
+
+    /// Wraps a reader positioned at byte `offset` of a received file, a
+    /// record boundary past the file header (a follower reading what a
+    /// running receiver appends).
+    pub fn resume(reader: R, path: &Path, offset: u64) -> Self {
+        let mut r = Self::new(reader, path);
+        r.offset = offset;
+        r.header_read = true;
+        r
+    }
+
+    /// Where the next record starts: the end of the last good record read
+    /// (after an error, the offset of the bad record).
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Reads the next record; `None` at a clean end of file.
@@ -470,7 +573,56 @@ impl<R: Read> ReceivedReader<R> {
         r
     }
 
+    /// Checks the file header; false for an empty file.
+    fn read_file_header(&mut self) -> Result<bool, FormatError> {
+        let path = &self.path;
+        let mut h = [0u8; RECEIVED_FILE_HEADER_BYTES as usize];
+        let got = read_full(&mut self.inner, &mut h).map_err(|e| io_err(path, e))?;
+        if got == 0 {
+            return Ok(false);
+        }
+        let want = received_file_header();
+        if h[..got] == want[..got] && got < h.len() {
+            // A header cut short: the writer died while creating the file.
+            return Err(FormatError::Truncated {
+                path: path.clone(),
+                offset: 0,
+                needed: RECEIVED_FILE_HEADER_BYTES,
+                available: got as u64,
+            });
+        }
+        let magic = got.min(RECEIVED_MAGIC.len());
+        if h[..magic] != RECEIVED_MAGIC[..magic] {
+            return Err(FormatError::NotReceived {
+                path: path.clone(),
+                found: h[..magic].escape_ascii().to_string(),
+            });
+        }
+        let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        if got >= 12 && version != RECEIVED_VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                path: path.clone(),
+                version,
+            });
+        }
+        if h != want {
+            return Err(FormatError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: "the file header's reserved bytes are not zero".into(),
+            });
+        }
+        self.offset = RECEIVED_FILE_HEADER_BYTES;
+        Ok(true)
+    }
+
     fn read_inner(&mut self) -> Result<Option<ReceivedRecord>, FormatError> {
+        if !self.header_read {
+            self.header_read = true;
+            if !self.read_file_header()? {
+                return Ok(None);
+            }
+        }
         let path = &self.path;
         let start = self.offset;
         let mut header = [0u8; RECEIVED_HEADER_BYTES];
@@ -494,7 +646,7 @@ impl<R: Read> ReceivedReader<R> {
             b.copy_from_slice(&header[at..at + 8]);
             u64::from_le_bytes(b)
         };
-        let len = le32(0);
+        let len = le32(4);
         if len > MAX_RECORD_BYTES {
             return Err(FormatError::TooLarge {
                 path: path.clone(),
@@ -502,24 +654,45 @@ impl<R: Read> ReceivedReader<R> {
                 len: len as u64,
             });
         }
-        let mut payload = Vec::new();
-        let got =
-            read_payload(&mut self.inner, len as u64, &mut payload).map_err(|e| io_err(path, e))?;
-        if got < len as u64 {
+        let size = received_record_bytes(len);
+        let body = size - RECEIVED_HEADER_BYTES as u64;
+        // Header, payload and padding in one buffer: the CRC covers them all.
+        self.buf.clear();
+        self.buf.extend_from_slice(&header);
+        let got = (&mut self.inner)
+            .take(body)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| io_err(path, e))? as u64;
+        if got < body {
             return Err(FormatError::Truncated {
                 path: path.clone(),
                 offset: start,
-                needed: RECEIVED_HEADER_BYTES as u64 + len as u64,
+                needed: size,
                 available: RECEIVED_HEADER_BYTES as u64 + got,
             });
         }
-        self.offset += RECEIVED_HEADER_BYTES as u64 + len as u64;
+        let corrupt = |reason: String| FormatError::Corrupt {
+            path: path.clone(),
+            offset: start,
+            reason,
+        };
+        let (stored, computed) = (le32(0), verity_wire::crc32c(&self.buf[4..]));
+        if stored != computed {
+            return Err(corrupt(format!(
+                "CRC32C {stored:#010x} stored, {computed:#010x} computed"
+            )));
+        }
+        let payload_end = RECEIVED_HEADER_BYTES + len as usize;
+        if le32(12) != 0 || self.buf[payload_end..].iter().any(|&b| b != 0) {
+            return Err(corrupt("reserved or padding bytes are not zero".into()));
+        }
+        self.offset += size;
         Ok(Some(ReceivedRecord {
             offset: start,
-            channel: le32(4),
-            seq: le64(8),
-            trace_id: le64(16),
-            payload,
+            channel: le32(8),
+            seq: le64(16),
+            trace_id: le64(24),
+            payload: self.buf[RECEIVED_HEADER_BYTES..payload_end].to_vec(),
         }))
     }
 }
@@ -536,15 +709,95 @@ pub fn read_received(path: &Path) -> Result<Vec<ReceivedRecord>, FormatError> {
     ReceivedReader::open(path)?.collect()
 }
 
-/// Buffered writer of a received file (used by `verity-recv`).
-pub struct ReceivedWriter<W: Write> {
-    inner: BufWriter<W>,
-    path: PathBuf,
-    records: u64,
+/// What a received file holds, read as `verity-recv` reopens it: its good
+/// prefix, up to the first record that is cut short, fails its CRC, or
+/// whose seq is not its channel's previous seq + 1 (seqs start at 1).
+#[derive(Debug)]
+pub struct ReceivedScan {
+    /// Records in the good prefix.
+    pub records: u64,
+    /// Highest seq of each channel in the good prefix.
+    pub delivered: BTreeMap<u32, u64>,
+    /// Where the good prefix ends: 0 for an empty file or a file header cut
+    /// short, else at least [`RECEIVED_FILE_HEADER_BYTES`].
+    pub good_bytes: u64,
+    /// Why the scan stopped before the end of the file (the first bad
+    /// record, at `good_bytes`); `None` when the whole file is good.
+    pub bad: Option<FormatError>,
 }
 
+/// Scans a received file from its start (see [`ReceivedScan`]). Errors: the
+/// file cannot be read, or it is not a received file of this version (wrong
+/// magic or version, or a complete file header with nonzero reserved
+/// bytes): nothing in such a file is a torn tail.
+pub fn scan_received<R: Read>(reader: R, path: &Path) -> Result<ReceivedScan, FormatError> {
+    let mut r = ReceivedReader::new(reader, path);
+    let mut scan = ReceivedScan {
+        records: 0,
+        delivered: BTreeMap::new(),
+        good_bytes: 0,
+        bad: None,
+    };
+    loop {
+        match r.read_record() {
+            Ok(None) => break,
+            Ok(Some(rec)) => {
+                let expected = scan.delivered.get(&rec.channel).copied().unwrap_or(0) + 1;
+                if rec.seq != expected {
+                    scan.good_bytes = rec.offset;
+                    scan.bad = Some(FormatError::OutOfSequence {
+                        path: path.to_path_buf(),
+                        offset: rec.offset,
+                        channel: rec.channel,
+                        seq: rec.seq,
+                        expected,
+                    });
+                    return Ok(scan);
+                }
+                scan.delivered.insert(rec.channel, rec.seq);
+                scan.records += 1;
+            }
+            Err(
+                e @ (FormatError::Io { .. }
+                | FormatError::NotReceived { .. }
+                | FormatError::UnsupportedVersion { .. }
+                | FormatError::Corrupt { offset: 0, .. }),
+            ) => return Err(e),
+            Err(e) => {
+                scan.bad = Some(e);
+                break;
+            }
+        }
+    }
+    // After an error the reader stays at the bad record's offset.
+    scan.good_bytes = r.offset();
+    Ok(scan)
+}
+
+/// Buffered writer of a received file (used by `verity-recv`). Records are
+/// assembled in a buffer (header, payload, padding: the CRC is computed over
+/// the record in place) and handed to the inner writer by [`flush`]
+/// (or when 64 KiB are pending).
+///
+/// [`flush`]: ReceivedWriter::flush
+pub struct ReceivedWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    path: PathBuf,
+    records: u64,
+    /// Bytes handed to `inner`, counted from the start of the file.
+    written: u64,
+    /// An inner write failed: what reached the file is unknown, so nothing
+    /// more is written.
+    failed: bool,
+}
+
+/// Pending bytes above which a write pushes them to the inner writer.
+const RECEIVED_WRITE_BUFFER: usize = 1 << 16;
+
 impl ReceivedWriter<File> {
-    /// Creates (truncates) `path`.
+    /// Creates (truncates) `path`; the file header is written with the
+    /// first flush.
     pub fn create(path: &Path) -> Result<Self, FormatError> {
         let file = File::create(path).map_err(|e| io_err(path, e))?;
         Ok(Self::new(file, path))
@@ -552,12 +805,24 @@ impl ReceivedWriter<File> {
 }
 
 impl<W: Write> ReceivedWriter<W> {
-    /// Wraps any writer; `path` names the destination in errors.
+    /// A new received file written to `writer`, file header first; `path`
+    /// names the destination in errors.
     pub fn new(writer: W, path: &Path) -> Self {
+        let mut w = Self::append(writer, path, 0);
+        w.buf.extend_from_slice(&received_file_header());
+        w
+    }
+
+    /// Appends to a received file whose first `at` bytes (file header
+    /// included) are good; `writer` is positioned at byte `at`.
+    pub fn append(writer: W, path: &Path, at: u64) -> Self {
         ReceivedWriter {
-            inner: BufWriter::with_capacity(1 << 16, writer),
+            inner: writer,
+            buf: Vec::with_capacity(RECEIVED_WRITE_BUFFER + 1024),
             path: path.to_path_buf(),
             records: 0,
+            written: at,
+            failed: false,
         }
     }
 
@@ -576,37 +841,70 @@ impl<W: Write> ReceivedWriter<W> {
                 path: self.path.clone(),
                 reason: format!("payload of {} bytes", payload.len()),
             })?;
-        let mut header = [0u8; RECEIVED_HEADER_BYTES];
-        header[0..4].copy_from_slice(&len.to_le_bytes());
-        header[4..8].copy_from_slice(&channel.to_le_bytes());
-        header[8..16].copy_from_slice(&seq.to_le_bytes());
-        header[16..24].copy_from_slice(&trace_id.to_le_bytes());
-        let path = &self.path;
-        self.inner
-            .write_all(&header)
-            .and_then(|_| self.inner.write_all(payload))
-            .map_err(|e| io_err(path, e))?;
+        self.check()?;
+        let start = self.buf.len();
+        let size = received_record_bytes(len) as usize;
+        self.buf.resize(start + size, 0);
+        let rec = &mut self.buf[start..];
+        rec[4..8].copy_from_slice(&len.to_le_bytes());
+        rec[8..12].copy_from_slice(&channel.to_le_bytes());
+        rec[16..24].copy_from_slice(&seq.to_le_bytes());
+        rec[24..32].copy_from_slice(&trace_id.to_le_bytes());
+        rec[RECEIVED_HEADER_BYTES..RECEIVED_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+        let crc = verity_wire::crc32c(&rec[4..]);
+        rec[0..4].copy_from_slice(&crc.to_le_bytes());
         self.records += 1;
+        if self.buf.len() >= RECEIVED_WRITE_BUFFER {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Records written so far.
+    /// Records written so far (by this writer).
     pub fn records(&self) -> u64 {
         self.records
     }
 
-    /// Pushes buffered records to the inner writer.
+    /// Bytes handed to the inner writer: the file's length once they are
+    /// written (for a file, `write(2)` done).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    fn check(&self) -> Result<(), FormatError> {
+        if self.failed {
+            return Err(io_err(
+                &self.path,
+                io::Error::other("an earlier write to this file failed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands the buffered records to the inner writer (for a file:
+    /// `write(2)`, not `fsync`).
     pub fn flush(&mut self) -> Result<(), FormatError> {
-        let path = &self.path;
-        self.inner.flush().map_err(|e| io_err(path, e))
+        self.check()?;
+        if !self.buf.is_empty() {
+            if let Err(e) = self.inner.write_all(&self.buf) {
+                self.failed = true;
+                return Err(io_err(&self.path, e));
+            }
+            self.written += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        self.inner.flush().map_err(|e| io_err(&self.path, e))
     }
 
     /// Flushes and returns the inner writer.
-    pub fn finish(self) -> Result<W, FormatError> {
-        let path = self.path;
-        self.inner
-            .into_inner()
-            .map_err(|e| io_err(&path, e.into_error()))
+    pub fn finish(mut self) -> Result<W, FormatError> {
+        self.flush()?;
+        Ok(self.inner)
     }
 }
 

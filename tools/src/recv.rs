@@ -5,28 +5,89 @@
 //! Per channel it keeps `delivered`, the highest seq written. A DATA frame
 //! with `seq <= delivered` is a duplicate (a resend after a node restart): it
 //! is counted and dropped. `seq == delivered + 1` is written. A gap is NACKed
-//! (once per 50 ms) and dropped. After every read the file is flushed and
-//! each channel that moved is ACKed: the file holds everything ACKed.
+//! (once per 50 ms) and dropped. After every read the file is written
+//! (`write(2)`) and each channel that moved is ACKed once the bytes are
+//! durable at the configured level ([`Durability`]): the file holds
+//! everything ACKed, and so does the RESUME a node gets when it connects.
+//!
+//! Restarts: an existing `out` is reopened ([`RecvConfig::fresh`] false):
+//! every channel's `delivered` is rebuilt from the file and a torn tail (a
+//! record cut short, failing its CRC, or out of sequence, left by a crash) is
+//! truncated with one message on stderr. A file that is not a received file
+//! is refused, untouched. The file is locked (`flock`) while a receiver has
+//! it open, so a second receiver on the same file is refused too.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::frames::content_crc;
 use verity_wire::handshake::{Acceptor, Me, Refusal};
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_LEN};
 
-use crate::formats::{FormatError, ReceivedWriter};
+use crate::formats::{scan_received, FormatError, ReceivedWriter};
+
+pub mod cli;
+
+/// When the receiver ACKs a record (and names it in a RESUME).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once its bytes are written to the file (`write(2)`): they survive a
+    /// `kill -9` of the receiver (the page cache keeps them), not a machine
+    /// crash.
+    #[default]
+    Process,
+    /// Once `fdatasync` covered them: they survive a machine crash. One sync
+    /// covers every connection's writes so far (group commit).
+    Fsync,
+}
+
+impl Durability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Process => "process",
+            Durability::Fsync => "fsync",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Durability, String> {
+        match s {
+            "process" => Ok(Durability::Process),
+            "fsync" => Ok(Durability::Fsync),
+            other => Err(format!("unknown durability {other:?} (process or fsync)")),
+        }
+    }
+}
+
+impl core::fmt::Display for Durability {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecvStats {
-    /// Records written (each channel's seqs 1..=delivered).
+    /// Records in the file (each channel's seqs 1..=delivered), those found
+    /// at start included.
     pub records: u64,
+    /// Records found in the file at start (a reopen).
+    pub recovered: u64,
+    /// Bytes of a torn tail truncated at start.
+    pub torn_bytes: u64,
+    /// Bytes truncated at start on purpose (`fresh`).
+    pub fresh_bytes: u64,
+    /// `fdatasync` calls (durability fsync).
+    pub syncs: u64,
     /// Frames dropped because their seq was already delivered.
     pub duplicates: u64,
     /// Frames dropped because an earlier seq was missing.
@@ -34,18 +95,60 @@ pub struct RecvStats {
     pub nacks: u64,
     pub connections: u64,
     pub bad_frames: u64,
+    /// Duplicates whose bytes differed from the record written under that
+    /// seq (the connection was refused; the record in the file stands).
+    pub conflicts: u64,
     /// Highest seq delivered per channel.
     pub delivered: BTreeMap<u32, u64>,
 }
 
+/// Node `n` sends its outputs on channel `SINK_CHANNEL_BASE + n`.
+pub const SINK_CHANNEL_BASE: u32 = 1000;
+
+/// Frames of a channel whose content checksums are kept (a power of two):
+/// a duplicate within this many of `delivered` is compared with the frame
+/// written under its seq.
+pub const DEDUP_WINDOW: u64 = 1 << 16;
+
+/// The content checksums ([`verity_wire::frames::content_crc`]) of a
+/// channel's last [`DEDUP_WINDOW`] written frames.
+struct Written {
+    crcs: Vec<u32>,
+    /// Seqs up to here were in the file at start: their checksums are not
+    /// kept.
+    known_after: u64,
+}
+
+impl Written {
+    /// The checksum kept for `seq`, if it is in the window.
+    fn get(&self, seq: u64, delivered: u64) -> Option<u32> {
+        (seq > self.known_after && delivered - seq < DEDUP_WINDOW)
+            .then(|| self.crcs[(seq & (DEDUP_WINDOW - 1)) as usize])
+    }
+}
+
 struct State {
-    writer: ReceivedWriter<std::fs::File>,
+    writer: ReceivedWriter<File>,
     stats: RecvStats,
     error: Option<String>,
+    /// Bytes of the file known durable at the configured level (fsync:
+    /// covered by a finished `fdatasync`).
+    synced: u64,
+    /// A connection is running `fdatasync` (without the lock).
+    syncing: bool,
+    /// Per channel: what was written recently, to catch conflicting
+    /// duplicates (created on a channel's first frame).
+    written: BTreeMap<u32, Written>,
 }
 
 struct Shared {
     state: Mutex<State>,
+    /// Signalled when a sync finishes.
+    synced_cv: Condvar,
+    /// The file again (a second descriptor), to sync without the lock.
+    sync_file: File,
+    durability: Durability,
+    before_sync: Option<SyncHook>,
     stop: AtomicBool,
     cluster_id: u64,
     secret: Option<Vec<u8>>,
@@ -55,13 +158,61 @@ struct Shared {
     read_rate: Option<u64>,
     on_record: Option<OnRecord>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    raw_pipe: bool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking connection thread must not take the others down.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once the file's first `need` bytes are durable at the
+    /// configured level; false after a write or sync error (then nothing
+    /// may be ACKed). Fsync: group commit. A connection whose bytes a
+    /// finished sync covers returns at once; else it waits for the sync
+    /// under way, or runs one itself (without the lock, so others keep
+    /// writing) that covers every byte written so far, by any connection.
+    fn durable(&self, need: u64) -> bool {
+        if self.durability == Durability::Process {
+            // Written is durable enough, unless a write failed: then what
+            // `delivered` says may not be in the file.
+            return self.lock().error.is_none();
+        }
+        let mut st = self.lock();
+        loop {
+            if st.error.is_some() {
+                return false;
+            }
+            if st.synced >= need {
+                return true;
+            }
+            if st.syncing {
+                st = match self.synced_cv.wait_timeout(st, Duration::from_millis(100)) {
+                    Ok((g, _)) => g,
+                    Err(p) => p.into_inner().0,
+                };
+                continue;
+            }
+            st.syncing = true;
+            let target = st.writer.written();
+            drop(st);
+            if let Some(hook) = &self.before_sync {
+                hook(target);
+            }
+            let r = self.sync_file.sync_data();
+            st = self.lock();
+            st.syncing = false;
+            match r {
+                Ok(()) => {
+                    st.synced = st.synced.max(target);
+                    st.stats.syncs += 1;
+                }
+                Err(e) => {
+                    st.error.get_or_insert(format!("fdatasync failed: {e}"));
+                }
+            }
+            self.synced_cv.notify_all();
+        }
     }
 }
 
@@ -75,6 +226,10 @@ pub struct Receiver {
 
 /// Called for every record written: (channel, seq, trace id).
 pub type OnRecord = Arc<dyn Fn(u32, u64, u64) + Send + Sync>;
+
+/// Called (without the lock) before each `fdatasync` with the file length it
+/// will cover (tests hold a sync back with it to watch ACKs wait).
+pub type SyncHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct RecvConfig {
@@ -91,9 +246,13 @@ pub struct RecvConfig {
     /// TLS server settings (`--tls-cert`/`--tls-key`, with `--tls-ca`
     /// client certificates required): `crate::tls::server_config`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// `verity-bench`'s raw pipe: a sender connects straight to us, so we
-    /// say we are a node and take sources as well as nodes.
-    pub raw_pipe: bool,
+    /// Truncate `out` instead of reopening it (only a received file, or an
+    /// empty one, is truncated).
+    pub fresh: bool,
+    /// When to ACK.
+    pub durability: Durability,
+    /// See [`SyncHook`].
+    pub before_sync: Option<SyncHook>,
 }
 
 impl RecvConfig {
@@ -107,7 +266,9 @@ impl RecvConfig {
             on_record: None,
             secret: None,
             tls: None,
-            raw_pipe: false,
+            fresh: false,
+            durability: Durability::Process,
+            before_sync: None,
         }
     }
 }
@@ -118,16 +279,122 @@ pub enum RecvError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// The output file cannot be used: unreadable, not a received file, or
+    /// a file error while reopening it.
     Format(FormatError),
+    /// Another receiver has the output file open (it is locked).
+    Busy(PathBuf),
 }
 
 impl core::fmt::Display for RecvError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             RecvError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            RecvError::Format(
+                e @ (FormatError::NotReceived { .. }
+                | FormatError::UnsupportedVersion { .. }
+                | FormatError::Corrupt { offset: 0, .. }),
+            ) => {
+                write!(f, "{e}; refusing to write to it (choose another --out)")
+            }
             RecvError::Format(e) => write!(f, "{e}"),
+            RecvError::Busy(p) => write!(
+                f,
+                "{}: another receiver has this file open (it is locked)",
+                p.display()
+            ),
         }
     }
+}
+
+/// What opening the output file found and did.
+struct Opened {
+    file: File,
+    writer: ReceivedWriter<File>,
+    stats: RecvStats,
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> RecvError {
+    RecvError::Format(FormatError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Opens (creating, reopening or, with `fresh`, truncating) the output file:
+/// locks it, scans it, truncates a torn tail (one message on stderr),
+/// positions it at the end of its good records and writes the file header if
+/// it has none. Fsync durability: everything so far is synced, the
+/// directory too, before any ACK can name it.
+fn open_out(cfg: &RecvConfig) -> Result<Opened, RecvError> {
+    let path = &cfg.out;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(RecvError::Busy(path.clone())),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_error(path, e)),
+    }
+    let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+    // Refuses a file that is not a received file before touching it.
+    let scan = scan_received(&file, path).map_err(RecvError::Format)?;
+    let mut stats = RecvStats::default();
+    let keep = if cfg.fresh {
+        stats.fresh_bytes = len;
+        0
+    } else {
+        if scan.good_bytes < len {
+            let why = scan.bad.as_ref().map_or_else(
+                || "bytes past the last record".to_string(),
+                |e| e.to_string(),
+            );
+            eprintln!(
+                "verity-recv: {}: torn tail at byte offset {}: {why}; truncating there, dropping {} bytes",
+                path.display(),
+                scan.good_bytes,
+                len - scan.good_bytes
+            );
+            stats.torn_bytes = len - scan.good_bytes;
+        }
+        stats.delivered = scan.delivered;
+        stats.records = scan.records;
+        stats.recovered = scan.records;
+        scan.good_bytes
+    };
+    if keep < len {
+        file.set_len(keep).map_err(|e| io_error(path, e))?;
+    }
+    file.seek(SeekFrom::Start(keep))
+        .map_err(|e| io_error(path, e))?;
+    let handle = file.try_clone().map_err(|e| io_error(path, e))?;
+    let mut writer = if keep == 0 {
+        ReceivedWriter::new(handle, path)
+    } else {
+        ReceivedWriter::append(handle, path, keep)
+    };
+    writer.flush().map_err(RecvError::Format)?;
+    if cfg.durability == Durability::Fsync {
+        // The length (a truncation, the header) and what an earlier
+        // incarnation left in the page cache, and the file's name.
+        file.sync_all().map_err(|e| io_error(path, e))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(dir, e))?;
+    }
+    Ok(Opened {
+        file,
+        writer,
+        stats,
+    })
 }
 
 impl std::error::Error for RecvError {}
@@ -142,13 +409,25 @@ impl Receiver {
             addr: cfg.listen,
             error,
         })?;
-        let writer = ReceivedWriter::create(&cfg.out).map_err(RecvError::Format)?;
+        let Opened {
+            file,
+            writer,
+            stats,
+        } = open_out(cfg)?;
+        let synced = writer.written();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 writer,
-                stats: RecvStats::default(),
+                stats,
                 error: None,
+                synced,
+                syncing: false,
+                written: BTreeMap::new(),
             }),
+            synced_cv: Condvar::new(),
+            sync_file: file,
+            durability: cfg.durability,
+            before_sync: cfg.before_sync.clone(),
             stop: AtomicBool::new(false),
             cluster_id: cfg.cluster_id,
             secret: cfg.secret.clone(),
@@ -156,7 +435,6 @@ impl Receiver {
             read_rate: cfg.read_rate,
             on_record: cfg.on_record.clone(),
             tls: cfg.tls.clone(),
-            raw_pipe: cfg.raw_pipe,
         });
         let _ = listener.set_nonblocking(true);
         let sh = Arc::clone(&shared);
@@ -203,7 +481,8 @@ impl Receiver {
         self.records() >= records
     }
 
-    /// Stops accepting and reading, flushes the file, returns the stats.
+    /// Stops accepting and reading, flushes the file (fsync durability:
+    /// and syncs it), returns the stats.
     pub fn stop(mut self) -> Result<RecvStats, RecvError> {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.listener.take() {
@@ -211,6 +490,12 @@ impl Receiver {
         }
         let mut st = self.shared.lock();
         st.writer.flush().map_err(RecvError::Format)?;
+        if self.shared.durability == Durability::Fsync {
+            self.shared
+                .sync_file
+                .sync_data()
+                .map_err(|e| io_error(&self.out, e))?;
+        }
         Ok(st.stats.clone())
     }
 }
@@ -271,19 +556,20 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
     let me = Me {
         cluster_id: shared.cluster_id,
         node_id: 0,
-        role: if shared.raw_pipe {
-            Role::Node
-        } else {
-            Role::Sink
-        },
+        role: Role::Sink,
     };
     let mut acceptor = crate::client_auth::challenge()
         .ok()
         .map(|c| Acceptor::new(me, c));
     let mut answered = false;
+    // The one channel this node sends on, once its handshake is done.
+    let mut connection_channel: Option<u32> = None;
     dec.set_max_frame_len(HANDSHAKE_MAX_FRAME_LEN);
     let mut last_nack: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
     let mut moved: Vec<(u32, u64)> = Vec::new();
+    // This batch sent a RESUME (it names what the file holds: it waits for
+    // durability as ACKs do).
+    let mut resumed;
     let started = Instant::now();
     let mut read_total = 0u64;
     while !shared.stop.load(Ordering::SeqCst) {
@@ -313,7 +599,8 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
         dec.extend(&chunk[..got]);
         out.clear();
         moved.clear();
-        {
+        resumed = false;
+        let need = {
             let mut st = shared.lock();
             loop {
                 let f = match dec.decode() {
@@ -323,7 +610,7 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                         st.stats.bad_frames += 1;
                         let text = format!("bad frame at stream offset {}: {e}", dec.position());
                         drop(st);
-                        return refuse(&mut stream, &mut out, &enc, e.error_code(), &text);
+                        return refuse(shared, &mut stream, &mut out, &enc, e.error_code(), &text);
                     }
                 };
                 match (ready, f.kind()) {
@@ -334,15 +621,7 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                         let secret = shared.secret.as_deref();
                         let step = match acceptor.as_mut() {
                             Some(a) if !answered => a
-                                .on_hello(
-                                    &view,
-                                    secret,
-                                    if shared.raw_pipe {
-                                        &[Role::Node, Role::Source]
-                                    } else {
-                                        &[Role::Node]
-                                    },
-                                )
+                                .on_hello(&view, secret, &[Role::Node])
                                 .map(|h| (Some(h), None)),
                             Some(a) => a.on_answer(&view, secret).map(|p| (None, Some(p))),
                             None => Err(Refusal {
@@ -353,20 +632,34 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                         match step {
                             Err(r) => {
                                 drop(st);
-                                return refuse(&mut stream, &mut out, &enc, r.code, &r.text);
+                                return refuse(
+                                    shared,
+                                    &mut stream,
+                                    &mut out,
+                                    &enc,
+                                    r.code,
+                                    &r.text,
+                                );
                             }
                             Ok((Some(hello), _)) => {
                                 let _ = enc.hello(&mut out, 0, &hello);
                                 answered = true;
                             }
-                            Ok((None, _)) => {
-                                let entries: Vec<ResumeEntry> = st
-                                    .stats
-                                    .delivered
-                                    .iter()
-                                    .map(|(&c, &d)| ResumeEntry::new(c, d))
-                                    .collect();
-                                let _ = enc.resume(&mut out, 0, &entries);
+                            Ok((None, peer)) => {
+                                // Node n sends on channel 1000 + n
+                                // (wire/PROTOCOL.md, Channels): RESUME
+                                // names it, and an ACK of what the file
+                                // holds follows (a RESUME drops nothing at
+                                // the node).
+                                let ch =
+                                    SINK_CHANNEL_BASE.saturating_add(peer.map_or(0, |p| p.node_id));
+                                let d = st.stats.delivered.get(&ch).copied().unwrap_or(0);
+                                let _ = enc.resume(&mut out, 0, &[ResumeEntry::new(ch, d)]);
+                                if d > 0 {
+                                    let _ = enc.ack(&mut out, ch, 0, d);
+                                }
+                                connection_channel = Some(ch);
+                                resumed = true;
                                 ready = true;
                                 dec.set_max_frame_len(shared.max_frame_len);
                             }
@@ -375,11 +668,49 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                     (true, Kind::Data) => {
                         let h = f.header();
                         let (channel, seq) = (h.channel(), h.seq());
+                        if Some(channel) != connection_channel {
+                            let text = format!(
+                                "DATA on channel {channel}: this node's channel to the sink is {}",
+                                connection_channel.unwrap_or(0)
+                            );
+                            drop(st);
+                            return refuse(
+                                shared,
+                                &mut stream,
+                                &mut out,
+                                &enc,
+                                ErrorCode::UnknownChannel,
+                                &text,
+                            );
+                        }
                         let delivered = st.stats.delivered.get(&channel).copied().unwrap_or(0);
+                        let crc = content_crc(&f.view());
+                        let written = st.written.entry(channel).or_insert_with(|| Written {
+                            crcs: vec![0; DEDUP_WINDOW as usize],
+                            known_after: delivered,
+                        });
                         if seq <= delivered {
+                            if written.get(seq, delivered).is_some_and(|c| c != crc) {
+                                // Another producer, or a changed record: the
+                                // record in the file stands.
+                                st.stats.conflicts += 1;
+                                let text = format!(
+                                    "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
+                                );
+                                drop(st);
+                                return refuse(
+                                    shared,
+                                    &mut stream,
+                                    &mut out,
+                                    &enc,
+                                    ErrorCode::Protocol,
+                                    &text,
+                                );
+                            }
                             st.stats.duplicates += 1;
                             moved.push((channel, delivered));
                         } else if seq == delivered + 1 {
+                            written.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
                             let trace = h.trace_id();
                             if let Err(e) = st.writer.write(channel, seq, trace, f.payload()) {
                                 st.error.get_or_insert(e.to_string());
@@ -411,7 +742,14 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                     (_, kind) => {
                         let text = format!("unexpected {kind} on a sink connection");
                         drop(st);
-                        return refuse(&mut stream, &mut out, &enc, ErrorCode::Protocol, &text);
+                        return refuse(
+                            shared,
+                            &mut stream,
+                            &mut out,
+                            &enc,
+                            ErrorCode::Protocol,
+                            &text,
+                        );
                     }
                 }
             }
@@ -428,6 +766,12 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                     let _ = enc.ack(&mut out, channel, 0, d);
                 }
             }
+            // Every record an ACK or RESUME names is in the first `need`
+            // bytes (a duplicate's may have come on another connection).
+            (!moved.is_empty() || resumed).then(|| st.writer.written())
+        };
+        if need.is_some_and(|n| !shared.durable(n)) {
+            return Ok(());
         }
         if !out.is_empty() {
             stream.write_all(&out)?;
@@ -436,15 +780,21 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
     Ok(())
 }
 
-/// Sends ERROR (after whatever `out` holds) and gives up on the connection
-/// (best effort: the peer may be gone already).
+/// Sends ERROR (after whatever `out` holds: a RESUME too, once what it names
+/// is durable) and gives up on the connection (best effort: the peer may be
+/// gone already).
 fn refuse(
+    shared: &Shared,
     stream: &mut impl Write,
     out: &mut BytesMut,
     enc: &Encoder,
     code: ErrorCode,
     text: &str,
 ) -> std::io::Result<()> {
+    let need = shared.lock().writer.written();
+    if !shared.durable(need) {
+        return Ok(());
+    }
     let _ = enc.error(out, 0, code, text);
     let _ = stream.write_all(out);
     Ok(())

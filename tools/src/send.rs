@@ -91,6 +91,22 @@ pub struct SendConfig {
     /// TLS to the node (`--tls-ca`, with `--tls-cert`/`--tls-key` our
     /// client certificate): `crate::tls::client_config`. `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Stand in for node `channel` talking to a receiver (`verity-bench`'s
+    /// raw pipe): HELLO as role node with node id `channel`, DATA on the
+    /// node's sink channel `1000 + channel`. Trace ids stay those of
+    /// source `channel`.
+    pub as_node: bool,
+}
+
+impl SendConfig {
+    /// The channel id on the wire (see [`SendConfig::as_node`]).
+    fn wire_channel(&self) -> u32 {
+        if self.as_node {
+            crate::recv::SINK_CHANNEL_BASE.saturating_add(self.channel)
+        } else {
+            self.channel
+        }
+    }
 }
 
 impl SendConfig {
@@ -108,6 +124,7 @@ impl SendConfig {
             secret: None,
             resend_after: Duration::from_secs(1),
             tls: None,
+            as_node: false,
         }
     }
 }
@@ -408,8 +425,7 @@ pub fn send(
                 let resend = seq <= highest_sent;
                 enc.data(
                     &mut buf,
-                    cfg.channel,
-                    0,
+                    cfg.wire_channel(),
                     seq,
                     trace_id(cfg.channel, seq),
                     resend,
@@ -503,10 +519,15 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
     let challenge = crate::client_auth::challenge()
         .map_err(|e| Connect::Failed(format!("no random source: {e}")))?;
     // A source's HELLO names the channel it produces in its node id.
+    let (role, peer_role) = if cfg.as_node {
+        (Role::Node, Role::Sink)
+    } else {
+        (Role::Source, Role::Node)
+    };
     let me = Me {
         cluster_id: cfg.cluster_id,
         node_id: cfg.channel,
-        role: Role::Source,
+        role,
     };
     let (connector, hello) = Connector::start(me, challenge);
     let _ = enc.hello(&mut buf, 0, &hello);
@@ -525,7 +546,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
                 Kind::Hello if !answered => {
                     let secret = cfg.secret.as_deref();
                     let (answer, _) = connector
-                        .on_hello(&view, secret, Role::Node, None)
+                        .on_hello(&view, secret, peer_role, None)
                         .map_err(|r| Connect::Refused(r.code, r.text))?;
                     let mut b = BytesMut::new();
                     let _ = enc.hello(&mut b, 0, &answer);
@@ -537,7 +558,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
                         .resume_entries()
                         .and_then(|es| {
                             es.iter()
-                                .find(|e| e.channel.get() == cfg.channel)
+                                .find(|e| e.channel.get() == cfg.wire_channel())
                                 .map(|e| e.delivered.get())
                         })
                         .unwrap_or(0);

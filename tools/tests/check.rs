@@ -618,7 +618,17 @@ fn truncated_received_file_is_an_error_naming_file_and_offset() {
     fs::write(&received, bytes).unwrap();
     let err = check(App::Doubler, &[&input], &received).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("r.bin") && msg.contains("offset 32"), "{msg}");
+    assert!(msg.contains("r.bin") && msg.contains("offset 56"), "{msg}");
+    // A damaged record (a flipped bit) is a typed error too, not a panic.
+    write_received(&received, &outs);
+    let mut bytes = fs::read(&received).unwrap();
+    bytes[56 + 33] ^= 1;
+    fs::write(&received, bytes).unwrap();
+    let err = check(App::Doubler, &[&input], &received).unwrap_err();
+    assert!(
+        matches!(err, CheckError::Format(_)) && err.to_string().contains("offset 56"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -663,6 +673,22 @@ fn binary_exits_0_on_pass_1_on_fail_2_on_errors() {
         run(&dir.join("missing.bin"), "doubler").status.code(),
         Some(2)
     );
+    // A damaged received file: exit 2 with the file and offset, no panic.
+    let mut bytes = fs::read(&good).unwrap();
+    bytes[16 + 40 + 20] ^= 4;
+    let damaged = dir.join("damaged.bin");
+    fs::write(&damaged, bytes).unwrap();
+    let out = run(&damaged, "doubler");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("damaged.bin: corrupt record at byte offset 56"),
+        "{err}"
+    );
+    // Not a received file at all.
+    let out = run(&input, "doubler");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a received file"));
     assert_eq!(run(&good, "no-such-app").status.code(), Some(2));
     assert_eq!(run(&good, "market-spread").status.code(), Some(2));
 }

@@ -141,6 +141,12 @@ pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, Wi
             field: "flags (unknown bits set)",
         });
     }
+    if kind == Kind::Data && header.epoch.get() != 0 {
+        return Err(WireError::MalformedHeader {
+            kind,
+            field: "epoch (DATA carries 0)",
+        });
+    }
     let payload = &rest[..frame_len as usize - HEADER_LEN];
     // Zero padding: two frames with the same header fields and payload
     // have the same checksum (consumers compare resends by it).
@@ -311,7 +317,7 @@ impl core::fmt::Debug for Frame {
 ///
 /// let mut out = BytesMut::new();
 /// let enc = Encoder::default();
-/// enc.data(&mut out, 7, 1, 1, 0xabc, false, b"hello").unwrap();
+/// enc.data(&mut out, 7, 1, 0xabc, false, b"hello").unwrap();
 /// enc.ack(&mut out, 7, 1, 1).unwrap();
 ///
 /// let mut dec = Decoder::default();

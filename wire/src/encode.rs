@@ -192,14 +192,14 @@ impl Encoder {
         Ok(stride)
     }
 
-    /// DATA: one record on `channel` at `seq`.
-    #[allow(clippy::too_many_arguments)]
+    /// DATA: one record on `channel` at `seq`. Its `epoch` is 0: a DATA
+    /// frame is immutable once produced and resent byte for byte (only
+    /// flag RESEND differs) by whichever instance of its producer.
     #[inline]
     pub fn data(
         &self,
         buf: &mut BytesMut,
         channel: u32,
-        epoch: u32,
         seq: u64,
         trace_id: u64,
         resend: bool,
@@ -211,7 +211,7 @@ impl Encoder {
             Kind::Data,
             flags,
             channel,
-            epoch,
+            0,
             seq,
             trace_id,
             &[payload],

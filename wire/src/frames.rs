@@ -2,7 +2,7 @@
 //!
 //! [`content_crc`]: the checksum a DATA frame would carry with flag `RESEND`
 //! clear. A producer's first send and every resend of a seq must carry the
-//! same bytes (`wire/PROTOCOL.md`, connection rule 5); only the `RESEND` flag
+//! same bytes (`wire/PROTOCOL.md`, connection rule 8); only the `RESEND` flag
 //! may differ, and it changes the frame's checksum. Consumers keep the
 //! content CRC of each frame they accept and compare a later duplicate's
 //! with it: a different one is a conflicting duplicate (another producer, or
@@ -42,7 +42,7 @@ mod tests {
     fn data(resend: bool, payload: &[u8], trace: u64) -> BytesMut {
         let mut b = BytesMut::new();
         Encoder::default()
-            .data(&mut b, 3, 0, 17, trace, resend, payload)
+            .data(&mut b, 3, 17, trace, resend, payload)
             .unwrap();
         b
     }

@@ -22,9 +22,9 @@ pub enum Message {
         /// (channel, delivered)
         entries: Vec<(u32, u64)>,
     },
+    /// DATA carries epoch 0 (`wire/PROTOCOL.md`).
     Data {
         channel: u32,
-        epoch: u32,
         seq: u64,
         trace_id: u64,
         resend: bool,
@@ -78,12 +78,11 @@ impl Message {
             }
             Message::Data {
                 channel,
-                epoch,
                 seq,
                 trace_id,
                 resend,
                 payload,
-            } => enc.data(buf, *channel, *epoch, *seq, *trace_id, *resend, payload),
+            } => enc.data(buf, *channel, *seq, *trace_id, *resend, payload),
             Message::Ack {
                 channel,
                 epoch,
@@ -136,7 +135,6 @@ impl Message {
             },
             Kind::Data => Message::Data {
                 channel,
-                epoch,
                 seq,
                 trace_id: h.trace_id(),
                 resend: h.flags() & flags::RESEND != 0,

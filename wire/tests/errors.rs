@@ -12,7 +12,7 @@ use verity_wire::{
 fn data_frame(payload: &[u8]) -> Vec<u8> {
     let mut buf = BytesMut::new();
     Encoder::default()
-        .data(&mut buf, 1, 1, 1, 9, false, payload)
+        .data(&mut buf, 1, 1, 9, false, payload)
         .unwrap();
     buf.to_vec()
 }
@@ -328,14 +328,14 @@ fn encoder_refuses_oversized_frames_and_appends_nothing() {
     let enc = Encoder::new(128);
     let mut buf = BytesMut::from(&b"xyz"[..]);
     assert_eq!(
-        enc.data(&mut buf, 1, 1, 1, 1, false, &[0u8; 89]),
+        enc.data(&mut buf, 1, 1, 1, false, &[0u8; 89]),
         Err(EncodeError::TooLarge {
             frame_len: 129,
             max: 128
         })
     );
     assert_eq!(&buf[..], b"xyz");
-    assert!(enc.data(&mut buf, 1, 1, 1, 1, false, &[0u8; 88]).is_ok());
+    assert!(enc.data(&mut buf, 1, 1, 1, false, &[0u8; 88]).is_ok());
     let long = "x".repeat(MAX_ERROR_TEXT_LEN + 1);
     let mut buf = BytesMut::new();
     assert_eq!(

@@ -49,6 +49,10 @@ struct Args {
     /// Kills instead of the profile's (every worker first).
     #[arg(long)]
     kills: Option<u32>,
+    /// Receiver kills (kill -9, then a restart on the same file) instead of
+    /// the profile's (crashes and all: 1 or 2).
+    #[arg(long)]
+    receiver_kills: Option<u32>,
     /// The verity engine binary (default: beside this one).
     #[arg(long)]
     engine: Option<PathBuf>,
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         s.profile = profile;
         s.seed = seed;
         s.kills = a.kills;
+        s.receiver_kills = a.receiver_kills;
         s.dir = a.dir.as_ref().map(|d| d.join(seed.to_string()));
         s.keep = a.keep;
         match chaos::run(&s) {

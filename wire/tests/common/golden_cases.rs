@@ -48,7 +48,6 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
             "data",
             Message::Data {
                 channel: 1,
-                epoch: 1,
                 seq: 1,
                 trace_id: 0x0000_0001_0000_0001,
                 resend: false,
@@ -59,7 +58,6 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
             "data-resend",
             Message::Data {
                 channel: 7,
-                epoch: 2,
                 seq: 1_000_000,
                 trace_id: 0x0000_0007_000f_4240,
                 resend: true,

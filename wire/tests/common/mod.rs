@@ -88,7 +88,6 @@ pub fn random_message(rng: &mut Rng, max_payload: usize) -> Message {
             let len = rng.below(max_payload as u64 + 1) as usize;
             Message::Data {
                 channel,
-                epoch,
                 seq,
                 trace_id: rng.next_u64(),
                 resend: rng.below(2) == 1,

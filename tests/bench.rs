@@ -1,0 +1,62 @@
+//! `verity-bench` end to end, small: the raw pipe and the engine (one node
+//! and a 2-worker cluster) each deliver every output. A bench that cannot
+//! run is found here, not when someone needs a figure. No timing is
+//! asserted: speed is judged by the bench's own ratios, never by a test.
+
+use verity_tools::bench::{run, BenchConfig};
+
+#[test]
+fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
+    let t = tempfile::tempdir().unwrap();
+    for app in ["doubler", "market-spread"] {
+        let cfg = BenchConfig {
+            app: app.into(),
+            messages: 20_000,
+            seed: 1,
+            engine: env!("CARGO_BIN_EXE_verity").into(),
+            work_dir: t.path().join(app),
+            latency_seconds: 0.2,
+            rounds: 1,
+            workers: 2,
+            baseline: None,
+            latency_rate: Some(50_000.0),
+            tls: false,
+        };
+        let r = run(&cfg).unwrap_or_else(|e| panic!("{app}: {e}"));
+        assert_eq!(r.inputs, 20_000, "{app}");
+        assert!(
+            r.raw_msgs_per_s > 0.0 && r.engine_msgs_per_s > 0.0,
+            "{app}: {r:?}"
+        );
+    }
+}
+
+/// `verity-bench --tls` (small): every variant of a round, plain and over
+/// TLS (raw pipe, single node, a 2-worker cluster), delivers all its
+/// outputs, and the TLS figures are reported.
+#[test]
+fn verity_bench_runs_every_variant_over_tls() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = BenchConfig {
+        app: "doubler".into(),
+        messages: 20_000,
+        seed: 1,
+        engine: env!("CARGO_BIN_EXE_verity").into(),
+        work_dir: t.path().join("bench"),
+        latency_seconds: 0.1,
+        rounds: 2,
+        workers: 2,
+        baseline: None,
+        latency_rate: Some(20_000.0),
+        tls: true,
+    };
+    let r = run(&cfg).unwrap();
+    let tls = r.tls.as_ref().expect("TLS figures");
+    assert!(
+        tls.raw_msgs_per_s > 0.0 && tls.engine_msgs_per_s > 0.0,
+        "{r}"
+    );
+    assert!(tls.cluster.is_some_and(|(rate, _)| rate > 0.0), "{r}");
+    assert!(tls.latency.samples > 0, "{r}");
+    assert!(r.to_string().contains("TLS/plain"), "{r}");
+}
