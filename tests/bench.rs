@@ -20,6 +20,7 @@ fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
             workers: 2,
             baseline: None,
             latency_rate: Some(50_000.0),
+            tls: false,
         };
         let r = run(&cfg).unwrap_or_else(|e| panic!("{app}: {e}"));
         assert_eq!(r.inputs, 20_000, "{app}");
@@ -28,4 +29,34 @@ fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
             "{app}: {r:?}"
         );
     }
+}
+
+/// `verity-bench --tls` (small): every variant of a round, plain and over
+/// TLS (raw pipe, single node, a 2-worker cluster), delivers all its
+/// outputs, and the TLS figures are reported.
+#[test]
+fn verity_bench_runs_every_variant_over_tls() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = BenchConfig {
+        app: "doubler".into(),
+        messages: 20_000,
+        seed: 1,
+        engine: env!("CARGO_BIN_EXE_verity").into(),
+        work_dir: t.path().join("bench"),
+        latency_seconds: 0.1,
+        rounds: 2,
+        workers: 2,
+        baseline: None,
+        latency_rate: Some(20_000.0),
+        tls: true,
+    };
+    let r = run(&cfg).unwrap();
+    let tls = r.tls.as_ref().expect("TLS figures");
+    assert!(
+        tls.raw_msgs_per_s > 0.0 && tls.engine_msgs_per_s > 0.0,
+        "{r}"
+    );
+    assert!(tls.cluster.is_some_and(|(rate, _)| rate > 0.0), "{r}");
+    assert!(tls.latency.samples > 0, "{r}");
+    assert!(r.to_string().contains("TLS/plain"), "{r}");
 }

@@ -8,6 +8,7 @@ pub mod datadir;
 pub mod link;
 mod outpath;
 pub mod shim;
+mod tls;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};

@@ -60,6 +60,7 @@ use super::datadir::{DataDir, DataDirError};
 use super::link::LinkEnd;
 use super::outpath::{OutPath, BACKOFF_MIN};
 use super::shim::{Faults, Shim};
+use super::tls::{TlsConn, TlsSetup};
 use crate::cluster::routing::MAX_NODES;
 use crate::cluster::{PeerAt, SourceHome};
 use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
@@ -103,9 +104,17 @@ pub fn install_signal_handlers() {
 pub enum WorkerError {
     DataDir(DataDirError),
     Log(LogError),
-    Snapshot { path: String, error: String },
+    Snapshot {
+        path: String,
+        error: String,
+    },
     Replay(String),
-    Io { what: String, error: io::Error },
+    Io {
+        what: String,
+        error: io::Error,
+    },
+    /// `[tls]` files rustls cannot use (the text names the key).
+    Tls(String),
 }
 
 impl core::fmt::Display for WorkerError {
@@ -116,6 +125,7 @@ impl core::fmt::Display for WorkerError {
             WorkerError::Snapshot { path, error } => write!(f, "snapshot {path}: {error}"),
             WorkerError::Replay(e) => write!(f, "journal replay: {e}"),
             WorkerError::Io { what, error } => write!(f, "{what}: {error}"),
+            WorkerError::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -156,18 +166,31 @@ pub(super) enum Handshake {
     Connecting(Connector),
 }
 
-/// What a connection moves bytes over: a socket, or (between shards of one
-/// process) an in-process ring link.
+/// What a connection moves bytes over: a socket, a TLS connection over a
+/// socket (`[tls]`), or (between shards of one process) an in-process ring
+/// link.
 pub(super) enum Stream {
     Tcp(TcpStream),
+    Tls(Box<TlsConn>),
     Link(LinkEnd),
 }
 
 impl Stream {
     pub(super) fn deregister(&mut self, reg: &mio::Registry) {
-        if let Stream::Tcp(s) = self {
-            let _ = reg.deregister(s);
+        match self {
+            Stream::Tcp(s) => {
+                let _ = reg.deregister(s);
+            }
+            Stream::Tls(t) => {
+                let _ = reg.deregister(&mut t.sock);
+            }
+            Stream::Link(_) => {}
         }
+    }
+
+    /// Over a socket (plain or TLS), not an in-process link.
+    pub(super) fn is_socket(&self) -> bool {
+        !matches!(self, Stream::Link(_))
     }
 }
 
@@ -213,10 +236,6 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(stream: TcpStream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
-        Conn::over(Stream::Tcp(stream), peer, max_frame_len, cap)
-    }
-
     pub(super) fn over(stream: Stream, peer: SocketAddr, max_frame_len: u32, cap: usize) -> Conn {
         Conn {
             stream,
@@ -269,11 +288,19 @@ impl Conn {
         }
         match &mut self.stream {
             Stream::Tcp(s) => s.write(bytes),
+            Stream::Tls(t) => t.write(bytes),
             Stream::Link(l) => match l.write(bytes)? {
                 0 => Err(io::ErrorKind::WouldBlock.into()),
                 n => Ok(n),
             },
         }
+    }
+
+    /// Bytes wait to be written: in `wbuf`, or as TLS records the socket
+    /// has not taken yet (the fault shim's own held bytes leave as before:
+    /// with the next frames, or when `drain_shim` lets them out).
+    pub(super) fn wants_flush(&self) -> bool {
+        !self.wbuf.is_empty() || matches!(&self.stream, Stream::Tls(t) if t.wants_write())
     }
 }
 
@@ -282,6 +309,7 @@ fn write_out(stream: &mut Stream, buf: &mut BytesMut, writable: &mut bool) -> io
     while !buf.is_empty() {
         let written = match stream {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
             Stream::Link(l) => match l.write(buf) {
                 // A full ring: the other shard reads it soon; we come back
                 // on the next loop iteration.
@@ -300,6 +328,14 @@ fn write_out(stream: &mut Stream, buf: &mut BytesMut, writable: &mut bool) -> io
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
+        }
+    }
+    // TLS records made from the plaintext (or by rustls itself: handshake
+    // messages, alerts) leave even when there is no plaintext left: on a
+    // writable event we come back for the rest.
+    if let Stream::Tls(t) = stream {
+        if !t.send()? {
+            *writable = false;
         }
     }
     Ok(())
@@ -342,7 +378,7 @@ fn unix_ms() -> u64 {
 impl Conn {
     /// Inbound over TCP with its handshake not done (in the handshake pool).
     pub(super) fn in_handshake(&self) -> bool {
-        self.state != ConnState::Ready && matches!(self.stream, Stream::Tcp(_))
+        self.state != ConnState::Ready && self.stream.is_socket()
     }
 
     /// Moves the owed ACKs into `wbuf`.
@@ -359,6 +395,20 @@ impl Conn {
         let buf = self.dec.read_buf();
         let fd = match &mut self.stream {
             Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Tls(t) => {
+                let f = t.fill(buf, max, self.state != ConnState::Ready)?;
+                // Plaintext or ciphertext still held keeps the connection
+                // readable (no new edge will announce it). Emptied by a
+                // short read: new bytes raise a new edge, unless a FIN
+                // was announced (as below).
+                if f.drained && !(f.short && self.read_closed) {
+                    self.readable = false;
+                }
+                if f.write_blocked {
+                    self.writable = false;
+                }
+                return Ok(f.open);
+            }
             Stream::Link(l) => {
                 if l.read_into(buf, max) == 0 {
                     self.readable = false;
@@ -431,6 +481,9 @@ pub struct WorkerStats {
     pub sink_connects: u64,
     pub peer_connects: u64,
     pub auth_refused: u64,
+    /// Connections closed by a TLS failure (a certificate refused, a
+    /// handshake that failed, a record that did not decrypt).
+    pub tls_failed: u64,
     /// Connections refused or closed by a limit (per address, handshake
     /// pool, established connections, incomplete frames).
     pub refused: u64,
@@ -487,6 +540,8 @@ pub struct Worker {
     /// Lines about peers and connections (refusals, peer errors): at most
     /// a few a second.
     log_limiter: LogLimiter,
+    /// `[tls]`: the rustls settings of each kind of connection.
+    tls: Option<TlsSetup>,
     pub stats: WorkerStats,
 }
 
@@ -579,6 +634,10 @@ impl Worker {
     /// [`Worker::start`] for one shard of a worker process, wired to the
     /// process's other shards by `links`.
     pub fn start_shard(cfg: NodeToml, mut links: ShardLinks) -> Result<Worker, WorkerError> {
+        let tls = match &cfg.tls {
+            None => None,
+            Some(files) => Some(TlsSetup::new(files).map_err(WorkerError::Tls)?),
+        };
         let dir = DataDir::open(&cfg.data_dir)?;
         let Some(app) = crate::apps::build(&cfg.app) else {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
@@ -765,6 +824,7 @@ impl Worker {
             audit: None,
             audit_printed: None,
             log_limiter: LogLimiter::default(),
+            tls,
             stats: WorkerStats::default(),
         };
         if w.cfg.audit {
@@ -1236,11 +1296,18 @@ impl Worker {
                     return;
                 }
             };
+            let tls = self.tls.as_ref().and_then(|t| {
+                if peers {
+                    t.nodes.clone()
+                } else {
+                    t.sources.clone()
+                }
+            });
             let from_there = self
                 .sources
                 .iter()
                 .flatten()
-                .filter(|c| matches!(c.stream, Stream::Tcp(_)) && c.peer.ip() == peer.ip())
+                .filter(|c| c.stream.is_socket() && c.peer.ip() == peer.ip())
                 .count();
             if from_there >= self.cfg.limits.max_connections_per_address {
                 self.stats.refused += 1;
@@ -1248,6 +1315,7 @@ impl Worker {
                     &mut stream,
                     peer,
                     "too many connections from this address (limits.max_connections_per_address)",
+                    tls.is_some(),
                 );
                 continue;
             }
@@ -1300,9 +1368,19 @@ impl Worker {
                 continue;
             }
             self.stats.sources_accepted += 1;
+            let stream = match tls {
+                None => Stream::Tcp(stream),
+                Some(config) => match TlsConn::server(&config, stream) {
+                    Ok(t) => Stream::Tls(Box::new(t)),
+                    Err(e) => {
+                        self.log_limited(format_args!("TLS with {peer}: {e}"));
+                        continue;
+                    }
+                },
+            };
             // Until the handshake is done: frames up to an ERROR's size,
             // a buffer of a few KiB.
-            let mut conn = Conn::new(stream, peer, HANDSHAKE_MAX_FRAME_LEN, 8 << 10);
+            let mut conn = Conn::over(stream, peer, HANDSHAKE_MAX_FRAME_LEN, 8 << 10);
             conn.node_port = peers;
             self.accepted += 1;
             conn.shim = self.faults.as_ref().filter(|f| f.frames_on()).map(|f| {
@@ -1317,13 +1395,17 @@ impl Worker {
         }
     }
 
-    /// Tells a connection refused at accept why (best effort) and closes it.
-    fn refuse_at_accept(&mut self, stream: &mut TcpStream, peer: SocketAddr, why: &str) {
-        let mut b = BytesMut::new();
-        let _ = self
-            .enc
-            .error(&mut b, self.dir.epoch, ErrorCode::LimitExceeded, why);
-        let _ = stream.write(&b);
+    /// Tells a connection refused at accept why (best effort; not on a
+    /// TLS port, where the peer expects a TLS handshake first and takes
+    /// plain bytes for tampering) and closes it.
+    fn refuse_at_accept(&mut self, stream: &mut TcpStream, peer: SocketAddr, why: &str, tls: bool) {
+        if !tls {
+            let mut b = BytesMut::new();
+            let _ = self
+                .enc
+                .error(&mut b, self.dir.epoch, ErrorCode::LimitExceeded, why);
+            let _ = stream.write(&b);
+        }
         // Whatever it sent already (its HELLO) is read and dropped, so the
         // close is a FIN after our ERROR, not a reset that could discard it.
         let _ = stream.read(&mut [0u8; 512]);
@@ -1444,7 +1526,14 @@ impl Worker {
                     }
                     Err(e) => {
                         let peer = conn.peer;
-                        self.close_source(slot, Some(format!("read from {peer}: {e}")));
+                        let why = match super::tls::failure(&e) {
+                            Some(reason) => {
+                                self.stats.tls_failed += 1;
+                                format!("TLS: {reason}")
+                            }
+                            None => format!("read from {peer}: {e}"),
+                        };
+                        self.close_source(slot, Some(why));
                         break;
                     }
                 }
@@ -1698,7 +1787,7 @@ impl Worker {
             .sources
             .iter()
             .flatten()
-            .filter(|c| c.state == ConnState::Ready && matches!(c.stream, Stream::Tcp(_)))
+            .filter(|c| c.state == ConnState::Ready && c.stream.is_socket())
             .count();
         let is_link = self.sources[slot]
             .as_ref()
@@ -1883,7 +1972,12 @@ impl Worker {
         }
         if let Some(mut conn) = self.sources[slot].take() {
             if let Some(why) = why {
-                self.log_limited(format_args!("source {} lost: {why}", conn.peer));
+                let what = if conn.node_port {
+                    "node connection from"
+                } else {
+                    "source"
+                };
+                self.log_limited(format_args!("{what} {} lost: {why}", conn.peer));
             }
             conn.stream.deregister(self.poll.registry());
             if let Some(shim) = conn.shim.take() {
@@ -1916,7 +2010,7 @@ impl Worker {
         let late = |c: &Conn| {
             c.state != ConnState::Ready
                 && !c.closing
-                && matches!(c.stream, Stream::Tcp(_))
+                && c.stream.is_socket()
                 && now.duration_since(c.opened) > timeout
         };
         let text = format!(
@@ -1939,7 +2033,7 @@ impl Worker {
                 c.state == ConnState::Ready
                     && !c.readable
                     && !c.closing
-                    && matches!(c.stream, Stream::Tcp(_))
+                    && c.stream.is_socket()
                     && c.partial
                         .is_some_and(|(_, t)| clock.saturating_sub(t) > frame_timeout_ns)
             });
@@ -1982,7 +2076,7 @@ impl Worker {
                 }
             }
             let failed = match self.sources[slot].as_mut() {
-                Some(c) if !c.wbuf.is_empty() => c.flush().err(),
+                Some(c) if c.wants_flush() => c.flush().err(),
                 _ => None,
             };
             if let Some(e) = failed {
@@ -2069,6 +2163,13 @@ impl Worker {
                 return Ok(());
             };
             let (connector, hello) = Connector::start(self.me(), challenge);
+            let tls = self.tls.as_ref().and_then(|t| {
+                if k == 0 {
+                    t.sink.clone()
+                } else {
+                    t.peers.clone()
+                }
+            });
             let (enc, epoch, max, reg) = (
                 self.enc,
                 self.dir.epoch,
@@ -2091,7 +2192,20 @@ impl Worker {
                     }
                     let _ = stream.set_nodelay(true);
                     big_buffers(&stream);
-                    let mut conn = Conn::new(stream, addr, max, 64 << 10);
+                    let stream = match tls {
+                        None => Stream::Tcp(stream),
+                        // The peer's certificate must name the address
+                        // dialed.
+                        Some(config) => match TlsConn::client(&config, stream, addr.ip()) {
+                            Ok(t) => Stream::Tls(Box::new(t)),
+                            Err(e) => {
+                                eprintln!("verity: TLS to the {} at {addr}: {e}", path.name);
+                                path.failed();
+                                return Ok(());
+                            }
+                        },
+                    };
+                    let mut conn = Conn::over(stream, addr, max, 64 << 10);
                     conn.shim = shim;
                     let _ = enc.hello(&mut conn.wbuf, epoch, &hello);
                     conn.readable = false;
@@ -2127,7 +2241,14 @@ impl Worker {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.out_lost(k, &format!("read: {e}"));
+                    let why = match super::tls::failure(&e) {
+                        Some(reason) => {
+                            self.stats.tls_failed += 1;
+                            format!("TLS: {reason}")
+                        }
+                        None => format!("read: {e}"),
+                    };
+                    self.out_lost(k, &why);
                     return Ok(());
                 }
             }
@@ -2349,7 +2470,10 @@ impl Worker {
             }
             let mut retired = None;
             if let Some(mut conn) = path.conn.take() {
-                if conn.state == ConnState::Ready || why.contains("authentication") {
+                if conn.state == ConnState::Ready
+                    || why.contains("authentication")
+                    || why.starts_with("TLS")
+                {
                     eprintln!(
                         "verity: {} {} lost: {why}; reconnecting",
                         path.name, conn.peer
@@ -2470,8 +2594,8 @@ impl Worker {
             .collect();
         let s = &self.core.stats;
         eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
-            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.replayed, self.stats.snapshots, detail.join(" ")
+            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
+            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.tls_failed, self.stats.replayed, self.stats.snapshots, detail.join(" ")
         );
         Ok(())
     }

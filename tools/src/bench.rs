@@ -17,6 +17,15 @@
 //!   arrives and forwarded to the node owning its key; reported against the
 //!   single node of the same round.
 //!
+//! - **TLS** (`--tls`): each round also runs the raw pipe, the engine and
+//!   (with `--workers`) the cluster with TLS on every link (`[tls]`:
+//!   sources and sink, and mutual TLS between workers; the receiver
+//!   requires the node's certificate), certificates from `verity-gen
+//!   tls`'s code; reported as TLS ÷ plain of the same round (every other
+//!   round runs the TLS variants first), with the engine's and the
+//!   cluster's CPU per input, and a latency run through the engine over
+//!   TLS at the same rate.
+//!
 //! Ratios, not absolute figures, are what compare across runs on a shared
 //! machine.
 
@@ -56,6 +65,8 @@ pub struct BenchConfig {
     /// Latency runs at this many msgs/s instead of half the engine's
     /// measured maximum.
     pub latency_rate: Option<f64>,
+    /// Every round also runs with TLS on every link (see the module doc).
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -76,6 +87,29 @@ pub struct BenchResult {
     pub cluster: Option<(u32, f64, f64)>,
     /// (median baseline msgs/s, median of per-round engine ÷ baseline).
     pub baseline: Option<(f64, f64)>,
+    /// With `tls`: the same runs over TLS.
+    pub tls: Option<TlsResult>,
+}
+
+/// The TLS runs of a bench: medians of msgs/s, and geometric means of the
+/// per-round ratios TLS ÷ plain (each pair measured in the same round,
+/// every other round TLS first: a run's place in the round matters on
+/// this machine, the cluster's second run of a round being up to 1.5x
+/// faster whichever it is).
+#[derive(Debug, Clone, Default)]
+pub struct TlsResult {
+    pub raw_msgs_per_s: f64,
+    pub raw_ratio: f64,
+    pub engine_msgs_per_s: f64,
+    pub engine_ratio: f64,
+    /// Median engine CPU per input, plain and TLS (ns/msg), when known.
+    pub engine_cpu_ns: Option<(f64, f64)>,
+    /// (msgs/s, cluster TLS ÷ cluster plain) with `--workers`.
+    pub cluster: Option<(f64, f64)>,
+    /// Median CPU per input of all the cluster's workers, plain and TLS.
+    pub cluster_cpu_ns: Option<(f64, f64)>,
+    /// Through the engine over TLS at the latency run's rate.
+    pub latency: Latency,
 }
 
 impl core::fmt::Display for BenchResult {
@@ -119,6 +153,36 @@ impl core::fmt::Display for BenchResult {
                 100.0 * ratio
             )?;
         }
+        if let Some(t) = &self.tls {
+            write!(
+                f,
+                "\nbench: TLS: raw pipe {:.0} msgs/s, TLS/plain {:.0}%; engine {:.0} msgs/s, TLS/plain {:.0}% (geometric means of per-round ratios, TLS first every other round)",
+                t.raw_msgs_per_s,
+                100.0 * t.raw_ratio,
+                t.engine_msgs_per_s,
+                100.0 * t.engine_ratio
+            )?;
+            if let Some((plain, tls)) = t.engine_cpu_ns {
+                write!(
+                    f,
+                    "\nbench: TLS: engine CPU {plain:.0} ns/msg plain, {tls:.0} ns/msg TLS (medians)"
+                )?;
+            }
+            if let Some((rate, ratio)) = t.cluster {
+                write!(
+                    f,
+                    "\nbench: TLS: cluster {rate:.0} msgs/s, TLS/plain {:.0}% (geometric mean of per-round ratios)",
+                    100.0 * ratio
+                )?;
+            }
+            if let Some((plain, tls)) = t.cluster_cpu_ns {
+                write!(
+                    f,
+                    "\nbench: TLS: cluster CPU (all workers) {plain:.0} ns/msg plain, {tls:.0} ns/msg TLS (medians)"
+                )?;
+            }
+            write!(f, "\nbench:   engine over TLS {}", t.latency)?;
+        }
         Ok(())
     }
 }
@@ -158,8 +222,50 @@ fn start_engine(
     cfg: &BenchConfig,
     run: &str,
     sink: SocketAddr,
+    tls: Option<&Tls>,
 ) -> Result<(Engine, SocketAddr), String> {
-    start_binary(cfg, &cfg.engine, run, sink)
+    start_binary(cfg, &cfg.engine, run, sink, tls)
+}
+
+/// The certificates and TLS settings of the `--tls` runs.
+struct Tls {
+    dir: PathBuf,
+    /// Senders: the node verified against the CA; our certificate.
+    client: Arc<rustls::ClientConfig>,
+    /// The receiver: its certificate; nodes must present theirs.
+    sink: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    fn new(work_dir: &Path) -> Result<Tls, String> {
+        let dir = work_dir.join("certs");
+        let names = ["node", "sink", "client"].map(String::from);
+        crate::tls::generate(&dir, &["127.0.0.1".parse().map_err(|_| "ip")?], &names, 1)?;
+        let ca = dir.join("ca.pem");
+        // The senders present a certificate: the raw pipe's receiver
+        // requires one (as it does of nodes).
+        let ours = (dir.join("client.pem"), dir.join("client.key"));
+        Ok(Tls {
+            client: crate::tls::client_config(&ca, Some((&ours.0, &ours.1)))?,
+            sink: crate::tls::server_config(
+                &dir.join("sink.pem"),
+                &dir.join("sink.key"),
+                Some(&ca),
+            )?,
+            dir,
+        })
+    }
+
+    /// The `[tls]` table of the engine's configuration.
+    fn table(&self, nodes: bool) -> String {
+        let f = |n: &str| format!("{:?}", self.dir.join(n).display().to_string());
+        format!(
+            "\n[tls]\ncert_file = {}\nkey_file = {}\nca_file = {}\nclients = true\nnodes = {nodes}\n",
+            f("node.pem"),
+            f("node.key"),
+            f("ca.pem")
+        )
+    }
 }
 
 fn start_binary(
@@ -167,6 +273,7 @@ fn start_binary(
     engine: &Path,
     run: &str,
     sink: SocketAddr,
+    tls: Option<&Tls>,
 ) -> Result<(Engine, SocketAddr), String> {
     let listen = free_addr()?;
     let dir = cfg.work_dir.join(run);
@@ -176,9 +283,10 @@ fn start_binary(
     std::fs::write(
         &toml,
         format!(
-            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n",
+            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}",
             cfg.app,
-            dir.join("data").display().to_string()
+            dir.join("data").display().to_string(),
+            tls.map_or(String::new(), |t| t.table(false))
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -208,6 +316,7 @@ fn start_cluster(
     run: &str,
     sink: SocketAddr,
     n: u32,
+    tls: Option<&Tls>,
 ) -> Result<(Vec<Engine>, Vec<SocketAddr>), String> {
     let dir = cfg.work_dir.join(run);
     let _ = std::fs::remove_dir_all(&dir);
@@ -215,8 +324,9 @@ fn start_cluster(
     crate::client_auth::write_secret(&dir.join("secret"), "verity-bench-cluster-secret")
         .map_err(|e| e.to_string())?;
     let mut toml = format!(
-        "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\n",
-        cfg.app
+        "[cluster]\napp = {:?}\nsecret_file = \"secret\"\nsink = \"{sink}\"\n{}",
+        cfg.app,
+        tls.map_or(String::new(), |t| t.table(true))
     );
     let mut sources = Vec::new();
     for i in 1..=n {
@@ -287,6 +397,7 @@ fn generate(cfg: &BenchConfig) -> Result<(Inputs, u64), String> {
 
 /// Sends every input (one thread each, optionally paced) and waits until the
 /// receiver has `expect` records. Returns the elapsed seconds and progresses.
+#[allow(clippy::too_many_arguments)]
 fn drive(
     to: &[SocketAddr],
     inputs: &Inputs,
@@ -295,6 +406,7 @@ fn drive(
     recv: &Receiver,
     expect: u64,
     progress: &[Arc<Progress>],
+    tls: Option<&Tls>,
 ) -> Result<f64, String> {
     let start = Instant::now();
     let mut threads = Vec::new();
@@ -302,6 +414,7 @@ fn drive(
     let raw = to == [recv.addr()];
     for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
+        cfg.tls = tls.map(|t| t.client.clone());
         // The raw pipe: the sender stands in for a node at the receiver.
         cfg.as_node = raw;
         if let Some(r) = total_rate {
@@ -341,15 +454,17 @@ fn timed_run<T>(
     total: u64,
     expect: u64,
     file: &str,
+    tls: Option<&Tls>,
     start: impl FnOnce(SocketAddr) -> Result<(T, Vec<SocketAddr>), String>,
 ) -> Result<(f64, T), String> {
     // Fresh: every round writes the same file anew.
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(file));
     rc.fresh = true;
+    rc.tls = tls.map(|t| t.sink.clone());
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (kept, to) = start(recv.addr())?;
     let progress: Vec<Arc<Progress>> = inputs.iter().map(|_| Arc::default()).collect();
-    let secs = drive(&to, inputs, None, total, &recv, expect, &progress)?;
+    let secs = drive(&to, inputs, None, total, &recv, expect, &progress, tls)?;
     recv.stop().map_err(|e| e.to_string())?;
     Ok((total as f64 / secs, kept))
 }
@@ -366,13 +481,21 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let mut ratios = Vec::new();
     let (mut cluster_rates, mut cluster_ratios) = (Vec::new(), Vec::new());
     let (mut base_rates, mut base_ratios) = (Vec::new(), Vec::new());
-    for round in 0..cfg.rounds.max(1) {
-        let (raw, ()) = timed_run(cfg, &inputs, total, total, "raw.bin", |sink| {
-            Ok(((), vec![sink]))
-        })?;
+    let tls = if cfg.tls {
+        Some(Tls::new(&cfg.work_dir)?)
+    } else {
+        None
+    };
+    let (mut tls_raw, mut tls_raw_ratios) = (Vec::new(), Vec::new());
+    let (mut tls_engine, mut tls_engine_ratios) = (Vec::new(), Vec::new());
+    let (mut cpu_plain, mut cpu_tls) = (Vec::new(), Vec::new());
+    let (mut tls_cluster, mut tls_cluster_ratios) = (Vec::new(), Vec::new());
+    let (mut cluster_cpu_plain, mut cluster_cpu_tls) = (Vec::new(), Vec::new());
+    // One engine run: msgs/s and its CPU ns per input.
+    let engine_run = |name: &str, file: &str, tls: Option<&Tls>| {
         let (eng, (engine, cpu_start)) =
-            timed_run(cfg, &inputs, total, outputs, "engine.bin", |sink| {
-                let (engine, listen) = start_engine(cfg, &format!("engine-{round}"), sink)?;
+            timed_run(cfg, &inputs, total, outputs, file, tls, |sink| {
+                let (engine, listen) = start_engine(cfg, name, sink, tls)?;
                 // Startup (creating and scanning the first segments) is not counted.
                 let cpu_start = engine.cpu_secs();
                 Ok(((engine, cpu_start), vec![listen]))
@@ -380,40 +503,129 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         let cpu = engine
             .cpu_secs()
             .zip(cpu_start)
-            .map(|(end, start)| end - start);
+            .map(|(end, start)| 1e9 * (end - start) / total as f64);
         drop(engine);
-        discard(cfg, &format!("engine-{round}"));
+        discard(cfg, name);
+        Ok::<_, String>((eng, cpu))
+    };
+    // One cluster run: msgs/s and the CPU ns per input of all its workers.
+    let cluster_run = |name: &str, file: &str, tls: Option<&Tls>| {
+        let (rate, (engines, cpu_start)) =
+            timed_run(cfg, &inputs, total, outputs, file, tls, |sink| {
+                let (engines, sources) = start_cluster(cfg, name, sink, cfg.workers, tls)?;
+                let cpu_start: Option<f64> = engines.iter().map(Engine::cpu_secs).sum();
+                Ok(((engines, cpu_start), sources))
+            })?;
+        let cpu_end: Option<f64> = engines.iter().map(Engine::cpu_secs).sum();
+        let cpu = cpu_end
+            .zip(cpu_start)
+            .map(|(end, start)| 1e9 * (end - start) / total as f64);
+        drop(engines);
+        discard(cfg, name);
+        Ok::<_, String>((rate, cpu))
+    };
+    let cpu_text = |cpu: Option<f64>| cpu.map_or("n/a".to_string(), |c| format!("{c:.0} ns/msg"));
+    // The raw pipe and the single node, over TLS or not.
+    let single = |round: u32, t: Option<&Tls>| {
+        let tag = if t.is_some() { "-tls" } else { "" };
+        let (raw, ()) = timed_run(
+            cfg,
+            &inputs,
+            total,
+            total,
+            &format!("raw{tag}.bin"),
+            t,
+            |sink| Ok(((), vec![sink])),
+        )?;
+        let (eng, cpu) = engine_run(
+            &format!("engine{tag}-{round}"),
+            &format!("engine{tag}.bin"),
+            t,
+        )?;
+        Ok::<_, String>((raw, eng, cpu))
+    };
+    for round in 0..cfg.rounds.max(1) {
+        // With --tls, every other round runs the TLS variants first: the
+        // order within a round (caches, the previous run's page cache
+        // being freed) must not favour either.
+        let tls_first = round % 2 == 1;
+        let mut single_tls = None;
+        if let (Some(t), true) = (&tls, tls_first) {
+            single_tls = Some(single(round, Some(t))?);
+        }
+        let (raw, eng, cpu) = single(round, None)?;
         eprintln!(
             "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
             cfg.app,
             100.0 * eng / raw,
-            cpu.map_or("n/a".to_string(), |c| format!(
-                "{c:.2} s ({:.0} ns/msg)",
-                1e9 * c / total as f64
-            ))
+            cpu_text(cpu)
         );
         raw_rates.push(raw);
         engine_rates.push(eng);
         ratios.push(eng / raw);
+        if let (Some(t), false) = (&tls, tls_first) {
+            single_tls = Some(single(round, Some(t))?);
+        }
+        if let Some((raw_t, eng_t, cpu_t)) = single_tls {
+            eprintln!(
+                "bench: {} round {round}: TLS{}: raw pipe {raw_t:.0} msgs/s ({:.0}% of plain); engine {eng_t:.0} msgs/s ({:.0}% of plain); engine CPU {}",
+                cfg.app,
+                if tls_first { " (run first)" } else { "" },
+                100.0 * raw_t / raw,
+                100.0 * eng_t / eng,
+                cpu_text(cpu_t)
+            );
+            tls_raw.push(raw_t);
+            tls_raw_ratios.push(raw_t / raw);
+            tls_engine.push(eng_t);
+            tls_engine_ratios.push(eng_t / eng);
+            if let (Some(p), Some(c)) = (cpu, cpu_t) {
+                cpu_plain.push(p);
+                cpu_tls.push(c);
+            }
+        }
 
         if let Some(base) = &cfg.baseline {
-            let (rate, engine) = timed_run(cfg, &inputs, total, outputs, "baseline.bin", |sink| {
-                let (engine, listen) = start_binary(cfg, base, &format!("baseline-{round}"), sink)?;
-                Ok((engine, vec![listen]))
-            })?;
+            let (rate, engine) =
+                timed_run(cfg, &inputs, total, outputs, "baseline.bin", None, |sink| {
+                    let (engine, listen) =
+                        start_binary(cfg, base, &format!("baseline-{round}"), sink, None)?;
+                    Ok((engine, vec![listen]))
+                })?;
             drop(engine);
             discard(cfg, &format!("baseline-{round}"));
             base_rates.push(rate);
             base_ratios.push(eng / rate);
         }
         if cfg.workers >= 2 {
-            let (rate, engines) = timed_run(cfg, &inputs, total, outputs, "cluster.bin", |sink| {
-                start_cluster(cfg, &format!("cluster-{round}"), sink, cfg.workers)
-            })?;
-            drop(engines);
-            discard(cfg, &format!("cluster-{round}"));
+            let tls_run =
+                |t: &Tls| cluster_run(&format!("cluster-tls-{round}"), "cluster-tls.bin", Some(t));
+            let mut cluster_tls = None;
+            if let (Some(t), true) = (&tls, tls_first) {
+                cluster_tls = Some(tls_run(t)?);
+            }
+            let (rate, cpu) = cluster_run(&format!("cluster-{round}"), "cluster.bin", None)?;
             cluster_rates.push(rate);
             cluster_ratios.push(rate / eng);
+            if let (Some(t), false) = (&tls, tls_first) {
+                cluster_tls = Some(tls_run(t)?);
+            }
+            if let Some((rate_t, cpu_t)) = cluster_tls {
+                eprintln!(
+                    "bench: {} round {round}: cluster {rate:.0} msgs/s, CPU {}; TLS{} {rate_t:.0} msgs/s ({:.0}% of plain), CPU {}",
+                    cfg.app,
+                    cpu_text(cpu),
+                    if tls_first { " (run first)" } else { "" },
+                    100.0 * rate_t / rate,
+                    cpu_text(cpu_t)
+                );
+                tls_cluster.push(rate_t);
+                tls_cluster_ratios.push(rate_t / rate);
+                if let (Some(p), Some(c)) = (cpu, cpu_t) {
+                    cluster_cpu_plain.push(p);
+                    cluster_cpu_tls.push(c);
+                }
+            }
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -438,8 +650,24 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     // Latency at half the engine's maximum, bounded in time: through the
     // raw pipe (the harness's own latency) and through the engine.
     let rate = cfg.latency_rate.unwrap_or(engine_rate / 2.0);
-    let raw_lat = latency(cfg, &inputs, total, outputs, rate, false)?;
-    let eng_lat = latency(cfg, &inputs, total, outputs, rate, true)?;
+    let raw_lat = latency(cfg, &inputs, total, outputs, rate, false, None)?;
+    let eng_lat = latency(cfg, &inputs, total, outputs, rate, true, None)?;
+    let tls = match &tls {
+        None => None,
+        Some(t) => Some(TlsResult {
+            raw_msgs_per_s: median(&mut tls_raw),
+            raw_ratio: geomean(&tls_raw_ratios),
+            engine_msgs_per_s: median(&mut tls_engine),
+            engine_ratio: geomean(&tls_engine_ratios),
+            engine_cpu_ns: (!cpu_tls.is_empty())
+                .then(|| (median(&mut cpu_plain), median(&mut cpu_tls))),
+            cluster: (cfg.workers >= 2)
+                .then(|| (median(&mut tls_cluster), geomean(&tls_cluster_ratios))),
+            cluster_cpu_ns: (!cluster_cpu_tls.is_empty())
+                .then(|| (median(&mut cluster_cpu_plain), median(&mut cluster_cpu_tls))),
+            latency: latency(cfg, &inputs, total, outputs, rate, true, Some(t))?,
+        }),
+    };
 
     Ok(BenchResult {
         app: cfg.app.clone(),
@@ -455,7 +683,17 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         engine_latency: eng_lat,
         cluster,
         baseline,
+        tls,
     })
+}
+
+/// The geometric mean of ratios: over rounds that alternate which of two
+/// runs goes first, a constant advantage of going second cancels out.
+fn geomean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    (v.iter().map(|r| r.ln()).sum::<f64>() / v.len() as f64).exp()
 }
 
 /// Latency percentiles of one paced run.
@@ -487,6 +725,7 @@ fn latency(
     outputs: u64,
     rate: f64,
     through_engine: bool,
+    tls: Option<&Tls>,
 ) -> Result<Latency, String> {
     let limit = ((rate * cfg.latency_seconds) as u64).clamp(1000, total);
     let mut lat_inputs: Inputs = Vec::new();
@@ -531,17 +770,18 @@ fn latency(
             }
         })
     };
-    let name = if through_engine {
-        "latency-engine"
-    } else {
-        "latency-raw"
+    let name = match (through_engine, tls.is_some()) {
+        (true, false) => "latency-engine",
+        (true, true) => "latency-engine-tls",
+        (false, _) => "latency-raw",
     };
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(format!("{name}.bin")));
     rc.on_record = Some(hook);
     rc.fresh = true;
+    rc.tls = tls.map(|t| t.sink.clone());
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (engine, to) = if through_engine {
-        let (e, l) = start_engine(cfg, name, recv.addr())?;
+        let (e, l) = start_engine(cfg, name, recv.addr(), tls)?;
         (Some(e), l)
     } else {
         (None, recv.addr())
@@ -554,6 +794,7 @@ fn latency(
         &recv,
         expect,
         &prog,
+        tls,
     )?;
     drop(engine);
     discard(cfg, name);

@@ -19,6 +19,26 @@ pub const MAX_SECRET_FILE_LEN: u64 = 4096;
 /// most [`MAX_SECRET_FILE_LEN`] bytes; type, mode and size are checked on
 /// the opened file.
 pub fn load_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let mut b = read_private(path, MAX_SECRET_FILE_LEN)?;
+    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
+        b.pop();
+    }
+    if b.len() < auth::MIN_SECRET_LEN {
+        return Err(format!(
+            "{}: a secret needs at least {} bytes, the file has {}",
+            path.display(),
+            auth::MIN_SECRET_LEN,
+            b.len()
+        ));
+    }
+    Ok(b)
+}
+
+/// Reads a file that holds a secret (a client secret, a TLS private key)
+/// as ssh treats keys: a regular file that group and others cannot access
+/// (mode 600 or 400), of at most `max` bytes; type, mode and size are
+/// checked on the opened file.
+pub fn read_private(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     let shown = path.display();
     // Refuse what is plainly not a regular file before opening it: opening a
     // FIFO would wait for a writer. The opened file is checked again below.
@@ -37,28 +57,16 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, String> {
             "{shown} has mode {mode:04o}: group or others can access it, and it holds a secret; run `chmod 600 {shown}`"
         ));
     }
-    let too_long = |len: u64| {
-        format!("{shown} is {len} bytes; a secret file holds at most {MAX_SECRET_FILE_LEN}")
-    };
-    if meta.len() > MAX_SECRET_FILE_LEN {
+    let too_long = |len: u64| format!("{shown} is {len} bytes; a secret file holds at most {max}");
+    if meta.len() > max {
         return Err(too_long(meta.len()));
     }
     let mut b = Vec::with_capacity(meta.len() as usize);
-    f.take(MAX_SECRET_FILE_LEN + 1)
+    f.take(max + 1)
         .read_to_end(&mut b)
         .map_err(|e| format!("{shown}: {e}"))?;
-    if b.len() as u64 > MAX_SECRET_FILE_LEN {
+    if b.len() as u64 > max {
         return Err(too_long(b.len() as u64));
-    }
-    while b.last().is_some_and(|c| c.is_ascii_whitespace()) {
-        b.pop();
-    }
-    if b.len() < auth::MIN_SECRET_LEN {
-        return Err(format!(
-            "{shown}: a secret needs at least {} bytes, the file has {}",
-            auth::MIN_SECRET_LEN,
-            b.len()
-        ));
     }
     Ok(b)
 }

@@ -7,6 +7,7 @@
 //!   engine's code.
 //! - [`send`] and [`recv`]: the source and sink clients (`verity-send`,
 //!   `verity-recv`), at-least-once senders and deduplicating receivers.
+//! - [`tls`]: their TLS transport, and the certificates of `verity-gen tls`.
 //!
 //! This crate depends on `verity-wire` only, never on the engine: the engine's
 //! `demo` uses it, and the checker stays independent of what it checks.
@@ -20,6 +21,7 @@ pub mod gen;
 pub mod ports;
 pub mod recv;
 pub mod send;
+pub mod tls;
 
 /// A range of seeds as the tools' `--seeds` flag spells it: `A..B` (B
 /// excluded) or `A..=B`, as `(first, end)` with `end` excluded.

@@ -157,6 +157,7 @@ struct Shared {
     /// backpressure); `None` reads as fast as it can.
     read_rate: Option<u64>,
     on_record: Option<OnRecord>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -242,6 +243,9 @@ pub struct RecvConfig {
     /// The client secret: nodes must answer our challenge with it, and we
     /// answer theirs (`None`: no authentication).
     pub secret: Option<Vec<u8>>,
+    /// TLS server settings (`--tls-cert`/`--tls-key`, with `--tls-ca`
+    /// client certificates required): `crate::tls::server_config`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Truncate `out` instead of reopening it (only a received file, or an
     /// empty one, is truncated).
     pub fresh: bool,
@@ -261,6 +265,7 @@ impl RecvConfig {
             read_rate: None,
             on_record: None,
             secret: None,
+            tls: None,
             fresh: false,
             durability: Durability::Process,
             before_sync: None,
@@ -429,6 +434,7 @@ impl Receiver {
             max_frame_len: cfg.max_frame_len,
             read_rate: cfg.read_rate,
             on_record: cfg.on_record.clone(),
+            tls: cfg.tls.clone(),
         });
         let _ = listener.set_nonblocking(true);
         let sh = Arc::clone(&shared);
@@ -510,8 +516,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 conns.push(thread::spawn(move || {
                     if let Err(e) = serve(stream, &sh) {
                         // A lost connection is normal (node crash); the node
-                        // reconnects and resends.
-                        let _ = (peer, e);
+                        // reconnects and resends. A TLS failure is not.
+                        if let Some(why) = crate::tls::failure(&e) {
+                            eprintln!("verity-recv: TLS with {peer} failed: {why}");
+                        }
                     }
                 }));
             }
@@ -527,9 +535,17 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    match &shared.tls {
+        None => serve_on(stream, shared),
+        // The TLS handshake runs within the first reads.
+        Some(tls) => serve_on(crate::tls::TlsStream::server(tls.clone(), stream)?, shared),
+    }
+}
+
+fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<()> {
     let enc = Encoder::new(shared.max_frame_len);
     let mut dec = Decoder::new(shared.max_frame_len);
     let mut out = BytesMut::new();
@@ -769,7 +785,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 /// gone already).
 fn refuse(
     shared: &Shared,
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     out: &mut BytesMut,
     enc: &Encoder,
     code: ErrorCode,

@@ -8,7 +8,7 @@
 //! arrives exactly once however often the connection breaks.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use verity_wire::text::Escaped;
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, Role, HANDSHAKE_MAX_FRAME_LEN};
 
 use crate::formats::{trace_id, FormatError, InputFormat, InputReader};
+use crate::tls::{Link, LinkReader, TlsStream};
 
 /// All records of an input file in one buffer, with their spans.
 pub struct Records {
@@ -87,6 +88,9 @@ pub struct SendConfig {
     /// Records sent but not ACKed and no ACK progress for this long: send
     /// again from the first unACKed one (an ACK may have been lost).
     pub resend_after: Duration,
+    /// TLS to the node (`--tls-ca`, with `--tls-cert`/`--tls-key` our
+    /// client certificate): `crate::tls::client_config`. `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Stand in for node `channel` talking to a receiver (`verity-bench`'s
     /// raw pipe): HELLO as role node with node id `channel`, DATA on the
     /// node's sink channel `1000 + channel`. Trace ids stay those of
@@ -119,6 +123,7 @@ impl SendConfig {
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             secret: None,
             resend_after: Duration::from_secs(1),
+            tls: None,
             as_node: false,
         }
     }
@@ -166,6 +171,13 @@ pub enum SendError {
         addr: SocketAddr,
         what: String,
     },
+    /// TLS with the node failed: its certificate was refused, ours was, or
+    /// the session broke (a configuration error or tampering, which
+    /// retrying does not mend).
+    Tls {
+        addr: SocketAddr,
+        reason: String,
+    },
     /// A record does not fit in a frame.
     TooLarge {
         seq: u64,
@@ -189,6 +201,7 @@ impl core::fmt::Display for SendError {
             SendError::Violation { addr, what } => {
                 write!(f, "the node at {addr} broke the protocol: {what}")
             }
+            SendError::Tls { addr, reason } => write!(f, "TLS with the node at {addr}: {reason}"),
             SendError::TooLarge { seq, len } => {
                 write!(f, "record {seq} ({len} bytes) does not fit in a frame")
             }
@@ -219,6 +232,8 @@ struct Shared {
 enum Ending {
     Error(ErrorCode, String),
     Violation(String),
+    /// The TLS session failed (an alert, a record that does not decrypt).
+    Tls(String),
 }
 
 /// Backoff after a failed or refused connection: 20 ms doubling to 500 ms.
@@ -288,6 +303,7 @@ pub fn send(
                 }
             }
             Err(Connect::Refused(code, text)) => Err((code, text)),
+            Err(Connect::Tls(reason)) => return Err(SendError::Tls { addr, reason }),
             Err(Connect::Failed(e)) => {
                 if last_connected.elapsed() > cfg.give_up_after {
                     return Err(SendError::Unreachable { addr, last: e });
@@ -299,7 +315,7 @@ pub fn send(
                 continue;
             }
         };
-        let (mut stream, delivered) = match failed {
+        let (link, delivered) = match failed {
             Ok(c) => c,
             Err((code, text)) if code.retryable() && code != ErrorCode::NotHome => {
                 // Busy channel, full connection slots, a stopping node:
@@ -331,15 +347,16 @@ pub fn send(
         let shared = Arc::new(Shared::default());
         shared.acked.store(acked, Ordering::Relaxed);
         shared.sent.store(acked, Ordering::Relaxed);
+        // This thread writes records, another reads ACKs (over TLS both
+        // use one session: see `Link::split`).
+        let (mut stream, rs) = match link.split() {
+            Ok(halves) => halves,
+            Err(_) => continue,
+        };
         let reader = {
             let shared = Arc::clone(&shared);
-            let rs = stream.try_clone();
             let max = cfg.max_frame_len;
-            thread::spawn(move || {
-                if let Ok(rs) = rs {
-                    read_acks(rs, &shared, max)
-                }
-            })
+            thread::spawn(move || read_acks(rs, &shared, max))
         };
         // Everything after what the node has is sent (again).
         let mut next = acked + 1;
@@ -350,7 +367,7 @@ pub fn send(
         let _ = progress.started.set(rate_start);
         loop {
             if stop.load(Ordering::Relaxed) {
-                let _ = stream.shutdown(Shutdown::Both);
+                stream.shutdown();
                 let _ = reader.join();
                 return Err(SendError::Stopped);
             }
@@ -374,6 +391,11 @@ pub fn send(
                 stats.timeouts += 1;
             }
             if next > n || next > acked + cfg.window {
+                // Records the ACK reader's TLS session queued (a key
+                // update) leave from here: this thread alone writes.
+                if stream.flush_pending().is_err() {
+                    break;
+                }
                 thread::sleep(Duration::from_micros(200));
                 continue;
             }
@@ -430,12 +452,13 @@ pub fn send(
             progress.sent.store(highest_sent, Ordering::Relaxed);
             next = end + 1;
         }
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.shutdown();
         let _ = reader.join();
         stats.nacks += shared.nacks.load(Ordering::Relaxed);
         let ending = shared.refused.lock().ok().and_then(|r| r.clone());
         match ending {
             None => {}
+            Some(Ending::Tls(reason)) => return Err(SendError::Tls { addr, reason }),
             Some(Ending::Violation(what)) => return Err(SendError::Violation { addr, what }),
             Some(Ending::Error(code, text)) if !code.retryable() => {
                 return Err(SendError::Refused { addr, code, text })
@@ -462,16 +485,35 @@ pub fn send(
 enum Connect {
     Failed(String),
     Refused(ErrorCode, String),
+    Tls(String),
 }
 
-/// Connects to `addr` and does the handshake (`wire/PROTOCOL.md`: our
-/// HELLO, the node's HELLO with its answer, our answer), then reads the
-/// node's RESUME. Returns the stream and the node's `delivered` for our
-/// channel.
-fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Connect> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+/// A failed read or write while connecting: a TLS failure, or another.
+fn connect_err(e: std::io::Error) -> Connect {
+    match crate::tls::failure(&e) {
+        Some(reason) => Connect::Tls(reason),
+        None => Connect::Failed(e.to_string()),
+    }
+}
+
+/// Connects to `addr` (with TLS: the TLS handshake first, the node's
+/// certificate naming `addr`'s IP) and does the handshake
+/// (`wire/PROTOCOL.md`: our HELLO, the node's HELLO with its answer, our
+/// answer), then reads the node's RESUME. Returns the connection and the
+/// node's `delivered` for our channel.
+fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| Connect::Failed(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
+    let _ = sock.set_nodelay(true);
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut stream = match &cfg.tls {
+        None => Link::Plain(sock),
+        Some(tls) => {
+            let mut t = TlsStream::client(tls.clone(), sock, addr.ip()).map_err(connect_err)?;
+            t.handshake().map_err(connect_err)?;
+            Link::Tls(Box::new(t))
+        }
+    };
     let enc = Encoder::new(cfg.max_frame_len);
     let mut buf = BytesMut::new();
     let challenge = crate::client_auth::challenge()
@@ -489,10 +531,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Conne
     };
     let (connector, hello) = Connector::start(me, challenge);
     let _ = enc.hello(&mut buf, 0, &hello);
-    stream
-        .write_all(&buf)
-        .map_err(|e| Connect::Failed(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    stream.write_all(&buf).map_err(connect_err)?;
     // Until RESUME: frames up to an ERROR's size.
     let mut dec = Decoder::new(HANDSHAKE_MAX_FRAME_LEN);
     let mut answered = false;
@@ -511,9 +550,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Conne
                         .map_err(|r| Connect::Refused(r.code, r.text))?;
                     let mut b = BytesMut::new();
                     let _ = enc.hello(&mut b, 0, &answer);
-                    stream
-                        .write_all(&b)
-                        .map_err(|e| Connect::Failed(e.to_string()))?;
+                    stream.write_all(&b).map_err(connect_err)?;
                     answered = true;
                 }
                 Kind::Resume if answered => {
@@ -539,9 +576,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Conne
                 }
             }
         }
-        let got = stream
-            .read(&mut chunk)
-            .map_err(|e| Connect::Failed(e.to_string()))?;
+        let got = stream.read(&mut chunk).map_err(connect_err)?;
         if got == 0 {
             return Err(Connect::Failed("closed during the handshake".into()));
         }
@@ -549,12 +584,20 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(TcpStream, u64), Conne
     }
 }
 
-fn read_acks(mut stream: TcpStream, shared: &Shared, max_frame_len: u32) {
+fn read_acks(mut stream: LinkReader, shared: &Shared, max_frame_len: u32) {
     let mut dec = Decoder::new(max_frame_len);
     let mut chunk = vec![0u8; 64 << 10];
     loop {
         let got = match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => {
+                if let Some(reason) = crate::tls::failure(&e) {
+                    if let Ok(mut r) = shared.refused.lock() {
+                        r.get_or_insert(Ending::Tls(reason));
+                    }
+                }
+                break;
+            }
             Ok(n) => n,
         };
         dec.extend(&chunk[..got]);

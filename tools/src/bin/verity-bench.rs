@@ -45,6 +45,10 @@ struct Args {
     /// engine's measured maximum).
     #[arg(long)]
     latency_rate: Option<f64>,
+    /// Also run every round with TLS on every link (sources, sink, and
+    /// mutual TLS between workers with --workers), reported as TLS ÷ plain.
+    #[arg(long)]
+    tls: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
             workers: a.workers,
             baseline: a.baseline_engine.clone(),
             latency_rate: a.latency_rate,
+            tls: a.tls,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);

@@ -3,6 +3,7 @@
 //! - `verity-gen market-spread --seed S (--messages N | --orders N --nbbo M) --out-dir DIR [--data-dir D]`
 //! - `verity-gen u64 --count N --out FILE`
 //! - `verity-gen text --seed S --lines N --out FILE [--data-dir D]`
+//! - `verity-gen tls --out-dir DIR --ip 127.0.0.1 [--ip ...] [--names w1,w2,sink]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,23 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// A CA (DIR/ca.pem, DIR/ca.key) and, per name, DIR/NAME.pem and
+    /// DIR/NAME.key signed by it, with the --ip addresses as IP SANs, for
+    /// server and client use; keys mode 600. For [tls] and the tools'
+    /// --tls-* flags (a real deployment would use its own CA).
+    Tls {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// An address peers dial the certificate's holder at (repeatable).
+        #[arg(long = "ip", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// Certificates to issue, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "node,sink,client")]
+        names: Vec<String>,
+        /// Validity in years, from 1 January of this year.
+        #[arg(long, default_value_t = 5)]
+        years: u32,
+    },
 }
 
 /// Messages generated when neither --messages nor --orders/--nbbo is given.
@@ -70,6 +88,23 @@ const DEFAULT_MESSAGES: u64 = 10_000;
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.cmd {
+        Cmd::Tls {
+            out_dir,
+            ips,
+            names,
+            years,
+        } => {
+            return match verity_tools::tls::generate(&out_dir, &ips, &names, years) {
+                Ok(g) => {
+                    println!("{g}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("verity-gen: error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::MarketSpread {
             seed,
             messages,

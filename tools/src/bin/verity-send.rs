@@ -47,6 +47,17 @@ struct Args {
     /// Give up after this many seconds without a connection.
     #[arg(long, default_value_t = 60)]
     give_up_secs: u64,
+    /// TLS: the node's certificate must chain to this CA file (and name
+    /// the --to address as an IP SAN). Turns TLS on.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// TLS: our client certificate (PEM chain), for a node that requires
+    /// one (tls.require_client_cert); needs --tls-ca and --tls-key.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM, mode 600).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +83,16 @@ fn main() -> ExitCode {
         }
     }
     cfg.give_up_after = Duration::from_secs(a.give_up_secs);
+    if let Some(ca) = &a.tls_ca {
+        let ours = a.tls_cert.as_deref().zip(a.tls_key.as_deref());
+        match verity_tools::tls::client_config(ca, ours) {
+            Ok(tls) => cfg.tls = Some(tls),
+            Err(e) => {
+                eprintln!("verity-send: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let progress = Arc::new(Progress::default());
     let stop = AtomicBool::new(false);
     let n = records.len();

@@ -62,6 +62,17 @@ pub struct Args {
     /// (`client_secret_file`): both sides prove they hold it.
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
+    /// TLS: our certificate (PEM chain naming the address nodes dial as an
+    /// IP SAN); needs --tls-key. Turns TLS on.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of --tls-cert (PEM, mode 600).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: nodes must present a certificate chaining to this CA file
+    /// (mutual TLS); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// Runs the receiver until `--expect`, `--idle-secs`, SIGTERM or SIGINT;
@@ -76,6 +87,15 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
             Ok(secret) => cfg.secret = Some(secret),
             Err(e) => {
                 eprintln!("{name}: --secret-file: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        match crate::tls::server_config(cert, key, a.tls_ca.as_deref()) {
+            Ok(tls) => cfg.tls = Some(tls),
+            Err(e) => {
+                eprintln!("{name}: TLS: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -97,8 +117,13 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
         );
     }
     eprintln!(
-        "{name}: listening on {}, writing {} (durability {}; {} records found, channels {:?})",
+        "{name}: listening on {}{}, writing {} (durability {}; {} records found, channels {:?})",
         r.addr(),
+        match (&cfg.tls, &a.tls_ca) {
+            (None, _) => "",
+            (Some(_), None) => " (TLS)",
+            (Some(_), Some(_)) => " (TLS, node certificates required)",
+        },
         a.out.display(),
         a.durability,
         s.recovered,
