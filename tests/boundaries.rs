@@ -755,3 +755,172 @@ fn a_source_and_a_sink_written_from_the_spec_alone_interoperate() {
     assert!(log.contains("unacked=0"), "{log}");
     assert!(log.contains("violations=0"), "{log}");
 }
+
+/// A network namespace with a veth pair: a second "host" at `peer_ip`,
+/// reaching this one at `host_ip`. Removed on drop.
+struct NetNs {
+    name: String,
+    host_if: String,
+    host_ip: std::net::Ipv4Addr,
+}
+
+impl NetNs {
+    /// `None` when this process may not create namespaces (not root).
+    fn create(tag: u8) -> Option<NetNs> {
+        let name = format!("vtb{}-{tag}", std::process::id());
+        let (host_if, peer_if) = (
+            format!("vh{tag}{}", std::process::id() % 10000),
+            format!("vp{tag}{}", std::process::id() % 10000),
+        );
+        let net = 80 + tag;
+        let ns = NetNs {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: Ipv4Addr::new(10, net, 0, 1),
+        };
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let host_cidr = format!("10.{net}.0.1/24");
+        let peer_cidr = format!("10.{net}.0.2/24");
+        let ok = ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
+        ]) && ip(&["link", "set", &peer_if, "netns", &name])
+            && ip(&["addr", "add", &host_cidr, "dev", &host_if])
+            && ip(&["link", "set", &host_if, "up"])
+            && ip(&[
+                "netns", "exec", &name, "ip", "addr", "add", &peer_cidr, "dev", &peer_if,
+            ])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", &peer_if, "up"]);
+        assert!(ok, "setting up network namespace {name}");
+        Some(ns)
+    }
+
+    /// Cuts the second host off: its end of the link goes down, so nothing
+    /// it sent is answered and no FIN or reset ever comes (a host that died,
+    /// or a partition).
+    fn cut(&self) {
+        let peer_if = self.host_if.replacen("vh", "vp", 1);
+        let ok = Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "ip", "link", "set", &peer_if, "down",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cutting the link");
+    }
+
+    /// Runs `f` on a thread inside the namespace (its sockets are made there).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) moves only this thread into the namespace
+            // the open file names.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A producer whose host dies or is cut off sends no FIN: its connection
+/// used to stay open for good, and with it the channel (every new producer
+/// got CHANNEL_BUSY). TCP keepalive and a user timeout on every connection
+/// now drop it within about 20 s, and the next producer gets the channel.
+/// Runs in a network namespace (root only; elsewhere it says so and skips).
+#[test]
+fn a_producer_cut_off_without_a_fin_loses_its_channel_to_the_next() {
+    let Some(ns) = NetNs::create(1) else {
+        eprintln!("skipped: creating a network namespace needs root");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let input = u64_file(t.path(), 20_000);
+    let received = t.path().join("received.bin");
+    let secret = b"client-secret-0123456789".to_vec();
+    let mut rc = RecvConfig::new(free_addr(), &received);
+    rc.secret = Some(secret.clone());
+    let recv = Receiver::start(&rc).unwrap();
+    verity_tools::client_auth::write_secret(&t.path().join("client.key"), &secret).unwrap();
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
+    let port = free_addr().port();
+    let listen = std::net::SocketAddr::from((ns.host_ip, port));
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    let text = text
+        .replace(
+            &format!("listen = \"{}\"", node.listen),
+            &format!("listen = \"{listen}\""),
+        )
+        .replacen(
+            "[node]\n",
+            "[node]\nclient_secret_file = \"client.key\"\n",
+            1,
+        );
+    std::fs::write(&node.config, text).unwrap();
+    node.listen = listen;
+    node.start();
+    let records = Arc::new(Records::load(InputFormat::U64, &input).unwrap());
+    let mut cfg = SendConfig::new(listen, 1);
+    cfg.secret = Some(secret.clone());
+    let first = {
+        let (mut cfg, records) = (cfg.clone(), Arc::clone(&records));
+        cfg.rate = Some(2_000);
+        cfg.give_up_after = Duration::from_secs(3);
+        ns.run(move || {
+            send(
+                &cfg,
+                &records,
+                &Progress::default(),
+                &AtomicBool::new(false),
+            )
+        })
+    };
+    thread::sleep(Duration::from_millis(1500));
+    ns.cut();
+    let started = Instant::now();
+    cfg.give_up_after = Duration::from_secs(60);
+    let second = send(
+        &cfg,
+        &records,
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let took = started.elapsed();
+    assert!(first.join().unwrap().is_err(), "the cut-off sender gave up");
+    assert_eq!(second.acked, 20_000);
+    assert!(
+        second.retries > 0,
+        "the channel was busy at first: {second:?}"
+    );
+    assert!(
+        took < Duration::from_secs(45),
+        "the dead connection held the channel {took:?}"
+    );
+    assert!(recv.wait_for(20_000, Duration::from_secs(20)));
+    recv.stop().unwrap();
+    check_pass(App::Doubler, &[&input], &received);
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
+}

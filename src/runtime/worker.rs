@@ -343,22 +343,48 @@ fn write_out(stream: &mut Stream, buf: &mut BytesMut, writable: &mut bool) -> io
 
 /// Socket buffers of 4 MiB each way: a peer that is descheduled for a
 /// moment (three busy processes on two cores) does not stall the pipeline.
-fn big_buffers(stream: &TcpStream) {
-    let size: libc::c_int = 4 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+///
+/// And a dead peer is noticed: a peer whose host died or was cut off
+/// sends no FIN, so without these its connection would stay open for
+/// good, and a source's channel with it (a second producer gets
+/// `CHANNEL_BUSY` while the first holds it). An idle connection is probed
+/// after [`KEEPALIVE_IDLE_S`] s, every [`KEEPALIVE_INTERVAL_S`] s, and
+/// dropped after [`KEEPALIVE_PROBES`] unanswered probes; one with bytes
+/// unacknowledged for [`USER_TIMEOUT_MS`] is dropped too.
+fn tune_socket(stream: &TcpStream) {
+    let opts: [(libc::c_int, libc::c_int, libc::c_int); 7] = [
+        (libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20),
+        (libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
+    ];
+    for (level, opt, value) in opts {
         // SAFETY: setsockopt(2) on the socket this stream owns, with a
         // pointer to a c_int that lives for the call and its exact size.
         unsafe {
             libc::setsockopt(
                 stream.as_raw_fd(),
-                libc::SOL_SOCKET,
+                level,
                 opt,
-                (&size as *const libc::c_int).cast::<libc::c_void>(),
+                (&value as *const libc::c_int).cast::<libc::c_void>(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
     }
 }
+
+/// Seconds a connection is idle before the first keepalive probe.
+const KEEPALIVE_IDLE_S: libc::c_int = 10;
+/// Seconds between keepalive probes.
+const KEEPALIVE_INTERVAL_S: libc::c_int = 2;
+/// Unanswered probes before the connection is dropped.
+const KEEPALIVE_PROBES: libc::c_int = 3;
+/// Milliseconds bytes may stay unacknowledged by the peer's host before
+/// the connection is dropped (TCP's own retransmissions would take ~15 min).
+const USER_TIMEOUT_MS: libc::c_int = 20_000;
 
 /// Lets a connection's held-back frames out when due and writes its shim's
 /// decisions to the fault log; `true` when the connection is lost.
@@ -1351,7 +1377,7 @@ impl Worker {
                 }
             }
             let _ = stream.set_nodelay(true);
-            big_buffers(&stream);
+            tune_socket(&stream);
             let slot = match self.sources.iter().position(Option::is_none) {
                 Some(i) => i,
                 None => {
@@ -2191,7 +2217,7 @@ impl Worker {
                         return Ok(());
                     }
                     let _ = stream.set_nodelay(true);
-                    big_buffers(&stream);
+                    tune_socket(&stream);
                     let stream = match tls {
                         None => Stream::Tcp(stream),
                         // The peer's certificate must name the address

@@ -18,6 +18,7 @@ pub mod check;
 pub mod client_auth;
 pub mod formats;
 pub mod gen;
+pub mod net;
 pub mod ports;
 pub mod recv;
 pub mod send;

@@ -536,7 +536,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
+    crate::net::tune(&stream);
     stream.set_read_timeout(Some(Duration::from_millis(50)))?;
     match &shared.tls {
         None => serve_on(stream, shared),

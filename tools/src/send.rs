@@ -504,7 +504,7 @@ fn connect_err(e: std::io::Error) -> Connect {
 fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| Connect::Failed(e.to_string()))?;
-    let _ = sock.set_nodelay(true);
+    crate::net::tune(&sock);
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let mut stream = match &cfg.tls {
         None => Link::Plain(sock),
