@@ -444,33 +444,44 @@ fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
     }
 }
 
-/// One worker process.
-struct Worker {
-    name: String,
-    engine: PathBuf,
-    config: PathBuf,
-    sources: SocketAddr,
+/// A child process of the run (a worker, the receiver): its log file
+/// (every incarnation's stderr appended) and how often it was started.
+struct Proc {
     log: PathBuf,
     child: Option<Child>,
     starts: u32,
 }
 
-impl Worker {
-    fn start(&mut self) -> Result<(), String> {
+impl Proc {
+    fn new(log: PathBuf) -> Proc {
+        Proc {
+            log,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts `cmd` with stderr (and, with `stdout`, stdout) appended to
+    /// the log.
+    fn spawn(&mut self, mut cmd: Command, stdout: bool, what: &str) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let child = Command::new(&self.engine)
-            .args(["worker", "--config"])
-            .arg(&self.config)
-            .args(["--name", &self.name])
+        let out = match stdout {
+            true => Stdio::from(
+                log.try_clone()
+                    .map_err(|e| format!("{}: {e}", self.log.display()))?,
+            ),
+            false => Stdio::null(),
+        };
+        let child = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.engine.display()))?;
+            .map_err(|e| format!("cannot start {what}: {e}"))?;
         self.child = Some(child);
         self.starts += 1;
         Ok(())
@@ -489,7 +500,8 @@ impl Worker {
         }
     }
 
-    /// SIGTERM (after SIGCONT, in case it is paused) and wait: true on exit 0.
+    /// SIGTERM (after SIGCONT, in case it is paused) and wait: true on
+    /// exit 0.
     fn stop(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
             return false;
@@ -521,19 +533,37 @@ impl Worker {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
 
-    /// How many times it finished recovery (its "recovered:" lines).
-    fn recoveries(&self) -> usize {
-        self.log_text().matches("; recovered:").count()
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal(libc_signal::Signal::Cont);
+        self.kill9();
     }
 }
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            libc_signal::send(c.id(), libc_signal::Signal::Cont);
-        }
-        self.kill9();
+/// One worker process.
+struct Worker {
+    name: String,
+    engine: PathBuf,
+    config: PathBuf,
+    sources: SocketAddr,
+    proc: Proc,
+}
+
+impl Worker {
+    fn start(&mut self) -> Result<(), String> {
+        let mut cmd = Command::new(&self.engine);
+        cmd.args(["worker", "--config"])
+            .arg(&self.config)
+            .args(["--name", &self.name]);
+        let what = self.engine.display().to_string();
+        self.proc.spawn(cmd, false, &what)
+    }
+
+    /// How many times it finished recovery (its "recovered:" lines).
+    fn recoveries(&self) -> usize {
+        self.proc.log_text().matches("; recovered:").count()
     }
 }
 
@@ -544,98 +574,46 @@ struct RecvProc {
     listen: SocketAddr,
     out: PathBuf,
     durability: String,
-    /// Its stdout and stderr, every incarnation appended.
-    log: PathBuf,
-    child: Option<Child>,
-    starts: u32,
+    /// Its stdout (the stats line) and stderr.
+    proc: Proc,
 }
 
 impl RecvProc {
     /// Starts it (the first time with `--fresh`: a `--dir` may hold an
     /// earlier run's file) and waits until it listens.
     fn start(&mut self) -> Result<(), String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let out = log
-            .try_clone()
-            .map_err(|e| format!("{}: {e}", self.log.display()))?;
         let mut cmd = Command::new(&self.engine);
         cmd.args(["recv", "--listen", &self.listen.to_string(), "--out"])
             .arg(&self.out)
             .args(["--durability", &self.durability]);
-        if self.starts == 0 {
+        if self.proc.starts == 0 {
             cmd.arg("--fresh");
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {} recv: {e}", self.engine.display()))?;
-        self.child = Some(child);
-        self.starts += 1;
+        let what = format!("{} recv", self.engine.display());
+        self.proc.spawn(cmd, true, &what)?;
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.listen).is_err() {
-            if let Some(status) = self.exited() {
+            if let Some(status) = self.proc.exited() {
                 return Err(format!(
                     "the receiver exited at start ({status}): {}",
-                    self.log_text()
+                    self.proc.log_text()
                 ));
             }
             if Instant::now() > until {
-                return Err(format!("the receiver did not start: {}", self.log_text()));
+                return Err(format!(
+                    "the receiver did not start: {}",
+                    self.proc.log_text()
+                ));
             }
             thread::sleep(Duration::from_millis(2));
         }
         Ok(())
     }
 
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait: true on exit 0 (it then printed its stats line).
-    fn stop(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else {
-            return false;
-        };
-        libc_signal::send(c.id(), libc_signal::Signal::Term);
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            match c.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < until => thread::sleep(Duration::from_millis(10)),
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        let c = self.child.as_mut()?;
-        match c.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// Sum of a `key=N` field over the stats lines of the incarnations that
     /// stopped cleanly (a killed one prints none), and how many there are.
     fn stats_field(&self, key: &str) -> (u64, usize) {
-        let text = self.log_text();
+        let text = self.proc.log_text();
         let lines: Vec<&str> = text
             .lines()
             .filter(|l| l.contains(": records=") && l.contains(" duplicates="))
@@ -649,12 +627,6 @@ impl RecvProc {
             })
             .sum();
         (sum, lines.len())
-    }
-}
-
-impl Drop for RecvProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -716,7 +688,7 @@ fn receiver_step(
     let n = outputs.poll();
     if let Some(&due) = at.get(kills_at.len()) {
         if n >= due || now {
-            receiver.kill9();
+            receiver.proc.kill9();
             receiver.start()?;
             kills_at.push(n);
             println!(
@@ -920,9 +892,7 @@ fn run_with(
         listen: free_addr()?,
         out: received_path.clone(),
         durability: s.durability.clone(),
-        log: dir.join("recv.log"),
-        child: None,
-        starts: 0,
+        proc: Proc::new(dir.join("recv.log")),
     };
     receiver.start()?;
     let mut outputs = Follower::new(&received_path);
@@ -958,9 +928,7 @@ fn run_with(
             engine: s.engine.clone(),
             config: dir.join("cluster.toml"),
             sources,
-            log: dir.join(format!("w{i}.log")),
-            child: None,
-            starts: 0,
+            proc: Proc::new(dir.join(format!("w{i}.log"))),
         });
     }
     let any_frames = f.drop + f.duplicate + f.reorder + f.delay + f.corrupt + f.close > 0;
@@ -995,15 +963,15 @@ fn run_with(
     let until = Instant::now() + Duration::from_secs(20);
     for w in &mut workers {
         while TcpStream::connect(w.sources).is_err() {
-            if let Some(status) = w.exited() {
+            if let Some(status) = w.proc.exited() {
                 return Err(format!(
                     "{} exited at start ({status}): {}",
                     w.name,
-                    w.log_text()
+                    w.proc.log_text()
                 ));
             }
             if Instant::now() > until {
-                return Err(format!("{} did not start: {}", w.name, w.log_text()));
+                return Err(format!("{} did not start: {}", w.name, w.proc.log_text()));
             }
             thread::sleep(Duration::from_millis(5));
         }
@@ -1064,10 +1032,14 @@ fn run_with(
         }
         if let Some((name, status, log)) = workers
             .iter_mut()
-            .find_map(|w| w.exited().map(|st| (w.name.clone(), st, w.log.clone())))
+            .find_map(|w| {
+                w.proc
+                    .exited()
+                    .map(|st| (w.name.clone(), st, w.proc.log.clone()))
+            })
             .or_else(|| {
-                let st = receiver.exited()?;
-                Some(("the receiver".into(), st, receiver.log.clone()))
+                let st = receiver.proc.exited()?;
+                Some(("the receiver".into(), st, receiver.proc.log.clone()))
             })
         {
             failure = Some(format!(
@@ -1096,7 +1068,7 @@ fn run_with(
         if let Some(&(at, w)) = schedule.kills.get(kills) {
             if a >= at || senders_done {
                 let before = workers[w].recoveries();
-                workers[w].kill9();
+                workers[w].proc.kill9();
                 workers[w].start()?;
                 paused.retain(|&(p, _)| p != w);
                 recovering.push((w, Instant::now(), before));
@@ -1127,7 +1099,7 @@ fn run_with(
         }
         if let Some(&(at, w, ms)) = schedule.pauses.get(pauses) {
             if (a >= at || senders_done) && !paused.iter().any(|&(p, _)| p == w) {
-                workers[w].signal(libc_signal::Signal::Stop);
+                workers[w].proc.signal(libc_signal::Signal::Stop);
                 paused.push((w, Instant::now() + Duration::from_millis(ms)));
                 pauses += 1;
                 println!(
@@ -1139,7 +1111,7 @@ fn run_with(
         let now = Instant::now();
         paused.retain(|&(w, until)| {
             if now >= until {
-                workers[w].signal(libc_signal::Signal::Cont);
+                workers[w].proc.signal(libc_signal::Signal::Cont);
                 false
             } else {
                 true
@@ -1149,7 +1121,7 @@ fn run_with(
         thread::sleep(Duration::from_millis(2));
     }
     for &(w, _) in &paused {
-        workers[w].signal(libc_signal::Signal::Cont);
+        workers[w].proc.signal(libc_signal::Signal::Cont);
     }
     let mut send_stats: Vec<SendStats> = Vec::new();
     for t in senders {
@@ -1175,10 +1147,10 @@ fn run_with(
         if all_in && receiver_kills_at.len() >= schedule.receiver_kills.len() {
             break;
         }
-        if let Some(st) = receiver.exited() {
+        if let Some(st) = receiver.proc.exited() {
             failure = Some(format!(
                 "the receiver exited on its own ({st}); see {}",
-                receiver.log.display()
+                receiver.proc.log.display()
             ));
             break;
         }
@@ -1203,9 +1175,9 @@ fn run_with(
     }
     let mut clean = true;
     for w in &mut workers {
-        clean &= w.stop();
+        clean &= w.proc.stop();
     }
-    let receiver_clean = receiver.stop();
+    let receiver_clean = receiver.proc.stop();
     let received = outputs.poll();
     let (receiver_duplicates, clean_incarnations) = receiver.stats_field("duplicates");
     let (receiver_nacks, _) = receiver.stats_field("nacks");
@@ -1220,7 +1192,7 @@ fn run_with(
         }
     }
     let replays_identical = replays.iter().all(|r| r.0);
-    let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
+    let logs: Vec<String> = workers.iter().map(|w| w.proc.log_text()).collect();
     // Violations between the workers, or by the senders and the receiver,
     // mean a peer broke the protocol: with honest peers there are none.
     let violations = sum_field(&logs, "violations");
@@ -1245,13 +1217,13 @@ fn run_with(
         receiver_kills_at.len(),
         sum(|s| s.redirects),
         schedule.partitions.len(),
-        workers.iter().map(|w| w.starts).sum::<u32>(),
-        receiver.starts,
+        workers.iter().map(|w| w.proc.starts).sum::<u32>(),
+        receiver.proc.starts,
         recovery_ms
     );
     println!(
         "report: duplicates absorbed by the receiver={receiver_duplicates} (counted by {clean_incarnations} of its {} incarnations: a killed one reports none) by the nodes={} nacks={} resends: sender={} sender_timeouts={} nodes={} dead letters={}",
-        receiver.starts,
+        receiver.proc.starts,
         sum_field(&logs, "duplicates"),
         sum(|s| s.nacks) + receiver_nacks,
         sum(|s| s.resent),
@@ -1302,7 +1274,7 @@ fn run_with(
     if !receiver_clean {
         println!(
             "chaos: the receiver did not exit cleanly on SIGTERM; see {}",
-            receiver.log.display()
+            receiver.proc.log.display()
         );
     }
     if violations > 0 {
