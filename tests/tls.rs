@@ -5,13 +5,14 @@
 //! key material.
 
 mod common;
+use common::cluster::{logs, Worker};
 use common::free_addr;
 use common::node::{check_pass, u64_file, Node};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
@@ -452,85 +453,6 @@ fn unusable_tls_files_stop_the_worker_with_an_error_naming_the_key() {
     }
 }
 
-fn logs(procs: &[Proc]) -> String {
-    procs
-        .iter()
-        .map(|p| format!("--- {} ---\n{}", p.name, p.log_text()))
-        .collect()
-}
-
-/// One worker process of the cluster test.
-struct Proc {
-    name: String,
-    config: PathBuf,
-    sources: SocketAddr,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_verity"))
-                .args(["worker", "--config"])
-                .arg(&self.config)
-                .args(["--name", &self.name])
-                .stdin(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let until = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.sources).is_err() {
-            assert!(
-                Instant::now() < until,
-                "{} did not start: {}",
-                self.name,
-                self.log_text()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn term(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        // SAFETY: kill(2) on our child's pid.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let until = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < until, "{} ignored SIGTERM", self.name);
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// Three workers with mutual TLS between nodes (and TLS to sources and
 /// the sink) run market spread through a kill -9 of each: the check
 /// passes. A client with another CA's certificate, and a plain-TCP peer,
@@ -563,9 +485,10 @@ fn three_workers_with_mutual_tls_survive_kill_9_and_pass_the_check() {
             "\n[[worker]]\nname = \"w{i}\"\naddress = \"{address}\"\nsources = \"{sources}\"\ndata_dir = \"w{i}\"\n"
         ));
         addresses.push(address);
-        procs.push(Proc {
+        procs.push(Worker {
             name: format!("w{i}"),
             config: config.clone(),
+            address,
             sources,
             log: t.path().join(format!("w{i}.log")),
             child: None,

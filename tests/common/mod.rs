@@ -1,6 +1,7 @@
 //! Helpers shared by the real-process test binaries.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod node;
 pub mod peer;
 
