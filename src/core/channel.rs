@@ -176,6 +176,25 @@ pub struct OutChannel {
     /// drops duplicates. So a consumer can never make the node drop what
     /// no instance of it ever sent.
     pub sent: u64,
+    /// The consumer's RESUME arrived on its current connection: frames may
+    /// go out on it.
+    pub ready: bool,
+    /// The next seq to hand to the consumer's connection.
+    pub cursor: u64,
+    /// Since when (ns) frames handed to the consumer have waited for ACK
+    /// progress (`None`: nothing outstanding, or not measured yet).
+    waiting_since: Option<u64>,
+}
+
+/// Frames of an outbound channel to hand to its consumer's connection now:
+/// seqs `from..=to`, those up to `resend_through` flagged `RESEND` (they may
+/// have reached the consumer before). The driver writes what its buffer
+/// takes, then reports how far with [`OutChannel::transmitted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub from: u64,
+    pub to: u64,
+    pub resend_through: u64,
 }
 
 impl OutChannel {
@@ -186,6 +205,9 @@ impl OutChannel {
             acked: 0,
             released: 0,
             sent: 0,
+            ready: false,
+            cursor: 1,
+            waiting_since: None,
         }
     }
 
@@ -225,7 +247,8 @@ impl OutChannel {
     }
 
     /// Applies an ACK of every seq through `seq`, as far as this process
-    /// sent; returns whether `acked` moved.
+    /// sent; returns whether `acked` moved (progress: the resend timer
+    /// starts over).
     pub fn ack(&mut self, seq: u64) -> Result<bool, Violation> {
         self.claim("ACK", seq)?;
         let upto = seq.min(self.sent);
@@ -233,20 +256,26 @@ impl OutChannel {
             return Ok(false);
         }
         self.acked = upto;
+        self.waiting_since = None;
         Ok(true)
     }
 
     /// The consumer (re)connected having accepted every seq through
-    /// `delivered`: returns the first seq to send it. Nothing is dropped:
-    /// `delivered` may not be durable there yet (only an ACK says so).
-    pub fn resume(&self, delivered: u64) -> Result<u64, Violation> {
+    /// `delivered`: frames go out again from the returned seq on. Nothing
+    /// is dropped: `delivered` may not be durable there yet (only an ACK
+    /// says so).
+    pub fn resume(&mut self, delivered: u64) -> Result<u64, Violation> {
         self.claim("RESUME", delivered)?;
-        Ok(delivered.min(self.sent) + 1)
+        let from = (delivered.min(self.sent) + 1).max(self.acked + 1);
+        self.cursor = from;
+        self.ready = true;
+        self.waiting_since = None;
+        Ok(from)
     }
 
-    /// The consumer asked for every seq from `from` again: returns where to
-    /// resend from (never below what it ACKed).
-    pub fn nack(&self, from: u64) -> Result<u64, Violation> {
+    /// The consumer asked for every seq from `from` again: frames go out
+    /// again from the returned seq (never below what it ACKed).
+    pub fn nack(&mut self, from: u64) -> Result<u64, Violation> {
         if from == 0 || from > self.sent {
             return Err(Violation::Beyond {
                 what: "NACK",
@@ -255,13 +284,68 @@ impl OutChannel {
                 highest: self.sent,
             });
         }
-        Ok(from.max(self.acked + 1))
+        let from = from.max(self.acked + 1);
+        self.cursor = self.cursor.min(from);
+        self.waiting_since = None;
+        Ok(from)
     }
 
-    /// Frames through `through` were handed to a connection to the consumer.
-    pub fn note_sent(&mut self, through: u64) {
+    /// The consumer's connection is gone: nothing goes out until its next
+    /// RESUME.
+    pub fn disconnected(&mut self) {
+        self.ready = false;
+        self.waiting_since = None;
+    }
+
+    /// What to hand to the consumer's connection now, if anything: the
+    /// released frames from the cursor on.
+    pub fn transmit(&self) -> Option<Transmit> {
+        let from = self.cursor.max(self.acked + 1);
+        (self.ready && from <= self.released).then_some(Transmit {
+            from,
+            to: self.released,
+            resend_through: self.sent,
+        })
+    }
+
+    /// Frames through `through` were handed to the consumer's connection.
+    pub fn transmitted(&mut self, through: u64) {
         debug_assert!(through <= self.released, "sent {through} > released");
-        self.sent = self.sent.max(through.min(self.released));
+        let through = through.min(self.released);
+        self.sent = self.sent.max(through);
+        self.cursor = self.cursor.max(through + 1);
+    }
+
+    /// At `now_ns`: frames handed to the consumer with no ACK progress for
+    /// `timeout_ns` go out again from the first unACKed one (an ACK, or
+    /// the frames, may have been lost). Returns that seq when it rewound.
+    pub fn tick(&mut self, now_ns: u64, timeout_ns: u64) -> Option<u64> {
+        let outstanding = self.ready && self.cursor > self.acked + 1;
+        if !outstanding {
+            self.waiting_since = None;
+            return None;
+        }
+        match self.waiting_since {
+            Some(since) if now_ns.saturating_sub(since) >= timeout_ns => {
+                self.cursor = self.acked + 1;
+                self.waiting_since = Some(now_ns);
+                Some(self.cursor)
+            }
+            Some(_) => None,
+            None => {
+                self.waiting_since = Some(now_ns);
+                None
+            }
+        }
+    }
+
+    /// When [`OutChannel::tick`] would next rewind, if frames are waiting.
+    pub fn deadline(&self, timeout_ns: u64) -> Option<u64> {
+        let outstanding = self.ready && self.cursor > self.acked + 1;
+        outstanding
+            .then_some(self.waiting_since)
+            .flatten()
+            .map(|t| t.saturating_add(timeout_ns))
     }
 
     /// Recovery (after the journal replay released what it regenerated):
@@ -335,7 +419,7 @@ mod tests {
             Ok(false),
             "nothing sent yet: taken as far as sent"
         );
-        o.note_sent(2);
+        o.transmitted(2);
         assert_eq!(o.ack(2), Ok(true));
         assert!(matches!(
             o.ack(1),
@@ -354,7 +438,7 @@ mod tests {
         }
         o.released = 10;
         // A fresh node released 1..=10 and sent 1..=6.
-        o.note_sent(6);
+        o.transmitted(6);
         // A consumer claiming 8 gets 7.. again: 7 and 8 were never sent.
         assert_eq!(o.resume(8), Ok(7));
         assert_eq!(o.acked, 0, "a RESUME drops nothing");
@@ -388,5 +472,69 @@ mod tests {
         assert_eq!(again.ack(8), Ok(true));
         assert_eq!(again.acked, 8);
         assert!(matches!(again.resume(3), Err(Violation::Backwards { .. })));
+    }
+
+    fn released(n: u64) -> OutChannel {
+        let mut o = OutChannel::new(3);
+        for _ in 0..n {
+            o.assign();
+        }
+        o.released = n;
+        o
+    }
+
+    #[test]
+    fn frames_go_out_from_the_resume_cursor_as_far_as_released_and_resends_are_flagged() {
+        let mut o = released(10);
+        assert_eq!(o.transmit(), None, "nothing before the consumer's RESUME");
+        assert_eq!(o.resume(0), Ok(1));
+        let t = o.transmit().unwrap();
+        assert_eq!((t.from, t.to, t.resend_through), (1, 10, 0));
+        o.transmitted(4);
+        assert_eq!(o.transmit().map(|t| t.from), Some(5));
+        // A NACK goes back; the frames sent before are resends now.
+        assert_eq!(o.nack(2), Ok(2));
+        let t = o.transmit().unwrap();
+        assert_eq!((t.from, t.resend_through), (2, 4));
+        o.transmitted(10);
+        assert_eq!(o.transmit(), None);
+        o.released = 12;
+        o.next_seq = 13;
+        assert_eq!(o.transmit().map(|t| (t.from, t.to)), Some((11, 12)));
+        // The connection goes: nothing until the next RESUME.
+        o.disconnected();
+        assert_eq!(o.transmit(), None);
+        assert_eq!(o.resume(7), Ok(8));
+        assert_eq!(
+            o.transmit().map(|t| (t.from, t.resend_through)),
+            Some((8, 10))
+        );
+    }
+
+    #[test]
+    fn no_ack_progress_for_the_timeout_sends_again_from_the_first_unacked() {
+        let mut o = released(10);
+        o.resume(0).unwrap();
+        assert_eq!(o.tick(0, 100), None, "nothing outstanding yet");
+        o.transmitted(10);
+        assert_eq!(o.tick(1_000, 100), None, "the timer starts");
+        assert_eq!(o.deadline(100), Some(1_100));
+        assert_eq!(o.tick(1_050, 100), None);
+        assert_eq!(o.ack(4), Ok(true));
+        assert_eq!(o.deadline(100), None, "progress restarts the timer");
+        assert_eq!(o.tick(1_060, 100), None);
+        assert_eq!(o.tick(1_200, 100), Some(5), "rewound to the first unACKed");
+        assert_eq!(
+            o.transmit().map(|t| (t.from, t.resend_through)),
+            Some((5, 10))
+        );
+        o.transmitted(10);
+        assert_eq!(o.ack(10), Ok(true));
+        assert_eq!(
+            o.tick(9_999, 100),
+            None,
+            "everything ACKed: nothing to wait for"
+        );
+        assert_eq!(o.deadline(100), None);
     }
 }

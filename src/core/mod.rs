@@ -11,7 +11,7 @@
 pub mod channel;
 mod node;
 
-pub use channel::{InChannel, OutChannel, Verdict, Violation};
+pub use channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 pub use node::{
     peer_channel, peer_of, sink_channel, DeadLetter, Effects, Input, JournalEntry, NodeConfig,
     NodeCore, NodeStats, Out, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,

@@ -19,7 +19,7 @@ use bytes::BytesMut;
 use verity_wire::frames::content_crc;
 use verity_wire::{parse, Encoder, FrameView, Kind};
 
-use super::channel::{InChannel, OutChannel, Verdict, Violation};
+use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 use crate::app::{App, Meta, Outputs};
 use crate::cluster::routing::{Routing, MAX_NODES};
 use crate::codec::{Codec, CodecError};
@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// frames are kept to catch a conflicting duplicate (a power of two;
     /// 0: none).
     pub dedup_window: usize,
+    /// Frames handed to a consumer with no ACK progress for this long go
+    /// out again from the first unACKed one.
+    pub resend_timeout_ns: u64,
 }
 
 impl Default for NodeConfig {
@@ -83,6 +86,7 @@ impl Default for NodeConfig {
             nack_interval_ns: 50_000_000,
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             dedup_window: 1 << 16,
+            resend_timeout_ns: 1_000_000_000,
         }
     }
 }
@@ -120,6 +124,10 @@ pub enum Input<'a> {
     /// The driver handed the frames of `out` through seq `through` to the
     /// consumer's connection.
     Sent { out: Out, through: u64 },
+    /// The connection to the consumer of `out` is gone.
+    Disconnected { out: Out },
+    /// The clock reads `now_ns`: timers due fire (resend on timeout).
+    Tick { now_ns: u64 },
     /// Recovery: the consumer of `out` had ACKed every seq through `acked`
     /// (the outbound log keeps nothing below).
     Recovered { out: Out, acked: u64 },
@@ -130,6 +138,14 @@ pub enum Input<'a> {
 pub enum Out {
     Sink,
     Node(u32),
+}
+
+/// The [`Out`] of output index `o` (0: the sink, `1 + j`: node `j`).
+fn out_at(o: usize) -> Out {
+    match o {
+        0 => Out::Sink,
+        o => Out::Node(o as u32 - 1),
+    }
 }
 
 /// A record the app could not use, to be written to the dead-letter log.
@@ -185,6 +201,9 @@ pub struct Effects {
     /// The frame just handled breaks the protocol: refuse its connection
     /// (ERROR `PROTOCOL`) and close it. Nothing was changed because of it.
     pub violation: Option<Violation>,
+    /// (out, seq): no ACK progress for the resend timeout, frames go out
+    /// again from seq (for the log).
+    pub rewound: Vec<(Out, u64)>,
 }
 
 impl Effects {
@@ -205,6 +224,7 @@ impl Effects {
         self.peer_release.clear();
         self.resend = None;
         self.violation = None;
+        self.rewound.clear();
     }
 
     /// Whether any node has forwarded frames in this batch.
@@ -491,7 +511,20 @@ impl NodeCore {
             }
             Input::Sent { out, through } => {
                 if let Some(o) = self.out_index(out) {
-                    self.outs[o].note_sent(through);
+                    self.outs[o].transmitted(through);
+                }
+            }
+            Input::Disconnected { out } => {
+                if let Some(o) = self.out_index(out) {
+                    self.outs[o].disconnected();
+                }
+            }
+            Input::Tick { now_ns } => {
+                let timeout = self.cfg.resend_timeout_ns;
+                for (o, ch) in self.outs.iter_mut().enumerate() {
+                    if let Some(from) = ch.tick(now_ns, timeout) {
+                        fx.rewound.push((out_at(o), from));
+                    }
                 }
             }
             Input::Recovered { out, acked } => {
@@ -510,6 +543,18 @@ impl NodeCore {
     /// The outbound channel `out` names, if this node has it.
     pub fn out_channel(&self, out: Out) -> Option<&OutChannel> {
         self.outs.get(self.out_index(out)?)
+    }
+
+    /// What to hand to the consumer of `out` now (quinn's `poll_transmit`):
+    /// released frames from its cursor on, once its RESUME arrived.
+    pub fn poll_transmit(&self, out: Out) -> Option<Transmit> {
+        self.out_channel(out)?.transmit()
+    }
+
+    /// When the core next needs an [`Input::Tick`] (ns), if a timer runs.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let timeout = self.cfg.resend_timeout_ns;
+        self.outs.iter().filter_map(|o| o.deadline(timeout)).min()
     }
 
     fn source_index(&self, channel: u32) -> Option<usize> {
