@@ -211,6 +211,28 @@ impl OutChannel {
         }
     }
 
+    /// The watermark order every step keeps (TigerBeetle style: a broken
+    /// invariant is a bug here, never bad input, and stops the node rather
+    /// than letting it lose or forge data): ACKed ≤ sent ≤ released ≤
+    /// produced, and the cursor never below what was ACKed.
+    fn check(&self) {
+        let produced = self.next_seq - 1;
+        assert!(
+            self.acked <= self.sent && self.sent <= self.released && self.released <= produced,
+            "channel {}: acked {} <= sent {} <= released {} <= produced {produced}",
+            self.id,
+            self.acked,
+            self.sent,
+            self.released
+        );
+        assert!(
+            self.cursor >= 1,
+            "channel {}: cursor {} below seq 1",
+            self.id,
+            self.cursor
+        );
+    }
+
     /// Frames produced but not yet ACKed.
     pub fn unacked(&self) -> u64 {
         self.next_seq - 1 - self.acked
@@ -257,6 +279,7 @@ impl OutChannel {
         }
         self.acked = upto;
         self.waiting_since = None;
+        self.check();
         Ok(true)
     }
 
@@ -270,6 +293,7 @@ impl OutChannel {
         self.cursor = from;
         self.ready = true;
         self.waiting_since = None;
+        self.check();
         Ok(from)
     }
 
@@ -314,6 +338,7 @@ impl OutChannel {
         let through = through.min(self.released);
         self.sent = self.sent.max(through);
         self.cursor = self.cursor.max(through + 1);
+        self.check();
     }
 
     /// At `now_ns`: frames handed to the consumer with no ACK progress for
@@ -356,6 +381,19 @@ impl OutChannel {
         let acked = acked.min(self.released);
         self.acked = self.acked.max(acked);
         self.sent = self.sent.max(self.released);
+        self.check();
+    }
+
+    /// Output commit moved: frames through `seq` may leave the node.
+    pub fn release(&mut self, seq: u64) {
+        assert!(
+            seq >= self.released,
+            "channel {}: release went back from {} to {seq}",
+            self.id,
+            self.released
+        );
+        self.released = seq;
+        self.check();
     }
 }
 

@@ -876,7 +876,15 @@ impl NodeCore {
             }
             // Journal records first..durable of the run are durable.
             let n = (self.durable - r.first).min(r.len);
-            self.acked_in[r.slot as usize] = r.seq + n - 1;
+            let acked = r.seq + n - 1;
+            let slot = r.slot as usize;
+            assert!(
+                acked >= self.acked_in[slot] && acked <= self.inputs[slot].delivered,
+                "input {slot}: ACK {acked} went back from {} or past delivered {}",
+                self.acked_in[slot],
+                self.inputs[slot].delivered
+            );
+            self.acked_in[slot] = acked;
             self.ack_moved[r.slot as usize] = true;
             if n < r.len {
                 r.first += n;
@@ -906,7 +914,7 @@ impl NodeCore {
             } else {
                 self.pending_release.pop_front();
             }
-            self.outs[out as usize].released = seq;
+            self.outs[out as usize].release(seq);
             if out == 0 {
                 sink_released = Some(seq);
             } else if let Some(last) = fx.peer_release.iter_mut().find(|(n, _)| *n + 1 == out) {
