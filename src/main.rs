@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use verity::cluster::ClusterToml;
-use verity::demo::{self, DemoArgs};
+use verity::harness::demo::{self, DemoArgs};
 use verity::log::Durability;
 use verity::runtime::{install_signal_handlers, run_shards, NodeToml};
 

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use verity::sim::{self, SimParams};
+use verity::harness::sim_run;
+use verity::sim::SimParams;
 
 #[derive(Parser)]
 #[command(
@@ -57,9 +58,9 @@ fn main() -> ExitCode {
             p.app = app.clone();
         }
         let dir = base.join(seed.to_string());
-        let first = sim::run(&p, &dir);
+        let first = sim_run::run(&p, &dir);
         let second = if a.check_determinism {
-            Some(sim::run(&p, &base.join(format!("{seed}-again"))))
+            Some(sim_run::run(&p, &base.join(format!("{seed}-again"))))
         } else {
             None
         };

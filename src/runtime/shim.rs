@@ -17,8 +17,8 @@
 
 use std::collections::VecDeque;
 
+use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
-use verity_tools::gen::Rng;
 use verity_wire::{Kind, HEADER_LEN};
 
 /// Fault probabilities (parts per million, per frame) and the seed.

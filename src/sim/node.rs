@@ -1,0 +1,467 @@
+//! The driver of one node: the production [`NodeCore`] fed the frames the
+//! network delivers, with its journal and outbound logs on the simulated
+//! [`Disk`], and the send side of each outbound path (cursor, window,
+//! resend on RESUME, NACK and timeout) as the runtime keeps it. Recovery is
+//! the runtime's: newest snapshot, journal replay (outputs already logged
+//! must come out bit-identical), then RESUME from every consumer.
+//!
+//! The node does not reach the network: what it sends goes to its
+//! [`outbox`](SimNode::outbox), which the world puts on the links.
+
+use bytes::BytesMut;
+use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
+
+use super::disk::Disk;
+use super::net::Actor;
+use super::params::{RESEND_AFTER_US, WINDOW};
+use crate::cluster::Routing;
+use crate::core::{sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
+
+/// A frame a node sends.
+pub(super) enum Send {
+    /// To the consumer of out path `path` (0: the sink, `1 + j`: node `j`).
+    Path(usize, Vec<u8>),
+    /// An ACK or NACK to the producer of input channel `channel`.
+    Producer(u32, Vec<u8>),
+}
+
+/// The send side of one outbound path, as the runtime keeps it.
+#[derive(Default)]
+struct PathCursor {
+    /// The next seq to send.
+    cursor: u64,
+    /// The consumer's RESUME arrived on the current connection (until then
+    /// the node sends it nothing, as the runtime waits for RESUME).
+    ready: bool,
+    acked_at_us: u64,
+}
+
+pub(super) struct SimNode {
+    n: u32,
+    fsync: bool,
+    snapshot_every_records: u64,
+    /// `None` while crashed.
+    core: Option<NodeCore>,
+    pub(super) disk: Disk,
+    /// Path 0: the sink; path `1 + j`: node `j`.
+    paths: Vec<PathCursor>,
+    records_since_snapshot: u64,
+    /// Records forwarded to peers (counted again after replays).
+    pub(super) forwarded: u64,
+    fx: Effects,
+    enc: Encoder,
+    /// Frames to send, in order.
+    pub(super) outbox: Vec<Send>,
+    /// What went wrong (the world ends the run).
+    pub(super) failure: Option<String>,
+}
+
+/// The outbound channel of path `path` (0: the sink, `1 + j`: node `j`).
+fn out_of(path: usize) -> Out {
+    match path {
+        0 => Out::Sink,
+        p => Out::Node(p as u32 - 1),
+    }
+}
+
+impl SimNode {
+    /// Node `n` of `nodes`, not started.
+    pub(super) fn new(n: u32, nodes: u32, fsync: bool, snapshot_every_records: u64) -> SimNode {
+        let paths = nodes as usize + 1;
+        SimNode {
+            n,
+            fsync,
+            snapshot_every_records,
+            core: None,
+            disk: Disk::new(paths),
+            paths: (0..paths).map(|_| PathCursor::default()).collect(),
+            records_since_snapshot: 0,
+            forwarded: 0,
+            fx: Effects::default(),
+            enc: Encoder::default(),
+            outbox: Vec::new(),
+            failure: None,
+        }
+    }
+
+    pub(super) fn alive(&self) -> bool {
+        self.core.is_some()
+    }
+
+    /// Starts (or restarts) the node from its disk: a fresh core, the
+    /// snapshot, the journal replayed. Its paths wait for their consumers'
+    /// RESUME. `false`: recovery failed (see `failure`).
+    pub(super) fn start(&mut self, app: &str, routing: Option<Routing>, now: u64) -> bool {
+        let n = self.n;
+        let Some(built) = crate::apps::build(app) else {
+            self.failure = Some(format!("unknown app {app}"));
+            return false;
+        };
+        let cfg = NodeConfig {
+            node: n,
+            routing,
+            sink_channel: sink_channel(n),
+            ..NodeConfig::default()
+        };
+        let mut core = NodeCore::new(built, cfg);
+        let mut from = 0;
+        if let Some((len, snap)) = &self.disk.snapshot {
+            if let Err(e) = core.restore(snap) {
+                self.failure = Some(format!("node {n}: snapshot restore: {e}"));
+                return false;
+            }
+            from = *len;
+        }
+        // Replay: outputs already logged must come out bit-identical.
+        let journal = std::mem::take(&mut self.disk.journal);
+        for (i, (ts, frame)) in journal.iter().enumerate().skip(from) {
+            self.fx.clear();
+            core.handle(
+                Input::Replay(JournalEntry {
+                    index: i as u64,
+                    timestamp_ns: *ts,
+                    frame,
+                }),
+                &mut self.fx,
+            );
+            if core.journal_next() != i as u64 + 1 {
+                self.failure = Some(format!("node {n}: journal record {i} did not replay"));
+                return false;
+            }
+            self.log_outputs();
+        }
+        self.disk.journal = journal;
+        self.fx.clear();
+        let records = core.journal_next();
+        core.handle(Input::Durable { records }, &mut self.fx);
+        // Each consumer had ACKed everything below the first frame its
+        // path's log keeps.
+        for (path, log) in self.disk.logs.iter().enumerate() {
+            let out = out_of(path);
+            let produced = core.out_channel(out).map_or(0, |o| o.next_seq - 1);
+            let acked = log.first().map_or(produced, |first| first - 1);
+            core.handle(Input::Recovered { out, acked }, &mut self.fx);
+        }
+        self.fx.clear();
+        self.core = Some(core);
+        for p in &mut self.paths {
+            p.cursor = 1;
+            p.ready = false;
+            p.acked_at_us = now;
+        }
+        true
+    }
+
+    /// What the node says as consumer to the sources that (re)connect: its
+    /// input channels and what it delivered on each.
+    pub(super) fn resume_entries(&self) -> Vec<ResumeEntry> {
+        self.core
+            .as_ref()
+            .map(|c| {
+                c.inputs()
+                    .iter()
+                    .map(|ch| ResumeEntry::new(ch.id, ch.delivered))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What the node says as consumer to peer `from` that (re)connects.
+    pub(super) fn peer_resume_entry(&self, from: u32) -> Option<ResumeEntry> {
+        self.core
+            .as_ref()
+            .and_then(|c| c.peer_in(from))
+            .map(|c| ResumeEntry::new(c.id, c.delivered))
+    }
+
+    /// The consumer of `path` has a RESUME-ed connection.
+    pub(super) fn path_ready(&self, path: usize) -> bool {
+        self.paths[path].ready
+    }
+
+    /// The connection of `path` is gone: send nothing until a new RESUME.
+    pub(super) fn disconnect(&mut self, path: usize) {
+        self.paths[path].ready = false;
+    }
+
+    /// The node crashes: the core is gone, the disk loses what the
+    /// durability mode loses.
+    pub(super) fn crash(&mut self) {
+        let Some(core) = self.core.take() else {
+            return;
+        };
+        let released: Vec<u64> = (0..self.paths.len())
+            .map(|i| {
+                if i == 0 {
+                    core.out().released
+                } else {
+                    core.peer_out(i as u32 - 1).map_or(0, |o| o.released)
+                }
+            })
+            .collect();
+        if let Err(e) = self.disk.crash(self.fsync, &released) {
+            self.failure = Some(e);
+        }
+    }
+
+    /// A group commit (fsync durability).
+    pub(super) fn sync(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        self.disk.sync();
+        self.make_durable();
+    }
+
+    /// Tells the core what is durable; sends ACKs; snapshots when due;
+    /// sends released outputs.
+    fn make_durable(&mut self) {
+        let records = self.disk.durable_records(self.fsync);
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        self.fx.clear();
+        core.handle(Input::Durable { records }, &mut self.fx);
+        self.send_acks_nacks();
+        if self.records_since_snapshot >= self.snapshot_every_records
+            && records == self.disk.journal.len() as u64
+        {
+            if let Some(core) = self.core.as_ref() {
+                let mut snap = Vec::new();
+                core.snapshot(&mut snap);
+                self.disk.save_snapshot(snap);
+                self.records_since_snapshot = 0;
+            }
+        }
+        self.pump();
+    }
+
+    fn send_acks_nacks(&mut self) {
+        for &(channel, seq) in &self.fx.acks {
+            let mut b = BytesMut::new();
+            let _ = self.enc.ack(&mut b, channel, 0, seq);
+            self.outbox.push(Send::Producer(channel, b.to_vec()));
+        }
+        for &(channel, seq) in &self.fx.nacks {
+            let mut b = BytesMut::new();
+            let _ = self.enc.nack(&mut b, channel, 0, seq);
+            self.outbox.push(Send::Producer(channel, b.to_vec()));
+        }
+    }
+
+    /// Logs the outputs in `fx` (to the sink and to peers), verifying those
+    /// already logged.
+    fn log_outputs(&mut self) {
+        let n = self.n;
+        let mut batches: Vec<(usize, BytesMut)> = Vec::new();
+        if self.fx.outbound_seqs.is_some() {
+            batches.push((0, std::mem::take(&mut self.fx.outbound)));
+        }
+        for (j, o) in self.fx.to_peers.iter_mut().enumerate() {
+            if o.seqs.is_some() {
+                batches.push((1 + j, std::mem::take(&mut o.frames)));
+            }
+        }
+        for (path, out) in batches {
+            let mut at = 0;
+            while at < out.len() {
+                let Ok(Some(v)) = parse(&out[at..], verity_wire::DEFAULT_MAX_FRAME_LEN) else {
+                    self.failure = Some("the core produced an undecodable frame".into());
+                    return;
+                };
+                let seq = v.header.seq();
+                let frame = &out[at..at + v.stride];
+                if path > 0 {
+                    self.forwarded += 1;
+                }
+                if !self.disk.logs[path].log_or_verify(seq, frame) {
+                    self.failure = Some(format!(
+                        "node {n}: replay produced a different frame for seq {seq} on path {path} than the outbound log"
+                    ));
+                    return;
+                }
+                at += v.stride;
+            }
+        }
+    }
+
+    /// A frame from `from` (`raw`: its bytes, the journal's record).
+    pub(super) fn receive(&mut self, from: Actor, view: FrameView<'_>, raw: &[u8], now: u64) {
+        if !self.alive() {
+            return;
+        }
+        let n = self.n;
+        let path = match from {
+            Actor::Sink => 0,
+            Actor::Node(j) => 1 + j as usize,
+            Actor::Source(_) => usize::MAX,
+        };
+        match view.kind() {
+            Kind::Data if path != 0 => {
+                self.fx.clear();
+                let Some(core) = self.core.as_mut() else {
+                    return;
+                };
+                let input = match from {
+                    Actor::Node(j) => Input::PeerData {
+                        from: j,
+                        frame: view,
+                        now_ns: now * 1000,
+                    },
+                    _ => Input::SourceData {
+                        frame: view,
+                        now_ns: now * 1000,
+                    },
+                };
+                core.handle(input, &mut self.fx);
+                if self.fx.journal_input.is_some() {
+                    self.disk.append(now * 1000, raw.to_vec());
+                    self.records_since_snapshot += 1;
+                }
+                self.log_outputs();
+                self.send_acks_nacks();
+                if !self.fsync {
+                    self.make_durable();
+                }
+            }
+            Kind::Ack if path != usize::MAX && self.paths[path].ready => {
+                let seq = view.header.seq();
+                if let Some(core) = self.core.as_mut() {
+                    let out = out_of(path);
+                    self.fx.clear();
+                    core.handle(Input::Ack { out, seq }, &mut self.fx);
+                    if let Some(v) = self.fx.violation {
+                        self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                        return;
+                    }
+                    let acked = core.out_channel(out).map_or(0, |o| o.acked);
+                    self.disk.logs[path].trim_through(acked);
+                    self.paths[path].acked_at_us = now;
+                }
+            }
+            Kind::Nack if path != usize::MAX && self.paths[path].ready => {
+                let from = view.header.seq();
+                let Some(core) = self.core.as_mut() else {
+                    return;
+                };
+                self.fx.clear();
+                core.handle(
+                    Input::Nack {
+                        out: out_of(path),
+                        from,
+                    },
+                    &mut self.fx,
+                );
+                if let Some(v) = self.fx.violation {
+                    self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                    return;
+                }
+                if let Some((_, from)) = self.fx.resend {
+                    let p = &mut self.paths[path];
+                    p.cursor = p.cursor.min(from);
+                    self.pump();
+                }
+            }
+            Kind::Resume if path != usize::MAX => {
+                let Some(core) = self.core.as_mut() else {
+                    return;
+                };
+                let channel = match from {
+                    Actor::Node(j) => core.peer_out(j).map_or(0, |o| o.id),
+                    _ => core.out().id,
+                };
+                let delivered = view
+                    .resume_entries()
+                    .and_then(|es| {
+                        es.iter()
+                            .find(|e| e.channel.get() == channel)
+                            .map(|e| e.delivered.get())
+                    })
+                    .unwrap_or(0);
+                self.fx.clear();
+                core.handle(
+                    Input::Resume {
+                        out: out_of(path),
+                        delivered,
+                    },
+                    &mut self.fx,
+                );
+                if let Some(v) = self.fx.violation {
+                    self.failure = Some(format!("node {n}: an honest consumer's {v}"));
+                    return;
+                }
+                let Some((_, resend_from)) = self.fx.resend else {
+                    return;
+                };
+                let acked = self.path_state(path).0;
+                let p = &mut self.paths[path];
+                p.cursor = resend_from;
+                p.ready = true;
+                self.disk.logs[path].trim_through(acked);
+                self.pump();
+            }
+            _ => {}
+        }
+    }
+
+    /// (acked, released) of an outbound path.
+    fn path_state(&self, path: usize) -> (u64, u64) {
+        let Some(core) = self.core.as_ref() else {
+            return (0, 0);
+        };
+        core.out_channel(out_of(path))
+            .map_or((0, 0), |o| (o.acked, o.released))
+    }
+
+    /// A consumer that has not ACKed for a while: go back (timeout resend).
+    pub(super) fn resend_timeouts(&mut self, now: u64) {
+        for path in 0..self.paths.len() {
+            let (acked, released) = self.path_state(path);
+            let p = &mut self.paths[path];
+            if p.ready && acked < released && now - p.acked_at_us > RESEND_AFTER_US {
+                p.cursor = acked + 1;
+                p.acked_at_us = now;
+            }
+        }
+    }
+
+    /// Sends what each ready path may send: released frames from its
+    /// cursor, within the window.
+    pub(super) fn pump(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        let n = self.n;
+        for path in 0..self.paths.len() {
+            if !self.paths[path].ready {
+                continue;
+            }
+            let (acked, released) = self.path_state(path);
+            let limit = acked + WINDOW;
+            loop {
+                let p = &mut self.paths[path];
+                let seq = p.cursor;
+                if seq > released || seq > limit {
+                    break;
+                }
+                let Some(frame) = self.disk.logs[path].get(seq).cloned() else {
+                    if seq <= acked {
+                        p.cursor += 1;
+                        continue;
+                    }
+                    self.failure = Some(format!(
+                        "node {n}: released frame {seq} on path {path} is not in the outbound log"
+                    ));
+                    return;
+                };
+                p.cursor += 1;
+                self.outbox.push(Send::Path(path, frame));
+            }
+            let through = self.paths[path].cursor.saturating_sub(1);
+            if let Some(core) = self.core.as_mut() {
+                let out = out_of(path);
+                core.handle(Input::Sent { out, through }, &mut self.fx);
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The world of one run: virtual time, the event queue, the actors (sources,
+//! nodes, sink) and the network between them, crashes and restarts, and the
+//! run loop. The world owns everything and drives the others; it is the one
+//! place that knows who is connected to whom.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use bytes::BytesMut;
+use verity_wire::{parse, Encoder};
+
+use super::clients::{Received, Sink, Source, Workload};
+use super::net::{Actor, Net};
+use super::node::{Send, SimNode};
+use super::params::{SimParams, RESTART_AFTER_US, TICK_US};
+use crate::cluster::Routing;
+use crate::core::peer_of;
+use crate::rng::Rng;
+
+/// What one run did: what the sink received, and the counters.
+#[derive(Debug, Clone)]
+pub struct SimRun {
+    /// Every output the sink delivered, in order, each (channel, seq) once.
+    pub received: Vec<Received>,
+    /// FNV-1a over every output delivered and every journal record.
+    pub hash: u64,
+    /// Every source's records were all ACKed.
+    pub complete: bool,
+    /// The broken invariant that ended the run early.
+    pub failure: Option<String>,
+    pub crashes: u64,
+    pub frames_sent: u64,
+    pub frames_dropped: u64,
+    /// Records forwarded between nodes (counted again after replays).
+    pub forwarded: u64,
+    /// Frames the sink received again (and dropped).
+    pub sink_duplicates: u64,
+    pub virtual_us: u64,
+    pub events: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// A frame arrives at `to` over a connection that existed while the
+    /// node endpoints had these generations.
+    Deliver {
+        from: Actor,
+        to: Actor,
+        gens: (u64, u64),
+        frame: Vec<u8>,
+    },
+    SourceTick(usize),
+    NodeTick(u32),
+    Sync(u32),
+    Crash,
+    Restart(u32),
+}
+
+/// An event due at `at` µs; `order` breaks ties in the order scheduled.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    at: u64,
+    order: u64,
+    event: Event,
+}
+
+struct Sim {
+    p: SimParams,
+    routing: Option<Routing>,
+    /// Every random decision of the run after the parameters.
+    rng: Rng,
+    now: u64,
+    order: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    net: Net,
+    sources: Vec<Source>,
+    nodes: Vec<SimNode>,
+    sink: Sink,
+    /// For the handshakes (RESUME) of new connections.
+    enc: Encoder,
+    crashes: u64,
+    events: u64,
+    failure: Option<String>,
+}
+
+/// Runs one simulation of `workload` under `params`; a pure function of
+/// both. Err: the parameters describe no cluster.
+pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
+    let routing = if params.nodes > 1 {
+        Some(Routing::new(params.key_partitions, params.nodes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let nodes = params.nodes.max(1);
+    let Workload {
+        sources,
+        trace_id,
+        expected_outputs,
+    } = workload;
+    let mut sim = Sim {
+        p: params.clone(),
+        routing,
+        rng: Rng::new(params.seed),
+        now: 0,
+        order: 0,
+        queue: BinaryHeap::new(),
+        net: Net::new(params, nodes),
+        sources: sources
+            .into_iter()
+            .enumerate()
+            .map(|(i, input)| {
+                let node = params.ingress.get(i).copied().unwrap_or(0) % nodes;
+                Source::new(input, node, trace_id)
+            })
+            .collect(),
+        nodes: (0..nodes)
+            .map(|n| SimNode::new(n, nodes, params.fsync, params.snapshot_every_records))
+            .collect(),
+        sink: Sink::default(),
+        enc: Encoder::default(),
+        crashes: 0,
+        events: 0,
+        failure: None,
+    };
+    let virtual_us = sim.run(expected_outputs);
+
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for r in &sim.sink.received {
+        fnv(&mut hash, &r.channel.to_le_bytes());
+        fnv(&mut hash, &r.seq.to_le_bytes());
+        fnv(&mut hash, &r.trace_id.to_le_bytes());
+        fnv(&mut hash, &r.payload);
+    }
+    for node in &sim.nodes {
+        for (ts, frame) in &node.disk.journal {
+            fnv(&mut hash, &ts.to_le_bytes());
+            fnv(&mut hash, frame);
+        }
+    }
+    Ok(SimRun {
+        complete: sim.sources.iter().all(Source::done),
+        hash,
+        failure: sim.failure,
+        crashes: sim.crashes,
+        frames_sent: sim.net.frames_sent,
+        frames_dropped: sim.net.frames_dropped,
+        forwarded: sim.nodes.iter().map(|n| n.forwarded).sum(),
+        sink_duplicates: sim.sink.duplicates,
+        virtual_us,
+        events: sim.events,
+        received: sim.sink.received,
+    })
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= b as u64;
+        *h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+impl Sim {
+    fn schedule(&mut self, after_us: u64, event: Event) {
+        self.order += 1;
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + after_us,
+            order: self.order,
+            event,
+        }));
+    }
+
+    /// Puts one frame on the simulated (lossy) link from `from` to `to`.
+    fn transmit(&mut self, from: Actor, to: Actor, frame: &[u8]) {
+        let delays = self.net.transmit(&mut self.rng, self.now, from, to, frame);
+        for delay in delays.into_iter().flatten() {
+            self.send_after(delay, from, to, frame);
+        }
+    }
+
+    /// A frame the connection delivers reliably (handshakes: TCP delivers
+    /// or the connection fails).
+    fn send_after(&mut self, delay: u64, from: Actor, to: Actor, frame: &[u8]) {
+        let gens = self.net.connection(from, to);
+        self.schedule(
+            delay,
+            Event::Deliver {
+                from,
+                to,
+                gens,
+                frame: frame.to_vec(),
+            },
+        );
+    }
+
+    fn alive(&self, n: u32) -> bool {
+        self.nodes[n as usize].alive()
+    }
+
+    fn run(&mut self, expected_outputs: u64) -> u64 {
+        for i in 0..self.sources.len() {
+            self.schedule(0, Event::SourceTick(i));
+        }
+        for n in 0..self.p.nodes {
+            self.schedule(TICK_US, Event::NodeTick(n));
+            if self.p.fsync {
+                self.schedule(self.p.sync_every_us, Event::Sync(n));
+            }
+        }
+        self.schedule_crash();
+        for n in 0..self.p.nodes {
+            self.node_start(n);
+        }
+        while let Some(Reverse(s)) = self.queue.pop() {
+            self.now = s.at;
+            self.events += 1;
+            if self.failure.is_some() || self.now > self.p.time_limit_us {
+                break;
+            }
+            match s.event {
+                Event::Deliver {
+                    from,
+                    to,
+                    gens,
+                    frame,
+                } => {
+                    if gens == self.net.connection(from, to) {
+                        self.deliver(from, to, &frame);
+                    }
+                }
+                Event::SourceTick(i) => {
+                    self.source_tick(i);
+                    self.schedule(TICK_US, Event::SourceTick(i));
+                }
+                Event::NodeTick(n) => {
+                    self.node_tick(n);
+                    self.schedule(TICK_US, Event::NodeTick(n));
+                }
+                Event::Sync(n) => {
+                    self.nodes[n as usize].sync();
+                    self.flush(n);
+                    self.schedule(self.p.sync_every_us, Event::Sync(n));
+                }
+                Event::Crash => {
+                    let n = self.rng.below(self.p.nodes as u64) as u32;
+                    if self.alive(n) {
+                        self.node_crash(n);
+                        self.schedule(RESTART_AFTER_US, Event::Restart(n));
+                    }
+                    self.schedule_crash();
+                }
+                Event::Restart(n) => self.node_start(n),
+            }
+            let done = self.sources.iter().all(Source::done)
+                && self.sink.received.len() as u64 >= expected_outputs;
+            if done {
+                break;
+            }
+        }
+        self.now
+    }
+
+    fn schedule_crash(&mut self) {
+        if self.p.crash_every_us > 0 {
+            let after = 1 + self.rng.below(2 * self.p.crash_every_us);
+            self.schedule(after, Event::Crash);
+        }
+    }
+
+    fn deliver(&mut self, from: Actor, to: Actor, bytes: &[u8]) {
+        let view = match parse(bytes, verity_wire::DEFAULT_MAX_FRAME_LEN) {
+            Ok(Some(v)) => v,
+            _ => {
+                self.failure = Some("a simulated frame failed to decode".into());
+                return;
+            }
+        };
+        match to {
+            Actor::Node(n) => {
+                self.nodes[n as usize].receive(from, view, &bytes[..view.stride], self.now);
+                self.flush(n);
+            }
+            Actor::Source(i) => self.sources[i].receive(self.now, view),
+            Actor::Sink => {
+                if let Some(reply) = self.sink.receive(self.now, view) {
+                    self.transmit(Actor::Sink, from, &reply);
+                }
+            }
+        }
+    }
+
+    /// Puts what node `n` sent on the links, in order, and takes over its
+    /// failure.
+    fn flush(&mut self, n: u32) {
+        let outbox = std::mem::take(&mut self.nodes[n as usize].outbox);
+        for send in &outbox {
+            match send {
+                Send::Path(path, frame) => {
+                    let to = match path {
+                        0 => Actor::Sink,
+                        p => Actor::Node(*p as u32 - 1),
+                    };
+                    self.transmit(Actor::Node(n), to, frame);
+                }
+                Send::Producer(channel, frame) => {
+                    if let Some(to) = self.producer_of(n, *channel) {
+                        self.transmit(Actor::Node(n), to, frame);
+                    }
+                }
+            }
+        }
+        // Hand the (emptied) buffer back, to keep its capacity.
+        let node = &mut self.nodes[n as usize];
+        node.outbox = outbox;
+        node.outbox.clear();
+        if let Some(f) = node.failure.take() {
+            self.failure = Some(f);
+        }
+    }
+
+    /// The producer of input channel `channel` of node `n`: a peer node or
+    /// a source.
+    fn producer_of(&self, n: u32, channel: u32) -> Option<Actor> {
+        if let Some((from, _)) = peer_of(channel) {
+            return Some(Actor::Node(from));
+        }
+        self.sources
+            .iter()
+            .position(|s| s.channel() == channel && s.node == n)
+            .map(Actor::Source)
+    }
+
+    fn source_tick(&mut self, i: usize) {
+        let node = self.sources[i].node;
+        if !self.alive(node) {
+            return;
+        }
+        let mut frames: Vec<BytesMut> = Vec::new();
+        self.sources[i].tick(self.now, &mut frames);
+        for b in &frames {
+            self.transmit(Actor::Source(i), Actor::Node(node), b);
+        }
+    }
+
+    fn node_tick(&mut self, n: u32) {
+        if !self.alive(n) {
+            return;
+        }
+        self.nodes[n as usize].resend_timeouts(self.now);
+        // A peer connection that is down is redialed (with backoff in the
+        // runtime): here, every tick while both ends live.
+        for j in 0..self.p.nodes {
+            if j != n
+                && self.alive(j)
+                && !self.nodes[n as usize].path_ready(1 + j as usize)
+                && self.rng.below(20) == 0
+            {
+                self.peer_connect(n, j);
+            }
+        }
+        self.nodes[n as usize].pump();
+        self.flush(n);
+    }
+
+    /// Node `n` starts from its disk; then come the new connections. The
+    /// node says RESUME to each source sending to it; the sink to the node;
+    /// and with every live peer, each side as consumer says RESUME to the
+    /// other.
+    fn node_start(&mut self, n: u32) {
+        let started = self.nodes[n as usize].start(&self.p.app, self.routing.clone(), self.now);
+        self.flush(n);
+        if !started {
+            return;
+        }
+        self.net.reset(n);
+        let entries = self.nodes[n as usize].resume_entries();
+        let latency = self.p.latency_us;
+        for i in 0..self.sources.len() {
+            if self.sources[i].node != n {
+                continue;
+            }
+            let mut b = BytesMut::new();
+            let _ = self.enc.resume(&mut b, 0, &entries);
+            self.send_after(latency, Actor::Node(n), Actor::Source(i), &b);
+        }
+        let mut b = BytesMut::new();
+        let _ = self.enc.resume(&mut b, 0, &self.sink.resume_entries());
+        self.send_after(2 * latency, Actor::Sink, Actor::Node(n), &b);
+        for j in 0..self.p.nodes {
+            if j != n && self.alive(j) {
+                self.peer_connect(n, j);
+                self.peer_connect(j, n);
+            }
+        }
+    }
+
+    /// Producer `from` (re)connects to consumer `to`, which answers RESUME.
+    fn peer_connect(&mut self, from: u32, to: u32) {
+        let Some(entry) = self.nodes[to as usize].peer_resume_entry(from) else {
+            return;
+        };
+        self.nodes[from as usize].disconnect(1 + to as usize);
+        let mut b = BytesMut::new();
+        let _ = self.enc.resume(&mut b, 0, &[entry]);
+        self.send_after(
+            2 * self.p.latency_us,
+            Actor::Node(to),
+            Actor::Node(from),
+            &b,
+        );
+    }
+
+    fn node_crash(&mut self, n: u32) {
+        self.crashes += 1;
+        self.nodes[n as usize].crash();
+        self.net.reset(n);
+        // Its peers' connections to it died with it.
+        for j in 0..self.p.nodes as usize {
+            if j != n as usize {
+                self.nodes[j].disconnect(1 + n as usize);
+            }
+        }
+        self.flush(n);
+    }
+}
