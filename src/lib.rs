@@ -1,6 +1,7 @@
 //! # verity
 //!
-//! The Verity engine: deterministic core, apps, logs, rings, event loop.
+//! The Verity engine: deterministic core, apps, logs, storage formats,
+//! rings, event loop.
 //! Frames are defined by [`verity_wire`], re-exported here as [`wire`].
 
 pub use verity_wire as wire;
@@ -17,5 +18,6 @@ pub mod replay;
 pub mod ring;
 pub mod runtime;
 pub mod sim;
+pub mod storage;
 pub mod sync;
 pub mod trace;
