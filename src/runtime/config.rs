@@ -59,7 +59,7 @@ pub struct NodeToml {
     pub source_homes: Vec<SourceHome>,
     /// Set when the node is one of a cluster (`cluster.toml`).
     pub cluster: Option<crate::cluster::ClusterNode>,
-    /// Keep a hash chain over the journal (`runtime::audit`).
+    /// Keep a hash chain over the journal (`storage::audit`).
     pub audit: bool,
 }
 
