@@ -1,6 +1,7 @@
 //! # verity
 //!
-//! The Verity engine: deterministic core, apps, logs, rings, event loop.
+//! The Verity engine: deterministic core, apps, logs, storage formats,
+//! rings, event loop.
 //! Frames are defined by [`verity_wire`], re-exported here as [`wire`].
 
 pub use verity_wire as wire;
@@ -18,5 +19,6 @@ pub mod ring;
 pub mod rng;
 pub mod runtime;
 pub mod sim;
+pub mod storage;
 pub mod sync;
 pub mod trace;

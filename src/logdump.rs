@@ -7,15 +7,16 @@
 //! wire frames (each frame's CRC is checked again here); `dead-letters`
 //! holds one record per rejected input: journal index, channel, seq, trace
 //! id and reason. A journal with audit seals (`audit = true`) has its hash
-//! chain checked (`runtime::audit::verify`).
+//! chain checked (`storage::audit::verify`). The formats: `crate::storage`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::log::{LogError, OfflineLog};
-use crate::runtime::audit::{hex, verify, AuditCheck, Seal, KIND_SEAL};
-use crate::runtime::worker::{KIND_DEAD_LETTER, KIND_INPUT, KIND_OUTPUT};
+use crate::storage::audit::{hex, verify, AuditCheck, Seal};
+use crate::storage::datadir::JOURNAL_LOG;
+use crate::storage::{DeadLetterRecord, RecordKind};
 use verity_wire::{parse, MAX_FRAME_LEN_LIMIT};
 
 /// What to print besides the summary.
@@ -185,24 +186,19 @@ pub fn dump(
             None => (r.timestamp, r.timestamp),
             Some((a, b)) => (a.min(r.timestamp), b.max(r.timestamp)),
         });
-        let kind = match r.kind {
-            KIND_INPUT => "input",
-            KIND_OUTPUT => "output",
-            KIND_DEAD_LETTER => "dead-letter",
-            KIND_SEAL => "seal",
-            _ => "other",
-        };
+        let kind = RecordKind::from_code(r.kind);
+        let kind_name = kind.map_or("other", RecordKind::name);
         if opts.detail != Detail::Summary {
             line.clear();
             let _ = write!(
                 line,
-                "{name} @{} kind={kind} clock={} bytes={}",
+                "{name} @{} kind={kind_name} clock={} bytes={}",
                 r.position,
                 r.timestamp,
                 r.payload.len()
             );
         }
-        if r.kind == KIND_SEAL {
+        if kind == Some(RecordKind::Seal) {
             s.seals += 1;
             if opts.detail != Detail::Summary {
                 match Seal::decode(r.payload) {
@@ -222,7 +218,7 @@ pub fn dump(
             }
             continue;
         }
-        if r.kind == KIND_DEAD_LETTER {
+        if kind == Some(RecordKind::DeadLetter) {
             s.dead_letters += 1;
             if opts.detail != Detail::Summary {
                 let _ = write!(line, " {}", dead_letter_text(r.payload));
@@ -300,7 +296,7 @@ pub fn dump(
             log.reader(log.first_position()),
             log.first_position(),
         )?);
-    } else if opts.expect_audit && whole && name == "journal" && s.frames > 0 {
+    } else if opts.expect_audit && whole && name == JOURNAL_LOG && s.frames > 0 {
         s.audit = Some(AuditCheck {
             broken: Some((
                 s.first_position,
@@ -312,27 +308,17 @@ pub fn dump(
     Ok(s)
 }
 
-/// A dead-letter record: journal index u64, channel u32, reason length u32,
-/// seq u64, trace id u64, reason.
+/// A dead-letter record ([`DeadLetterRecord`]) as text.
 fn dead_letter_text(p: &[u8]) -> String {
-    let u64_at = |at: usize| {
-        p.get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let u32_at = |at: usize| {
-        p.get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    match (u64_at(0), u32_at(8), u32_at(12), u64_at(16), u64_at(24)) {
-        (Some(index), Some(channel), Some(len), Some(seq), Some(trace)) => {
-            let reason = p
-                .get(32..32 + len as usize)
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            format!("journal_index={index} channel={channel} seq={seq} trace={trace:#018x} reason={reason:?}")
-        }
-        _ => "a dead-letter record too short to read".into(),
+    match DeadLetterRecord::decode(p) {
+        Some(d) => format!(
+            "journal_index={} channel={} seq={} trace={:#018x} reason={:?}",
+            d.journal_index,
+            d.channel,
+            d.seq,
+            d.trace_id,
+            d.reason_text()
+        ),
+        None => "a dead-letter record too short to read".into(),
     }
 }

@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 
 use crate::core::{Effects, Input, JournalEntry, NodeCore};
 use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
-use crate::runtime::datadir::{newest_snapshot_in, snapshots_in, DataDirError};
-use crate::runtime::worker::{frames_in, node_config, KIND_INPUT};
 use crate::runtime::NodeToml;
-use verity_wire::HEADER_LEN;
+use crate::storage::datadir::{
+    forward_log, newest_snapshot_in, snapshots_in, DataDirError, JOURNAL_LOG, OUTBOUND_LOG,
+};
+use crate::storage::RecordKind;
+use verity_wire::frames::frames;
+use verity_wire::{Header, HEADER_LEN};
 
 /// What went wrong before any comparison could be made.
 #[derive(Debug)]
@@ -185,11 +188,7 @@ fn frame_text(frame: Option<&[u8]>) -> String {
         None => "none".into(),
         Some(b) => {
             let payload = b.get(HEADER_LEN..).unwrap_or(&[]);
-            let len = u32::from_le_bytes(
-                b.get(4..8)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or([0; 4]),
-            );
+            let len = Header::peek(b).map_or(0, Header::frame_len);
             let shown: String = payload
                 .iter()
                 .take((len as usize).saturating_sub(HEADER_LEN).min(64))
@@ -256,9 +255,8 @@ impl Recorded<'_> {
                 Ok(false)
             }
             Some(r) => {
-                for (s, at, stride) in frames_in(r.payload) {
-                    self.pending
-                        .push_back((s, r.payload[at..at + stride].to_vec()));
+                for f in frames(r.payload) {
+                    self.pending.push_back((f.seq, f.bytes.to_vec()));
                 }
                 Ok(true)
             }
@@ -313,13 +311,13 @@ pub enum Start {
 pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayReport, ReplayError> {
     let app =
         crate::apps::build(&cfg.app).ok_or_else(|| ReplayError::UnknownApp(cfg.app.clone()))?;
-    let mut core = NodeCore::new(app, node_config(cfg));
+    let mut core = NodeCore::new(app, cfg.node_config());
     let mut report = ReplayReport {
         data_dir: dir.to_path_buf(),
         app: cfg.app.clone(),
         ..ReplayReport::default()
     };
-    let journal = OfflineLog::open(&dir.join("journal"))?;
+    let journal = OfflineLog::open(&dir.join(JOURNAL_LOG))?;
     let snapshot = match start {
         Start::Newest => newest_snapshot_in(dir, &mut report.skipped_snapshots)?,
         Start::Earliest if journal.first_position() == 0 => None,
@@ -352,9 +350,9 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
     let mut out_logs: Vec<(usize, OfflineLog)> = Vec::new();
     // Every node has them (the worker creates them at its first start): one
     // missing is a damaged or incomplete copy, not nothing to compare.
-    let mut wanted = vec![(0, dir.join("outbound"))];
+    let mut wanted = vec![(0, dir.join(OUTBOUND_LOG))];
     for j in (0..core.nodes()).filter(|&j| j != core.node()) {
-        wanted.push((1 + j as usize, dir.join(format!("forward-{j}"))));
+        wanted.push((1 + j as usize, dir.join(forward_log(j))));
     }
     for (k, d) in wanted {
         if !d.is_dir() {
@@ -401,19 +399,19 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
     let mut reader = journal.reader(from);
     let mut next_index = core.journal_next();
     while let Some(rec) = reader.next_record()? {
-        if rec.kind != KIND_INPUT {
+        if rec.kind != RecordKind::Input.code() {
             continue;
         }
         fx.clear();
         // (journal index, bytes of each output log's frames after it): which
         // input produced which regenerated frame.
         let mut marks: Vec<(u64, Vec<usize>)> = Vec::new();
-        for (_, at, stride) in frames_in(rec.payload) {
+        for f in frames(rec.payload) {
             core.handle(
                 Input::Replay(JournalEntry {
                     index: next_index,
                     timestamp_ns: rec.timestamp,
-                    frame: &rec.payload[at..at + stride],
+                    frame: f.bytes,
                 }),
                 &mut fx,
             );
@@ -440,12 +438,12 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
         for (j, o) in fx.to_peers.iter().enumerate() {
             outputs.push((1 + j, &o.frames[..]));
         }
-        for (k, frames) in outputs {
+        for (k, run) in outputs {
             let Some((_, r)) = recorded.iter_mut().find(|(kk, _)| *kk == k) else {
                 continue;
             };
-            for (seq, at, stride) in frames_in(frames) {
-                let frame = &frames[at..at + stride];
+            for f in frames(run) {
+                let (seq, at, frame) = (f.seq, f.offset, f.bytes);
                 r.compare.regenerated += 1;
                 if r.first_logged.is_some_and(|first| seq < first) {
                     r.compare.not_retained += 1;
@@ -495,10 +493,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
 }
 
 fn trace_of(frame: &[u8]) -> u64 {
-    frame
-        .get(32..40)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    Header::peek(frame).map_or(0, Header::trace_id)
 }
 
 /// `verity-replay` / `verity replay`: which node to replay.

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 
 use crate::core::peer_of;
 use crate::log::{LogError, OfflineLog};
-use crate::runtime::worker::{frames_in, KIND_DEAD_LETTER, KIND_INPUT};
+use crate::storage::datadir::{DEAD_LETTER_LOG, FORWARD_LOG_PREFIX, JOURNAL_LOG, OUTBOUND_LOG};
+use crate::storage::{DeadLetterRecord, RecordKind};
+use verity_wire::frames::frames;
 
 /// Bits of a trace id below the source channel (as `verity-send` assigns
 /// them: `channel << 40 | seq`).
@@ -167,17 +169,17 @@ fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), Log
             continue;
         };
         let kind = match name.as_str() {
-            "journal" => 0,
-            "outbound" => 1,
-            "dead-letters" => 3,
-            n if n.starts_with("forward-") => 2,
+            JOURNAL_LOG => 0,
+            OUTBOUND_LOG => 1,
+            DEAD_LETTER_LOG => 3,
+            n if n.starts_with(FORWARD_LOG_PREFIX) => 2,
             _ => continue,
         };
         let log = OfflineLog::open(&dir)?;
         let mut reader = log.reader(log.first_position());
         while let Some(r) = reader.next_record()? {
             if kind == 3 {
-                if r.kind == KIND_DEAD_LETTER {
+                if r.kind == RecordKind::DeadLetter.code() {
                     if let Some(e) = dead_letter(node, r.payload, id) {
                         events.push(e);
                     }
@@ -185,15 +187,14 @@ fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), Log
                 continue;
             }
             // Journals also hold audit seals: only input records carry frames.
-            if kind == 0 && r.kind != KIND_INPUT {
+            if kind == 0 && r.kind != RecordKind::Input.code() {
                 continue;
             }
-            for (seq, at, stride) in frames_in(r.payload) {
-                let frame = &r.payload[at..at + stride];
-                if frame_trace_id(frame) != Some(id) {
+            for f in frames(r.payload) {
+                if f.header.trace_id() != id {
                     continue;
                 }
-                let channel = le32(frame, 16).unwrap_or(0);
+                let (channel, seq) = (f.header.channel(), f.seq);
                 let what = match kind {
                     0 => What::Accepted {
                         channel,
@@ -209,7 +210,7 @@ fn scan_node(node: &NodeDir, id: u64, events: &mut Vec<Event>) -> Result<(), Log
                     _ => What::Output {
                         channel,
                         seq,
-                        payload: payload_of(frame).to_vec(),
+                        payload: f.payload().to_vec(),
                     },
                 };
                 events.push(Event {
@@ -248,17 +249,16 @@ pub fn trace(nodes: &[NodeDir], id: u64) -> Result<Vec<Event>, LogError> {
 /// outbound logs (`None`: not retained).
 pub fn output_trace_id(nodes: &[NodeDir], channel: u32, seq: u64) -> Result<Option<u64>, LogError> {
     for n in nodes {
-        let dir = n.data_dir.join("outbound");
+        let dir = n.data_dir.join(OUTBOUND_LOG);
         if !dir.is_dir() {
             continue;
         }
         let log = OfflineLog::open(&dir)?;
         let mut reader = log.reader(log.first_position());
         while let Some(r) = reader.next_record()? {
-            for (s, at, stride) in frames_in(r.payload) {
-                let frame = &r.payload[at..at + stride];
-                if s == seq && le32(frame, 16) == Some(channel) {
-                    return Ok(frame_trace_id(frame));
+            for f in frames(r.payload) {
+                if f.seq == seq && f.header.channel() == channel {
+                    return Ok(Some(f.header.trace_id()));
                 }
             }
         }
@@ -266,41 +266,20 @@ pub fn output_trace_id(nodes: &[NodeDir], channel: u32, seq: u64) -> Result<Opti
     Ok(None)
 }
 
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)?.try_into().ok().map(u32::from_le_bytes)
-}
-
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)?.try_into().ok().map(u64::from_le_bytes)
-}
-
-fn frame_trace_id(frame: &[u8]) -> Option<u64> {
-    le64(frame, 32)
-}
-
-/// A frame's payload (bytes 40..frame_len).
-fn payload_of(frame: &[u8]) -> &[u8] {
-    let len = le32(frame, 4).unwrap_or(0) as usize;
-    frame
-        .get(verity_wire::HEADER_LEN..len.min(frame.len()))
-        .unwrap_or(&[])
-}
-
-/// A dead-letter record (journal index u64, channel u32, reason length u32,
-/// seq u64, trace id u64, reason) if it is of trace id `id`.
+/// A dead-letter record if it is of trace id `id`.
 fn dead_letter(node: &NodeDir, p: &[u8], id: u64) -> Option<Event> {
-    if le64(p, 24)? != id {
+    let d = DeadLetterRecord::decode(p)?;
+    if d.trace_id != id {
         return None;
     }
-    let len = le32(p, 12)? as usize;
     Some(Event {
         at: node.label.clone(),
         clock_ns: 0,
         what: What::DeadLetter {
-            channel: le32(p, 8)?,
-            seq: le64(p, 16)?,
-            journal_index: le64(p, 0)?,
-            reason: String::from_utf8_lossy(p.get(32..32 + len)?).into_owned(),
+            channel: d.channel,
+            seq: d.seq,
+            journal_index: d.journal_index,
+            reason: d.reason_text().into_owned(),
         },
     })
 }

@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
             last = Some(r.position);
             std::ops::ControlFlow::Continue(())
         });
-        let _ = verity::runtime::audit::verify(log.reader(0), 0);
+        let _ = verity::storage::audit::verify(log.reader(0), 0);
     }
     // verity-logdump, every detail level.
     for detail in [

@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cluster::{Secret, SourceHome};
+use crate::core::NodeConfig;
 use crate::log::Durability;
 
 /// A configuration error, naming the file and the key.
@@ -58,7 +59,7 @@ pub struct NodeToml {
     pub source_homes: Vec<SourceHome>,
     /// Set when the node is one of a cluster (`cluster.toml`).
     pub cluster: Option<crate::cluster::ClusterNode>,
-    /// Keep a hash chain over the journal (`runtime::audit`).
+    /// Keep a hash chain over the journal (`storage::audit`).
     pub audit: bool,
 }
 
@@ -696,6 +697,21 @@ pub(crate) fn parse_root(text: &str, file: &Path) -> Result<toml::Table, ConfigE
 }
 
 impl NodeToml {
+    /// The core's configuration for these settings (the worker's, and
+    /// `verity-replay`'s, which must build the very same core).
+    pub fn node_config(&self) -> NodeConfig {
+        NodeConfig {
+            node: self.cluster.as_ref().map_or(0, |c| c.node),
+            routing: self.cluster.as_ref().map(|c| c.routing.clone()),
+            sink_channel: 1000 + self.node_id,
+            max_unacked: self.limits.max_unacked,
+            max_undurable: self.limits.max_undurable,
+            max_frame_len: self.limits.max_frame_len,
+            dedup_window: self.limits.dedup_window,
+            ..NodeConfig::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<NodeToml, ConfigError> {
         NodeToml::parse(&read_config(path)?, path)
     }

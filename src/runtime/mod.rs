@@ -1,10 +1,9 @@
-//! The real runtime: configuration, data directory, and the mio event loop
-//! that drives a [`crate::core::NodeCore`] with sockets, mmap logs and the
-//! wall clock.
+//! The real runtime: configuration and the mio event loop that drives a
+//! [`crate::core::NodeCore`] with sockets, mmap logs and the wall clock.
+//! What it writes to disk (record kinds, outbound logs, audit chain, data
+//! directory) is defined in [`crate::storage`].
 
-pub mod audit;
 pub mod config;
-pub mod datadir;
 pub mod link;
 mod outpath;
 pub mod shim;
@@ -12,5 +11,4 @@ mod tls;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};
-pub use datadir::DataDir;
 pub use worker::{install_signal_handlers, run_shards, ShardLinks, Worker, WorkerError};

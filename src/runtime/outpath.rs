@@ -1,8 +1,9 @@
 //! One outbound channel of a node as the runtime keeps it (DESIGN §3.1): the
 //! connection the node opened to the consumer (the sink, or another node),
-//! the log of every frame produced on it until the consumer ACKs it, and the
-//! cursor of the next frame to write. The sink and every peer get one each;
-//! they differ only in the handshake (peers authenticate).
+//! the log of every frame produced on it until the consumer ACKs it
+//! ([`OutboundLog`], in `crate::storage`), and the cursor of the next frame
+//! to write. The sink and every peer get one each; they differ only in the
+//! handshake (peers authenticate).
 //!
 //! Frames reach the consumer from memory: the frames the core encoded for a
 //! batch are kept (taken, not copied) and, once released, written to the
@@ -11,17 +12,17 @@
 //! ACK progress for `limits.resend_timeout_ms`; a frame written again
 //! carries flag RESEND.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use verity_wire::HEADER_LEN;
+use verity_wire::frames::{frames, set_resend_flag};
 
 use super::link::LinkEnd;
-use super::worker::{frames_in, Conn, ConnState, WorkerError, KIND_OUTPUT};
-use crate::log::{Log, LogConfig, Recovery};
+use super::worker::{Conn, ConnState, WorkerError};
+use crate::log::{LogConfig, Recovery};
+use crate::storage::{OutboundError, OutboundLog};
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -40,16 +41,10 @@ pub(super) struct OutPath {
     pub conn: Option<Conn>,
     pub retry_at: Instant,
     pub backoff: Duration,
-    pub log: Log,
-    /// (first seq, last seq, log position) of every record (a run of
-    /// frames) not yet wholly ACKed.
-    pub index: VecDeque<(u64, u64, u64)>,
+    /// Every frame produced on the channel until the consumer ACKs it.
+    pub store: OutboundLog,
     /// Next seq to write.
     pub cursor: u64,
-    /// Highest seq in the log at start: frames up to it that are produced
-    /// again (replay, or inputs resent after journal damage) are checked
-    /// against the log instead of being logged twice.
-    pub logged_through: u64,
     pub connects: u64,
     /// Since when the consumer has had unACKed frames without ACK progress
     /// (`None`: nothing outstanding); see [`OutPath::resend_on_timeout`].
@@ -84,22 +79,9 @@ impl OutPath {
         node: Option<u32>,
         addr: SocketAddr,
     ) -> Result<(OutPath, Recovery), WorkerError> {
-        let (log, rec) = Log::open(dir, log_name, cfg)?;
-        let mut index = VecDeque::new();
-        let mut last_logged = 0;
-        for r in log.reader_at(log.first_position())? {
-            let r = r?;
-            let mut frames = frames_in(r.payload).map(|(seq, _, _)| seq);
-            let (Some(first), last) = (frames.next(), frames.last()) else {
-                return Err(WorkerError::Replay(format!(
-                    "{log_name} record at {} holds no frame",
-                    r.position
-                )));
-            };
-            let last = last.unwrap_or(first);
-            index.push_back((first, last, r.position));
-            last_logged = last;
-        }
+        let (store, rec) =
+            OutboundLog::open(dir, log_name, cfg).map_err(|e| worker_error(e, &name))?;
+        let last_logged = store.logged_through();
         Ok((
             OutPath {
                 name,
@@ -108,10 +90,8 @@ impl OutPath {
                 conn: None,
                 retry_at: Instant::now(),
                 backoff: BACKOFF_MIN,
-                log,
-                index,
+                store,
                 cursor: 1,
-                logged_through: last_logged,
                 connects: 0,
                 ack_wait_since: None,
                 first_attempt: None,
@@ -127,82 +107,23 @@ impl OutPath {
     }
 
     /// Logs a batch of frames with consecutive seqs `first..=last` as one
-    /// record; those with seq <= `logged_through` are in the log already and
-    /// are verified bit for bit (replay only: live, every frame is new and
-    /// nothing is walked).
+    /// record (frames already logged are verified instead:
+    /// [`OutboundLog::log_frames`]).
     pub fn log_frames(
         &mut self,
         frames: &[u8],
-        (first, last): (u64, u64),
+        seqs: (u64, u64),
         clock_ns: u64,
     ) -> Result<(), WorkerError> {
-        if first > self.logged_through {
-            if !frames.is_empty() {
-                let p = self.log.append(KIND_OUTPUT, clock_ns, frames)?;
-                self.index.push_back((first, last, p));
-            }
-            return Ok(());
-        }
-        let mut new_from = None;
-        for (seq, at, stride) in frames_in(frames) {
-            if seq > self.logged_through {
-                new_from = Some(at);
-                break;
-            }
-            if let Some(logged) = self.logged_frame(seq)? {
-                if logged != frames[at..at + stride] {
-                    return Err(WorkerError::Replay(format!(
-                        "replay produced a different frame for seq {seq} to {} than its outbound log holds (non-deterministic app or wrong journal)",
-                        self.name
-                    )));
-                }
-            }
-        }
-        if let Some(from) = new_from {
-            let run = &frames[from..];
-            let first = frames_in(run).next().map_or(0, |(seq, _, _)| seq);
-            let p = self.log.append(KIND_OUTPUT, clock_ns, run)?;
-            self.index.push_back((first, last.max(first), p));
-        }
-        Ok(())
+        self.store
+            .log_frames(frames, seqs, clock_ns)
+            .map_err(|e| worker_error(e, &self.name))
     }
 
-    /// The logged bytes of frame `seq`, if it is still in the log.
-    fn logged_frame(&self, seq: u64) -> Result<Option<Vec<u8>>, WorkerError> {
-        let i = self.index.partition_point(|&(_, last, _)| last < seq);
-        let Some(&(first, _, pos)) = self.index.get(i) else {
-            return Ok(None);
-        };
-        if seq < first {
-            return Ok(None);
-        }
-        let Some(rec) = self.log.reader_at(pos)?.next().transpose()? else {
-            return Ok(None);
-        };
-        Ok(frames_in(rec.payload)
-            .find(|&(s, _, _)| s == seq)
-            .map(|(_, at, stride)| rec.payload[at..at + stride].to_vec()))
-    }
-
-    /// Drops wholly ACKed records from the index and whole log segments
-    /// below the first record still needed.
+    /// The consumer ACKed every seq <= `acked`: drops what the log no
+    /// longer needs.
     pub fn trim(&mut self, acked: u64) -> Result<(), WorkerError> {
-        let mut dropped = false;
-        while let Some(&(_, last, _)) = self.index.front() {
-            if last > acked {
-                break;
-            }
-            self.index.pop_front();
-            dropped = true;
-        }
-        if dropped {
-            let below = self
-                .index
-                .front()
-                .map_or(self.log.end_position(), |&(_, _, p)| p);
-            self.log.drop_below(below)?;
-        }
-        Ok(())
+        Ok(self.store.trim(acked)?)
     }
 
     /// A connection attempt failed: back off. Until the path has connected
@@ -251,9 +172,9 @@ impl OutPath {
             self.fresh_first = self.fresh_next;
             return;
         }
-        let cut = frames_in(&self.fresh)
-            .find(|&(seq, _, _)| seq >= cursor)
-            .map_or(self.fresh.len(), |(_, at, _)| at);
+        let cut = frames(&self.fresh)
+            .find(|f| f.seq >= cursor)
+            .map_or(self.fresh.len(), |f| f.offset);
         self.fresh.advance(cut);
         self.fresh_first = cursor;
     }
@@ -316,7 +237,7 @@ impl OutPath {
             Some(c) if c.state == ConnState::Ready => {}
             _ => return Ok(Ok(())),
         }
-        if let Some(&(first, _, _)) = self.index.front() {
+        if let Some(first) = self.store.first_seq() {
             // Everything below the first record kept was ACKed.
             self.cursor = self.cursor.max(first);
         }
@@ -331,24 +252,22 @@ impl OutPath {
             released.min(self.fresh_first - 1)
         };
         if self.cursor <= log_through && conn.wbuf.len() < limit {
-            let cursor = self.cursor;
-            let i = self.index.partition_point(|&(_, last, _)| last < cursor);
-            if let Some(&(_, _, pos)) = self.index.get(i) {
-                'records: for rec in self.log.reader_at(pos)? {
+            if let Some(reader) = self.store.reader_from(self.cursor)? {
+                'records: for rec in reader {
                     let rec = rec?;
-                    for (seq, at, stride) in frames_in(rec.payload) {
-                        if seq < self.cursor {
+                    for f in frames(rec.payload) {
+                        if f.seq < self.cursor {
                             continue;
                         }
-                        if seq > log_through || conn.wbuf.len() >= limit {
+                        if f.seq > log_through || conn.wbuf.len() >= limit {
                             break 'records;
                         }
                         let from = conn.wbuf.len();
-                        conn.wbuf.extend_from_slice(&rec.payload[at..at + stride]);
-                        if seq <= self.sent_high {
-                            mark_resend(&mut conn.wbuf[from..]);
+                        conn.wbuf.extend_from_slice(f.bytes);
+                        if f.seq <= self.sent_high {
+                            set_resend_flag(&mut conn.wbuf[from..]);
                         }
-                        self.cursor = seq + 1;
+                        self.cursor = f.seq + 1;
                     }
                 }
             }
@@ -368,9 +287,9 @@ impl OutPath {
         let end = if released >= self.fresh_next - 1 {
             self.fresh.len()
         } else {
-            frames_in(&self.fresh)
-                .find(|&(seq, _, _)| seq > released)
-                .map_or(self.fresh.len(), |(_, at, _)| at)
+            frames(&self.fresh)
+                .find(|f| f.seq > released)
+                .map_or(self.fresh.len(), |f| f.offset)
         };
         let mut written = 0;
         let mut failed = None;
@@ -395,11 +314,9 @@ impl OutPath {
             let (boundary, next) = if written == self.fresh.len() {
                 (written, self.fresh_next)
             } else {
-                frames_in(&self.fresh[..end])
-                    .find(|&(_, at, stride)| at + stride >= written)
-                    .map_or((end, released + 1), |(seq, at, stride)| {
-                        (at + stride, seq + 1)
-                    })
+                frames(&self.fresh[..end])
+                    .find(|f| f.offset + f.stride >= written)
+                    .map_or((end, released + 1), |f| (f.offset + f.stride, f.seq + 1))
             };
             conn.wbuf.extend_from_slice(&self.fresh[written..boundary]);
             self.fresh.advance(boundary);
@@ -417,20 +334,15 @@ impl OutPath {
     }
 }
 
-/// Sets flag RESEND on the DATA frame at the start of `frame` (whole,
-/// already validated) and recomputes its checksum.
-fn mark_resend(frame: &mut [u8]) {
-    if frame.len() < HEADER_LEN {
-        return;
+/// A storage error as the worker reports it (`consumer`: "sink", "node 2").
+fn worker_error(e: OutboundError, consumer: &str) -> WorkerError {
+    match e {
+        OutboundError::Log(e) => WorkerError::Log(e),
+        e @ OutboundError::EmptyRecord { .. } => WorkerError::Replay(e.to_string()),
+        OutboundError::Mismatch { seq, .. } => WorkerError::Replay(format!(
+            "replay produced a different frame for seq {seq} to {consumer} than its outbound log holds (non-deterministic app or wrong journal)"
+        )),
     }
-    let flags = u16::from_le_bytes([frame[12], frame[13]]) | verity_wire::flags::RESEND;
-    frame[12..14].copy_from_slice(&flags.to_le_bytes());
-    let stride = verity_wire::stride(
-        (u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]) as usize).max(HEADER_LEN),
-    )
-    .min(frame.len());
-    let crc = verity_wire::frame_crc(&frame[..stride]);
-    frame[0..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@ use std::collections::VecDeque;
 
 use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
-use verity_wire::{Kind, HEADER_LEN};
+use verity_wire::frames::frames;
+use verity_wire::{Kind, CRC_OFFSET};
 
 /// Fault probabilities (parts per million, per frame) and the seed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -161,13 +162,10 @@ impl Shim {
     /// connection must be closed now.
     pub fn pass(&mut self, from: &mut BytesMut, to: &mut BytesMut, now_ms: u64) -> bool {
         self.release(to, now_ms, false);
-        while from.len() >= HEADER_LEN {
-            let len = u32::from_le_bytes([from[4], from[5], from[6], from[7]]) as usize;
-            let stride = verity_wire::stride(len.max(HEADER_LEN));
-            if from.len() < stride {
-                break;
-            }
-            let kind = Kind::from_u8(from[11]);
+        // The connection's own frames, whole and valid: read in place.
+        while let Some(f) = frames(from).next() {
+            let (stride, h) = (f.stride, *f.header);
+            let kind = h.kind();
             let touch = matches!(
                 kind,
                 Some(Kind::Data | Kind::Ack | Kind::Nack | Kind::Heartbeat)
@@ -179,10 +177,7 @@ impl Shim {
             }
             self.frames += 1;
             let frame_no = self.frames;
-            let channel = u32::from_le_bytes([from[16], from[17], from[18], from[19]]);
-            let mut seq_b = [0u8; 8];
-            seq_b.copy_from_slice(&from[24..32]);
-            let seq = u64::from_le_bytes(seq_b);
+            let (channel, seq) = (h.channel(), h.seq());
             let kind = kind.unwrap_or(Kind::Data);
             let note =
                 |d: Decision, s: &mut Self| s.decisions.push((frame_no, kind, channel, seq, d));
@@ -202,7 +197,8 @@ impl Shim {
             if kind == Kind::Data && self.roll(f.corrupt_ppm) {
                 // Flip one bit of a byte the CRC covers (anything past the
                 // CRC field): the receiver must catch it.
-                let at = 4 + self.rng.below((bytes.len() - 4) as u64) as usize;
+                const COVERED: usize = CRC_OFFSET + 4;
+                let at = COVERED + self.rng.below((bytes.len() - COVERED) as u64) as usize;
                 bytes[at] ^= 1 << self.rng.below(8);
                 note(Decision::Corrupt, self);
             }
@@ -291,7 +287,7 @@ impl Shim {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use verity_wire::{parse, Encoder};
+    use verity_wire::{parse, Encoder, Header, HEADER_LEN};
 
     fn frames(n: u64) -> BytesMut {
         let mut b = BytesMut::new();
@@ -306,9 +302,9 @@ mod tests {
     fn seqs(b: &[u8]) -> Vec<Option<u64>> {
         let mut at = 0;
         let mut v = Vec::new();
-        while at + HEADER_LEN <= b.len() {
-            let len = u32::from_le_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
-            let stride = verity_wire::stride(len.max(HEADER_LEN));
+        // Possibly corrupted frames (even their frame_len): not `frames()`.
+        while let Some(h) = Header::peek(&b[at..]) {
+            let stride = verity_wire::stride((h.frame_len() as usize).max(HEADER_LEN));
             v.push(match parse(&b[at..at + stride], 1 << 20) {
                 Ok(Some(f)) => Some(f.header.seq()),
                 _ => None,

@@ -18,25 +18,9 @@
 //! and outputs to the consumers; then write queued bytes, one `write` per
 //! connection.
 //!
-//! ## What the logs hold
-//!
-//! | log | record kind | payload |
-//! |-----|-------------|---------|
-//! | `journal/` | 1 `INPUT` | the DATA frame as it arrived (header + payload + padding); the record's timestamp is the clock reading at acceptance |
-//! | `outbound/` | 2 `OUTPUT` | a run of output DATA frames to the sink, as sent (epoch 0) |
-//! | `forward-N/` | 2 `OUTPUT` | a run of DATA frames forwarded to node N (cluster only) |
-//! | `dead-letters/` | 3 `DEAD_LETTER` | below |
-//!
-//! Dead-letter payload (little-endian):
-//!
-//! | offset | size | field |
-//! |-------:|-----:|-------|
-//! | 0  | 8 | journal index of the input |
-//! | 8  | 4 | input channel |
-//! | 12 | 4 | reason length `n` |
-//! | 16 | 8 | the input's seq |
-//! | 24 | 8 | the input's trace id |
-//! | 32 | n | reason, UTF-8 (the app's [`crate::app::Reject`] text) |
+//! What the logs hold (record kinds, the dead-letter payload, the outbound
+//! logs and their index) and the data directory's layout are defined in
+//! [`crate::storage`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -52,24 +36,22 @@ use verity_wire::handshake::{Acceptor, Connector, Me, Refusal};
 use verity_wire::text::Escaped;
 use verity_wire::{
     Decoder, Encoder, ErrorCode, Frame, FrameView, Kind, ResumeEntry, Role, WireError,
-    HANDSHAKE_MAX_FRAME_LEN, HEADER_LEN,
+    HANDSHAKE_MAX_FRAME_LEN,
 };
 
 use super::config::NodeToml;
-use super::datadir::{DataDir, DataDirError};
 use super::link::LinkEnd;
 use super::outpath::{OutPath, BACKOFF_MIN};
 use super::shim::{Faults, Shim};
 use super::tls::{TlsConn, TlsSetup};
 use crate::cluster::routing::MAX_NODES;
 use crate::cluster::{PeerAt, SourceHome};
-use crate::core::{peer_of, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
+use crate::core::{peer_of, Effects, Input, JournalEntry, NodeCore, Out};
 use crate::log::{Durability, Log, LogConfig, LogError};
-
-/// Log record kinds.
-pub const KIND_INPUT: u32 = 1;
-pub const KIND_OUTPUT: u32 = 2;
-pub const KIND_DEAD_LETTER: u32 = 3;
+use crate::storage::audit::{self, Audit};
+use crate::storage::datadir::{self, DataDir, DataDirError};
+use crate::storage::{DeadLetterRecord, RecordKind};
+use verity_wire::frames::frames;
 
 const LISTENER: Token = Token(0);
 /// Another shard of this process wrote to one of our in-process links.
@@ -561,7 +543,7 @@ pub struct Worker {
     last_sweep: Instant,
     /// The journal's hash chain (`audit = true`), and when its head was
     /// last printed.
-    audit: Option<super::audit::Audit>,
+    audit: Option<Audit>,
     audit_printed: Option<(Instant, [u8; 32])>,
     /// Lines about peers and connections (refusals, peer errors): at most
     /// a few a second.
@@ -602,39 +584,6 @@ impl LogLimiter {
     }
 }
 
-/// (seq, byte offset, stride) of each frame in a run of whole frames, as
-/// the worker writes them to its logs (already validated when written; the
-/// log record's CRC covers them). Reads only `frame_len` and `seq`.
-pub(crate) fn frames_in(run: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        if at + HEADER_LEN > run.len() {
-            return None;
-        }
-        let len = u32::from_le_bytes(run[at + 4..at + 8].try_into().unwrap_or([0; 4])) as usize;
-        let stride = verity_wire::stride(len.max(HEADER_LEN)).min(run.len() - at);
-        let seq = u64::from_le_bytes(run[at + 24..at + 32].try_into().unwrap_or([0; 8]));
-        let item = (seq, at, stride);
-        at += stride;
-        Some(item)
-    })
-}
-
-/// The core's configuration for a node's settings (the worker's, and
-/// `verity-replay`'s, which must build the very same core).
-pub fn node_config(cfg: &NodeToml) -> NodeConfig {
-    NodeConfig {
-        node: cfg.cluster.as_ref().map_or(0, |c| c.node),
-        routing: cfg.cluster.as_ref().map(|c| c.routing.clone()),
-        sink_channel: 1000 + cfg.node_id,
-        max_unacked: cfg.limits.max_unacked,
-        max_undurable: cfg.limits.max_undurable,
-        max_frame_len: cfg.limits.max_frame_len,
-        dedup_window: cfg.limits.dedup_window,
-        ..NodeConfig::default()
-    }
-}
-
 /// The outbound channel of outbound path `k` (0: the sink, `1 + j`: node `j`).
 fn out_of(k: usize) -> Out {
     match k {
@@ -669,13 +618,13 @@ impl Worker {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
         };
         let cluster = cfg.cluster.clone();
-        let mut core = NodeCore::new(app, node_config(&cfg));
+        let mut core = NodeCore::new(app, cfg.node_config());
         let log_cfg = |durability| LogConfig {
             segment_size_bytes: cfg.limits.journal_segment_bytes,
             durability,
             ..LogConfig::default()
         };
-        let (journal, jrec) = Log::open(&dir.root, "journal", log_cfg(cfg.durability))?;
+        let (journal, jrec) = Log::open(&dir.root, datadir::JOURNAL_LOG, log_cfg(cfg.durability))?;
         // Dead letters are rare: no segment prepared ahead (a background
         // 64 MiB page-in that competed with the loop for CPU at every start)
         // and no prefault; a roll creates the next segment when needed.
@@ -684,23 +633,23 @@ impl Worker {
             prepare_ahead: false,
             ..log_cfg(Durability::Process)
         };
-        let (dead, drec) = Log::open(&dir.root, "dead-letters", dead_cfg)?;
+        let (dead, drec) = Log::open(&dir.root, datadir::DEAD_LETTER_LOG, dead_cfg)?;
         // Outbound logs are as durable as the journal (DESIGN §3.1).
         let mut outs = Vec::new();
         let mut recoveries = vec![
-            ("journal".to_owned(), jrec),
-            ("dead-letters".to_owned(), drec),
+            (datadir::JOURNAL_LOG.to_owned(), jrec),
+            (datadir::DEAD_LETTER_LOG.to_owned(), drec),
         ];
         let (sink_path, orec) = OutPath::open(
             &dir.root,
-            "outbound",
+            datadir::OUTBOUND_LOG,
             log_cfg(cfg.durability),
             "sink".into(),
             None,
             cfg.sink,
         )?;
         outs.push(Some(sink_path));
-        recoveries.push(("outbound".into(), orec));
+        recoveries.push((datadir::OUTBOUND_LOG.into(), orec));
         if let Some(c) = &cluster {
             for j in 0..c.routing.nodes() {
                 let Some(&(_, at)) = c.peers.iter().find(|(n, _)| *n == j) else {
@@ -718,7 +667,7 @@ impl Worker {
                         (c.address, Some(links.to.swap_remove(i).1))
                     }
                 };
-                let name = format!("forward-{j}");
+                let name = datadir::forward_log(j);
                 let (path, rec) = OutPath::open(
                     &dir.root,
                     &name,
@@ -759,10 +708,8 @@ impl Worker {
 
         let mut dead_logged_below = 0;
         for rec in dead.reader_at(dead.first_position())? {
-            let rec = rec?;
-            if rec.payload.len() >= 8 {
-                let j = u64::from_le_bytes(rec.payload[0..8].try_into().unwrap_or([0; 8]));
-                dead_logged_below = dead_logged_below.max(j + 1);
+            if let Some(d) = DeadLetterRecord::decode(rec?.payload) {
+                dead_logged_below = dead_logged_below.max(d.journal_index + 1);
             }
         }
 
@@ -854,7 +801,7 @@ impl Worker {
             stats: WorkerStats::default(),
         };
         if w.cfg.audit {
-            w.audit = Some(super::audit::Audit::recover(&w.journal)?);
+            w.audit = Some(Audit::recover(&w.journal)?);
         }
         w.replay(replay_from)?;
         // What each consumer had ACKed: everything below the first frame
@@ -866,10 +813,7 @@ impl Worker {
             };
             let out = out_of(k);
             let produced = w.core.out_channel(out).map_or(0, |o| o.next_seq - 1);
-            let acked = path
-                .index
-                .front()
-                .map_or(produced, |&(first, _, _)| first - 1);
+            let acked = path.store.first_seq().map_or(produced, |first| first - 1);
             w.core.handle(Input::Recovered { out, acked }, &mut w.fx);
         }
         w.fx.clear();
@@ -902,7 +846,12 @@ impl Worker {
                 eprintln!("verity: WARNING: {warning}");
             }
         }
-        let unacked: usize = w.outs.iter().flatten().map(|o| o.index.len()).sum();
+        let unacked: usize = w
+            .outs
+            .iter()
+            .flatten()
+            .map(|o| o.store.unacked_records())
+            .sum();
         eprintln!(
             "verity: node {} app={} epoch={} listening on {}{} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} output records unacked",
             w.cfg.node_id,
@@ -938,7 +887,7 @@ impl Worker {
                 Some(r) => r?,
             };
             pos = rec.next_position();
-            if rec.kind != KIND_INPUT {
+            if rec.kind != RecordKind::Input.code() {
                 continue;
             }
             self.fx.clear();
@@ -947,12 +896,12 @@ impl Worker {
             let run = rec.payload.to_vec();
             let ts = rec.timestamp;
             let position = rec.position;
-            for (_, at, stride) in frames_in(&run) {
+            for f in frames(&run) {
                 self.core.handle(
                     Input::Replay(JournalEntry {
                         index: next_index,
                         timestamp_ns: ts,
-                        frame: &run[at..at + stride],
+                        frame: f.bytes,
                     }),
                     &mut self.fx,
                 );
@@ -997,14 +946,10 @@ impl Worker {
             if d.journal_index < self.dead_logged_below {
                 continue;
             }
-            let mut rec = Vec::with_capacity(40 + d.reason.len());
-            rec.extend_from_slice(&d.journal_index.to_le_bytes());
-            rec.extend_from_slice(&d.channel.to_le_bytes());
-            rec.extend_from_slice(&(d.reason.len() as u32).to_le_bytes());
-            rec.extend_from_slice(&d.seq.to_le_bytes());
-            rec.extend_from_slice(&d.trace_id.to_le_bytes());
-            rec.extend_from_slice(d.reason.as_bytes());
-            self.dead.append(KIND_DEAD_LETTER, clock_ns, &rec)?;
+            let mut rec = Vec::new();
+            DeadLetterRecord::of(&d).encode(&mut rec);
+            self.dead
+                .append(RecordKind::DeadLetter.code(), clock_ns, &rec)?;
             self.dead_logged_below = d.journal_index + 1;
             self.stats.dead_letters_logged += 1;
         }
@@ -1642,18 +1587,19 @@ impl Worker {
         if run.is_empty() {
             return Ok(());
         }
-        let p = self.journal.append(KIND_INPUT, self.batch_clock_ns, run)?;
+        let kind = RecordKind::Input.code();
+        let p = self.journal.append(kind, self.batch_clock_ns, run)?;
         if let Some(a) = self.audit.as_mut() {
             a.add(
                 p,
                 self.journal.end_position(),
-                KIND_INPUT,
+                kind,
                 self.batch_clock_ns,
                 run,
             );
         }
         if self.cfg.durability == Durability::Fsync {
-            let end = p + (32 + run.len()) as u64;
+            let end = p + (crate::log::format::RECORD_HEADER_BYTES + run.len()) as u64;
             self.undurable.push_back((self.core.journal_next(), end));
         }
         Ok(())
@@ -2119,7 +2065,7 @@ impl Worker {
                 if !self.undurable.is_empty() {
                     self.journal.commit()?;
                     for p in self.outs.iter().flatten() {
-                        p.log.commit()?;
+                        p.store.log().commit()?;
                     }
                 }
                 // Outputs depend on the journal only: an output whose outbound
@@ -2553,7 +2499,7 @@ impl Worker {
         if self.cfg.durability == Durability::Fsync {
             wait_all_durable(&self.journal)?;
             for p in self.outs.iter().flatten() {
-                wait_all_durable(&p.log)?;
+                wait_all_durable(p.store.log())?;
             }
             self.make_durable()?;
         }
@@ -2579,7 +2525,7 @@ impl Worker {
         };
         if let Some(seal) = a.seal() {
             self.journal
-                .append(super::audit::KIND_SEAL, now_ns(), &seal.encode())?;
+                .append(RecordKind::Seal.code(), now_ns(), &seal.encode())?;
         }
         let head = a.head();
         let (due, new) = match self.audit_printed {
@@ -2590,7 +2536,7 @@ impl Worker {
             self.audit_printed = Some((Instant::now(), head));
             eprintln!(
                 "verity: audit: journal chain head {} at position {}",
-                super::audit::hex(&head),
+                audit::hex(&head),
                 self.journal.end_position()
             );
         }

@@ -39,6 +39,14 @@ pub const LEN_OFFSET: usize = 4;
 pub const MAGIC_OFFSET: usize = 8;
 pub const VERSION_OFFSET: usize = 10;
 pub const KIND_OFFSET: usize = 11;
+/// Byte offsets of the other header fields (the table above). Code outside
+/// this crate reads them through [`Header`] ([`Header::peek`]), not by offset.
+pub const FLAGS_OFFSET: usize = 12;
+pub const RESERVED_OFFSET: usize = 14;
+pub const CHANNEL_OFFSET: usize = 16;
+pub const EPOCH_OFFSET: usize = 20;
+pub const SEQ_OFFSET: usize = 24;
+pub const TRACE_ID_OFFSET: usize = 32;
 /// Default bound on `frame_len` (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: u32 = 1 << 20;
 /// The largest `max_frame_len` a decoder or encoder may be configured with (64 MiB).
@@ -73,6 +81,13 @@ const _: () = assert!(core::mem::offset_of!(Header, frame_len) == LEN_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Header, magic) == MAGIC_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Header, version) == VERSION_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Header, kind) == KIND_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, flags) == FLAGS_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, reserved) == RESERVED_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, channel) == CHANNEL_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, epoch) == EPOCH_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, seq) == SEQ_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Header, trace_id) == TRACE_ID_OFFSET);
+const _: () = assert!(TRACE_ID_OFFSET + 8 == HEADER_LEN);
 
 impl Header {
     /// A header with the checksum zeroed, ready to be written.
@@ -98,6 +113,23 @@ impl Header {
             seq: U64::new(seq),
             trace_id: U64::new(trace_id),
         }
+    }
+
+    /// The header at the start of `bytes`, read in place with no check at
+    /// all (no checksum, magic, version, kind or length): for frames
+    /// validated before, such as those the node encoded or logged (a log
+    /// record's CRC covers its frames). `None` if `bytes` is shorter than a
+    /// header. Input from a peer goes through [`crate::Decoder`] or
+    /// [`crate::parse`] instead.
+    #[inline]
+    pub fn peek(bytes: &[u8]) -> Option<&Header> {
+        Header::ref_from_prefix(bytes).ok().map(|(h, _)| h)
+    }
+
+    /// [`Header::peek`], writable in place.
+    #[inline]
+    pub fn peek_mut(bytes: &mut [u8]) -> Option<&mut Header> {
+        Header::mut_from_prefix(bytes).ok().map(|(h, _)| h)
     }
 
     pub fn frame_len(&self) -> u32 {

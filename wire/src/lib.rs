@@ -31,8 +31,9 @@ pub use decode::{parse, Decoder, Frame, FrameView};
 pub use encode::{crc32c, frame_crc, Encoder, Hello};
 pub use error::{EncodeError, WireError};
 pub use header::{
-    flags, stride, Header, Kind, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, FRAME_ALIGN,
-    HANDSHAKE_MAX_FRAME_LEN, HEADER_LEN, KIND_OFFSET, LEN_OFFSET, MAGIC, MAGIC_OFFSET,
-    MAX_FRAME_LEN_LIMIT, VERSION, VERSION_OFFSET,
+    flags, stride, Header, Kind, CHANNEL_OFFSET, CRC_OFFSET, DEFAULT_MAX_FRAME_LEN, EPOCH_OFFSET,
+    FLAGS_OFFSET, FRAME_ALIGN, HANDSHAKE_MAX_FRAME_LEN, HEADER_LEN, KIND_OFFSET, LEN_OFFSET, MAGIC,
+    MAGIC_OFFSET, MAX_FRAME_LEN_LIMIT, RESERVED_OFFSET, SEQ_OFFSET, TRACE_ID_OFFSET, VERSION,
+    VERSION_OFFSET,
 };
 pub use message::Message;

@@ -5,7 +5,8 @@
 //!
 //! The node hashes every input record it appends (position, kind, clock
 //! reading, length, payload). At every snapshot (and at a clean stop) it
-//! appends a **seal** record to the journal itself:
+//! appends a **seal** record to the journal itself (record kind 4,
+//! [`RecordKind::Seal`]):
 //!
 //! | offset | size | field |
 //! |-------:|-----:|-------|
@@ -28,10 +29,8 @@ use sha2::{Digest, Sha256};
 
 use crate::log::{LogError, OfflineReader};
 
-use super::worker::KIND_INPUT;
+use super::records::RecordKind;
 
-/// Journal record kind of a seal.
-pub const KIND_SEAL: u32 = 4;
 /// Bytes of a seal record's payload.
 pub const SEAL_BYTES: usize = 88;
 const DOMAIN: &[u8] = b"verity-audit-seal-v1";
@@ -163,8 +162,8 @@ impl Audit {
         let mut a = Audit::default();
         for rec in journal.reader_at(journal.first_position())? {
             let rec = rec?;
-            match rec.kind {
-                KIND_SEAL => {
+            match RecordKind::from_code(rec.kind) {
+                Some(RecordKind::Seal) => {
                     if let Some(s) = Seal::decode(rec.payload) {
                         a = Audit {
                             prev: s.chain,
@@ -172,7 +171,7 @@ impl Audit {
                         };
                     }
                 }
-                KIND_INPUT => a.add(
+                Some(RecordKind::Input) => a.add(
                     rec.position,
                     rec.next_position(),
                     rec.kind,
@@ -231,15 +230,15 @@ pub fn verify(mut reader: OfflineReader<'_>, first_position: u64) -> Result<Audi
     let mut pending = Audit::default();
     let mut last: Option<Seal> = None;
     while let Some(r) = reader.next_record()? {
-        match r.kind {
-            KIND_INPUT => {
+        match RecordKind::from_code(r.kind) {
+            Some(RecordKind::Input) => {
                 let end = r.position
                     + crate::log::format::align_up(
                         (crate::log::format::RECORD_HEADER_BYTES + r.payload.len()) as u64,
                     );
                 pending.add(r.position, end, r.kind, r.timestamp, r.payload)
             }
-            KIND_SEAL => {
+            Some(RecordKind::Seal) => {
                 let Some(s) = Seal::decode(r.payload) else {
                     check.broken = Some((r.position, "a seal record of the wrong size".into()));
                     return Ok(check);
@@ -289,6 +288,9 @@ pub fn verify(mut reader: OfflineReader<'_>, first_position: u64) -> Result<Audi
 mod tests {
     use super::*;
     use crate::log::{Log, LogConfig, OfflineLog};
+
+    const KIND_INPUT: u32 = RecordKind::Input.code();
+    const KIND_SEAL: u32 = RecordKind::Seal.code();
 
     /// A journal of `n` input records with a seal every `every`.
     fn journal(dir: &std::path::Path, n: u32, every: u32) -> Vec<u64> {

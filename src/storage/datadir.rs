@@ -1,11 +1,14 @@
-//! A node's data directory: lock file, epoch, snapshots.
+//! A node's data directory: lock file, epoch, logs, snapshots.
 //!
 //! ```text
 //! <data_dir>/LOCK                         flock'ed while a node runs (holds its pid)
 //! <data_dir>/EPOCH                        the epoch, decimal; +1 at every start
 //! <data_dir>/journal/, outbound/, dead-letters/   logs (crate::log)
+//! <data_dir>/forward-N/                   frames forwarded to node N (cluster only)
 //! <data_dir>/snapshots/<journal index:020>.snap  snapshots
 //! ```
+//!
+//! What each log's records hold: [`super::records`].
 //!
 //! Snapshot file (little-endian):
 //!
@@ -25,6 +28,21 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+/// The journal's directory name: the inputs the node accepted.
+pub const JOURNAL_LOG: &str = "journal";
+/// The sink's outbound log: output frames until the sink ACKs them.
+pub const OUTBOUND_LOG: &str = "outbound";
+/// The dead-letter log: inputs the app rejected.
+pub const DEAD_LETTER_LOG: &str = "dead-letters";
+/// Prefix of the forwarding logs: `forward-N` keeps the frames sent on to
+/// node N until it ACKs them ([`forward_log`]).
+pub const FORWARD_LOG_PREFIX: &str = "forward-";
+
+/// The directory name of the log of frames forwarded to node `node`.
+pub fn forward_log(node: u32) -> String {
+    format!("{FORWARD_LOG_PREFIX}{node}")
+}
 
 /// A data-directory failure, naming the path.
 #[derive(Debug)]
