@@ -53,7 +53,7 @@ fn chaos(bin: &Path, engine: &Path, extra: &[&str]) -> (bool, String) {
 #[test]
 fn a_chaos_run_catches_a_deliberate_dedup_defect_and_prints_how_to_reproduce_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let defect = root.join("target/defect-skip-dedup");
+    let defect = root.join("target/defects");
     build(&defect, "verity/defect-skip-dedup");
     let bin = defect.join("release/verity-chaos");
     let (ok, text) = chaos(&bin, &defect.join("release/verity"), &[]);

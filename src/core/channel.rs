@@ -290,6 +290,11 @@ impl OutChannel {
     pub fn resume(&mut self, delivered: u64) -> Result<u64, Violation> {
         self.claim("RESUME", delivered)?;
         let from = (delivered.min(self.sent) + 1).max(self.acked + 1);
+        // DELIBERATE DEFECT (feature `defect-no-resend-on-resume`, built
+        // only by tests/sim_defects.rs): the RESUME cursor is ignored and
+        // the producer carries on from where it was.
+        #[cfg(feature = "defect-no-resend-on-resume")]
+        let from = self.cursor.max(self.acked + 1);
         self.cursor = from;
         self.ready = true;
         self.waiting_since = None;
@@ -322,12 +327,14 @@ impl OutChannel {
     }
 
     /// What to hand to the consumer's connection now, if anything: the
-    /// released frames from the cursor on.
-    pub fn transmit(&self) -> Option<Transmit> {
+    /// released frames from the cursor on, at most `window` seqs past what
+    /// the consumer ACKed.
+    pub fn transmit(&self, window: u64) -> Option<Transmit> {
         let from = self.cursor.max(self.acked + 1);
-        (self.ready && from <= self.released).then_some(Transmit {
+        let to = self.released.min(self.acked.saturating_add(window));
+        (self.ready && from <= to).then_some(Transmit {
             from,
-            to: self.released,
+            to,
             resend_through: self.sent,
         })
     }
@@ -524,27 +531,31 @@ mod tests {
     #[test]
     fn frames_go_out_from_the_resume_cursor_as_far_as_released_and_resends_are_flagged() {
         let mut o = released(10);
-        assert_eq!(o.transmit(), None, "nothing before the consumer's RESUME");
+        assert_eq!(
+            o.transmit(u64::MAX),
+            None,
+            "nothing before the consumer's RESUME"
+        );
         assert_eq!(o.resume(0), Ok(1));
-        let t = o.transmit().unwrap();
+        let t = o.transmit(u64::MAX).unwrap();
         assert_eq!((t.from, t.to, t.resend_through), (1, 10, 0));
         o.transmitted(4);
-        assert_eq!(o.transmit().map(|t| t.from), Some(5));
+        assert_eq!(o.transmit(u64::MAX).map(|t| t.from), Some(5));
         // A NACK goes back; the frames sent before are resends now.
         assert_eq!(o.nack(2), Ok(2));
-        let t = o.transmit().unwrap();
+        let t = o.transmit(u64::MAX).unwrap();
         assert_eq!((t.from, t.resend_through), (2, 4));
         o.transmitted(10);
-        assert_eq!(o.transmit(), None);
+        assert_eq!(o.transmit(u64::MAX), None);
         o.released = 12;
         o.next_seq = 13;
-        assert_eq!(o.transmit().map(|t| (t.from, t.to)), Some((11, 12)));
+        assert_eq!(o.transmit(u64::MAX).map(|t| (t.from, t.to)), Some((11, 12)));
         // The connection goes: nothing until the next RESUME.
         o.disconnected();
-        assert_eq!(o.transmit(), None);
+        assert_eq!(o.transmit(u64::MAX), None);
         assert_eq!(o.resume(7), Ok(8));
         assert_eq!(
-            o.transmit().map(|t| (t.from, t.resend_through)),
+            o.transmit(u64::MAX).map(|t| (t.from, t.resend_through)),
             Some((8, 10))
         );
     }
@@ -563,7 +574,7 @@ mod tests {
         assert_eq!(o.tick(1_060, 100), None);
         assert_eq!(o.tick(1_200, 100), Some(5), "rewound to the first unACKed");
         assert_eq!(
-            o.transmit().map(|t| (t.from, t.resend_through)),
+            o.transmit(u64::MAX).map(|t| (t.from, t.resend_through)),
             Some((5, 10))
         );
         o.transmitted(10);

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// Frames handed to a consumer with no ACK progress for this long go
     /// out again from the first unACKed one.
     pub resend_timeout_ns: u64,
+    /// At most this many seqs past the consumer's ACK are handed to its
+    /// connection (the send window).
+    pub send_window: u64,
 }
 
 impl Default for NodeConfig {
@@ -87,6 +90,7 @@ impl Default for NodeConfig {
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             dedup_window: 1 << 16,
             resend_timeout_ns: 1_000_000_000,
+            send_window: u64::MAX,
         }
     }
 }
@@ -548,7 +552,7 @@ impl NodeCore {
     /// What to hand to the consumer of `out` now (quinn's `poll_transmit`):
     /// released frames from its cursor on, once its RESUME arrived.
     pub fn poll_transmit(&self, out: Out) -> Option<Transmit> {
-        self.out_channel(out)?.transmit()
+        self.out_channel(out)?.transmit(self.cfg.send_window)
     }
 
     /// When the core next needs an [`Input::Tick`] (ns), if a timer runs.

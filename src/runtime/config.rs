@@ -708,6 +708,7 @@ impl NodeToml {
             max_undurable: self.limits.max_undurable,
             max_frame_len: self.limits.max_frame_len,
             dedup_window: self.limits.dedup_window,
+            resend_timeout_ns: self.limits.resend_timeout_ms.saturating_mul(1_000_000),
             ..NodeConfig::default()
         }
     }

@@ -1,16 +1,18 @@
 //! One outbound channel of a node as the runtime keeps it (DESIGN §3.1): the
 //! connection the node opened to the consumer (the sink, or another node),
 //! the log of every frame produced on it until the consumer ACKs it
-//! ([`OutboundLog`], in `crate::storage`), and the cursor of the next frame
-//! to write. The sink and every peer get one each; they differ only in the
-//! handshake (peers authenticate).
+//! ([`OutboundLog`], in `crate::storage`), and the frames produced but not
+//! yet written, kept in memory. The sink and every peer get one each; they
+//! differ only in the handshake (peers authenticate).
 //!
-//! Frames reach the consumer from memory: the frames the core encoded for a
-//! batch are kept (taken, not copied) and, once released, written to the
-//! socket straight from that buffer. The log is read only for resends: after
-//! RESUME, on a NACK, and when the consumer has had unACKed frames with no
-//! ACK progress for `limits.resend_timeout_ms`; a frame written again
-//! carries flag RESEND.
+//! What goes out, from which seq, and when it goes out again is the core's
+//! decision ([`crate::core::OutChannel`]: the cursor, the window, resend on
+//! RESUME, NACK and timeout); the path only carries out a
+//! [`Transmit`]. Frames reach the consumer from memory: the frames the core
+//! encoded for a batch are kept (taken, not copied) and, once released,
+//! written to the socket straight from that buffer. The log is read only
+//! for resends and for frames the memory copy could not hold; a frame the
+//! consumer may have had before carries flag RESEND.
 
 use std::net::SocketAddr;
 
@@ -21,6 +23,7 @@ use verity_wire::frames::{frames, set_resend_flag};
 
 use super::link::LinkEnd;
 use super::worker::{Conn, ConnState, WorkerError};
+use crate::core::Transmit;
 use crate::log::{LogConfig, Recovery};
 use crate::storage::{OutboundError, OutboundLog};
 
@@ -43,12 +46,7 @@ pub(super) struct OutPath {
     pub backoff: Duration,
     /// Every frame produced on the channel until the consumer ACKs it.
     pub store: OutboundLog,
-    /// Next seq to write.
-    pub cursor: u64,
     pub connects: u64,
-    /// Since when the consumer has had unACKed frames without ACK progress
-    /// (`None`: nothing outstanding); see [`OutPath::resend_on_timeout`].
-    pub ack_wait_since: Option<Instant>,
     /// When the path first dialed (see `failed`).
     pub first_attempt: Option<Instant>,
     /// The peer refused a handshake with an ERROR (see `failed`).
@@ -59,10 +57,6 @@ pub(super) struct OutPath {
     fresh: BytesMut,
     fresh_first: u64,
     fresh_next: u64,
-    /// Highest seq written on a connection by this process (the log's last
-    /// seq at start, which may have been sent before): a frame up to it
-    /// written again carries flag RESEND.
-    sent_high: u64,
     /// The consumer is a shard of this process: the in-process link to it,
     /// until the path "connects" over it.
     pub local: Option<LinkEnd>,
@@ -81,7 +75,6 @@ impl OutPath {
     ) -> Result<(OutPath, Recovery), WorkerError> {
         let (store, rec) =
             OutboundLog::open(dir, log_name, cfg).map_err(|e| worker_error(e, &name))?;
-        let last_logged = store.logged_through();
         Ok((
             OutPath {
                 name,
@@ -91,16 +84,13 @@ impl OutPath {
                 retry_at: Instant::now(),
                 backoff: BACKOFF_MIN,
                 store,
-                cursor: 1,
                 connects: 0,
-                ack_wait_since: None,
                 first_attempt: None,
                 refused: false,
                 local: None,
                 fresh: BytesMut::new(),
                 fresh_first: 1,
                 fresh_next: 1,
-                sent_high: last_logged,
             },
             rec,
         ))
@@ -179,84 +169,48 @@ impl OutPath {
         self.fresh_first = cursor;
     }
 
-    /// The consumer asked for everything from `from` again (a NACK the
-    /// core checked: never below what it ACKed).
-    pub fn nack(&mut self, from: u64) {
-        self.cursor = self.cursor.min(from);
-        self.ack_wait_since = None;
-    }
-
-    /// DESIGN §3.1: the producer resends "on NACK and on timeout". With
-    /// frames written but not ACKed and no ACK progress for `timeout`,
-    /// everything from the first unACKed seq goes out again (from the log,
-    /// flag RESEND).
-    pub fn resend_on_timeout(&mut self, acked: u64, timeout: Duration) {
-        let outstanding = self
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.state == ConnState::Ready)
-            && self.cursor > acked + 1;
-        if !outstanding {
-            self.ack_wait_since = None;
-            return;
-        }
-        let now = Instant::now();
-        let Some(since) = self.ack_wait_since else {
-            self.ack_wait_since = Some(now);
-            return;
-        };
-        if now.duration_since(since) < timeout {
-            return;
-        }
-        if let Some(c) = self.conn.as_ref() {
-            eprintln!(
-                "verity: {} {}: no ACK for {} ms with seqs {}..{} unACKed; resending from {}",
-                self.name,
-                c.peer,
-                timeout.as_millis(),
-                acked + 1,
-                self.cursor - 1,
-                acked + 1,
-            );
-        }
-        self.cursor = acked + 1;
-        self.ack_wait_since = Some(now);
-    }
-
-    /// Writes released, unsent frames: resends (and frames the in-memory
-    /// copy could not hold) from the log through the connection's buffer
+    /// Writes what the core handed out (`t`: seqs `from..=to`, those up to
+    /// `resend_through` flagged RESEND): resends, and frames the in-memory
+    /// copy could not hold, from the log through the connection's buffer
     /// (up to `limit` bytes buffered), then fresh frames straight from
-    /// memory. `released`: the core's output commit point on this channel.
-    /// `Err`: the connection is lost.
+    /// memory. Returns the last seq written (`t.from - 1`: none) and, as
+    /// `Err`, a lost connection.
     pub fn pump(
         &mut self,
-        released: u64,
+        t: Transmit,
         limit: usize,
-    ) -> Result<Result<(), std::io::Error>, WorkerError> {
+    ) -> Result<(u64, Result<(), std::io::Error>), WorkerError> {
+        let mut cursor = t.from;
         match self.conn.as_ref() {
             Some(c) if c.state == ConnState::Ready => {}
-            _ => return Ok(Ok(())),
+            _ => return Ok((cursor - 1, Ok(()))),
         }
         if let Some(first) = self.store.first_seq() {
             // Everything below the first record kept was ACKed.
-            self.cursor = self.cursor.max(first);
+            cursor = cursor.max(first);
         }
-        self.drop_fresh_below(self.cursor);
+        self.drop_fresh_below(cursor);
+        if !self.fresh.is_empty() && self.fresh_first <= t.resend_through {
+            // A predecessor may have sent these (recovery): they go out
+            // from the log, flagged.
+            self.fresh.clear();
+            self.fresh_first = self.fresh_next;
+        }
         let Some(conn) = self.conn.as_mut() else {
-            return Ok(Ok(()));
+            return Ok((cursor - 1, Ok(())));
         };
         // The log serves everything below the in-memory frames.
         let log_through = if self.fresh.is_empty() {
-            released
+            t.to
         } else {
-            released.min(self.fresh_first - 1)
+            t.to.min(self.fresh_first - 1)
         };
-        if self.cursor <= log_through && conn.wbuf.len() < limit {
-            if let Some(reader) = self.store.reader_from(self.cursor)? {
+        if cursor <= log_through && conn.wbuf.len() < limit {
+            if let Some(reader) = self.store.reader_from(cursor)? {
                 'records: for rec in reader {
                     let rec = rec?;
                     for f in frames(rec.payload) {
-                        if f.seq < self.cursor {
+                        if f.seq < cursor {
                             continue;
                         }
                         if f.seq > log_through || conn.wbuf.len() >= limit {
@@ -264,31 +218,30 @@ impl OutPath {
                         }
                         let from = conn.wbuf.len();
                         conn.wbuf.extend_from_slice(f.bytes);
-                        if f.seq <= self.sent_high {
+                        if f.seq <= t.resend_through {
                             set_resend_flag(&mut conn.wbuf[from..]);
                         }
-                        self.cursor = f.seq + 1;
+                        cursor = f.seq + 1;
                     }
                 }
             }
-            self.sent_high = self.sent_high.max(self.cursor - 1);
         }
         if let Err(e) = conn.flush() {
-            return Ok(Err(e));
+            return Ok((cursor - 1, Err(e)));
         }
         if !conn.wbuf.is_empty()
             || self.fresh.is_empty()
-            || self.cursor != self.fresh_first
-            || self.fresh_first > released
+            || cursor != self.fresh_first
+            || self.fresh_first > t.to
         {
-            return Ok(Ok(()));
+            return Ok((cursor - 1, Ok(())));
         }
-        // Fresh frames through `released`, straight from memory.
-        let end = if released >= self.fresh_next - 1 {
+        // Fresh frames through `t.to`, straight from memory.
+        let end = if t.to >= self.fresh_next - 1 {
             self.fresh.len()
         } else {
             frames(&self.fresh)
-                .find(|f| f.seq > released)
+                .find(|f| f.seq > t.to)
                 .map_or(self.fresh.len(), |f| f.offset)
         };
         let mut written = 0;
@@ -316,7 +269,7 @@ impl OutPath {
             } else {
                 frames(&self.fresh[..end])
                     .find(|f| f.offset + f.stride >= written)
-                    .map_or((end, released + 1), |f| (f.offset + f.stride, f.seq + 1))
+                    .map_or((end, t.to + 1), |f| (f.offset + f.stride, f.seq + 1))
             };
             conn.wbuf.extend_from_slice(&self.fresh[written..boundary]);
             self.fresh.advance(boundary);
@@ -324,13 +277,15 @@ impl OutPath {
             if self.fresh.is_empty() {
                 self.fresh_first = self.fresh_next;
             }
-            self.cursor = next;
-            self.sent_high = self.sent_high.max(next - 1);
+            cursor = next;
         }
-        Ok(match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
-        })
+        Ok((
+            cursor - 1,
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(()),
+            },
+        ))
     }
 }
 

@@ -535,6 +535,8 @@ pub struct Worker {
     /// Dead letters at journal indexes below this are already logged.
     dead_logged_below: u64,
     records_at_snapshot: u64,
+    /// The origin of the core's timer clock ([`Input::Tick`]).
+    started: Instant,
     /// The clock reading for the frames of the current read batch: one
     /// `clock_gettime` per socket read, not per frame (the journal records
     /// it with each accepted input).
@@ -792,6 +794,7 @@ impl Worker {
             undurable: VecDeque::new(),
             dead_logged_below,
             records_at_snapshot: 0,
+            started: Instant::now(),
             batch_clock_ns: 0,
             last_sweep: Instant::now(),
             audit: None,
@@ -983,12 +986,11 @@ impl Worker {
             // inbound bytes (edge-triggered: no new event will come) or
             // released frames an outbound socket can still take.
             let out_ready = (0..self.outs.len()).any(|k| {
-                let released = self.released(k);
                 self.outs[k].as_ref().is_some_and(|p| {
                     p.conn.as_ref().is_some_and(|c| {
                         c.state == ConnState::Ready && c.writable && c.wbuf.is_empty()
-                    }) && p.cursor <= released
-                })
+                    })
+                }) && self.core.poll_transmit(out_of(k)).is_some()
             });
             let (wants_src, wants_peer) = (self.core.wants_input(), self.core.wants_peer_input());
             let source_work = self.sources.iter().flatten().any(|c| {
@@ -1074,6 +1076,7 @@ impl Worker {
                 self.pump_out(k)?;
             }
             let now = Instant::now();
+            self.tick(now);
             self.flush_sources(false, now);
             self.sweep_handshakes(now);
             if self.faults.is_some() {
@@ -1232,15 +1235,9 @@ impl Worker {
         }
     }
 
-    /// (acked, released) of outbound path `k` in the core.
-    fn out_state(&self, k: usize) -> (u64, u64) {
-        self.core
-            .out_channel(out_of(k))
-            .map_or((0, 0), |o| (o.acked, o.released))
-    }
-
-    fn released(&self, k: usize) -> u64 {
-        self.out_state(k).1
+    /// What the consumer of outbound path `k` ACKed, in the core.
+    fn out_acked(&self, k: usize) -> u64 {
+        self.core.out_channel(out_of(k)).map_or(0, |o| o.acked)
     }
 
     /// Accepts connections on the source listener or (`peers`) the
@@ -2354,19 +2351,17 @@ impl Worker {
                     self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
                     return Ok(());
                 }
-                let Some((_, from)) = self.fx.resend.take() else {
+                if self.fx.resend.take().is_none() {
                     return Ok(());
-                };
+                }
                 if node.is_none() {
                     self.stats.sink_connects += 1;
                 }
-                let acked = self.out_state(k).0;
+                let acked = self.out_acked(k);
                 if let Some(path) = self.outs[k].as_mut() {
                     path.backoff = BACKOFF_MIN;
                     path.refused = false;
                     path.connects += 1;
-                    path.cursor = from;
-                    path.ack_wait_since = None;
                     if let Some(c) = path.conn.as_mut() {
                         c.state = ConnState::Ready;
                     }
@@ -2376,36 +2371,26 @@ impl Worker {
             }
             (ConnState::Ready, Kind::Ack) => {
                 let seq = frame.header().seq();
-                let before = self.out_state(k).0;
                 let out = out_of(k);
                 self.core.handle(Input::Ack { out, seq }, &mut self.fx);
                 if let Some(v) = self.fx.violation.take() {
                     self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
                     return Ok(());
                 }
-                let acked = self.out_state(k).0;
+                let acked = self.out_acked(k);
                 if let Some(path) = self.outs[k].as_mut() {
-                    if acked != before {
-                        // Progress: the resend timer restarts.
-                        path.ack_wait_since = None;
-                    }
                     path.trim(acked)?;
                 }
             }
             (ConnState::Ready, Kind::Nack) => {
-                // The consumer lost or reordered something: resend from
-                // its seq (flag RESEND), never below what it ACKed.
+                // The consumer lost or reordered something: the core moves
+                // the cursor back to its seq (never below what it ACKed).
                 let from = frame.header().seq();
                 let out = out_of(k);
                 self.core.handle(Input::Nack { out, from }, &mut self.fx);
+                self.fx.resend = None;
                 if let Some(v) = self.fx.violation.take() {
                     self.refuse_out(k, ErrorCode::Protocol, &v.to_string());
-                    return Ok(());
-                }
-                if let (Some((_, from)), Some(path)) =
-                    (self.fx.resend.take(), self.outs[k].as_mut())
-                {
-                    path.nack(from);
                 }
             }
             (_, Kind::Heartbeat) => {}
@@ -2431,6 +2416,8 @@ impl Worker {
     /// Outbound path `k` lost its connection: log (once it had been up),
     /// drop it, back off.
     fn out_lost(&mut self, k: usize, why: &str) {
+        self.core
+            .handle(Input::Disconnected { out: out_of(k) }, &mut self.fx);
         let reg = self.poll.registry();
         if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
             if let Some(Stream::Link(_)) = path.conn.as_ref().map(|c| &c.stream) {
@@ -2461,33 +2448,48 @@ impl Worker {
         }
     }
 
-    /// Writes released, unsent frames of path `k`; after `resend_timeout`
-    /// without ACK progress, goes back to the first unACKed frame.
+    /// Writes what the core hands out on path `k` now ([`NodeCore::poll_transmit`])
+    /// and tells it how far that went.
     fn pump_out(&mut self, k: usize) -> Result<(), WorkerError> {
-        let released = self.released(k);
+        let out = out_of(k);
+        let Some(t) = self.core.poll_transmit(out) else {
+            return Ok(());
+        };
         let limit = self.cfg.limits.write_buffer_bytes;
         let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) else {
             return Ok(());
         };
-        let pumped = path.pump(released, limit)?;
-        let through = path.cursor - 1;
-        self.core.handle(
-            Input::Sent {
-                out: out_of(k),
-                through,
-            },
-            &mut self.fx,
-        );
+        let (through, pumped) = path.pump(t, limit)?;
+        if through >= t.from {
+            self.core.handle(Input::Sent { out, through }, &mut self.fx);
+        }
         if let Err(e) = pumped {
             self.out_lost(k, &format!("write: {e}"));
-            return Ok(());
-        }
-        let acked = self.out_state(k).0;
-        let timeout = Duration::from_millis(self.cfg.limits.resend_timeout_ms);
-        if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
-            path.resend_on_timeout(acked, timeout);
         }
         Ok(())
+    }
+
+    /// Fires the core's timers due at `now` (resend after
+    /// `limits.resend_timeout_ms` without ACK progress).
+    fn tick(&mut self, now: Instant) {
+        let now_ns = now.duration_since(self.started).as_nanos() as u64;
+        self.core.handle(Input::Tick { now_ns }, &mut self.fx);
+        for (out, from) in self.fx.rewound.drain(..) {
+            let k = match out {
+                Out::Sink => 0,
+                Out::Node(j) => 1 + j as usize,
+            };
+            if let Some(p) = self.outs.get(k).and_then(Option::as_ref) {
+                let peer = p
+                    .conn
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.peer.to_string());
+                eprintln!(
+                    "verity: {} {peer}: no ACK progress for {} ms; resending from seq {from}",
+                    p.name, self.cfg.limits.resend_timeout_ms,
+                );
+            }
+        }
     }
 
     /// Writes a snapshot (everything journaled is durable by now) and drops

@@ -1,7 +1,9 @@
 //! The driver of one node: the production [`NodeCore`] fed the frames the
 //! network delivers, with its journal and outbound logs on the simulated
-//! [`Disk`], and the send side of each outbound path (cursor, window,
-//! resend on RESUME, NACK and timeout) as the runtime keeps it. Recovery is
+//! [`Disk`]. What goes out on each outbound path, from which seq and when
+//! it goes out again (cursor, window, resend on RESUME, NACK and timeout)
+//! is the core's decision, as in the runtime: the driver only hands out
+//! what [`NodeCore::poll_transmit`] names and fires its timers. Recovery is
 //! the runtime's: newest snapshot, journal replay (outputs already logged
 //! must come out bit-identical), then RESUME from every consumer.
 //!
@@ -9,6 +11,7 @@
 //! [`outbox`](SimNode::outbox), which the world puts on the links.
 
 use bytes::BytesMut;
+use verity_wire::frames::set_resend_flag;
 use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
 
 use super::disk::Disk;
@@ -25,17 +28,6 @@ pub(super) enum Send {
     Producer(u32, Vec<u8>),
 }
 
-/// The send side of one outbound path, as the runtime keeps it.
-#[derive(Default)]
-struct PathCursor {
-    /// The next seq to send.
-    cursor: u64,
-    /// The consumer's RESUME arrived on the current connection (until then
-    /// the node sends it nothing, as the runtime waits for RESUME).
-    ready: bool,
-    acked_at_us: u64,
-}
-
 pub(super) struct SimNode {
     n: u32,
     fsync: bool,
@@ -43,8 +35,8 @@ pub(super) struct SimNode {
     /// `None` while crashed.
     core: Option<NodeCore>,
     pub(super) disk: Disk,
-    /// Path 0: the sink; path `1 + j`: node `j`.
-    paths: Vec<PathCursor>,
+    /// Outbound paths: 0 the sink, `1 + j` node `j`.
+    paths: usize,
     records_since_snapshot: u64,
     /// Records forwarded to peers (counted again after replays).
     pub(super) forwarded: u64,
@@ -74,7 +66,7 @@ impl SimNode {
             snapshot_every_records,
             core: None,
             disk: Disk::new(paths),
-            paths: (0..paths).map(|_| PathCursor::default()).collect(),
+            paths,
             records_since_snapshot: 0,
             forwarded: 0,
             fx: Effects::default(),
@@ -91,7 +83,7 @@ impl SimNode {
     /// Starts (or restarts) the node from its disk: a fresh core, the
     /// snapshot, the journal replayed. Its paths wait for their consumers'
     /// RESUME. `false`: recovery failed (see `failure`).
-    pub(super) fn start(&mut self, app: &str, routing: Option<Routing>, now: u64) -> bool {
+    pub(super) fn start(&mut self, app: &str, routing: Option<Routing>) -> bool {
         let n = self.n;
         let Some(built) = crate::apps::build(app) else {
             self.failure = Some(format!("unknown app {app}"));
@@ -101,6 +93,8 @@ impl SimNode {
             node: n,
             routing,
             sink_channel: sink_channel(n),
+            resend_timeout_ns: RESEND_AFTER_US * 1000,
+            send_window: WINDOW,
             ..NodeConfig::default()
         };
         let mut core = NodeCore::new(built, cfg);
@@ -144,11 +138,6 @@ impl SimNode {
         }
         self.fx.clear();
         self.core = Some(core);
-        for p in &mut self.paths {
-            p.cursor = 1;
-            p.ready = false;
-            p.acked_at_us = now;
-        }
         true
     }
 
@@ -176,12 +165,18 @@ impl SimNode {
 
     /// The consumer of `path` has a RESUME-ed connection.
     pub(super) fn path_ready(&self, path: usize) -> bool {
-        self.paths[path].ready
+        self.core
+            .as_ref()
+            .and_then(|c| c.out_channel(out_of(path)))
+            .is_some_and(|o| o.ready)
     }
 
     /// The connection of `path` is gone: send nothing until a new RESUME.
     pub(super) fn disconnect(&mut self, path: usize) {
-        self.paths[path].ready = false;
+        if let Some(core) = self.core.as_mut() {
+            self.fx.clear();
+            core.handle(Input::Disconnected { out: out_of(path) }, &mut self.fx);
+        }
     }
 
     /// The node crashes: the core is gone, the disk loses what the
@@ -190,7 +185,7 @@ impl SimNode {
         let Some(core) = self.core.take() else {
             return;
         };
-        let released: Vec<u64> = (0..self.paths.len())
+        let released: Vec<u64> = (0..self.paths)
             .map(|i| {
                 if i == 0 {
                     core.out().released
@@ -324,7 +319,7 @@ impl SimNode {
                     self.make_durable();
                 }
             }
-            Kind::Ack if path != usize::MAX && self.paths[path].ready => {
+            Kind::Ack if path != usize::MAX && self.path_ready(path) => {
                 let seq = view.header.seq();
                 if let Some(core) = self.core.as_mut() {
                     let out = out_of(path);
@@ -336,10 +331,9 @@ impl SimNode {
                     }
                     let acked = core.out_channel(out).map_or(0, |o| o.acked);
                     self.disk.logs[path].trim_through(acked);
-                    self.paths[path].acked_at_us = now;
                 }
             }
-            Kind::Nack if path != usize::MAX && self.paths[path].ready => {
+            Kind::Nack if path != usize::MAX && self.path_ready(path) => {
                 let from = view.header.seq();
                 let Some(core) = self.core.as_mut() else {
                     return;
@@ -356,11 +350,7 @@ impl SimNode {
                     self.failure = Some(format!("node {n}: an honest consumer's {v}"));
                     return;
                 }
-                if let Some((_, from)) = self.fx.resend {
-                    let p = &mut self.paths[path];
-                    p.cursor = p.cursor.min(from);
-                    self.pump();
-                }
+                self.pump();
             }
             Kind::Resume if path != usize::MAX => {
                 let Some(core) = self.core.as_mut() else {
@@ -390,13 +380,10 @@ impl SimNode {
                     self.failure = Some(format!("node {n}: an honest consumer's {v}"));
                     return;
                 }
-                let Some((_, resend_from)) = self.fx.resend else {
+                if self.fx.resend.is_none() {
                     return;
-                };
-                let acked = self.path_state(path).0;
-                let p = &mut self.paths[path];
-                p.cursor = resend_from;
-                p.ready = true;
+                }
+                let acked = core.out_channel(out_of(path)).map_or(0, |o| o.acked);
                 self.disk.logs[path].trim_through(acked);
                 self.pump();
             }
@@ -404,63 +391,40 @@ impl SimNode {
         }
     }
 
-    /// (acked, released) of an outbound path.
-    fn path_state(&self, path: usize) -> (u64, u64) {
-        let Some(core) = self.core.as_ref() else {
-            return (0, 0);
-        };
-        core.out_channel(out_of(path))
-            .map_or((0, 0), |o| (o.acked, o.released))
-    }
-
-    /// A consumer that has not ACKed for a while: go back (timeout resend).
-    pub(super) fn resend_timeouts(&mut self, now: u64) {
-        for path in 0..self.paths.len() {
-            let (acked, released) = self.path_state(path);
-            let p = &mut self.paths[path];
-            if p.ready && acked < released && now - p.acked_at_us > RESEND_AFTER_US {
-                p.cursor = acked + 1;
-                p.acked_at_us = now;
-            }
+    /// Fires the core's timers due at `now` (µs): resend after
+    /// [`RESEND_AFTER_US`] without ACK progress.
+    pub(super) fn tick(&mut self, now: u64) {
+        if let Some(core) = self.core.as_mut() {
+            self.fx.clear();
+            core.handle(Input::Tick { now_ns: now * 1000 }, &mut self.fx);
         }
     }
 
-    /// Sends what each ready path may send: released frames from its
-    /// cursor, within the window.
+    /// Sends what the core hands out on each path: released frames from
+    /// its cursor, within its window, from the outbound log; those the
+    /// consumer may have had before flagged RESEND.
     pub(super) fn pump(&mut self) {
-        if !self.alive() {
-            return;
-        }
         let n = self.n;
-        for path in 0..self.paths.len() {
-            if !self.paths[path].ready {
+        for path in 0..self.paths {
+            let out = out_of(path);
+            let Some(t) = self.core.as_ref().and_then(|c| c.poll_transmit(out)) else {
                 continue;
-            }
-            let (acked, released) = self.path_state(path);
-            let limit = acked + WINDOW;
-            loop {
-                let p = &mut self.paths[path];
-                let seq = p.cursor;
-                if seq > released || seq > limit {
-                    break;
-                }
-                let Some(frame) = self.disk.logs[path].get(seq).cloned() else {
-                    if seq <= acked {
-                        p.cursor += 1;
-                        continue;
-                    }
+            };
+            for seq in t.from..=t.to {
+                let Some(frame) = self.disk.logs[path].get(seq) else {
                     self.failure = Some(format!(
                         "node {n}: released frame {seq} on path {path} is not in the outbound log"
                     ));
                     return;
                 };
-                p.cursor += 1;
+                let mut frame = frame.clone();
+                if seq <= t.resend_through {
+                    set_resend_flag(&mut frame);
+                }
                 self.outbox.push(Send::Path(path, frame));
             }
-            let through = self.paths[path].cursor.saturating_sub(1);
             if let Some(core) = self.core.as_mut() {
-                let out = out_of(path);
-                core.handle(Input::Sent { out, through }, &mut self.fx);
+                core.handle(Input::Sent { out, through: t.to }, &mut self.fx);
             }
         }
     }

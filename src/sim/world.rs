@@ -7,14 +7,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use bytes::BytesMut;
-use verity_wire::{parse, Encoder};
+use verity_wire::{parse, Encoder, Kind};
 
 use super::clients::{Received, Sink, Source, Workload};
 use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
 use super::params::{SimParams, RESTART_AFTER_US, TICK_US};
 use crate::cluster::Routing;
-use crate::core::peer_of;
+use crate::core::{peer_channel, peer_of, sink_channel};
 use crate::rng::Rng;
 
 /// What one run did: what the sink received, and the counters.
@@ -81,6 +81,12 @@ struct Sim {
     crashes: u64,
     events: u64,
     failure: Option<String>,
+    /// Per node and out path (0: the sink, `1 + j`: node `j`): the
+    /// `delivered` of the RESUME the node took last, until its first DATA
+    /// on the path. That frame must carry at most `delivered + 1`
+    /// (PROTOCOL.md, rule 5; lower after a timeout resend): a producer that
+    /// skips ahead leaves the gap to the consumer's NACK.
+    resumed: Vec<Vec<Option<u64>>>,
 }
 
 /// Runs one simulation of `workload` under `params`; a pure function of
@@ -121,6 +127,7 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         crashes: 0,
         events: 0,
         failure: None,
+        resumed: vec![vec![None; nodes as usize + 1]; nodes as usize],
     };
     let virtual_us = sim.run(expected_outputs);
 
@@ -276,6 +283,9 @@ impl Sim {
         };
         match to {
             Actor::Node(n) => {
+                if view.kind() == Kind::Resume {
+                    self.arm_resume_check(from, n, &view);
+                }
                 self.nodes[n as usize].receive(from, view, &bytes[..view.stride], self.now);
                 self.flush(n);
             }
@@ -288,6 +298,26 @@ impl Sim {
         }
     }
 
+    /// Node `n` takes a RESUME from the consumer `from` of one of its out
+    /// paths: its first DATA on that path must follow the RESUME's
+    /// `delivered` (see `resumed`).
+    fn arm_resume_check(&mut self, from: Actor, n: u32, view: &verity_wire::FrameView<'_>) {
+        let (path, channel) = match from {
+            Actor::Sink => (0, sink_channel(n)),
+            Actor::Node(j) => (1 + j as usize, peer_channel(n, j)),
+            Actor::Source(_) => return,
+        };
+        let delivered = view
+            .resume_entries()
+            .and_then(|es| {
+                es.iter()
+                    .find(|e| e.channel.get() == channel)
+                    .map(|e| e.delivered.get())
+            })
+            .unwrap_or(0);
+        self.resumed[n as usize][path] = Some(delivered);
+    }
+
     /// Puts what node `n` sent on the links, in order, and takes over its
     /// failure.
     fn flush(&mut self, n: u32) {
@@ -295,6 +325,19 @@ impl Sim {
         for send in &outbox {
             match send {
                 Send::Path(path, frame) => {
+                    if let Some(delivered) = self.resumed[n as usize][*path].take() {
+                        let seq = parse(frame, verity_wire::DEFAULT_MAX_FRAME_LEN)
+                            .ok()
+                            .flatten()
+                            .map_or(0, |v| v.header.seq());
+                        if seq > delivered + 1 && self.failure.is_none() {
+                            self.failure = Some(format!(
+                                "node {n}: after a RESUME with delivered {delivered} on out path {path}, its first DATA was seq {seq}: it skipped {}..{}",
+                                delivered + 1,
+                                seq - 1
+                            ));
+                        }
+                    }
                     let to = match path {
                         0 => Actor::Sink,
                         p => Actor::Node(*p as u32 - 1),
@@ -345,7 +388,7 @@ impl Sim {
         if !self.alive(n) {
             return;
         }
-        self.nodes[n as usize].resend_timeouts(self.now);
+        self.nodes[n as usize].tick(self.now);
         // A peer connection that is down is redialed (with backoff in the
         // runtime): here, every tick while both ends live.
         for j in 0..self.p.nodes {
@@ -366,7 +409,7 @@ impl Sim {
     /// and with every live peer, each side as consumer says RESUME to the
     /// other.
     fn node_start(&mut self, n: u32) {
-        let started = self.nodes[n as usize].start(&self.p.app, self.routing.clone(), self.now);
+        let started = self.nodes[n as usize].start(&self.p.app, self.routing.clone());
         self.flush(n);
         if !started {
             return;
@@ -411,6 +454,7 @@ impl Sim {
 
     fn node_crash(&mut self, n: u32) {
         self.crashes += 1;
+        self.resumed[n as usize].fill(None);
         self.nodes[n as usize].crash();
         self.net.reset(n);
         // Its peers' connections to it died with it.

@@ -1,12 +1,21 @@
 //! Loopback ports for the processes a tool starts. The OS may hand a port
 //! that was just freed out again, so every port given is remembered and
 //! never given twice in this process: two workers of one cluster (or two
-//! runs of a `--seeds` range) never get the same address.
+//! runs of a `--seeds` range) never get the same address. Ports come from
+//! below Linux's ephemeral range (32768 and up by default): a port the OS
+//! handed to us through `bind(:0)` is one it may also give to the next
+//! outgoing connection of any process, between our probe and the worker's
+//! `bind` (seen: a receiver's `AddrInUse` in a test).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 
-static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+/// Ports handed out by this process, and where the next probe starts.
+static GIVEN: Mutex<(Vec<u16>, u32)> = Mutex::new((Vec::new(), 0));
+
+/// Candidates: [`LOW`, `HIGH`), below the ephemeral ports.
+const LOW: u32 = 20_000;
+const HIGH: u32 = 32_000;
 
 /// A free loopback address not given before in this process.
 pub fn free_addr() -> Result<SocketAddr, String> {
@@ -16,25 +25,31 @@ pub fn free_addr() -> Result<SocketAddr, String> {
 /// A free run of `n` consecutive loopback ports (shard `i` of a worker
 /// listens on port + `i`), none given before; returns the first.
 pub fn free_run(n: u32) -> Result<SocketAddr, String> {
-    for _ in 0..1000 {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-        let a = l.local_addr().map_err(|e| format!("no free port: {e}"))?;
-        if a.port() as u32 + n > 65_000 {
-            continue;
-        }
-        let ports: Vec<u16> = (0..n as u16).map(|i| a.port() + i).collect();
-        let mut given = GIVEN
-            .lock()
-            .map_err(|_| "port registry poisoned".to_string())?;
-        let free = ports.iter().enumerate().all(|(i, p)| {
-            !given.contains(p) && (i == 0 || TcpListener::bind(SocketAddr::new(a.ip(), *p)).is_ok())
+    let mut given = GIVEN
+        .lock()
+        .map_err(|_| "port registry poisoned".to_string())?;
+    if given.1 == 0 {
+        // Processes started together (test binaries, tools) start their
+        // probes at different places.
+        given.1 = std::process::id().wrapping_mul(7919) % (HIGH - LOW);
+    }
+    let span = HIGH - LOW - n;
+    for _ in 0..span {
+        let first = LOW + given.1 % span;
+        given.1 = given.1.wrapping_add(n);
+        let ports: Vec<u16> = (0..n).map(|i| (first + i) as u16).collect();
+        let free = ports.iter().all(|p| {
+            !given.0.contains(p)
+                && TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], *p))).is_ok()
         });
         if free {
-            given.extend(ports);
-            return Ok(a);
+            given.0.extend(&ports);
+            return Ok(SocketAddr::from(([127, 0, 0, 1], first as u16)));
         }
     }
-    Err(format!("no run of {n} free ports"))
+    Err(format!(
+        "no run of {n} free loopback ports in {LOW}..{HIGH}"
+    ))
 }
 
 #[cfg(test)]
