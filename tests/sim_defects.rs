@@ -45,23 +45,49 @@ fn sim(sim: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The count after `failed=` in the summary line.
-fn failed(text: &str) -> u64 {
+/// The count after `name=` in the summary line.
+fn count(text: &str, name: &str) -> u64 {
+    let key = format!("{name}=");
     text.lines()
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("failed=")))
+        .filter(|l| l.starts_with("sim: "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(key.as_str()))
+        })
         .filter_map(|n| n.parse().ok())
         .next_back()
         .unwrap_or(0)
 }
 
+/// Both defects in one test: their builds share `target/defects` and
+/// must not run at once.
 #[test]
-fn the_simulator_catches_a_producer_that_ignores_the_resume_cursor() {
+fn the_simulator_catches_each_deliberate_protocol_defect_and_passes_the_real_core() {
     let (ok, text) = sim(Path::new(env!("CARGO_BIN_EXE_verity-sim")));
-    assert!(ok && failed(&text) == 0, "the normal build fails:\n{text}");
+    assert!(
+        ok && count(&text, "failed") == 0,
+        "the normal build fails:\n{text}"
+    );
+    assert_eq!(count(&text, "passed"), 200, "{text}");
+    assert!(
+        count(&text, "zombies") > 0,
+        "no zombie dialed back in:\n{text}"
+    );
 
+    // The producer ignores a RESUME cursor: the sim sees it skip ahead.
     let defect = build_sim("verity/defect-no-resend-on-resume");
     let (ok, text) = sim(&defect);
-    assert!(!ok, "the defect went unnoticed:\n{text}");
-    assert!(failed(&text) > 0, "{text}");
+    assert!(!ok, "defect-no-resend-on-resume went unnoticed:\n{text}");
+    assert!(count(&text, "failed") > 0, "{text}");
     assert!(text.contains("after a RESUME"), "{text}");
+
+    // Fencing lets an older epoch in: a zombie instance gets a connection.
+    let defect = build_sim("verity/defect-accept-stale-epoch");
+    let (ok, text) = sim(&defect);
+    assert!(!ok, "defect-accept-stale-epoch went unnoticed:\n{text}");
+    assert!(count(&text, "failed") > 0, "{text}");
+    assert!(
+        text.contains("a replaced instance got a connection back"),
+        "{text}"
+    );
 }

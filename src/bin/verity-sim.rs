@@ -37,6 +37,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends the run quietly, as other Unix tools
+    // do, instead of a panic in println!.
+    // SAFETY: restoring a signal's default disposition at startup, before
+    // any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let a = Args::parse();
     let (from, to) = match (&a.seed, &a.seeds) {
         (Some(s), _) => (*s, *s + 1),
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let base = std::env::temp_dir().join(format!("verity-sim-{}", std::process::id()));
     let (mut passed, mut failed, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
+    let mut zombies = 0u64;
     for seed in from..to {
         let mut p = SimParams::swarm(seed);
         if let Some(app) = &a.app {
@@ -87,12 +95,13 @@ fn main() -> ExitCode {
                     _ => None,
                 };
                 crashes += o.crashes;
+                zombies += o.zombies;
                 events += o.events;
                 if o.passed && det.is_none() {
                     passed += 1;
                     if a.verbose {
                         println!(
-                            "seed {seed}: PASS app={} nodes={} forwarded={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} fsync={} virtual={:.3}s hash={:016x}",
+                            "seed {seed}: PASS app={} nodes={} forwarded={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} zombies={} fsync={} virtual={:.3}s hash={:016x}",
                             o.params.app,
                             o.params.nodes,
                             o.forwarded,
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
                             o.params.reorder_ppm as f64 / 1e4,
                             o.params.partitions.len(),
                             o.crashes,
+                            o.zombies,
                             o.params.fsync,
                             o.virtual_us as f64 / 1e6,
                             o.hash
@@ -128,7 +138,7 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&base);
     println!(
-        "sim: seeds={} passed={passed} failed={failed} crashes={crashes} events={events} seconds={:.1}{}",
+        "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} events={events} seconds={:.1}{}",
         to - from,
         started.elapsed().as_secs_f64(),
         if a.check_determinism {

@@ -10,6 +10,7 @@
 
 pub mod channel;
 mod node;
+pub mod session;
 
 pub use channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 pub use node::{
@@ -17,6 +18,7 @@ pub use node::{
     NodeCore, NodeStats, Out, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
     SINK_CHANNEL_BASE,
 };
+pub use session::{ConnId, Refused, Sessions};
 
 #[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ use verity_wire::frames::content_crc;
 use verity_wire::{parse, Encoder, FrameView, Kind};
 
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
+use super::session::Sessions;
 use crate::app::{App, Meta, Outputs};
 use crate::cluster::routing::{Routing, MAX_NODES};
 use crate::codec::{Codec, CodecError};
@@ -357,6 +358,8 @@ pub struct NodeCore {
     /// Per node: whether the record being routed has a key it owns.
     owners: Vec<bool>,
     enc: Encoder,
+    /// Who may use which connection: fencing, channel ownership.
+    sessions: Sessions,
     pub stats: NodeStats,
 }
 
@@ -376,6 +379,7 @@ impl NodeCore {
         }));
         let mut outs = vec![OutChannel::new(cfg.sink_channel)];
         outs.extend((0..nodes).map(|j| OutChannel::new(peer_channel(cfg.node, j))));
+        let sessions = Sessions::new(cfg.node, nodes, sources);
         NodeCore {
             nodes,
             inputs,
@@ -393,8 +397,19 @@ impl NodeCore {
             outputs: Outputs::default(),
             hashes: Vec::new(),
             owners: vec![false; nodes as usize],
+            sessions,
             stats: NodeStats::default(),
         }
+    }
+
+    /// The sessions: which peer epochs are fenced off, which connection
+    /// carries which input channel.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub fn sessions_mut(&mut self) -> &mut Sessions {
+        &mut self.sessions
     }
 
     pub fn app(&self) -> &dyn App {

@@ -23,6 +23,8 @@ pub struct SimOutcome {
     /// FNV-1a over every output delivered and every journal record.
     pub hash: u64,
     pub crashes: u64,
+    /// Old instances that dialed back in (see `SimRun::zombies`).
+    pub zombies: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
     /// Records forwarded between nodes (counted again after replays).
@@ -135,6 +137,7 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
         verdict,
         hash: run.hash,
         crashes: run.crashes,
+        zombies: run.zombies,
         frames_sent: run.frames_sent,
         frames_dropped: run.frames_dropped,
         forwarded: run.forwarded,

@@ -526,12 +526,6 @@ pub struct Worker {
     outs: Vec<Option<OutPath>>,
     /// fsync durability: (records after this one, its end position).
     undurable: VecDeque<(u64, u64)>,
-    /// Input channel − 1 → the source slot that sent on it last (for ACKs).
-    channel_conn: Vec<Option<usize>>,
-    /// Node → the inbound slot carrying its channel to us.
-    peer_conn: Vec<Option<usize>>,
-    /// Node → highest epoch seen in its HELLOs (fencing).
-    peer_epochs: Vec<u32>,
     /// Dead letters at journal indexes below this are already logged.
     dead_logged_below: u64,
     records_at_snapshot: u64,
@@ -769,13 +763,8 @@ impl Worker {
             let _ = node;
             sources.push(Some(conn));
         }
-        let n_inputs = core.inputs().len();
-        let nodes = core.nodes() as usize;
         let mut w = Worker {
             enc: Encoder::new(cfg.limits.max_frame_len),
-            channel_conn: vec![None; n_inputs],
-            peer_conn: vec![None; nodes],
-            peer_epochs: vec![0; nodes],
             cfg,
             dir,
             core,
@@ -1411,27 +1400,6 @@ impl Worker {
         }
     }
 
-    /// Fencing: records `epoch` for `node`; false when an older epoch than
-    /// one already seen (that instance was replaced).
-    fn fence(&mut self, node: u32, epoch: u32) -> bool {
-        let Some(seen) = self.peer_epochs.get_mut(node as usize) else {
-            return false;
-        };
-        if epoch < *seen {
-            return false;
-        }
-        *seen = epoch;
-        true
-    }
-
-    /// The index of a peer node named in a HELLO: in the cluster, not us.
-    fn known_peer(&self, node_id: u32) -> bool {
-        self.cfg
-            .cluster
-            .as_ref()
-            .is_some_and(|c| node_id != c.node && c.peers.iter().any(|&(n, _)| n == node_id))
-    }
-
     fn read_sources(&mut self) -> Result<(), WorkerError> {
         for slot in 0..self.sources.len() {
             let mut budget = READ_CHUNK * 4;
@@ -1704,22 +1672,9 @@ impl Worker {
             }
         };
         if let (true, Some(claim)) = (nodes, acceptor.claimed()) {
-            let node = claim.node_id;
-            if !self.known_peer(node) {
-                let text = format!("node id {node} is not another node of this cluster");
-                self.refuse_source(slot, ErrorCode::UnknownPeer, &text);
-                return Ok(false);
-            }
-            if self
-                .peer_epochs
-                .get(node as usize)
-                .is_some_and(|&e| claim.epoch < e)
-            {
-                let text = format!(
-                    "node {node} epoch {} is older than one already seen",
-                    claim.epoch
-                );
-                self.refuse_source(slot, ErrorCode::StaleEpoch, &text);
+            // Refused before the proof: not a node of ours, or fenced off.
+            if let Err(r) = self.core.sessions().check_node(claim.node_id, claim.epoch) {
+                self.refuse_source(slot, r.code, &r.text);
                 return Ok(false);
             }
         }
@@ -1778,19 +1733,18 @@ impl Worker {
     /// Another node proved who it is: fence older epochs, replace an older
     /// connection of it, say RESUME (and ACK what is durable already).
     fn admit_node(&mut self, slot: usize, node: u32, epoch: u32) {
-        if !self.fence(node, epoch) {
-            let text = format!("node {node} epoch {epoch} is older than one already seen");
-            self.refuse_source(slot, ErrorCode::StaleEpoch, &text);
-            return;
-        }
-        // A newer connection from that node replaces an older one.
-        if let Some(old) = self.peer_conn[node as usize] {
-            if old != slot {
+        match self.core.sessions_mut().admit_node(slot, node, epoch) {
+            Err(r) => {
+                self.refuse_source(slot, r.code, &r.text);
+                return;
+            }
+            // A newer connection from that node replaces an older one.
+            Ok(Some(old)) => {
                 let why = format!("replaced by a newer connection from node {node}");
                 self.close_source(old, Some(why));
             }
+            Ok(None) => {}
         }
-        self.peer_conn[node as usize] = Some(slot);
         self.stats.peer_connects += 1;
         let entry = self
             .core
@@ -1822,33 +1776,20 @@ impl Worker {
     /// producing it; then the connection carries that channel, and we say
     /// RESUME (the channel's `delivered`).
     fn admit_source(&mut self, slot: usize, channel: u32) {
-        let sources = self.core.inputs().len();
-        let Some(idx) = (channel as usize).checked_sub(1).filter(|&i| i < sources) else {
-            let text = format!(
-                "channel {channel} (the HELLO's node id) is not a source of app {} (its sources are channels 1..={sources})",
-                self.cfg.app
-            );
-            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
-            return;
-        };
-        if let Some(home) = self.source_home(channel) {
-            // A redirect, as Kafka answers "not leader": the text is the
-            // home's source address and nothing else.
-            self.refuse_source(slot, ErrorCode::NotHome, &home.to_string());
+        // A redirect, as Kafka answers "not leader": the text is the home's
+        // source address and nothing else.
+        let elsewhere = self.source_home(channel).map(|a| a.to_string());
+        let sources = &self.sources;
+        let holder = |c: usize| sources.get(c)?.as_ref().map(|c| c.peer.to_string());
+        let admitted = self
+            .core
+            .sessions_mut()
+            .admit_source(slot, channel, elsewhere, holder);
+        if let Err(r) = admitted {
+            self.refuse_source(slot, r.code, &r.text);
             return;
         }
-        if let Some(other) = self.channel_conn[idx].filter(|&o| o != slot) {
-            if let Some(c) = self.sources[other].as_ref() {
-                let text = format!(
-                    "channel {channel} has a producer already (connected from {}); retry later",
-                    c.peer
-                );
-                self.refuse_source(slot, ErrorCode::ChannelBusy, &text);
-                return;
-            }
-        }
-        self.channel_conn[idx] = Some(slot);
-        let delivered = self.core.inputs()[idx].delivered;
+        let delivered = self.core.inputs()[channel as usize - 1].delivered;
         let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
             let _ = enc.resume(
@@ -1908,10 +1849,7 @@ impl Worker {
     }
 
     fn conn_for_channel(&mut self, channel: u32) -> Option<&mut Conn> {
-        let slot = match peer_of(channel) {
-            Some((from, _)) => (*self.peer_conn.get(from as usize)?)?,
-            None => (*self.channel_conn.get((channel as usize).checked_sub(1)?)?)?,
-        };
+        let slot = self.core.sessions().conn_for_channel(channel)?;
         self.sources.get_mut(slot)?.as_mut()
     }
 
@@ -1953,15 +1891,7 @@ impl Worker {
                 self.retire_shim(*shim);
             }
         }
-        for c in self
-            .channel_conn
-            .iter_mut()
-            .chain(self.peer_conn.iter_mut())
-        {
-            if *c == Some(slot) {
-                *c = None;
-            }
-        }
+        self.core.sessions_mut().closed(slot);
     }
 
     /// Closes connections whose handshake has not completed within
@@ -2309,12 +2239,8 @@ impl Worker {
                     }
                 };
                 if let Some(to) = node {
-                    if !self.fence(to, peer.epoch) {
-                        let text = format!(
-                            "node {to} epoch {} is older than one already seen",
-                            peer.epoch
-                        );
-                        self.refuse_out(k, ErrorCode::StaleEpoch, &text);
+                    if let Err(r) = self.core.sessions_mut().fence(to, peer.epoch) {
+                        self.refuse_out(k, r.code, &r.text);
                         return Ok(());
                     }
                 }
@@ -2485,7 +2411,7 @@ impl Worker {
                     .as_ref()
                     .map_or_else(String::new, |c| c.peer.to_string());
                 eprintln!(
-                    "verity: {} {peer}: no ACK progress for {} ms; resending from seq {from}",
+                    "verity: {} {peer}: no ACK progress for {} ms; resending from {from}",
                     p.name, self.cfg.limits.resend_timeout_ms,
                 );
             }

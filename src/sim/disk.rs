@@ -16,6 +16,9 @@ pub(super) struct Disk {
     pub(super) snapshot: Option<(usize, Vec<u8>)>,
     /// Path 0: the sink; path `1 + j`: node `j`.
     pub(super) logs: Vec<OutLog>,
+    /// The node's epoch: incremented and kept at every start, as the
+    /// runtime's data directory does (a crash never loses it).
+    pub(super) epoch: u32,
 }
 
 /// The outbound log of one path: output frames kept until the consumer
@@ -65,6 +68,7 @@ impl Disk {
             synced: 0,
             snapshot: None,
             logs: (0..paths).map(|_| OutLog::default()).collect(),
+            epoch: 0,
         }
     }
 

@@ -18,7 +18,7 @@ use super::disk::Disk;
 use super::net::Actor;
 use super::params::{RESEND_AFTER_US, WINDOW};
 use crate::cluster::Routing;
-use crate::core::{sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out};
+use crate::core::{sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out, Refused};
 
 /// A frame a node sends.
 pub(super) enum Send {
@@ -98,6 +98,7 @@ impl SimNode {
             ..NodeConfig::default()
         };
         let mut core = NodeCore::new(built, cfg);
+        self.disk.epoch += 1;
         let mut from = 0;
         if let Some((len, snap)) = &self.disk.snapshot {
             if let Err(e) = core.restore(snap) {
@@ -161,6 +162,38 @@ impl SimNode {
             .as_ref()
             .and_then(|c| c.peer_in(from))
             .map(|c| ResumeEntry::new(c.id, c.delivered))
+    }
+
+    /// The epoch of the running instance (of the last one, while crashed).
+    pub(super) fn epoch(&self) -> u32 {
+        self.disk.epoch
+    }
+
+    /// Node `from` proved (in its HELLO) that it runs at `epoch` on a new
+    /// connection `conn` to this node: the core's sessions admit it or
+    /// refuse it (fencing). `Ok(Some(c))`: connection `c` is replaced.
+    pub(super) fn admit_peer(
+        &mut self,
+        conn: usize,
+        from: u32,
+        epoch: u32,
+    ) -> Result<Option<usize>, Refused> {
+        match self.core.as_mut() {
+            Some(core) => core.sessions_mut().admit_node(conn, from, epoch),
+            None => Err(Refused {
+                code: verity_wire::ErrorCode::ShuttingDown,
+                text: "down".into(),
+            }),
+        }
+    }
+
+    /// The consumer `to` of a path answered this node's HELLO at `epoch`:
+    /// fenced as the runtime's producer side does.
+    pub(super) fn fence_consumer(&mut self, to: u32, epoch: u32) -> Result<(), Refused> {
+        match self.core.as_mut() {
+            Some(core) => core.sessions_mut().fence(to, epoch),
+            None => Ok(()),
+        }
     }
 
     /// The consumer of `path` has a RESUME-ed connection.

@@ -29,6 +29,9 @@ pub struct SimRun {
     /// The broken invariant that ended the run early.
     pub failure: Option<String>,
     pub crashes: u64,
+    /// Crashed instances that came back after their successor started
+    /// (each dialed every other node at its old epoch).
+    pub zombies: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
     /// Records forwarded between nodes (counted again after replays).
@@ -54,6 +57,12 @@ enum Event {
     Sync(u32),
     Crash,
     Restart(u32),
+    /// The instance of node `node` at `epoch` that "crashed" was cut off,
+    /// not dead, and comes back: it dials every other node again.
+    Zombie {
+        node: u32,
+        epoch: u32,
+    },
 }
 
 /// An event due at `at` µs; `order` breaks ties in the order scheduled.
@@ -87,6 +96,13 @@ struct Sim {
     /// (PROTOCOL.md, rule 5; lower after a timeout resend): a producer that
     /// skips ahead leaves the gap to the consumer's NACK.
     resumed: Vec<Vec<Option<u64>>>,
+    /// Per node and peer: the newest epoch of the peer the node's running
+    /// instance admitted. Admitting an older one after it means fencing
+    /// let a replaced instance back in.
+    admitted: Vec<Vec<u32>>,
+    /// Connections handed out (the sessions' connection ids).
+    conns: usize,
+    zombies: u64,
 }
 
 /// Runs one simulation of `workload` under `params`; a pure function of
@@ -128,6 +144,9 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         events: 0,
         failure: None,
         resumed: vec![vec![None; nodes as usize + 1]; nodes as usize],
+        admitted: vec![vec![0; nodes as usize]; nodes as usize],
+        conns: 0,
+        zombies: 0,
     };
     let virtual_us = sim.run(expected_outputs);
 
@@ -149,6 +168,7 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         hash,
         failure: sim.failure,
         crashes: sim.crashes,
+        zombies: sim.zombies,
         frames_sent: sim.net.frames_sent,
         frames_dropped: sim.net.frames_dropped,
         forwarded: sim.nodes.iter().map(|n| n.forwarded).sum(),
@@ -250,12 +270,19 @@ impl Sim {
                 Event::Crash => {
                     let n = self.rng.below(self.p.nodes as u64) as u32;
                     if self.alive(n) {
+                        let epoch = self.nodes[n as usize].epoch();
                         self.node_crash(n);
                         self.schedule(RESTART_AFTER_US, Event::Restart(n));
+                        if self.p.nodes > 1 && self.rng.below(3) == 0 {
+                            // Cut off, not dead: it comes back once its
+                            // successor runs.
+                            self.schedule(3 * RESTART_AFTER_US, Event::Zombie { node: n, epoch });
+                        }
                     }
                     self.schedule_crash();
                 }
                 Event::Restart(n) => self.node_start(n),
+                Event::Zombie { node, epoch } => self.zombie(node, epoch),
             }
             let done = self.sources.iter().all(Source::done)
                 && self.sink.received.len() as u64 >= expected_outputs;
@@ -436,11 +463,62 @@ impl Sim {
         }
     }
 
+    /// Node `to` admits a connection from `from` at `epoch` (its HELLO
+    /// proved both): the decision is the core's; the world checks it never
+    /// takes an epoch older than one it admitted before. `false`: refused.
+    fn admit(&mut self, to: u32, from: u32, epoch: u32) -> bool {
+        self.conns += 1;
+        let conn = self.conns;
+        let admitted = self.nodes[to as usize].admit_peer(conn, from, epoch);
+        let newest = &mut self.admitted[to as usize][from as usize];
+        if admitted.is_ok() && epoch < *newest && self.failure.is_none() {
+            self.failure = Some(format!(
+                "node {to} admitted node {from} at epoch {epoch} after epoch {newest}: a replaced instance got a connection back (fencing)"
+            ));
+        }
+        if admitted.is_ok() {
+            *newest = (*newest).max(epoch);
+        }
+        admitted.is_ok()
+    }
+
+    /// An old instance of node `n`, at `epoch`, dials every live node.
+    /// Fencing must refuse it wherever the newer instance was admitted;
+    /// where it is let in, it takes over the newer instance's connection.
+    fn zombie(&mut self, n: u32, epoch: u32) {
+        self.zombies += 1;
+        for j in 0..self.p.nodes {
+            if j != n && self.alive(j) && self.admit(j, n, epoch) {
+                self.nodes[n as usize].disconnect(1 + j as usize);
+            }
+        }
+    }
+
     /// Producer `from` (re)connects to consumer `to`, which answers RESUME.
     fn peer_connect(&mut self, from: u32, to: u32) {
         let Some(entry) = self.nodes[to as usize].peer_resume_entry(from) else {
             return;
         };
+        let (epoch_from, epoch_to) = (
+            self.nodes[from as usize].epoch(),
+            self.nodes[to as usize].epoch(),
+        );
+        if !self.admit(to, from, epoch_from) {
+            if self.failure.is_none() {
+                self.failure = Some(format!(
+                    "node {to} refused the running instance of node {from} (epoch {epoch_from})"
+                ));
+            }
+            return;
+        }
+        if let Err(r) = self.nodes[from as usize].fence_consumer(to, epoch_to) {
+            if self.failure.is_none() {
+                self.failure = Some(format!(
+                    "node {from} refused the running instance of node {to} as consumer: {r}"
+                ));
+            }
+            return;
+        }
         self.nodes[from as usize].disconnect(1 + to as usize);
         let mut b = BytesMut::new();
         let _ = self.enc.resume(&mut b, 0, &[entry]);
@@ -455,6 +533,8 @@ impl Sim {
     fn node_crash(&mut self, n: u32) {
         self.crashes += 1;
         self.resumed[n as usize].fill(None);
+        // What its sessions knew is gone with it.
+        self.admitted[n as usize].fill(0);
         self.nodes[n as usize].crash();
         self.net.reset(n);
         // Its peers' connections to it died with it.
