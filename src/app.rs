@@ -116,7 +116,7 @@ pub trait App: Send {
         out: &mut Outputs,
     ) -> Result<(), Reject>;
     /// Routing: appends the key hash (FNV-1a 64 of the key's [`Codec`]
-    /// encoding, see `cluster::routing`) of every message the record turns
+    /// encoding, see `routing`) of every message the record turns
     /// into after the stateless steps. `Err` as for [`App::process`].
     fn key_hashes(
         &mut self,
@@ -225,7 +225,7 @@ impl<M: 'static, K: StateKey, S: State, O: 'static> Stateful<M, K, S, O> {
 /// bits the map indexes with depend on every input bit. Byte-at-a-time
 /// FNV-1a was ~10% of market spread's time: a `[u8; 4]` symbol hashes as a
 /// length (8 bytes) and 4 bytes, 12 dependent multiplies. Only the map
-/// uses it: routing hashes keys with `cluster::fnv1a64`, and snapshots sort
+/// uses it: routing hashes keys with `routing::fnv1a64`, and snapshots sort
 /// keys, so neither depends on it.
 #[derive(Default, Clone, Copy)]
 pub struct KeyHasher(u64);
@@ -312,7 +312,7 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
         let key = (self.key)(msg);
         self.key_buf.clear();
         key.encode(&mut self.key_buf);
-        crate::cluster::fnv1a64(&self.key_buf)
+        crate::routing::fnv1a64(&self.key_buf)
     }
 
     fn run_state(&mut self, msg: M, owns: Option<&dyn Fn(u64) -> bool>, out: &mut Outputs) {

@@ -8,8 +8,14 @@ pub use verity_wire as wire;
 
 pub mod app;
 pub mod apps;
-pub mod cluster;
 pub mod codec;
+/// The old paths of `config::cluster` and `routing` (until the runtime
+/// split lands).
+pub(crate) mod cluster {
+    pub use crate::config::cluster::*;
+    pub use crate::routing;
+}
+pub mod config;
 pub mod core;
 pub mod harness;
 pub mod log;
@@ -17,6 +23,7 @@ pub mod logdump;
 pub mod replay;
 pub mod ring;
 pub mod rng;
+pub mod routing;
 pub mod runtime;
 pub mod sim;
 pub mod storage;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use verity::cluster::ClusterToml;
+use verity::config::ClusterToml;
 use verity::harness::demo::{self, DemoArgs};
 use verity::log::Durability;
 use verity::runtime::{install_signal_handlers, run_shards, NodeToml};

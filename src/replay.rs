@@ -13,9 +13,9 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::config::NodeToml;
 use crate::core::{Effects, Input, JournalEntry, NodeCore};
 use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
-use crate::runtime::NodeToml;
 use crate::storage::datadir::{
     forward_log, newest_snapshot_in, snapshots_in, DataDirError, JOURNAL_LOG, OUTBOUND_LOG,
 };
@@ -531,8 +531,8 @@ pub struct ReplayArgs {
 /// Returns the exit code: 0 identical, 1 different or damaged, 2 bad
 /// arguments, configuration or files.
 pub fn main_with(a: &ReplayArgs, me: &str) -> u8 {
-    use crate::cluster::ClusterToml;
-    use crate::runtime::ConfigError;
+    use crate::config::ClusterToml;
+    use crate::config::ConfigError;
     let cfg = match (&a.config, &a.name, &a.app, &a.data_dir) {
         (Some(path), None, _, _) => NodeToml::load(path),
         (Some(path), Some(name), _, _) => ClusterToml::load(path)

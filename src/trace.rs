@@ -286,9 +286,9 @@ fn dead_letter(node: &NodeDir, p: &[u8], id: u64) -> Option<Event> {
 
 /// The nodes of a configuration: a node.toml's single node, or every shard
 /// of every worker of a cluster.toml.
-pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::runtime::ConfigError> {
-    use crate::cluster::ClusterToml;
-    use crate::runtime::NodeToml;
+pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::config::ConfigError> {
+    use crate::config::ClusterToml;
+    use crate::config::NodeToml;
     // A cluster.toml has a [cluster] table; anything else is read as a
     // node.toml (and its errors name that file's keys).
     let text = std::fs::read_to_string(path).unwrap_or_default();

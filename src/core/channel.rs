@@ -289,6 +289,7 @@ impl OutChannel {
     /// says so).
     pub fn resume(&mut self, delivered: u64) -> Result<u64, Violation> {
         self.claim("RESUME", delivered)?;
+        #[cfg(not(feature = "defect-no-resend-on-resume"))]
         let from = (delivered.min(self.sent) + 1).max(self.acked + 1);
         // DELIBERATE DEFECT (feature `defect-no-resend-on-resume`, built
         // only by tests/sim_defects.rs): the RESUME cursor is ignored and

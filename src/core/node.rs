@@ -22,8 +22,8 @@ use verity_wire::{parse, Encoder, FrameView, Kind};
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 use super::session::Sessions;
 use crate::app::{App, Meta, Outputs};
-use crate::cluster::routing::{Routing, MAX_NODES};
 use crate::codec::{Codec, CodecError};
+use crate::routing::{Routing, MAX_NODES};
 
 /// First channel id of node-to-node channels (sources use `1..`, sinks `1000..`).
 pub const PEER_CHANNEL_BASE: u32 = 0x0001_0000;

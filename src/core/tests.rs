@@ -445,7 +445,7 @@ fn replay_skips_records_that_do_not_follow_the_watermark() {
 fn cluster_node(node: u32, nodes: u32) -> NodeCore {
     let cfg = NodeConfig {
         node,
-        routing: Some(crate::cluster::Routing::new(64, nodes).unwrap()),
+        routing: Some(crate::routing::Routing::new(64, nodes).unwrap()),
         sink_channel: sink_channel(node),
         ..NodeConfig::default()
     };
@@ -454,7 +454,7 @@ fn cluster_node(node: u32, nodes: u32) -> NodeCore {
 
 /// A value whose key (value mod M) node `owner` of a 2-node cluster owns.
 fn value_owned_by(owner: u32) -> u64 {
-    let r = crate::cluster::Routing::new(64, 2).unwrap();
+    let r = crate::routing::Routing::new(64, 2).unwrap();
     (0..1000u64)
         .find(|v| r.owner(r.partition(&(v % crate::apps::sequence_window::KEYS))) == owner)
         .unwrap()

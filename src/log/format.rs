@@ -60,12 +60,7 @@ pub const fn align_up(n: u64) -> u64 {
 
 /// FNV-1a 64 of the log name: ties a segment file to its log.
 pub fn name_hash(name: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in name.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
+    verity_wire::fnv::fnv1a64(name.as_bytes())
 }
 
 /// File name of the segment whose first position is `base`.

@@ -3,12 +3,13 @@
 //! What it writes to disk (record kinds, outbound logs, audit chain, data
 //! directory) is defined in [`crate::storage`].
 
-pub mod config;
 pub mod link;
 mod outpath;
 pub mod shim;
 mod tls;
 pub mod worker;
 
-pub use config::{ConfigError, Limits, NodeToml};
+/// The old path of `crate::config::node` (until the runtime split lands).
+pub(crate) use crate::config::node as config;
+pub use crate::config::{ConfigError, Limits, NodeToml};
 pub use worker::{install_signal_handlers, run_shards, ShardLinks, Worker, WorkerError};

@@ -17,58 +17,12 @@
 
 use std::collections::VecDeque;
 
+pub use crate::config::faults::{Faults, Partition};
 use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
+use verity_wire::fnv::Fnv1a;
 use verity_wire::frames::frames;
 use verity_wire::{Kind, CRC_OFFSET};
-
-/// Fault probabilities (parts per million, per frame) and the seed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Faults {
-    pub seed: u64,
-    pub drop_ppm: u32,
-    pub duplicate_ppm: u32,
-    pub reorder_ppm: u32,
-    pub delay_ppm: u32,
-    pub delay_max_ms: u64,
-    pub corrupt_ppm: u32,
-    pub close_ppm: u32,
-    /// Windows when two workers cannot reach each other.
-    pub partitions: Vec<Partition>,
-}
-
-/// Workers `a` and `b` are cut off from each other during
-/// `[start_unix_ms, end_unix_ms)` (wall clock, so a restarted worker keeps
-/// the schedule).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partition {
-    pub a: String,
-    pub b: String,
-    pub start_unix_ms: u64,
-    pub end_unix_ms: u64,
-}
-
-impl Faults {
-    /// Whether any per-frame fault is configured.
-    pub fn frames_on(&self) -> bool {
-        self.drop_ppm
-            + self.duplicate_ppm
-            + self.reorder_ppm
-            + self.delay_ppm
-            + self.corrupt_ppm
-            + self.close_ppm
-            > 0
-    }
-
-    /// Whether workers `x` and `y` are partitioned at `now_unix_ms`.
-    pub fn partitioned(&self, x: &str, y: &str, now_unix_ms: u64) -> bool {
-        self.partitions.iter().any(|p| {
-            ((p.a == x && p.b == y) || (p.a == y && p.b == x))
-                && now_unix_ms >= p.start_unix_ms
-                && now_unix_ms < p.end_unix_ms
-        })
-    }
-}
 
 /// What the shim did to one frame (the fault log's vocabulary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,22 +78,15 @@ pub struct Shim {
     pub decisions: Vec<(u64, Kind, u32, u64, Decision)>,
 }
 
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h ^= b as u64;
-        *h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-}
-
 impl Shim {
     /// The shim of the connection named `id` (deterministic: e.g.
     /// `"node 0 -> node 2 #3"`).
     pub fn new(faults: std::sync::Arc<Faults>, id: String) -> Shim {
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        fnv(&mut h, &faults.seed.to_le_bytes());
-        fnv(&mut h, id.as_bytes());
+        let mut h = Fnv1a::new();
+        h.write(&faults.seed.to_le_bytes());
+        h.write(id.as_bytes());
         Shim {
-            rng: Rng::new(h),
+            rng: Rng::new(h.finish()),
             faults,
             id,
             frames: 0,

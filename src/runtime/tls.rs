@@ -328,7 +328,7 @@ impl TlsConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Secret;
+    use crate::config::Secret;
     use crate::runtime::worker::{Conn, Stream};
     use mio::{Events, Interest, Poll, Token};
     use std::path::PathBuf;

@@ -17,8 +17,8 @@ use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
 use super::disk::Disk;
 use super::net::Actor;
 use super::params::{RESEND_AFTER_US, WINDOW};
-use crate::cluster::Routing;
 use crate::core::{sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out, Refused};
+use crate::routing::Routing;
 
 /// A frame a node sends.
 pub(super) enum Send {

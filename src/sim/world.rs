@@ -7,15 +7,16 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use bytes::BytesMut;
+use verity_wire::fnv::Fnv1a;
 use verity_wire::{parse, Encoder, Kind};
 
 use super::clients::{Received, Sink, Source, Workload};
 use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
 use super::params::{SimParams, RESTART_AFTER_US, TICK_US};
-use crate::cluster::Routing;
 use crate::core::{peer_channel, peer_of, sink_channel};
 use crate::rng::Rng;
+use crate::routing::Routing;
 
 /// What one run did: what the sink received, and the counters.
 #[derive(Debug, Clone)]
@@ -150,19 +151,20 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
     };
     let virtual_us = sim.run(expected_outputs);
 
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut hash = Fnv1a::new();
     for r in &sim.sink.received {
-        fnv(&mut hash, &r.channel.to_le_bytes());
-        fnv(&mut hash, &r.seq.to_le_bytes());
-        fnv(&mut hash, &r.trace_id.to_le_bytes());
-        fnv(&mut hash, &r.payload);
+        hash.write(&r.channel.to_le_bytes());
+        hash.write(&r.seq.to_le_bytes());
+        hash.write(&r.trace_id.to_le_bytes());
+        hash.write(&r.payload);
     }
     for node in &sim.nodes {
         for (ts, frame) in &node.disk.journal {
-            fnv(&mut hash, &ts.to_le_bytes());
-            fnv(&mut hash, frame);
+            hash.write(&ts.to_le_bytes());
+            hash.write(frame);
         }
     }
+    let hash = hash.finish();
     Ok(SimRun {
         complete: sim.sources.iter().all(Source::done),
         hash,
@@ -177,13 +179,6 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         events: sim.events,
         received: sim.sink.received,
     })
-}
-
-fn fnv(h: &mut u64, bytes: &[u8]) {
-    for &b in bytes {
-        *h ^= b as u64;
-        *h = h.wrapping_mul(0x0100_0000_01b3);
-    }
 }
 
 impl Sim {

@@ -332,13 +332,7 @@ impl Schedule {
     /// FNV-1a of the schedule's canonical text: the same seed (and
     /// scenario) gives the same hash.
     pub fn hash(&self) -> u64 {
-        let text = format!("{self:?}");
-        let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for b in text.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h
+        verity_wire::fnv::fnv1a64(format!("{self:?}").as_bytes())
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::cluster::{Secret, SourceHome};
+use super::cluster::{Secret, SourceHome};
 use crate::core::NodeConfig;
 use crate::log::Durability;
 
@@ -58,7 +58,7 @@ pub struct NodeToml {
     /// single node (`node.toml`).
     pub source_homes: Vec<SourceHome>,
     /// Set when the node is one of a cluster (`cluster.toml`).
-    pub cluster: Option<crate::cluster::ClusterNode>,
+    pub cluster: Option<super::cluster::ClusterNode>,
     /// Keep a hash chain over the journal (`storage::audit`).
     pub audit: bool,
 }
@@ -756,7 +756,7 @@ impl NodeToml {
         let sink = w.addr(node, "node", "sink")?;
         let client_secret = match w.str(node, "node", "client_secret_file")? {
             None => None,
-            Some(f) => Some(crate::cluster::config::read_secret(
+            Some(f) => Some(super::cluster::read_secret(
                 &base.join(f),
                 file,
                 "node.client_secret_file",

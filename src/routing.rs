@@ -15,15 +15,7 @@ pub const MAX_PARTITIONS: u32 = 1 << 16;
 /// Largest node count of a cluster.
 pub const MAX_NODES: u32 = 1024;
 
-/// FNV-1a 64 of `bytes`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub use verity_wire::fnv::fnv1a64;
 
 /// Why a routing table cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::routing::{Routing, MAX_NODES};
-use crate::log::Durability;
-use crate::runtime::config::{
+use super::faults::{Faults, Partition};
+use super::node::{
     open_warning, parse_limits, parse_root, parse_tls, read_bounded, read_config, refuse_open,
     source_count, ClientAddr, ConfigError, Limits, TlsFiles, Walker, MAX_SECRET_FILE_LEN,
 };
-use crate::runtime::shim::{Faults, Partition};
+use crate::log::Durability;
+use crate::routing::{Routing, MAX_NODES};
 
 /// One worker process and the nodes (shards) it hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -592,7 +592,7 @@ impl ClusterToml {
         &self,
         name: &str,
         file: &Path,
-    ) -> Result<Vec<crate::runtime::NodeToml>, ConfigError> {
+    ) -> Result<Vec<super::node::NodeToml>, ConfigError> {
         let wi = self.worker(name).map_err(|mut e| {
             e.file = file.to_owned();
             e
@@ -638,7 +638,7 @@ impl ClusterToml {
             } else {
                 spec.data_dir.join(format!("shard-{}", me.shard))
             };
-            out.push(crate::runtime::NodeToml {
+            out.push(super::node::NodeToml {
                 app: self.app.clone(),
                 data_dir,
                 listen: spec.sources,
@@ -820,7 +820,7 @@ max_unacked = 5000
         }
     }
 
-    use crate::runtime::config::tests::file_with_mode;
+    use crate::config::node::tests::file_with_mode;
     use std::time::Instant;
 
     fn read(p: &Path) -> Result<Secret, ConfigError> {

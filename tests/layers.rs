@@ -1,0 +1,124 @@
+//! The layering of `docs/ARCHITECTURE.md`, checked on the source: no two
+//! top-level modules of the engine import each other (directly or round a
+//! longer loop), and the deterministic and offline layers never reach the
+//! runtime or the test tools.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Modules that may not name `crate::runtime` or `verity_tools`.
+const BELOW_THE_RUNTIME: &[&str] = &[
+    "app", "apps", "codec", "config", "core", "log", "logdump", "replay", "ring", "rng", "routing",
+    "sim", "storage", "sync", "trace",
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("read src").flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Top-level module → the files that make it up (`src/lib.rs`'s modules).
+fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut mods = BTreeMap::new();
+    for entry in fs::read_dir(src).expect("read src").flatten() {
+        let p = entry.path();
+        let name = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if p.is_dir() {
+            if name == "bin" {
+                continue;
+            }
+            let mut files = Vec::new();
+            rust_files(&p, &mut files);
+            mods.insert(name, files);
+        } else if p.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
+            mods.insert(name, vec![p]);
+        }
+    }
+    mods
+}
+
+/// The code of a file without its comments (doc comments name modules
+/// they do not import).
+fn code(path: &Path) -> String {
+    let text = fs::read_to_string(path).expect("read source");
+    text.lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every `crate::NAME` named in `code`.
+fn crate_refs(code: &str) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        refs.insert(name);
+    }
+    refs
+}
+
+#[test]
+fn no_module_imports_one_that_imports_it_back_and_the_lower_layers_never_reach_the_runtime() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (name, files) in &mods {
+        let edges = graph.entry(name.clone()).or_default();
+        for f in files {
+            let c = code(f);
+            for r in crate_refs(&c) {
+                if &r != name && mods.contains_key(&r) {
+                    edges.insert(r);
+                }
+            }
+            if BELOW_THE_RUNTIME.contains(&name.as_str())
+                && (c.contains("crate::runtime") || c.contains("verity_tools"))
+            {
+                bad.push(f.display().to_string());
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "below the runtime, these name the runtime or verity_tools: {bad:?}"
+    );
+    // A cycle: a module reachable from one of its own imports.
+    for (start, edges) in &graph {
+        let mut seen = BTreeSet::new();
+        let mut todo: Vec<&String> = edges.iter().collect();
+        while let Some(m) = todo.pop() {
+            assert!(
+                m != start,
+                "import cycle through module {start} (graph: {graph:?})"
+            );
+            if seen.insert(m.clone()) {
+                todo.extend(graph.get(m).into_iter().flatten());
+            }
+        }
+    }
+    // The check sees the modules it is about.
+    for m in ["core", "runtime", "storage", "sim", "config"] {
+        assert!(graph.contains_key(m), "module {m} not found under src/");
+    }
+    assert!(graph["runtime"].contains("core"));
+}
