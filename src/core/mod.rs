@@ -21,4 +21,6 @@ pub use node::{
 pub use session::{ConnId, Refused, Sessions};
 
 #[cfg(test)]
+mod pair_tests;
+#[cfg(test)]
 mod tests;

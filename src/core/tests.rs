@@ -21,7 +21,7 @@ fn data(channel: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     b.to_vec()
 }
 
-fn u64_frame(seq: u64, n: u64) -> Vec<u8> {
+pub(super) fn u64_frame(seq: u64, n: u64) -> Vec<u8> {
     data(1, seq, &n.to_be_bytes())
 }
 
@@ -442,7 +442,7 @@ fn replay_skips_records_that_do_not_follow_the_watermark() {
     assert!(fx.outbound.is_empty());
 }
 
-fn cluster_node(node: u32, nodes: u32) -> NodeCore {
+pub(super) fn cluster_node(node: u32, nodes: u32) -> NodeCore {
     let cfg = NodeConfig {
         node,
         routing: Some(crate::routing::Routing::new(64, nodes).unwrap()),
@@ -453,7 +453,7 @@ fn cluster_node(node: u32, nodes: u32) -> NodeCore {
 }
 
 /// A value whose key (value mod M) node `owner` of a 2-node cluster owns.
-fn value_owned_by(owner: u32) -> u64 {
+pub(super) fn value_owned_by(owner: u32) -> u64 {
     let r = crate::routing::Routing::new(64, 2).unwrap();
     (0..1000u64)
         .find(|v| r.owner(r.partition(&(v % crate::apps::sequence_window::KEYS))) == owner)
