@@ -196,10 +196,6 @@ pub struct Effects {
     /// NACK (channel, from seq) to send to sources and peers.
     pub nacks: Vec<(u32, u64)>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Outputs up to this seq may now be sent to the sink (output commit).
-    pub release_through: Option<u64>,
-    /// (node, seq): frames to that node up to seq may now be sent.
-    pub peer_release: Vec<(u32, u64)>,
     /// The consumer of an outbound channel needs everything from this seq
     /// on again (after its RESUME or NACK).
     pub resend: Option<(Out, u64)>,
@@ -225,8 +221,6 @@ impl Effects {
         self.acks.clear();
         self.nacks.clear();
         self.dead_letters.clear();
-        self.release_through = None;
-        self.peer_release.clear();
         self.resend = None;
         self.violation = None;
         self.rewound.clear();
@@ -918,7 +912,6 @@ impl NodeCore {
                 fx.acks.push((self.inputs[i].id, self.acked_in[i]));
             }
         }
-        let mut sink_released = None;
         while let Some(r) = self.pending_release.front_mut() {
             if r.first >= self.durable {
                 break;
@@ -933,17 +926,8 @@ impl NodeCore {
             } else {
                 self.pending_release.pop_front();
             }
+            // Output commit: the driver learns it from `poll_transmit`.
             self.outs[out as usize].release(seq);
-            if out == 0 {
-                sink_released = Some(seq);
-            } else if let Some(last) = fx.peer_release.iter_mut().find(|(n, _)| *n + 1 == out) {
-                last.1 = seq;
-            } else {
-                fx.peer_release.push((out - 1, seq));
-            }
-        }
-        if let Some(seq) = sink_released {
-            fx.release_through = Some(seq);
         }
     }
 

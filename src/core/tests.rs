@@ -64,11 +64,11 @@ fn an_accepted_frame_is_journaled_processed_and_acked_only_once_durable() {
         vec![(1, 42u64.to_be_bytes().to_vec())]
     );
     assert!(fx.acks.is_empty(), "no ACK before the journal is durable");
-    assert_eq!(fx.release_through, None, "no output before durable");
+    assert_eq!(core.out().released, 0, "no output before durable");
     fx.clear();
     core.handle(Input::Durable { records: 1 }, &mut fx);
     assert_eq!(fx.acks, vec![(1, 1)]);
-    assert_eq!(fx.release_through, Some(1));
+    assert_eq!(core.out().released, 1);
 }
 
 #[test]
@@ -147,13 +147,12 @@ fn outputs_are_released_as_far_as_the_journal_is_durable_within_a_run() {
     let mut release_at = |records| {
         fx.clear();
         core.handle(Input::Durable { records }, &mut fx);
-        fx.release_through
+        core.out().released
     };
-    assert_eq!(release_at(2), Some(2));
-    assert_eq!(release_at(2), None, "nothing new");
-    assert_eq!(release_at(4), Some(4));
-    assert_eq!(release_at(5), Some(5));
-    assert_eq!(core.out().released, 5);
+    assert_eq!(release_at(2), 2);
+    assert_eq!(release_at(2), 2, "nothing new");
+    assert_eq!(release_at(4), 4);
+    assert_eq!(release_at(5), 5);
 }
 
 #[test]
@@ -484,10 +483,10 @@ fn a_record_keyed_to_another_node_is_forwarded_once_and_processed_there() {
     assert_eq!(&view.payload[..4], &0u32.to_le_bytes(), "source index");
     assert_eq!(&view.payload[8..16], &1u64.to_le_bytes(), "source seq");
     // Nothing leaves before the journal record is durable (output commit).
-    assert!(fx.peer_release.is_empty());
+    assert_eq!(n0.peer_out(1).map(|o| o.released), Some(0));
     fx.clear();
     n0.handle(Input::Durable { records: 1 }, &mut fx);
-    assert_eq!(fx.peer_release, vec![(1, 1)]);
+    assert_eq!(n0.peer_out(1).map(|o| o.released), Some(1));
     assert_eq!(fx.acks, vec![(1, 1)]);
 
     // The owner processes it, on its own sink channel, and ACKs the peer
@@ -601,7 +600,7 @@ fn peer_resume_resends_from_the_peers_delivered_and_a_snapshot_keeps_peer_seqs()
     }
     fx.clear();
     n0.handle(Input::Durable { records: 4 }, &mut fx);
-    assert_eq!(fx.peer_release, vec![(1, 4)]);
+    assert_eq!(n0.peer_out(1).map(|o| o.released), Some(4));
     fx.clear();
     let to1 = Out::Node(1);
     n0.handle(
