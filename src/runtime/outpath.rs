@@ -21,8 +21,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use verity_wire::frames::{frames, set_resend_flag};
 
+use super::conn::{Conn, ConnState};
+use super::error::WorkerError;
 use super::link::LinkEnd;
-use super::worker::{Conn, ConnState, WorkerError};
 use crate::core::Transmit;
 use crate::log::{LogConfig, Recovery};
 use crate::storage::{OutboundError, OutboundLog};

@@ -329,7 +329,7 @@ impl TlsConn {
 mod tests {
     use super::*;
     use crate::cluster::Secret;
-    use crate::runtime::worker::{Conn, Stream};
+    use crate::runtime::conn::{Conn, Stream};
     use mio::{Events, Interest, Poll, Token};
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
