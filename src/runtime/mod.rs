@@ -14,12 +14,12 @@
 //! | `inbound.rs` | accepting inbound connections (per-address cap, handshake pool), their HELLO exchange, admitting nodes and sources, refusing and closing them, timeouts |
 //! | `ingest.rs` | reading inbound connections: decoding frames in place, handing DATA to the core, journaling it, ACKs and NACKs |
 //! | `outbound.rs` | outbound paths' connections: dialing, the consumer's HELLO/RESUME/ACK/NACK, losing a connection, writing what the core hands out, timers |
-//! | `outpath.rs` | one outbound path: its log, the frames kept in memory, backoff |
+//! | `outpath.rs` | one outbound path: its log, the frames kept in memory, backoff; which channel path `k` carries |
 //! | `recovery.rs` | the store: opening the data directory and logs, snapshot restore, journal replay, logging outputs and dead letters, durability, snapshots, the audit chain, the clean stop |
 //! | `faults.rs` | the fault shim's side of the loop: shims per connection, partitions, the fault log |
 //! | `shim.rs` | the fault shim itself (`[faults]`) |
 //! | `shards.rs` | several nodes in one process: a thread and loop per shard, in-process links |
-//! | `link.rs` | the in-process ring link between two shards |
+//! | `link.rs` | the in-process ring link between two shards, and a shard's links to the others |
 //! | `tls.rs` | TLS over a socket (`[tls]`) |
 //! | `os.rs` | the operating system: stop signal, socket options, random challenges, clocks |
 //! | `error.rs` | [`WorkerError`] |
@@ -42,4 +42,8 @@ mod tls;
 pub mod worker;
 
 pub use config::{ConfigError, Limits, NodeToml};
-pub use worker::{install_signal_handlers, run_shards, ShardLinks, Worker, WorkerError};
+pub use error::WorkerError;
+pub use link::ShardLinks;
+pub use os::install_signal_handlers;
+pub use shards::run_shards;
+pub use worker::Worker;

@@ -14,18 +14,10 @@ use verity_wire::{ErrorCode, Frame, Kind, Role};
 use super::conn::{Conn, ConnState, Handshake, Stream};
 use super::error::{bad_frame_text, WorkerError};
 use super::os::{random_challenge, tune_socket};
-use super::outpath::BACKOFF_MIN;
+use super::outpath::{out_of, BACKOFF_MIN};
 use super::tls::TlsConn;
 use super::worker::{Worker, FIRST_OUT, READ_CHUNK};
 use crate::core::{Input, Out};
-
-/// The outbound channel of outbound path `k` (0: the sink, `1 + j`: node `j`).
-pub(super) fn out_of(k: usize) -> Out {
-    match k {
-        0 => Out::Sink,
-        k => Out::Node(k as u32 - 1),
-    }
-}
 
 impl Worker {
     /// What the consumer of outbound path `k` ACKed, in the core.

@@ -9,10 +9,9 @@ use verity_wire::frames::frames;
 
 use super::config::NodeToml;
 use super::error::WorkerError;
+use super::link::ShardLinks;
 use super::os::now_ns;
-use super::outbound::out_of;
-use super::outpath::OutPath;
-use super::shards::ShardLinks;
+use super::outpath::{out_of, OutPath};
 use super::worker::Worker;
 use crate::cluster::PeerAt;
 use crate::core::{Input, JournalEntry, NodeCore};

@@ -5,22 +5,9 @@ use mio::Poll;
 
 use super::config::NodeToml;
 use super::error::{io_err, WorkerError};
-use super::link::LinkEnd;
+use super::link::ShardLinks;
 use super::os::request_stop;
 use super::worker::{Worker, WAKER};
-
-/// In-process wiring of one shard to the other shards of its worker
-/// process (empty for a worker with one node).
-#[derive(Default)]
-pub struct ShardLinks {
-    /// The shard's event loop, with the waker the other shards use
-    /// registered on it as [`WAKER`].
-    pub poll: Option<Poll>,
-    /// (node, end): our channel to that node (we produce, it ACKs).
-    pub to: Vec<(u32, LinkEnd)>,
-    /// (node, end): that node's channel to us (we consume).
-    pub from: Vec<(u32, LinkEnd)>,
-}
 
 /// Bytes per in-process ring (each direction of each shard pair).
 const LINK_RING_BYTES: usize = 4 << 20;

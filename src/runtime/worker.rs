@@ -35,10 +35,10 @@ use verity_wire::{Encoder, Role};
 
 use super::config::NodeToml;
 use super::conn::{Conn, ConnState, Stream};
-use super::error::io_err;
+use super::error::{io_err, WorkerError};
+use super::link::ShardLinks;
 use super::os::stop_requested;
-use super::outbound::out_of;
-use super::outpath::OutPath;
+use super::outpath::{out_of, OutPath};
 use super::recovery::Store;
 use super::shim::Faults;
 use super::tls::TlsSetup;
@@ -47,10 +47,6 @@ use crate::core::{Effects, NodeCore};
 use crate::log::Log;
 use crate::storage::audit::Audit;
 use crate::storage::datadir::DataDir;
-
-pub use super::error::WorkerError;
-pub use super::os::install_signal_handlers;
-pub use super::shards::{run_shards, ShardLinks};
 
 const LISTENER: Token = Token(0);
 /// Another shard of this process wrote to one of our in-process links.
