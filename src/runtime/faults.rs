@@ -2,22 +2,72 @@
 //! per connection, partitions that cut connections, and the fault log
 //! (`data_dir/faults.log`) of every fault injected.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
 
+use super::config::NodeToml;
 use super::conn::drain_shim;
+use super::error::{io_err, WorkerError};
 use super::os::unix_ms;
-use super::shim::Shim;
+use super::shim::{Faults, Shim};
 use super::worker::Worker;
+
+/// What a worker keeps for the fault shim when `[faults]` is configured.
+pub(super) struct FaultState {
+    /// The fault shim's configuration (`[faults]`).
+    pub(super) config: Arc<Faults>,
+    /// `data_dir/faults.log`: every fault the shim injected, one per line.
+    log: BufWriter<File>,
+    /// Connections accepted so far (names inbound shims).
+    accepted: u64,
+}
+
+impl FaultState {
+    /// The fault state of a node with `[faults]` configured (`None`
+    /// without): opens its fault log.
+    pub(super) fn open(cfg: &NodeToml) -> Result<Option<FaultState>, WorkerError> {
+        let Some(config) = cfg.cluster.as_ref().and_then(|c| c.faults.clone()) else {
+            return Ok(None);
+        };
+        let path = cfg.data_dir.join("faults.log");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(format!("cannot open {}", path.display())))?;
+        Ok(Some(FaultState {
+            config,
+            log: BufWriter::new(f),
+            accepted: 0,
+        }))
+    }
+
+    /// Counts a connection node `me` accepted (on the node-to-node port
+    /// with `peers`) and gives it a shim when the frame faults are on. Its
+    /// name (and so its PRNG stream) is the port and the count.
+    pub(super) fn inbound_shim(&mut self, me: u32, peers: bool) -> Option<Box<Shim>> {
+        self.accepted += 1;
+        if !self.config.frames_on() {
+            return None;
+        }
+        let kind = if peers { "nodes" } else { "sources" };
+        Some(Box::new(Shim::new(
+            self.config.clone(),
+            format!("node {me} <- {kind} #{}", self.accepted),
+        )))
+    }
+}
 
 impl Worker {
     /// A fault shim for a new connection of outbound path `k`, when the
     /// frame faults are on. Its name (and so its PRNG stream) is the path
     /// and how many times it connected.
     pub(super) fn shim_for(&self, k: usize) -> Option<Box<Shim>> {
-        let f = self.faults.as_ref().filter(|f| f.frames_on())?;
+        let f = self.faults.as_ref().filter(|f| f.config.frames_on())?;
         let path = self.outs.get(k)?.as_ref()?;
         Some(Box::new(Shim::new(
-            f.clone(),
+            f.config.clone(),
             format!(
                 "node {} -> {} #{}",
                 self.core.node(),
@@ -33,18 +83,22 @@ impl Worker {
         let (Some(f), Some(c)) = (self.faults.as_ref(), self.cfg.cluster.as_ref()) else {
             return false;
         };
-        if f.partitions.is_empty() {
+        if f.config.partitions.is_empty() {
             return false;
         }
         let Some(theirs) = c.node_workers.get(j as usize) else {
             return false;
         };
-        f.partitioned(&c.worker, theirs, unix_ms())
+        f.config.partitioned(&c.worker, theirs, unix_ms())
     }
 
     /// Cuts the connections a partition forbids right now.
     pub(super) fn enforce_partitions(&mut self) {
-        if self.faults.as_ref().is_none_or(|f| f.partitions.is_empty()) {
+        if self
+            .faults
+            .as_ref()
+            .is_none_or(|f| f.config.partitions.is_empty())
+        {
             return;
         }
         for k in 0..self.outs.len() {
@@ -72,15 +126,15 @@ impl Worker {
     }
 
     fn log_fault(&mut self, what: &str) {
-        if let Some(log) = self.fault_log.as_mut() {
-            let _ = writeln!(log, "{} node {} {what}", unix_ms(), self.core.node());
+        if let Some(f) = self.faults.as_mut() {
+            let _ = writeln!(f.log, "{} node {} {what}", unix_ms(), self.core.node());
         }
     }
 
     /// Writes what the shims decided since the last call to the fault log,
     /// and lets held-back frames out when due.
     pub(super) fn drain_faults(&mut self) {
-        let Some(log) = self.fault_log.as_mut() else {
+        let Some(log) = self.faults.as_mut().map(|f| &mut f.log) else {
             return;
         };
         let now = unix_ms();
@@ -112,14 +166,14 @@ impl Worker {
     /// A connection with a shim is gone: its last decisions (a close, say)
     /// still go to the fault log.
     pub(super) fn retire_shim(&mut self, mut shim: Shim) {
-        if let Some(log) = self.fault_log.as_mut() {
-            shim.write_decisions(log, unix_ms());
+        if let Some(f) = self.faults.as_mut() {
+            shim.write_decisions(&mut f.log, unix_ms());
         }
     }
 
     /// Whether a shim holds frames back (the loop must come back soon).
     pub(super) fn shims_holding(&self) -> bool {
-        self.fault_log.is_some()
+        self.faults.is_some()
             && (self
                 .sources
                 .iter()

@@ -16,7 +16,6 @@ use verity_wire::{ErrorCode, FrameView, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_L
 use super::conn::{Conn, ConnState, Handshake, Stream};
 use super::error::WorkerError;
 use super::os::{now_ns, random_challenge, tune_socket};
-use super::shim::Shim;
 use super::tls::TlsConn;
 use super::worker::{Worker, FIRST_SOURCE};
 use crate::cluster::SourceHome;
@@ -110,15 +109,8 @@ impl Worker {
         // a buffer of a few KiB.
         let mut conn = Conn::over(stream, peer, HANDSHAKE_MAX_FRAME_LEN, 8 << 10);
         conn.node_port = peers;
-        self.accepted += 1;
-        conn.shim = self.faults.as_ref().filter(|f| f.frames_on()).map(|f| {
-            let me = self.core.node();
-            let kind = if peers { "nodes" } else { "sources" };
-            Box::new(Shim::new(
-                f.clone(),
-                format!("node {me} <- {kind} #{}", self.accepted),
-            ))
-        });
+        let me = self.core.node();
+        conn.shim = self.faults.as_mut().and_then(|f| f.inbound_shim(me, peers));
         self.sources[slot] = Some(conn);
     }
 

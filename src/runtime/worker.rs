@@ -36,11 +36,11 @@ use verity_wire::{Encoder, Role};
 use super::config::NodeToml;
 use super::conn::{Conn, ConnState, Stream};
 use super::error::{io_err, WorkerError};
+use super::faults::FaultState;
 use super::link::ShardLinks;
 use super::os::stop_requested;
 use super::outpath::{out_of, OutPath};
 use super::recovery::Store;
-use super::shim::Faults;
 use super::tls::TlsSetup;
 use crate::cluster::routing::MAX_NODES;
 use crate::core::{Effects, NodeCore};
@@ -91,12 +91,8 @@ pub struct Worker {
     pub(super) listener: Option<TcpListener>,
     /// Set when an in-process link broke (our own bug): the worker stops.
     pub(super) fatal: Option<String>,
-    /// The fault shim's configuration (`[faults]`), if any.
-    pub(super) faults: Option<std::sync::Arc<Faults>>,
-    /// `data_dir/faults.log`: every fault the shim injected, one per line.
-    pub(super) fault_log: Option<std::io::BufWriter<std::fs::File>>,
-    /// Connections accepted so far (names inbound shims).
-    pub(super) accepted: u64,
+    /// The fault shim's configuration and log (`[faults]`), if any.
+    pub(super) faults: Option<FaultState>,
     /// Node-to-node listener (cluster only).
     pub(super) peer_listener: Option<TcpListener>,
     /// Inbound connections: sources, and other nodes' channels to us.
@@ -225,19 +221,7 @@ impl Worker {
         };
         let store = Store::open(&cfg, &mut links)?;
         let (listener, peer_listener) = bind_listeners(&cfg)?;
-        let faults = cfg.cluster.as_ref().and_then(|c| c.faults.clone());
-        let fault_log = match &faults {
-            None => None,
-            Some(_) => {
-                let path = cfg.data_dir.join("faults.log");
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_err(format!("cannot open {}", path.display())))?;
-                Some(std::io::BufWriter::new(f))
-            }
-        };
+        let faults = FaultState::open(&cfg)?;
         let poll = match links.poll.take() {
             Some(p) => p,
             None => Poll::new().map_err(io_err("cannot create the event loop"))?,
@@ -267,8 +251,6 @@ impl Worker {
             sources,
             fatal: None,
             faults,
-            fault_log,
-            accepted: 0,
             outs,
             undurable: VecDeque::new(),
             dead_logged_below,
