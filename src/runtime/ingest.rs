@@ -170,11 +170,11 @@ impl Worker {
             return Ok(());
         }
         let kind = RecordKind::Input.code();
-        let p = self.journal.append(kind, self.batch_clock_ns, run)?;
-        if let Some(a) = self.audit.as_mut() {
+        let p = self.logs.journal.append(kind, self.batch_clock_ns, run)?;
+        if let Some(a) = self.logs.audit.as_mut() {
             a.add(
                 p,
-                self.journal.end_position(),
+                self.logs.journal.end_position(),
                 kind,
                 self.batch_clock_ns,
                 run,
@@ -182,7 +182,9 @@ impl Worker {
         }
         if self.cfg.durability == Durability::Fsync {
             let end = p + (crate::log::format::RECORD_HEADER_BYTES + run.len()) as u64;
-            self.undurable.push_back((self.core.journal_next(), end));
+            self.logs
+                .undurable
+                .push_back((self.core.journal_next(), end));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! ACKed), logging each batch's outputs and dead letters, durability
 //! (`make_durable`), snapshots, the audit chain, and the clean stop.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use verity_wire::frames::frames;
@@ -20,29 +21,42 @@ use crate::storage::audit::{self, Audit};
 use crate::storage::datadir::{self, DataDir};
 use crate::storage::{DeadLetterRecord, RecordKind};
 
+/// The journal and the dead-letter log, and what the worker keeps about
+/// them between iterations.
+pub(super) struct Logs {
+    pub(super) journal: Log,
+    dead: Log,
+    /// fsync durability: (records after this one, its end position).
+    pub(super) undurable: VecDeque<(u64, u64)>,
+    /// Dead letters at journal indexes below this are already logged.
+    dead_logged_below: u64,
+    pub(super) records_at_snapshot: u64,
+    /// The journal's hash chain (`audit = true`), and when its head was
+    /// last printed.
+    pub(super) audit: Option<Audit>,
+    audit_printed: Option<(Instant, [u8; 32])>,
+}
+
 /// What start-up opened and restored from the data directory, before the
 /// worker exists: the logs, the core (restored from the newest snapshot)
 /// and where the journal replay starts.
-pub(super) struct Store {
+pub(super) struct Opened {
     pub(super) dir: DataDir,
     pub(super) core: NodeCore,
-    pub(super) journal: Log,
-    pub(super) dead: Log,
+    pub(super) logs: Logs,
     pub(super) outs: Vec<Option<OutPath>>,
     /// The journal position the replay starts at (the snapshot's, or the
     /// journal's first).
     pub(super) replay_from: u64,
     /// The journal index of the snapshot restored (0: none).
     pub(super) snapshot_index: u64,
-    /// Dead letters at journal indexes below this are already logged.
-    pub(super) dead_logged_below: u64,
 }
 
-impl Store {
+impl Opened {
     /// Opens the data directory and its logs (dropping torn tails), builds
     /// the core and restores the newest valid snapshot into it. Takes the
     /// in-process links to the nodes that are shards of this process.
-    pub(super) fn open(cfg: &NodeToml, links: &mut ShardLinks) -> Result<Store, WorkerError> {
+    pub(super) fn open(cfg: &NodeToml, links: &mut ShardLinks) -> Result<Opened, WorkerError> {
         let dir = DataDir::open(&cfg.data_dir)?;
         let Some(app) = crate::apps::build(&cfg.app) else {
             return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
@@ -97,15 +111,22 @@ impl Store {
                 dead_logged_below = dead_logged_below.max(d.journal_index + 1);
             }
         }
-        Ok(Store {
-            dir,
-            core,
+        let logs = Logs {
             journal,
             dead,
+            undurable: VecDeque::new(),
+            dead_logged_below,
+            records_at_snapshot: 0,
+            audit: None,
+            audit_printed: None,
+        };
+        Ok(Opened {
+            dir,
+            core,
+            logs,
             outs,
             replay_from,
             snapshot_index: snapshot.map_or(0, |s| s.journal_index),
-            dead_logged_below,
         })
     }
 }
@@ -180,7 +201,7 @@ impl Worker {
     /// a new snapshot when the journal ends below the restored one.
     pub(super) fn recover(&mut self, replay_from: u64) -> Result<(), WorkerError> {
         if self.cfg.audit {
-            self.audit = Some(Audit::recover(&self.journal)?);
+            self.logs.audit = Some(Audit::recover(&self.logs.journal)?);
         }
         self.replay(replay_from)?;
         // What each consumer had ACKed: everything below the first frame
@@ -197,15 +218,15 @@ impl Worker {
                 .handle(Input::Recovered { out, acked }, &mut self.fx);
         }
         self.fx.clear();
-        self.records_at_snapshot = self.core.journal_next();
-        if replay_from > self.journal.end_position() {
+        self.logs.records_at_snapshot = self.core.journal_next();
+        if replay_from > self.logs.journal.end_position() {
             // The journal lost records the snapshot covers (damage below it):
             // the snapshot holds that state, but new records would now be
             // appended below its position and skipped by the next replay.
             // Re-anchor at once with a snapshot at the journal's end.
             eprintln!(
                 "verity: recovery: the journal ends at {} below the snapshot's position {replay_from}; writing a new snapshot at the journal's end",
-                self.journal.end_position()
+                self.logs.journal.end_position()
             );
             self.snapshot()?;
         }
@@ -222,8 +243,8 @@ impl Worker {
         let mut pos = from;
         // A damaged journal may end before the snapshot's position: the
         // snapshot holds that state; there is nothing to replay.
-        while pos < self.journal.end_position() {
-            let rec = match self.journal.reader_at(pos)?.next() {
+        while pos < self.logs.journal.end_position() {
+            let rec = match self.logs.journal.reader_at(pos)?.next() {
                 None => break,
                 Some(r) => r?,
             };
@@ -233,7 +254,7 @@ impl Worker {
             }
             self.fx.clear();
             // Copy out of the mapping: `handle` needs `&mut self.core` while
-            // `rec` borrows `self.journal`. Recovery only, not the hot path.
+            // `rec` borrows `self.logs.journal`. Recovery only, not the hot path.
             let run = rec.payload.to_vec();
             let ts = rec.timestamp;
             let position = rec.position;
@@ -284,14 +305,15 @@ impl Worker {
         }
         for i in 0..self.fx.dead_letters.len() {
             let d = self.fx.dead_letters[i];
-            if d.journal_index < self.dead_logged_below {
+            if d.journal_index < self.logs.dead_logged_below {
                 continue;
             }
             let mut rec = Vec::new();
             DeadLetterRecord::of(&d).encode(&mut rec);
-            self.dead
+            self.logs
+                .dead
                 .append(RecordKind::DeadLetter.code(), clock_ns, &rec)?;
-            self.dead_logged_below = d.journal_index + 1;
+            self.logs.dead_logged_below = d.journal_index + 1;
             self.stats.dead_letters_logged += 1;
         }
         Ok(())
@@ -321,8 +343,8 @@ impl Worker {
         let records = match self.cfg.durability {
             Durability::Process => self.core.journal_next(),
             Durability::Fsync => {
-                if !self.undurable.is_empty() {
-                    self.journal.commit()?;
+                if !self.logs.undurable.is_empty() {
+                    self.logs.journal.commit()?;
                     for p in self.outs.iter().flatten() {
                         p.store.log().commit()?;
                     }
@@ -330,14 +352,14 @@ impl Worker {
                 // Outputs depend on the journal only: an output whose outbound
                 // record is lost in a machine crash is regenerated, bit for bit,
                 // by replaying its (durable) journal records.
-                let durable = self.journal.durable_position();
+                let durable = self.logs.journal.durable_position();
                 let mut records = None;
-                while let Some(&(r, end)) = self.undurable.front() {
+                while let Some(&(r, end)) = self.logs.undurable.front() {
                     if end > durable {
                         break;
                     }
                     records = Some(r);
-                    self.undurable.pop_front();
+                    self.logs.undurable.pop_front();
                 }
                 match records {
                     Some(r) => r,
@@ -358,7 +380,7 @@ impl Worker {
         // snapshot points past it.
         self.seal_audit(false)?;
         if self.cfg.durability == Durability::Fsync {
-            wait_all_durable(&self.journal)?;
+            wait_all_durable(&self.logs.journal)?;
             for p in self.outs.iter().flatten() {
                 wait_all_durable(p.store.log())?;
             }
@@ -366,13 +388,17 @@ impl Worker {
         }
         let mut body = Vec::new();
         self.core.snapshot(&mut body);
-        self.dir
-            .write_snapshot(self.journal.end_position(), self.core.journal_next(), &body)?;
-        self.records_at_snapshot = self.core.journal_next();
+        self.dir.write_snapshot(
+            self.logs.journal.end_position(),
+            self.core.journal_next(),
+            &body,
+        )?;
+        self.logs.records_at_snapshot = self.core.journal_next();
         self.stats.snapshots += 1;
         if let Some(p) = self.dir.oldest_snapshot_position() {
-            self.journal
-                .drop_below(p.min(self.journal.end_position()))?;
+            self.logs
+                .journal
+                .drop_below(p.min(self.logs.journal.end_position()))?;
         }
         Ok(())
     }
@@ -381,24 +407,25 @@ impl Worker {
     /// (`audit = true`), and prints the chain head at most every 10 s (and
     /// with `last`, at a clean stop) so it can be kept elsewhere.
     fn seal_audit(&mut self, last: bool) -> Result<(), WorkerError> {
-        let Some(a) = self.audit.as_mut() else {
+        let Some(a) = self.logs.audit.as_mut() else {
             return Ok(());
         };
         if let Some(seal) = a.seal() {
-            self.journal
+            self.logs
+                .journal
                 .append(RecordKind::Seal.code(), now_ns(), &seal.encode())?;
         }
         let head = a.head();
-        let (due, new) = match self.audit_printed {
+        let (due, new) = match self.logs.audit_printed {
             None => (true, true),
             Some((t, h)) => (t.elapsed() >= Duration::from_secs(10), h != head),
         };
         if new && (due || last) && head != [0; 32] {
-            self.audit_printed = Some((Instant::now(), head));
+            self.logs.audit_printed = Some((Instant::now(), head));
             eprintln!(
                 "verity: audit: journal chain head {} at position {}",
                 audit::hex(&head),
-                self.journal.end_position()
+                self.logs.journal.end_position()
             );
         }
         Ok(())

@@ -24,7 +24,6 @@
 //! logs and their index) and the data directory's layout are defined in
 //! [`crate::storage`].
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -40,12 +39,10 @@ use super::faults::FaultState;
 use super::link::ShardLinks;
 use super::os::stop_requested;
 use super::outpath::{out_of, OutPath};
-use super::recovery::Store;
+use super::recovery::{Logs, Opened};
 use super::tls::TlsSetup;
 use crate::cluster::routing::MAX_NODES;
 use crate::core::{Effects, NodeCore};
-use crate::log::Log;
-use crate::storage::audit::Audit;
 use crate::storage::datadir::DataDir;
 
 const LISTENER: Token = Token(0);
@@ -84,8 +81,8 @@ pub struct Worker {
     pub(super) core: NodeCore,
     pub(super) fx: Effects,
     pub(super) enc: Encoder,
-    pub(super) journal: Log,
-    pub(super) dead: Log,
+    /// The journal, the dead-letter log, and what the worker knows of them.
+    pub(super) logs: Logs,
     pub(super) poll: Poll,
     /// Source listener (shard 0 of a worker only).
     pub(super) listener: Option<TcpListener>,
@@ -99,11 +96,6 @@ pub struct Worker {
     pub(super) sources: Vec<Option<Conn>>,
     /// Outbound paths: 0 the sink, `1 + j` node `j` (`None` for this node).
     pub(super) outs: Vec<Option<OutPath>>,
-    /// fsync durability: (records after this one, its end position).
-    pub(super) undurable: VecDeque<(u64, u64)>,
-    /// Dead letters at journal indexes below this are already logged.
-    pub(super) dead_logged_below: u64,
-    pub(super) records_at_snapshot: u64,
     /// The origin of the core's timer clock ([`Input::Tick`]).
     pub(super) started: Instant,
     /// The clock reading for the frames of the current read batch: one
@@ -112,10 +104,6 @@ pub struct Worker {
     pub(super) batch_clock_ns: u64,
     /// When `sweep_handshakes` last looked.
     pub(super) last_sweep: Instant,
-    /// The journal's hash chain (`audit = true`), and when its head was
-    /// last printed.
-    pub(super) audit: Option<Audit>,
-    pub(super) audit_printed: Option<(Instant, [u8; 32])>,
     /// Lines about peers and connections (refusals, peer errors): at most
     /// a few a second.
     log_limiter: LogLimiter,
@@ -219,7 +207,7 @@ impl Worker {
             None => None,
             Some(files) => Some(TlsSetup::new(files).map_err(WorkerError::Tls)?),
         };
-        let store = Store::open(&cfg, &mut links)?;
+        let opened = Opened::open(&cfg, &mut links)?;
         let (listener, peer_listener) = bind_listeners(&cfg)?;
         let faults = FaultState::open(&cfg)?;
         let poll = match links.poll.take() {
@@ -227,24 +215,21 @@ impl Worker {
             None => Poll::new().map_err(io_err("cannot create the event loop"))?,
         };
         let sources = link_sources(&cfg, &mut links);
-        let Store {
+        let Opened {
             dir,
             core,
-            journal,
-            dead,
+            logs,
             outs,
             replay_from,
             snapshot_index,
-            dead_logged_below,
-        } = store;
+        } = opened;
         let mut w = Worker {
             enc: Encoder::new(cfg.limits.max_frame_len),
             cfg,
             dir,
             core,
             fx: Effects::default(),
-            journal,
-            dead,
+            logs,
             poll,
             listener,
             peer_listener,
@@ -252,14 +237,9 @@ impl Worker {
             fatal: None,
             faults,
             outs,
-            undurable: VecDeque::new(),
-            dead_logged_below,
-            records_at_snapshot: 0,
             started: Instant::now(),
             batch_clock_ns: 0,
             last_sweep: Instant::now(),
-            audit: None,
-            audit_printed: None,
             log_limiter: LogLimiter::default(),
             tls,
             stats: WorkerStats::default(),
@@ -449,7 +429,8 @@ impl Worker {
             self.enforce_partitions();
             self.drain_faults();
         }
-        if self.core.journal_next() - self.records_at_snapshot >= self.cfg.snapshot_interval_records
+        if self.core.journal_next() - self.logs.records_at_snapshot
+            >= self.cfg.snapshot_interval_records
         {
             self.snapshot()?;
         }
