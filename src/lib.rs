@@ -9,12 +9,6 @@ pub use verity_wire as wire;
 pub mod app;
 pub mod apps;
 pub mod codec;
-/// The old paths of `config::cluster` and `routing` (until the runtime
-/// split lands).
-pub(crate) mod cluster {
-    pub use crate::config::cluster::*;
-    pub use crate::routing;
-}
 pub mod config;
 pub mod core;
 pub mod harness;

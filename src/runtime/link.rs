@@ -8,9 +8,22 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use mio::Waker;
+use mio::{Poll, Waker};
 
 use crate::ring::{self, ClaimError, Consumer, Producer};
+
+/// In-process wiring of one shard to the other shards of its worker
+/// process (empty for a worker with one node).
+#[derive(Default)]
+pub struct ShardLinks {
+    /// The shard's event loop, with the waker the other shards use
+    /// registered on it as the worker's `WAKER` token.
+    pub poll: Option<Poll>,
+    /// (node, end): our channel to that node (we produce, it ACKs).
+    pub to: Vec<(u32, LinkEnd)>,
+    /// (node, end): that node's channel to us (we consume).
+    pub from: Vec<(u32, LinkEnd)>,
+}
 
 /// One end of an in-process link.
 pub struct LinkEnd {

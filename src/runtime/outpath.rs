@@ -21,11 +21,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use verity_wire::frames::{frames, set_resend_flag};
 
+use super::conn::{Conn, ConnState};
+use super::error::WorkerError;
 use super::link::LinkEnd;
-use super::worker::{Conn, ConnState, WorkerError};
-use crate::core::Transmit;
+use crate::core::{Out, Transmit};
 use crate::log::{LogConfig, Recovery};
 use crate::storage::{OutboundError, OutboundLog};
+
+/// The outbound channel of outbound path `k` (0: the sink, `1 + j`: node `j`).
+pub(super) fn out_of(k: usize) -> Out {
+    match k {
+        0 => Out::Sink,
+        k => Out::Node(k as u32 - 1),
+    }
+}
 
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -236,6 +245,16 @@ impl OutPath {
         {
             return Ok((cursor - 1, Ok(())));
         }
+        Ok(self.pump_fresh(t, cursor))
+    }
+
+    /// [`OutPath::pump`]'s second half: writes the fresh frames through
+    /// `t.to` straight from memory, `cursor` being the first of them.
+    /// Returns the last seq written and, as `Err`, a lost connection.
+    fn pump_fresh(&mut self, t: Transmit, mut cursor: u64) -> (u64, Result<(), std::io::Error>) {
+        let Some(conn) = self.conn.as_mut() else {
+            return (cursor - 1, Ok(()));
+        };
         // Fresh frames through `t.to`, straight from memory.
         let end = if t.to >= self.fresh_next - 1 {
             self.fresh.len()
@@ -279,13 +298,13 @@ impl OutPath {
             }
             cursor = next;
         }
-        Ok((
+        (
             cursor - 1,
             match failed {
                 Some(e) => Err(e),
                 None => Ok(()),
             },
-        ))
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use verity_wire::text::Escaped;
 
-use super::config::TlsFiles;
+use crate::config::node::TlsFiles;
 
 /// Ciphertext read from the socket in one `read` once a connection is
 /// established (rustls itself takes at most 4 KiB a call).
@@ -329,7 +329,7 @@ impl TlsConn {
 mod tests {
     use super::*;
     use crate::config::Secret;
-    use crate::runtime::worker::{Conn, Stream};
+    use crate::runtime::conn::{Conn, Stream};
     use mio::{Events, Interest, Poll, Token};
     use std::path::PathBuf;
     use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 //! Here an idle connection is probed after 10 s, every 2 s, and dropped
 //! after 3 unanswered probes; bytes unacknowledged for 20 s drop it too
 //! (a peer that is alive but not reading, a zero window, answers its
-//! probes and is kept). The worker sets the same (src/runtime/worker.rs).
+//! probes and is kept). The worker sets the same (src/runtime/os.rs).
 
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;

@@ -1,0 +1,78 @@
+//! A worker process with several nodes: one thread and event loop per
+//! node (shard), wired to each other by in-process ring links.
+
+use mio::Poll;
+
+use super::error::{io_err, WorkerError};
+use super::link::ShardLinks;
+use super::os::request_stop;
+use super::worker::{Worker, WAKER};
+use crate::config::NodeToml;
+
+/// Bytes per in-process ring (each direction of each shard pair).
+const LINK_RING_BYTES: usize = 4 << 20;
+
+/// Runs the nodes of one worker process until SIGTERM/SIGINT: one thread
+/// per shard, each with its own event loop, journal and data directory,
+/// wired to each other by in-process ring links (one per direction of each
+/// pair). The first shard to fail stops the others; its error is returned.
+pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
+    let n = cfgs.len();
+    if n <= 1 {
+        let Some(cfg) = cfgs.into_iter().next() else {
+            return Ok(());
+        };
+        return Worker::start(cfg)?.run();
+    }
+    let ids: Vec<u32> = cfgs.iter().map(|c| c.node_id).collect();
+    let mut links = Vec::with_capacity(n);
+    let mut wakers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let poll = Poll::new().map_err(io_err("cannot create an event loop"))?;
+        let waker =
+            mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create a waker"))?;
+        wakers.push(std::sync::Arc::new(waker));
+        links.push(ShardLinks {
+            poll: Some(poll),
+            ..ShardLinks::default()
+        });
+    }
+    for a in 0..n {
+        for b in 0..n {
+            if a == b {
+                continue;
+            }
+            // Channel a → b: a produces on its end, b consumes on its end.
+            let (ea, eb) = super::link::link(LINK_RING_BYTES, wakers[a].clone(), wakers[b].clone())
+                .map_err(|e| WorkerError::Replay(format!("ring: {e:?}")))?;
+            links[a].to.push((ids[b], ea));
+            links[b].from.push((ids[a], eb));
+        }
+    }
+    let mut threads = Vec::with_capacity(n);
+    for (cfg, l) in cfgs.into_iter().zip(links) {
+        let id = cfg.node_id;
+        let t = std::thread::Builder::new()
+            .name(format!("node-{id}"))
+            .spawn(move || {
+                let r = Worker::start_shard(cfg, l).and_then(|mut w| w.run());
+                if let Err(e) = &r {
+                    eprintln!("verity: node {id} stopped on error: {e}");
+                    request_stop();
+                }
+                r
+            })
+            .map_err(io_err("cannot start a shard thread"))?;
+        threads.push(t);
+    }
+    let mut first = Ok(());
+    for t in threads {
+        let r = t
+            .join()
+            .unwrap_or_else(|_| Err(WorkerError::Replay("a shard thread panicked".into())));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
