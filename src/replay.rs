@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::NodeToml;
-use crate::core::{Effects, Input, JournalEntry, NodeCore};
+use crate::core::{Effects, NodeCore};
 use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
 use crate::storage::datadir::{
     forward_log, newest_snapshot_in, snapshots_in, DataDirError, JOURNAL_LOG, OUTBOUND_LOG,
@@ -406,27 +406,20 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
         // (journal index, bytes of each output log's frames after it): which
         // input produced which regenerated frame.
         let mut marks: Vec<(u64, Vec<usize>)> = Vec::new();
-        for f in frames(rec.payload) {
-            core.handle(
-                Input::Replay(JournalEntry {
-                    index: next_index,
-                    timestamp_ns: rec.timestamp,
-                    frame: f.bytes,
-                }),
-                &mut fx,
-            );
-            if core.journal_next() != next_index + 1 {
-                return Err(ReplayError::Unreplayable(format!(
-                    "journal record at position {} (input {next_index}): app {} took no input from it (a channel it has no source for, or a seq that does not follow the snapshot's watermark): the journal does not match the app or the snapshot",
-                    rec.position, cfg.app
-                )));
-            }
-            let mut ends = vec![fx.outbound.len()];
-            ends.extend(fx.to_peers.iter().map(|o| o.frames.len()));
-            marks.push((next_index, ends));
-            next_index += 1;
-            report.replayed += 1;
-        }
+        let replayed = core
+            .replay_record(rec.payload, rec.timestamp, &mut fx, |index, fx| {
+                let mut ends = vec![fx.outbound.len()];
+                ends.extend(fx.to_peers.iter().map(|o| o.frames.len()));
+                marks.push((index, ends));
+            })
+            .map_err(|e| {
+                ReplayError::Unreplayable(format!(
+                    "journal record at position {} (input {}): app {} took no input from it (a channel it has no source for, or a seq that does not follow the snapshot's watermark): the journal does not match the app or the snapshot",
+                    rec.position, e.index, cfg.app
+                ))
+            })?;
+        next_index = core.journal_next();
+        report.replayed += replayed;
         report.dead_letters += fx.dead_letters.len() as u64;
         let input_of = |k: usize, at: usize| {
             marks

@@ -10,6 +10,7 @@
 
 pub mod channel;
 mod node;
+mod replay;
 pub mod session;
 
 pub use channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
@@ -18,6 +19,7 @@ pub use node::{
     NodeCore, NodeStats, Out, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
     SINK_CHANNEL_BASE,
 };
+pub use replay::NotReplayed;
 pub use session::{ConnId, Refused, Sessions};
 
 #[cfg(test)]

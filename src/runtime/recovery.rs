@@ -6,8 +6,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use verity_wire::frames::frames;
-
 use super::error::WorkerError;
 use super::link::ShardLinks;
 use super::os::now_ns;
@@ -15,7 +13,7 @@ use super::outpath::{out_of, OutPath};
 use super::worker::Worker;
 use crate::config::NodeToml;
 use crate::config::PeerAt;
-use crate::core::{Input, JournalEntry, NodeCore};
+use crate::core::{Input, NodeCore};
 use crate::log::{Durability, Log, LogConfig, LogError, Recovery};
 use crate::storage::audit::{self, Audit};
 use crate::storage::datadir::{self, DataDir};
@@ -239,7 +237,6 @@ impl Worker {
     /// already in the outbound log must come out bit-identical (checked) and
     /// are not logged again; later ones are logged.
     pub(super) fn replay(&mut self, from: u64) -> Result<(), WorkerError> {
-        let mut next_index = self.core.journal_next();
         let mut pos = from;
         // A damaged journal may end before the snapshot's position: the
         // snapshot holds that state; there is nothing to replay.
@@ -258,23 +255,16 @@ impl Worker {
             let run = rec.payload.to_vec();
             let ts = rec.timestamp;
             let position = rec.position;
-            for f in frames(&run) {
-                self.core.handle(
-                    Input::Replay(JournalEntry {
-                        index: next_index,
-                        timestamp_ns: ts,
-                        frame: f.bytes,
-                    }),
-                    &mut self.fx,
-                );
-                if self.core.journal_next() != next_index + 1 {
-                    return Err(WorkerError::Replay(format!(
-                        "journal record at position {position} (input {next_index}) does not follow the snapshot's watermarks: the journal and snapshot do not match"
-                    )));
-                }
-                next_index += 1;
-                self.stats.replayed += 1;
-            }
+            let replayed = self
+                .core
+                .replay_record(&run, ts, &mut self.fx, |_, _| {})
+                .map_err(|e| {
+                    WorkerError::Replay(format!(
+                        "journal record at position {position} (input {}) does not follow the snapshot's watermarks: the journal and snapshot do not match",
+                        e.index
+                    ))
+                })?;
+            self.stats.replayed += replayed;
             self.log_effects(ts)?;
         }
         self.fx.clear();

@@ -17,7 +17,7 @@ use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
 use super::disk::Disk;
 use super::net::Actor;
 use super::params::{RESEND_AFTER_US, WINDOW};
-use crate::core::{sink_channel, Effects, Input, JournalEntry, NodeConfig, NodeCore, Out, Refused};
+use crate::core::{sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Refused};
 use crate::routing::Routing;
 
 /// A frame a node sends.
@@ -109,18 +109,13 @@ impl SimNode {
         }
         // Replay: outputs already logged must come out bit-identical.
         let journal = std::mem::take(&mut self.disk.journal);
-        for (i, (ts, frame)) in journal.iter().enumerate().skip(from) {
+        for (ts, frame) in journal.iter().skip(from) {
             self.fx.clear();
-            core.handle(
-                Input::Replay(JournalEntry {
-                    index: i as u64,
-                    timestamp_ns: *ts,
-                    frame,
-                }),
-                &mut self.fx,
-            );
-            if core.journal_next() != i as u64 + 1 {
-                self.failure = Some(format!("node {n}: journal record {i} did not replay"));
+            if let Err(e) = core.replay_record(frame, *ts, &mut self.fx, |_, _| {}) {
+                self.failure = Some(format!(
+                    "node {n}: journal record {} did not replay",
+                    e.index
+                ));
                 return false;
             }
             self.log_outputs();
