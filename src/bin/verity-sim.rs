@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let base = std::env::temp_dir().join(format!("verity-sim-{}", std::process::id()));
     let (mut passed, mut failed, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
-    let mut zombies = 0u64;
+    let (mut zombies, mut holds) = (0u64, 0u64);
     for seed in from..to {
         let mut p = SimParams::swarm(seed);
         if let Some(app) = &a.app {
@@ -96,6 +96,7 @@ fn main() -> ExitCode {
                 };
                 crashes += o.crashes;
                 zombies += o.zombies;
+                holds += o.holds;
                 events += o.events;
                 if o.passed && det.is_none() {
                     passed += 1;
@@ -138,7 +139,7 @@ fn main() -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&base);
     println!(
-        "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} events={events} seconds={:.1}{}",
+        "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} holds={holds} events={events} seconds={:.1}{}",
         to - from,
         started.elapsed().as_secs_f64(),
         if a.check_determinism {

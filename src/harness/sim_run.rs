@@ -25,6 +25,8 @@ pub struct SimOutcome {
     pub crashes: u64,
     /// Old instances that dialed back in (see `SimRun::zombies`).
     pub zombies: u64,
+    /// Deliveries put off by backpressure (see `SimRun::holds`).
+    pub holds: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
     /// Records forwarded between nodes (counted again after replays).
@@ -138,6 +140,7 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
         hash: run.hash,
         crashes: run.crashes,
         zombies: run.zombies,
+        holds: run.holds,
         frames_sent: run.frames_sent,
         frames_dropped: run.frames_dropped,
         forwarded: run.forwarded,

@@ -16,7 +16,7 @@ use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
 
 use super::disk::Disk;
 use super::net::Actor;
-use super::params::{RESEND_AFTER_US, WINDOW};
+use super::params::{MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW};
 use crate::core::{sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Refused};
 use crate::routing::Routing;
 
@@ -95,6 +95,8 @@ impl SimNode {
             sink_channel: sink_channel(n),
             resend_timeout_ns: RESEND_AFTER_US * 1000,
             send_window: WINDOW,
+            max_unacked: MAX_UNACKED,
+            max_undurable: MAX_UNDURABLE,
             ..NodeConfig::default()
         };
         let mut core = NodeCore::new(built, cfg);
@@ -157,6 +159,16 @@ impl SimNode {
             .as_ref()
             .and_then(|c| c.peer_in(from))
             .map(|c| ResumeEntry::new(c.id, c.delivered))
+    }
+
+    /// Whether the node reads a DATA frame from `from` now: the core's
+    /// backpressure (the runtime stops reading that socket; TCP holds the
+    /// bytes).
+    pub(super) fn wants_data_from(&self, from: Actor) -> bool {
+        self.core.as_ref().is_none_or(|c| match from {
+            Actor::Node(_) => c.wants_peer_input(),
+            _ => c.wants_input(),
+        })
     }
 
     /// The epoch of the running instance (of the last one, while crashed).

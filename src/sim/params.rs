@@ -10,6 +10,12 @@ pub(super) const WINDOW: u64 = 64;
 /// A producer whose consumer ACKed nothing for this long goes back and
 /// resends (µs).
 pub(super) const RESEND_AFTER_US: u64 = 20_000;
+/// Output frames produced but not ACKed, and journal records not yet
+/// durable, before a node stops reading input (the core's backpressure,
+/// `NodeConfig::max_unacked` / `max_undurable`): small, so that runs
+/// exercise it.
+pub(super) const MAX_UNACKED: u64 = 256;
+pub(super) const MAX_UNDURABLE: u64 = 128;
 /// A crashed node restarts this long after the crash (µs).
 pub(super) const RESTART_AFTER_US: u64 = 5_000;
 

@@ -33,6 +33,9 @@ pub struct SimRun {
     /// Crashed instances that came back after their successor started
     /// (each dialed every other node at its old epoch).
     pub zombies: u64,
+    /// Frame deliveries put off by a node's backpressure (each retried a
+    /// tick later).
+    pub holds: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
     /// Records forwarded between nodes (counted again after replays).
@@ -104,6 +107,8 @@ struct Sim {
     /// Connections handed out (the sessions' connection ids).
     conns: usize,
     zombies: u64,
+    /// Deliveries a node's backpressure put off.
+    holds: u64,
 }
 
 /// Runs one simulation of `workload` under `params`; a pure function of
@@ -148,6 +153,7 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         admitted: vec![vec![0; nodes as usize]; nodes as usize],
         conns: 0,
         zombies: 0,
+        holds: 0,
     };
     let virtual_us = sim.run(expected_outputs);
 
@@ -171,6 +177,7 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
         failure: sim.failure,
         crashes: sim.crashes,
         zombies: sim.zombies,
+        holds: sim.holds,
         frames_sent: sim.net.frames_sent,
         frames_dropped: sim.net.frames_dropped,
         forwarded: sim.nodes.iter().map(|n| n.forwarded).sum(),
@@ -245,7 +252,22 @@ impl Sim {
                     gens,
                     frame,
                 } => {
-                    if gens == self.net.connection(from, to) {
+                    if gens != self.net.connection(from, to) {
+                        // The connection it was sent on is gone.
+                    } else if self.held(from, to, &frame) {
+                        // Backpressure: the node does not read now; the
+                        // frame waits in the connection.
+                        self.holds += 1;
+                        self.schedule(
+                            TICK_US,
+                            Event::Deliver {
+                                from,
+                                to,
+                                gens,
+                                frame,
+                            },
+                        );
+                    } else {
                         self.deliver(from, to, &frame);
                     }
                 }
@@ -293,6 +315,18 @@ impl Sim {
             let after = 1 + self.rng.below(2 * self.p.crash_every_us);
             self.schedule(after, Event::Crash);
         }
+    }
+
+    /// Whether node `to` leaves a DATA frame from `from` unread for now.
+    fn held(&self, from: Actor, to: Actor, frame: &[u8]) -> bool {
+        let Actor::Node(n) = to else {
+            return false;
+        };
+        let data = parse(frame, verity_wire::DEFAULT_MAX_FRAME_LEN)
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.kind() == Kind::Data);
+        data && !self.nodes[n as usize].wants_data_from(from)
     }
 
     fn deliver(&mut self, from: Actor, to: Actor, bytes: &[u8]) {
