@@ -20,7 +20,7 @@ pub use node::{
     SINK_CHANNEL_BASE,
 };
 pub use replay::NotReplayed;
-pub use session::{ConnId, Refused, Sessions};
+pub use session::{ConnId, Producer, Refused, Sessions};
 
 #[cfg(test)]
 mod pair_tests;

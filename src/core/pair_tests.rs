@@ -284,6 +284,38 @@ fn a_consumer_that_crashed_resumes_and_gets_what_it_lost_exactly_once() {
 }
 
 #[test]
+fn the_consumer_greets_a_node_with_resume_then_ack_and_a_source_with_resume() {
+    let mut p = Pair::new();
+    p.produce(6);
+    p.transmit();
+    p.deliver(|seq| seq > 4);
+    let enc = verity_wire::Encoder::default();
+    let mut b = bytes::BytesMut::new();
+    assert!(p.consumer.greet(Producer::Node(0), 7, &enc, &mut b));
+    let kinds: Vec<_> = verity_wire::frames::frames(&b)
+        .map(|f| (f.header.kind(), f.seq, f.header.epoch()))
+        .collect();
+    assert_eq!(kinds.len(), 2, "RESUME, then ACK of what is durable");
+    assert_eq!(kinds[0].0, Some(verity_wire::Kind::Resume));
+    assert_eq!(kinds[1], (Some(verity_wire::Kind::Ack), 4, 7));
+    let view = parse(&b, 1 << 20).unwrap().unwrap();
+    let entries = view.resume_entries().unwrap();
+    assert_eq!(entries[0].channel.get(), peer_channel(0, 1));
+    assert_eq!(entries[0].delivered.get(), 4);
+    // A source gets its channel's RESUME only; unknown producers nothing.
+    b.clear();
+    assert!(p.consumer.greet(Producer::Source(1), 7, &enc, &mut b));
+    assert_eq!(verity_wire::frames::frames(&b).count(), 1);
+    b.clear();
+    assert!(!p.consumer.greet(Producer::Source(9), 7, &enc, &mut b));
+    assert!(
+        !p.consumer.greet(Producer::Node(1), 7, &enc, &mut b),
+        "itself"
+    );
+    assert!(b.is_empty());
+}
+
+#[test]
 fn a_replaced_instance_of_the_producer_is_fenced_off_by_the_consumer() {
     let mut p = Pair::new();
     let s = p.consumer.sessions_mut();

@@ -7,7 +7,10 @@
 //! names connections by a [`ConnId`] of its own and carries the decisions
 //! out: ERROR with the refusal's code and text, close what was replaced.
 
-use verity_wire::ErrorCode;
+use bytes::BytesMut;
+use verity_wire::{Encoder, ErrorCode, ResumeEntry};
+
+use super::node::NodeCore;
 
 /// The driver's name for one connection (the runtime: its slot).
 pub type ConnId = usize;
@@ -174,6 +177,43 @@ impl Sessions {
     /// The newest epoch admitted from `node` (0: none).
     pub fn epoch_of(&self, node: u32) -> u32 {
         self.epochs.get(node as usize).copied().unwrap_or(0)
+    }
+}
+
+/// The producer at the other end of a connection this node admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Producer {
+    /// A source producing input channel `channel`.
+    Source(u32),
+    /// Another node, producing its channel to this one.
+    Node(u32),
+}
+
+impl NodeCore {
+    /// What this node, as consumer, says first on a connection it just
+    /// admitted (PROTOCOL.md rule 5), encoded into `out` with `epoch`: a
+    /// RESUME with the channel's `delivered`; to another node also an ACK
+    /// of what is durable, when above 0 (a RESUME drops nothing at the
+    /// producer; only an ACK does). `false`: no such channel here.
+    pub fn greet(&self, producer: Producer, epoch: u32, enc: &Encoder, out: &mut BytesMut) -> bool {
+        let (channel, delivered) = match producer {
+            Producer::Source(channel) => {
+                let Some(c) = self.inputs().iter().find(|c| c.id == channel) else {
+                    return false;
+                };
+                (channel, c.delivered)
+            }
+            Producer::Node(from) => match self.peer_in(from) {
+                Some(c) if from != self.node() => (c.id, c.delivered),
+                _ => return false,
+            },
+        };
+        let _ = enc.resume(out, epoch, &[ResumeEntry::new(channel, delivered)]);
+        let acked = self.input_acked(channel);
+        if matches!(producer, Producer::Node(_)) && acked > 0 {
+            let _ = enc.ack(out, channel, epoch, acked);
+        }
+        true
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use verity_wire::handshake::{Acceptor, Refusal};
-use verity_wire::{ErrorCode, FrameView, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_LEN};
+use verity_wire::{ErrorCode, FrameView, Role, HANDSHAKE_MAX_FRAME_LEN};
 
 use super::conn::{Conn, ConnState, Handshake, Stream};
 use super::error::WorkerError;
@@ -19,6 +19,7 @@ use super::os::{now_ns, random_challenge, tune_socket};
 use super::tls::TlsConn;
 use super::worker::{Worker, FIRST_SOURCE};
 use crate::config::SourceHome;
+use crate::core::Producer;
 
 impl Worker {
     /// Accepts connections on the source listener or (`peers`) the
@@ -275,20 +276,11 @@ impl Worker {
             Ok(None) => {}
         }
         self.stats.peer_connects += 1;
-        let entry = self
-            .core
-            .peer_in(node)
-            .map(|c| (c.id, c.delivered, self.core.input_acked(c.id)));
         let (enc, my_epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
-            if let Some((id, delivered, acked)) = entry {
-                let _ = enc.resume(&mut conn.wbuf, my_epoch, &[ResumeEntry::new(id, delivered)]);
-                // The RESUME says where to go on; this ACK what the
-                // producer may drop (a RESUME drops nothing).
-                if acked > 0 {
-                    let _ = enc.ack(&mut conn.wbuf, id, my_epoch, acked);
-                }
-            }
+            // RESUME where to go on, and ACK what it may drop.
+            self.core
+                .greet(Producer::Node(node), my_epoch, &enc, &mut conn.wbuf);
             conn.node = Some(node);
             conn.state = ConnState::Ready;
             conn.dec.set_max_frame_len(max);
@@ -318,14 +310,10 @@ impl Worker {
             self.refuse_source(slot, r.code, &r.text);
             return;
         }
-        let delivered = self.core.inputs()[channel as usize - 1].delivered;
         let (enc, epoch, max) = (self.enc, self.dir.epoch, self.cfg.limits.max_frame_len);
         if let Some(conn) = self.sources[slot].as_mut() {
-            let _ = enc.resume(
-                &mut conn.wbuf,
-                epoch,
-                &[ResumeEntry::new(channel, delivered)],
-            );
+            self.core
+                .greet(Producer::Source(channel), epoch, &enc, &mut conn.wbuf);
             conn.channel = Some(channel);
             conn.state = ConnState::Ready;
             conn.dec.set_max_frame_len(max);

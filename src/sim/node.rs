@@ -11,13 +11,13 @@
 //! [`outbox`](SimNode::outbox), which the world puts on the links.
 
 use bytes::BytesMut;
-use verity_wire::frames::set_resend_flag;
-use verity_wire::{parse, Encoder, FrameView, Kind, ResumeEntry};
+use verity_wire::frames::{frames, set_resend_flag};
+use verity_wire::{parse, Encoder, FrameView, Kind};
 
 use super::disk::Disk;
 use super::net::Actor;
 use super::params::{MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW};
-use crate::core::{sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Refused};
+use crate::core::{sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused};
 use crate::routing::Routing;
 
 /// A frame a node sends.
@@ -139,26 +139,17 @@ impl SimNode {
         true
     }
 
-    /// What the node says as consumer to the sources that (re)connect: its
-    /// input channels and what it delivered on each.
-    pub(super) fn resume_entries(&self) -> Vec<ResumeEntry> {
-        self.core
-            .as_ref()
-            .map(|c| {
-                c.inputs()
-                    .iter()
-                    .map(|ch| ResumeEntry::new(ch.id, ch.delivered))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// What the node says as consumer to peer `from` that (re)connects.
-    pub(super) fn peer_resume_entry(&self, from: u32) -> Option<ResumeEntry> {
-        self.core
-            .as_ref()
-            .and_then(|c| c.peer_in(from))
-            .map(|c| ResumeEntry::new(c.id, c.delivered))
+    /// What the node says first, as consumer, to `producer` on a new
+    /// connection: the core's greeting (RESUME, and to a node an ACK),
+    /// as frames. Empty while crashed.
+    pub(super) fn greet(&self, producer: Producer) -> Vec<Vec<u8>> {
+        let mut b = BytesMut::new();
+        match self.core.as_ref() {
+            Some(core) if core.greet(producer, self.epoch(), &self.enc, &mut b) => {
+                frames(&b).map(|f| f.bytes.to_vec()).collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether the node reads a DATA frame from `from` now: the core's

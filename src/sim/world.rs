@@ -14,7 +14,7 @@ use super::clients::{Received, Sink, Source, Workload};
 use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
 use super::params::{SimParams, RESTART_AFTER_US, TICK_US};
-use crate::core::{peer_channel, peer_of, sink_channel};
+use crate::core::{peer_channel, peer_of, sink_channel, Producer};
 use crate::rng::Rng;
 use crate::routing::Routing;
 
@@ -471,15 +471,15 @@ impl Sim {
             return;
         }
         self.net.reset(n);
-        let entries = self.nodes[n as usize].resume_entries();
         let latency = self.p.latency_us;
         for i in 0..self.sources.len() {
             if self.sources[i].node != n {
                 continue;
             }
-            let mut b = BytesMut::new();
-            let _ = self.enc.resume(&mut b, 0, &entries);
-            self.send_after(latency, Actor::Node(n), Actor::Source(i), &b);
+            let channel = self.sources[i].channel();
+            for frame in self.nodes[n as usize].greet(Producer::Source(channel)) {
+                self.send_after(latency, Actor::Node(n), Actor::Source(i), &frame);
+            }
         }
         let mut b = BytesMut::new();
         let _ = self.enc.resume(&mut b, 0, &self.sink.resume_entries());
@@ -525,9 +525,10 @@ impl Sim {
 
     /// Producer `from` (re)connects to consumer `to`, which answers RESUME.
     fn peer_connect(&mut self, from: u32, to: u32) {
-        let Some(entry) = self.nodes[to as usize].peer_resume_entry(from) else {
+        let greeting = self.nodes[to as usize].greet(Producer::Node(from));
+        if greeting.is_empty() {
             return;
-        };
+        }
         let (epoch_from, epoch_to) = (
             self.nodes[from as usize].epoch(),
             self.nodes[to as usize].epoch(),
@@ -549,14 +550,14 @@ impl Sim {
             return;
         }
         self.nodes[from as usize].disconnect(1 + to as usize);
-        let mut b = BytesMut::new();
-        let _ = self.enc.resume(&mut b, 0, &[entry]);
-        self.send_after(
-            2 * self.p.latency_us,
-            Actor::Node(to),
-            Actor::Node(from),
-            &b,
-        );
+        for frame in greeting {
+            self.send_after(
+                2 * self.p.latency_us,
+                Actor::Node(to),
+                Actor::Node(from),
+                &frame,
+            );
+        }
     }
 
     fn node_crash(&mut self, n: u32) {
