@@ -8,30 +8,20 @@
 //! out: ERROR with the refusal's code and text, close what was replaced.
 
 use bytes::BytesMut;
-use verity_wire::{Encoder, ErrorCode, ResumeEntry};
+use verity_wire::handshake::{Acceptor, Connector, Refusal};
+use verity_wire::{Encoder, ErrorCode, FrameView, Hello, ResumeEntry, Role};
 
 use super::node::NodeCore;
 
 /// The driver's name for one connection (the runtime: its slot).
 pub type ConnId = usize;
 
-/// A connection refused: ERROR `code` with `text`, then close it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub code: ErrorCode,
-    pub text: String,
-}
+/// A connection refused: ERROR `code` with `text`, then close it (the
+/// handshake's refusal and the core's are one type).
+pub type Refused = Refusal;
 
-impl Refused {
-    fn new(code: ErrorCode, text: String) -> Refused {
-        Refused { code, text }
-    }
-}
-
-impl core::fmt::Display for Refused {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{} {}", self.code.name(), self.text)
-    }
+fn refused(code: ErrorCode, text: String) -> Refused {
+    Refusal { code, text }
 }
 
 /// The sessions of one node: the epochs seen from other nodes and which
@@ -81,13 +71,13 @@ impl Sessions {
     /// an epoch fenced off.
     pub fn check_node(&self, node: u32, epoch: u32) -> Result<(), Refused> {
         if node >= self.nodes || node == self.node {
-            return Err(Refused::new(
+            return Err(refused(
                 ErrorCode::UnknownPeer,
                 format!("node id {node} is not another node of this cluster"),
             ));
         }
         if self.stale(node, epoch) {
-            return Err(Refused::new(
+            return Err(refused(
                 ErrorCode::StaleEpoch,
                 format!("node {node} epoch {epoch} is older than one already seen"),
             ));
@@ -132,7 +122,7 @@ impl Sessions {
     ) -> Result<(), Refused> {
         let sources = self.source_conn.len();
         let Some(idx) = (channel as usize).checked_sub(1).filter(|&i| i < sources) else {
-            return Err(Refused::new(
+            return Err(refused(
                 ErrorCode::UnknownChannel,
                 format!(
                     "channel {channel} (the HELLO's node id) is not a source of this app (its sources are channels 1..={sources})"
@@ -140,11 +130,11 @@ impl Sessions {
             ));
         };
         if let Some(home) = elsewhere {
-            return Err(Refused::new(ErrorCode::NotHome, home));
+            return Err(refused(ErrorCode::NotHome, home));
         }
         if let Some(other) = self.source_conn[idx].filter(|&o| o != conn) {
             if let Some(who) = holder(other) {
-                return Err(Refused::new(
+                return Err(refused(
                     ErrorCode::ChannelBusy,
                     format!(
                         "channel {channel} has a producer already (connected from {who}); retry later"
@@ -154,6 +144,42 @@ impl Sessions {
         }
         self.source_conn[idx] = Some(conn);
         Ok(())
+    }
+
+    /// The accepting side's half of the HELLO exchange: a connection's
+    /// first HELLO, from one of `roles`. Ok: our HELLO to send back. A node
+    /// is refused here already, before it proves anything, when it is not
+    /// another node of the cluster or its epoch is fenced off.
+    pub fn accept_hello(
+        &self,
+        acceptor: &mut Acceptor,
+        frame: &FrameView<'_>,
+        secret: Option<&[u8]>,
+        roles: &[Role],
+    ) -> Result<Hello, Refused> {
+        let hello = acceptor.on_hello(frame, secret, roles)?;
+        if let Some(claim) = acceptor.claimed().filter(|c| c.role == Role::Node) {
+            self.check_node(claim.node_id, claim.epoch)?;
+        }
+        Ok(hello)
+    }
+
+    /// The dialing side's half: the consumer's HELLO (role `role`; node
+    /// `node` when it is another node, which is then fenced). Ok: our
+    /// answer to send.
+    pub fn dial_answer(
+        &mut self,
+        connector: &Connector,
+        frame: &FrameView<'_>,
+        secret: Option<&[u8]>,
+        role: Role,
+        node: Option<u32>,
+    ) -> Result<Hello, Refused> {
+        let (hello, peer) = connector.on_hello(frame, secret, role, node)?;
+        if let Some(to) = node {
+            self.fence(to, peer.epoch)?;
+        }
+        Ok(hello)
     }
 
     /// `conn` is closed: it carries no channel any more.

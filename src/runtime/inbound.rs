@@ -190,20 +190,18 @@ impl Worker {
             &[Role::Source]
         };
         let mut acceptor = Acceptor::new(self.me(), challenge);
-        let hello = match acceptor.on_hello(&frame, self.secret(nodes), roles) {
+        let secret = self.secret(nodes);
+        let answered = self
+            .core
+            .sessions()
+            .accept_hello(&mut acceptor, &frame, secret, roles);
+        let hello = match answered {
             Ok(h) => h,
             Err(r) => {
                 self.refuse_handshake(slot, &r);
                 return Ok(false);
             }
         };
-        if let (true, Some(claim)) = (nodes, acceptor.claimed()) {
-            // Refused before the proof: not a node of ours, or fenced off.
-            if let Err(r) = self.core.sessions().check_node(claim.node_id, claim.epoch) {
-                self.refuse_source(slot, r.code, &r.text);
-                return Ok(false);
-            }
-        }
         let (enc, epoch) = (self.enc, self.dir.epoch);
         if let Some(conn) = self.sources[slot].as_mut() {
             let _ = enc.hello(&mut conn.wbuf, epoch, &hello);

@@ -16,7 +16,7 @@ use super::error::{bad_frame_text, WorkerError};
 use super::os::{random_challenge, tune_socket};
 use super::outpath::{out_of, BACKOFF_MIN};
 use super::tls::TlsConn;
-use super::worker::{Worker, FIRST_OUT, READ_CHUNK};
+use super::worker::{secret_of, Worker, FIRST_OUT, READ_CHUNK};
 use crate::core::{Input, Out};
 
 impl Worker {
@@ -291,7 +291,9 @@ impl Worker {
     /// The consumer's HELLO on outbound path `k`: the sink (or node `node`),
     /// with its answer to our challenge; we answer its challenge.
     fn out_hello(&mut self, k: usize, node: Option<u32>, frame: &Frame) {
-        let secret = self.secret(node.is_some());
+        // Field by field: the sessions change while the secret and the
+        // handshake state are read.
+        let secret = secret_of(&self.cfg, node.is_some());
         let role = if node.is_some() {
             Role::Node
         } else {
@@ -301,15 +303,19 @@ impl Worker {
         let handshake = self.outs[k]
             .as_ref()
             .and_then(|p| p.conn.as_ref()?.handshake.as_ref());
+        // The answer, and the consumer fenced when it is another node.
         let answered = match handshake {
-            Some(Handshake::Connecting(c)) => c.on_hello(&view, secret, role, node),
+            Some(Handshake::Connecting(c)) => self
+                .core
+                .sessions_mut()
+                .dial_answer(c, &view, secret, role, node),
             _ => Err(Refusal {
                 code: ErrorCode::Protocol,
                 text: "a HELLO without our challenge".into(),
             }),
         };
-        let (hello, peer) = match answered {
-            Ok(a) => a,
+        let hello = match answered {
+            Ok(h) => h,
             Err(r) => {
                 if r.code == ErrorCode::AuthFailed {
                     self.stats.auth_refused += 1;
@@ -318,12 +324,6 @@ impl Worker {
                 return;
             }
         };
-        if let Some(to) = node {
-            if let Err(r) = self.core.sessions_mut().fence(to, peer.epoch) {
-                self.refuse_out(k, r.code, &r.text);
-                return;
-            }
-        }
         let (enc, my_epoch) = (self.enc, self.dir.epoch);
         if let Some(c) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) {
             let _ = enc.hello(&mut c.wbuf, my_epoch, &hello);

@@ -475,10 +475,16 @@ impl Worker {
     /// The secret a connection authenticates with: the cluster secret
     /// between nodes, the client secret with sources and the sink.
     pub(super) fn secret(&self, nodes: bool) -> Option<&[u8]> {
-        if nodes {
-            self.cfg.cluster.as_ref().map(|c| c.secret.0.as_slice())
-        } else {
-            self.cfg.client_secret.as_ref().map(|s| s.0.as_slice())
-        }
+        secret_of(&self.cfg, nodes)
+    }
+}
+
+/// The secret of a handshake in `cfg`: the cluster secret between nodes,
+/// the client secret with sources and the sink.
+pub(super) fn secret_of(cfg: &NodeToml, nodes: bool) -> Option<&[u8]> {
+    if nodes {
+        cfg.cluster.as_ref().map(|c| c.secret.0.as_slice())
+    } else {
+        cfg.client_secret.as_ref().map(|s| s.0.as_slice())
     }
 }

@@ -12,12 +12,17 @@
 
 use bytes::BytesMut;
 use verity_wire::frames::{frames, set_resend_flag};
-use verity_wire::{parse, Encoder, FrameView, Kind};
+use verity_wire::handshake::{Acceptor, Connector, Me};
+use verity_wire::{parse, Encoder, ErrorCode, FrameView, Hello, Kind, Role};
 
 use super::disk::Disk;
 use super::net::Actor;
-use super::params::{MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW};
-use crate::core::{sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused};
+use super::params::{
+    CLUSTER_ID, CLUSTER_SECRET, MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW,
+};
+use crate::core::{
+    sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused, Sessions,
+};
 use crate::routing::Routing;
 
 /// A frame a node sends.
@@ -167,31 +172,61 @@ impl SimNode {
         self.disk.epoch
     }
 
-    /// Node `from` proved (in its HELLO) that it runs at `epoch` on a new
-    /// connection `conn` to this node: the core's sessions admit it or
-    /// refuse it (fencing). `Ok(Some(c))`: connection `c` is replaced.
-    pub(super) fn admit_peer(
-        &mut self,
-        conn: usize,
-        from: u32,
-        epoch: u32,
-    ) -> Result<Option<usize>, Refused> {
+    /// Who this node is in its HELLOs.
+    pub(super) fn me(&self) -> Me {
+        Me {
+            cluster_id: CLUSTER_ID,
+            node_id: self.n,
+            role: Role::Node,
+        }
+    }
+
+    fn sessions(&mut self) -> Result<&mut Sessions, Refused> {
         match self.core.as_mut() {
-            Some(core) => core.sessions_mut().admit_node(conn, from, epoch),
+            Some(core) => Ok(core.sessions_mut()),
             None => Err(Refused {
-                code: verity_wire::ErrorCode::ShuttingDown,
+                code: ErrorCode::ShuttingDown,
                 text: "down".into(),
             }),
         }
     }
 
-    /// The consumer `to` of a path answered this node's HELLO at `epoch`:
-    /// fenced as the runtime's producer side does.
-    pub(super) fn fence_consumer(&mut self, to: u32, epoch: u32) -> Result<(), Refused> {
-        match self.core.as_mut() {
-            Some(core) => core.sessions_mut().fence(to, epoch),
-            None => Ok(()),
-        }
+    /// As consumer, a dialing node's first HELLO (`frame`): the core's
+    /// `accept_hello`, as the runtime's node listener runs it. Ok: our HELLO.
+    pub(super) fn accept_hello(
+        &mut self,
+        acceptor: &mut Acceptor,
+        frame: &FrameView<'_>,
+    ) -> Result<Hello, Refused> {
+        let secret = Some(CLUSTER_SECRET);
+        self.sessions()?
+            .accept_hello(acceptor, frame, secret, &[Role::Node])
+    }
+
+    /// As consumer, the dialing node's answer: proven, then admitted on
+    /// `conn` by the core's sessions (fencing; `Ok(Some(c))`: connection
+    /// `c` is replaced).
+    pub(super) fn accept_answer(
+        &mut self,
+        acceptor: &Acceptor,
+        conn: usize,
+        frame: &FrameView<'_>,
+    ) -> Result<Option<usize>, Refused> {
+        let peer = acceptor.on_answer(frame, Some(CLUSTER_SECRET))?;
+        self.sessions()?.admit_node(conn, peer.node_id, peer.epoch)
+    }
+
+    /// As producer, the consumer `to`'s HELLO: the core's `dial_answer`
+    /// (the consumer fenced), as the runtime's outbound path runs it.
+    pub(super) fn dial_answer(
+        &mut self,
+        connector: &Connector,
+        frame: &FrameView<'_>,
+        to: u32,
+    ) -> Result<Hello, Refused> {
+        let secret = Some(CLUSTER_SECRET);
+        self.sessions()?
+            .dial_answer(connector, frame, secret, Role::Node, Some(to))
     }
 
     /// The consumer of `path` has a RESUME-ed connection.

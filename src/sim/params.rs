@@ -16,6 +16,10 @@ pub(super) const RESEND_AFTER_US: u64 = 20_000;
 /// exercise it.
 pub(super) const MAX_UNACKED: u64 = 256;
 pub(super) const MAX_UNDURABLE: u64 = 128;
+/// The cluster's id and secret in the nodes' HELLOs: every node-to-node
+/// connection authenticates as the runtime's do (HMAC-SHA256).
+pub(super) const CLUSTER_ID: u64 = 0x5eed;
+pub(super) const CLUSTER_SECRET: &[u8] = b"verity-sim-cluster-secret-0123456789";
 /// A crashed node restarts this long after the crash (µs).
 pub(super) const RESTART_AFTER_US: u64 = 5_000;
 

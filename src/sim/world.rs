@@ -8,13 +8,14 @@ use std::collections::BinaryHeap;
 
 use bytes::BytesMut;
 use verity_wire::fnv::Fnv1a;
-use verity_wire::{parse, Encoder, Kind};
+use verity_wire::handshake::{Acceptor, Connector};
+use verity_wire::{parse, Encoder, FrameView, Hello, Kind, Role};
 
 use super::clients::{Received, Sink, Source, Workload};
 use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
-use super::params::{SimParams, RESTART_AFTER_US, TICK_US};
-use crate::core::{peer_channel, peer_of, sink_channel, Producer};
+use super::params::{SimParams, CLUSTER_SECRET, RESTART_AFTER_US, TICK_US};
+use crate::core::{peer_channel, peer_of, sink_channel, Producer, Refused};
 use crate::rng::Rng;
 use crate::routing::Routing;
 
@@ -495,10 +496,8 @@ impl Sim {
     /// Node `to` admits a connection from `from` at `epoch` (its HELLO
     /// proved both): the decision is the core's; the world checks it never
     /// takes an epoch older than one it admitted before. `false`: refused.
-    fn admit(&mut self, to: u32, from: u32, epoch: u32) -> bool {
-        self.conns += 1;
-        let conn = self.conns;
-        let admitted = self.nodes[to as usize].admit_peer(conn, from, epoch);
+    fn admit(&mut self, to: u32, from: u32, epoch: u32) -> Result<(), Refused> {
+        let admitted = self.handshake(from, epoch, to);
         let newest = &mut self.admitted[to as usize][from as usize];
         if admitted.is_ok() && epoch < *newest && self.failure.is_none() {
             self.failure = Some(format!(
@@ -508,7 +507,51 @@ impl Sim {
         if admitted.is_ok() {
             *newest = (*newest).max(epoch);
         }
-        admitted.is_ok()
+        admitted
+    }
+
+    /// The three HELLOs of `wire::handshake` between node `from` (its
+    /// running instance, or a zombie at an older `epoch`) and node `to`,
+    /// authenticated with the cluster secret, each checked by the core as
+    /// the runtime checks it (`Sessions::accept_hello`, `dial_answer`,
+    /// `admit_node`). Ok: `to` admitted the connection.
+    fn handshake(&mut self, from: u32, epoch: u32, to: u32) -> Result<(), Refused> {
+        let (c1, c2) = (self.challenge(), self.challenge());
+        let zombie = !self.alive(from) || epoch != self.nodes[from as usize].epoch();
+        let (connector, first) = Connector::start(self.nodes[from as usize].me(), c1);
+        let first = self.hello_frame(epoch, &first);
+        let mut acceptor = Acceptor::new(self.nodes[to as usize].me(), c2);
+        let answer = self.nodes[to as usize].accept_hello(&mut acceptor, &view(&first)?)?;
+        let answer = self.hello_frame(self.nodes[to as usize].epoch(), &answer);
+        let second = if zombie {
+            // A zombie's own checks are not under test (it has no core).
+            let secret = Some(CLUSTER_SECRET);
+            connector
+                .on_hello(&view(&answer)?, secret, Role::Node, Some(to))?
+                .0
+        } else {
+            self.nodes[from as usize].dial_answer(&connector, &view(&answer)?, to)?
+        };
+        let second = self.hello_frame(epoch, &second);
+        self.conns += 1;
+        let conn = self.conns;
+        self.nodes[to as usize].accept_answer(&acceptor, conn, &view(&second)?)?;
+        Ok(())
+    }
+
+    /// A fresh challenge for a HELLO, from the run's PRNG.
+    fn challenge(&mut self) -> [u8; 32] {
+        let mut c = [0u8; 32];
+        for chunk in c.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_le_bytes());
+        }
+        c
+    }
+
+    fn hello_frame(&self, epoch: u32, hello: &Hello) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        let _ = self.enc.hello(&mut b, epoch, hello);
+        b.to_vec()
     }
 
     /// An old instance of node `n`, at `epoch`, dials every live node.
@@ -517,7 +560,7 @@ impl Sim {
     fn zombie(&mut self, n: u32, epoch: u32) {
         self.zombies += 1;
         for j in 0..self.p.nodes {
-            if j != n && self.alive(j) && self.admit(j, n, epoch) {
+            if j != n && self.alive(j) && self.admit(j, n, epoch).is_ok() {
                 self.nodes[n as usize].disconnect(1 + j as usize);
             }
         }
@@ -529,22 +572,12 @@ impl Sim {
         if greeting.is_empty() {
             return;
         }
-        let (epoch_from, epoch_to) = (
-            self.nodes[from as usize].epoch(),
-            self.nodes[to as usize].epoch(),
-        );
-        if !self.admit(to, from, epoch_from) {
+        let epoch_from = self.nodes[from as usize].epoch();
+        if let Err(r) = self.admit(to, from, epoch_from) {
+            // Two running instances always get through.
             if self.failure.is_none() {
                 self.failure = Some(format!(
-                    "node {to} refused the running instance of node {from} (epoch {epoch_from})"
-                ));
-            }
-            return;
-        }
-        if let Err(r) = self.nodes[from as usize].fence_consumer(to, epoch_to) {
-            if self.failure.is_none() {
-                self.failure = Some(format!(
-                    "node {from} refused the running instance of node {to} as consumer: {r}"
+                    "node {from} (epoch {epoch_from}) could not connect to the running instance of node {to}: {r}"
                 ));
             }
             return;
@@ -574,5 +607,16 @@ impl Sim {
             }
         }
         self.flush(n);
+    }
+}
+
+/// The frame at the start of `bytes` (a HELLO just encoded).
+fn view(bytes: &[u8]) -> Result<FrameView<'_>, Refused> {
+    match parse(bytes, verity_wire::DEFAULT_MAX_FRAME_LEN) {
+        Ok(Some(v)) => Ok(v),
+        _ => Err(Refused {
+            code: verity_wire::ErrorCode::Internal,
+            text: "a HELLO the simulator encoded does not decode".into(),
+        }),
     }
 }
