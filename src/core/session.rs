@@ -112,7 +112,7 @@ impl Sessions {
     /// A source proved on `conn` that it produces `channel` (its HELLO's
     /// node id). `elsewhere`: the address of the channel's home when that
     /// is another node (a redirect: the refusal's text is the address and
-    /// nothing else). `busy_with`: who holds the channel, for the text.
+    /// nothing else). `holder`: who holds a connection, for the text.
     pub fn admit_source(
         &mut self,
         conn: ConnId,
