@@ -709,6 +709,7 @@ impl NodeToml {
             max_frame_len: self.limits.max_frame_len,
             dedup_window: self.limits.dedup_window,
             resend_timeout_ns: self.limits.resend_timeout_ms.saturating_mul(1_000_000),
+            handshake_timeout_ns: self.limits.handshake_timeout_ms.saturating_mul(1_000_000),
             ..NodeConfig::default()
         }
     }

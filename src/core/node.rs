@@ -77,6 +77,9 @@ pub struct NodeConfig {
     /// At most this many seqs past the consumer's ACK are handed to its
     /// connection (the send window).
     pub send_window: u64,
+    /// A connection that has not finished its handshake this long after it
+    /// opened is closed ([`Effects::handshake_expired`]).
+    pub handshake_timeout_ns: u64,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +95,7 @@ impl Default for NodeConfig {
             dedup_window: 1 << 16,
             resend_timeout_ns: 1_000_000_000,
             send_window: u64::MAX,
+            handshake_timeout_ns: 5_000_000_000,
         }
     }
 }
@@ -205,6 +209,9 @@ pub struct Effects {
     /// (out, seq): no ACK progress for the resend timeout, frames go out
     /// again from seq (for the log).
     pub rewound: Vec<(Out, u64)>,
+    /// Connections whose handshake took over the handshake timeout: refuse
+    /// (`LIMIT_EXCEEDED`) and close them; dial a consumer again.
+    pub handshake_expired: Vec<super::session::ConnId>,
 }
 
 impl Effects {
@@ -224,6 +231,7 @@ impl Effects {
         self.resend = None;
         self.violation = None;
         self.rewound.clear();
+        self.handshake_expired.clear();
     }
 
     /// Whether any node has forwarded frames in this batch.
@@ -539,6 +547,9 @@ impl NodeCore {
                         fx.rewound.push((out_at(o), from));
                     }
                 }
+                let timeout = self.cfg.handshake_timeout_ns;
+                self.sessions
+                    .expire(now_ns, timeout, &mut fx.handshake_expired);
             }
             Input::Recovered { out, acked } => {
                 if let Some(o) = self.out_index(out) {
@@ -567,7 +578,11 @@ impl NodeCore {
     /// When the core next needs an [`Input::Tick`] (ns), if a timer runs.
     pub fn poll_timeout(&self) -> Option<u64> {
         let timeout = self.cfg.resend_timeout_ns;
-        self.outs.iter().filter_map(|o| o.deadline(timeout)).min()
+        let resend = self.outs.iter().filter_map(|o| o.deadline(timeout)).min();
+        let handshake = self
+            .sessions
+            .handshake_deadline(self.cfg.handshake_timeout_ns);
+        resend.into_iter().chain(handshake).min()
     }
 
     fn source_index(&self, channel: u32) -> Option<usize> {

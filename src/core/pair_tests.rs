@@ -332,3 +332,25 @@ fn a_replaced_instance_of_the_producer_is_fenced_off_by_the_consumer() {
     p.deliver(|_| false);
     assert_eq!(p.acked(), 4);
 }
+
+#[test]
+fn a_connection_that_never_finishes_its_handshake_is_timed_out_by_the_core() {
+    let mut p = Pair::new();
+    let timeout = NodeConfig::default().handshake_timeout_ns;
+    // The consumer accepts two connections; one finishes its HELLOs.
+    p.consumer.sessions_mut().opened(7, 0);
+    p.consumer.sessions_mut().opened(8, 10);
+    assert_eq!(p.consumer.sessions_mut().admit_node(8, 0, 1), Ok(None));
+    assert_eq!(p.consumer.poll_timeout(), Some(timeout + 1));
+    let mut fx = Effects::default();
+    p.consumer.handle(Input::Tick { now_ns: timeout }, &mut fx);
+    assert!(fx.handshake_expired.is_empty(), "not over the timeout yet");
+    p.consumer.handle(
+        Input::Tick {
+            now_ns: timeout + 1,
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.handshake_expired, vec![7], "only the silent one");
+    assert_eq!(p.consumer.poll_timeout(), None);
+}

@@ -36,6 +36,8 @@ pub struct Sessions {
     peer_conn: Vec<Option<ConnId>>,
     /// Source channel − 1 → the connection producing it.
     source_conn: Vec<Option<ConnId>>,
+    /// Connections still in their handshake, and since when (ns).
+    handshaking: Vec<(ConnId, u64)>,
 }
 
 impl Sessions {
@@ -47,7 +49,42 @@ impl Sessions {
             epochs: vec![0; nodes as usize],
             peer_conn: vec![None; nodes as usize],
             source_conn: vec![None; sources],
+            handshaking: Vec::new(),
         }
+    }
+
+    /// `conn` starts its handshake at `now_ns` (a socket accepted or
+    /// dialed; in-process links have none).
+    pub fn opened(&mut self, conn: ConnId, now_ns: u64) {
+        self.handshaking.retain(|&(c, _)| c != conn);
+        self.handshaking.push((conn, now_ns));
+    }
+
+    /// `conn` finished its handshake (admitted, or RESUMEd as producer).
+    pub fn established(&mut self, conn: ConnId) {
+        self.handshaking.retain(|&(c, _)| c != conn);
+    }
+
+    /// Connections whose handshake has taken over `timeout_ns` by `now_ns`
+    /// go to `expired` (to be refused `LIMIT_EXCEEDED` and closed; a dialed
+    /// one is dialed again): a peer that accepts and stays silent, or
+    /// connects and never says HELLO, holds no slot for good.
+    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64, expired: &mut Vec<ConnId>) {
+        self.handshaking.retain(|&(c, since)| {
+            let late = now_ns.saturating_sub(since) > timeout_ns;
+            if late {
+                expired.push(c);
+            }
+            !late
+        });
+    }
+
+    /// When the oldest handshake under way times out, if any.
+    pub fn handshake_deadline(&self, timeout_ns: u64) -> Option<u64> {
+        self.handshaking
+            .iter()
+            .map(|&(_, since)| since.saturating_add(timeout_ns).saturating_add(1))
+            .min()
     }
 
     /// Whether `epoch` of `node` is older than one already admitted.
@@ -105,6 +142,7 @@ impl Sessions {
         epoch: u32,
     ) -> Result<Option<ConnId>, Refused> {
         self.fence(node, epoch)?;
+        self.established(conn);
         let old = self.peer_conn[node as usize].replace(conn);
         Ok(old.filter(|&o| o != conn))
     }
@@ -143,6 +181,7 @@ impl Sessions {
             }
         }
         self.source_conn[idx] = Some(conn);
+        self.established(conn);
         Ok(())
     }
 
@@ -184,6 +223,7 @@ impl Sessions {
 
     /// `conn` is closed: it carries no channel any more.
     pub fn closed(&mut self, conn: ConnId) {
+        self.established(conn);
         for c in self.source_conn.iter_mut().chain(self.peer_conn.iter_mut()) {
             if *c == Some(conn) {
                 *c = None;
@@ -274,6 +314,36 @@ mod tests {
         assert_eq!(s.fence(2, 6).unwrap_err().code, ErrorCode::StaleEpoch);
         s.closed(12);
         assert_eq!(s.conn_for_channel(crate::core::peer_channel(1, 0)), None);
+    }
+
+    #[test]
+    fn a_handshake_that_takes_too_long_expires_and_a_finished_one_never_does() {
+        let mut s = Sessions::new(0, 2, 1);
+        let mut expired = Vec::new();
+        s.opened(1, 100);
+        s.opened(2, 150);
+        s.opened(3, 160);
+        assert_eq!(s.handshake_deadline(1_000), Some(1_101));
+        assert_eq!(s.admit_node(2, 1, 1), Ok(None), "admitted: done");
+        assert_eq!(s.admit_source(3, 1, None, |_| None), Ok(()));
+        s.expire(1_100, 1_000, &mut expired);
+        assert!(expired.is_empty(), "not over the timeout yet");
+        s.expire(1_101, 1_000, &mut expired);
+        assert_eq!(expired, vec![1]);
+        assert_eq!(s.handshake_deadline(1_000), None);
+        // Closed before its time: gone too.
+        s.opened(4, 0);
+        s.closed(4);
+        s.expire(u64::MAX, 1, &mut expired);
+        assert_eq!(expired, vec![1]);
+        // Dialed again: the clock starts over.
+        s.opened(5, 0);
+        s.opened(5, 500);
+        s.expire(1_200, 1_000, &mut expired);
+        assert_eq!(expired, vec![1]);
+        s.established(5);
+        s.expire(u64::MAX, 0, &mut expired);
+        assert_eq!(expired, vec![1]);
     }
 
     #[test]

@@ -113,6 +113,9 @@ impl Worker {
         let me = self.core.node();
         conn.shim = self.faults.as_mut().and_then(|f| f.inbound_shim(me, peers));
         self.sources[slot] = Some(conn);
+        // Its handshake is timed by the core (limits.handshake_timeout_ms).
+        let now = self.timer_ns(Instant::now());
+        self.core.sessions_mut().opened(slot, now);
     }
 
     /// Closes a connection still in its handshake when the handshake pool
@@ -380,34 +383,15 @@ impl Worker {
         self.core.sessions_mut().closed(slot);
     }
 
-    /// Closes connections whose handshake has not completed within
-    /// `limits.handshake_timeout_ms` (checked every tenth of it): an
-    /// inbound one that never said HELLO would hold a connection slot for
-    /// good, an outbound one to a peer that accepts and stays silent would
-    /// never be dialed again.
-    pub(super) fn sweep_handshakes(&mut self, now: Instant) {
-        let timeout = Duration::from_millis(self.cfg.limits.handshake_timeout_ms);
-        let every = timeout.min(Duration::from_millis(self.cfg.limits.frame_timeout_ms)) / 10;
+    /// Closes established connections that leave a frame incomplete for
+    /// over `limits.frame_timeout_ms` (checked every tenth of it).
+    /// Handshakes are timed by the core (`handshakes_expired`).
+    pub(super) fn sweep_stalled(&mut self, now: Instant) {
+        let every = Duration::from_millis(self.cfg.limits.frame_timeout_ms) / 10;
         if now.duration_since(self.last_sweep) < every {
             return;
         }
         self.last_sweep = now;
-        let late = |c: &Conn| {
-            c.state != ConnState::Ready
-                && !c.closing
-                && c.stream.is_socket()
-                && now.duration_since(c.opened) > timeout
-        };
-        let text = format!(
-            "no handshake within limits.handshake_timeout_ms ({} ms)",
-            timeout.as_millis()
-        );
-        for slot in 0..self.sources.len() {
-            if self.sources[slot].as_ref().is_some_and(late) {
-                self.stats.refused += 1;
-                self.refuse_source(slot, ErrorCode::LimitExceeded, &text);
-            }
-        }
         // An established connection that leaves a frame incomplete (and
         // has nothing more for us to read: not held back by our own
         // backpressure) holds its slot and its buffer: close it.
@@ -429,18 +413,6 @@ impl Worker {
                     self.cfg.limits.frame_timeout_ms
                 );
                 self.refuse_source(slot, ErrorCode::LimitExceeded, &text);
-            }
-        }
-        for k in 0..self.outs.len() {
-            let stuck = self.outs[k]
-                .as_ref()
-                .and_then(|p| p.conn.as_ref())
-                .is_some_and(late);
-            if stuck {
-                if let Some(p) = self.outs[k].as_ref() {
-                    eprintln!("verity: {} at {}: {text}; dialing again", p.name, p.addr);
-                }
-                self.out_lost(k, &text);
             }
         }
     }

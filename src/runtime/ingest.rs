@@ -148,7 +148,7 @@ impl Worker {
         *conn.dec.read_buf() = buf;
         conn.dec.consume(at);
         // An incomplete frame left behind: since when (the same frame as
-        // before keeps its time; see `sweep_handshakes`).
+        // before keeps its time; see `sweep_stalled`).
         let pos = conn.dec.position();
         conn.partial = match conn.partial {
             _ if conn.dec.buffered() == 0 => None,

@@ -14,7 +14,7 @@ use verity_wire::{ErrorCode, Frame, Kind, Role};
 use super::conn::{Conn, ConnState, Handshake, Stream};
 use super::error::{bad_frame_text, WorkerError};
 use super::os::{random_challenge, tune_socket};
-use super::outpath::{out_of, BACKOFF_MIN};
+use super::outpath::{out_conn, out_of, BACKOFF_MIN, OUT_CONN_BASE};
 use super::tls::TlsConn;
 use super::worker::{secret_of, Worker, FIRST_OUT, READ_CHUNK};
 use crate::core::{Input, Out};
@@ -37,8 +37,13 @@ impl Worker {
         let Some(path) = self.outs.get(k).and_then(Option::as_ref) else {
             return Ok(());
         };
-        if path.conn.is_none() && !self.dial(k) {
-            return Ok(());
+        if path.conn.is_none() {
+            if !self.dial(k) {
+                return Ok(());
+            }
+            // Its handshake is timed by the core (limits.handshake_timeout_ms).
+            let now = self.timer_ns(Instant::now());
+            self.core.sessions_mut().opened(out_conn(k), now);
         }
         let Some(conn) = self.outs[k].as_mut().and_then(|p| p.conn.as_mut()) else {
             return Ok(());
@@ -380,6 +385,7 @@ impl Worker {
                 c.state = ConnState::Ready;
             }
             path.trim(acked)?;
+            self.core.sessions_mut().established(out_conn(k));
         }
         self.fx.clear();
         Ok(())
@@ -390,6 +396,7 @@ impl Worker {
     pub(super) fn out_lost(&mut self, k: usize, why: &str) {
         self.core
             .handle(Input::Disconnected { out: out_of(k) }, &mut self.fx);
+        self.core.sessions_mut().closed(out_conn(k));
         let reg = self.poll.registry();
         if let Some(path) = self.outs.get_mut(k).and_then(Option::as_mut) {
             if let Some(Stream::Link(_)) = path.conn.as_ref().map(|c| &c.stream) {
@@ -444,8 +451,12 @@ impl Worker {
     /// Fires the core's timers due at `now` (resend after
     /// `limits.resend_timeout_ms` without ACK progress).
     pub(super) fn tick(&mut self, now: Instant) {
-        let now_ns = now.duration_since(self.started).as_nanos() as u64;
+        let now_ns = self.timer_ns(now);
         self.core.handle(Input::Tick { now_ns }, &mut self.fx);
+        let expired = std::mem::take(&mut self.fx.handshake_expired);
+        if !expired.is_empty() {
+            self.handshakes_expired(&expired);
+        }
         for (out, from) in self.fx.rewound.drain(..) {
             let k = match out {
                 Out::Sink => 0,
@@ -460,6 +471,40 @@ impl Worker {
                     "verity: {} {peer}: no ACK progress for {} ms; resending from {from}",
                     p.name, self.cfg.limits.resend_timeout_ms,
                 );
+            }
+        }
+    }
+
+    /// The core timed these connections out in their handshake: an inbound
+    /// one is refused `LIMIT_EXCEEDED` (a connection that never said HELLO
+    /// would hold a slot for good), an outbound one is dialed again (a
+    /// consumer that accepts and stays silent).
+    fn handshakes_expired(&mut self, conns: &[crate::core::ConnId]) {
+        let text = format!(
+            "no handshake within limits.handshake_timeout_ms ({} ms)",
+            self.cfg.limits.handshake_timeout_ms
+        );
+        for &c in conns {
+            if let Some(k) = c.checked_sub(OUT_CONN_BASE) {
+                let stuck = self.outs.get(k).and_then(Option::as_ref).filter(|p| {
+                    p.conn
+                        .as_ref()
+                        .is_some_and(|c| c.state != ConnState::Ready && c.stream.is_socket())
+                });
+                if let Some(p) = stuck {
+                    eprintln!("verity: {} at {}: {text}; dialing again", p.name, p.addr);
+                    self.out_lost(k, &text);
+                }
+            } else if self
+                .sources
+                .get(c)
+                .and_then(Option::as_ref)
+                .is_some_and(|conn| {
+                    conn.state != ConnState::Ready && !conn.closing && conn.stream.is_socket()
+                })
+            {
+                self.stats.refused += 1;
+                self.refuse_source(c, ErrorCode::LimitExceeded, &text);
             }
         }
     }

@@ -36,6 +36,15 @@ pub(super) fn out_of(k: usize) -> Out {
     }
 }
 
+/// The sessions' name ([`crate::core::ConnId`]) for the connection of
+/// outbound path `k`, apart from every inbound slot's.
+pub(super) fn out_conn(k: usize) -> crate::core::ConnId {
+    OUT_CONN_BASE + k
+}
+
+/// Outbound paths' connection ids start here (inbound slots are below).
+pub(super) const OUT_CONN_BASE: usize = 1 << 40;
+
 pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Retry interval of a path that has never connected (see `failed`).

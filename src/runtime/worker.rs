@@ -102,7 +102,7 @@ pub struct Worker {
     /// `clock_gettime` per socket read, not per frame (the journal records
     /// it with each accepted input).
     pub(super) batch_clock_ns: u64,
-    /// When `sweep_handshakes` last looked.
+    /// When `sweep_stalled` last looked.
     pub(super) last_sweep: Instant,
     /// Lines about peers and connections (refusals, peer errors): at most
     /// a few a second.
@@ -424,7 +424,7 @@ impl Worker {
         let now = Instant::now();
         self.tick(now);
         self.flush_sources(false, now);
-        self.sweep_handshakes(now);
+        self.sweep_stalled(now);
         if self.faults.is_some() {
             self.enforce_partitions();
             self.drain_faults();
@@ -474,6 +474,12 @@ impl Worker {
 
     /// The secret a connection authenticates with: the cluster secret
     /// between nodes, the client secret with sources and the sink.
+    /// A reading of the core's timer clock ([`Input::Tick`]): ns since
+    /// the worker started.
+    pub(super) fn timer_ns(&self, now: Instant) -> u64 {
+        now.duration_since(self.started).as_nanos() as u64
+    }
+
     pub(super) fn secret(&self, nodes: bool) -> Option<&[u8]> {
         secret_of(&self.cfg, nodes)
     }
