@@ -5,11 +5,11 @@
 //! slots, and a client written from `wire/PROTOCOL.md` alone.
 
 mod common;
-use common::free_addr;
 use common::node::{check_pass, send_file, u64_file, Node};
 use common::peer::{
     connect_from, handshake, handshake_as, handshake_on, read_error, wait_ack_on, FakeSink,
 };
+use common::{any_port, free_addr};
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -162,7 +162,7 @@ fn a_second_producer_on_an_active_channel_is_refused_and_cannot_change_results()
         let t = tempfile::tempdir().unwrap();
         let input = u64_file(t.path(), 20_000);
         let received = t.path().join("received.bin");
-        let mut rc = RecvConfig::new(free_addr(), &received);
+        let mut rc = RecvConfig::new(any_port(), &received);
         rc.secret = secret.clone();
         let recv = Receiver::start(&rc).unwrap();
         let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
@@ -219,7 +219,7 @@ fn a_duplicate_whose_bytes_differ_is_refused_and_the_first_version_stands() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 10);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     let enc = Encoder::default();
@@ -351,7 +351,7 @@ fn clients_that_trickle_a_frame_are_closed_and_real_sources_get_through() {
     verity_tools::gen::market_spread(&cfg, t.path()).unwrap();
     let (nbbo, orders) = (t.path().join("nbbo.msg"), t.path().join("orders.msg"));
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(
         t.path(),
         "market-spread",
@@ -450,7 +450,7 @@ fn an_idle_connection_flood_does_not_keep_sources_out_or_flood_the_log() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 5000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(
         t.path(),
         "doubler",
@@ -559,7 +559,7 @@ fn a_peer_whose_role_does_not_fit_the_connection_is_refused() {
         text.contains("the peer says it is a source; a sink was expected"),
         "{text}"
     );
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &t.path().join("r.bin"))).unwrap();
     for role in [Role::Source, Role::Sink] {
         let s = TcpStream::connect(recv.addr()).unwrap();
         let (code, _) = handshake_on(s, 1, None, role).expect_err("refused");
@@ -576,7 +576,7 @@ fn verity_send_retries_a_limit_exceeded_with_backoff() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 1000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(
         t.path(),
         "doubler",
@@ -860,7 +860,7 @@ fn a_producer_cut_off_without_a_fin_loses_its_channel_to_the_next() {
     let input = u64_file(t.path(), 20_000);
     let received = t.path().join("received.bin");
     let secret = b"client-secret-0123456789".to_vec();
-    let mut rc = RecvConfig::new(free_addr(), &received);
+    let mut rc = RecvConfig::new(any_port(), &received);
     rc.secret = Some(secret.clone());
     let recv = Receiver::start(&rc).unwrap();
     verity_tools::client_auth::write_secret(&t.path().join("client.key"), &secret).unwrap();

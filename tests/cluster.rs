@@ -5,7 +5,7 @@
 
 mod common;
 use common::cluster::Worker;
-use common::{free_addr, free_run};
+use common::{any_port, free_addr, free_run};
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -301,7 +301,7 @@ fn three_workers_run_market_spread_through_kill_9_of_each() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 60_000, 3);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 3, recv.addr(), false);
     c.start();
     // NBBO into w1, orders into w2: both are forwarded to the owners.
@@ -352,7 +352,7 @@ fn verity_trace_follows_orders_through_forwarding_to_their_decisions_and_back() 
     // journals keep every record (trimming drops whole segments only).
     let (nbbo, orders) = market_input(t.path(), 6_000, 5);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 3, recv.addr(), false);
     c.start();
     let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
@@ -458,7 +458,7 @@ fn shards_of_one_worker_share_records_over_rings_and_survive_kill_9() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 60_000, 8);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::with_shards(t.path(), "market-spread", &[2, 1], recv.addr(), false);
     c.start();
     let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
@@ -502,7 +502,7 @@ fn a_peer_with_the_wrong_secret_or_cluster_is_refused_and_the_cluster_runs_on() 
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 20_000, 4);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 2, recv.addr(), false);
     c.start();
     let w1 = c.workers[0].address;
@@ -553,7 +553,7 @@ fn garbage_on_the_node_to_node_and_source_ports_disturbs_nothing() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 30_000, 5);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 2, recv.addr(), false);
     c.start();
     let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
@@ -593,7 +593,7 @@ fn a_partition_between_two_workers_heals_and_the_check_passes() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 40_000, 6);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 2, recv.addr(), true);
     c.start();
     let s1 = spawn_send(c.workers[0].sources, &nbbo, 1);
@@ -672,7 +672,7 @@ fn the_fault_shim_injects_every_fault_and_the_check_still_passes() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 40_000, 9);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 3, recv.addr(), false);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -741,7 +741,7 @@ fn a_source_sent_through_two_workers_is_processed_once_at_its_home() {
     }
     w.finish().unwrap();
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "doubler", 3, recv.addr(), false);
     c.start();
     let records = Records::load(InputFormat::U64, &input).unwrap();
@@ -786,7 +786,7 @@ fn a_peer_node_that_lies_in_its_resume_is_refused_and_nothing_is_dropped() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 4_000, 6);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 2, recv.addr(), false);
     let w2_address = c.workers[1].address;
     // w2 is played by the test until the lie is told.
@@ -870,7 +870,7 @@ fn a_restarted_worker_rejoins_during_an_idle_flood_of_the_node_ports() {
     let t = tempfile::tempdir().unwrap();
     let (nbbo, orders) = market_input(t.path(), 20_000, 7);
     let received = t.path().join("received.bin");
-    let mut rc = RecvConfig::new(free_addr(), &received);
+    let mut rc = RecvConfig::new(any_port(), &received);
     rc.secret = Some(b"client-secret-0123456789".to_vec());
     let recv = Receiver::start(&rc).unwrap();
     let mut c = Cluster::new(t.path(), "market-spread", 3, recv.addr(), false);

@@ -6,8 +6,8 @@
 
 mod common;
 use common::cluster::{logs, Worker};
-use common::free_addr;
 use common::node::{check_pass, u64_file, Node};
+use common::{any_port, free_addr};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -46,7 +46,7 @@ fn tls_table(name: &str, extra: &str) -> String {
 /// A receiver over TLS presenting `certs/sink.pem`; with `mutual`, nodes
 /// must present a certificate from `certs/ca.pem`.
 fn tls_receiver(dir: &Path, certs: &Path, mutual: bool, file: &str) -> Receiver {
-    let mut rc = RecvConfig::new(free_addr(), &dir.join(file));
+    let mut rc = RecvConfig::new(any_port(), &dir.join(file));
     let ca = certs.join("ca.pem");
     rc.tls = Some(
         tls::server_config(
@@ -298,7 +298,7 @@ fn the_hmac_handshake_runs_inside_tls() {
     let secret = b"client-secret-0123456789".to_vec();
     verity_tools::client_auth::write_secret(&t.path().join("client.key"), &secret).unwrap();
     let input = u64_file(t.path(), 20_000);
-    let mut rc = RecvConfig::new(free_addr(), &t.path().join("received.bin"));
+    let mut rc = RecvConfig::new(any_port(), &t.path().join("received.bin"));
     rc.secret = Some(secret.clone());
     rc.tls = Some(
         tls::server_config(
@@ -364,7 +364,7 @@ fn a_sink_whose_certificate_does_not_chain_to_ca_file_gets_nothing() {
     let c = certs(t.path(), "certs", &["node", "sink"]);
     let other = certs(t.path(), "other", &["sink"]);
     let input = u64_file(t.path(), 5_000);
-    let mut rc = RecvConfig::new(free_addr(), &t.path().join("impostor.bin"));
+    let mut rc = RecvConfig::new(any_port(), &t.path().join("impostor.bin"));
     rc.tls =
         Some(tls::server_config(&other.join("sink.pem"), &other.join("sink.key"), None).unwrap());
     let impostor = Receiver::start(&rc).unwrap();

@@ -3,9 +3,9 @@
 //! with the tools' sender and receiver; the independent checker judges.
 
 mod common;
-use common::free_addr;
 use common::node::{check_pass, send_file, u64_file, Node};
 use common::peer::{handshake, read_error, FakeSink};
+use common::{any_port, free_addr};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,7 +27,7 @@ fn sigterm_finishes_the_batch_snapshots_and_exits_zero() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 10_000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     send_file(node.listen, &input, InputFormat::U64, 1);
@@ -53,7 +53,7 @@ fn a_malformed_frame_gets_error_and_only_that_peer_is_disconnected() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 5_000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     // Garbage after a good handshake.
@@ -122,7 +122,7 @@ fn records_the_app_cannot_decode_go_to_the_dead_letter_log() {
     }
     w.finish().unwrap();
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "market-spread", recv.addr(), "");
     node.start();
     send_file(node.listen, &nbbo, InputFormat::Fixish, 1);
@@ -169,7 +169,7 @@ fn damaged_journal_recovers(damage: impl Fn(&Path, usize)) {
     let n = 20_000;
     let input = u64_file(t.path(), n);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     // No snapshot may cover the damaged tail (else nothing is lost and there
     // is nothing to resend: that case has its own test below).
@@ -226,7 +226,7 @@ fn a_journal_damaged_below_the_snapshot_is_reanchored_and_nothing_is_lost() {
     }
     w.finish().unwrap();
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     send_file(node.listen, &first, InputFormat::U64, 1);
@@ -302,7 +302,7 @@ fn a_slow_receiver_stops_the_node_reading_and_memory_stays_bounded() {
     let n = 300_000;
     let input = u64_file(t.path(), n);
     let received = t.path().join("received.bin");
-    let mut rc = RecvConfig::new(free_addr(), &received);
+    let mut rc = RecvConfig::new(any_port(), &received);
     rc.read_rate = Some(200_000); // bytes/s: ~4000 outputs/s
     let recv = Receiver::start(&rc).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "max_unacked = 5000");
@@ -431,7 +431,7 @@ fn duplicates_and_gaps_inside_one_read_batch_are_dropped_and_the_rest_journaled(
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 150);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     let mut s = handshake(node.listen);
@@ -507,7 +507,7 @@ fn clients_authenticate_when_a_client_secret_is_configured() {
     verity_tools::client_auth::write_secret(&wrong, "another-secret-0123456789").unwrap();
     let input = u64_file(t.path(), 3_000);
     let received = t.path().join("received.bin");
-    let mut rc = RecvConfig::new(free_addr(), &received);
+    let mut rc = RecvConfig::new(any_port(), &received);
     rc.secret = Some(b"client-secret-0123456789".to_vec());
     let recv = Receiver::start(&rc).unwrap();
     let first_sink = recv.addr();
@@ -557,7 +557,7 @@ fn clients_authenticate_when_a_client_secret_is_configured() {
 
     // A receiver with another secret: the node refuses it and delivers nothing.
     let received2 = t.path().join("received2.bin");
-    let mut rc = RecvConfig::new(free_addr(), &received2);
+    let mut rc = RecvConfig::new(any_port(), &received2);
     rc.secret = Some(b"another-secret-0123456789".to_vec());
     let recv2 = Receiver::start(&rc).unwrap();
     let text = std::fs::read_to_string(&node.config).unwrap();
@@ -693,7 +693,7 @@ fn ten_writes(s: &mut TcpStream, gap: Duration) -> Instant {
 #[test]
 fn acks_of_several_batches_leave_as_one_frame_after_ack_delay_us() {
     let t = tempfile::tempdir().unwrap();
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &t.path().join("r.bin"))).unwrap();
     // Held for 400 ms: ten batches 5 ms apart are all inside it.
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 400000");
     node.start();
@@ -726,7 +726,7 @@ fn acks_of_several_batches_leave_as_one_frame_after_ack_delay_us() {
 #[test]
 fn a_source_whose_last_frames_and_fin_arrive_together_is_acked_and_closed() {
     let t = tempfile::tempdir().unwrap();
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &t.path().join("r.bin"))).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &t.path().join("r.bin"))).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "ack_delay_us = 400000");
     node.start();
     for round in 0..5u64 {
@@ -866,7 +866,7 @@ fn verity_replay_regenerates_the_logged_outputs_bit_for_bit_and_logdump_reads_th
     // different app can take the same journal (see below).
     let input = u64_file(t.path(), 10_000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     node.start();
     send_file(node.listen, &input, InputFormat::U64, 1);
@@ -1000,7 +1000,7 @@ fn a_connection_that_never_says_hello_is_closed_after_handshake_timeout_ms() {
     let t = tempfile::tempdir().unwrap();
     let input = u64_file(t.path(), 1_000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(
         t.path(),
         "doubler",
@@ -1073,7 +1073,7 @@ fn the_journal_audit_chain_verifies_across_restarts_and_catches_a_rewritten_reco
     let t = tempfile::tempdir().unwrap();
     let first = u64_file(t.path(), 12_000);
     let received = t.path().join("received.bin");
-    let recv = Receiver::start(&RecvConfig::new(free_addr(), &received)).unwrap();
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
     let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
     let toml = std::fs::read_to_string(&node.config).unwrap();
     std::fs::write(

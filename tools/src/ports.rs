@@ -17,6 +17,15 @@ static GIVEN: Mutex<(Vec<u16>, u32)> = Mutex::new((Vec::new(), 0));
 const LOW: u32 = 20_000;
 const HIGH: u32 = 32_000;
 
+/// Loopback, port 0: a listener bound to it gets a port the OS picks at
+/// bind time, with no window in which another socket can take it. For
+/// every listener whose address is read back after it is bound (a
+/// receiver: `Receiver::addr`); [`free_addr`] is for addresses another
+/// process must be told before it binds them.
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// A free loopback address not given before in this process.
 pub fn free_addr() -> Result<SocketAddr, String> {
     free_run(1)

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use verity_tools::formats::{read_received, ReceivedWriter};
-use verity_tools::ports::free_addr;
+use verity_tools::ports::{any_port, free_addr};
 use verity_tools::recv::{Durability, Receiver, RecvConfig};
 use verity_wire::handshake::{Connector, Me};
 use verity_wire::{Decoder, Encoder, Kind, Role};
@@ -289,7 +289,7 @@ fn a_torn_tail_is_truncated_at_the_first_bad_record_and_delivered_rebuilt() {
     let mut bytes = full.clone();
     bytes.truncate(bytes.len() - 1);
     fs::write(&path, &bytes).unwrap();
-    let r = Receiver::start(&RecvConfig::new(free_addr().unwrap(), &path)).unwrap();
+    let r = Receiver::start(&RecvConfig::new(any_port(), &path)).unwrap();
     assert_eq!(r.stats().recovered, 9);
     assert_eq!(r.stats().torn_bytes, REC - 1);
     let (mut node9, resume) = RawNode::connect_resume_as(r.addr(), 9);
@@ -396,7 +396,7 @@ fn fresh_truncates_on_purpose_and_a_restart_without_it_keeps_everything() {
 fn a_second_receiver_on_the_same_file_is_refused() {
     let dir = tmp_dir("busy");
     let path = dir.join("r.bin");
-    let r = Receiver::start(&RecvConfig::new(free_addr().unwrap(), &path)).unwrap();
+    let r = Receiver::start(&RecvConfig::new(any_port(), &path)).unwrap();
     let o = recv_bin(&[], &path);
     assert_eq!(o.status.code(), Some(2));
     assert!(
@@ -464,7 +464,7 @@ fn fsync_acks_and_resumes_wait_for_the_sync_that_covers_them_and_one_sync_serves
     let dir = tmp_dir("fsync");
     let path = dir.join("r.bin");
     let gate = Arc::new(Gate::default());
-    let mut rc = RecvConfig::new(free_addr().unwrap(), &path);
+    let mut rc = RecvConfig::new(any_port(), &path);
     rc.durability = Durability::Fsync;
     rc.before_sync = Some(gate.hook());
     let r = Receiver::start(&rc).unwrap();
@@ -531,7 +531,7 @@ fn process_durability_acks_once_written_without_syncing() {
     let dir = tmp_dir("process");
     let path = dir.join("r.bin");
     let gate = Arc::new(Gate::default());
-    let mut rc = RecvConfig::new(free_addr().unwrap(), &path);
+    let mut rc = RecvConfig::new(any_port(), &path);
     rc.before_sync = Some(gate.hook());
     let r = Receiver::start(&rc).unwrap();
     let (mut n, resume) = RawNode::connect_resume_as(r.addr(), 5);
@@ -553,7 +553,7 @@ fn process_durability_acks_once_written_without_syncing() {
 fn a_duplicate_whose_bytes_differ_is_refused_and_the_written_record_stands() {
     let dir = tmp_dir("conflict");
     let path = dir.join("r.bin");
-    let r = Receiver::start(&RecvConfig::new(free_addr().unwrap(), &path)).unwrap();
+    let r = Receiver::start(&RecvConfig::new(any_port(), &path)).unwrap();
     let (mut n, _) = RawNode::connect_resume(r.addr());
     n.send(1001, 1..=5);
     assert_eq!(n.ack(1001, 5, Duration::from_secs(10)), Some(5));
