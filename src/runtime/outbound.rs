@@ -349,15 +349,7 @@ impl Worker {
             None => self.core.out().id,
             Some(to) => self.core.peer_out(to).map_or(0, |o| o.id),
         };
-        let delivered = frame
-            .view()
-            .resume_entries()
-            .and_then(|es| {
-                es.iter()
-                    .find(|e| e.channel.get() == channel)
-                    .map(|e| e.delivered.get())
-            })
-            .unwrap_or(0);
+        let delivered = frame.view().resume_delivered(channel).unwrap_or(0);
         self.fx.clear();
         self.core.handle(
             Input::Resume {

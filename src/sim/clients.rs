@@ -119,14 +119,7 @@ impl Source {
             }
             Kind::Nack if seq > self.acked => self.next = self.next.min(seq),
             Kind::Resume => {
-                let delivered = view
-                    .resume_entries()
-                    .and_then(|es| {
-                        es.iter()
-                            .find(|e| e.channel.get() == self.channel)
-                            .map(|e| e.delivered.get())
-                    })
-                    .unwrap_or(0);
+                let delivered = view.resume_delivered(self.channel).unwrap_or(0);
                 // RESUME is authoritative (see tools/src/send.rs).
                 self.acked = delivered;
                 self.next = delivered + 1;

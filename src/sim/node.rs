@@ -426,14 +426,7 @@ impl SimNode {
                     Actor::Node(j) => core.peer_out(j).map_or(0, |o| o.id),
                     _ => core.out().id,
                 };
-                let delivered = view
-                    .resume_entries()
-                    .and_then(|es| {
-                        es.iter()
-                            .find(|e| e.channel.get() == channel)
-                            .map(|e| e.delivered.get())
-                    })
-                    .unwrap_or(0);
+                let delivered = view.resume_delivered(channel).unwrap_or(0);
                 self.fx.clear();
                 core.handle(
                     Input::Resume {

@@ -364,14 +364,7 @@ impl Sim {
             Actor::Node(j) => (1 + j as usize, peer_channel(n, j)),
             Actor::Source(_) => return,
         };
-        let delivered = view
-            .resume_entries()
-            .and_then(|es| {
-                es.iter()
-                    .find(|e| e.channel.get() == channel)
-                    .map(|e| e.delivered.get())
-            })
-            .unwrap_or(0);
+        let delivered = view.resume_delivered(channel).unwrap_or(0);
         self.resumed[n as usize][path] = Some(delivered);
     }
 

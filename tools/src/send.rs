@@ -554,14 +554,7 @@ fn connect(cfg: &SendConfig, addr: SocketAddr) -> Result<(Link, u64), Connect> {
                     answered = true;
                 }
                 Kind::Resume if answered => {
-                    let delivered = view
-                        .resume_entries()
-                        .and_then(|es| {
-                            es.iter()
-                                .find(|e| e.channel.get() == cfg.wire_channel())
-                                .map(|e| e.delivered.get())
-                        })
-                        .unwrap_or(0);
+                    let delivered = view.resume_delivered(cfg.wire_channel()).unwrap_or(0);
                     let _ = stream.set_read_timeout(None);
                     return Ok((stream, delivered));
                 }

@@ -48,6 +48,15 @@ impl<'a> FrameView<'a> {
         <[ResumeEntry]>::ref_from_bytes(self.payload).ok()
     }
 
+    /// The `delivered` this RESUME names for `channel` (`None`: not a
+    /// RESUME, or no entry for it).
+    pub fn resume_delivered(&self, channel: u32) -> Option<u64> {
+        self.resume_entries()?
+            .iter()
+            .find(|e| e.channel.get() == channel)
+            .map(|e| e.delivered.get())
+    }
+
     /// ERROR code and text, if this is an ERROR.
     pub fn error(&self) -> Option<(ErrorCode, &'a str)> {
         if self.header.kind != Kind::Error as u8 {
