@@ -1,15 +1,19 @@
-//! The sim's clients: the sources (the protocol of `verity-send`: a window
-//! of DATA frames, resend on NACK, on RESUME and after a silence) and the
-//! sink (the protocol of `verity-recv`: deliver each seq once, in order,
-//! ACK it, NACK a gap). They start from plain data: the records of each
-//! source channel, handed in by whoever generated them.
+//! The sim's clients: the sources and the sink. Their protocol is not
+//! theirs: a source runs `verity-send`'s [`SourceWindow`] (a window of DATA
+//! frames, resend on NACK, on RESUME and after a silence) and the sink
+//! `verity-recv`'s [`SinkLedger`] (deliver each seq once, in order, ACK it,
+//! NACK a gap), both from `verity_wire::client`. They start from plain
+//! data: the records of each source channel, handed in by whoever
+//! generated them.
 
 use std::collections::BTreeMap;
 
 use bytes::BytesMut;
-use verity_wire::{Encoder, FrameView, Kind, ResumeEntry};
+use verity_wire::client::{SinkLedger, SourceWindow, Verdict, Violation};
+use verity_wire::handshake::Me;
+use verity_wire::{Encoder, FrameView, Kind, Role};
 
-use super::params::{RESEND_AFTER_US, WINDOW};
+use super::params::{CLUSTER_ID, NACK_INTERVAL_US, RESEND_AFTER_US, WINDOW};
 
 /// The records one source sends.
 #[derive(Debug, Clone)]
@@ -48,24 +52,20 @@ pub(super) struct Source {
     pub(super) node: u32,
     records: Vec<Vec<u8>>,
     trace_id: fn(u32, u64) -> u64,
-    next: u64,
-    acked: u64,
-    highest_sent: u64,
-    last_progress_us: u64,
+    /// `verity-send`'s window, cursor and resend rules.
+    window: SourceWindow,
     enc: Encoder,
 }
 
 impl Source {
     pub(super) fn new(input: SourceInput, node: u32, trace_id: fn(u32, u64) -> u64) -> Source {
+        let n = input.records.len() as u64;
         Source {
             channel: input.channel,
             node,
             records: input.records,
             trace_id,
-            next: 1,
-            acked: 0,
-            highest_sent: 0,
-            last_progress_us: 0,
+            window: SourceWindow::new(n, WINDOW, RESEND_AFTER_US * 1_000),
             enc: Encoder::default(),
         }
     }
@@ -74,75 +74,95 @@ impl Source {
         self.channel
     }
 
-    /// Every record is ACKed.
-    pub(super) fn done(&self) -> bool {
-        self.acked == self.records.len() as u64
+    /// Who it is in its HELLO: a source names its channel in the node id.
+    pub(super) fn me(&self) -> Me {
+        Me {
+            cluster_id: CLUSTER_ID,
+            node_id: self.channel,
+            role: Role::Source,
+        }
     }
 
-    /// Appends to `out` the DATA frames to send now.
+    /// Every record is ACKed.
+    pub(super) fn done(&self) -> bool {
+        self.window.done()
+    }
+
+    /// Its connection died (its node crashed): nothing goes until the
+    /// node's next RESUME.
+    pub(super) fn disconnected(&mut self) {
+        self.window.disconnected();
+    }
+
+    /// Appends to `out` the DATA frames to send now (at most 16 a tick).
     pub(super) fn tick(&mut self, now: u64, out: &mut Vec<BytesMut>) {
-        let n = self.records.len() as u64;
-        if self.acked < n && now.saturating_sub(self.last_progress_us) > RESEND_AFTER_US {
-            // Nothing ACKed for a while: go back and resend (timeout).
-            self.next = self.acked + 1;
-            self.last_progress_us = now;
-        }
-        let end = n.min(self.acked + WINDOW).min(self.next + 15);
-        let from = self.next;
-        for seq in from..=end {
-            let resend = seq <= self.highest_sent;
+        let Some(batch) = self.window.poll(now * 1_000, 16) else {
+            return;
+        };
+        self.window.sent(batch);
+        for seq in batch.from..=batch.to {
             let mut b = BytesMut::new();
             let _ = self.enc.data(
                 &mut b,
                 self.channel,
                 seq,
                 (self.trace_id)(self.channel, seq),
-                resend,
+                batch.resend(seq),
                 &self.records[(seq - 1) as usize],
             );
             out.push(b);
         }
-        if end >= from {
-            self.next = end + 1;
-            self.highest_sent = self.highest_sent.max(end);
-        }
     }
 
-    /// An ACK, NACK or RESUME from its node.
-    pub(super) fn receive(&mut self, now: u64, view: FrameView<'_>) {
+    /// An ACK, NACK or RESUME from its node; a violation is one the
+    /// shipped `verity-send` would end the connection on.
+    pub(super) fn receive(&mut self, now: u64, view: FrameView<'_>) -> Result<(), Violation> {
         let seq = view.header.seq();
         match view.kind() {
-            Kind::Ack if seq > self.acked => {
-                self.acked = seq;
-                self.last_progress_us = now;
-                self.next = self.next.max(seq + 1);
+            Kind::Ack => self.window.ack(seq, now * 1_000),
+            Kind::Nack => {
+                self.window.nack(seq);
+                Ok(())
             }
-            Kind::Nack if seq > self.acked => self.next = self.next.min(seq),
             Kind::Resume => {
                 let delivered = view.resume_delivered(self.channel).unwrap_or(0);
-                // RESUME is authoritative (see tools/src/send.rs).
-                self.acked = delivered;
-                self.next = delivered + 1;
-                self.last_progress_us = now;
+                self.window.resume(delivered, now * 1_000)
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 }
 
-#[derive(Default)]
 pub(super) struct Sink {
-    /// Per channel, the highest seq delivered.
-    delivered: BTreeMap<u32, u64>,
+    /// `verity-recv`'s per-channel `delivered` and NACK pacing.
+    ledger: SinkLedger,
     /// In arrival order after dedup.
     pub(super) received: Vec<Received>,
     pub(super) duplicates: u64,
-    /// Per channel, (seq NACKed, when).
-    nacked: BTreeMap<u32, (u64, u64)>,
     enc: Encoder,
 }
 
+impl Default for Sink {
+    fn default() -> Sink {
+        Sink {
+            ledger: SinkLedger::new(BTreeMap::new(), NACK_INTERVAL_US * 1_000),
+            received: Vec::new(),
+            duplicates: 0,
+            enc: Encoder::default(),
+        }
+    }
+}
+
 impl Sink {
+    /// Who it is in its HELLO.
+    pub(super) fn me(&self) -> Me {
+        Me {
+            cluster_id: CLUSTER_ID,
+            node_id: 0,
+            role: Role::Sink,
+        }
+    }
+
     /// A frame from a node; returns the ACK or NACK to send back.
     pub(super) fn receive(&mut self, now: u64, view: FrameView<'_>) -> Option<BytesMut> {
         if view.kind() != Kind::Data {
@@ -150,39 +170,35 @@ impl Sink {
         }
         let h = view.header;
         let (channel, seq) = (h.channel(), h.seq());
-        let delivered = self.delivered.get(&channel).copied().unwrap_or(0);
         let mut b = BytesMut::new();
-        if seq <= delivered {
-            self.duplicates += 1;
-            let _ = self.enc.ack(&mut b, channel, 0, delivered);
-        } else if seq == delivered + 1 {
-            self.received.push(Received {
-                channel,
-                seq,
-                trace_id: h.trace_id(),
-                payload: view.payload.to_vec(),
-            });
-            self.delivered.insert(channel, seq);
-            let _ = self.enc.ack(&mut b, channel, 0, seq);
-        } else {
-            let want = delivered + 1;
-            let due = match self.nacked.get(&channel) {
-                Some(&(w, at)) => w != want || now - at > 2_000,
-                None => true,
-            };
-            if due {
-                self.nacked.insert(channel, (want, now));
+        match self.ledger.offer(channel, seq, now * 1_000) {
+            Verdict::Duplicate { delivered } => {
+                self.duplicates += 1;
+                let _ = self.enc.ack(&mut b, channel, 0, delivered);
+            }
+            Verdict::Deliver => {
+                self.received.push(Received {
+                    channel,
+                    seq,
+                    trace_id: h.trace_id(),
+                    payload: view.payload.to_vec(),
+                });
+                self.ledger.delivered(channel, seq);
+                let _ = self.enc.ack(&mut b, channel, 0, seq);
+            }
+            Verdict::Gap { nack: Some(want) } => {
                 let _ = self.enc.nack(&mut b, channel, 0, want);
             }
+            Verdict::Gap { nack: None } => {}
         }
         (!b.is_empty()).then_some(b)
     }
 
-    /// What the sink says to a node that (re)connects.
-    pub(super) fn resume_entries(&self) -> Vec<ResumeEntry> {
-        self.delivered
-            .iter()
-            .map(|(&c, &d)| ResumeEntry::new(c, d))
-            .collect()
+    /// What the sink says to the node whose channel to it is `channel`
+    /// once its handshake is done (RESUME, and an ACK), as frames.
+    pub(super) fn greet(&self, channel: u32) -> BytesMut {
+        let mut b = BytesMut::new();
+        self.ledger.greet(channel, &self.enc, &mut b);
+        b
     }
 }

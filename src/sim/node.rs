@@ -18,7 +18,7 @@ use verity_wire::{parse, Encoder, ErrorCode, FrameView, Hello, Kind, Role};
 use super::disk::Disk;
 use super::net::Actor;
 use super::params::{
-    CLUSTER_ID, CLUSTER_SECRET, MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW,
+    CLIENT_SECRET, CLUSTER_ID, CLUSTER_SECRET, MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW,
 };
 use crate::core::{
     sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused, Sessions,
@@ -191,16 +191,23 @@ impl SimNode {
         }
     }
 
-    /// As consumer, a dialing node's first HELLO (`frame`): the core's
-    /// `accept_hello`, as the runtime's node listener runs it. Ok: our HELLO.
+    /// As consumer, a dialing peer's first HELLO (`frame`): the core's
+    /// `accept_hello`, as the runtime's listeners run it (the node port
+    /// takes nodes with the cluster secret, the source port sources with
+    /// the client secret). Ok: our HELLO.
     pub(super) fn accept_hello(
         &mut self,
         acceptor: &mut Acceptor,
         frame: &FrameView<'_>,
+        nodes: bool,
     ) -> Result<Hello, Refused> {
-        let secret = Some(CLUSTER_SECRET);
+        let (secret, roles): (_, &[Role]) = if nodes {
+            (CLUSTER_SECRET, &[Role::Node])
+        } else {
+            (CLIENT_SECRET, &[Role::Source])
+        };
         self.sessions()?
-            .accept_hello(acceptor, frame, secret, &[Role::Node])
+            .accept_hello(acceptor, frame, Some(secret), roles)
     }
 
     /// As consumer, the dialing node's answer: proven, then admitted on
@@ -216,17 +223,38 @@ impl SimNode {
         self.sessions()?.admit_node(conn, peer.node_id, peer.epoch)
     }
 
-    /// As producer, the consumer `to`'s HELLO: the core's `dial_answer`
-    /// (the consumer fenced), as the runtime's outbound path runs it.
+    /// As consumer, a source's answer: proven, then admitted on `conn` as
+    /// the producer of the channel its HELLO named (the core's
+    /// `admit_source`; every source's home is the node it dials). Ok: the
+    /// channel.
+    pub(super) fn accept_source_answer(
+        &mut self,
+        acceptor: &Acceptor,
+        conn: usize,
+        frame: &FrameView<'_>,
+    ) -> Result<u32, Refused> {
+        let peer = acceptor.on_answer(frame, Some(CLIENT_SECRET))?;
+        let holder = |c: usize| Some(format!("simulated connection {c}"));
+        self.sessions()?
+            .admit_source(conn, peer.node_id, None, holder)?;
+        Ok(peer.node_id)
+    }
+
+    /// As producer, the consumer's HELLO: node `to`'s (then fenced by the
+    /// core's `dial_answer`), or the sink's (`to` is `None`), as the
+    /// runtime's outbound path runs it. Ok: our answer.
     pub(super) fn dial_answer(
         &mut self,
         connector: &Connector,
         frame: &FrameView<'_>,
-        to: u32,
+        to: Option<u32>,
     ) -> Result<Hello, Refused> {
-        let secret = Some(CLUSTER_SECRET);
+        let (secret, role) = match to {
+            Some(_) => (CLUSTER_SECRET, Role::Node),
+            None => (CLIENT_SECRET, Role::Sink),
+        };
         self.sessions()?
-            .dial_answer(connector, frame, secret, Role::Node, Some(to))
+            .dial_answer(connector, frame, Some(secret), role, to)
     }
 
     /// The consumer of `path` has a RESUME-ed connection.

@@ -20,6 +20,11 @@ pub(super) const MAX_UNDURABLE: u64 = 128;
 /// connection authenticates as the runtime's do (HMAC-SHA256).
 pub(super) const CLUSTER_ID: u64 = 0x5eed;
 pub(super) const CLUSTER_SECRET: &[u8] = b"verity-sim-cluster-secret-0123456789";
+/// The clients' secret (`client_secret_file`): sources and the sink
+/// authenticate with it, as they do with a worker.
+pub(super) const CLIENT_SECRET: &[u8] = b"verity-sim-client-secret-9876543210";
+/// The sink NACKs one gap at most this often (µs).
+pub(super) const NACK_INTERVAL_US: u64 = 2_000;
 /// A crashed node restarts this long after the crash (µs).
 pub(super) const RESTART_AFTER_US: u64 = 5_000;
 

@@ -14,7 +14,7 @@ use verity_wire::{parse, Encoder, FrameView, Hello, Kind, Role};
 use super::clients::{Received, Sink, Source, Workload};
 use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
-use super::params::{SimParams, CLUSTER_SECRET, RESTART_AFTER_US, TICK_US};
+use super::params::{SimParams, CLIENT_SECRET, CLUSTER_SECRET, RESTART_AFTER_US, TICK_US};
 use crate::core::{peer_channel, peer_of, sink_channel, Producer, Refused};
 use crate::rng::Rng;
 use crate::routing::Routing;
@@ -346,7 +346,15 @@ impl Sim {
                 self.nodes[n as usize].receive(from, view, &bytes[..view.stride], self.now);
                 self.flush(n);
             }
-            Actor::Source(i) => self.sources[i].receive(self.now, view),
+            Actor::Source(i) => {
+                if let Err(v) = self.sources[i].receive(self.now, view) {
+                    if self.failure.is_none() {
+                        let (channel, n) = (self.sources[i].channel(), self.sources[i].node);
+                        self.failure =
+                            Some(format!("source {channel}: node {n} broke a rule: {v}"));
+                    }
+                }
+            }
             Actor::Sink => {
                 if let Some(reply) = self.sink.receive(self.now, view) {
                     self.transmit(Actor::Sink, from, &reply);
@@ -465,19 +473,12 @@ impl Sim {
             return;
         }
         self.net.reset(n);
-        let latency = self.p.latency_us;
         for i in 0..self.sources.len() {
-            if self.sources[i].node != n {
-                continue;
-            }
-            let channel = self.sources[i].channel();
-            for frame in self.nodes[n as usize].greet(Producer::Source(channel)) {
-                self.send_after(latency, Actor::Node(n), Actor::Source(i), &frame);
+            if self.sources[i].node == n {
+                self.source_connect(i);
             }
         }
-        let mut b = BytesMut::new();
-        let _ = self.enc.resume(&mut b, 0, &self.sink.resume_entries());
-        self.send_after(2 * latency, Actor::Sink, Actor::Node(n), &b);
+        self.sink_connect(n);
         for j in 0..self.p.nodes {
             if j != n && self.alive(j) {
                 self.peer_connect(n, j);
@@ -514,7 +515,7 @@ impl Sim {
         let (connector, first) = Connector::start(self.nodes[from as usize].me(), c1);
         let first = self.hello_frame(epoch, &first);
         let mut acceptor = Acceptor::new(self.nodes[to as usize].me(), c2);
-        let answer = self.nodes[to as usize].accept_hello(&mut acceptor, &view(&first)?)?;
+        let answer = self.nodes[to as usize].accept_hello(&mut acceptor, &view(&first)?, true)?;
         let answer = self.hello_frame(self.nodes[to as usize].epoch(), &answer);
         let second = if zombie {
             // A zombie's own checks are not under test (it has no core).
@@ -523,13 +524,89 @@ impl Sim {
                 .on_hello(&view(&answer)?, secret, Role::Node, Some(to))?
                 .0
         } else {
-            self.nodes[from as usize].dial_answer(&connector, &view(&answer)?, to)?
+            self.nodes[from as usize].dial_answer(&connector, &view(&answer)?, Some(to))?
         };
         let second = self.hello_frame(epoch, &second);
         self.conns += 1;
         let conn = self.conns;
         self.nodes[to as usize].accept_answer(&acceptor, conn, &view(&second)?)?;
         Ok(())
+    }
+
+    /// Source `i` connects to its node: the three HELLOs with the client
+    /// secret, the node's `admit_source`, then the node's greeting (RESUME).
+    /// A running node always takes its source.
+    fn source_connect(&mut self, i: usize) {
+        let n = self.sources[i].node;
+        if let Err(r) = self.source_handshake(i, n) {
+            if self.failure.is_none() {
+                let channel = self.sources[i].channel();
+                self.failure = Some(format!("node {n} refused its source {channel}: {r}"));
+            }
+            return;
+        }
+        let channel = self.sources[i].channel();
+        for frame in self.nodes[n as usize].greet(Producer::Source(channel)) {
+            self.send_after(self.p.latency_us, Actor::Node(n), Actor::Source(i), &frame);
+        }
+    }
+
+    fn source_handshake(&mut self, i: usize, n: u32) -> Result<(), Refused> {
+        let (c1, c2) = (self.challenge(), self.challenge());
+        let (connector, first) = Connector::start(self.sources[i].me(), c1);
+        let first = self.hello_frame(0, &first);
+        let node = &mut self.nodes[n as usize];
+        let mut acceptor = Acceptor::new(node.me(), c2);
+        let answer = node.accept_hello(&mut acceptor, &view(&first)?, false)?;
+        let answer = self.hello_frame(self.nodes[n as usize].epoch(), &answer);
+        // The source's checks are `verity-send`'s: the node's role and proof.
+        let secret = Some(CLIENT_SECRET);
+        let (second, _) = connector.on_hello(&view(&answer)?, secret, Role::Node, None)?;
+        let second = self.hello_frame(0, &second);
+        self.conns += 1;
+        let conn = self.conns;
+        let channel =
+            self.nodes[n as usize].accept_source_answer(&acceptor, conn, &view(&second)?)?;
+        debug_assert_eq!(channel, self.sources[i].channel());
+        Ok(())
+    }
+
+    /// Node `n` dials the sink: the three HELLOs with the client secret
+    /// (the node's side is the core's `dial_answer`, the sink's
+    /// `verity-recv`'s acceptor), then the sink's greeting: RESUME and ACK
+    /// of the node's channel to it.
+    fn sink_connect(&mut self, n: u32) {
+        let channel = match self.sink_handshake(n) {
+            Ok(c) => c,
+            Err(r) => {
+                if self.failure.is_none() {
+                    self.failure = Some(format!("node {n} could not connect to the sink: {r}"));
+                }
+                return;
+            }
+        };
+        let greeting = self.sink.greet(channel);
+        self.send_after(
+            2 * self.p.latency_us,
+            Actor::Sink,
+            Actor::Node(n),
+            &greeting,
+        );
+    }
+
+    fn sink_handshake(&mut self, n: u32) -> Result<u32, Refused> {
+        let (c1, c2) = (self.challenge(), self.challenge());
+        let epoch = self.nodes[n as usize].epoch();
+        let (connector, first) = Connector::start(self.nodes[n as usize].me(), c1);
+        let first = self.hello_frame(epoch, &first);
+        let mut acceptor = Acceptor::new(self.sink.me(), c2);
+        let secret = Some(CLIENT_SECRET);
+        let answer = acceptor.on_hello(&view(&first)?, secret, &[Role::Node])?;
+        let answer = self.hello_frame(0, &answer);
+        let second = self.nodes[n as usize].dial_answer(&connector, &view(&answer)?, None)?;
+        let second = self.hello_frame(epoch, &second);
+        let peer = acceptor.on_answer(&view(&second)?, secret)?;
+        Ok(sink_channel(peer.node_id))
     }
 
     /// A fresh challenge for a HELLO, from the run's PRNG.
@@ -593,6 +670,10 @@ impl Sim {
         self.admitted[n as usize].fill(0);
         self.nodes[n as usize].crash();
         self.net.reset(n);
+        // So did its sources' connections.
+        for s in self.sources.iter_mut().filter(|s| s.node == n) {
+            s.disconnected();
+        }
         // Its peers' connections to it died with it.
         for j in 0..self.p.nodes as usize {
             if j != n as usize {

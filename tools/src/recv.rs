@@ -28,9 +28,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::client::{SinkLedger, Verdict};
 use verity_wire::frames::content_crc;
 use verity_wire::handshake::{Acceptor, Me, Refusal};
-use verity_wire::{Decoder, Encoder, ErrorCode, Kind, ResumeEntry, Role, HANDSHAKE_MAX_FRAME_LEN};
+use verity_wire::{Decoder, Encoder, ErrorCode, Kind, Role, HANDSHAKE_MAX_FRAME_LEN};
 
 use crate::formats::{scan_received, FormatError, ReceivedWriter};
 
@@ -110,6 +111,13 @@ pub const SINK_CHANNEL_BASE: u32 = 1000;
 /// written under its seq.
 pub const DEDUP_WINDOW: u64 = 1 << 16;
 
+/// One gap is NACKed at most this often.
+const NACK_INTERVAL: Duration = Duration::from_millis(50);
+
+fn nanos_since(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
 /// The content checksums ([`verity_wire::frames::content_crc`]) of a
 /// channel's last [`DEDUP_WINDOW`] written frames.
 struct Written {
@@ -129,6 +137,9 @@ impl Written {
 
 struct State {
     writer: ReceivedWriter<File>,
+    /// Each channel's `delivered` and the NACK pacing (the simulator's sink
+    /// runs the same ledger). `stats.delivered` is filled from it.
+    ledger: SinkLedger,
     stats: RecvStats,
     error: Option<String>,
     /// Bytes of the file known durable at the configured level (fsync:
@@ -150,6 +161,8 @@ struct Shared {
     durability: Durability,
     before_sync: Option<SyncHook>,
     stop: AtomicBool,
+    /// The origin of the ledger's clock (its NACK pacing).
+    origin: Instant,
     cluster_id: u64,
     secret: Option<Vec<u8>>,
     max_frame_len: u32,
@@ -415,9 +428,11 @@ impl Receiver {
             stats,
         } = open_out(cfg)?;
         let synced = writer.written();
+        let ledger = SinkLedger::new(stats.delivered.clone(), NACK_INTERVAL.as_nanos() as u64);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 writer,
+                ledger,
                 stats,
                 error: None,
                 synced,
@@ -429,6 +444,7 @@ impl Receiver {
             durability: cfg.durability,
             before_sync: cfg.before_sync.clone(),
             stop: AtomicBool::new(false),
+            origin: Instant::now(),
             cluster_id: cfg.cluster_id,
             secret: cfg.secret.clone(),
             max_frame_len: cfg.max_frame_len,
@@ -456,7 +472,10 @@ impl Receiver {
     }
 
     pub fn stats(&self) -> RecvStats {
-        self.shared.lock().stats.clone()
+        let st = self.shared.lock();
+        let mut stats = st.stats.clone();
+        stats.delivered = st.ledger.all().clone();
+        stats
     }
 
     /// Total records written so far.
@@ -565,8 +584,8 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
     // The one channel this node sends on, once its handshake is done.
     let mut connection_channel: Option<u32> = None;
     dec.set_max_frame_len(HANDSHAKE_MAX_FRAME_LEN);
-    let mut last_nack: BTreeMap<u32, (u64, Instant)> = BTreeMap::new();
-    let mut moved: Vec<(u32, u64)> = Vec::new();
+    // Channels whose `delivered` is to be ACKed (again) after this read.
+    let mut moved: Vec<u32> = Vec::new();
     // This batch sent a RESUME (it names what the file holds: it waits for
     // durability as ACKs do).
     let mut resumed;
@@ -653,11 +672,7 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                                 // the node).
                                 let ch =
                                     SINK_CHANNEL_BASE.saturating_add(peer.map_or(0, |p| p.node_id));
-                                let d = st.stats.delivered.get(&ch).copied().unwrap_or(0);
-                                let _ = enc.resume(&mut out, 0, &[ResumeEntry::new(ch, d)]);
-                                if d > 0 {
-                                    let _ = enc.ack(&mut out, ch, 0, d);
-                                }
+                                st.ledger.greet(ch, &enc, &mut out);
                                 connection_channel = Some(ch);
                                 resumed = true;
                                 ready = true;
@@ -683,57 +698,55 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                                 &text,
                             );
                         }
-                        let delivered = st.stats.delivered.get(&channel).copied().unwrap_or(0);
+                        let delivered = st.ledger.get(channel);
+                        let verdict = st.ledger.offer(channel, seq, nanos_since(shared.origin));
                         let crc = content_crc(&f.view());
                         let written = st.written.entry(channel).or_insert_with(|| Written {
                             crcs: vec![0; DEDUP_WINDOW as usize],
                             known_after: delivered,
                         });
-                        if seq <= delivered {
-                            if written.get(seq, delivered).is_some_and(|c| c != crc) {
-                                // Another producer, or a changed record: the
-                                // record in the file stands.
-                                st.stats.conflicts += 1;
-                                let text = format!(
-                                    "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
-                                );
-                                drop(st);
-                                return refuse(
-                                    shared,
-                                    &mut stream,
-                                    &mut out,
-                                    &enc,
-                                    ErrorCode::Protocol,
-                                    &text,
-                                );
+                        match verdict {
+                            Verdict::Duplicate { delivered } => {
+                                if written.get(seq, delivered).is_some_and(|c| c != crc) {
+                                    // Another producer, or a changed record:
+                                    // the record in the file stands.
+                                    st.stats.conflicts += 1;
+                                    let text = format!(
+                                        "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
+                                    );
+                                    drop(st);
+                                    return refuse(
+                                        shared,
+                                        &mut stream,
+                                        &mut out,
+                                        &enc,
+                                        ErrorCode::Protocol,
+                                        &text,
+                                    );
+                                }
+                                st.stats.duplicates += 1;
+                                moved.push(channel);
                             }
-                            st.stats.duplicates += 1;
-                            moved.push((channel, delivered));
-                        } else if seq == delivered + 1 {
-                            written.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
-                            let trace = h.trace_id();
-                            if let Err(e) = st.writer.write(channel, seq, trace, f.payload()) {
-                                st.error.get_or_insert(e.to_string());
-                                return Ok(());
+                            Verdict::Deliver => {
+                                written.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
+                                let trace = h.trace_id();
+                                if let Err(e) = st.writer.write(channel, seq, trace, f.payload()) {
+                                    st.error.get_or_insert(e.to_string());
+                                    return Ok(());
+                                }
+                                st.ledger.delivered(channel, seq);
+                                st.stats.records += 1;
+                                if let Some(hook) = &shared.on_record {
+                                    hook(channel, seq, trace);
+                                }
+                                moved.push(channel);
                             }
-                            st.stats.delivered.insert(channel, seq);
-                            st.stats.records += 1;
-                            if let Some(hook) = &shared.on_record {
-                                hook(channel, seq, trace);
-                            }
-                            moved.push((channel, seq));
-                        } else {
-                            st.stats.gaps += 1;
-                            let now = Instant::now();
-                            let want = delivered + 1;
-                            let due = match last_nack.get(&channel) {
-                                Some(&(w, at)) => w != want || now - at > Duration::from_millis(50),
-                                None => true,
-                            };
-                            if due {
-                                last_nack.insert(channel, (want, now));
-                                st.stats.nacks += 1;
-                                let _ = enc.nack(&mut out, channel, 0, want);
+                            Verdict::Gap { nack } => {
+                                st.stats.gaps += 1;
+                                if let Some(want) = nack {
+                                    st.stats.nacks += 1;
+                                    let _ = enc.nack(&mut out, channel, 0, want);
+                                }
                             }
                         }
                     }
@@ -760,10 +773,9 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                     return Ok(());
                 }
                 moved.sort_unstable();
-                moved.dedup_by_key(|m| m.0);
-                for &(channel, _) in &moved {
-                    let d = st.stats.delivered.get(&channel).copied().unwrap_or(0);
-                    let _ = enc.ack(&mut out, channel, 0, d);
+                moved.dedup();
+                for &channel in &moved {
+                    let _ = enc.ack(&mut out, channel, 0, st.ledger.get(channel));
                 }
             }
             // Every record an ACK or RESUME names is in the first `need`

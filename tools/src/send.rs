@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use verity_wire::client::SourceWindow;
 use verity_wire::handshake::{Connector, Me};
 use verity_wire::text::Escaped;
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, Role, HANDSHAKE_MAX_FRAME_LEN};
@@ -215,10 +216,8 @@ impl std::error::Error for SendError {}
 /// Shared between the writer and the connection's ACK reader.
 #[derive(Default)]
 struct Shared {
+    /// The highest seq the node ACKed on this connection.
     acked: AtomicU64,
-    /// Highest seq handed to the socket (set before the write, so an ACK
-    /// for it can never arrive first). An ACK above it is a violation.
-    sent: AtomicU64,
     /// A NACK asked for a resend from here (0: none pending).
     nack_from: AtomicU64,
     nacks: AtomicU64,
@@ -231,7 +230,6 @@ struct Shared {
 #[derive(Debug, Clone)]
 enum Ending {
     Error(ErrorCode, String),
-    Violation(String),
     /// The TLS session failed (an alert, a record that does not decrypt).
     Tls(String),
 }
@@ -267,8 +265,12 @@ pub fn send(
         records: n,
         ..SendStats::default()
     };
-    let mut highest_sent = 0u64;
-    let mut acked = 0u64;
+    // The window, cursor and resend rules (shared with the simulator's
+    // sources); time in ns since `origin`.
+    let origin = Instant::now();
+    let now_ns = || origin.elapsed().as_nanos() as u64;
+    let resend_after = cfg.resend_after.as_nanos() as u64;
+    let mut win = SourceWindow::new(n, cfg.window, resend_after);
     let mut backoff = BACKOFF_MIN;
     let mut last_connected = Instant::now();
     let mut buf = BytesMut::with_capacity(1 << 20);
@@ -276,21 +278,12 @@ pub fn send(
     // worker redirected us to.
     let mut addr = cfg.addr;
     let mut redirects_in_a_row = 0;
-    while acked < n || n == 0 {
+    while !win.done() || n == 0 {
         if stop.load(Ordering::Relaxed) {
             return Err(SendError::Stopped);
         }
         let failed = match connect(cfg, addr) {
-            Ok((stream, delivered)) if delivered <= n => Ok((stream, delivered)),
-            Ok((_, delivered)) => {
-                return Err(SendError::Violation {
-                    addr,
-                    what: format!(
-                        "its RESUME says channel {} holds {delivered} records; the input has {n}",
-                        cfg.channel
-                    ),
-                })
-            }
+            Ok(c) => Ok(c),
             Err(Connect::Refused(ErrorCode::NotHome, text)) => {
                 redirects_in_a_row += 1;
                 match text.trim().parse::<SocketAddr>() {
@@ -330,6 +323,12 @@ pub fn send(
             }
             Err((code, text)) => return Err(SendError::Refused { addr, code, text }),
         };
+        // RESUME is authoritative: everything after what the node has is
+        // sent (again), even records it had ACKed before (a node whose
+        // journal lost its tail to corruption gets them again; we still
+        // hold the file).
+        win.resume(delivered, now_ns())
+            .map_err(|v| SendError::Violation { addr, what: v.0 })?;
         backoff = BACKOFF_MIN;
         redirects_in_a_row = 0;
         last_connected = Instant::now();
@@ -337,16 +336,7 @@ pub fn send(
         if n == 0 {
             break;
         }
-        // RESUME is authoritative: resend everything after what the node
-        // has, even records it had ACKed before (a node whose journal lost
-        // its tail to corruption gets them again; we still hold the file).
-        if delivered < acked {
-            stats.rewound += acked - delivered;
-        }
-        acked = delivered;
         let shared = Arc::new(Shared::default());
-        shared.acked.store(acked, Ordering::Relaxed);
-        shared.sent.store(acked, Ordering::Relaxed);
         // This thread writes records, another reads ACKs (over TLS both
         // use one session: see `Link::split`).
         let (mut stream, rs) = match link.split() {
@@ -358,47 +348,31 @@ pub fn send(
             let max = cfg.max_frame_len;
             thread::spawn(move || read_acks(rs, &shared, max))
         };
-        // Everything after what the node has is sent (again).
-        let mut next = acked + 1;
         let mut sent_at_start = 0u64;
         let rate_start = Instant::now();
-        // (acked, when it last moved): the resend timer.
-        let mut progress_at = (acked, Instant::now());
         let _ = progress.started.set(rate_start);
+        let mut violation = None;
         loop {
             if stop.load(Ordering::Relaxed) {
                 stream.shutdown();
                 let _ = reader.join();
                 return Err(SendError::Stopped);
             }
-            acked = acked.max(shared.acked.load(Ordering::Acquire));
-            progress.acked.store(acked, Ordering::Relaxed);
-            if acked >= n || shared.lost.load(Ordering::Acquire) {
+            let now = now_ns();
+            if let Err(v) = win.ack(shared.acked.load(Ordering::Acquire), now) {
+                // Nothing it says is taken any more.
+                violation = Some(v.0);
+                break;
+            }
+            progress.acked.store(win.acked(), Ordering::Relaxed);
+            if win.done() || shared.lost.load(Ordering::Acquire) {
                 break;
             }
             let from = shared.nack_from.swap(0, Ordering::AcqRel);
-            if from > acked && from < next {
-                next = from;
+            if from > 0 {
+                win.nack(from);
             }
-            if acked != progress_at.0 {
-                progress_at = (acked, Instant::now());
-            } else if next > acked + 1 && progress_at.1.elapsed() > cfg.resend_after {
-                // Nothing ACKed for a while with records outstanding: an
-                // ACK (or the records) may have been lost; send them again
-                // (the node drops duplicates and ACKs again).
-                next = acked + 1;
-                progress_at.1 = Instant::now();
-                stats.timeouts += 1;
-            }
-            if next > n || next > acked + cfg.window {
-                // Records the ACK reader's TLS session queued (a key
-                // update) leave from here: this thread alone writes.
-                if stream.flush_pending().is_err() {
-                    break;
-                }
-                thread::sleep(Duration::from_micros(200));
-                continue;
-            }
+            let mut max = cfg.batch as u64;
             if let Some(rate) = cfg.rate {
                 let allowed = (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
                 if sent_at_start >= allowed {
@@ -410,56 +384,55 @@ pub fn send(
                     thread::sleep(wait.min(Duration::from_micros(200)));
                     continue;
                 }
+                max = max.min(allowed - sent_at_start);
             }
-            buf.clear();
-            let end = n.min(next + cfg.batch as u64 - 1).min(acked + cfg.window);
-            let end = match cfg.rate {
-                Some(rate) => {
-                    let allowed = (rate_start.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
-                    end.min(next + allowed.saturating_sub(sent_at_start) - 1)
+            let Some(batch) = win.poll(now, max) else {
+                // All sent, or the window is full. Records the ACK reader's
+                // TLS session queued (a key update) leave from here: this
+                // thread alone writes.
+                if stream.flush_pending().is_err() {
+                    break;
                 }
-                None => end,
+                thread::sleep(Duration::from_micros(200));
+                continue;
             };
-            for seq in next..=end {
+            buf.clear();
+            for seq in batch.from..=batch.to {
                 let payload = records.get(seq);
-                let resend = seq <= highest_sent;
                 enc.data(
                     &mut buf,
                     cfg.wire_channel(),
                     seq,
                     trace_id(cfg.channel, seq),
-                    resend,
+                    batch.resend(seq),
                     payload,
                 )
                 .map_err(|_| SendError::TooLarge {
                     seq,
                     len: payload.len(),
                 })?;
-                if resend {
-                    stats.resent += 1;
-                }
             }
             // Before the write: the node may ACK these before write_all
             // returns.
-            shared.sent.fetch_max(end, Ordering::AcqRel);
+            win.sent(batch);
             if stream.write_all(&buf).is_err() {
                 break;
             }
-            let count = end - next + 1;
-            stats.frames += count;
-            sent_at_start += count;
-            highest_sent = highest_sent.max(end);
-            progress.sent.store(highest_sent, Ordering::Relaxed);
-            next = end + 1;
+            stats.frames += batch.len();
+            sent_at_start += batch.len();
+            progress.sent.store(win.highest_sent(), Ordering::Relaxed);
         }
+        win.disconnected();
         stream.shutdown();
         let _ = reader.join();
         stats.nacks += shared.nacks.load(Ordering::Relaxed);
+        if let Some(what) = violation {
+            return Err(SendError::Violation { addr, what });
+        }
         let ending = shared.refused.lock().ok().and_then(|r| r.clone());
         match ending {
             None => {}
             Some(Ending::Tls(reason)) => return Err(SendError::Tls { addr, reason }),
-            Some(Ending::Violation(what)) => return Err(SendError::Violation { addr, what }),
             Some(Ending::Error(code, text)) if !code.retryable() => {
                 return Err(SendError::Refused { addr, code, text })
             }
@@ -478,7 +451,11 @@ pub fn send(
             }
         }
     }
-    stats.acked = acked;
+    let counts = win.counts();
+    stats.resent = counts.resent;
+    stats.timeouts = counts.timeouts;
+    stats.rewound = counts.rewound;
+    stats.acked = win.acked();
     Ok(stats)
 }
 
@@ -598,17 +575,8 @@ fn read_acks(mut stream: LinkReader, shared: &Shared, max_frame_len: u32) {
             match dec.decode() {
                 Ok(Some(f)) => match f.kind() {
                     Kind::Ack => {
-                        let (seq, sent) = (f.header().seq(), shared.sent.load(Ordering::Acquire));
-                        if seq > sent {
-                            // Nothing it says is taken any more.
-                            let what = format!("ACK for seq {seq}; only {sent} were sent");
-                            if let Ok(mut r) = shared.refused.lock() {
-                                *r = Some(Ending::Violation(what));
-                            }
-                            shared.lost.store(true, Ordering::Release);
-                            return;
-                        }
-                        shared.acked.fetch_max(seq, Ordering::AcqRel);
+                        // The writer checks it against what was sent.
+                        shared.acked.fetch_max(f.header().seq(), Ordering::AcqRel);
                     }
                     Kind::Nack => {
                         shared.nacks.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@ mod header;
 mod message;
 
 pub mod auth;
+pub mod client;
 pub mod fnv;
 pub mod frames;
 pub mod handshake;
