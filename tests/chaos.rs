@@ -69,6 +69,11 @@ fn a_chaos_run_catches_a_deliberate_dedup_defect_and_prints_how_to_reproduce_it(
     );
     // The checker names the first bad record with its trace id.
     assert!(text.contains("trace"), "{text}");
+    // A failed run keeps its directory for a look; this failure was the
+    // point, so it goes.
+    if let Some(dir) = text.split_whitespace().find_map(|w| w.strip_prefix("dir=")) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     // The same run on the engine without the defect passes.
     let good = root.join("target/release/verity");

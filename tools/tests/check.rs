@@ -3,6 +3,8 @@
 //! first correct (PASS), then with one planted fault each (exactly that class,
 //! count 1, FAIL).
 
+mod common;
+use common::TmpDir;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,11 +12,8 @@ use std::process::Command;
 use verity_tools::check::{check, App, CheckError, CheckReport};
 use verity_tools::formats::ReceivedWriter;
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("verity-check-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> TmpDir {
+    TmpDir::new("check", name)
 }
 
 const OUT_CHANNEL: u32 = 7;
@@ -384,7 +383,7 @@ fn market_outputs(nbbos: &[Vec<u8>], orders: &[Vec<u8>], events: &[Ev]) -> Vec<O
 }
 
 struct Market {
-    dir: PathBuf,
+    dir: TmpDir,
     inputs: Vec<PathBuf>,
     good: Vec<Out>,
 }

@@ -1,8 +1,10 @@
 //! The file formats of tools/FORMATS.md: round trips, byte layouts, and typed
 //! errors (file + offset) for malformed files.
 
+mod common;
+use common::TmpDir;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use verity_tools::formats::{
     read_input, read_received, received_record_bytes, scan_received, split_trace_id, trace_id,
@@ -10,11 +12,8 @@ use verity_tools::formats::{
     ReceivedWriter, MAX_RECORD_BYTES,
 };
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("verity-formats-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> TmpDir {
+    TmpDir::new("formats", name)
 }
 
 fn records(format: InputFormat, path: &Path) -> Vec<Vec<u8>> {

@@ -2,6 +2,8 @@
 //! errors for missing reference data, and generated market-spread data
 //! checked end to end through a test-only engine model and the checker.
 
+mod common;
+use common::TmpDir;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,11 +13,8 @@ use verity_tools::check::{check, App};
 use verity_tools::formats::{read_input, InputFormat, Nbbo, Order, ReceivedWriter};
 use verity_tools::gen::{self, GenConfig, GenError, TextConfig};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("verity-gen-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> TmpDir {
+    TmpDir::new("gen", name)
 }
 
 fn cfg(seed: u64, orders: u64, nbbo_updates: u64) -> GenConfig {

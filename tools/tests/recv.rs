@@ -5,6 +5,8 @@
 //! raw-socket node stands in for the engine here; tests/recv_restart.rs runs
 //! the real engine.
 
+mod common;
+use common::TmpDir;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -21,11 +23,8 @@ use verity_tools::recv::{Durability, Receiver, RecvConfig};
 use verity_wire::handshake::{Connector, Me};
 use verity_wire::{Decoder, Encoder, Kind, Role};
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("verity-recv-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
+fn tmp_dir(name: &str) -> TmpDir {
+    TmpDir::new("recv", name)
 }
 
 /// Bytes of a record with an 8-byte payload (32-byte header, no padding).
