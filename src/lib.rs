@@ -16,7 +16,6 @@ pub mod log;
 pub mod logdump;
 pub mod replay;
 pub mod ring;
-pub mod rng;
 pub mod routing;
 pub mod runtime;
 pub mod sim;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 /// Modules that may not name `crate::runtime` or `verity_tools`.
 const BELOW_THE_RUNTIME: &[&str] = &[
-    "app", "apps", "codec", "config", "core", "log", "logdump", "replay", "ring", "rng", "routing",
-    "sim", "storage", "sync", "trace",
+    "app", "apps", "codec", "config", "core", "log", "logdump", "replay", "ring", "routing", "sim",
+    "storage", "sync", "trace",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -111,23 +111,6 @@ fn one_node_and_three_nodes_both_pass_the_oracle() {
     }
 }
 
-/// The engine's PRNG (fault shim, simulator) draws exactly what the tools'
-/// PRNG (input generators) draws for the same seed: recorded sim seeds and
-/// fault logs replay the same decisions whichever crate drew them.
-#[test]
-fn the_engine_rng_draws_what_the_tools_rng_draws() {
-    use verity::rng::Rng;
-    use verity_tools::gen::Rng as ToolsRng;
-    for seed in [0, 1, 3, 42, 0x5157_4152_4d00_0000, u64::MAX] {
-        let (mut a, mut b) = (Rng::new(seed), ToolsRng::new(seed));
-        for i in 0..10_000u64 {
-            assert_eq!(a.next_u64(), b.next_u64(), "seed {seed} draw {i}");
-            let n = [0, 1, 2, 8, 20, 1_000_000, u64::MAX][(i % 7) as usize];
-            assert_eq!(a.below(n), b.below(n), "seed {seed} below({n})");
-        }
-    }
-}
-
 /// The simulator runs from plain data, without files or tools: one node,
 /// no faults, a doubler over 100 counters; the sink delivers each output
 /// once, in order, with its input's trace id.

@@ -18,10 +18,10 @@
 use std::collections::VecDeque;
 
 pub use crate::config::faults::{Faults, Partition};
-use crate::rng::Rng;
 use bytes::{Buf, BytesMut};
 use verity_wire::fnv::Fnv1a;
 use verity_wire::frames::frames;
+use verity_wire::rng::Rng;
 use verity_wire::{Kind, CRC_OFFSET};
 
 /// What the shim did to one frame (the fault log's vocabulary).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use verity_wire::Kind;
 
 use super::params::SimParams;
-use crate::rng::Rng;
+use verity_wire::rng::Rng;
 
 /// An end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

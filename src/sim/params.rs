@@ -1,7 +1,7 @@
 //! What one run is: its fault parameters, drawn from the seed (swarm
 //! testing) or given, and the timing constants of the simulated protocol.
 
-use crate::rng::Rng;
+use verity_wire::rng::Rng;
 
 /// Virtual time between two ticks of a source or a node (µs).
 pub(super) const TICK_US: u64 = 500;

@@ -16,8 +16,8 @@ use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
 use super::params::{SimParams, CLIENT_SECRET, CLUSTER_SECRET, RESTART_AFTER_US, TICK_US};
 use crate::core::{peer_channel, peer_of, sink_channel, Producer, Refused};
-use crate::rng::Rng;
 use crate::routing::Routing;
+use verity_wire::rng::Rng;
 
 /// What one run did: what the sink received, and the counters.
 #[derive(Debug, Clone)]

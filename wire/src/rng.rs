@@ -1,13 +1,10 @@
-//! The engine's seeded PRNG: xoshiro256** seeded through splitmix64
+//! Verity's seeded PRNG: xoshiro256** seeded through splitmix64
 //! (public-domain algorithms by Sebastiano Vigna). Fast and deterministic,
-//! not cryptographic. The fault shim and the simulator draw every decision
-//! from it, so a seed replays the same faults.
-//!
-//! It is the same generator, seeding and `below` mapping as the `Rng` of
-//! the tools' input generators (`tools/src/gen.rs`), so a seed draws the
-//! same numbers in both; `tests/sim.rs` checks that they stay equal. The
-//! engine keeps its own copy so that the runtime and the simulator do not
-//! import the test tools.
+//! not cryptographic. The engine's fault shim and simulator draw every
+//! decision from it, so a seed replays the same faults; the tools' input
+//! generators draw their data from it. It lives here, in the one crate
+//! every other depends on, so that there is one copy and the engine does
+//! not link the tools.
 
 /// xoshiro256** seeded through splitmix64.
 #[derive(Debug, Clone)]
@@ -16,7 +13,7 @@ pub struct Rng {
 }
 
 /// One splitmix64 step.
-fn splitmix64(state: &mut u64) -> u64 {
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -55,6 +52,14 @@ impl Rng {
     /// for fault decisions.
     pub fn below(&mut self, n: u64) -> u64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+
+    /// Uniform in `lo..=hi` (`lo` when `hi <= lo`).
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.below((hi - lo) as u64 + 1) as i64
     }
 }
 
