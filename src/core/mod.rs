@@ -9,15 +9,19 @@
 //! pure function of (snapshot, journal).
 
 pub mod channel;
+mod greet;
+mod ids;
 mod node;
 mod replay;
 pub mod session;
 
 pub use channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
+pub use ids::{
+    peer_channel, peer_of, sink_channel, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE, SINK_CHANNEL_BASE,
+};
 pub use node::{
-    peer_channel, peer_of, sink_channel, DeadLetter, Effects, Input, JournalEntry, NodeConfig,
-    NodeCore, NodeStats, Out, OutFrames, SnapshotError, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE,
-    SINK_CHANNEL_BASE,
+    DeadLetter, Effects, Input, JournalEntry, NodeConfig, NodeCore, NodeStats, Out, OutFrames,
+    SnapshotError,
 };
 pub use replay::NotReplayed;
 pub use session::{ConnId, Producer, Refused, Sessions};

@@ -7,11 +7,10 @@
 //! names connections by a [`ConnId`] of its own and carries the decisions
 //! out: ERROR with the refusal's code and text, close what was replaced.
 
-use bytes::BytesMut;
 use verity_wire::handshake::{Acceptor, Connector, Refusal};
-use verity_wire::{Encoder, ErrorCode, FrameView, Hello, ResumeEntry, Role};
+use verity_wire::{ErrorCode, FrameView, Hello, Role};
 
-use super::node::NodeCore;
+use super::ids::peer_of;
 
 /// The driver's name for one connection (the runtime: its slot).
 pub type ConnId = usize;
@@ -234,7 +233,7 @@ impl Sessions {
     /// The connection carrying input `channel` (a source's, or another
     /// node's channel to this one), for its ACKs and NACKs.
     pub fn conn_for_channel(&self, channel: u32) -> Option<ConnId> {
-        match super::peer_of(channel) {
+        match peer_of(channel) {
             Some((from, _)) => *self.peer_conn.get(from as usize)?,
             None => *self.source_conn.get((channel as usize).checked_sub(1)?)?,
         }
@@ -253,34 +252,6 @@ pub enum Producer {
     Source(u32),
     /// Another node, producing its channel to this one.
     Node(u32),
-}
-
-impl NodeCore {
-    /// What this node, as consumer, says first on a connection it just
-    /// admitted (PROTOCOL.md rule 5), encoded into `out` with `epoch`: a
-    /// RESUME with the channel's `delivered`; to another node also an ACK
-    /// of what is durable, when above 0 (a RESUME drops nothing at the
-    /// producer; only an ACK does). `false`: no such channel here.
-    pub fn greet(&self, producer: Producer, epoch: u32, enc: &Encoder, out: &mut BytesMut) -> bool {
-        let (channel, delivered) = match producer {
-            Producer::Source(channel) => {
-                let Some(c) = self.inputs().iter().find(|c| c.id == channel) else {
-                    return false;
-                };
-                (channel, c.delivered)
-            }
-            Producer::Node(from) => match self.peer_in(from) {
-                Some(c) if from != self.node() => (c.id, c.delivered),
-                _ => return false,
-            },
-        };
-        let _ = enc.resume(out, epoch, &[ResumeEntry::new(channel, delivered)]);
-        let acked = self.input_acked(channel);
-        if matches!(producer, Producer::Node(_)) && acked > 0 {
-            let _ = enc.ack(out, channel, epoch, acked);
-        }
-        true
-    }
 }
 
 #[cfg(test)]
