@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::faults::{Faults, Partition};
-use super::node::{
-    open_warning, parse_limits, parse_root, parse_tls, read_bounded, read_config, refuse_open,
-    source_count, ClientAddr, ConfigError, Limits, TlsFiles, Walker, MAX_SECRET_FILE_LEN,
+use super::limits::{parse_limits, parse_tls, Limits, TlsFiles};
+use super::node::{ClusterNode, NodeToml, PeerAt, SourceHome};
+use super::parse::{
+    open_warning, parse_root, read_config, read_secret, refuse_open, source_count, ClientAddr,
+    ConfigError, Secret, Walker,
 };
 use crate::log::Durability;
 use crate::routing::{Routing, MAX_NODES};
@@ -30,17 +32,6 @@ pub struct WorkerSpec {
     /// `source_channels`, or (when no worker sets that key) channel `c` at
     /// worker `(c - 1) mod W` in file order.
     pub source_channels: Vec<u32>,
-}
-
-/// Where a source channel lives: its home worker keeps the channel's seq
-/// space and dedup state, and only it accepts the channel's source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceHome {
-    /// This worker is the channel's home.
-    Here,
-    /// Another worker is: a source that says HELLO here for this channel is
-    /// answered with an ERROR naming `sources`, the home's source address.
-    Elsewhere { worker: String, sources: SocketAddr },
 }
 
 impl WorkerSpec {
@@ -88,46 +79,6 @@ pub struct ClusterToml {
     pub limits: Limits,
     /// The fault shim's configuration (`[faults]`); `None`: off.
     pub faults: Option<Faults>,
-}
-
-/// The cluster secret (HMAC key). Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub Vec<u8>);
-
-impl core::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
-/// Where another node is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerAt {
-    /// In another worker process: its node-to-node address.
-    Remote(SocketAddr),
-    /// A shard of this worker process: over an in-process ring link.
-    Local,
-}
-
-/// What one node of a cluster needs to know beyond a single node's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterNode {
-    /// The worker's name in `cluster.toml`.
-    pub worker: String,
-    /// This node's index (its node id on the wire).
-    pub node: u32,
-    /// Its shard index within the worker; shard 0 accepts the sources.
-    pub shard: u32,
-    pub routing: Routing,
-    /// This node's node-to-node listener (the worker's address, port + shard).
-    pub address: SocketAddr,
-    /// Every other node: (index, where it is).
-    pub peers: Vec<(u32, PeerAt)>,
-    pub secret: Secret,
-    /// The worker name of every node, by index (partitions name workers).
-    pub node_workers: Vec<String>,
-    /// The fault shim, when `[faults]` configures it.
-    pub faults: Option<std::sync::Arc<Faults>>,
 }
 
 /// `[faults]`: the fault shim (`docs/CONFIG.md`).
@@ -199,32 +150,6 @@ fn parse_faults(
         close_ppm: w.ppm(f, "faults", "close")?,
         partitions,
     })
-}
-
-/// Reads a secret file named by configuration key `key` of `file`: the
-/// file's bytes without trailing whitespace, at least
-/// [`verity_wire::auth::MIN_SECRET_LEN`] of them. As ssh treats keys, the
-/// file must be a regular file that group and others cannot access (mode
-/// 600 or 400), of at most [`MAX_SECRET_FILE_LEN`] bytes.
-pub fn read_secret(path: &Path, file: &Path, key: &str) -> Result<Secret, ConfigError> {
-    let err = |m: String| ConfigError {
-        file: file.to_owned(),
-        key: key.into(),
-        message: m,
-    };
-    let mut bytes = read_bounded(path, MAX_SECRET_FILE_LEN, true).map_err(err)?;
-    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        bytes.pop();
-    }
-    if bytes.len() < verity_wire::auth::MIN_SECRET_LEN {
-        return Err(err(format!(
-            "{} holds {} bytes; a secret needs at least {}",
-            path.display(),
-            bytes.len(),
-            verity_wire::auth::MIN_SECRET_LEN
-        )));
-    }
-    Ok(Secret(bytes))
 }
 
 /// `source_channels` of the `[[worker]]` tables (`workers`, already parsed
@@ -588,11 +513,7 @@ impl ClusterToml {
     /// The settings of the nodes (one per shard) worker `name` runs
     /// (`verity worker --config cluster.toml --name NAME`). `file` is the
     /// configuration's path, for errors.
-    pub fn node_tomls(
-        &self,
-        name: &str,
-        file: &Path,
-    ) -> Result<Vec<super::node::NodeToml>, ConfigError> {
+    pub fn node_tomls(&self, name: &str, file: &Path) -> Result<Vec<NodeToml>, ConfigError> {
         let wi = self.worker(name).map_err(|mut e| {
             e.file = file.to_owned();
             e
@@ -638,7 +559,7 @@ impl ClusterToml {
             } else {
                 spec.data_dir.join(format!("shard-{}", me.shard))
             };
-            out.push(super::node::NodeToml {
+            out.push(NodeToml {
                 app: self.app.clone(),
                 data_dir,
                 listen: spec.sources,

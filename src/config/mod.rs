@@ -8,8 +8,12 @@
 
 pub mod cluster;
 pub mod faults;
+pub mod limits;
 pub mod node;
+pub mod parse;
 
-pub use cluster::{ClusterNode, ClusterToml, NodeRef, PeerAt, Secret, SourceHome, WorkerSpec};
+pub use cluster::{ClusterToml, NodeRef, WorkerSpec};
 pub use faults::{Faults, Partition};
-pub use node::{ConfigError, Limits, NodeToml};
+pub use limits::{Limits, TlsFiles};
+pub use node::{ClusterNode, NodeToml, PeerAt, SourceHome};
+pub use parse::{ConfigError, Secret};

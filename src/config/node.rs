@@ -2,34 +2,18 @@
 //! documented in `docs/CONFIG.md`; unknown keys and bad values are errors that
 //! name the key.
 
-use std::io::Read;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::cluster::{Secret, SourceHome};
+use super::faults::Faults;
+use super::limits::{parse_limits, parse_tls, Limits, TlsFiles};
+use super::parse::{
+    open_warning, parse_root, read_config, read_secret, refuse_open, source_count, ClientAddr,
+    ConfigError, Secret, Walker,
+};
 use crate::core::NodeConfig;
 use crate::log::Durability;
-
-/// A configuration error, naming the file and the key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub key: String,
-    pub message: String,
-}
-
-impl core::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+use crate::routing::Routing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeToml {
@@ -58,642 +42,50 @@ pub struct NodeToml {
     /// single node (`node.toml`).
     pub source_homes: Vec<SourceHome>,
     /// Set when the node is one of a cluster (`cluster.toml`).
-    pub cluster: Option<super::cluster::ClusterNode>,
+    pub cluster: Option<ClusterNode>,
     /// Keep a hash chain over the journal (`storage::audit`).
     pub audit: bool,
 }
 
-/// `[tls]`: the files a node's TLS connections use, checked and loaded at
-/// parse (`docs/CONFIG.md`). The PEM texts are as read; nothing here parses
-/// the certificates beyond their PEM markers.
+/// Where a source channel lives: its home worker keeps the channel's seq
+/// space and dedup state, and only it accepts the channel's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// `cert_file`, resolved against the configuration file's directory.
-    pub cert_file: PathBuf,
-    /// `key_file`, resolved likewise.
-    pub key_file: PathBuf,
-    /// `ca_file`, resolved likewise.
-    pub ca_file: PathBuf,
-    /// This worker's certificate chain (PEM).
-    pub cert_pem: Vec<u8>,
-    /// This worker's private key (PEM); never printed.
-    pub key_pem: Secret,
-    /// The CA certificates peers' certificates must chain to (PEM).
-    pub ca_pem: Vec<u8>,
-    /// Node-to-node links use mutual TLS.
-    pub nodes: bool,
-    /// Source connections and the sink connection use TLS.
-    pub clients: bool,
-    /// Sources must present a certificate that chains to `ca_file`.
-    pub require_client_cert: bool,
+pub enum SourceHome {
+    /// This worker is the channel's home.
+    Here,
+    /// Another worker is: a source that says HELLO here for this channel is
+    /// answered with an ERROR naming `sources`, the home's source address.
+    Elsewhere { worker: String, sources: SocketAddr },
 }
 
+/// Where another node is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerAt {
+    /// In another worker process: its node-to-node address.
+    Remote(SocketAddr),
+    /// A shard of this worker process: over an in-process ring link.
+    Local,
+}
+
+/// What one node of a cluster needs to know beyond a single node's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub max_frame_len: u32,
-    pub max_unacked: u64,
-    pub max_undurable: u64,
-    pub max_connections: usize,
-    pub read_buffer_bytes: usize,
-    pub write_buffer_bytes: usize,
-    pub journal_segment_bytes: u64,
-    /// Resend from the first unACKed seq after this long without ACK
-    /// progress while frames are unACKed (DESIGN §3.1: "on timeout").
-    pub resend_timeout_ms: u64,
-    /// ACKs to a producer wait up to this long to be merged into one (0:
-    /// every batch's ACK goes out at once).
-    pub ack_delay_us: u64,
-    /// A connection (either direction) whose HELLO exchange has not
-    /// completed after this long is closed (and an outbound one redialed).
-    pub handshake_timeout_ms: u64,
-    /// An established connection holding an incomplete frame for longer
-    /// than this is closed (ERROR `LIMIT_EXCEEDED`).
-    pub frame_timeout_ms: u64,
-    /// Inbound connections still in their handshake; they never count
-    /// against `max_connections`. When full, a new connection closes the
-    /// oldest handshaking one.
-    pub max_handshakes: usize,
-    /// Inbound connections (handshaking or established) from one remote IP
-    /// address; one more is refused with ERROR `LIMIT_EXCEEDED`.
-    pub max_connections_per_address: usize,
-    /// Per input channel: the content checksums of the last this-many
-    /// accepted frames are kept to catch a duplicate whose content differs
-    /// (a power of two).
-    pub dedup_window: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
-            max_unacked: 1 << 18,
-            max_undurable: 1 << 16,
-            max_connections: 64,
-            read_buffer_bytes: 2 << 20,
-            write_buffer_bytes: 1 << 20,
-            journal_segment_bytes: 64 << 20,
-            resend_timeout_ms: 1000,
-            ack_delay_us: 200,
-            handshake_timeout_ms: 5000,
-            frame_timeout_ms: 10_000,
-            max_handshakes: 64,
-            max_connections_per_address: 16,
-            dedup_window: 1 << 16,
-        }
-    }
-}
-
-/// Walks a parsed TOML table, producing errors that name the file and key.
-pub(crate) struct Walker<'a> {
-    pub(crate) file: &'a Path,
-}
-
-impl Walker<'_> {
-    pub(crate) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            file: self.file.to_owned(),
-            key: key.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn reject_unknown(
-        &self,
-        table: &toml::Table,
-        prefix: &str,
-        known: &[&str],
-    ) -> Result<(), ConfigError> {
-        for k in table.keys() {
-            if !known.contains(&k.as_str()) {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                return Err(self.err(
-                    &key,
-                    format!("unknown key (known here: {})", known.join(", ")),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn str<'t>(
-        &self,
-        t: &'t toml::Table,
-        p: &str,
-        k: &str,
-    ) -> Result<Option<&'t str>, ConfigError> {
-        match t.get(k) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(self.err(&format!("{p}.{k}"), "must be a string")),
-        }
-    }
-
-    pub(crate) fn req_str<'t>(
-        &self,
-        t: &'t toml::Table,
-        p: &str,
-        k: &str,
-    ) -> Result<&'t str, ConfigError> {
-        self.str(t, p, k)?
-            .ok_or_else(|| self.err(&format!("{p}.{k}"), "is required"))
-    }
-
-    pub(crate) fn int(
-        &self,
-        t: &toml::Table,
-        p: &str,
-        k: &str,
-        default: u64,
-        min: u64,
-        max: u64,
-    ) -> Result<u64, ConfigError> {
-        let key = format!("{p}.{k}");
-        let v = match t.get(k) {
-            None => return Ok(default),
-            Some(toml::Value::Integer(i)) => *i,
-            Some(_) => return Err(self.err(&key, "must be an integer")),
-        };
-        if v < 0 || (v as u64) < min || (v as u64) > max {
-            return Err(self.err(&key, format!("must be in {min}..={max}, got {v}")));
-        }
-        Ok(v as u64)
-    }
-
-    /// A boolean (default `false`).
-    pub(crate) fn bool(&self, t: &toml::Table, p: &str, k: &str) -> Result<bool, ConfigError> {
-        self.bool_or(t, p, k, false)
-    }
-
-    /// A boolean with a default.
-    pub(crate) fn bool_or(
-        &self,
-        t: &toml::Table,
-        p: &str,
-        k: &str,
-        default: bool,
-    ) -> Result<bool, ConfigError> {
-        match t.get(k) {
-            None => Ok(default),
-            Some(toml::Value::Boolean(b)) => Ok(*b),
-            Some(_) => Err(self.err(&format!("{p}.{k}"), "must be true or false")),
-        }
-    }
-
-    /// A probability in `0.0..=1.0` (default 0), in parts per million.
-    pub(crate) fn ppm(&self, t: &toml::Table, p: &str, k: &str) -> Result<u32, ConfigError> {
-        let key = format!("{p}.{k}");
-        let v = match t.get(k) {
-            None => return Ok(0),
-            Some(toml::Value::Float(f)) => *f,
-            Some(toml::Value::Integer(i)) => *i as f64,
-            Some(_) => return Err(self.err(&key, "must be a number (a probability)")),
-        };
-        if !(0.0..=1.0).contains(&v) {
-            return Err(self.err(&key, format!("must be a probability in 0..=1, got {v}")));
-        }
-        Ok((v * 1e6).round() as u32)
-    }
-
-    /// An app name (`one of crate::apps::NAMES`), required.
-    pub(crate) fn app(&self, t: &toml::Table, p: &str) -> Result<String, ConfigError> {
-        let app = self.req_str(t, p, "app")?.to_owned();
-        if !crate::apps::NAMES.contains(&app.as_str()) {
-            return Err(self.err(
-                &format!("{p}.app"),
-                format!(
-                    "unknown app {app:?} (one of: {})",
-                    crate::apps::NAMES.join(", ")
-                ),
-            ));
-        }
-        Ok(app)
-    }
-
-    /// `durability`: "process" (default) or "fsync".
-    pub(crate) fn durability(&self, t: &toml::Table, p: &str) -> Result<Durability, ConfigError> {
-        match self.str(t, p, "durability")?.unwrap_or("process") {
-            "process" => Ok(Durability::Process),
-            "fsync" => Ok(Durability::Fsync),
-            other => Err(self.err(
-                &format!("{p}.durability"),
-                format!("{other:?} is not \"process\" or \"fsync\""),
-            )),
-        }
-    }
-
-    pub(crate) fn addr(
-        &self,
-        t: &toml::Table,
-        p: &str,
-        k: &str,
-    ) -> Result<SocketAddr, ConfigError> {
-        let s = self.req_str(t, p, k)?;
-        s.parse().map_err(|_| {
-            self.err(
-                &format!("{p}.{k}"),
-                format!("{s:?} is not an address like 127.0.0.1:7100"),
-            )
-        })
-    }
-}
-
-/// The `[limits]` table, shared by `node.toml` and `cluster.toml`.
-pub(crate) fn parse_limits(w: &Walker<'_>, limits: &toml::Table) -> Result<Limits, ConfigError> {
-    w.reject_unknown(
-        limits,
-        "limits",
-        &[
-            "max_frame_len",
-            "max_unacked",
-            "max_undurable",
-            "max_connections",
-            "read_buffer_bytes",
-            "write_buffer_bytes",
-            "journal_segment_bytes",
-            "resend_timeout_ms",
-            "ack_delay_us",
-            "handshake_timeout_ms",
-            "frame_timeout_ms",
-            "max_handshakes",
-            "max_connections_per_address",
-            "dedup_window",
-        ],
-    )?;
-    let d = Limits::default();
-    let l = "limits";
-    let limits = Limits {
-        max_frame_len: w.int(
-            limits,
-            l,
-            "max_frame_len",
-            d.max_frame_len as u64,
-            verity_wire::HEADER_LEN as u64 + 64,
-            verity_wire::MAX_FRAME_LEN_LIMIT as u64,
-        )? as u32,
-        max_unacked: w.int(limits, l, "max_unacked", d.max_unacked, 1, 1 << 30)?,
-        max_undurable: w.int(limits, l, "max_undurable", d.max_undurable, 1, 1 << 30)?,
-        max_connections: w.int(
-            limits,
-            l,
-            "max_connections",
-            d.max_connections as u64,
-            1,
-            4096,
-        )? as usize,
-        read_buffer_bytes: w.int(
-            limits,
-            l,
-            "read_buffer_bytes",
-            d.read_buffer_bytes as u64,
-            4096,
-            1 << 30,
-        )? as usize,
-        write_buffer_bytes: w.int(
-            limits,
-            l,
-            "write_buffer_bytes",
-            d.write_buffer_bytes as u64,
-            4096,
-            1 << 30,
-        )? as usize,
-        journal_segment_bytes: w.int(
-            limits,
-            l,
-            "journal_segment_bytes",
-            d.journal_segment_bytes,
-            1 << 16,
-            4 << 30,
-        )?,
-        resend_timeout_ms: w.int(
-            limits,
-            l,
-            "resend_timeout_ms",
-            d.resend_timeout_ms,
-            1,
-            3_600_000,
-        )?,
-        ack_delay_us: w.int(limits, l, "ack_delay_us", d.ack_delay_us, 0, 1_000_000)?,
-        handshake_timeout_ms: w.int(
-            limits,
-            l,
-            "handshake_timeout_ms",
-            d.handshake_timeout_ms,
-            10,
-            3_600_000,
-        )?,
-        frame_timeout_ms: w.int(
-            limits,
-            l,
-            "frame_timeout_ms",
-            d.frame_timeout_ms,
-            10,
-            3_600_000,
-        )?,
-        max_handshakes: w.int(
-            limits,
-            l,
-            "max_handshakes",
-            d.max_handshakes as u64,
-            1,
-            65536,
-        )? as usize,
-        max_connections_per_address: w.int(
-            limits,
-            l,
-            "max_connections_per_address",
-            d.max_connections_per_address as u64,
-            1,
-            65536,
-        )? as usize,
-        dedup_window: w.int(
-            limits,
-            l,
-            "dedup_window",
-            d.dedup_window as u64,
-            1024,
-            1 << 24,
-        )? as usize,
-    };
-    if !limits.dedup_window.is_power_of_two() {
-        return Err(w.err(
-            "limits.dedup_window",
-            format!("{} is not a power of two", limits.dedup_window),
-        ));
-    }
-    if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {
-        return Err(w.err(
-            "limits.read_buffer_bytes",
-            format!(
-                "must be at least twice limits.max_frame_len ({})",
-                limits.max_frame_len
-            ),
-        ));
-    }
-    if limits.ack_delay_us >= limits.resend_timeout_ms * 1000 / 2 {
-        return Err(w.err(
-            "limits.ack_delay_us",
-            format!(
-                "must be under half of limits.resend_timeout_ms ({} ms): a producer would time out and resend before the ACK leaves",
-                limits.resend_timeout_ms
-            ),
-        ));
-    }
-    if limits.journal_segment_bytes < limits.max_frame_len as u64 * 2 {
-        return Err(w.err(
-            "limits.journal_segment_bytes",
-            "must be at least twice limits.max_frame_len",
-        ));
-    }
-    Ok(limits)
-}
-
-/// The largest secret file read (`secret_file`, `client_secret_file`, the
-/// tools' `--secret-file`).
-pub const MAX_SECRET_FILE_LEN: u64 = 4096;
-/// The largest TLS private key file read (`tls.key_file`).
-pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
-/// The largest certificate file read (`tls.cert_file`, `tls.ca_file`).
-pub const MAX_CERT_FILE_LEN: u64 = 1 << 20;
-
-/// What a file's type is, for "is not a regular file" errors.
-fn file_kind(t: std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
-/// Reads the regular file `path`, at most `max` bytes. With `private` (a
-/// secret or a private key), a file that group or others may read, write or
-/// execute (any of mode bits 0o077) is refused, as ssh refuses such keys.
-/// Type, mode and size are those of the opened file (`fstat`), not of a
-/// separate look at the path; the open is non-blocking, so a FIFO is refused
-/// instead of waiting for a writer. The error names the file.
-pub(crate) fn read_bounded(path: &Path, max: u64, private: bool) -> Result<Vec<u8>, String> {
-    let shown = path.display();
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!(
-            "{shown} is not a regular file (it is {})",
-            file_kind(meta.file_type())
-        ));
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if private && mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown} has mode {mode:04o}: group or others can access it, and it holds a secret; run `chmod 600 {shown}`"
-        ));
-    }
-    let too_long = |len: u64| format!("{shown} is {len} bytes; at most {max} are read from it");
-    if meta.len() > max {
-        return Err(too_long(meta.len()));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if bytes.len() as u64 > max {
-        // It grew after the fstat.
-        return Err(too_long(bytes.len() as u64));
-    }
-    Ok(bytes)
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// `[tls]` (`docs/CONFIG.md`): paths relative to `base`, every file read
-/// and checked now.
-pub(crate) fn parse_tls(
-    w: &Walker<'_>,
-    t: &toml::Table,
-    base: &Path,
-) -> Result<TlsFiles, ConfigError> {
-    w.reject_unknown(
-        t,
-        "tls",
-        &[
-            "cert_file",
-            "key_file",
-            "ca_file",
-            "nodes",
-            "clients",
-            "require_client_cert",
-        ],
-    )?;
-    let cert_file = base.join(w.req_str(t, "tls", "cert_file")?);
-    let key_file = base.join(w.req_str(t, "tls", "key_file")?);
-    let ca_file = base.join(w.req_str(t, "tls", "ca_file")?);
-    let nodes = w.bool_or(t, "tls", "nodes", true)?;
-    let clients = w.bool_or(t, "tls", "clients", true)?;
-    let require_client_cert = w.bool_or(t, "tls", "require_client_cert", false)?;
-    if !nodes && !clients {
-        return Err(w.err(
-            "tls",
-            "tls.nodes and tls.clients are both false: TLS would protect nothing (remove [tls], or set one of them)",
-        ));
-    }
-    if require_client_cert && !clients {
-        return Err(w.err(
-            "tls.require_client_cert",
-            "needs tls.clients = true (sources present certificates only over TLS)",
-        ));
-    }
-    let cert_pem = read_bounded(&cert_file, MAX_CERT_FILE_LEN, false)
-        .map_err(|m| w.err("tls.cert_file", m))?;
-    if !contains(&cert_pem, b"-----BEGIN CERTIFICATE-----") {
-        return Err(w.err(
-            "tls.cert_file",
-            format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                cert_file.display()
-            ),
-        ));
-    }
-    let key_pem =
-        read_bounded(&key_file, MAX_KEY_FILE_LEN, true).map_err(|m| w.err("tls.key_file", m))?;
-    if contains(&key_pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        return Err(w.err(
-            "tls.key_file",
-            format!(
-                "{} is encrypted and a worker cannot ask for its passphrase; decrypt it (openssl pkey -in KEY -out PLAIN_KEY) and keep it mode 600",
-                key_file.display()
-            ),
-        ));
-    }
-    if !contains(&key_pem, b"PRIVATE KEY-----") {
-        return Err(w.err(
-            "tls.key_file",
-            format!(
-                "{} holds no PEM private key (-----BEGIN PRIVATE KEY-----)",
-                key_file.display()
-            ),
-        ));
-    }
-    let ca_pem =
-        read_bounded(&ca_file, MAX_CERT_FILE_LEN, false).map_err(|m| w.err("tls.ca_file", m))?;
-    if !contains(&ca_pem, b"-----BEGIN CERTIFICATE-----") {
-        return Err(w.err(
-            "tls.ca_file",
-            format!(
-                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                ca_file.display()
-            ),
-        ));
-    }
-    Ok(TlsFiles {
-        cert_file,
-        key_file,
-        ca_file,
-        cert_pem,
-        key_pem: Secret(key_pem),
-        ca_pem,
-        nodes,
-        clients,
-        require_client_cert,
-    })
-}
-
-/// An address clients reach: a source listener or the sink.
-pub(crate) struct ClientAddr {
-    /// Its configuration key (`node.listen`, `worker[1].sources`, ...).
-    pub(crate) key: String,
-    pub(crate) addr: SocketAddr,
-    pub(crate) sink: bool,
-}
-
-impl ClientAddr {
-    fn is_open(&self) -> bool {
-        !self.addr.ip().to_canonical().is_loopback()
-    }
-}
-
-/// Without a client secret, every client address must be loopback (`p`:
-/// the table holding `client_secret_file` and `allow_unauthenticated`).
-pub(crate) fn refuse_open(
-    w: &Walker<'_>,
-    p: &str,
-    addrs: &[ClientAddr],
-) -> Result<(), ConfigError> {
-    let Some(a) = addrs.iter().find(|a| a.is_open()) else {
-        return Ok(());
-    };
-    let risk = if a.sink {
-        "the node would send its output to whatever answers there, and take its ACKs, without authentication"
-    } else if a.addr.ip().is_unspecified() {
-        "it listens on every interface, so anyone who can reach this host could connect as a source and send input"
-    } else {
-        "anyone who can reach it could connect as a source and send input"
-    };
-    Err(w.err(
-        &a.key,
-        format!(
-            "{} is not a loopback address and no {p}.client_secret_file is set: {risk}. Set {p}.client_secret_file (verity-send and verity-recv then take the same file as --secret-file), or set {p}.allow_unauthenticated = true to run open on purpose",
-            a.addr
-        ),
-    ))
-}
-
-/// The warning of a node running open on purpose: without a client secret
-/// and with `allow_unauthenticated`, the client addresses that are not
-/// loopback (`None` if all are).
-pub(crate) fn open_warning(p: &str, addrs: &[ClientAddr]) -> Option<String> {
-    let open: Vec<String> = addrs
-        .iter()
-        .filter(|a| a.is_open())
-        .map(|a| format!("{} = {}", a.key, a.addr))
-        .collect();
-    if open.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{p}.allow_unauthenticated = true and no {p}.client_secret_file: sources and the sink connect without authentication on addresses that are not loopback ({}); anyone who can reach them can send input or take output. Set {p}.client_secret_file to require authentication",
-        open.join(", ")
-    ))
-}
-
-/// The number of sources of `app` (its source channels are `1..=S`).
-pub(crate) fn source_count(app: &str) -> usize {
-    crate::apps::build(app).map_or(0, |a| a.sources().len())
-}
-
-/// Reads a configuration file, naming it in the error.
-pub(crate) fn read_config(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_owned(),
-        key: String::new(),
-        message: format!("cannot read: {e}"),
-    })
-}
-
-/// Parses TOML text into its root table, naming the file in the error.
-pub(crate) fn parse_root(text: &str, file: &Path) -> Result<toml::Table, ConfigError> {
-    text.parse().map_err(|e: toml::de::Error| ConfigError {
-        file: file.to_owned(),
-        key: String::new(),
-        message: format!("not valid TOML: {}", e.to_string().trim()),
-    })
+pub struct ClusterNode {
+    /// The worker's name in `cluster.toml`.
+    pub worker: String,
+    /// This node's index (its node id on the wire).
+    pub node: u32,
+    /// Its shard index within the worker; shard 0 accepts the sources.
+    pub shard: u32,
+    pub routing: Routing,
+    /// This node's node-to-node listener (the worker's address, port + shard).
+    pub address: SocketAddr,
+    /// Every other node: (index, where it is).
+    pub peers: Vec<(u32, PeerAt)>,
+    pub secret: Secret,
+    /// The worker name of every node, by index (partitions name workers).
+    pub node_workers: Vec<String>,
+    /// The fault shim, when `[faults]` configures it.
+    pub faults: Option<std::sync::Arc<Faults>>,
 }
 
 impl NodeToml {
@@ -757,11 +149,7 @@ impl NodeToml {
         let sink = w.addr(node, "node", "sink")?;
         let client_secret = match w.str(node, "node", "client_secret_file")? {
             None => None,
-            Some(f) => Some(super::cluster::read_secret(
-                &base.join(f),
-                file,
-                "node.client_secret_file",
-            )?),
+            Some(f) => Some(read_secret(&base.join(f), file, "node.client_secret_file")?),
         };
         let allow_unauthenticated = w.bool(node, "node", "allow_unauthenticated")?;
         let client_addrs = [
@@ -820,6 +208,8 @@ impl NodeToml {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::parse::read_bounded;
+    use std::os::unix::fs::PermissionsExt;
 
     const GOOD: &str = r#"
 [node]

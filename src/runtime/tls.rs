@@ -19,7 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
 use verity_wire::text::Escaped;
 
-use crate::config::node::TlsFiles;
+use crate::config::TlsFiles;
 
 /// Ciphertext read from the socket in one `read` once a connection is
 /// established (rustls itself takes at most 4 KiB a call).
