@@ -122,3 +122,101 @@ fn no_module_imports_one_that_imports_it_back_and_the_lower_layers_never_reach_t
     }
     assert!(graph["runtime"].contains("core"));
 }
+
+/// Every `super::NAME` named in `code` (a sibling module, for a file of a
+/// directory module).
+fn super_refs(code: &str) -> BTreeSet<String> {
+    let mut refs = BTreeSet::new();
+    let mut rest = code;
+    while let Some(i) = rest.find("super::") {
+        rest = &rest[i + "super::".len()..];
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        refs.insert(name);
+    }
+    refs
+}
+
+/// A cycle in `graph`, as the path that closes it, if there is one.
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == m) {
+            let mut c = path[i..].to_vec();
+            c.push(m.to_string());
+            return Some(c);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_string());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
+}
+
+/// Inside each directory module, the files import one another without a
+/// cycle: the runtime's parts (inbound, outbound, store, faults) know
+/// nothing of the worker that composes them, the simulator's actors
+/// nothing of the world. `mod.rs` (the module's index) is left out.
+#[test]
+fn no_file_of_a_module_imports_one_that_imports_it_back() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut checked = Vec::new();
+    for dir in [
+        "runtime", "sim", "core", "storage", "config", "log", "harness",
+    ] {
+        let d = src.join(dir);
+        let files: BTreeMap<String, PathBuf> = fs::read_dir(&d)
+            .expect("read module dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p.clone())))
+            .filter(|(name, _)| name != "mod")
+            .collect();
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, path) in &files {
+            // Production code only: a file's test module (at its end) may
+            // use any sibling.
+            let all = code(path);
+            let c = all.split("#[cfg(test)]").next().unwrap_or_default();
+            let mut refs = super_refs(c);
+            refs.extend(
+                crate_refs(&c.replace(&format!("crate::{dir}::"), "crate::"))
+                    .into_iter()
+                    .filter(|r| files.contains_key(r)),
+            );
+            let edges = refs
+                .into_iter()
+                .filter(|r| r != name && files.contains_key(r))
+                .collect();
+            graph.insert(name.clone(), edges);
+        }
+        if let Some(c) = cycle(&graph) {
+            panic!("import cycle in src/{dir}/: {}", c.join(" -> "));
+        }
+        checked.push((dir, graph.len()));
+    }
+    // The check sees the files it is about.
+    assert!(
+        checked.iter().any(|&(d, n)| d == "runtime" && n >= 10),
+        "{checked:?}"
+    );
+}

@@ -11,12 +11,27 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
+use mio::Token;
 use verity_wire::handshake::{Acceptor, Connector};
 use verity_wire::{Decoder, Encoder};
 
 use super::link::LinkEnd;
 use super::shim::Shim;
 use super::tls::TlsConn;
+use crate::routing::MAX_NODES;
+
+/// The event loop's token of the source listener.
+pub(super) const LISTENER: Token = Token(0);
+/// Another shard of this process wrote to one of our in-process links.
+pub(super) const WAKER: Token = Token(usize::MAX);
+/// The node-to-node listener.
+pub(super) const PEER_LISTENER: Token = Token(1);
+/// Outbound path `k` (0: the sink, `1 + j`: node `j`) is token `FIRST_OUT + k`.
+pub(super) const FIRST_OUT: usize = 2;
+/// Inbound connection slot `s` is token `FIRST_SOURCE + s`.
+pub(super) const FIRST_SOURCE: usize = FIRST_OUT + MAX_NODES as usize + 1;
+/// Bytes read from one connection per loop iteration (fairness between sources).
+pub(super) const READ_CHUNK: usize = 64 << 10;
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub(super) enum ConnState {

@@ -1,29 +1,41 @@
-//! Reading inbound connections: bytes into each decoder (within the
+//! Reading the inbound connections: bytes into each decoder (within the
 //! core's backpressure), whole frames handed to the core in place, accepted
 //! DATA journaled as it arrived, and the ACKs and NACKs the core owes each
-//! producer queued and written.
+//! producer queued and written (after durability: [`Inbound::make_durable`]).
 
 use std::time::{Duration, Instant};
 
+use mio::Registry;
 use verity_wire::text::Escaped;
 use verity_wire::{Encoder, ErrorCode, FrameView, Kind, HANDSHAKE_MAX_FRAME_LEN};
 
-use super::conn::{Conn, ConnState};
+use super::conn::{Conn, ConnState, READ_CHUNK};
 use super::error::{bad_frame_text, WorkerError};
+use super::inbound::Inbound;
+use super::node::Node;
 use super::os::now_ns;
-use super::worker::{Worker, READ_CHUNK};
+use super::outbound::Outbound;
+use super::recovery::Store;
 use crate::core::{peer_of, Input};
-use crate::log::Durability;
-use crate::storage::RecordKind;
 
-impl Worker {
-    pub(super) fn read_sources(&mut self) -> Result<(), WorkerError> {
-        for slot in 0..self.sources.len() {
+/// What reading a batch of input writes to: the store (journal, outbound
+/// and dead-letter logs), the outbound paths (frames kept in memory), and
+/// the registry a closed connection leaves.
+pub(super) struct Sinks<'a> {
+    pub(super) reg: &'a Registry,
+    pub(super) store: &'a mut Store,
+    pub(super) outbound: &'a mut Outbound,
+}
+
+impl Inbound {
+    /// Reads every readable inbound connection (while the core wants its
+    /// input) and handles what it sent.
+    pub(super) fn read(&mut self, n: &mut Node, to: &mut Sinks<'_>) -> Result<(), WorkerError> {
+        for slot in 0..self.conns.len() {
             let mut budget = READ_CHUNK * 4;
             loop {
-                let (wants_src, wants_peer) =
-                    (self.core.wants_input(), self.core.wants_peer_input());
-                let Some(conn) = self.sources[slot].as_mut() else {
+                let (wants_src, wants_peer) = (n.core.wants_input(), n.core.wants_peer_input());
+                let Some(conn) = self.conns[slot].as_mut() else {
                     break;
                 };
                 // A node's channel to us produces only sink outputs: it is
@@ -46,7 +58,7 @@ impl Worker {
                 // Before its handshake is done a connection may buffer one
                 // frame of at most an ERROR's size, nothing more.
                 let cap = if conn.state == ConnState::Ready {
-                    self.cfg.limits.read_buffer_bytes
+                    n.cfg.limits.read_buffer_bytes
                 } else {
                     HANDSHAKE_MAX_FRAME_LEN as usize
                 };
@@ -55,53 +67,52 @@ impl Worker {
                     // A full handshake buffer holds a whole frame: decoded
                     // below. (Established connections always have room:
                     // read_buffer_bytes >= 2 * max_frame_len.)
-                    self.decode_source(slot)?;
+                    self.decode(slot, n, to)?;
                     break;
                 }
                 budget = budget.saturating_sub(want);
                 let filled = conn.fill(want);
-                self.batch_clock_ns = now_ns();
+                n.batch_clock_ns = now_ns();
                 match filled {
                     Ok(true) => {}
                     Ok(false) => {
                         // Peer closed: process what it sent, ACK it (a
                         // half-closed peer still reads), then drop it.
                         conn.readable = false;
-                        self.decode_source(slot)?;
-                        self.make_durable()?;
-                        let epoch = self.dir.epoch;
-                        if let Some(c) = self.sources[slot].as_mut() {
-                            c.queue_acks(epoch);
+                        self.decode(slot, n, to)?;
+                        self.make_durable(n, to.store, to.outbound)?;
+                        if let Some(c) = self.conns[slot].as_mut() {
+                            c.queue_acks(n.epoch);
                             let _ = c.flush();
                         }
-                        self.close_source(slot, None);
+                        self.close(slot, n, to.reg, None);
                         break;
                     }
                     Err(e) => {
                         let peer = conn.peer;
                         let why = match super::tls::failure(&e) {
                             Some(reason) => {
-                                self.stats.tls_failed += 1;
+                                n.stats.tls_failed += 1;
                                 format!("TLS: {reason}")
                             }
                             None => format!("read from {peer}: {e}"),
                         };
-                        self.close_source(slot, Some(why));
+                        self.close(slot, n, to.reg, Some(why));
                         break;
                     }
                 }
-                self.decode_source(slot)?;
+                self.decode(slot, n, to)?;
             }
         }
         Ok(())
     }
 
-    /// Handles every whole frame buffered for a source, in place: each
-    /// accepted run of DATA frames is appended to the journal as one record
-    /// (the frames as they arrived), the outputs of the whole batch as one
-    /// outbound record.
-    fn decode_source(&mut self, slot: usize) -> Result<(), WorkerError> {
-        let Some(conn) = self.sources[slot].as_mut() else {
+    /// Handles every whole frame buffered for connection `slot`, in place:
+    /// each accepted run of DATA frames is appended to the journal as one
+    /// record (the frames as they arrived), the outputs of the whole batch
+    /// as one outbound record.
+    fn decode(&mut self, slot: usize, n: &mut Node, to: &mut Sinks<'_>) -> Result<(), WorkerError> {
+        let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
         if conn.closing || conn.dec.poisoned().is_some() {
@@ -110,7 +121,7 @@ impl Worker {
         let mut max = conn.dec.max_frame_len();
         // Take the bytes out so frames can be viewed while `self` is borrowed.
         let buf = std::mem::take(conn.dec.read_buf());
-        self.fx.clear();
+        n.fx.clear();
         let mut at = 0;
         let mut run_start = 0;
         let mut bad = None;
@@ -124,13 +135,13 @@ impl Worker {
                 }
             };
             let stride = view.stride;
-            let journal = self.source_frame(slot, view)?;
+            let journal = self.frame(slot, n, to.reg, view);
             if !journal {
-                self.journal_run(&buf[run_start..at])?;
+                to.store.journal_run(n, &buf[run_start..at])?;
                 run_start = at + stride;
             }
             at += stride;
-            let Some(conn) = self.sources[slot].as_ref().filter(|c| !c.closing) else {
+            let Some(conn) = self.conns[slot].as_ref().filter(|c| !c.closing) else {
                 break;
             };
             if !journal {
@@ -138,11 +149,12 @@ impl Worker {
                 max = conn.dec.max_frame_len();
             }
         }
-        self.journal_run(&buf[run_start..at])?;
-        self.log_effects(self.batch_clock_ns)?;
-        self.keep_fresh();
-        self.fx.clear();
-        let Some(conn) = self.sources[slot].as_mut() else {
+        to.store.journal_run(n, &buf[run_start..at])?;
+        let clock = n.batch_clock_ns;
+        to.store.log_effects(n, &mut to.outbound.paths, clock)?;
+        to.outbound.keep_fresh(n);
+        n.fx.clear();
+        let Some(conn) = self.conns[slot].as_mut() else {
             return Ok(());
         };
         *conn.dec.read_buf() = buf;
@@ -153,64 +165,39 @@ impl Worker {
         conn.partial = match conn.partial {
             _ if conn.dec.buffered() == 0 => None,
             Some((p, t)) if p == pos => Some((p, t)),
-            _ => Some((pos, self.batch_clock_ns)),
+            _ => Some((pos, n.batch_clock_ns)),
         };
         if let Some(e) = bad {
             conn.dec.poison(e);
             let at = conn.dec.position();
-            self.stats.bad_frames += 1;
-            self.refuse_source(slot, e.error_code(), &bad_frame_text(&e, at));
-        }
-        Ok(())
-    }
-
-    /// Appends a run of accepted DATA frames to the journal as one record.
-    fn journal_run(&mut self, run: &[u8]) -> Result<(), WorkerError> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let kind = RecordKind::Input.code();
-        let p = self.logs.journal.append(kind, self.batch_clock_ns, run)?;
-        if let Some(a) = self.logs.audit.as_mut() {
-            a.add(
-                p,
-                self.logs.journal.end_position(),
-                kind,
-                self.batch_clock_ns,
-                run,
-            );
-        }
-        if self.cfg.durability == Durability::Fsync {
-            let end = p + (crate::log::format::RECORD_HEADER_BYTES + run.len()) as u64;
-            self.logs
-                .undurable
-                .push_back((self.core.journal_next(), end));
+            n.stats.bad_frames += 1;
+            self.refuse(slot, n, to.reg, e.error_code(), &bad_frame_text(&e, at));
         }
         Ok(())
     }
 
     /// Handles one frame from an inbound connection (a source, or another
-    /// node's channel to us); `Ok(true)` when it is an accepted DATA frame
-    /// the caller must journal.
-    fn source_frame(&mut self, slot: usize, frame: FrameView<'_>) -> Result<bool, WorkerError> {
-        let Some(conn) = self.sources[slot].as_mut() else {
-            return Ok(false);
+    /// node's channel to us); `true` when it is an accepted DATA frame the
+    /// caller must journal.
+    fn frame(&mut self, slot: usize, n: &mut Node, reg: &Registry, frame: FrameView<'_>) -> bool {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return false;
         };
         let kind = frame.kind();
         let (node, channel) = (conn.node, conn.channel);
         match (conn.state, kind) {
-            (ConnState::AwaitHello, Kind::Hello) => return self.inbound_hello(slot, frame),
-            (ConnState::AwaitAuth, Kind::Hello) => return self.inbound_answer(slot, frame),
+            (ConnState::AwaitHello, Kind::Hello) => self.hello(slot, n, reg, frame),
+            (ConnState::AwaitAuth, Kind::Hello) => self.answer(slot, n, reg, frame),
             (ConnState::Ready, Kind::Data) => {
-                let now = self.batch_clock_ns;
+                let now = n.batch_clock_ns;
                 let ch = frame.header.channel();
                 let input = match node {
                     Some(from) => {
-                        if peer_of(ch) != Some((from, self.core.node())) {
+                        if peer_of(ch) != Some((from, n.core.node())) {
                             let text =
                                 format!("channel {ch} is not node {from}'s channel to this node");
-                            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
-                            return Ok(false);
+                            self.refuse(slot, n, reg, ErrorCode::UnknownChannel, &text);
+                            return false;
                         }
                         Input::PeerData {
                             from,
@@ -224,54 +211,71 @@ impl Worker {
                                 "DATA on channel {ch}: this connection produces channel {} (its HELLO's node id)",
                                 channel.unwrap_or(0)
                             );
-                            self.refuse_source(slot, ErrorCode::UnknownChannel, &text);
-                            return Ok(false);
+                            self.refuse(slot, n, reg, ErrorCode::UnknownChannel, &text);
+                            return false;
                         }
                         Input::SourceData { frame, now_ns: now }
                     }
                 };
                 // Outputs and dead letters accumulate in `fx` over the whole
                 // batch; ACKs and NACKs go out (are queued) per frame.
-                self.fx.journal_input = None;
-                self.core.handle(input, &mut self.fx);
-                if let Some(v) = self.fx.violation.take() {
-                    self.refuse_source(slot, ErrorCode::Protocol, &v.to_string());
-                    return Ok(false);
+                n.fx.journal_input = None;
+                n.core.handle(input, &mut n.fx);
+                if let Some(v) = n.fx.violation.take() {
+                    self.refuse(slot, n, reg, ErrorCode::Protocol, &v.to_string());
+                    return false;
                 }
-                if !self.fx.acks.is_empty() || !self.fx.nacks.is_empty() {
-                    self.send_acks_nacks();
-                    self.fx.acks.clear();
-                    self.fx.nacks.clear();
+                if !n.fx.acks.is_empty() || !n.fx.nacks.is_empty() {
+                    self.send_acks_nacks(n);
+                    n.fx.acks.clear();
+                    n.fx.nacks.clear();
                 }
-                return Ok(self.fx.journal_input.is_some());
+                return n.fx.journal_input.is_some();
             }
             (ConnState::Ready, Kind::Heartbeat) => {}
             (_, Kind::Error) => {
                 let (code, text) = frame.error().unwrap_or((ErrorCode::Internal, ""));
-                let peer = self.sources[slot].as_ref().map(|c| c.peer);
-                self.log_limited(format_args!(
+                let peer = self.conns[slot].as_ref().map(|c| c.peer);
+                n.log_limited(format_args!(
                     "connection from {} sent ERROR {}: {}",
                     peer.map_or_else(String::new, |p| p.to_string()),
                     code.name(),
                     Escaped(text)
                 ));
-                self.close_source(slot, None);
+                self.close(slot, n, reg, None);
             }
             (state, kind) => {
                 let text = format!("unexpected {kind} in connection state {state:?}");
-                self.refuse_source(slot, ErrorCode::Protocol, &text);
+                self.refuse(slot, n, reg, ErrorCode::Protocol, &text);
             }
         }
-        Ok(false)
+        false
     }
 
-    pub(super) fn send_acks_nacks(&mut self) {
-        let epoch = self.dir.epoch;
-        for i in 0..self.fx.acks.len() {
-            let (channel, seq) = self.fx.acks[i];
-            if let Some(conn) = self.conn_for_channel(channel) {
+    /// Journal durability (the store's word) → the core releases ACKs to
+    /// the producers and outputs to the consumers; the ACKs are queued.
+    pub(super) fn make_durable(
+        &mut self,
+        n: &mut Node,
+        store: &mut Store,
+        outbound: &Outbound,
+    ) -> Result<(), WorkerError> {
+        let Some(records) = store.durable_records(n, &outbound.paths)? else {
+            return Ok(());
+        };
+        n.fx.clear();
+        n.core.handle(Input::Durable { records }, &mut n.fx);
+        self.send_acks_nacks(n);
+        Ok(())
+    }
+
+    /// Queues the ACKs and NACKs in the node's effects on the connections
+    /// of their channels.
+    pub(super) fn send_acks_nacks(&mut self, n: &mut Node) {
+        for &(channel, seq) in &n.fx.acks {
+            if let Some(conn) = self.conn_for_channel(n, channel) {
                 // An ACK covers every seq below it: only the highest owed
-                // per channel goes out (see `flush_sources`).
+                // per channel goes out (see `flush`).
                 match conn.acks.iter_mut().find(|(c, _)| *c == channel) {
                     Some(owed) => owed.1 = owed.1.max(seq),
                     None => conn.acks.push((channel, seq)),
@@ -281,40 +285,38 @@ impl Worker {
                 }
             }
         }
-        for i in 0..self.fx.nacks.len() {
-            let (channel, seq) = self.fx.nacks[i];
-            if let Some(conn) = self.conn_for_channel(channel) {
-                let _ = Encoder::default().nack(&mut conn.wbuf, channel, epoch, seq);
+        for &(channel, seq) in &n.fx.nacks {
+            if let Some(conn) = self.conn_for_channel(n, channel) {
+                let _ = Encoder::default().nack(&mut conn.wbuf, channel, n.epoch, seq);
             }
         }
     }
 
-    fn conn_for_channel(&mut self, channel: u32) -> Option<&mut Conn> {
-        let slot = self.core.sessions().conn_for_channel(channel)?;
-        self.sources.get_mut(slot)?.as_mut()
+    fn conn_for_channel(&mut self, n: &Node, channel: u32) -> Option<&mut Conn> {
+        let slot = n.core.sessions().conn_for_channel(channel)?;
+        self.conns.get_mut(slot)?.as_mut()
     }
 
     /// Writes what each inbound connection owes its producer. Owed ACKs go
     /// with anything else queued, once held `limits.ack_delay_us` at `now`,
     /// or at once with `all`.
-    pub(super) fn flush_sources(&mut self, all: bool, now: Instant) {
-        let delay = Duration::from_micros(self.cfg.limits.ack_delay_us);
-        let epoch = self.dir.epoch;
-        for slot in 0..self.sources.len() {
-            if let Some(c) = self.sources[slot].as_mut() {
+    pub(super) fn flush(&mut self, n: &mut Node, reg: &Registry, all: bool, now: Instant) {
+        let delay = Duration::from_micros(n.cfg.limits.ack_delay_us);
+        for slot in 0..self.conns.len() {
+            if let Some(c) = self.conns[slot].as_mut() {
                 if all
                     || !c.wbuf.is_empty()
                     || c.acks_since.is_none_or(|t| now.duration_since(t) >= delay)
                 {
-                    c.queue_acks(epoch);
+                    c.queue_acks(n.epoch);
                 }
             }
-            let failed = match self.sources[slot].as_mut() {
+            let failed = match self.conns[slot].as_mut() {
                 Some(c) if c.wants_flush() => c.flush().err(),
                 _ => None,
             };
             if let Some(e) = failed {
-                self.close_source(slot, Some(format!("write: {e}")));
+                self.close(slot, n, reg, Some(format!("write: {e}")));
             }
         }
     }

@@ -5,25 +5,28 @@
 //! writes to disk (record kinds, outbound logs, audit chain, data
 //! directory) is defined in [`crate::storage`].
 //!
-//! The files, by the state each owns:
+//! The files, by the state each owns. Each part owns its state and takes
+//! the others it needs as arguments; none of them names the [`Worker`],
+//! which owns them all and composes them (`tests/layers.rs` checks that no
+//! file here imports one that imports it back):
 //!
 //! | file | owns |
 //! |---|---|
-//! | `worker.rs` | the [`Worker`] (its fields), start, and the event loop: poll timeout, event dispatch, one iteration |
-//! | `conn.rs` | one connection: its stream (socket, TLS, in-process link), handshake state, read and write buffers, owed ACKs |
-//! | `inbound.rs` | accepting inbound connections (per-address cap, handshake pool), their HELLO exchange, admitting nodes and sources, refusing and closing them, timeouts |
-//! | `ingest.rs` | reading inbound connections: decoding frames in place, handing DATA to the core, journaling it, ACKs and NACKs |
-//! | `outbound.rs` | outbound paths' connections: dialing, the consumer's HELLO/RESUME/ACK/NACK, losing a connection, writing what the core hands out, timers |
+//! | `worker.rs` | the [`Worker`]: start, the event loop (poll timeout, event dispatch, one iteration), the timers, the faults applied to connections, snapshots and the clean stop |
+//! | `node.rs` | the `Node` every part shares: the core and its effects, the config, encoder and epoch, counters, the rate-limited log |
+//! | `inbound.rs` | `Inbound`: the listeners and inbound connections; accepting (per-address cap, handshake pool), their HELLO exchange, admitting nodes and sources as the core decides, refusing and closing, the frame timeout |
+//! | `ingest.rs` | reading `Inbound`'s connections: decoding frames in place, handing DATA to the core, journaling it, durability and the ACKs and NACKs it releases |
+//! | `outbound.rs` | `Outbound`: the outbound paths' connections; dialing, the consumer's HELLO/RESUME/ACK/NACK, losing a connection, writing what the core hands out |
 //! | `outpath.rs` | one outbound path: its log, the frames kept in memory, backoff; which channel path `k` carries |
-//! | `recovery.rs` | the store: opening the data directory and logs, snapshot restore, journal replay, logging outputs and dead letters, durability, snapshots, the audit chain, the clean stop |
-//! | `faults.rs` | the fault shim's side of the loop: shims per connection, partitions, the fault log |
+//! | `recovery.rs` | the `Store`: the data directory, journal and dead-letter log; opening and recovery (snapshot restore, journal replay), logging outputs and dead letters, durability, snapshots, the audit chain |
+//! | `faults.rs` | `FaultState`: the shim a connection gets, partitions, the fault log |
 //! | `shim.rs` | the fault shim itself (`[faults]`) |
+//! | `conn.rs` | one connection: its stream (socket, TLS, in-process link), handshake state, read and write buffers, owed ACKs; the event loop's tokens |
 //! | `shards.rs` | several nodes in one process: a thread and loop per shard, in-process links |
 //! | `link.rs` | the in-process ring link between two shards, and a shard's links to the others |
 //! | `tls.rs` | TLS over a socket (`[tls]`) |
 //! | `os.rs` | the operating system: stop signal, socket options, random challenges, clocks |
 //! | `error.rs` | [`WorkerError`] |
-//! | `config.rs` | `node.toml` / `cluster.toml` and the limits |
 
 mod conn;
 mod error;
@@ -31,6 +34,7 @@ mod faults;
 mod inbound;
 mod ingest;
 pub mod link;
+mod node;
 mod os;
 mod outbound;
 mod outpath;
@@ -43,6 +47,7 @@ pub mod worker;
 pub use crate::config::{ConfigError, Limits, NodeToml};
 pub use error::WorkerError;
 pub use link::ShardLinks;
+pub use node::WorkerStats;
 pub use os::install_signal_handlers;
 pub use shards::run_shards;
 pub use worker::Worker;

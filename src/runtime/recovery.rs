@@ -1,16 +1,16 @@
-//! The node's store: opening the data directory and its logs at start
-//! (torn tails, snapshot restore, journal replay, what each consumer had
-//! ACKed), logging each batch's outputs and dead letters, durability
-//! (`make_durable`), snapshots, the audit chain, and the clean stop.
+//! The node's store ([`Store`]): opening the data directory and its logs at
+//! start (torn tails, snapshot restore, journal replay, what each consumer
+//! had ACKed), journaling accepted input, logging each batch's outputs and
+//! dead letters, durability, snapshots and the audit chain.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::error::WorkerError;
 use super::link::ShardLinks;
+use super::node::Node;
 use super::os::now_ns;
 use super::outpath::{out_of, OutPath};
-use super::worker::Worker;
 use crate::config::NodeToml;
 use crate::config::PeerAt;
 use crate::core::{Input, NodeCore};
@@ -19,9 +19,10 @@ use crate::storage::audit::{self, Audit};
 use crate::storage::datadir::{self, DataDir};
 use crate::storage::{DeadLetterRecord, RecordKind};
 
-/// The journal and the dead-letter log, and what the worker keeps about
-/// them between iterations.
-pub(super) struct Logs {
+/// The data directory, the journal and the dead-letter log, and what the
+/// worker keeps about them between iterations.
+pub(super) struct Store {
+    pub(super) dir: DataDir,
     pub(super) journal: Log,
     dead: Log,
     /// fsync durability: (records after this one, its end position).
@@ -39,9 +40,8 @@ pub(super) struct Logs {
 /// worker exists: the logs, the core (restored from the newest snapshot)
 /// and where the journal replay starts.
 pub(super) struct Opened {
-    pub(super) dir: DataDir,
     pub(super) core: NodeCore,
-    pub(super) logs: Logs,
+    pub(super) store: Store,
     pub(super) outs: Vec<Option<OutPath>>,
     /// The journal position the replay starts at (the snapshot's, or the
     /// journal's first).
@@ -109,7 +109,8 @@ impl Opened {
                 dead_logged_below = dead_logged_below.max(d.journal_index + 1);
             }
         }
-        let logs = Logs {
+        let store = Store {
+            dir,
             journal,
             dead,
             undurable: VecDeque::new(),
@@ -119,9 +120,8 @@ impl Opened {
             audit_printed: None,
         };
         Ok(Opened {
-            dir,
             core,
-            logs,
+            store,
             outs,
             replay_from,
             snapshot_index: snapshot.map_or(0, |s| s.journal_index),
@@ -193,55 +193,62 @@ fn open_outs(
     Ok(outs)
 }
 
-impl Worker {
-    /// The rest of recovery, once the worker exists: the audit chain, the
-    /// journal replay from `replay_from`, what each consumer had ACKed, and
-    /// a new snapshot when the journal ends below the restored one.
-    pub(super) fn recover(&mut self, replay_from: u64) -> Result<(), WorkerError> {
-        if self.cfg.audit {
-            self.logs.audit = Some(Audit::recover(&self.logs.journal)?);
+impl Store {
+    /// The rest of recovery, once the node exists: the audit chain, the
+    /// journal replay from `replay_from`, what each consumer had ACKed.
+    /// `true`: the journal ends below the restored snapshot, and a new
+    /// snapshot must re-anchor it at once.
+    pub(super) fn recover(
+        &mut self,
+        n: &mut Node,
+        outs: &mut [Option<OutPath>],
+        replay_from: u64,
+    ) -> Result<bool, WorkerError> {
+        if n.cfg.audit {
+            self.audit = Some(Audit::recover(&self.journal)?);
         }
-        self.replay(replay_from)?;
+        self.replay(n, outs, replay_from)?;
         // What each consumer had ACKed: everything below the first frame
         // its log still keeps. Its word on later seqs is taken only for
         // what this process sends it again.
-        for k in 0..self.outs.len() {
-            let Some(path) = self.outs[k].as_ref() else {
+        for (k, path) in outs.iter().enumerate() {
+            let Some(path) = path.as_ref() else {
                 continue;
             };
             let out = out_of(k);
-            let produced = self.core.out_channel(out).map_or(0, |o| o.next_seq - 1);
+            let produced = n.core.out_channel(out).map_or(0, |o| o.next_seq - 1);
             let acked = path.store.first_seq().map_or(produced, |first| first - 1);
-            self.core
-                .handle(Input::Recovered { out, acked }, &mut self.fx);
+            n.core.handle(Input::Recovered { out, acked }, &mut n.fx);
         }
-        self.fx.clear();
-        self.logs.records_at_snapshot = self.core.journal_next();
-        if replay_from > self.logs.journal.end_position() {
+        n.fx.clear();
+        self.records_at_snapshot = n.core.journal_next();
+        let behind = replay_from > self.journal.end_position();
+        if behind {
             // The journal lost records the snapshot covers (damage below it):
             // the snapshot holds that state, but new records would now be
             // appended below its position and skipped by the next replay.
-            // Re-anchor at once with a snapshot at the journal's end.
             eprintln!(
                 "verity: recovery: the journal ends at {} below the snapshot's position {replay_from}; writing a new snapshot at the journal's end",
-                self.logs.journal.end_position()
+                self.journal.end_position()
             );
-            self.snapshot()?;
         }
-        Ok(())
+        Ok(behind)
     }
-}
 
-impl Worker {
     /// Replays the journal from `from` through the core. Outputs whose seq is
     /// already in the outbound log must come out bit-identical (checked) and
     /// are not logged again; later ones are logged.
-    pub(super) fn replay(&mut self, from: u64) -> Result<(), WorkerError> {
+    fn replay(
+        &mut self,
+        n: &mut Node,
+        outs: &mut [Option<OutPath>],
+        from: u64,
+    ) -> Result<(), WorkerError> {
         let mut pos = from;
         // A damaged journal may end before the snapshot's position: the
         // snapshot holds that state; there is nothing to replay.
-        while pos < self.logs.journal.end_position() {
-            let rec = match self.logs.journal.reader_at(pos)?.next() {
+        while pos < self.journal.end_position() {
+            let rec = match self.journal.reader_at(pos)?.next() {
                 None => break,
                 Some(r) => r?,
             };
@@ -249,146 +256,153 @@ impl Worker {
             if rec.kind != RecordKind::Input.code() {
                 continue;
             }
-            self.fx.clear();
-            // Copy out of the mapping: `handle` needs `&mut self.core` while
-            // `rec` borrows `self.logs.journal`. Recovery only, not the hot path.
+            n.fx.clear();
+            // Copy out of the mapping: logging the effects needs `&mut self`
+            // while `rec` borrows the journal. Recovery only, not the hot path.
             let run = rec.payload.to_vec();
             let ts = rec.timestamp;
             let position = rec.position;
-            let replayed = self
+            let replayed = n
                 .core
-                .replay_record(&run, ts, &mut self.fx, |_, _| {})
+                .replay_record(&run, ts, &mut n.fx, |_, _| {})
                 .map_err(|e| {
                     WorkerError::Replay(format!(
                         "journal record at position {position} (input {}) does not follow the snapshot's watermarks: the journal and snapshot do not match",
                         e.index
                     ))
                 })?;
-            self.stats.replayed += replayed;
-            self.log_effects(ts)?;
+            n.stats.replayed += replayed;
+            self.log_effects(n, outs, ts)?;
         }
-        self.fx.clear();
-        let records = self.core.journal_next();
-        self.core.handle(Input::Durable { records }, &mut self.fx);
-        self.fx.clear();
+        n.fx.clear();
+        let records = n.core.journal_next();
+        n.core.handle(Input::Durable { records }, &mut n.fx);
+        n.fx.clear();
         Ok(())
     }
 
-    /// Logs the outputs and dead letters in `fx`: the outputs of each
-    /// outbound channel as one record of its log (frames already there are
-    /// verified bit for bit instead), stamped with `clock_ns`, the clock
-    /// reading of the inputs that produced them (for `verity-trace`; the
-    /// core never reads it).
-    pub(super) fn log_effects(&mut self, clock_ns: u64) -> Result<(), WorkerError> {
-        if let Some(seqs) = self.fx.outbound_seqs {
-            if let Some(Some(path)) = self.outs.get_mut(0) {
-                path.log_frames(&self.fx.outbound, seqs, clock_ns)?;
+    /// Appends a run of accepted DATA frames to the journal as one record,
+    /// stamped with the batch's clock reading.
+    pub(super) fn journal_run(&mut self, n: &Node, run: &[u8]) -> Result<(), WorkerError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let kind = RecordKind::Input.code();
+        let clock = n.batch_clock_ns;
+        let p = self.journal.append(kind, clock, run)?;
+        if let Some(a) = self.audit.as_mut() {
+            a.add(p, self.journal.end_position(), kind, clock, run);
+        }
+        if n.cfg.durability == Durability::Fsync {
+            let end = p + (crate::log::format::RECORD_HEADER_BYTES + run.len()) as u64;
+            self.undurable.push_back((n.core.journal_next(), end));
+        }
+        Ok(())
+    }
+
+    /// Logs the outputs and dead letters in the node's effects: the outputs
+    /// of each outbound channel as one record of its log (frames already
+    /// there are verified bit for bit instead), stamped with `clock_ns`, the
+    /// clock reading of the inputs that produced them (for `verity-trace`;
+    /// the core never reads it).
+    pub(super) fn log_effects(
+        &mut self,
+        n: &mut Node,
+        outs: &mut [Option<OutPath>],
+        clock_ns: u64,
+    ) -> Result<(), WorkerError> {
+        let fx = &n.fx;
+        if let Some(seqs) = fx.outbound_seqs {
+            if let Some(Some(path)) = outs.get_mut(0) {
+                path.log_frames(&fx.outbound, seqs, clock_ns)?;
             }
         }
-        for j in 0..self.fx.to_peers.len() {
-            let Some(seqs) = self.fx.to_peers[j].seqs else {
+        for (j, to) in fx.to_peers.iter().enumerate() {
+            let Some(seqs) = to.seqs else {
                 continue;
             };
-            if let Some(Some(path)) = self.outs.get_mut(1 + j) {
-                path.log_frames(&self.fx.to_peers[j].frames, seqs, clock_ns)?;
+            if let Some(Some(path)) = outs.get_mut(1 + j) {
+                path.log_frames(&to.frames, seqs, clock_ns)?;
             }
         }
-        for i in 0..self.fx.dead_letters.len() {
-            let d = self.fx.dead_letters[i];
-            if d.journal_index < self.logs.dead_logged_below {
+        for d in &fx.dead_letters {
+            if d.journal_index < self.dead_logged_below {
                 continue;
             }
             let mut rec = Vec::new();
-            DeadLetterRecord::of(&d).encode(&mut rec);
-            self.logs
-                .dead
+            DeadLetterRecord::of(d).encode(&mut rec);
+            self.dead
                 .append(RecordKind::DeadLetter.code(), clock_ns, &rec)?;
-            self.logs.dead_logged_below = d.journal_index + 1;
-            self.stats.dead_letters_logged += 1;
+            self.dead_logged_below = d.journal_index + 1;
+            n.stats.dead_letters_logged += 1;
         }
         Ok(())
     }
 
-    /// Hands the batch's frames (just logged) to their paths to be written
-    /// from memory.
-    pub(super) fn keep_fresh(&mut self) {
-        let cap = 2 * self.cfg.limits.write_buffer_bytes;
-        if let Some(seqs) = self.fx.outbound_seqs {
-            if let Some(Some(path)) = self.outs.get_mut(0) {
-                path.keep_fresh(&mut self.fx.outbound, seqs, cap);
+    /// How many journal records are durable now, when that moved (fsync:
+    /// commits the journal and the outbound logs and takes what the syncer
+    /// has published; process: all of them). `None`: nothing new.
+    pub(super) fn durable_records(
+        &mut self,
+        n: &Node,
+        outs: &[Option<OutPath>],
+    ) -> Result<Option<u64>, WorkerError> {
+        if n.cfg.durability == Durability::Process {
+            return Ok(Some(n.core.journal_next()));
+        }
+        if !self.undurable.is_empty() {
+            self.journal.commit()?;
+            for p in outs.iter().flatten() {
+                p.store.log().commit()?;
             }
         }
-        for j in 0..self.fx.to_peers.len() {
-            let Some(seqs) = self.fx.to_peers[j].seqs else {
-                continue;
-            };
-            if let Some(Some(path)) = self.outs.get_mut(1 + j) {
-                path.keep_fresh(&mut self.fx.to_peers[j].frames, seqs, cap);
+        // Outputs depend on the journal only: an output whose outbound
+        // record is lost in a machine crash is regenerated, bit for bit,
+        // by replaying its (durable) journal records.
+        let durable = self.journal.durable_position();
+        let mut records = None;
+        while let Some(&(r, end)) = self.undurable.front() {
+            if end > durable {
+                break;
             }
+            records = Some(r);
+            self.undurable.pop_front();
         }
+        Ok(records)
     }
 
-    /// Journal durability → ACKs to sources, outputs released to the sink.
-    pub(super) fn make_durable(&mut self) -> Result<(), WorkerError> {
-        let records = match self.cfg.durability {
-            Durability::Process => self.core.journal_next(),
-            Durability::Fsync => {
-                if !self.logs.undurable.is_empty() {
-                    self.logs.journal.commit()?;
-                    for p in self.outs.iter().flatten() {
-                        p.store.log().commit()?;
-                    }
-                }
-                // Outputs depend on the journal only: an output whose outbound
-                // record is lost in a machine crash is regenerated, bit for bit,
-                // by replaying its (durable) journal records.
-                let durable = self.logs.journal.durable_position();
-                let mut records = None;
-                while let Some(&(r, end)) = self.logs.undurable.front() {
-                    if end > durable {
-                        break;
-                    }
-                    records = Some(r);
-                    self.logs.undurable.pop_front();
-                }
-                match records {
-                    Some(r) => r,
-                    None => return Ok(()),
-                }
-            }
-        };
-        self.fx.clear();
-        self.core.handle(Input::Durable { records }, &mut self.fx);
-        self.send_acks_nacks();
-        Ok(())
-    }
-
-    /// Writes a snapshot (everything journaled is durable by now) and drops
-    /// journal segments no kept snapshot needs.
-    pub(super) fn snapshot(&mut self) -> Result<(), WorkerError> {
+    /// The first half of a snapshot: the audit seal, and (fsync) waits
+    /// until the journal and every outbound log are durable.
+    pub(super) fn before_snapshot(
+        &mut self,
+        n: &Node,
+        outs: &[Option<OutPath>],
+    ) -> Result<(), WorkerError> {
         // The seal first, so that with fsync it is durable before a
         // snapshot points past it.
         self.seal_audit(false)?;
-        if self.cfg.durability == Durability::Fsync {
-            wait_all_durable(&self.logs.journal)?;
-            for p in self.outs.iter().flatten() {
+        if n.cfg.durability == Durability::Fsync {
+            wait_all_durable(&self.journal)?;
+            for p in outs.iter().flatten() {
                 wait_all_durable(p.store.log())?;
             }
-            self.make_durable()?;
         }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the core (everything journaled is durable by
+    /// now: [`Store::before_snapshot`]) and drops journal segments no kept
+    /// snapshot needs.
+    pub(super) fn write_snapshot(&mut self, n: &mut Node) -> Result<(), WorkerError> {
         let mut body = Vec::new();
-        self.core.snapshot(&mut body);
-        self.dir.write_snapshot(
-            self.logs.journal.end_position(),
-            self.core.journal_next(),
-            &body,
-        )?;
-        self.logs.records_at_snapshot = self.core.journal_next();
-        self.stats.snapshots += 1;
+        n.core.snapshot(&mut body);
+        let end = self.journal.end_position();
+        self.dir.write_snapshot(end, n.core.journal_next(), &body)?;
+        self.records_at_snapshot = n.core.journal_next();
+        n.stats.snapshots += 1;
         if let Some(p) = self.dir.oldest_snapshot_position() {
-            self.logs
-                .journal
-                .drop_below(p.min(self.logs.journal.end_position()))?;
+            self.journal
+                .drop_below(p.min(self.journal.end_position()))?;
         }
         Ok(())
     }
@@ -396,57 +410,27 @@ impl Worker {
     /// Appends a seal over the input records journaled since the last one
     /// (`audit = true`), and prints the chain head at most every 10 s (and
     /// with `last`, at a clean stop) so it can be kept elsewhere.
-    fn seal_audit(&mut self, last: bool) -> Result<(), WorkerError> {
-        let Some(a) = self.logs.audit.as_mut() else {
+    pub(super) fn seal_audit(&mut self, last: bool) -> Result<(), WorkerError> {
+        let Some(a) = self.audit.as_mut() else {
             return Ok(());
         };
         if let Some(seal) = a.seal() {
-            self.logs
-                .journal
+            self.journal
                 .append(RecordKind::Seal.code(), now_ns(), &seal.encode())?;
         }
         let head = a.head();
-        let (due, new) = match self.logs.audit_printed {
+        let (due, new) = match self.audit_printed {
             None => (true, true),
             Some((t, h)) => (t.elapsed() >= Duration::from_secs(10), h != head),
         };
         if new && (due || last) && head != [0; 32] {
-            self.logs.audit_printed = Some((Instant::now(), head));
+            self.audit_printed = Some((Instant::now(), head));
             eprintln!(
                 "verity: audit: journal chain head {} at position {}",
                 audit::hex(&head),
-                self.logs.journal.end_position()
+                self.journal.end_position()
             );
         }
-        Ok(())
-    }
-
-    pub(super) fn shutdown(&mut self) -> Result<(), WorkerError> {
-        self.make_durable()?;
-        for k in 0..self.outs.len() {
-            self.pump_out(k)?;
-        }
-        self.flush_sources(true, Instant::now());
-        self.seal_audit(true)?;
-        self.snapshot()?;
-        // Frames produced but not ACKed by their consumer (kept in the
-        // outbound logs; sent again after the next start).
-        let outs: Vec<(u32, u64, u64)> = std::iter::once(self.core.out())
-            .chain((0..self.core.nodes()).filter_map(|j| self.core.peer_out(j)))
-            .map(|o| (o.id, o.unacked(), o.sent.saturating_sub(o.acked)))
-            .collect();
-        let unacked: u64 = outs.iter().map(|o| o.1).sum();
-        // Per channel: (unACKed, of which sent in this process).
-        let detail: Vec<String> = outs
-            .iter()
-            .filter(|o| o.1 > 0)
-            .map(|(id, n, sent)| format!("{id}:{n}/{sent}"))
-            .collect();
-        let s = &self.core.stats;
-        eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
-            s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, self.stats.bad_frames, s.violations, self.stats.refused, self.stats.auth_refused, self.stats.tls_failed, self.stats.replayed, self.stats.snapshots, detail.join(" ")
-        );
         Ok(())
     }
 }

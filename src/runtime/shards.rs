@@ -3,10 +3,11 @@
 
 use mio::Poll;
 
+use super::conn::WAKER;
 use super::error::{io_err, WorkerError};
 use super::link::ShardLinks;
 use super::os::request_stop;
-use super::worker::{Worker, WAKER};
+use super::worker::Worker;
 use crate::config::NodeToml;
 
 /// Bytes per in-process ring (each direction of each shard pair).

@@ -18,8 +18,12 @@
 //! and outputs to the consumers; then write queued bytes, one `write` per
 //! connection.
 //!
-//! This file holds the [`Worker`] itself, its start and the loop; the parts
-//! of the loop live next to it by the state they own (see `runtime/mod.rs`).
+//! This file holds the [`Worker`] itself, its start and the loop. The parts
+//! of the loop each own their state, in their own files, and know nothing
+//! of the worker: the [`Node`] (core, config, counters), the [`Store`]
+//! (data directory and logs), [`Inbound`] and [`Outbound`] connections, and
+//! the [`FaultState`]; the worker owns them all and composes them (see
+//! `runtime/mod.rs`).
 //! What the logs hold (record kinds, the dead-letter payload, the outbound
 //! logs and their index) and the data directory's layout are defined in
 //! [`crate::storage`].
@@ -29,118 +33,34 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use verity_wire::handshake::Me;
-use verity_wire::{Encoder, Role};
+use verity_wire::ErrorCode;
 
-use super::conn::{Conn, ConnState, Stream};
+use super::conn::{
+    Conn, ConnState, Stream, FIRST_OUT, FIRST_SOURCE, LISTENER, PEER_LISTENER, WAKER,
+};
 use super::error::{io_err, WorkerError};
 use super::faults::FaultState;
+use super::inbound::Inbound;
+use super::ingest::Sinks;
 use super::link::ShardLinks;
+use super::node::{Node, WorkerStats};
 use super::os::stop_requested;
-use super::outpath::{out_of, OutPath};
-use super::recovery::{Logs, Opened};
+use super::outbound::{Dial, Outbound};
+use super::outpath::{out_of, OUT_CONN_BASE};
+use super::recovery::{Opened, Store};
 use super::tls::TlsSetup;
 use crate::config::NodeToml;
-use crate::core::{Effects, NodeCore};
-use crate::routing::MAX_NODES;
-use crate::storage::datadir::DataDir;
-
-const LISTENER: Token = Token(0);
-/// Another shard of this process wrote to one of our in-process links.
-pub(super) const WAKER: Token = Token(usize::MAX);
-const PEER_LISTENER: Token = Token(1);
-/// Outbound path `k` (0: the sink, `1 + j`: node `j`) is token `FIRST_OUT + k`.
-pub(super) const FIRST_OUT: usize = 2;
-/// Inbound connection slot `s` is token `FIRST_SOURCE + s`.
-pub(super) const FIRST_SOURCE: usize = FIRST_OUT + MAX_NODES as usize + 1;
-/// Bytes read from one connection per loop iteration (fairness between sources).
-pub(super) const READ_CHUNK: usize = 64 << 10;
-
-/// Counters for the report printed at exit.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct WorkerStats {
-    pub replayed: u64,
-    pub snapshots: u64,
-    pub bad_frames: u64,
-    pub sink_connects: u64,
-    pub peer_connects: u64,
-    pub auth_refused: u64,
-    /// Connections closed by a TLS failure (a certificate refused, a
-    /// handshake that failed, a record that did not decrypt).
-    pub tls_failed: u64,
-    /// Connections refused or closed by a limit (per address, handshake
-    /// pool, established connections, incomplete frames).
-    pub refused: u64,
-    pub sources_accepted: u64,
-    pub dead_letters_logged: u64,
-}
+use crate::core::{ConnId, Out};
+use crate::log::Durability;
 
 pub struct Worker {
-    pub(super) cfg: NodeToml,
-    pub(super) dir: DataDir,
-    pub(super) core: NodeCore,
-    pub(super) fx: Effects,
-    pub(super) enc: Encoder,
-    /// The journal, the dead-letter log, and what the worker knows of them.
-    pub(super) logs: Logs,
-    pub(super) poll: Poll,
-    /// Source listener (shard 0 of a worker only).
-    pub(super) listener: Option<TcpListener>,
-    /// Set when an in-process link broke (our own bug): the worker stops.
-    pub(super) fatal: Option<String>,
+    node: Node,
+    store: Store,
+    inbound: Inbound,
+    outbound: Outbound,
     /// The fault shim's configuration and log (`[faults]`), if any.
-    pub(super) faults: Option<FaultState>,
-    /// Node-to-node listener (cluster only).
-    pub(super) peer_listener: Option<TcpListener>,
-    /// Inbound connections: sources, and other nodes' channels to us.
-    pub(super) sources: Vec<Option<Conn>>,
-    /// Outbound paths: 0 the sink, `1 + j` node `j` (`None` for this node).
-    pub(super) outs: Vec<Option<OutPath>>,
-    /// The origin of the core's timer clock ([`Input::Tick`]).
-    pub(super) started: Instant,
-    /// The clock reading for the frames of the current read batch: one
-    /// `clock_gettime` per socket read, not per frame (the journal records
-    /// it with each accepted input).
-    pub(super) batch_clock_ns: u64,
-    /// When `sweep_stalled` last looked.
-    pub(super) last_sweep: Instant,
-    /// Lines about peers and connections (refusals, peer errors): at most
-    /// a few a second.
-    log_limiter: LogLimiter,
-    /// `[tls]`: the rustls settings of each kind of connection.
-    pub(super) tls: Option<TlsSetup>,
-    pub stats: WorkerStats,
-}
-
-/// Admits at most [`LogLimiter::PER_SECOND`] log lines a second, counting
-/// the rest.
-#[derive(Debug, Default)]
-struct LogLimiter {
-    window: Option<Instant>,
-    printed: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    const PER_SECOND: u32 = 20;
-
-    /// `Some(lines suppressed since the last admitted one)` when a line may
-    /// be printed at `now`; `None` when it is suppressed (and counted).
-    fn admit(&mut self, now: Instant) -> Option<u64> {
-        let fresh = self
-            .window
-            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1));
-        if fresh {
-            self.window = Some(now);
-            self.printed = 0;
-        }
-        if self.printed >= Self::PER_SECOND {
-            self.suppressed += 1;
-            return None;
-        }
-        self.printed += 1;
-        Some(std::mem::take(&mut self.suppressed))
-    }
+    faults: Option<FaultState>,
+    poll: Poll,
 }
 
 /// Binds the source listener (shard 0 of a worker only) and, in a cluster,
@@ -178,7 +98,7 @@ fn bind_listeners(
 /// connections from the start (no socket, no accept).
 fn link_sources(cfg: &NodeToml, links: &mut ShardLinks) -> Vec<Option<Conn>> {
     let mut sources = Vec::new();
-    for (node, end) in links.from.drain(..) {
+    for (_node, end) in links.from.drain(..) {
         let addr = cfg.cluster.as_ref().map_or(cfg.listen, |c| c.address);
         let mut conn = Conn::over(
             Stream::Link(end),
@@ -187,7 +107,6 @@ fn link_sources(cfg: &NodeToml, links: &mut ShardLinks) -> Vec<Option<Conn>> {
             cfg.limits.read_buffer_bytes,
         );
         conn.node_port = true;
-        let _ = node;
         sources.push(Some(conn));
     }
     sources
@@ -214,40 +133,44 @@ impl Worker {
             Some(p) => p,
             None => Poll::new().map_err(io_err("cannot create the event loop"))?,
         };
-        let sources = link_sources(&cfg, &mut links);
+        let mut inbound = Inbound::new(link_sources(&cfg, &mut links), listener, peer_listener);
         let Opened {
-            dir,
             core,
-            logs,
+            store,
             outs,
             replay_from,
             snapshot_index,
         } = opened;
-        let mut w = Worker {
-            enc: Encoder::new(cfg.limits.max_frame_len),
-            cfg,
-            dir,
-            core,
-            fx: Effects::default(),
-            logs,
-            poll,
-            listener,
-            peer_listener,
-            sources,
-            fatal: None,
-            faults,
-            outs,
-            started: Instant::now(),
-            batch_clock_ns: 0,
-            last_sweep: Instant::now(),
-            log_limiter: LogLimiter::default(),
-            tls,
-            stats: WorkerStats::default(),
+        let mut outbound = Outbound {
+            paths: outs,
+            tls_sink: None,
+            tls_peers: None,
         };
-        w.recover(replay_from)?;
+        if let Some(t) = tls {
+            inbound.tls_sources = t.sources;
+            inbound.tls_nodes = t.nodes;
+            outbound.tls_sink = t.sink;
+            outbound.tls_peers = t.peers;
+        }
+        let epoch = store.dir.epoch;
+        let mut w = Worker {
+            node: Node::new(cfg, core, epoch),
+            store,
+            inbound,
+            outbound,
+            faults,
+            poll,
+        };
+        let behind = w
+            .store
+            .recover(&mut w.node, &mut w.outbound.paths, replay_from)?;
+        if behind {
+            // Re-anchor the journal at once (see `Store::recover`).
+            w.snapshot()?;
+        }
         w.register_listeners()?;
-        if let Some(warning) = &w.cfg.open_warning {
-            if w.cfg.cluster.as_ref().is_none_or(|c| c.shard == 0) {
+        if let Some(warning) = &w.node.cfg.open_warning {
+            if w.node.cfg.cluster.as_ref().is_none_or(|c| c.shard == 0) {
                 eprintln!("verity: WARNING: {warning}");
             }
         }
@@ -255,15 +178,20 @@ impl Worker {
         Ok(w)
     }
 
+    /// The counters for the report printed at exit.
+    pub fn stats(&self) -> WorkerStats {
+        self.node.stats
+    }
+
     /// Registers the listeners bound at start with the event loop.
     fn register_listeners(&mut self) -> Result<(), WorkerError> {
-        if let Some(l) = self.listener.as_mut() {
+        if let Some(l) = self.inbound.listener.as_mut() {
             self.poll
                 .registry()
                 .register(l, LISTENER, Interest::READABLE)
                 .map_err(io_err("cannot register the listener"))?;
         }
-        if let Some(l) = self.peer_listener.as_mut() {
+        if let Some(l) = self.inbound.peer_listener.as_mut() {
             self.poll
                 .registry()
                 .register(l, PEER_LISTENER, Interest::READABLE)
@@ -275,25 +203,26 @@ impl Worker {
     /// Prints who this node is, where it listens and what recovery did.
     fn announce(&self, snapshot_index: u64) {
         let unacked: usize = self
-            .outs
+            .outbound
+            .paths
             .iter()
             .flatten()
             .map(|o| o.store.unacked_records())
             .sum();
+        let cfg = &self.node.cfg;
         eprintln!(
             "verity: node {} app={} epoch={} listening on {}{} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} output records unacked",
-            self.cfg.node_id,
-            self.cfg.app,
-            self.dir.epoch,
-            self.cfg.listen,
-            self.cfg
-                .cluster
+            cfg.node_id,
+            cfg.app,
+            self.node.epoch,
+            cfg.listen,
+            cfg.cluster
                 .as_ref()
                 .map(|c| format!(" (worker {}, nodes on {})", c.worker, c.address))
                 .unwrap_or_default(),
-            self.cfg.sink,
+            cfg.sink,
             snapshot_index,
-            self.stats.replayed,
+            self.node.stats.replayed,
             unacked,
         );
     }
@@ -310,7 +239,7 @@ impl Worker {
             }
             self.dispatch(&events);
             self.step()?;
-            if let Some(why) = self.fatal.take() {
+            if let Some(why) = self.node.fatal.take() {
                 return Err(WorkerError::Replay(why));
             }
             if stop_requested() {
@@ -325,15 +254,16 @@ impl Worker {
         // Don't sleep while there is work we could do now: unread
         // inbound bytes (edge-triggered: no new event will come) or
         // released frames an outbound socket can still take.
-        let out_ready = (0..self.outs.len()).any(|k| {
-            self.outs[k].as_ref().is_some_and(|p| {
+        let core = &self.node.core;
+        let out_ready = self.outbound.paths.iter().enumerate().any(|(k, p)| {
+            p.as_ref().is_some_and(|p| {
                 p.conn
                     .as_ref()
                     .is_some_and(|c| c.state == ConnState::Ready && c.writable && c.wbuf.is_empty())
-            }) && self.core.poll_transmit(out_of(k)).is_some()
+            }) && core.poll_transmit(out_of(k)).is_some()
         });
-        let (wants_src, wants_peer) = (self.core.wants_input(), self.core.wants_peer_input());
-        let source_work = self.sources.iter().flatten().any(|c| {
+        let (wants_src, wants_peer) = (core.wants_input(), core.wants_peer_input());
+        let source_work = self.inbound.conns.iter().flatten().any(|c| {
             let wants = if c.node.is_some() {
                 wants_peer
             } else {
@@ -341,43 +271,42 @@ impl Worker {
             };
             c.readable && (wants || c.state != ConnState::Ready)
         });
-        let mut timeout = if out_ready || source_work {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(20)
-        };
-        if timeout > Duration::ZERO {
-            // About to sleep: every in-process link announces it (the
-            // other shard then wakes us), unless bytes already wait.
-            let mut waiting = false;
-            let mut stuck = false;
-            self.for_each_link(|c| {
-                if let Stream::Link(l) = &mut c.stream {
-                    if !l.prepare_sleep() {
-                        c.readable = true;
-                        waiting = true;
-                    }
+        if out_ready || source_work {
+            return Duration::ZERO;
+        }
+        let mut timeout = Duration::from_millis(20);
+        // About to sleep: every in-process link announces it (the other
+        // shard then wakes us), unless bytes already wait.
+        let mut waiting = false;
+        let mut stuck = false;
+        self.for_each_link(|c| {
+            if let Stream::Link(l) = &mut c.stream {
+                if !l.prepare_sleep() {
+                    c.readable = true;
+                    waiting = true;
                 }
-                // A full ring holds our bytes: retry soon.
-                stuck |= !c.wbuf.is_empty();
-            });
-            if waiting {
-                timeout = Duration::ZERO;
-            } else if stuck || self.shims_holding() {
-                timeout = Duration::from_millis(1);
             }
-            // Owed ACKs leave when their delay is up.
-            if let Some(since) = self
-                .sources
-                .iter()
-                .flatten()
-                .filter(|c| !c.acks.is_empty())
-                .filter_map(|c| c.acks_since)
-                .min()
-            {
-                let due = since + Duration::from_micros(self.cfg.limits.ack_delay_us);
-                timeout = timeout.min(due.saturating_duration_since(Instant::now()));
-            }
+            // A full ring holds our bytes: retry soon.
+            stuck |= !c.wbuf.is_empty();
+        });
+        if waiting {
+            return Duration::ZERO;
+        }
+        if stuck || self.shims_holding() {
+            timeout = Duration::from_millis(1);
+        }
+        // Owed ACKs leave when their delay is up.
+        if let Some(since) = self
+            .inbound
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| !c.acks.is_empty())
+            .filter_map(|c| c.acks_since)
+            .min()
+        {
+            let due = since + Duration::from_micros(self.node.cfg.limits.ack_delay_us);
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
         timeout
     }
@@ -386,26 +315,33 @@ impl Worker {
     /// connection readable or writable, a link written to by another shard.
     fn dispatch(&mut self, events: &Events) {
         for ev in events.iter() {
-            match ev.token() {
-                WAKER => self.for_each_link(|c| c.readable = true),
-                LISTENER => self.accept(false),
-                PEER_LISTENER => self.accept(true),
-                Token(t) if t < FIRST_SOURCE => {
-                    if let Some(Some(p)) = self.outs.get_mut(t - FIRST_OUT) {
-                        if let Some(c) = p.conn.as_mut() {
-                            c.readable |= ev.is_readable() || ev.is_read_closed();
-                            c.read_closed |= ev.is_read_closed();
-                            c.writable |= ev.is_writable();
-                        }
-                    }
+            let conn = match ev.token() {
+                WAKER => {
+                    self.for_each_link(|c| c.readable = true);
+                    continue;
                 }
-                Token(t) => {
-                    if let Some(Some(c)) = self.sources.get_mut(t - FIRST_SOURCE) {
-                        c.readable |= ev.is_readable() || ev.is_read_closed();
-                        c.read_closed |= ev.is_read_closed();
-                        c.writable |= ev.is_writable();
-                    }
+                LISTENER | PEER_LISTENER => {
+                    let peers = ev.token() == PEER_LISTENER;
+                    let reg = self.poll.registry();
+                    let faults = self.faults.as_mut();
+                    self.inbound.accept(&mut self.node, reg, faults, peers);
+                    continue;
                 }
+                Token(t) if t < FIRST_SOURCE => self
+                    .outbound
+                    .paths
+                    .get_mut(t - FIRST_OUT)
+                    .and_then(|p| p.as_mut()?.conn.as_mut()),
+                Token(t) => self
+                    .inbound
+                    .conns
+                    .get_mut(t - FIRST_SOURCE)
+                    .and_then(Option::as_mut),
+            };
+            if let Some(c) = conn {
+                c.readable |= ev.is_readable() || ev.is_read_closed();
+                c.read_closed |= ev.is_read_closed();
+                c.writable |= ev.is_writable();
             }
         }
     }
@@ -413,25 +349,37 @@ impl Worker {
     /// One iteration's work after the poll: consumers, sources,
     /// durability, what goes out, timers, faults, snapshot.
     fn step(&mut self) -> Result<(), WorkerError> {
-        for k in 0..self.outs.len() {
-            self.service_out(k)?;
+        let reg = self.poll.registry();
+        let n = &mut self.node;
+        let dial = Dial {
+            reg,
+            faults: self.faults.as_ref(),
+        };
+        for k in 0..self.outbound.paths.len() {
+            self.outbound.service(k, n, &dial)?;
         }
-        self.read_sources()?;
-        self.make_durable()?;
-        for k in 0..self.outs.len() {
-            self.pump_out(k)?;
+        let mut sinks = Sinks {
+            reg,
+            store: &mut self.store,
+            outbound: &mut self.outbound,
+        };
+        self.inbound.read(n, &mut sinks)?;
+        self.inbound
+            .make_durable(n, &mut self.store, &self.outbound)?;
+        for k in 0..self.outbound.paths.len() {
+            self.outbound.pump(k, n, reg)?;
         }
         let now = Instant::now();
         self.tick(now);
-        self.flush_sources(false, now);
-        self.sweep_stalled(now);
+        let (n, reg) = (&mut self.node, self.poll.registry());
+        self.inbound.flush(n, reg, false, now);
+        self.inbound.sweep_stalled(n, reg, now);
         if self.faults.is_some() {
             self.enforce_partitions();
             self.drain_faults();
         }
-        if self.core.journal_next() - self.logs.records_at_snapshot
-            >= self.cfg.snapshot_interval_records
-        {
+        let since = self.node.core.journal_next() - self.store.records_at_snapshot;
+        if since >= self.node.cfg.snapshot_interval_records {
             self.snapshot()?;
         }
         Ok(())
@@ -440,57 +388,200 @@ impl Worker {
     /// Calls `f` on every connection over an in-process link.
     fn for_each_link(&mut self, mut f: impl FnMut(&mut Conn)) {
         let outs = self
-            .outs
+            .outbound
+            .paths
             .iter_mut()
             .flatten()
             .filter_map(|p| p.conn.as_mut());
-        for c in self.sources.iter_mut().flatten().chain(outs) {
+        for c in self.inbound.conns.iter_mut().flatten().chain(outs) {
             if matches!(c.stream, Stream::Link(_)) {
                 f(c);
             }
         }
     }
 
-    /// Prints a line about a peer or a connection, at most
-    /// [`LogLimiter::PER_SECOND`] a second: a flood of refusals or of
-    /// peer errors cannot flood the log. What was left out is counted.
-    pub(super) fn log_limited(&mut self, line: core::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.log_limiter.admit(Instant::now()) {
-            if suppressed > 0 {
-                eprintln!("verity: ({suppressed} similar lines about connections suppressed)");
+    /// Journal durability → ACKs to sources, outputs released to the sink.
+    fn make_durable(&mut self) -> Result<(), WorkerError> {
+        self.inbound
+            .make_durable(&mut self.node, &mut self.store, &self.outbound)
+    }
+
+    /// Writes a snapshot (everything journaled made durable first) and
+    /// drops journal segments no kept snapshot needs.
+    fn snapshot(&mut self) -> Result<(), WorkerError> {
+        self.store
+            .before_snapshot(&self.node, &self.outbound.paths)?;
+        if self.node.cfg.durability == Durability::Fsync {
+            self.make_durable()?;
+        }
+        self.store.write_snapshot(&mut self.node)
+    }
+
+    /// Fires the core's timers due at `now` (resend after
+    /// `limits.resend_timeout_ms` without ACK progress; handshakes that took
+    /// too long).
+    fn tick(&mut self, now: Instant) {
+        let n = &mut self.node;
+        let now_ns = n.timer_ns(now);
+        n.core
+            .handle(crate::core::Input::Tick { now_ns }, &mut n.fx);
+        let expired = std::mem::take(&mut n.fx.handshake_expired);
+        if !expired.is_empty() {
+            self.handshakes_expired(&expired);
+        }
+        let n = &mut self.node;
+        for (out, from) in n.fx.rewound.drain(..) {
+            let k = match out {
+                Out::Sink => 0,
+                Out::Node(j) => 1 + j as usize,
+            };
+            if let Some(p) = self.outbound.paths.get(k).and_then(Option::as_ref) {
+                let peer = p
+                    .conn
+                    .as_ref()
+                    .map_or_else(String::new, |c| c.peer.to_string());
+                eprintln!(
+                    "verity: {} {peer}: no ACK progress for {} ms; resending from {from}",
+                    p.name, n.cfg.limits.resend_timeout_ms,
+                );
             }
-            eprintln!("verity: {line}");
         }
     }
 
-    /// Who this node is in HELLOs.
-    pub(super) fn me(&self) -> Me {
-        Me {
-            cluster_id: self.cfg.cluster_id,
-            node_id: self.cfg.node_id,
-            role: Role::Node,
+    /// The core timed these connections out in their handshake: an inbound
+    /// one is refused `LIMIT_EXCEEDED` (a connection that never said HELLO
+    /// would hold a slot for good), an outbound one is dialed again (a
+    /// consumer that accepts and stays silent).
+    fn handshakes_expired(&mut self, conns: &[ConnId]) {
+        let (n, reg) = (&mut self.node, self.poll.registry());
+        let text = format!(
+            "no handshake within limits.handshake_timeout_ms ({} ms)",
+            n.cfg.limits.handshake_timeout_ms
+        );
+        for &c in conns {
+            if let Some(k) = c.checked_sub(OUT_CONN_BASE) {
+                let stuck = self
+                    .outbound
+                    .paths
+                    .get(k)
+                    .and_then(Option::as_ref)
+                    .filter(|p| {
+                        p.conn
+                            .as_ref()
+                            .is_some_and(|c| c.state != ConnState::Ready && c.stream.is_socket())
+                    });
+                if let Some(p) = stuck {
+                    eprintln!("verity: {} at {}: {text}; dialing again", p.name, p.addr);
+                    self.outbound.lost(k, n, reg, &text);
+                }
+            } else if self
+                .inbound
+                .conns
+                .get(c)
+                .and_then(Option::as_ref)
+                .is_some_and(|conn| {
+                    conn.state != ConnState::Ready && !conn.closing && conn.stream.is_socket()
+                })
+            {
+                n.stats.refused += 1;
+                self.inbound
+                    .refuse(c, n, reg, ErrorCode::LimitExceeded, &text);
+            }
         }
     }
 
-    /// The secret a connection authenticates with: the cluster secret
-    /// between nodes, the client secret with sources and the sink.
-    /// A reading of the core's timer clock ([`Input::Tick`]): ns since
-    /// the worker started.
-    pub(super) fn timer_ns(&self, now: Instant) -> u64 {
-        now.duration_since(self.started).as_nanos() as u64
+    /// Cuts the connections a partition forbids right now.
+    fn enforce_partitions(&mut self) {
+        let Some(f) = self.faults.as_mut().filter(|f| f.partitions()) else {
+            return;
+        };
+        let (n, reg) = (&mut self.node, self.poll.registry());
+        let me = n.core.node();
+        for k in 0..self.outbound.paths.len() {
+            let cut = self.outbound.paths[k].as_ref().filter(|p| {
+                p.conn.is_some() && p.node.is_some_and(|j| f.partitioned_from(&n.cfg, j))
+            });
+            if let Some(p) = cut {
+                f.log(me, &format!("partition cuts {}", p.name));
+                self.outbound.lost(k, n, reg, "partition");
+            }
+        }
+        for slot in 0..self.inbound.conns.len() {
+            let node = self.inbound.conns[slot].as_ref().and_then(|c| c.node);
+            if let Some(j) = node.filter(|&j| f.partitioned_from(&n.cfg, j)) {
+                f.log(me, &format!("partition cuts the channel from node {j}"));
+                self.inbound.close(slot, n, reg, Some("partition".into()));
+            }
+        }
     }
 
-    pub(super) fn secret(&self, nodes: bool) -> Option<&[u8]> {
-        secret_of(&self.cfg, nodes)
+    /// Writes what the shims decided since the last call to the fault log
+    /// (those of closed connections too), and lets held-back frames out
+    /// when due.
+    fn drain_faults(&mut self) {
+        let Some(f) = self.faults.as_mut() else {
+            return;
+        };
+        let (n, reg) = (&mut self.node, self.poll.registry());
+        let mut lost_out = Vec::new();
+        let mut lost_in = Vec::new();
+        for (k, p) in self.outbound.paths.iter_mut().enumerate() {
+            if let Some(c) = p.as_mut().and_then(|p| p.conn.as_mut()) {
+                if f.drain(c) {
+                    lost_out.push(k);
+                }
+            }
+        }
+        for (slot, c) in self.inbound.conns.iter_mut().enumerate() {
+            if let Some(c) = c.as_mut() {
+                if f.drain(c) {
+                    lost_in.push(slot);
+                }
+            }
+        }
+        for k in lost_out {
+            self.outbound
+                .lost(k, n, reg, "fault shim: connection closed");
+        }
+        for slot in lost_in {
+            let why = Some("fault shim: connection closed".into());
+            self.inbound.close(slot, n, reg, why);
+        }
+        for shim in n.retired.drain(..) {
+            f.retire(shim);
+        }
+        f.flush();
     }
-}
 
-/// The secret of a handshake in `cfg`: the cluster secret between nodes,
-/// the client secret with sources and the sink.
-pub(super) fn secret_of(cfg: &NodeToml, nodes: bool) -> Option<&[u8]> {
-    if nodes {
-        cfg.cluster.as_ref().map(|c| c.secret.0.as_slice())
-    } else {
-        cfg.client_secret.as_ref().map(|s| s.0.as_slice())
+    /// Whether a shim holds frames back (the loop must come back soon).
+    fn shims_holding(&self) -> bool {
+        let holding = |c: &Conn| c.shim.as_ref().is_some_and(|s| s.holding());
+        self.faults.is_some()
+            && (self.inbound.conns.iter().flatten().any(holding)
+                || self
+                    .outbound
+                    .paths
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.conn.as_ref())
+                    .any(holding))
+    }
+
+    /// The clean stop: everything durable and written, a last audit seal
+    /// and snapshot, and the report.
+    fn shutdown(&mut self) -> Result<(), WorkerError> {
+        self.make_durable()?;
+        let (n, reg) = (&mut self.node, self.poll.registry());
+        for k in 0..self.outbound.paths.len() {
+            self.outbound.pump(k, n, reg)?;
+        }
+        self.inbound.flush(n, reg, true, Instant::now());
+        self.store.seal_audit(true)?;
+        self.snapshot()?;
+        if self.faults.is_some() {
+            self.drain_faults();
+        }
+        self.node.report();
+        Ok(())
     }
 }
