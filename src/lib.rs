@@ -8,12 +8,14 @@ pub use verity_wire as wire;
 
 pub mod app;
 pub mod apps;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod core;
 pub mod harness;
 pub mod log;
 pub mod logdump;
+pub mod registry;
 pub mod replay;
 pub mod ring;
 pub mod routing;

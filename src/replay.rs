@@ -9,6 +9,7 @@
 //! Read only: the data directory is not locked or modified, so it may be a
 //! copy, or a stopped node's.
 
+use crate::registry::Registry;
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,6 @@ use verity_wire::{Header, HEADER_LEN};
 /// What went wrong before any comparison could be made.
 #[derive(Debug)]
 pub enum ReplayError {
-    UnknownApp(String),
     Log(LogError),
     DataDir(DataDirError),
     /// The snapshot or journal cannot be replayed (named, with why).
@@ -36,7 +36,6 @@ pub enum ReplayError {
 impl fmt::Display for ReplayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplayError::UnknownApp(a) => write!(f, "unknown app {a:?}"),
             ReplayError::Log(e) => write!(f, "{e}"),
             ReplayError::DataDir(e) => write!(f, "{e}"),
             ReplayError::Unreplayable(why) => f.write_str(why),
@@ -309,12 +308,10 @@ pub enum Start {
 /// Replays the data directory `dir` as the node `cfg` describes (its app,
 /// node id, routing and limits; its own `data_dir` is not used).
 pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayReport, ReplayError> {
-    let app =
-        crate::apps::build(&cfg.app).ok_or_else(|| ReplayError::UnknownApp(cfg.app.clone()))?;
-    let mut core = NodeCore::new(app, cfg.node_config());
+    let mut core = NodeCore::new(cfg.app.build(), cfg.node_config());
     let mut report = ReplayReport {
         data_dir: dir.to_path_buf(),
-        app: cfg.app.clone(),
+        app: cfg.app.name().to_owned(),
         ..ReplayReport::default()
     };
     let journal = OfflineLog::open(&dir.join(JOURNAL_LOG))?;
@@ -523,12 +520,12 @@ pub struct ReplayArgs {
 /// Runs the command; prints the report (stdout) or the error (stderr).
 /// Returns the exit code: 0 identical, 1 different or damaged, 2 bad
 /// arguments, configuration or files.
-pub fn main_with(a: &ReplayArgs, me: &str) -> u8 {
+pub fn main_with(a: &ReplayArgs, me: &str, apps: &Registry) -> u8 {
     use crate::config::ClusterToml;
     use crate::config::ConfigError;
     let cfg = match (&a.config, &a.name, &a.app, &a.data_dir) {
-        (Some(path), None, _, _) => NodeToml::load(path),
-        (Some(path), Some(name), _, _) => ClusterToml::load(path)
+        (Some(path), None, _, _) => NodeToml::load(path, apps),
+        (Some(path), Some(name), _, _) => ClusterToml::load(path, apps)
             .and_then(|c| c.node_tomls(name, path))
             .and_then(|mut nodes| {
                 if a.shard < nodes.len() {
@@ -547,6 +544,7 @@ pub fn main_with(a: &ReplayArgs, me: &str) -> u8 {
                 dir.display().to_string()
             ),
             Path::new("--app"),
+            apps,
         ),
         _ => {
             eprintln!("{me}: give --config, or --data-dir with --app");

@@ -286,7 +286,10 @@ fn dead_letter(node: &NodeDir, p: &[u8], id: u64) -> Option<Event> {
 
 /// The nodes of a configuration: a node.toml's single node, or every shard
 /// of every worker of a cluster.toml.
-pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::config::ConfigError> {
+pub fn nodes_of_config(
+    path: &Path,
+    apps: &crate::registry::Registry,
+) -> Result<Vec<NodeDir>, crate::config::ConfigError> {
     use crate::config::ClusterToml;
     use crate::config::NodeToml;
     // A cluster.toml has a [cluster] table; anything else is read as a
@@ -297,7 +300,7 @@ pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::config::Confi
         .is_ok_and(|t| t.contains_key("cluster"));
     if is_cluster {
         // The data directories only: no secret is read.
-        let c = ClusterToml::load(path)?;
+        let c = ClusterToml::load(path, apps)?;
         return Ok(c
             .nodes()
             .into_iter()
@@ -319,7 +322,7 @@ pub fn nodes_of_config(path: &Path) -> Result<Vec<NodeDir>, crate::config::Confi
             })
             .collect());
     }
-    let n = NodeToml::load(path)?;
+    let n = NodeToml::load(path, apps)?;
     Ok(vec![NodeDir {
         label: "node".into(),
         node: 0,

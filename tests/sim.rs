@@ -3,11 +3,12 @@
 //! by the independent oracle; and a seed run twice gives the same hash.
 
 use verity::harness::sim_run::{run, SimOutcome};
+use verity::registry::Registry;
 use verity::sim::SimParams;
 
 fn run_seed(seed: u64) -> SimOutcome {
     let dir = tempfile::tempdir().unwrap();
-    run(&SimParams::swarm(seed), dir.path()).unwrap()
+    run(&SimParams::swarm(seed), dir.path(), &Registry::builtin()).unwrap()
 }
 
 /// ... and the seeds exercise what ships: the core's backpressure puts
@@ -82,7 +83,7 @@ fn a_partition_between_two_nodes_heals_and_the_check_passes() {
     p.partitions.clear();
     p.node_partitions = vec![(1_000, 300_000, 0, 2), (50_000, 250_000, 1, 2)];
     let dir = tempfile::tempdir().unwrap();
-    let o = run(&p, dir.path()).unwrap();
+    let o = run(&p, dir.path(), &Registry::builtin()).unwrap();
     assert!(o.passed, "{}", o.verdict);
     assert!(o.forwarded > 0, "records crossed between nodes");
     assert!(
@@ -101,7 +102,7 @@ fn one_node_and_three_nodes_both_pass_the_oracle() {
         p.ingress = p.ingress.iter().map(|_| 1).collect();
         for params in [p.clone(), p.single_node()] {
             let dir = tempfile::tempdir().unwrap();
-            let o = run(&params, dir.path()).unwrap();
+            let o = run(&params, dir.path(), &Registry::builtin()).unwrap();
             assert!(
                 o.passed,
                 "seed {seed} nodes {}: {}",
@@ -135,6 +136,7 @@ fn the_sim_runs_a_plain_workload_and_returns_what_the_sink_received() {
             trace_id: |channel, seq| (channel as u64) << 40 | seq,
             expected_outputs: 100,
         },
+        &Registry::builtin(),
     )
     .unwrap();
     assert!(run.complete && run.failure.is_none(), "{:?}", run.failure);
@@ -143,4 +145,75 @@ fn the_sim_runs_a_plain_workload_and_returns_what_the_sink_received() {
         assert_eq!(r.seq, i as u64 + 1);
         assert_eq!(r.trace_id, 1 << 40 | (i as u64 + 1));
     }
+}
+
+/// An app the engine does not ship, registered by a user, runs in the
+/// simulator under faults and crashes: what the sink receives is each
+/// input's output once, in order. An unregistered name is an error that
+/// lists the registered apps.
+#[test]
+fn the_sim_runs_a_registered_user_app_under_faults_and_crashes() {
+    use verity::app::{pipeline, App, Reject};
+    use verity::sim::{self, SourceInput, Workload};
+
+    /// Each record with its running count per key (the record's first byte).
+    fn tally() -> impl App {
+        pipeline("tally")
+            .source("items", |_, b: &[u8]| match b.first() {
+                Some(&k) => Ok((k, b.to_vec())),
+                None => Err(Reject("empty record")),
+            })
+            .key_by(|(k, _): &(u8, Vec<u8>)| *k)
+            .to_state(
+                |(_, r): (u8, Vec<u8>), n: &mut u64, emit: &mut dyn FnMut(Vec<u8>)| {
+                    *n += 1;
+                    let mut out = r;
+                    out.extend_from_slice(&n.to_be_bytes());
+                    emit(out);
+                },
+            )
+            .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
+    }
+    let apps = Registry::builtin().with("tally", tally);
+    let records: Vec<Vec<u8>> = (0..300u32).map(|i| vec![(i % 7) as u8, i as u8]).collect();
+    let workload = || Workload {
+        sources: vec![SourceInput {
+            channel: 1,
+            records: records.clone(),
+        }],
+        trace_id: |channel, seq| (channel as u64) << 40 | seq,
+        expected_outputs: 300,
+    };
+    // Seed 1: three nodes, lossy links, partitions, crashes and zombies.
+    let mut p = SimParams::swarm(1);
+    p.app = "tally".into();
+    let run = sim::run(&p, workload(), &apps).unwrap();
+    assert!(run.complete && run.failure.is_none(), "{:?}", run.failure);
+    assert!(
+        p.nodes == 3 && run.crashes > 0 && run.forwarded > 0,
+        "{p:?} {run:?}"
+    );
+    // Per key, the counts follow input order: the n-th record of key k
+    // carries count n, whichever node owned k and however often it crashed.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut got: Vec<(u8, u8)> = Vec::new();
+    for r in &run.received {
+        let (k, i) = (r.payload[0], r.payload[1]);
+        let n = u64::from_be_bytes(r.payload[2..10].try_into().unwrap());
+        let c = seen.entry(k).or_insert(0u64);
+        *c += 1;
+        assert_eq!(n, *c, "key {k}: record {i} counted {n}, expected {c}");
+        got.push((k, i));
+    }
+    got.sort_unstable();
+    let mut want: Vec<(u8, u8)> = records.iter().map(|r| (r[0], r[1])).collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "each input's output exactly once");
+
+    p.app = "nope".into();
+    let e = sim::run(&p, workload(), &apps).unwrap_err();
+    assert!(
+        e.contains("unknown app \"nope\"") && e.contains("tally"),
+        "{e}"
+    );
 }

@@ -1,23 +1,11 @@
 //! verity-logdump: what a node's logs hold, read in place without locking
-//! or changing them.
-//!
-//! - `verity-logdump DATA_DIR`: a summary of every log (journal, outbound,
-//!   forward-N, dead-letters): segments, records, frames per channel with
-//!   their seq ranges and gaps, the clock range, where each scan ended.
-//! - `verity-logdump DATA_DIR/journal --frames`: every frame (position,
-//!   kind, channel, seq, trace id, flags, payload); `--records` one line
-//!   per record; `--from POS`, `--limit N`, `--channel C`;
-//!   `--expect-audit`: a journal without audit seals is damaged.
-//!
-//! Exit 0: every log read to its end; 1: a log stops at an invalid record
-//! or holds a bad frame; 2: bad arguments or unreadable files.
+//! or changing them (`verity logdump`; see `verity::cli::logdump` for the
+//! flags and exit codes).
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use verity::logdump::{dump, log_dirs, Detail, DumpOptions};
+use verity::cli::logdump::LogdumpArgs;
 
 #[derive(Parser)]
 #[command(
@@ -25,81 +13,11 @@ use verity::logdump::{dump, log_dirs, Detail, DumpOptions};
     version,
     about = "Print what a Verity node's logs hold (read only)"
 )]
-struct Args {
-    /// A node's data directory, or one log's directory in it.
-    dir: PathBuf,
-    /// Only this log of the data directory (journal, outbound, forward-N,
-    /// dead-letters).
-    #[arg(long)]
-    log: Option<String>,
-    /// One line per record.
-    #[arg(long, conflicts_with = "frames")]
-    records: bool,
-    /// One line per frame.
-    #[arg(long)]
-    frames: bool,
-    /// Only frames of this channel (with --frames).
-    #[arg(long, requires = "frames")]
-    channel: Option<u32>,
-    /// Start at this log position.
-    #[arg(long)]
-    from: Option<u64>,
-    /// At most this many records per log.
-    #[arg(long)]
-    limit: Option<u64>,
-    /// The node runs with `audit = true`: a journal without seals is
-    /// damaged (exit 1).
-    #[arg(long)]
-    expect_audit: bool,
+struct Cli {
+    #[command(flatten)]
+    args: LogdumpArgs,
 }
 
 fn main() -> ExitCode {
-    let a = Args::parse();
-    let dir = match &a.log {
-        Some(l) => a.dir.join(l),
-        None => a.dir.clone(),
-    };
-    let logs = log_dirs(&dir);
-    if logs.is_empty() {
-        eprintln!(
-            "verity-logdump: {}: no log here (no <base>.seg files, nor directories holding them)",
-            dir.display()
-        );
-        return ExitCode::from(2);
-    }
-    let opts = DumpOptions {
-        detail: if a.frames {
-            Detail::Frames
-        } else if a.records {
-            Detail::Records
-        } else {
-            Detail::Summary
-        },
-        from: a.from,
-        limit: a.limit,
-        channel: a.channel,
-        expect_audit: a.expect_audit,
-    };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut damaged = false;
-    for log in &logs {
-        match dump(log, &opts, &mut out) {
-            Ok(s) => {
-                damaged |= s.damaged();
-                let _ = writeln!(out, "{s}");
-            }
-            Err(e) => {
-                let _ = out.flush();
-                eprintln!("verity-logdump: {e}");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let _ = out.flush();
-    if damaged {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
+    verity::cli::logdump::run(&Cli::parse().args, "verity-logdump")
 }

@@ -9,6 +9,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use verity::registry::Registry;
 use verity::replay::ReplayArgs;
 
 #[derive(Parser)]
@@ -23,8 +24,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    let apps = Registry::builtin();
     ExitCode::from(verity::replay::main_with(
         &Cli::parse().args,
         "verity-replay",
+        &apps,
     ))
 }

@@ -1,16 +1,13 @@
-//! verity-sim: the deterministic simulator. Runs the production node cores
-//! of a cluster under simulated network faults, crashes and restarts, one seed at a time,
-//! and checks every run with the independent oracle.
-//!
-//! `verity-sim --seed 7`, `verity-sim --seeds 1..1000`, `--check-determinism`
-//! (each seed twice: same hash of all outputs and journals).
+//! verity-sim: the deterministic simulator (`verity sim`; see
+//! `verity::cli::sim::SimArgs` for the flags). Runs the production node
+//! cores of a cluster under simulated network faults, crashes and restarts,
+//! one seed at a time, and checks every run with the independent oracle.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::Parser;
-use verity::harness::sim_run;
-use verity::sim::SimParams;
+use verity::cli::sim::SimArgs;
+use verity::registry::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -18,139 +15,11 @@ use verity::sim::SimParams;
     version,
     about = "Deterministic simulation of a Verity cluster under faults"
 )]
-struct Args {
-    /// One seed.
-    #[arg(long, conflicts_with = "seeds")]
-    seed: Option<u64>,
-    /// A range of seeds, A..B (B excluded) or A..=B.
-    #[arg(long)]
-    seeds: Option<String>,
-    /// Run every seed twice and compare the hashes of all outputs and journals.
-    #[arg(long)]
-    check_determinism: bool,
-    /// Force the app instead of drawing it from the seed.
-    #[arg(long)]
-    app: Option<String>,
-    /// Print one line per seed.
-    #[arg(long, short)]
-    verbose: bool,
+struct Cli {
+    #[command(flatten)]
+    args: SimArgs,
 }
 
 fn main() -> ExitCode {
-    // Output piped into `head` ends the run quietly, as other Unix tools
-    // do, instead of a panic in println!.
-    // SAFETY: restoring a signal's default disposition at startup, before
-    // any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    let a = Args::parse();
-    let (from, to) = match (&a.seed, &a.seeds) {
-        (Some(s), _) => (*s, *s + 1),
-        (None, Some(r)) => match verity_tools::parse_seed_range(r) {
-            Some(r) => r,
-            None => {
-                eprintln!("verity-sim: --seeds {r:?} is not A..B or A..=B");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => (1, 101),
-    };
-    let started = Instant::now();
-    let base = std::env::temp_dir().join(format!("verity-sim-{}", std::process::id()));
-    let (mut passed, mut failed, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
-    let (mut zombies, mut holds) = (0u64, 0u64);
-    for seed in from..to {
-        let mut p = SimParams::swarm(seed);
-        if let Some(app) = &a.app {
-            p.app = app.clone();
-        }
-        let dir = base.join(seed.to_string());
-        let first = sim_run::run(&p, &dir);
-        let second = if a.check_determinism {
-            Some(sim_run::run(&p, &base.join(format!("{seed}-again"))))
-        } else {
-            None
-        };
-        let repro = format!(
-            "cargo run --release --bin verity-sim -- --seed {seed}{}{}",
-            a.app
-                .as_ref()
-                .map(|x| format!(" --app {x}"))
-                .unwrap_or_default(),
-            if a.check_determinism {
-                " --check-determinism"
-            } else {
-                ""
-            }
-        );
-        match first {
-            Ok(o) => {
-                let det = match &second {
-                    Some(Ok(o2)) if o2.hash != o.hash => Some(format!(
-                        "non-deterministic: hash {:016x} then {:016x}",
-                        o.hash, o2.hash
-                    )),
-                    Some(Err(e)) => Some(format!("second run failed: {e}")),
-                    _ => None,
-                };
-                crashes += o.crashes;
-                zombies += o.zombies;
-                holds += o.holds;
-                events += o.events;
-                if o.passed && det.is_none() {
-                    passed += 1;
-                    if a.verbose {
-                        println!(
-                            "seed {seed}: PASS app={} nodes={} forwarded={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} zombies={} fsync={} virtual={:.3}s hash={:016x}",
-                            o.params.app,
-                            o.params.nodes,
-                            o.forwarded,
-                            o.params.messages,
-                            o.params.drop_ppm as f64 / 1e4,
-                            o.params.dup_ppm as f64 / 1e4,
-                            o.params.reorder_ppm as f64 / 1e4,
-                            o.params.partitions.len(),
-                            o.crashes,
-                            o.zombies,
-                            o.params.fsync,
-                            o.virtual_us as f64 / 1e6,
-                            o.hash
-                        );
-                    }
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let _ = std::fs::remove_dir_all(base.join(format!("{seed}-again")));
-                } else {
-                    failed += 1;
-                    println!(
-                        "seed {seed}: FAIL app={} ({:?})\n  {}\n  {}\n  reproduce: {repro}",
-                        o.params.app,
-                        o.params,
-                        o.verdict.replace('\n', "\n  "),
-                        det.unwrap_or_default()
-                    );
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                println!("seed {seed}: ERROR {e}\n  reproduce: {repro}");
-            }
-        }
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    println!(
-        "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} holds={holds} events={events} seconds={:.1}{}",
-        to - from,
-        started.elapsed().as_secs_f64(),
-        if a.check_determinism {
-            " determinism=checked"
-        } else {
-            ""
-        }
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    verity::cli::sim::run(&Cli::parse().args, "verity-sim", &Registry::builtin())
 }

@@ -9,10 +9,11 @@ use super::faults::{Faults, Partition};
 use super::limits::{parse_limits, parse_tls, Limits, TlsFiles};
 use super::node::{ClusterNode, NodeToml, PeerAt, SourceHome};
 use super::parse::{
-    open_warning, parse_root, read_config, read_secret, refuse_open, source_count, ClientAddr,
-    ConfigError, Secret, Walker,
+    open_warning, parse_root, read_config, read_secret, refuse_open, ClientAddr, ConfigError,
+    Secret, Walker,
 };
 use crate::log::Durability;
+use crate::registry::{AppSpec, Registry};
 use crate::routing::{Routing, MAX_NODES};
 
 /// One worker process and the nodes (shards) it hosts.
@@ -57,7 +58,7 @@ fn shifted(mut a: SocketAddr, by: u32) -> SocketAddr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterToml {
     pub cluster_id: u64,
-    pub app: String,
+    pub app: AppSpec,
     pub partitions: u32,
     /// The file holding the cluster secret (HMAC key), resolved against the
     /// configuration file's directory.
@@ -158,11 +159,11 @@ fn parse_faults(
 /// `(c - 1) mod W`.
 fn home_sources(
     w: &Walker<'_>,
-    app: &str,
+    app: &AppSpec,
     workers: &[toml::Value],
     specs: &mut [WorkerSpec],
 ) -> Result<(), ConfigError> {
-    let names: Vec<&str> = crate::apps::build(app).map_or_else(Vec::new, |a| a.sources().to_vec());
+    let names = app.sources();
     let s = names.len();
     let list = || {
         names
@@ -252,12 +253,15 @@ pub struct NodeRef {
 }
 
 impl ClusterToml {
-    pub fn load(path: &Path) -> Result<ClusterToml, ConfigError> {
-        ClusterToml::parse(&read_config(path)?, path)
+    /// Reads and checks the file at `path`; its `app` must be one of
+    /// `apps`.
+    pub fn load(path: &Path, apps: &Registry) -> Result<ClusterToml, ConfigError> {
+        ClusterToml::parse(&read_config(path)?, path, apps)
     }
 
-    pub fn parse(text: &str, file: &Path) -> Result<ClusterToml, ConfigError> {
-        let w = Walker { file };
+    /// [`ClusterToml::load`] of the text `text` of file `file`.
+    pub fn parse(text: &str, file: &Path, apps: &Registry) -> Result<ClusterToml, ConfigError> {
+        let w = Walker { file, apps };
         let root = parse_root(text, file)?;
         w.reject_unknown(&root, "", &["cluster", "worker", "limits", "faults", "tls"])?;
         let cluster = match root.get("cluster") {
@@ -597,7 +601,7 @@ impl ClusterToml {
     /// The home of every source channel as worker `wi` sees it, indexed by
     /// channel - 1.
     pub fn source_homes(&self, wi: usize) -> Vec<SourceHome> {
-        (1..=source_count(&self.app) as u32)
+        (1..=self.app.sources().len() as u32)
             .map(|c| match self.source_home(c) {
                 Some(h) if h != wi => SourceHome::Elsewhere {
                     worker: self.workers[h].name.clone(),
@@ -667,7 +671,11 @@ max_unacked = 5000
 "#;
 
     fn parse(s: &str) -> Result<ClusterToml, ConfigError> {
-        ClusterToml::parse(s, Path::new("/etc/verity/cluster.toml"))
+        ClusterToml::parse(
+            s,
+            Path::new("/etc/verity/cluster.toml"),
+            &Registry::builtin(),
+        )
     }
 
     #[test]
@@ -835,7 +843,8 @@ max_unacked = 5000
             "secret_file = \"secret.key\"",
             "secret_file = \"secret.key\"\nclient_secret_file = \"client.key\"",
         );
-        let e = ClusterToml::parse(&text, &t.path().join("cluster.toml")).unwrap_err();
+        let e = ClusterToml::parse(&text, &t.path().join("cluster.toml"), &Registry::builtin())
+            .unwrap_err();
         assert_eq!(e.key, "cluster.client_secret_file");
         assert!(e.message.contains("mode 0644"), "{e}");
     }
@@ -873,7 +882,7 @@ max_unacked = 5000
         let text = GOOD
             .replace("[cluster]\n", "[cluster]\nallow_unauthenticated = true\n")
             .replace("127.0.0.1:7110", "0.0.0.0:7110");
-        let c = ClusterToml::parse(&text, &file).unwrap();
+        let c = ClusterToml::parse(&text, &file, &Registry::builtin()).unwrap();
         for n in c.node_tomls("w1", &file).unwrap() {
             assert_eq!(n.open_warning, None);
             assert!(n.allow_unauthenticated);
@@ -917,7 +926,7 @@ max_unacked = 5000
         let t = tempfile::tempdir().unwrap();
         file_with_mode(t.path(), "secret.key", b"0123456789abcdef0123", 0o600);
         let file = t.path().join("cluster.toml");
-        let c = ClusterToml::parse(GOOD, &file).unwrap();
+        let c = ClusterToml::parse(GOOD, &file, &Registry::builtin()).unwrap();
         for n in c.node_tomls("w2", &file).unwrap() {
             assert_eq!(n.source_homes, vec![w1.clone(), SourceHome::Here]);
         }
@@ -1018,7 +1027,7 @@ max_unacked = 5000
             "{}\n[tls]\ncert_file = \"w.crt\"\nkey_file = \"w.key\"\nca_file = \"ca.crt\"\nclients = false\n",
             GOOD.replace("max_unacked = 5000", "max_unacked = 5000\ndedup_window = 4096\nframe_timeout_ms = 500")
         );
-        let c = ClusterToml::parse(&text, &file).unwrap();
+        let c = ClusterToml::parse(&text, &file, &Registry::builtin()).unwrap();
         let tls = c.tls.clone().expect("[tls]");
         assert_eq!(tls.key_file, t.path().join("w.key"));
         assert!(tls.nodes && !tls.clients);
@@ -1035,10 +1044,15 @@ max_unacked = 5000
             b"-----BEGIN EC PRIVATE KEY-----\n",
             0o640,
         );
-        let e = ClusterToml::parse(&text, &file).unwrap_err();
+        let e = ClusterToml::parse(&text, &file, &Registry::builtin()).unwrap_err();
         assert_eq!(e.key, "tls.key_file");
         assert!(e.message.contains("mode 0640"), "{e}");
-        let e = ClusterToml::parse(&text.replace("[tls]", "[tls]\nca = 1"), &file).unwrap_err();
+        let e = ClusterToml::parse(
+            &text.replace("[tls]", "[tls]\nca = 1"),
+            &file,
+            &Registry::builtin(),
+        )
+        .unwrap_err();
         assert_eq!(e.key, "tls.ca");
     }
 }

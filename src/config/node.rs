@@ -8,16 +8,18 @@ use std::path::{Path, PathBuf};
 use super::faults::Faults;
 use super::limits::{parse_limits, parse_tls, Limits, TlsFiles};
 use super::parse::{
-    open_warning, parse_root, read_config, read_secret, refuse_open, source_count, ClientAddr,
-    ConfigError, Secret, Walker,
+    open_warning, parse_root, read_config, read_secret, refuse_open, ClientAddr, ConfigError,
+    Secret, Walker,
 };
 use crate::core::NodeConfig;
 use crate::log::Durability;
+use crate::registry::{AppSpec, Registry};
 use crate::routing::Routing;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeToml {
-    pub app: String,
+    /// The app it runs, as registered (`app` names it).
+    pub app: AppSpec,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub sink: SocketAddr,
@@ -106,12 +108,15 @@ impl NodeToml {
         }
     }
 
-    pub fn load(path: &Path) -> Result<NodeToml, ConfigError> {
-        NodeToml::parse(&read_config(path)?, path)
+    /// Reads and checks the file at `path`; its `app` must be one of
+    /// `apps`.
+    pub fn load(path: &Path, apps: &Registry) -> Result<NodeToml, ConfigError> {
+        NodeToml::parse(&read_config(path)?, path, apps)
     }
 
-    pub fn parse(text: &str, file: &Path) -> Result<NodeToml, ConfigError> {
-        let w = Walker { file };
+    /// [`NodeToml::load`] of the text `text` of file `file`.
+    pub fn parse(text: &str, file: &Path, apps: &Registry) -> Result<NodeToml, ConfigError> {
+        let w = Walker { file, apps };
         let root = parse_root(text, file)?;
         w.reject_unknown(&root, "", &["node", "limits", "tls"])?;
         let empty = toml::Table::new();
@@ -178,7 +183,7 @@ impl NodeToml {
             Some(_) => return Err(w.err("tls", "must be a table")),
         };
         Ok(NodeToml {
-            source_homes: vec![SourceHome::Here; source_count(&app)],
+            source_homes: vec![SourceHome::Here; app.sources().len()],
             app,
             data_dir: PathBuf::from(w.req_str(node, "node", "data_dir")?),
             listen,
@@ -224,13 +229,45 @@ max_unacked = 1000
 "#;
 
     fn parse(s: &str) -> Result<NodeToml, ConfigError> {
-        NodeToml::parse(s, Path::new("node.toml"))
+        NodeToml::parse(s, Path::new("node.toml"), &Registry::builtin())
+    }
+
+    /// The `app` key names an app of the registry the file is read with:
+    /// a user's app is accepted by a registry holding it (with its source
+    /// channels), and an unknown name is refused with the registry's names.
+    #[test]
+    fn the_app_is_one_the_registry_holds() {
+        use crate::app::{pipeline, App, Reject};
+        fn pass() -> impl App {
+            pipeline("pass")
+                .source("a", |_, b: &[u8]| Ok::<_, Reject>(b.to_vec()))
+                .source("b", |_, b: &[u8]| Ok::<_, Reject>(b.to_vec()))
+                .key_by(|_: &Vec<u8>| 0u8)
+                .to_state(|v: Vec<u8>, _: &mut (), emit: &mut dyn FnMut(Vec<u8>)| emit(v))
+                .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
+        }
+        let apps = Registry::builtin().with("pass", pass);
+        let text = GOOD.replace("market-spread", "pass");
+        let c = NodeToml::parse(&text, Path::new("node.toml"), &apps).unwrap();
+        assert_eq!(c.app.name(), "pass");
+        assert_eq!(c.app.sources(), ["a", "b"]);
+        assert_eq!(c.source_homes.len(), 2);
+        assert_eq!(c.app.build().name(), "pass");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, "node.app");
+        assert!(
+            e.message
+                .contains("unknown app \"pass\" (one of: doubler, word-count"),
+            "{e}"
+        );
+        let e = NodeToml::parse(&text, Path::new("node.toml"), &Registry::empty()).unwrap_err();
+        assert!(e.message.contains("unknown app"), "{e}");
     }
 
     #[test]
     fn a_good_file_parses_with_defaults_filled_in() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.app, "market-spread");
+        assert_eq!(c.app.name(), "market-spread");
         assert_eq!(c.durability, Durability::Fsync);
         assert_eq!(c.limits.max_unacked, 1000);
         assert_eq!(c.limits.max_frame_len, 1 << 20);
@@ -488,7 +525,7 @@ max_unacked = 1000
             .replace("[node]\n", "[node]\nclient_secret_file = \"client.key\"\n")
             .replace("127.0.0.1:7100", "0.0.0.0:7100")
             .replace("127.0.0.1:7200", "192.0.2.1:7200");
-        let c = NodeToml::parse(&text, &t.path().join("node.toml")).unwrap();
+        let c = NodeToml::parse(&text, &t.path().join("node.toml"), &Registry::builtin()).unwrap();
         assert_eq!(
             c.client_secret.map(|s| s.0),
             Some(b"client-secret-0123456789".to_vec())
@@ -516,7 +553,12 @@ max_unacked = 1000
     fn tls_files_resolve_against_the_config_and_are_loaded() {
         let t = tempfile::tempdir().unwrap();
         tls_files(t.path());
-        let c = NodeToml::parse(&format!("{GOOD}{TLS}"), &t.path().join("node.toml")).unwrap();
+        let c = NodeToml::parse(
+            &format!("{GOOD}{TLS}"),
+            &t.path().join("node.toml"),
+            &Registry::builtin(),
+        )
+        .unwrap();
         let tls = c.tls.expect("[tls]");
         assert_eq!(tls.cert_file, t.path().join("node.crt"));
         assert_eq!(tls.key_file, t.path().join("node.key"));
@@ -532,6 +574,7 @@ max_unacked = 1000
         let c = NodeToml::parse(
             &format!("{GOOD}{TLS}nodes = false\nrequire_client_cert = true\n"),
             &t.path().join("node.toml"),
+            &Registry::builtin(),
         )
         .unwrap();
         let tls = c.tls.expect("[tls]");
@@ -635,7 +678,8 @@ max_unacked = 1000
             } else {
                 format!("{GOOD}{tls}")
             };
-            let e = NodeToml::parse(&text, &t.path().join("node.toml")).unwrap_err();
+            let e = NodeToml::parse(&text, &t.path().join("node.toml"), &Registry::builtin())
+                .unwrap_err();
             assert_eq!(e.key, key, "{tls}: {e}");
             assert!(e.message.contains(msg), "{tls}: {e}");
         }

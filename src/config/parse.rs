@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::log::Durability;
+use crate::registry::{AppSpec, Registry};
 
 /// A configuration error, naming the file and the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,8 @@ impl std::error::Error for ConfigError {}
 /// Walks a parsed TOML table, producing errors that name the file and key.
 pub(crate) struct Walker<'a> {
     pub(crate) file: &'a Path,
+    /// The apps an `app` key may name.
+    pub(crate) apps: &'a Registry,
 }
 
 impl Walker<'_> {
@@ -146,19 +149,19 @@ impl Walker<'_> {
         Ok((v * 1e6).round() as u32)
     }
 
-    /// An app name (`one of crate::apps::NAMES`), required.
-    pub(crate) fn app(&self, t: &toml::Table, p: &str) -> Result<String, ConfigError> {
+    /// An app name (one the registry holds), required: the app's spec.
+    pub(crate) fn app(&self, t: &toml::Table, p: &str) -> Result<AppSpec, ConfigError> {
         let app = self.req_str(t, p, "app")?.to_owned();
-        if !crate::apps::NAMES.contains(&app.as_str()) {
-            return Err(self.err(
+        match self.apps.get(&app) {
+            Some(spec) => Ok(spec),
+            None => Err(self.err(
                 &format!("{p}.app"),
                 format!(
                     "unknown app {app:?} (one of: {})",
-                    crate::apps::NAMES.join(", ")
+                    self.apps.names().join(", ")
                 ),
-            ));
+            )),
         }
-        Ok(app)
     }
 
     /// `durability`: "process" (default) or "fsync".
@@ -317,11 +320,6 @@ pub(crate) fn open_warning(p: &str, addrs: &[ClientAddr]) -> Option<String> {
         "{p}.allow_unauthenticated = true and no {p}.client_secret_file: sources and the sink connect without authentication on addresses that are not loopback ({}); anyone who can reach them can send input or take output. Set {p}.client_secret_file to require authentication",
         open.join(", ")
     ))
-}
-
-/// The number of sources of `app` (its source channels are `1..=S`).
-pub(crate) fn source_count(app: &str) -> usize {
-    crate::apps::build(app).map_or(0, |a| a.sources().len())
 }
 
 /// Reads a configuration file, naming it in the error.

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 use verity_wire::{parse, Encoder};
 
 use super::*;
-use crate::apps;
+use crate::registry::Registry;
 
 fn data(channel: u32, seq: u64, payload: &[u8]) -> Vec<u8> {
     let mut b = BytesMut::new();
@@ -26,7 +26,10 @@ pub(super) fn u64_frame(seq: u64, n: u64) -> Vec<u8> {
 }
 
 fn doubler() -> NodeCore {
-    NodeCore::new(apps::build("doubler").unwrap(), NodeConfig::default())
+    NodeCore::new(
+        Registry::builtin().build("doubler").unwrap(),
+        NodeConfig::default(),
+    )
 }
 
 /// Feeds one frame; returns the effects (cloned out of the reused buffer).
@@ -265,7 +268,7 @@ fn backpressure_stops_input_when_the_sink_lags() {
         max_unacked: 3,
         ..NodeConfig::default()
     };
-    let mut core = NodeCore::new(apps::build("doubler").unwrap(), cfg);
+    let mut core = NodeCore::new(Registry::builtin().build("doubler").unwrap(), cfg);
     let mut fx = Effects::default();
     for s in 1..=3 {
         assert!(core.wants_input());
@@ -343,11 +346,17 @@ fn market_frames() -> Vec<Vec<u8>> {
 #[test]
 fn replaying_the_journal_reproduces_the_same_frames_with_the_same_seqs() {
     let frames = market_frames();
-    let mut live = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut live = NodeCore::new(
+        Registry::builtin().build("market-spread").unwrap(),
+        NodeConfig::default(),
+    );
     let (journal, live_out) = run_market(&frames, &mut live);
     assert_eq!(live.stats.outputs, 5);
 
-    let mut again = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut again = NodeCore::new(
+        Registry::builtin().build("market-spread").unwrap(),
+        NodeConfig::default(),
+    );
     let mut fx = Effects::default();
     let mut replay_out = Vec::new();
     for (index, ts, frame) in &journal {
@@ -368,11 +377,17 @@ fn replaying_the_journal_reproduces_the_same_frames_with_the_same_seqs() {
 #[test]
 fn snapshot_then_replay_of_the_rest_equals_the_straight_run() {
     let frames = market_frames();
-    let mut live = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut live = NodeCore::new(
+        Registry::builtin().build("market-spread").unwrap(),
+        NodeConfig::default(),
+    );
     let (journal, live_out) = run_market(&frames, &mut live);
     for cut in 0..=journal.len() {
         // Run the first `cut` records, snapshot, restore into a fresh core, replay the rest.
-        let mut first = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+        let mut first = NodeCore::new(
+            Registry::builtin().build("market-spread").unwrap(),
+            NodeConfig::default(),
+        );
         let mut fx = Effects::default();
         let mut out = Vec::new();
         for (index, ts, frame) in &journal[..cut] {
@@ -389,8 +404,10 @@ fn snapshot_then_replay_of_the_rest_equals_the_straight_run() {
         }
         let mut snap = Vec::new();
         first.snapshot(&mut snap);
-        let mut second =
-            NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+        let mut second = NodeCore::new(
+            Registry::builtin().build("market-spread").unwrap(),
+            NodeConfig::default(),
+        );
         second.restore(&snap).unwrap();
         assert_eq!(second.journal_next(), cut as u64);
         for (index, ts, frame) in &journal[cut..] {
@@ -413,7 +430,10 @@ fn snapshot_then_replay_of_the_rest_equals_the_straight_run() {
 fn a_snapshot_of_another_app_or_garbage_is_refused() {
     let mut snap = Vec::new();
     doubler().snapshot(&mut snap);
-    let mut ms = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut ms = NodeCore::new(
+        Registry::builtin().build("market-spread").unwrap(),
+        NodeConfig::default(),
+    );
     assert!(matches!(
         ms.restore(&snap),
         Err(SnapshotError::WrongApp { .. })
@@ -448,7 +468,7 @@ pub(super) fn cluster_node(node: u32, nodes: u32) -> NodeCore {
         sink_channel: sink_channel(node),
         ..NodeConfig::default()
     };
-    NodeCore::new(apps::build("sequence-window").unwrap(), cfg)
+    NodeCore::new(Registry::builtin().build("sequence-window").unwrap(), cfg)
 }
 
 /// A value whose key (value mod M) node `owner` of a 2-node cluster owns.
@@ -636,7 +656,10 @@ fn peer_resume_resends_from_the_peers_delivered_and_a_snapshot_keeps_peer_seqs()
 fn acks_follow_durability_record_by_record_inside_a_run_of_inputs() {
     // Market spread: two inputs, so runs of one channel interleave with
     // the other's; durability lands inside runs.
-    let mut core = NodeCore::new(apps::build("market-spread").unwrap(), NodeConfig::default());
+    let mut core = NodeCore::new(
+        Registry::builtin().build("market-spread").unwrap(),
+        NodeConfig::default(),
+    );
     let mut fx = Effects::default();
     // Journal 0..=2: channel 1 seqs 1..=3; 3..=4: channel 2 seqs 1..=2;
     // 5: channel 1 seq 4. (Payloads the app rejects still are accepted,

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use verity_tools::chaos::{self, Profile, Scenario};
 
 use crate::log::Durability;
+use crate::registry::Registry;
 
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
@@ -36,12 +37,12 @@ pub struct DemoOutcome {
 }
 
 /// Runs the demo; prints progress and the report to stdout.
-pub fn run(args: &DemoArgs) -> Result<DemoOutcome, String> {
-    if !crate::apps::NAMES.contains(&args.app.as_str()) {
+pub fn run(args: &DemoArgs, apps: &Registry) -> Result<DemoOutcome, String> {
+    if !apps.contains(&args.app) {
         return Err(format!(
             "unknown app {:?} (one of: {})",
             args.app,
-            crate::apps::NAMES.join(", ")
+            apps.names().join(", ")
         ));
     }
     let engine = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;

@@ -11,6 +11,7 @@ use verity_tools::formats::{trace_id, InputFormat, ReceivedWriter};
 use verity_tools::gen::{self, GenConfig, TextConfig};
 use verity_tools::send::Records;
 
+use crate::registry::Registry;
 use crate::sim::{self, SimParams, SourceInput, Workload};
 
 /// What one run did, and the oracle's verdict.
@@ -81,7 +82,7 @@ fn workload(p: &SimParams, dir: &Path) -> Result<Vec<(PathBuf, SourceInput)>, St
 
 /// Runs one seed's simulation and judges it; `dir` holds the generated
 /// inputs and the received file the oracle reads.
-pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
+pub fn run(params: &SimParams, dir: &Path, apps: &Registry) -> Result<SimOutcome, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let (input_paths, sources): (Vec<PathBuf>, Vec<SourceInput>) =
         workload(params, dir)?.into_iter().unzip();
@@ -102,6 +103,7 @@ pub fn run(params: &SimParams, dir: &Path) -> Result<SimOutcome, String> {
             trace_id,
             expected_outputs: expected,
         },
+        apps,
     )?;
 
     let received = dir.join("received.bin");

@@ -56,10 +56,7 @@ impl Opened {
     /// in-process links to the nodes that are shards of this process.
     pub(super) fn open(cfg: &NodeToml, links: &mut ShardLinks) -> Result<Opened, WorkerError> {
         let dir = DataDir::open(&cfg.data_dir)?;
-        let Some(app) = crate::apps::build(&cfg.app) else {
-            return Err(WorkerError::Replay(format!("unknown app {:?}", cfg.app)));
-        };
-        let mut core = NodeCore::new(app, cfg.node_config());
+        let mut core = NodeCore::new(cfg.app.build(), cfg.node_config());
         let (journal, jrec) = Log::open(
             &dir.root,
             datadir::JOURNAL_LOG,

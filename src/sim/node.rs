@@ -23,6 +23,7 @@ use super::params::{
 use crate::core::{
     sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused, Sessions,
 };
+use crate::registry::AppSpec;
 use crate::routing::Routing;
 
 /// A frame a node sends.
@@ -88,12 +89,9 @@ impl SimNode {
     /// Starts (or restarts) the node from its disk: a fresh core, the
     /// snapshot, the journal replayed. Its paths wait for their consumers'
     /// RESUME. `false`: recovery failed (see `failure`).
-    pub(super) fn start(&mut self, app: &str, routing: Option<Routing>) -> bool {
+    pub(super) fn start(&mut self, app: &AppSpec, routing: Option<Routing>) -> bool {
         let n = self.n;
-        let Some(built) = crate::apps::build(app) else {
-            self.failure = Some(format!("unknown app {app}"));
-            return false;
-        };
+        let built = app.build();
         let cfg = NodeConfig {
             node: n,
             routing,

@@ -16,6 +16,7 @@ use super::net::{Actor, Net};
 use super::node::{Send, SimNode};
 use super::params::{SimParams, CLIENT_SECRET, CLUSTER_SECRET, RESTART_AFTER_US, TICK_US};
 use crate::core::{peer_channel, peer_of, sink_channel, Producer, Refused};
+use crate::registry::{AppSpec, Registry};
 use crate::routing::Routing;
 use verity_wire::rng::Rng;
 
@@ -79,6 +80,8 @@ struct Scheduled {
 }
 
 struct Sim {
+    /// The app every node runs.
+    app: AppSpec,
     p: SimParams,
     routing: Option<Routing>,
     /// Every random decision of the run after the parameters.
@@ -112,9 +115,17 @@ struct Sim {
     holds: u64,
 }
 
-/// Runs one simulation of `workload` under `params`; a pure function of
-/// both. Err: the parameters describe no cluster.
-pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
+/// Runs one simulation of `workload` under `params`, the app `params.app`
+/// built from `apps`; a pure function of the three. Err: the parameters
+/// describe no cluster, or name an app `apps` does not hold.
+pub fn run(params: &SimParams, workload: Workload, apps: &Registry) -> Result<SimRun, String> {
+    let app = apps.get(&params.app).ok_or_else(|| {
+        format!(
+            "unknown app {:?} (one of: {})",
+            params.app,
+            apps.names().join(", ")
+        )
+    })?;
     let routing = if params.nodes > 1 {
         Some(Routing::new(params.key_partitions, params.nodes).map_err(|e| e.to_string())?)
     } else {
@@ -128,6 +139,7 @@ pub fn run(params: &SimParams, workload: Workload) -> Result<SimRun, String> {
     } = workload;
     let mut sim = Sim {
         p: params.clone(),
+        app,
         routing,
         rng: Rng::new(params.seed),
         now: 0,
@@ -467,7 +479,7 @@ impl Sim {
     /// and with every live peer, each side as consumer says RESUME to the
     /// other.
     fn node_start(&mut self, n: u32) {
-        let started = self.nodes[n as usize].start(&self.p.app, self.routing.clone());
+        let started = self.nodes[n as usize].start(&self.app, self.routing.clone());
         self.flush(n);
         if !started {
             return;

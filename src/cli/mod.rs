@@ -1,0 +1,223 @@
+//! The engine's command line, for any set of apps: [`main`] takes a
+//! [`Registry`] and serves every subcommand with it.
+//!
+//! - `worker --config node.toml`: run one node until SIGTERM/SIGINT.
+//! - `worker --config cluster.toml --name w2`: run worker `w2` of a cluster.
+//! - `demo`: the main job (README): a cluster of `--nodes N` workers under
+//!   seeded faults and `kill -9`, checked.
+//! - `replay --config node.toml`: the node's journal re-run offline, its
+//!   outputs compared bit for bit.
+//! - `sim`, `trace`, `logdump`: the simulator, the path of one message, a
+//!   dump of a node's logs.
+//! - `recv --listen ADDR --out FILE`: the receiver, as `verity-recv` (the
+//!   demo and `verity-chaos` run it as a process of its own to `kill -9`
+//!   it).
+
+pub mod logdump;
+pub mod sim;
+pub mod trace;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{ClusterToml, NodeToml};
+use crate::harness::demo::{self, DemoArgs};
+use crate::log::Durability;
+use crate::registry::Registry;
+use crate::runtime::{install_signal_handlers, run_shards};
+
+#[derive(Parser)]
+#[command(version, about = "Exactly-once stream processing, proven from outside")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one worker node (see docs/CONFIG.md for the files).
+    Worker {
+        /// Path of the node's TOML configuration (node.toml), or of the
+        /// cluster's (cluster.toml, with --name).
+        #[arg(long)]
+        config: PathBuf,
+        /// The worker of cluster.toml to run.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The main job: market spread (or --app) on a 3-worker cluster under
+    /// seeded faults (socket shim, partitions, kill -9, pauses), checked
+    /// from outside by the independent oracle.
+    Demo {
+        /// doubler, word-count, sequence-window or market-spread.
+        #[arg(long, default_value = "market-spread")]
+        app: String,
+        /// Seed for the data and the kill schedule (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Input records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// How many times to kill -9 a node.
+        #[arg(long, default_value_t = 3)]
+        kills: u32,
+        /// Worker processes of the cluster (each is killed at least once
+        /// when --kills allows).
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Faults: none, flaky-net, corrupt, crashes, partitions or all
+        /// (kills come from --kills).
+        #[arg(long, default_value = "all")]
+        profile: String,
+        /// process or fsync.
+        #[arg(long, default_value = "process")]
+        durability: String,
+        /// Work directory (default: a fresh one under the system temp dir,
+        /// removed after a PASS).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the work directory after a PASS.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Re-run a node's snapshot + journal offline and compare its outputs
+    /// with its outbound logs, bit for bit (also `verity-replay`).
+    Replay(crate::replay::ReplayArgs),
+    /// Simulate a cluster under faults, seed by seed, each run checked by
+    /// the oracle (also `verity-sim`).
+    Sim(sim::SimArgs),
+    /// The path of one message through a cluster, from its logs (also
+    /// `verity-trace`).
+    Trace(trace::TraceArgs),
+    /// Print what a node's logs hold, read only (also `verity-logdump`).
+    Logdump(logdump::LogdumpArgs),
+    /// Receive a node's output, exactly once, into a received file that is
+    /// reopened on restart (the same command line as `verity-recv`).
+    Recv(verity_tools::recv::cli::Args),
+}
+
+/// The engine's whole command line for the apps in `apps`: `worker`,
+/// `demo`, `replay`, `sim`, `trace`, `logdump` and `recv`. The `verity`
+/// binary is `main(Registry::builtin())`; a user crate registers its own
+/// apps and calls this from its `main`:
+///
+/// ```no_run
+/// use verity::app::{pipeline, App, Reject};
+/// use verity::registry::Registry;
+///
+/// fn upper() -> impl App {
+///     pipeline("upper")
+///         .source("lines", |_, b: &[u8]| Ok::<_, Reject>(b.to_ascii_uppercase()))
+///         .key_by(|_: &Vec<u8>| 0u8)
+///         .to_state(|v: Vec<u8>, _: &mut (), emit: &mut dyn FnMut(Vec<u8>)| emit(v))
+///         .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     verity::cli::main(Registry::builtin().with("upper", upper))
+/// }
+/// ```
+pub fn main(apps: Registry) -> ExitCode {
+    // Named as it was invoked: a user crate's binary is not `verity`.
+    let bin = std::env::args_os()
+        .next()
+        .and_then(|a| {
+            let name = std::path::Path::new(&a).file_name()?;
+            Some(name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "verity".into());
+    let matches = Cli::command().bin_name(bin.clone()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Command::Demo {
+            app,
+            seed,
+            messages,
+            kills,
+            nodes,
+            profile,
+            durability,
+            dir,
+            keep,
+        } => {
+            let profile = match profile.parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{bin} demo: --profile: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let durability = match durability.as_str() {
+                "process" => Durability::Process,
+                "fsync" => Durability::Fsync,
+                other => {
+                    eprintln!("{bin} demo: --durability {other:?} is not process or fsync");
+                    return ExitCode::from(2);
+                }
+            };
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64 % 1_000_000)
+                    .unwrap_or(1)
+            });
+            let args = DemoArgs {
+                app,
+                seed,
+                messages,
+                kills,
+                nodes,
+                profile,
+                durability,
+                dir,
+                keep,
+            };
+            match demo::run(&args, &apps) {
+                Ok(o) if o.passed => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("{bin} demo: {e}");
+                    println!("check: FAIL app={} error={e:?} kills=0", args.app);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Replay(args) => ExitCode::from(crate::replay::main_with(
+            &args,
+            &format!("{bin} replay"),
+            &apps,
+        )),
+        Command::Sim(args) => sim::run(&args, &format!("{bin} sim"), &apps),
+        Command::Trace(args) => trace::run(&args, &format!("{bin} trace"), &apps),
+        Command::Logdump(args) => logdump::run(&args, &format!("{bin} logdump")),
+        Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
+        Command::Worker { config, name } => {
+            let loaded = match &name {
+                None => NodeToml::load(&config, &apps).map(|c| vec![c]),
+                Some(name) => {
+                    ClusterToml::load(&config, &apps).and_then(|c| c.node_tomls(name, &config))
+                }
+            };
+            let cfgs = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{bin}: bad configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            install_signal_handlers();
+            match run_shards(cfgs) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{bin}: stopped on error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Which applications an engine binary can run: a [`Registry`] of names and
+//! the functions that build them. The built-in `verity` binary runs
+//! [`Registry::builtin`] (the four reference apps); a user crate adds its own
+//! apps and gets the whole engine command line for them from
+//! [`crate::cli::main`]. Every part that turns an app name into an app (the
+//! configuration's checks, the worker, `replay`, the simulator) takes the
+//! registry, so yesterday's journal replays through today's registered code.
+//!
+//! ```
+//! use verity::app::{pipeline, App, Reject};
+//! use verity::registry::Registry;
+//!
+//! fn echo() -> impl App {
+//!     pipeline("echo")
+//!         .source("lines", |_, b: &[u8]| Ok::<_, Reject>(b.to_vec()))
+//!         .key_by(|_: &Vec<u8>| 0u8)
+//!         .to_state(|v: Vec<u8>, _: &mut (), emit: &mut dyn FnMut(Vec<u8>)| emit(v))
+//!         .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
+//! }
+//!
+//! let registry = Registry::builtin().with("echo", echo);
+//! assert!(registry.build("echo").is_some());
+//! assert!(registry.build("market-spread").is_some());
+//! assert_eq!(registry.sources("echo"), Some(vec!["lines"]));
+//! ```
+
+use std::sync::Arc;
+
+use crate::app::App;
+
+type Build = Arc<dyn Fn() -> Box<dyn App> + Send + Sync>;
+
+/// One registered app: its name, its sources, and how to build an instance.
+/// A configuration that names an app holds its `AppSpec`, so whoever runs
+/// the configuration (the worker, `replay`) builds the app it was checked
+/// against.
+#[derive(Clone)]
+pub struct AppSpec {
+    name: String,
+    sources: Vec<&'static str>,
+    build: Build,
+}
+
+impl AppSpec {
+    /// The name it is registered under (the `app` configuration key).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its source names, in order: source channel `c` is `sources()[c - 1]`.
+    pub fn sources(&self) -> &[&'static str] {
+        &self.sources
+    }
+
+    /// A new instance, in its initial state.
+    pub fn build(&self) -> Box<dyn App> {
+        (self.build)()
+    }
+}
+
+impl core::fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "AppSpec({:?}, sources {:?})", self.name, self.sources)
+    }
+}
+
+impl core::fmt::Display for AppSpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Two specs are the same app when name and sources agree.
+impl PartialEq for AppSpec {
+    fn eq(&self, other: &AppSpec) -> bool {
+        self.name == other.name && self.sources == other.sources
+    }
+}
+
+impl Eq for AppSpec {}
+
+/// App names and how to build each app.
+#[derive(Clone, Default)]
+pub struct Registry {
+    apps: Vec<(String, Build)>,
+}
+
+impl core::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
+}
+
+impl Registry {
+    /// No apps.
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// The reference apps: doubler, word-count, sequence-window and
+    /// market-spread (`crate::apps`).
+    pub fn builtin() -> Registry {
+        use crate::apps::{doubler, market_spread, sequence_window, word_count};
+        Registry::empty()
+            .with("doubler", doubler::app)
+            .with("word-count", word_count::app)
+            .with("sequence-window", sequence_window::app)
+            .with("market-spread", market_spread::app)
+    }
+
+    /// This registry and app `name`, built by `build`. A name registered
+    /// before is replaced: a user crate may override a built-in app.
+    pub fn with<A: App + 'static>(mut self, name: &str, build: fn() -> A) -> Registry {
+        let b: Build = Arc::new(move || Box::new(build()) as Box<dyn App>);
+        match self.apps.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = b,
+            None => self.apps.push((name.to_owned(), b)),
+        }
+        self
+    }
+
+    /// A new instance of app `name` (`None`: not registered).
+    pub fn build(&self, name: &str) -> Option<Box<dyn App>> {
+        self.apps
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, build)| build())
+    }
+
+    /// App `name`'s spec (`None`: not registered).
+    pub fn get(&self, name: &str) -> Option<AppSpec> {
+        let (n, build) = self.apps.iter().find(|(n, _)| n == name)?;
+        Some(AppSpec {
+            name: n.clone(),
+            sources: build().sources().to_vec(),
+            build: build.clone(),
+        })
+    }
+
+    /// Whether app `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.apps.iter().any(|(n, _)| n == name)
+    }
+
+    /// The registered names, in registration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.apps.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The source names of app `name`, in order (source `i` arrives on
+    /// input channel `i + 1`).
+    pub fn sources(&self, name: &str) -> Option<Vec<&'static str>> {
+        self.get(name).map(|s| s.sources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_names_the_four_reference_apps_and_with_replaces() {
+        let r = Registry::builtin();
+        assert_eq!(
+            r.names(),
+            ["doubler", "word-count", "sequence-window", "market-spread"]
+        );
+        assert_eq!(r.sources("market-spread"), Some(vec!["nbbo", "orders"]));
+        assert!(r.build("nope").is_none());
+        let r = r.with("doubler", crate::apps::word_count::app);
+        assert_eq!(r.names().len(), 4, "a name registered again is replaced");
+        assert_eq!(
+            r.build("doubler").map(|a| a.name().to_owned()).as_deref(),
+            Some("word-count")
+        );
+    }
+}
