@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs the shell commands of README.md and docs/**/*.md as written.
+"""Runs the shell commands of README.md, docs/**/*.md and examples/*/README.md as written.
 
 Called by .ci/run on the fresh clone, after the release build of the
 workspace and the fuzz step (so `cargo run`, `cargo build` and `cargo fuzz
@@ -326,6 +326,7 @@ def run(root, files, timeout):
 def default_files(root):
     files = [Path("README.md")]
     files += sorted(p.relative_to(root) for p in (root / "docs").rglob("*.md"))
+    files += sorted(p.relative_to(root) for p in (root / "examples").glob("*/README.md"))
     return [f for f in files if (root / f).is_file()]
 
 
@@ -456,7 +457,7 @@ def self_test():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("files", nargs="*", help="markdown files (default: README.md, docs/**/*.md)")
+    ap.add_argument("files", nargs="*", help="markdown files (default: README.md, docs/**/*.md, examples/*/README.md)")
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
     ap.add_argument("--timeout", type=float, default=240, help="seconds per block")
     ap.add_argument("--self-test", action="store_true")
