@@ -61,19 +61,24 @@ fn code(path: &Path) -> String {
         .join("\n")
 }
 
-/// Every `crate::NAME` named in `code`.
-fn crate_refs(code: &str) -> BTreeSet<String> {
-    let mut refs = BTreeSet::new();
+/// Every `PREFIX::NAME` named in `code` (the names after `prefix`).
+fn refs(code: &str, prefix: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
     let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
+    while let Some(i) = rest.find(prefix) {
+        rest = &rest[i + prefix.len()..];
         let name: String = rest
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
-        refs.insert(name);
+        found.insert(name);
     }
-    refs
+    found
+}
+
+/// Every `crate::NAME` named in `code`.
+fn crate_refs(code: &str) -> BTreeSet<String> {
+    refs(code, "crate::")
 }
 
 #[test]
@@ -121,22 +126,6 @@ fn no_module_imports_one_that_imports_it_back_and_the_lower_layers_never_reach_t
         assert!(graph.contains_key(m), "module {m} not found under src/");
     }
     assert!(graph["runtime"].contains("core"));
-}
-
-/// Every `super::NAME` named in `code` (a sibling module, for a file of a
-/// directory module).
-fn super_refs(code: &str) -> BTreeSet<String> {
-    let mut refs = BTreeSet::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("super::") {
-        rest = &rest[i + "super::".len()..];
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        refs.insert(name);
-    }
-    refs
 }
 
 /// A cycle in `graph`, as the path that closes it, if there is one.
@@ -197,13 +186,13 @@ fn no_file_of_a_module_imports_one_that_imports_it_back() {
             // use any sibling.
             let all = code(path);
             let c = all.split("#[cfg(test)]").next().unwrap_or_default();
-            let mut refs = super_refs(c);
-            refs.extend(
+            let mut named = refs(c, "super::");
+            named.extend(
                 crate_refs(&c.replace(&format!("crate::{dir}::"), "crate::"))
                     .into_iter()
                     .filter(|r| files.contains_key(r)),
             );
-            let edges = refs
+            let edges = named
                 .into_iter()
                 .filter(|r| r != name && files.contains_key(r))
                 .collect();
