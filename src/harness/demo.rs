@@ -45,6 +45,7 @@ pub fn run(args: &DemoArgs, apps: &Registry) -> Result<DemoOutcome, String> {
             apps.names().join(", ")
         ));
     }
+    super::oracle_of(&args.app)?;
     let engine = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut s = Scenario::new(engine);
     s.app = args.app.clone();

@@ -7,3 +7,14 @@
 
 pub mod demo;
 pub mod sim_run;
+
+/// The independent oracle of app `app`: `verity-check` judges the reference
+/// apps. Err: a registered app it has no oracle for, named as such (not as
+/// an unknown app).
+pub(crate) fn oracle_of(app: &str) -> Result<verity_tools::check::App, String> {
+    app.parse().map_err(|_: String| {
+        format!(
+            "no oracle for app {app:?}: the demo and the simulator's judged runs check the reference apps (doubler, word-count, sequence-window, market-spread) with verity-check's oracles; an app's own oracle, or the generic one, is not wired in yet"
+        )
+    })
+}

@@ -87,7 +87,14 @@ pub fn run(params: &SimParams, dir: &Path, apps: &Registry) -> Result<SimOutcome
     let (input_paths, sources): (Vec<PathBuf>, Vec<SourceInput>) =
         workload(params, dir)?.into_iter().unzip();
     let input_paths: Vec<&Path> = input_paths.iter().map(PathBuf::as_path).collect();
-    let app: CheckApp = params.app.parse()?;
+    if !apps.contains(&params.app) {
+        return Err(format!(
+            "unknown app {:?} (one of: {})",
+            params.app,
+            apps.names().join(", ")
+        ));
+    }
+    let app: CheckApp = super::oracle_of(&params.app)?;
     // The oracle's expected output count, from the inputs alone.
     let empty = dir.join("empty.bin");
     ReceivedWriter::create(&empty)

@@ -71,3 +71,23 @@ fn the_oracle_catches_a_wrong_a_missing_and_a_doubled_decision() {
         "{r}"
     );
 }
+
+/// The engine's own `sim` subcommand of the user binary knows the app but
+/// has no oracle for it yet: it says so (not "unknown app") and fails the
+/// seed instead of passing it unjudged.
+#[test]
+fn the_sim_subcommand_names_the_missing_oracle_and_fails() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verity-risk-limits"))
+        .args(["sim", "--seed", "1", "--app", NAME])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no oracle for app \"risk-limits\""), "{text}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_verity-risk-limits"))
+        .args(["sim", "--seed", "1", "--app", "nope"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unknown app \"nope\" (one of: doubler, word-count, sequence-window, market-spread, risk-limits)"), "{text}");
+}
