@@ -35,6 +35,41 @@ struct Cli {
     command: Command,
 }
 
+/// The flags of `demo`.
+#[derive(clap::Args)]
+struct DemoFlags {
+    /// One of this binary's apps.
+    #[arg(long, default_value = "market-spread")]
+    app: String,
+    /// Seed for the data and the kill schedule (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Input records to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    messages: u64,
+    /// How many times to kill -9 a node.
+    #[arg(long, default_value_t = 3)]
+    kills: u32,
+    /// Worker processes of the cluster (each is killed at least once
+    /// when --kills allows).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Faults: none, flaky-net, corrupt, crashes, partitions or all
+    /// (kills come from --kills).
+    #[arg(long, default_value = "all")]
+    profile: String,
+    /// process or fsync.
+    #[arg(long, default_value = "process")]
+    durability: String,
+    /// Work directory (default: a fresh one under the system temp dir,
+    /// removed after a PASS).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keep the work directory after a PASS.
+    #[arg(long)]
+    keep: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one worker node (see docs/CONFIG.md for the files).
@@ -50,38 +85,7 @@ enum Command {
     /// The main job: market spread (or --app) on a 3-worker cluster under
     /// seeded faults (socket shim, partitions, kill -9, pauses), checked
     /// from outside by the independent oracle.
-    Demo {
-        /// doubler, word-count, sequence-window or market-spread.
-        #[arg(long, default_value = "market-spread")]
-        app: String,
-        /// Seed for the data and the kill schedule (default: from the clock, printed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Input records to generate.
-        #[arg(long, default_value_t = 1_000_000)]
-        messages: u64,
-        /// How many times to kill -9 a node.
-        #[arg(long, default_value_t = 3)]
-        kills: u32,
-        /// Worker processes of the cluster (each is killed at least once
-        /// when --kills allows).
-        #[arg(long, default_value_t = 3)]
-        nodes: u32,
-        /// Faults: none, flaky-net, corrupt, crashes, partitions or all
-        /// (kills come from --kills).
-        #[arg(long, default_value = "all")]
-        profile: String,
-        /// process or fsync.
-        #[arg(long, default_value = "process")]
-        durability: String,
-        /// Work directory (default: a fresh one under the system temp dir,
-        /// removed after a PASS).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Keep the work directory after a PASS.
-        #[arg(long)]
-        keep: bool,
-    },
+    Demo(DemoFlags),
     /// Re-run a node's snapshot + journal offline and compare its outputs
     /// with its outbound logs, bit for bit (also `verity-replay`).
     Replay(crate::replay::ReplayArgs),
@@ -134,59 +138,7 @@ pub fn main(apps: Registry) -> ExitCode {
         Err(e) => e.exit(),
     };
     match cli.command {
-        Command::Demo {
-            app,
-            seed,
-            messages,
-            kills,
-            nodes,
-            profile,
-            durability,
-            dir,
-            keep,
-        } => {
-            let profile = match profile.parse() {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{bin} demo: --profile: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let durability = match durability.as_str() {
-                "process" => Durability::Process,
-                "fsync" => Durability::Fsync,
-                other => {
-                    eprintln!("{bin} demo: --durability {other:?} is not process or fsync");
-                    return ExitCode::from(2);
-                }
-            };
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64 % 1_000_000)
-                    .unwrap_or(1)
-            });
-            let args = DemoArgs {
-                app,
-                seed,
-                messages,
-                kills,
-                nodes,
-                profile,
-                durability,
-                dir,
-                keep,
-            };
-            match demo::run(&args, &apps) {
-                Ok(o) if o.passed => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("{bin} demo: {e}");
-                    println!("check: FAIL app={} error={e:?} kills=0", args.app);
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Demo(flags) => demo(flags, &bin, &apps),
         Command::Replay(args) => ExitCode::from(crate::replay::main_with(
             &args,
             &format!("{bin} replay"),
@@ -218,6 +170,51 @@ pub fn main(apps: Registry) -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `demo`: the flags checked, then the chaos run of this binary.
+fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
+    let profile = match f.profile.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{bin} demo: --profile: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let durability = match f.durability.as_str() {
+        "process" => Durability::Process,
+        "fsync" => Durability::Fsync,
+        other => {
+            eprintln!("{bin} demo: --durability {other:?} is not process or fsync");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = f.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000)
+            .unwrap_or(1)
+    });
+    let args = DemoArgs {
+        app: f.app,
+        seed,
+        messages: f.messages,
+        kills: f.kills,
+        nodes: f.nodes,
+        profile,
+        durability,
+        dir: f.dir,
+        keep: f.keep,
+    };
+    match demo::run(&args, apps) {
+        Ok(o) if o.passed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("{bin} demo: {e}");
+            println!("check: FAIL app={} error={e:?} kills=0", args.app);
+            ExitCode::from(1)
         }
     }
 }
