@@ -83,6 +83,9 @@ impl Eq for AppSpec {}
 #[derive(Clone, Default)]
 pub struct Registry {
     apps: Vec<(String, Build)>,
+    /// Row mappings for `sink-postgres`, by app name (market spread's is
+    /// built in; an app with none goes in as bytes).
+    rows: Vec<(String, Arc<dyn verity_tools::pg::Mapping>)>,
 }
 
 impl core::fmt::Debug for Registry {
@@ -117,6 +120,29 @@ impl Registry {
             None => self.apps.push((name.to_owned(), b)),
         }
         self
+    }
+
+    /// This registry with `mapping` as app `name`'s rows in PostgreSQL
+    /// (`sink-postgres`): typed columns of its own instead of the payload
+    /// as bytes. See `verity_tools::pg::Mapping`.
+    pub fn with_sink_rows(
+        mut self,
+        name: &str,
+        mapping: Arc<dyn verity_tools::pg::Mapping>,
+    ) -> Registry {
+        self.rows.retain(|(n, _)| n != name);
+        self.rows.push((name.to_owned(), mapping));
+        self
+    }
+
+    /// The row mappings of `sink-postgres`: the built-in ones and those
+    /// registered with [`Registry::with_sink_rows`].
+    pub fn sink_rows(&self) -> verity_tools::pg::Mappings {
+        self.rows
+            .iter()
+            .fold(verity_tools::pg::Mappings::builtin(), |m, (n, r)| {
+                m.with(n, Arc::clone(r))
+            })
     }
 
     /// A new instance of app `name` (`None`: not registered).

@@ -12,6 +12,8 @@
 //! - `recv --listen ADDR --out FILE`: the receiver, as `verity-recv` (the
 //!   demo and `verity-chaos` run it as a process of its own to `kill -9`
 //!   it).
+//! - `sink-postgres run --config sink.toml`: the PostgreSQL sink, as
+//!   `verity-sink-postgres` (run as a process of its own likewise).
 
 pub mod logdump;
 pub mod sim;
@@ -100,10 +102,13 @@ enum Command {
     /// Receive a node's output, exactly once, into a received file that is
     /// reopened on restart (the same command line as `verity-recv`).
     Recv(verity_tools::recv::cli::Args),
+    /// Put a node's output into PostgreSQL, exactly once (the same command
+    /// line as `verity-sink-postgres`).
+    SinkPostgres(verity_tools::pg::cli::Args),
 }
 
 /// The engine's whole command line for the apps in `apps`: `worker`,
-/// `demo`, `replay`, `sim`, `trace`, `logdump` and `recv`. The `verity`
+/// `demo`, `replay`, `sim`, `trace`, `logdump`, `recv` and `sink-postgres`. The `verity`
 /// binary is `main(Registry::builtin())`; a user crate registers its own
 /// apps and calls this from its `main`:
 ///
@@ -148,6 +153,9 @@ pub fn main(apps: Registry) -> ExitCode {
         Command::Trace(args) => trace::run(&args, &format!("{bin} trace"), &apps),
         Command::Logdump(args) => logdump::run(&args, &format!("{bin} logdump")),
         Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
+        Command::SinkPostgres(args) => {
+            verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &apps.sink_rows())
+        }
         Command::Worker { config, name } => {
             let loaded = match &name {
                 None => NodeToml::load(&config, &apps).map(|c| vec![c]),

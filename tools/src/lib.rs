@@ -7,6 +7,8 @@
 //!   engine's code.
 //! - [`send`] and [`recv`]: the source and sink clients (`verity-send`,
 //!   `verity-recv`), at-least-once senders and deduplicating receivers.
+//! - [`pg`]: `verity-sink-postgres`, the sink that writes outputs into
+//!   PostgreSQL exactly once, and a private server for tests and the demo.
 //! - [`tls`]: their TLS transport, and the certificates of `verity-gen tls`.
 //!
 //! This crate depends on `verity-wire` only, never on the engine: the engine's
@@ -19,6 +21,7 @@ pub mod client_auth;
 pub mod formats;
 pub mod gen;
 pub mod net;
+pub mod pg;
 pub mod ports;
 pub mod recv;
 pub mod send;

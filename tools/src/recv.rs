@@ -112,7 +112,7 @@ pub const SINK_CHANNEL_BASE: u32 = 1000;
 pub const DEDUP_WINDOW: u64 = 1 << 16;
 
 /// One gap is NACKed at most this often.
-const NACK_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(50);
 
 fn nanos_since(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
@@ -572,15 +572,7 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
     let mut ready = false;
     // Our side of the HELLO exchange; until it is done, frames up to an
     // ERROR's size.
-    let me = Me {
-        cluster_id: shared.cluster_id,
-        node_id: 0,
-        role: Role::Sink,
-    };
-    let mut acceptor = crate::client_auth::challenge()
-        .ok()
-        .map(|c| Acceptor::new(me, c));
-    let mut answered = false;
+    let mut greeting = SinkHandshake::new(shared.cluster_id);
     // The one channel this node sends on, once its handshake is done.
     let mut connection_channel: Option<u32> = None;
     dec.set_max_frame_len(HANDSHAKE_MAX_FRAME_LEN);
@@ -634,21 +626,8 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                 };
                 match (ready, f.kind()) {
                     (false, Kind::Hello) => {
-                        // The three HELLOs of wire/PROTOCOL.md: the node's
-                        // (first), ours with our answer, the node's answer.
-                        let view = f.view();
-                        let secret = shared.secret.as_deref();
-                        let step = match acceptor.as_mut() {
-                            Some(a) if !answered => a
-                                .on_hello(&view, secret, &[Role::Node])
-                                .map(|h| (Some(h), None)),
-                            Some(a) => a.on_answer(&view, secret).map(|p| (None, Some(p))),
-                            None => Err(Refusal {
-                                code: ErrorCode::Internal,
-                                text: "no random source for a challenge".into(),
-                            }),
-                        };
-                        match step {
+                        match greeting.on_hello(&f.view(), shared.secret.as_deref(), &enc, &mut out)
+                        {
                             Err(r) => {
                                 drop(st);
                                 return refuse(
@@ -660,18 +639,11 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                                     &r.text,
                                 );
                             }
-                            Ok((Some(hello), _)) => {
-                                let _ = enc.hello(&mut out, 0, &hello);
-                                answered = true;
-                            }
-                            Ok((None, peer)) => {
-                                // Node n sends on channel 1000 + n
-                                // (wire/PROTOCOL.md, Channels): RESUME
-                                // names it, and an ACK of what the file
-                                // holds follows (a RESUME drops nothing at
-                                // the node).
-                                let ch =
-                                    SINK_CHANNEL_BASE.saturating_add(peer.map_or(0, |p| p.node_id));
+                            Ok(None) => {}
+                            Ok(Some(ch)) => {
+                                // RESUME names the channel, and an ACK of
+                                // what the file holds follows (a RESUME
+                                // drops nothing at the node).
                                 st.ledger.greet(ch, &enc, &mut out);
                                 connection_channel = Some(ch);
                                 resumed = true;
@@ -790,6 +762,57 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
         }
     }
     Ok(())
+}
+
+/// The sink's side of a node's handshake (the three HELLOs of
+/// `wire/PROTOCOL.md`): the node's first HELLO, ours with our answer and
+/// challenge, the node's answer. Shared by `verity-recv` and
+/// `verity-sink-postgres`.
+pub struct SinkHandshake {
+    acceptor: Option<Acceptor>,
+    answered: bool,
+}
+
+impl SinkHandshake {
+    pub fn new(cluster_id: u64) -> SinkHandshake {
+        let me = Me {
+            cluster_id,
+            node_id: 0,
+            role: Role::Sink,
+        };
+        SinkHandshake {
+            acceptor: crate::client_auth::challenge()
+                .ok()
+                .map(|c| Acceptor::new(me, c)),
+            answered: false,
+        }
+    }
+
+    /// A HELLO from the node: `Ok(None)` once our HELLO is appended to
+    /// `out`, `Ok(Some(channel))` when the node proved itself; node n sends
+    /// on channel 1000 + n (wire/PROTOCOL.md, Channels).
+    pub fn on_hello(
+        &mut self,
+        view: &verity_wire::FrameView<'_>,
+        secret: Option<&[u8]>,
+        enc: &Encoder,
+        out: &mut BytesMut,
+    ) -> Result<Option<u32>, Refusal> {
+        let Some(a) = self.acceptor.as_mut() else {
+            return Err(Refusal {
+                code: ErrorCode::Internal,
+                text: "no random source for a challenge".into(),
+            });
+        };
+        if !self.answered {
+            let hello = a.on_hello(view, secret, &[Role::Node])?;
+            let _ = enc.hello(out, 0, &hello);
+            self.answered = true;
+            return Ok(None);
+        }
+        let peer = a.on_answer(view, secret)?;
+        Ok(Some(SINK_CHANNEL_BASE.saturating_add(peer.node_id)))
+    }
 }
 
 /// Sends ERROR (after whatever `out` holds: a RESUME too, once what it names

@@ -164,7 +164,7 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
 /// SIGTERM and SIGINT set a flag the main loop polls (a clean stop: the
 /// file flushed and synced, the stats printed). Declared by hand: the tools
 /// crate has no libc dependency.
-mod signals {
+pub(crate) mod signals {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     static STOP: AtomicBool = AtomicBool::new(false);
