@@ -70,6 +70,16 @@ struct DemoFlags {
     /// Keep the work directory after a PASS.
     #[arg(long)]
     keep: bool,
+    /// Where the outputs go: file (the receiver's file) or postgres
+    /// (`sink-postgres`; its process is killed too, once while a worker is
+    /// killed, and the database is restarted).
+    #[arg(long, default_value = "file")]
+    sink: String,
+    /// With --sink postgres: the database (libpq `key=value` or
+    /// `postgresql://` URL). Default: a private server in the work
+    /// directory, from Debian's PostgreSQL binaries.
+    #[arg(long)]
+    pg_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +209,13 @@ fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let sink = match verity_tools::chaos::SinkTarget::parse(&f.sink, f.pg_url.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{bin} demo: --sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let seed = f.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -215,6 +232,7 @@ fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
         durability,
         dir: f.dir,
         keep: f.keep,
+        sink,
     };
     match demo::run(&args, apps) {
         Ok(o) if o.passed => ExitCode::SUCCESS,

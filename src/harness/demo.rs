@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use verity_tools::chaos::{self, Profile, Scenario};
+use verity_tools::chaos::{self, Profile, Scenario, SinkTarget};
 
 use crate::log::Durability;
 use crate::registry::Registry;
@@ -28,6 +28,8 @@ pub struct DemoArgs {
     /// Work directory; a fresh temporary one when `None`.
     pub dir: Option<PathBuf>,
     pub keep: bool,
+    /// The receiver's file, or PostgreSQL.
+    pub sink: SinkTarget,
 }
 
 /// How the demo ended.
@@ -60,6 +62,7 @@ pub fn run(args: &DemoArgs, apps: &Registry) -> Result<DemoOutcome, String> {
     s.kills = Some(args.kills);
     s.dir = args.dir.clone();
     s.keep = args.keep;
+    s.sink = args.sink.clone();
     s.command = "cargo run --release -- demo".into();
     s.workers_flag = "--nodes";
     let o = chaos::run(&s)?;

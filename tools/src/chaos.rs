@@ -109,6 +109,34 @@ impl std::str::FromStr for Profile {
     }
 }
 
+/// Where the outputs go.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SinkTarget {
+    /// `verity recv`, into a received file.
+    #[default]
+    File,
+    /// `verity sink-postgres`, into PostgreSQL: a private server in the
+    /// run's directory (`url` `None`; the schedule then also restarts it),
+    /// or the database at `url`.
+    Postgres { url: Option<String> },
+}
+
+impl SinkTarget {
+    /// `file` or `postgres`, with the database's `url` when one is given.
+    pub fn parse(name: &str, url: Option<String>) -> Result<SinkTarget, String> {
+        match (name, url) {
+            ("file", None) => Ok(SinkTarget::File),
+            ("file", Some(_)) => Err("a database URL needs --sink postgres".into()),
+            ("postgres", url) => Ok(SinkTarget::Postgres { url }),
+            (other, _) => Err(format!("unknown sink {other:?} (file or postgres)")),
+        }
+    }
+
+    fn postgres(&self) -> bool {
+        matches!(self, SinkTarget::Postgres { .. })
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -126,6 +154,8 @@ pub struct Scenario {
     pub kills: Option<u32>,
     /// Receiver kills instead of the profile's.
     pub receiver_kills: Option<u32>,
+    /// The receiver: a file, or PostgreSQL.
+    pub sink: SinkTarget,
     /// The `verity` engine binary.
     pub engine: PathBuf,
     /// Work directory (a fresh temporary one when `None`).
@@ -162,6 +192,7 @@ impl Scenario {
             seed: 1,
             kills: None,
             receiver_kills: None,
+            sink: SinkTarget::File,
             engine,
             dir: None,
             keep: false,
@@ -198,6 +229,13 @@ impl Scenario {
         if self.durability != "process" {
             a.push_str(&format!(" --durability {}", self.durability));
         }
+        match &self.sink {
+            SinkTarget::File => {}
+            SinkTarget::Postgres { url: None } => a.push_str(" --sink postgres"),
+            SinkTarget::Postgres { url: Some(u) } => {
+                a.push_str(&format!(" --sink postgres --pg-url {u:?}"))
+            }
+        }
         a
     }
 }
@@ -232,6 +270,13 @@ pub struct Schedule {
     /// channel's home), as an at-least-once sender does when its worker
     /// seems gone; the worker redirects it home (`NOT_HOME`).
     pub failovers: Vec<(u64, usize, usize)>,
+    /// PostgreSQL sink: at the first receiver kill, (worker, ms): while
+    /// the sink is down that worker is `kill -9`ed and restarted, and the
+    /// sink stays down that long.
+    pub sink_outage: Option<(usize, u64)>,
+    /// Private PostgreSQL server: output rows in the table at which it is
+    /// stopped as by a crash (`pg_ctl stop -m immediate`) and started again.
+    pub db_restarts: Vec<u64>,
 }
 
 impl Schedule {
@@ -319,6 +364,17 @@ impl Schedule {
             let to = (home + 1 + r.below(workers as u64 - 1) as usize) % workers;
             failovers.push((at(&mut r), source, to));
         }
+        // Drawn after the failovers, likewise.
+        let mut sink_outage = None;
+        let mut db_restarts = Vec::new();
+        if p.crashes() && s.sink.postgres() {
+            if !receiver_kills.is_empty() {
+                sink_outage = Some((r.below(workers as u64) as usize, 200 + r.below(600)));
+            }
+            if s.sink == (SinkTarget::Postgres { url: None }) {
+                db_restarts.push(outputs / 20 + r.below((outputs * 9 / 10).max(1)));
+            }
+        }
         Schedule {
             frames,
             kills,
@@ -326,6 +382,8 @@ impl Schedule {
             partitions,
             receiver_kills,
             failovers,
+            sink_outage,
+            db_restarts,
         }
     }
 
@@ -561,12 +619,15 @@ impl Worker {
     }
 }
 
-/// The receiver: `<engine> recv`, a process of its own so that it can be
-/// `kill -9`ed and restarted on the same file mid-run.
+/// The receiver: `<engine> recv` (or `<engine> sink-postgres run`), a
+/// process of its own so that it can be `kill -9`ed and restarted on the
+/// same file (table) mid-run.
 struct RecvProc {
     engine: PathBuf,
     listen: SocketAddr,
+    /// `recv`'s file, or the sink's config file.
     out: PathBuf,
+    postgres: bool,
     durability: String,
     /// Its stdout (the stats line) and stderr.
     proc: Proc,
@@ -577,13 +638,21 @@ impl RecvProc {
     /// earlier run's file) and waits until it listens.
     fn start(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(&self.engine);
-        cmd.args(["recv", "--listen", &self.listen.to_string(), "--out"])
-            .arg(&self.out)
-            .args(["--durability", &self.durability]);
+        if self.postgres {
+            cmd.args(["sink-postgres", "run", "--config"]).arg(&self.out);
+        } else {
+            cmd.args(["recv", "--listen", &self.listen.to_string(), "--out"])
+                .arg(&self.out)
+                .args(["--durability", &self.durability]);
+        }
         if self.proc.starts == 0 {
             cmd.arg("--fresh");
         }
-        let what = format!("{} recv", self.engine.display());
+        let what = format!(
+            "{} {}",
+            self.engine.display(),
+            if self.postgres { "sink-postgres" } else { "recv" }
+        );
         self.proc.spawn(cmd, true, &what)?;
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(self.listen).is_err() {
@@ -668,26 +737,126 @@ impl Follower {
     }
 }
 
+/// Counts the rows in the sink's table: the sum of its watermarks (a row is
+/// in the table exactly when its channel's watermark covers it). While the
+/// database does not answer, the last count stands.
+struct TableCount {
+    cfg: crate::pg::SinkConfig,
+    db: Option<postgres::Client>,
+    records: u64,
+}
+
+impl TableCount {
+    fn poll(&mut self) -> u64 {
+        if self.db.as_ref().is_none_or(|d| d.is_closed()) {
+            self.db = crate::pg::connect(&self.cfg).ok();
+        }
+        let sql = format!(
+            "SELECT coalesce(sum(delivered), 0)::bigint FROM {}",
+            self.cfg.watermark_table.sql()
+        );
+        match self.db.as_mut().map(|d| d.query_one(&sql, &[])) {
+            Some(Ok(row)) => self.records = row.get::<_, i64>(0) as u64,
+            Some(Err(_)) => self.db = None,
+            None => {}
+        }
+        self.records
+    }
+}
+
+/// What the receiver holds: records in its file, or rows in its table.
+enum Outputs {
+    File(Follower),
+    Table(TableCount),
+}
+
+impl Outputs {
+    fn poll(&mut self) -> u64 {
+        match self {
+            Outputs::File(f) => f.poll(),
+            Outputs::Table(t) => t.poll(),
+        }
+    }
+
+    fn records(&self) -> u64 {
+        match self {
+            Outputs::File(f) => f.records,
+            Outputs::Table(t) => t.records,
+        }
+    }
+}
+
+/// The private PostgreSQL server's restarts: once the table holds the next
+/// of the scheduled counts (`now`: whatever it holds), it is stopped as by
+/// a crash and started again.
+fn db_step(
+    server: &mut Option<crate::pg::server::LocalServer>,
+    outputs: &mut Outputs,
+    done: &mut Vec<u64>,
+    at: &[u64],
+    expected: u64,
+    now: bool,
+) -> Result<(), String> {
+    let Some(srv) = server.as_mut() else {
+        return Ok(());
+    };
+    let Some(&due) = at.get(done.len()) else {
+        return Ok(());
+    };
+    let n = outputs.poll();
+    if n >= due || now {
+        srv.stop("immediate")?;
+        thread::sleep(Duration::from_millis(300));
+        srv.restart()?;
+        done.push(n);
+        println!(
+            "chaos: PostgreSQL stopped as by a crash (#{}) at {n}/{expected} outputs in the table; restarted",
+            done.len()
+        );
+    }
+    Ok(())
+}
+
 /// Kills -9 and restarts the receiver once its file holds the next of the
 /// scheduled output counts `at` (`now`: whatever it holds); returns the
 /// outputs in the file.
+/// During the first, with `outage` (worker, ms), that worker is `kill -9`ed
+/// and restarted while the receiver is down, and the receiver stays down
+/// that long.
+#[allow(clippy::too_many_arguments)]
 fn receiver_step(
     receiver: &mut RecvProc,
-    outputs: &mut Follower,
+    outputs: &mut Outputs,
     kills_at: &mut Vec<u64>,
     at: &[u64],
     expected: u64,
     now: bool,
+    outage: Option<(usize, u64)>,
+    workers: &mut [Worker],
+    recovering: &mut Vec<(usize, Instant, usize)>,
 ) -> Result<u64, String> {
     let n = outputs.poll();
     if let Some(&due) = at.get(kills_at.len()) {
         if n >= due || now {
             receiver.proc.kill9();
+            let mut during = String::new();
+            if let (Some((w, ms)), true) = (outage, kills_at.is_empty()) {
+                let before = workers[w].recoveries();
+                workers[w].proc.kill9();
+                workers[w].start()?;
+                recovering.push((w, Instant::now(), before));
+                thread::sleep(Duration::from_millis(ms));
+                during = format!(
+                    "; while it was down for {ms} ms, kill -9 of {} and a restart",
+                    workers[w].name
+                );
+            }
             receiver.start()?;
             kills_at.push(n);
             println!(
-                "chaos: kill -9 #{} of the receiver at {n}/{expected} outputs in its file; restarted",
-                kills_at.len()
+                "chaos: kill -9 #{} of the receiver at {n}/{expected} outputs in its {}{during}; restarted",
+                kills_at.len(),
+                if receiver.postgres { "table" } else { "file" }
             );
         }
     }
@@ -881,16 +1050,52 @@ fn run_with(
     started: Instant,
 ) -> Result<Outcome, String> {
     let received_path = dir.join("received.bin");
+    let listen = free_addr()?;
+    // PostgreSQL: a private server in the run's directory unless a URL is
+    // given, and the sink's config file.
+    let mut db_server = None;
+    let sink_cfg = match &s.sink {
+        SinkTarget::File => None,
+        SinkTarget::Postgres { url } => {
+            let url = match url {
+                Some(u) => u.clone(),
+                None => {
+                    let srv = crate::pg::server::LocalServer::start(&dir.join("pg"), free_addr()?)?;
+                    let u = srv.url();
+                    db_server = Some(srv);
+                    u
+                }
+            };
+            let text = format!(
+                "listen = \"{listen}\"\napp = {:?}\n\n[postgres]\nurl = {url:?}\nretry_initial_ms = 20\nretry_max_ms = 500\n",
+                s.app
+            );
+            let path = dir.join("sink.toml");
+            std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some((path.clone(), crate::pg::SinkConfig::parse(&text, &path)?))
+        }
+    };
     let mut receiver = RecvProc {
         engine: s.engine.clone(),
-        listen: free_addr()?,
-        out: received_path.clone(),
+        listen,
+        out: sink_cfg
+            .as_ref()
+            .map_or(received_path.clone(), |(p, _)| p.clone()),
+        postgres: sink_cfg.is_some(),
         durability: s.durability.clone(),
         proc: Proc::new(dir.join("recv.log")),
     };
     receiver.start()?;
-    let mut outputs = Follower::new(&received_path);
+    let mut outputs = match &sink_cfg {
+        None => Outputs::File(Follower::new(&received_path)),
+        Some((_, cfg)) => Outputs::Table(TableCount {
+            cfg: cfg.clone(),
+            db: None,
+            records: 0,
+        }),
+    };
     let mut receiver_kills_at: Vec<u64> = Vec::new();
+    let mut db_restarts_at: Vec<u64> = Vec::new();
 
     // cluster.toml: the workers, the faults, the partitions (wall clock,
     // from when the senders will start).
@@ -1052,7 +1257,20 @@ fn run_with(
                 &schedule.receiver_kills,
                 expected,
                 false,
-            ) {
+                schedule.sink_outage,
+                &mut workers,
+                &mut recovering,
+            )
+            .and_then(|_| {
+                db_step(
+                    &mut db_server,
+                    &mut outputs,
+                    &mut db_restarts_at,
+                    &schedule.db_restarts,
+                    expected,
+                    false,
+                )
+            }) {
                 failure = Some(e);
                 stop_senders(&sources);
                 break;
@@ -1138,7 +1356,10 @@ fn run_with(
     while failure.is_none() && Instant::now() < until {
         note_recoveries(&mut recovering, &workers, &mut recovery_ms);
         let all_in = outputs.poll() >= expected;
-        if all_in && receiver_kills_at.len() >= schedule.receiver_kills.len() {
+        if all_in
+            && receiver_kills_at.len() >= schedule.receiver_kills.len()
+            && (db_server.is_none() || db_restarts_at.len() >= schedule.db_restarts.len())
+        {
             break;
         }
         if let Some(st) = receiver.proc.exited() {
@@ -1155,7 +1376,20 @@ fn run_with(
             &schedule.receiver_kills,
             expected,
             all_in,
-        ) {
+            schedule.sink_outage,
+            &mut workers,
+            &mut recovering,
+        )
+        .and_then(|_| {
+            db_step(
+                &mut db_server,
+                &mut outputs,
+                &mut db_restarts_at,
+                &schedule.db_restarts,
+                expected,
+                all_in,
+            )
+        }) {
             failure = Some(e);
             break;
         }
@@ -1164,7 +1398,7 @@ fn run_with(
     if outputs.poll() < expected {
         println!(
             "chaos: only {} of {expected} outputs arrived within 120 s",
-            outputs.records
+            outputs.records()
         );
     }
     let mut clean = true;
@@ -1175,6 +1409,13 @@ fn run_with(
     let received = outputs.poll();
     let (receiver_duplicates, clean_incarnations) = receiver.stats_field("duplicates");
     let (receiver_nacks, _) = receiver.stats_field("nacks");
+    if let Some((_, cfg)) = &sink_cfg {
+        // The table, read back in (channel, seq) order, through the same
+        // oracle as a received file.
+        let table = crate::pg::table_of(cfg, &crate::pg::Mappings::builtin())?;
+        let mut db = crate::pg::connect(cfg)?;
+        crate::pg::export(&mut db, &table.name, &received_path)?;
+    }
     let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
     // Every node's data directory, re-run offline through the engine's own
     // core (`verity replay`): after all the kills, each must regenerate its
@@ -1207,8 +1448,9 @@ fn run_with(
     );
     recovery_ms.sort_unstable();
     println!(
-        "report: kills={kills} receiver_kills={} sender_failovers={failovers} redirects={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
+        "report: kills={kills} receiver_kills={} db_restarts={} sender_failovers={failovers} redirects={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
         receiver_kills_at.len(),
+        db_restarts_at.len(),
         sum(|s| s.redirects),
         schedule.partitions.len(),
         workers.iter().map(|w| w.proc.starts).sum::<u32>(),

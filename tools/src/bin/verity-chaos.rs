@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use verity_tools::chaos::{self, Profile, Scenario};
+use verity_tools::chaos::{self, Profile, Scenario, SinkTarget};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,16 @@ struct Args {
     /// the profile's (crashes and all: 1 or 2).
     #[arg(long)]
     receiver_kills: Option<u32>,
+    /// Where the outputs go: file (`verity recv`) or postgres (`verity
+    /// sink-postgres`; with crashes, the schedule also kills it, kills a
+    /// worker while it is down, and restarts the database).
+    #[arg(long, default_value = "file")]
+    sink: String,
+    /// With --sink postgres: the database to write into (libpq
+    /// `key=value` or `postgresql://` URL). Default: a private server in
+    /// the work directory, from Debian's PostgreSQL binaries.
+    #[arg(long)]
+    pg_url: Option<String>,
     /// The verity engine binary (default: beside this one).
     #[arg(long)]
     engine: Option<PathBuf>,
@@ -80,6 +90,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let sink = match SinkTarget::parse(&a.sink, a.pg_url.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("verity-chaos: --sink: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let engine = a.engine.unwrap_or_else(verity_tools::bench::default_engine);
     if !engine.exists() {
         eprintln!(
@@ -113,6 +130,7 @@ fn main() -> ExitCode {
         s.seed = seed;
         s.kills = a.kills;
         s.receiver_kills = a.receiver_kills;
+        s.sink = sink.clone();
         s.dir = a.dir.as_ref().map(|d| d.join(seed.to_string()));
         s.keep = a.keep;
         match chaos::run(&s) {

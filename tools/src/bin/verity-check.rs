@@ -1,4 +1,5 @@
 //! `verity-check --app APP --input FILE [--input FILE] --received FILE`
+//! `verity-check --app APP --input FILE [--input FILE] --postgres SINK_TOML`
 //!
 //! Exit 0: PASS. Exit 1: FAIL (some record lost, duplicated, reordered, wrong
 //! or unexpected). Exit 2: usage error or unreadable/malformed file.
@@ -20,13 +21,36 @@ struct Args {
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
     /// The file written by verity-recv.
-    #[arg(long)]
-    received: PathBuf,
+    #[arg(long, required_unless_present = "postgres", conflicts_with = "postgres")]
+    received: Option<PathBuf>,
+    /// Instead of a received file: the table verity-sink-postgres wrote,
+    /// named by its config file (read through the same oracle, in
+    /// (channel, seq) order).
+    #[arg(long, value_name = "SINK_TOML")]
+    postgres: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match check(args.app, &args.inputs, &args.received) {
+    let exported;
+    let received = match (&args.received, &args.postgres) {
+        (Some(r), _) => r.clone(),
+        (None, Some(cfg)) => match export(cfg) {
+            Ok(p) => {
+                exported = Exported(p);
+                exported.0.clone()
+            }
+            Err(e) => {
+                eprintln!("verity-check: error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("verity-check: usage: --received FILE or --postgres SINK_TOML");
+            return ExitCode::from(2);
+        }
+    };
+    match check(args.app, &args.inputs, &received) {
         Ok(report) => {
             println!("{report}");
             if report.passed() {
@@ -44,4 +68,28 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A temporary export of the sink's table, removed when dropped.
+struct Exported(PathBuf);
+
+impl Drop for Exported {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The table named by the sink config `cfg`, as a temporary received file.
+fn export(cfg: &std::path::Path) -> Result<PathBuf, String> {
+    use verity_tools::pg;
+    let cfg = pg::SinkConfig::load(cfg)?;
+    let table = pg::table_of(&cfg, &pg::Mappings::builtin())?;
+    let mut db = pg::connect(&cfg)?;
+    let out = std::env::temp_dir().join(format!(
+        "verity-check-{}-{}.received",
+        table.name,
+        std::process::id()
+    ));
+    pg::export(&mut db, &table.name, &out)?;
+    Ok(out)
 }
