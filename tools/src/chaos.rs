@@ -405,6 +405,10 @@ pub struct Outcome {
     pub expected: u64,
     /// Outputs in the received file at each receiver kill.
     pub receiver_kills_at: Vec<u64>,
+    /// Rows in the table at each restart of the private PostgreSQL server.
+    pub db_restarts_at: Vec<u64>,
+    /// The worker killed while the sink was down, and for how long it was.
+    pub sink_outage: Option<(usize, u64)>,
 }
 
 /// A source's sender: its records, its configuration and its stop flag
@@ -639,7 +643,8 @@ impl RecvProc {
     fn start(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(&self.engine);
         if self.postgres {
-            cmd.args(["sink-postgres", "run", "--config"]).arg(&self.out);
+            cmd.args(["sink-postgres", "run", "--config"])
+                .arg(&self.out);
         } else {
             cmd.args(["recv", "--listen", &self.listen.to_string(), "--out"])
                 .arg(&self.out)
@@ -651,7 +656,11 @@ impl RecvProc {
         let what = format!(
             "{} {}",
             self.engine.display(),
-            if self.postgres { "sink-postgres" } else { "recv" }
+            if self.postgres {
+                "sink-postgres"
+            } else {
+                "recv"
+            }
         );
         self.proc.spawn(cmd, true, &what)?;
         let until = Instant::now() + Duration::from_secs(20);
@@ -767,7 +776,7 @@ impl TableCount {
 /// What the receiver holds: records in its file, or rows in its table.
 enum Outputs {
     File(Follower),
-    Table(TableCount),
+    Table(Box<TableCount>),
 }
 
 impl Outputs {
@@ -1088,11 +1097,11 @@ fn run_with(
     receiver.start()?;
     let mut outputs = match &sink_cfg {
         None => Outputs::File(Follower::new(&received_path)),
-        Some((_, cfg)) => Outputs::Table(TableCount {
+        Some((_, cfg)) => Outputs::Table(Box::new(TableCount {
             cfg: cfg.clone(),
             db: None,
             records: 0,
-        }),
+        })),
     };
     let mut receiver_kills_at: Vec<u64> = Vec::new();
     let mut db_restarts_at: Vec<u64> = Vec::new();
@@ -1549,6 +1558,8 @@ fn run_with(
         schedule_hash: schedule.hash(),
         expected,
         receiver_kills_at,
+        db_restarts_at,
+        sink_outage: schedule.sink_outage,
     })
 }
 

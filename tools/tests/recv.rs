@@ -6,11 +6,11 @@
 //! the real engine.
 
 mod common;
+use common::raw_node::RawNode;
 use common::TmpDir;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Condvar, Mutex};
@@ -20,8 +20,7 @@ use bytes::BytesMut;
 use verity_tools::formats::{read_received, ReceivedWriter};
 use verity_tools::ports::{any_port, free_addr};
 use verity_tools::recv::{Durability, Receiver, RecvConfig};
-use verity_wire::handshake::{Connector, Me};
-use verity_wire::{Decoder, Encoder, Kind, Role};
+use verity_wire::{Encoder, Kind};
 
 fn tmp_dir(name: &str) -> TmpDir {
     TmpDir::new("recv", name)
@@ -31,143 +30,6 @@ fn tmp_dir(name: &str) -> TmpDir {
 const REC: u64 = 40;
 /// Bytes of the file header.
 const HDR: u64 = 16;
-
-/// A node as the receiver sees one: HELLO, then DATA; it reads ACKs.
-struct RawNode {
-    s: TcpStream,
-    dec: Decoder,
-    enc: Encoder,
-}
-
-impl RawNode {
-    /// Connects and does the HELLO exchange (wire/PROTOCOL.md: three
-    /// HELLOs); `connect_resume` also waits for the RESUME.
-    fn connect(addr: SocketAddr) -> RawNode {
-        RawNode::connect_as(addr, 1)
-    }
-
-    /// As node `node`, which sends on channel 1000 + `node`.
-    fn connect_as(addr: SocketAddr, node: u32) -> RawNode {
-        let s = TcpStream::connect(addr).unwrap();
-        let me = Me {
-            cluster_id: 1,
-            node_id: node,
-            role: Role::Node,
-        };
-        let (c, hello) = Connector::start(me, [4; 32]);
-        let enc = Encoder::default();
-        let mut b = BytesMut::new();
-        enc.hello(&mut b, 1, &hello).unwrap();
-        let mut n = RawNode {
-            s,
-            dec: Decoder::default(),
-            enc,
-        };
-        n.s.write_all(&b).unwrap();
-        let until = Instant::now() + Duration::from_secs(10);
-        let answer = loop {
-            if let Ok(Some(f)) = n.dec.decode() {
-                let (answer, _) = c.on_hello(&f.view(), None, Role::Sink, None).unwrap();
-                break answer;
-            }
-            assert_eq!(n.fill(until), Some(true), "the receiver's HELLO");
-        };
-        let mut b = BytesMut::new();
-        n.enc.hello(&mut b, 1, &answer).unwrap();
-        n.s.write_all(&b).unwrap();
-        n
-    }
-
-    /// Connects and returns the RESUME's (channel, delivered) entries.
-    fn connect_resume(addr: SocketAddr) -> (RawNode, BTreeMap<u32, u64>) {
-        RawNode::connect_resume_as(addr, 1)
-    }
-
-    /// As node `node`.
-    fn connect_resume_as(addr: SocketAddr, node: u32) -> (RawNode, BTreeMap<u32, u64>) {
-        let mut n = RawNode::connect_as(addr, node);
-        let r = n.resume(Duration::from_secs(10)).expect("a RESUME");
-        (n, r)
-    }
-
-    /// Waits up to `timeout` for the RESUME.
-    fn resume(&mut self, timeout: Duration) -> Option<BTreeMap<u32, u64>> {
-        let until = Instant::now() + timeout;
-        loop {
-            while let Ok(Some(f)) = self.dec.decode() {
-                if f.kind() == Kind::Resume {
-                    let entries = f.view().resume_entries().unwrap();
-                    return Some(
-                        entries
-                            .iter()
-                            .map(|e| (e.channel.get(), e.delivered.get()))
-                            .collect(),
-                    );
-                }
-            }
-            if !self.fill(until)? {
-                return None;
-            }
-        }
-    }
-
-    /// Reads more bytes until `until`; false at EOF, None at the deadline.
-    fn fill(&mut self, until: Instant) -> Option<bool> {
-        let left = until.checked_duration_since(Instant::now())?;
-        self.s
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        let mut buf = [0u8; 4096];
-        match self.s.read(&mut buf) {
-            Ok(0) => Some(false),
-            Ok(n) => {
-                self.dec.extend(&buf[..n]);
-                Some(true)
-            }
-            Err(_) if Instant::now() >= until => None,
-            Err(_) => Some(true),
-        }
-    }
-
-    /// DATA frames `seqs` of `channel`, payload the seq (8 bytes BE), one write.
-    fn send(&mut self, channel: u32, seqs: std::ops::RangeInclusive<u64>) {
-        let mut b = BytesMut::new();
-        for seq in seqs {
-            self.enc
-                .data(
-                    &mut b,
-                    channel,
-                    seq,
-                    1 << 40 | seq,
-                    false,
-                    &seq.to_be_bytes(),
-                )
-                .unwrap();
-        }
-        self.s.write_all(&b).unwrap();
-    }
-
-    /// The highest ACK of `channel` that arrives within `timeout`, once it
-    /// reaches `seq` (or what arrived by then).
-    fn ack(&mut self, channel: u32, seq: u64, timeout: Duration) -> Option<u64> {
-        let until = Instant::now() + timeout;
-        let mut best = None;
-        loop {
-            while let Ok(Some(f)) = self.dec.decode() {
-                if f.kind() == Kind::Ack && f.header().channel() == channel {
-                    best = best.max(Some(f.header().seq()));
-                }
-            }
-            if best.is_some_and(|b| b >= seq) {
-                return best;
-            }
-            match self.fill(until) {
-                Some(true) => {}
-                _ => return best,
-            }
-        }
-    }
-}
 
 /// A received file with `per_channel` records on each of `channels`
 /// (interleaved), payloads the seq: (path, its bytes).

@@ -21,7 +21,11 @@ struct Args {
     #[arg(long = "input", required = true)]
     inputs: Vec<PathBuf>,
     /// The file written by verity-recv.
-    #[arg(long, required_unless_present = "postgres", conflicts_with = "postgres")]
+    #[arg(
+        long,
+        required_unless_present = "postgres",
+        conflicts_with = "postgres"
+    )]
     received: Option<PathBuf>,
     /// Instead of a received file: the table verity-sink-postgres wrote,
     /// named by its config file (read through the same oracle, in

@@ -112,7 +112,7 @@ impl SinkConfig {
             c.cluster_id = id;
         }
         c.client_secret_file = w.path(&top, "", "client_secret_file")?;
-        if let Some(n) = w.int(&top, "", "max_frame_len", 64, 64 << 20)? {
+        if let Some(n) = w.int(&top, "", "max_frame_len", 104, 64 << 20)? {
             c.max_frame_len = n as u32;
         }
         match top.get("tls") {

@@ -475,8 +475,12 @@ impl Channel {
                 Ok(()) => break,
                 Err(Attempt::Conflict(found)) => {
                     sh.stats().conflicts += 1;
+                    let what = match found {
+                        Some(w) => format!("the database's watermark is {w}, not {old}"),
+                        None => format!("rows after seq {old} are in {} already", sh.table.name),
+                    };
                     return Err(Failed::Refuse(format!(
-                        "channel {}: the database's watermark is {found}, not {old}: another connection wrote this channel; this one is refused",
+                        "channel {}: {what}: another connection wrote this channel; this one is refused",
                         self.channel
                     )));
                 }
@@ -550,7 +554,7 @@ impl Channel {
     fn try_commit(&mut self, sh: &Shared, old: u64, new: u64) -> Result<(), Attempt> {
         let db = |e: postgres::Error| {
             if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
-                Attempt::Conflict(u64::MAX)
+                Attempt::Conflict(None)
             } else {
                 Attempt::Db(db_text(&e))
             }
@@ -576,7 +580,7 @@ impl Channel {
                 )
                 .map_err(db)?
                 .map_or(0, |r| r.get::<_, i64>(0) as u64);
-            return Err(Attempt::Conflict(found));
+            return Err(Attempt::Conflict(Some(found)));
         }
         self.batch
             .write(&mut tx, &sh.table, sh.cfg.write)
@@ -586,7 +590,8 @@ impl Channel {
 }
 
 enum Attempt {
-    Conflict(u64),
+    /// Another connection moved the watermark (to this, when known).
+    Conflict(Option<u64>),
     Db(String),
 }
 

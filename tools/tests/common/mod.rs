@@ -2,6 +2,8 @@
 //! removed when the test that made it ends (pass or fail), so runs do not
 //! pile up in the temp directory.
 
+pub mod raw_node;
+
 use std::fs;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
