@@ -15,6 +15,7 @@ pub mod core;
 pub mod harness;
 pub mod log;
 pub mod logdump;
+pub mod oracle;
 pub mod registry;
 pub mod replay;
 pub mod ring;

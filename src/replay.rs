@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::config::NodeToml;
 use crate::core::{Effects, NodeCore};
 use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
+use crate::oracle::Regenerated;
 use crate::storage::datadir::{
     forward_log, newest_snapshot_in, snapshots_in, DataDirError, JOURNAL_LOG, OUTBOUND_LOG,
 };
@@ -305,16 +306,17 @@ pub enum Start {
     Newest,
 }
 
-/// Replays the data directory `dir` as the node `cfg` describes (its app,
-/// node id, routing and limits; its own `data_dir` is not used).
-pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayReport, ReplayError> {
+/// A core of `cfg`'s app in the state `start` names (a restored snapshot,
+/// or the app's empty state when the journal was never trimmed), and the
+/// journal position to replay from; notes the snapshot in `report`.
+fn start_core(
+    dir: &Path,
+    cfg: &NodeToml,
+    start: Start,
+    journal: &OfflineLog,
+    report: &mut ReplayReport,
+) -> Result<(NodeCore, u64), ReplayError> {
     let mut core = NodeCore::new(cfg.app.build(), cfg.node_config());
-    let mut report = ReplayReport {
-        data_dir: dir.to_path_buf(),
-        app: cfg.app.name().to_owned(),
-        ..ReplayReport::default()
-    };
-    let journal = OfflineLog::open(&dir.join(JOURNAL_LOG))?;
     let snapshot = match start {
         Start::Newest => newest_snapshot_in(dir, &mut report.skipped_snapshots)?,
         Start::Earliest if journal.first_position() == 0 => None,
@@ -341,6 +343,44 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
             0
         }
     };
+    Ok((core, from))
+}
+
+/// The generic oracle's view of a data directory
+/// ([`crate::oracle::regenerate`]): its journal re-run from the earliest
+/// state it still has, and the sink outputs that regenerates.
+pub fn regenerate_dir(dir: &Path, cfg: &NodeToml) -> Result<Regenerated, ReplayError> {
+    let mut report = ReplayReport::default();
+    let journal = OfflineLog::open(&dir.join(JOURNAL_LOG))?;
+    let (core, from) = start_core(dir, cfg, Start::Earliest, &journal, &mut report)?;
+    let mut reader = journal.reader(from);
+    let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+    while let Some(rec) = reader.next_record()? {
+        if rec.kind == RecordKind::Input.code() {
+            records.push((rec.timestamp, rec.payload.to_vec()));
+        }
+    }
+    let end = reader.end();
+    if let Some((p, why)) = end.stopped_at {
+        return Err(ReplayError::Unreplayable(format!(
+            "{}: an invalid record at {p}: {why}",
+            journal.dir().display()
+        )));
+    }
+    crate::oracle::regenerate(core, records.iter().map(|(t, r)| (*t, r.as_slice())))
+        .map_err(|e| ReplayError::Unreplayable(format!("{}: {e}", dir.display())))
+}
+
+/// Replays the data directory `dir` as the node `cfg` describes (its app,
+/// node id, routing and limits; its own `data_dir` is not used).
+pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport {
+        data_dir: dir.to_path_buf(),
+        app: cfg.app.name().to_owned(),
+        ..ReplayReport::default()
+    };
+    let journal = OfflineLog::open(&dir.join(JOURNAL_LOG))?;
+    let (mut core, from) = start_core(dir, cfg, start, &journal, &mut report)?;
 
     // One logged-frame reader per outbound log: the sink's, then each
     // other node's forwarding log that exists.

@@ -292,13 +292,7 @@ pub fn nodes_of_config(
 ) -> Result<Vec<NodeDir>, crate::config::ConfigError> {
     use crate::config::ClusterToml;
     use crate::config::NodeToml;
-    // A cluster.toml has a [cluster] table; anything else is read as a
-    // node.toml (and its errors name that file's keys).
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let is_cluster = text
-        .parse::<toml::Table>()
-        .is_ok_and(|t| t.contains_key("cluster"));
-    if is_cluster {
+    if crate::config::is_cluster_file(path) {
         // The data directories only: no secret is read.
         let c = ClusterToml::load(path, apps)?;
         return Ok(c

@@ -12,10 +12,13 @@
 //! - `recv --listen ADDR --out FILE`: the receiver, as `verity-recv` (the
 //!   demo and `verity-chaos` run it as a process of its own to `kill -9`
 //!   it).
+//! - `oracle --config cluster.toml --received FILE --sent 1=N`: the
+//!   generic oracle over a real run, for any app.
 //! - `sink-postgres run --config sink.toml`: the PostgreSQL sink, as
 //!   `verity-sink-postgres` (run as a process of its own likewise).
 
 pub mod logdump;
+pub mod oracle;
 pub mod sim;
 pub mod trace;
 
@@ -115,6 +118,10 @@ enum Command {
     /// Put a node's output into PostgreSQL, exactly once (the same command
     /// line as `verity-sink-postgres`).
     SinkPostgres(verity_tools::pg::cli::Args),
+    /// Judge a run of any app: every source record journaled once, and
+    /// the sink's outputs equal to an offline replay of every node's
+    /// journal (the generic oracle).
+    Oracle(oracle::OracleArgs),
 }
 
 /// The engine's whole command line for the apps in `apps`: `worker`,
@@ -163,6 +170,7 @@ pub fn main(apps: Registry) -> ExitCode {
         Command::Trace(args) => trace::run(&args, &format!("{bin} trace"), &apps),
         Command::Logdump(args) => logdump::run(&args, &format!("{bin} logdump")),
         Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
+        Command::Oracle(args) => oracle::run(&args, &format!("{bin} oracle"), &apps),
         Command::SinkPostgres(args) => {
             verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &apps.sink_rows())
         }

@@ -17,3 +17,12 @@ pub use faults::{Faults, Partition};
 pub use limits::{Limits, TlsFiles};
 pub use node::{ClusterNode, NodeToml, PeerAt, SourceHome};
 pub use parse::{ConfigError, Secret};
+
+/// Whether `path` is a cluster.toml (it has a `[cluster]` table); anything
+/// else is read as a node.toml, whose errors then name that file's keys.
+pub fn is_cluster_file(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("cluster"))
+}

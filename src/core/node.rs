@@ -410,6 +410,11 @@ impl NodeCore {
     pub fn out(&self) -> &OutChannel {
         &self.outs[0]
     }
+    /// Every output this node produced (to the sink and to each peer) is
+    /// ACKed by its consumer.
+    pub fn all_acked(&self) -> bool {
+        self.outs.iter().all(|o| o.unacked() == 0)
+    }
     /// The channel from this node to node `to`.
     pub fn peer_out(&self, to: u32) -> Option<&OutChannel> {
         self.outs.get(1 + to as usize)

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use verity_tools::check::{check, App, CheckError};
+use verity_tools::pg;
 
 /// Checks a received file against what the app must output for the inputs.
 #[derive(Parser, Debug)]
@@ -39,10 +40,10 @@ fn main() -> ExitCode {
     let exported;
     let received = match (&args.received, &args.postgres) {
         (Some(r), _) => r.clone(),
-        (None, Some(cfg)) => match export(cfg) {
-            Ok(p) => {
-                exported = Exported(p);
-                exported.0.clone()
+        (None, Some(cfg)) => match pg::export_temp(cfg, &pg::Mappings::builtin()) {
+            Ok(e) => {
+                exported = e;
+                exported.path().to_path_buf()
             }
             Err(e) => {
                 eprintln!("verity-check: error: {e}");
@@ -72,28 +73,4 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// A temporary export of the sink's table, removed when dropped.
-struct Exported(PathBuf);
-
-impl Drop for Exported {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The table named by the sink config `cfg`, as a temporary received file.
-fn export(cfg: &std::path::Path) -> Result<PathBuf, String> {
-    use verity_tools::pg;
-    let cfg = pg::SinkConfig::load(cfg)?;
-    let table = pg::table_of(&cfg, &pg::Mappings::builtin())?;
-    let mut db = pg::connect(&cfg)?;
-    let out = std::env::temp_dir().join(format!(
-        "verity-check-{}-{}.received",
-        table.name,
-        std::process::id()
-    ));
-    pg::export(&mut db, &table.name, &out)?;
-    Ok(out)
 }

@@ -829,3 +829,35 @@ pub fn export(
     w.finish().map_err(|e| e.to_string())?;
     Ok(n)
 }
+
+/// A temporary export of a sink's table ([`export_temp`]), removed when
+/// dropped.
+pub struct TempExport(std::path::PathBuf);
+
+impl TempExport {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempExport {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The table named by the sink config file `cfg`, exported as a temporary
+/// received file (what `verity-check --postgres` and `verity oracle
+/// --postgres` read).
+pub fn export_temp(cfg: &std::path::Path, mappings: &Mappings) -> Result<TempExport, String> {
+    let cfg = SinkConfig::load(cfg)?;
+    let table = table_of(&cfg, mappings)?;
+    let mut db = connect(&cfg)?;
+    let out = TempExport(std::env::temp_dir().join(format!(
+        "verity-export-{}-{}.received",
+        table.name,
+        std::process::id()
+    )));
+    export(&mut db, &table.name, out.path())?;
+    Ok(out)
+}
