@@ -15,7 +15,6 @@ pub mod core;
 pub mod harness;
 pub mod log;
 pub mod logdump;
-pub mod oracle;
 pub mod registry;
 pub mod replay;
 pub mod ring;

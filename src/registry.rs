@@ -30,6 +30,28 @@ use crate::app::App;
 
 type Build = Arc<dyn Fn() -> Box<dyn App> + Send + Sync>;
 
+/// A run's inputs, made by an app's generator ([`Registry::with_inputs`]):
+/// per source, in source order (source channel `c` is `sources[c - 1]`),
+/// its records; and how many outputs they make, so a run knows when it is
+/// done. The demo, `verity-chaos` and the simulator use it for an app
+/// `verity-check` does not know, and judge the run with the generic oracle
+/// (`crate::harness::oracle`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppInputs {
+    pub sources: Vec<Vec<Vec<u8>>>,
+    pub expected_outputs: u64,
+}
+
+/// An app's input generator: `(seed, messages)` to inputs, deterministic
+/// in the seed.
+pub type GenerateInputs = fn(seed: u64, messages: u64) -> AppInputs;
+
+/// An app's own oracle, run on top of the generic one: from the inputs
+/// and every output payload the sink holds (per output channel in seq
+/// order, the channels one after another), `Ok(summary)` or `Err(what is
+/// wrong)`.
+pub type AppOracle = fn(inputs: &AppInputs, outputs: &[Vec<u8>]) -> Result<String, String>;
+
 /// One registered app: its name, its sources, and how to build an instance.
 /// A configuration that names an app holds its `AppSpec`, so whoever runs
 /// the configuration (the worker, `replay`) builds the app it was checked
@@ -83,9 +105,10 @@ impl Eq for AppSpec {}
 #[derive(Clone, Default)]
 pub struct Registry {
     apps: Vec<(String, Build)>,
-    /// Row mappings for `sink-postgres`, by app name (market spread's is
-    /// built in; an app with none goes in as bytes).
-    rows: Vec<(String, Arc<dyn verity_tools::pg::Mapping>)>,
+    /// Input generators, by app name.
+    inputs: Vec<(String, GenerateInputs)>,
+    /// Apps' own oracles, by app name.
+    oracles: Vec<(String, AppOracle)>,
 }
 
 impl core::fmt::Debug for Registry {
@@ -122,27 +145,34 @@ impl Registry {
         self
     }
 
-    /// This registry with `mapping` as app `name`'s rows in PostgreSQL
-    /// (`sink-postgres`): typed columns of its own instead of the payload
-    /// as bytes. See `verity_tools::pg::Mapping`.
-    pub fn with_sink_rows(
-        mut self,
-        name: &str,
-        mapping: Arc<dyn verity_tools::pg::Mapping>,
-    ) -> Registry {
-        self.rows.retain(|(n, _)| n != name);
-        self.rows.push((name.to_owned(), mapping));
+    /// This registry with `generate` as app `name`'s input generator: what
+    /// `demo` and the simulator feed it (checked by the generic oracle).
+    pub fn with_inputs(mut self, name: &str, generate: GenerateInputs) -> Registry {
+        self.inputs.retain(|(n, _)| n != name);
+        self.inputs.push((name.to_owned(), generate));
         self
     }
 
-    /// The row mappings of `sink-postgres`: the built-in ones and those
-    /// registered with [`Registry::with_sink_rows`].
-    pub fn sink_rows(&self) -> verity_tools::pg::Mappings {
-        self.rows
+    /// This registry with `oracle` as app `name`'s own oracle, judged on
+    /// top of the generic one wherever the app's inputs come from its
+    /// generator (demo, the simulator).
+    pub fn with_oracle(mut self, name: &str, oracle: AppOracle) -> Registry {
+        self.oracles.retain(|(n, _)| n != name);
+        self.oracles.push((name.to_owned(), oracle));
+        self
+    }
+
+    /// App `name`'s own oracle, if it registered one.
+    pub fn oracle(&self, name: &str) -> Option<AppOracle> {
+        self.oracles
             .iter()
-            .fold(verity_tools::pg::Mappings::builtin(), |m, (n, r)| {
-                m.with(n, Arc::clone(r))
-            })
+            .find(|(n, _)| n == name)
+            .map(|(_, o)| *o)
+    }
+
+    /// App `name`'s input generator, if it registered one.
+    pub fn inputs(&self, name: &str) -> Option<GenerateInputs> {
+        self.inputs.iter().find(|(n, _)| n == name).map(|(_, g)| *g)
     }
 
     /// A new instance of app `name` (`None`: not registered).

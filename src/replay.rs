@@ -10,14 +10,13 @@
 //! copy, or a stopped node's.
 
 use crate::registry::Registry;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::NodeToml;
 use crate::core::{Effects, NodeCore};
 use crate::log::{LogError, OfflineLog, OfflineReader, ScanEnd};
-use crate::oracle::Regenerated;
 use crate::storage::datadir::{
     forward_log, newest_snapshot_in, snapshots_in, DataDirError, JOURNAL_LOG, OUTBOUND_LOG,
 };
@@ -367,7 +366,7 @@ pub fn regenerate_dir(dir: &Path, cfg: &NodeToml) -> Result<Regenerated, ReplayE
             journal.dir().display()
         )));
     }
-    crate::oracle::regenerate(core, records.iter().map(|(t, r)| (*t, r.as_slice())))
+    regenerate(core, records.iter().map(|(t, r)| (*t, r.as_slice())))
         .map_err(|e| ReplayError::Unreplayable(format!("{}: {e}", dir.display())))
 }
 
@@ -622,4 +621,73 @@ pub fn main_with(a: &ReplayArgs, me: &str, apps: &Registry) -> u8 {
             2
         }
     }
+}
+
+/// One output frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub seq: u64,
+    pub trace_id: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What replaying one node's journal regenerated.
+#[derive(Debug, Clone, Default)]
+pub struct Regenerated {
+    /// The node's sink channel.
+    pub channel: u32,
+    /// Seq of the first regenerated output (1 from the empty state).
+    pub first_seq: u64,
+    /// The regenerated sink outputs, in seq order.
+    pub outputs: Vec<Output>,
+    /// Per source channel this node journaled: (channel, delivered when
+    /// the replay started, delivered at its end).
+    pub sources: Vec<(u32, u64, u64)>,
+    /// Journal records the replay started after (0: from the start).
+    pub from_record: u64,
+}
+
+/// Replays `journal` ((timestamp ns, run of frames) per record, in order)
+/// through `core` from the state it has (fresh, or a restored snapshot),
+/// collecting its sink outputs.
+pub fn regenerate<'a>(
+    mut core: NodeCore,
+    journal: impl IntoIterator<Item = (u64, &'a [u8])>,
+) -> Result<Regenerated, String> {
+    let channel = core.out().id;
+    let first_seq = core.out().next_seq;
+    let from_record = core.journal_next();
+    let before: BTreeMap<u32, u64> = core.inputs().iter().map(|c| (c.id, c.delivered)).collect();
+    let mut outputs = Vec::new();
+    let mut fx = Effects::default();
+    for (timestamp_ns, run) in journal {
+        fx.clear();
+        core.replay_record(run, timestamp_ns, &mut fx, |_, _| {})
+            .map_err(|e| {
+                format!(
+                    "journal input {} of node channel {channel}: the core took no input from it (its seq does not follow on: a gap or a repeat)",
+                    e.index
+                )
+            })?;
+        for f in frames(&fx.outbound) {
+            outputs.push(Output {
+                seq: f.seq,
+                trace_id: f.header.trace_id(),
+                payload: f.payload().to_vec(),
+            });
+        }
+    }
+    let sources = core
+        .inputs()
+        .iter()
+        .map(|c| (c.id, before.get(&c.id).copied().unwrap_or(0), c.delivered))
+        .filter(|&(_, from, to)| to > 0 || from > 0)
+        .collect();
+    Ok(Regenerated {
+        channel,
+        first_seq,
+        outputs,
+        sources,
+        from_record,
+    })
 }

@@ -43,9 +43,10 @@ struct Cli {
 /// The flags of `demo`.
 #[derive(clap::Args)]
 struct DemoFlags {
-    /// One of this binary's apps.
-    #[arg(long, default_value = "market-spread")]
-    app: String,
+    /// One of this binary's apps (default: the one registered last:
+    /// market-spread for `verity`, a user binary's own app for it).
+    #[arg(long)]
+    app: Option<String>,
     /// Seed for the data and the kill schedule (default: from the clock, printed).
     #[arg(long)]
     seed: Option<u64>,
@@ -146,6 +147,14 @@ enum Command {
 /// }
 /// ```
 pub fn main(apps: Registry) -> ExitCode {
+    main_with_rows(apps, verity_tools::pg::Mappings::builtin())
+}
+
+/// [`main`], with the row mappings `sink-postgres` uses for the apps'
+/// outputs: market spread's typed columns are built in; a user app adds its
+/// own (`Mappings::builtin().with("my-app", Arc::new(MyRows))`, a
+/// `verity_tools::pg::Mapping`), else its outputs go in as bytes.
+pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitCode {
     // Named as it was invoked: a user crate's binary is not `verity`.
     let bin = std::env::args_os()
         .next()
@@ -170,9 +179,9 @@ pub fn main(apps: Registry) -> ExitCode {
         Command::Trace(args) => trace::run(&args, &format!("{bin} trace"), &apps),
         Command::Logdump(args) => logdump::run(&args, &format!("{bin} logdump")),
         Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
-        Command::Oracle(args) => oracle::run(&args, &format!("{bin} oracle"), &apps),
+        Command::Oracle(args) => oracle::run(&args, &format!("{bin} oracle"), &apps, &rows),
         Command::SinkPostgres(args) => {
-            verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &apps.sink_rows())
+            verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &rows)
         }
         Command::Worker { config, name } => {
             let loaded = match &name {
@@ -230,8 +239,12 @@ fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
             .map(|d| d.as_nanos() as u64 % 1_000_000)
             .unwrap_or(1)
     });
+    let Some(app) = f.app.or_else(|| apps.names().last().map(|n| n.to_string())) else {
+        eprintln!("{bin} demo: this binary registers no app");
+        return ExitCode::from(2);
+    };
     let args = DemoArgs {
-        app: f.app,
+        app,
         seed,
         messages: f.messages,
         kills: f.kills,

@@ -1,4 +1,4 @@
-//! `verity oracle`: the generic oracle (`crate::oracle`) over a real run:
+//! `verity oracle`: the generic oracle (`crate::harness::oracle`) over a real run:
 //! every node of a node.toml or cluster.toml replayed from its data
 //! directory, judged against what the sink holds (a received file, or the
 //! table of `verity sink-postgres`).
@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use verity_tools::formats::read_received;
 
 use crate::config::{ClusterToml, NodeToml};
-use crate::oracle::{judge, Output};
+use crate::harness::oracle::judge;
 use crate::registry::Registry;
+use crate::replay::Output;
 
 /// Judge a run of any app from outside: sources accepted once, outputs
 /// equal to an offline replay of every node's journal.
@@ -52,7 +53,12 @@ fn parse_sent(s: &str) -> Result<(u32, u64), String> {
     ))
 }
 
-pub fn run(a: &OracleArgs, me: &str, apps: &Registry) -> ExitCode {
+pub fn run(
+    a: &OracleArgs,
+    me: &str,
+    apps: &Registry,
+    rows: &verity_tools::pg::Mappings,
+) -> ExitCode {
     let cfgs = match load(&a.config, apps) {
         Ok(c) => c,
         Err(e) => {
@@ -63,7 +69,7 @@ pub fn run(a: &OracleArgs, me: &str, apps: &Registry) -> ExitCode {
     let exported;
     let received_path = match (&a.received, &a.postgres) {
         (Some(r), _) => r.clone(),
-        (None, Some(p)) => match verity_tools::pg::export_temp(p, &apps.sink_rows()) {
+        (None, Some(p)) => match verity_tools::pg::export_temp(p, rows) {
             Ok(e) => {
                 exported = e;
                 exported.path().to_path_buf()

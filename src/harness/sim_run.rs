@@ -1,8 +1,10 @@
 //! One simulator run judged from outside: the tools' generators write the
-//! seed's input files, their records go to [`crate::sim::run`] as plain
-//! data, what the sink received is written as a received file, and the
-//! independent oracle of `verity-check` reads the input files and that
-//! file and says whether every output is there once, in order and right.
+//! seed's input files (or a user app's registered generator makes its
+//! inputs), their records go to [`crate::sim::run`] as plain data, what the
+//! sink received is written as a received file, and the generic oracle
+//! (every node's journal replayed) and the independent oracle of
+//! `verity-check` (or the app's own) say whether every output is there
+//! once, in order and right.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,7 @@ use verity_tools::gen::{self, GenConfig, TextConfig};
 use verity_tools::send::Records;
 
 use crate::registry::Registry;
+use crate::replay::{regenerate, Output};
 use crate::sim::{self, SimParams, SourceInput, Workload};
 
 /// What one run did, and the oracle's verdict.
@@ -81,28 +84,62 @@ fn workload(p: &SimParams, dir: &Path) -> Result<Vec<(PathBuf, SourceInput)>, St
 }
 
 /// Runs one seed's simulation and judges it; `dir` holds the generated
-/// inputs and the received file the oracle reads.
+/// inputs and the received file the oracle reads. Every run is judged by
+/// the generic oracle (every node's journal replayed, against what the
+/// sink received); a reference app by `verity-check`'s oracle on top, a
+/// user app by its own oracle when it registered one.
 pub fn run(params: &SimParams, dir: &Path, apps: &Registry) -> Result<SimOutcome, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (input_paths, sources): (Vec<PathBuf>, Vec<SourceInput>) =
-        workload(params, dir)?.into_iter().unzip();
-    let input_paths: Vec<&Path> = input_paths.iter().map(PathBuf::as_path).collect();
-    if !apps.contains(&params.app) {
-        return Err(format!(
+    let spec = apps.get(&params.app).ok_or_else(|| {
+        format!(
             "unknown app {:?} (one of: {})",
             params.app,
             apps.names().join(", ")
-        ));
-    }
-    let app: CheckApp = super::oracle_of(&params.app)?;
-    // The oracle's expected output count, from the inputs alone.
-    let empty = dir.join("empty.bin");
-    ReceivedWriter::create(&empty)
-        .and_then(|w| w.finish().map(|_| ()))
-        .map_err(|e| e.to_string())?;
-    let expected = check::check(app, &input_paths, &empty)
-        .map_err(|e| e.to_string())?
-        .expected;
+        )
+    })?;
+    let own: Option<CheckApp> = super::oracle_of(&params.app).ok();
+    let mut generated = None;
+    let (input_paths, sources, expected): (Vec<PathBuf>, Vec<SourceInput>, u64) = match own {
+        Some(app) => {
+            let (paths, sources): (Vec<PathBuf>, Vec<SourceInput>) =
+                workload(params, dir)?.into_iter().unzip();
+            let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+            // The oracle's expected output count, from the inputs alone.
+            let empty = dir.join("empty.bin");
+            ReceivedWriter::create(&empty)
+                .and_then(|w| w.finish().map(|_| ()))
+                .map_err(|e| e.to_string())?;
+            let expected = check::check(app, &refs, &empty)
+                .map_err(|e| e.to_string())?
+                .expected;
+            (paths, sources, expected)
+        }
+        None => {
+            let generate = apps.inputs(&params.app).ok_or_else(|| {
+                format!(
+                    "app {:?} has no input generator: register one with Registry::with_inputs to simulate it",
+                    params.app
+                )
+            })?;
+            let inputs = generate(params.seed, params.messages);
+            let sources = inputs
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, records)| SourceInput {
+                    channel: i as u32 + 1,
+                    records: records.clone(),
+                })
+                .collect();
+            let expected = inputs.expected_outputs;
+            generated = Some(inputs);
+            (Vec::new(), sources, expected)
+        }
+    };
+    let sent: Vec<(u32, u64)> = sources
+        .iter()
+        .map(|s| (s.channel, s.records.len() as u64))
+        .collect();
     let run = sim::run(
         params,
         Workload {
@@ -120,7 +157,48 @@ pub fn run(params: &SimParams, dir: &Path, apps: &Registry) -> Result<SimOutcome
             .map_err(|e| e.to_string())?;
     }
     w.finish().map_err(|e| e.to_string())?;
-    let report = check::check(app, &input_paths, &received).map_err(|e| e.to_string())?;
+
+    // The generic oracle: every node's journal through a fresh core.
+    let mut nodes = Vec::new();
+    for (n, journal) in run.journals.iter().enumerate() {
+        let core = sim::fresh_core(params, &spec, n as u32)?;
+        nodes.push(
+            regenerate(core, journal.iter().map(|(t, f)| (*t, f.as_slice())))
+                .map_err(|e| format!("the generic oracle's replay of node {n}: {e}"))?,
+        );
+    }
+    let (generic, _) = super::oracle::judge(
+        &params.app,
+        &sent,
+        &nodes,
+        run.received.iter().map(|r| {
+            (
+                r.channel,
+                Output {
+                    seq: r.seq,
+                    trace_id: r.trace_id,
+                    payload: r.payload.clone(),
+                },
+            )
+        }),
+    );
+    // On top: verity-check's oracle, or the app's own.
+    let report = match own {
+        Some(app) => {
+            let refs: Vec<&Path> = input_paths.iter().map(PathBuf::as_path).collect();
+            check::check(app, &refs, &received).map_err(|e| e.to_string())?
+        }
+        None => generic.clone(),
+    };
+    let app_verdict = match (apps.oracle(&params.app), &generated) {
+        (Some(oracle), Some(inputs)) => {
+            let mut recs: Vec<&sim::Received> = run.received.iter().collect();
+            recs.sort_by_key(|r| (r.channel, r.seq));
+            let outputs: Vec<Vec<u8>> = recs.iter().map(|r| r.payload.clone()).collect();
+            Some(oracle(inputs, &outputs))
+        }
+        _ => None,
+    };
     let (passed, verdict) = match (&run.failure, run.complete) {
         (Some(f), _) => (false, format!("FAIL: {f}")),
         (None, false) => (
@@ -130,15 +208,24 @@ pub fn run(params: &SimParams, dir: &Path, apps: &Registry) -> Result<SimOutcome
                 report.summary_line()
             ),
         ),
-        (None, true) => (report.passed(), report.summary_line()),
+        (None, true) if !generic.passed() => (
+            false,
+            format!("FAIL (generic oracle): {}", generic.summary_line()),
+        ),
+        (None, true) => match &app_verdict {
+            Some(Err(why)) => (false, format!("FAIL (the app's own oracle): {why}")),
+            _ => (report.passed(), report.summary_line()),
+        },
     };
     let verdict = if passed {
         verdict
     } else {
         let mut v = verdict;
-        for line in report.to_string().lines().skip(1).take(5) {
-            v.push('\n');
-            v.push_str(line);
+        for r in [&report, &generic] {
+            for line in r.to_string().lines().skip(1).take(5) {
+                v.push('\n');
+                v.push_str(line);
+            }
         }
         v
     };

@@ -46,4 +46,4 @@ mod world;
 
 pub use clients::{Received, SourceInput, Workload};
 pub use params::SimParams;
-pub use world::{run, SimRun};
+pub use world::{fresh_core, run, SimRun};

@@ -62,6 +62,23 @@ fn out_of(path: usize) -> Out {
     }
 }
 
+/// A core of node `n` in its initial state, configured as the simulator
+/// runs it (also what the generic oracle replays a node's journal
+/// through).
+pub(super) fn fresh_core(app: &AppSpec, routing: Option<Routing>, n: u32) -> NodeCore {
+    let cfg = NodeConfig {
+        node: n,
+        routing,
+        sink_channel: sink_channel(n),
+        resend_timeout_ns: RESEND_AFTER_US * 1000,
+        send_window: WINDOW,
+        max_unacked: MAX_UNACKED,
+        max_undurable: MAX_UNDURABLE,
+        ..NodeConfig::default()
+    };
+    NodeCore::new(app.build(), cfg)
+}
+
 impl SimNode {
     /// Node `n` of `nodes`, not started.
     pub(super) fn new(n: u32, nodes: u32, fsync: bool, snapshot_every_records: u64) -> SimNode {
@@ -91,18 +108,7 @@ impl SimNode {
     /// RESUME. `false`: recovery failed (see `failure`).
     pub(super) fn start(&mut self, app: &AppSpec, routing: Option<Routing>) -> bool {
         let n = self.n;
-        let built = app.build();
-        let cfg = NodeConfig {
-            node: n,
-            routing,
-            sink_channel: sink_channel(n),
-            resend_timeout_ns: RESEND_AFTER_US * 1000,
-            send_window: WINDOW,
-            max_unacked: MAX_UNACKED,
-            max_undurable: MAX_UNDURABLE,
-            ..NodeConfig::default()
-        };
-        let mut core = NodeCore::new(built, cfg);
+        let mut core = fresh_core(app, routing, n);
         self.disk.epoch += 1;
         let mut from = 0;
         if let Some((len, snap)) = &self.disk.snapshot {

@@ -25,6 +25,9 @@ use verity_wire::rng::Rng;
 pub struct SimRun {
     /// Every output the sink delivered, in order, each (channel, seq) once.
     pub received: Vec<Received>,
+    /// Each node's journal at the end ((timestamp ns, run of frames) per
+    /// record), and a fresh core of it: what the generic oracle replays.
+    pub journals: Vec<Vec<(u64, Vec<u8>)>>,
     /// FNV-1a over every output delivered and every journal record.
     pub hash: u64,
     /// Every source's records were all ACKed.
@@ -184,7 +187,13 @@ pub fn run(params: &SimParams, workload: Workload, apps: &Registry) -> Result<Si
         }
     }
     let hash = hash.finish();
+    let journals = sim
+        .nodes
+        .iter_mut()
+        .map(|n| std::mem::take(&mut n.disk.journal))
+        .collect();
     Ok(SimRun {
+        journals,
         complete: sim.sources.iter().all(Source::done),
         hash,
         failure: sim.failure,
@@ -705,4 +714,19 @@ fn view(bytes: &[u8]) -> Result<FrameView<'_>, Refused> {
             text: "a HELLO the simulator encoded does not decode".into(),
         }),
     }
+}
+
+/// A fresh core of node `n` of a run with `params` (its routing and
+/// configuration as the simulator ran it).
+pub fn fresh_core(
+    params: &SimParams,
+    app: &crate::registry::AppSpec,
+    n: u32,
+) -> Result<crate::core::NodeCore, String> {
+    let routing = if params.nodes > 1 {
+        Some(Routing::new(params.key_partitions, params.nodes).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    Ok(super::node::fresh_core(app, routing, n))
 }

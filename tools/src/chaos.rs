@@ -137,6 +137,43 @@ impl SinkTarget {
     }
 }
 
+/// A run's inputs written by its caller (an app `verity-check` does not
+/// know): the files in source order with their channels and formats, and
+/// how many outputs they make (the run waits for that many).
+#[derive(Debug, Clone)]
+pub struct GeneratedInputs {
+    pub files: Vec<(PathBuf, InputFormat, u32)>,
+    pub expected_outputs: u64,
+}
+
+/// Writes a run's inputs into the directory it is given, from the seed and
+/// the message count (a user binary's demo: the app's registered generator).
+pub type GenerateFn = dyn Fn(&Path, u64, u64) -> Result<GeneratedInputs, String> + Send + Sync;
+
+/// See [`GenerateFn`].
+#[derive(Clone)]
+pub struct InputGenerator(pub Arc<GenerateFn>);
+
+impl core::fmt::Debug for InputGenerator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("InputGenerator")
+    }
+}
+
+/// An app's own oracle over the received file (`Ok(summary)` or `Err(what
+/// is wrong)`), judged on top of the generic oracle.
+#[derive(Clone)]
+pub struct ReceivedOracle(pub Arc<JudgeFn>);
+
+/// See [`ReceivedOracle`]: the received file's path to a verdict.
+pub type JudgeFn = dyn Fn(&Path) -> Result<String, String> + Send + Sync;
+
+impl core::fmt::Debug for ReceivedOracle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ReceivedOracle")
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -156,6 +193,13 @@ pub struct Scenario {
     pub receiver_kills: Option<u32>,
     /// The receiver: a file, or PostgreSQL.
     pub sink: SinkTarget,
+    /// The inputs of an app the tools' generators do not know (`None`: the
+    /// tools generate them).
+    pub inputs: Option<InputGenerator>,
+    /// Source channels of such an app.
+    pub source_count: Option<u32>,
+    /// Such an app's own oracle.
+    pub app_oracle: Option<ReceivedOracle>,
     /// The `verity` engine binary.
     pub engine: PathBuf,
     /// Work directory (a fresh temporary one when `None`).
@@ -173,7 +217,9 @@ impl Scenario {
     /// How many source channels the app reads (market spread: NBBO and
     /// orders; the others one).
     pub fn sources(&self) -> u32 {
-        if self.app == "market-spread" {
+        if let Some(n) = self.source_count {
+            n
+        } else if self.app == "market-spread" {
             2
         } else {
             1
@@ -193,6 +239,9 @@ impl Scenario {
             kills: None,
             receiver_kills: None,
             sink: SinkTarget::File,
+            inputs: None,
+            source_count: None,
+            app_oracle: None,
             engine,
             dir: None,
             keep: false,
@@ -466,6 +515,69 @@ fn note_recoveries(
 
 /// `verity replay` of one node of a stopped worker: (identical, a short
 /// summary, the full output).
+/// `<engine> oracle` over the run (every node's journal replayed, judged
+/// against the received file): its verdict and its coverage line.
+fn generic_oracle(
+    s: &Scenario,
+    dir: &Path,
+    received: &Path,
+    sent: &[(u32, u64)],
+) -> Result<(check::CheckReport, String), String> {
+    let mut cmd = Command::new(&s.engine);
+    cmd.args(["oracle", "--config"])
+        .arg(dir.join("cluster.toml"))
+        .arg("--received")
+        .arg(received);
+    for (c, n) in sent {
+        cmd.args(["--sent", &format!("{c}={n}")]);
+    }
+    let o = cmd
+        .output()
+        .map_err(|e| format!("{} oracle: {e}", s.engine.display()))?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    if !matches!(o.status.code(), Some(0 | 1)) {
+        return Err(format!(
+            "{} oracle: {}: {}{}",
+            s.engine.display(),
+            o.status,
+            text,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    let mut lines = text.lines();
+    let summary = lines.next().unwrap_or_default();
+    let field = |k: &str| -> u64 {
+        summary
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut r = check::CheckReport::new(&s.app);
+    r.expected = field("expected");
+    r.received = field("received");
+    r.lost = field("lost");
+    r.duplicated = field("duplicated");
+    r.reordered = field("reordered");
+    r.wrong = field("wrong");
+    r.unexpected = field("unexpected");
+    r.ok = r
+        .received
+        .saturating_sub(r.duplicated + r.wrong + r.unexpected);
+    let mut coverage = String::new();
+    for l in lines {
+        match l.strip_prefix("  ") {
+            Some(p) => r.first_problems.push(p.to_string()),
+            None => coverage = l.to_string(),
+        }
+    }
+    if o.status.code() == Some(1) && r.passed() {
+        // A FAIL whose counts did not parse is still a FAIL.
+        r.unexpected = r.unexpected.max(1);
+    }
+    Ok((r, coverage))
+}
+
 fn replay_node(w: &Worker, shard: u32) -> (bool, String, String) {
     let out = Command::new(&w.engine)
         .arg("replay")
@@ -993,7 +1105,9 @@ fn sum_field(logs: &[String], key: &str) -> u64 {
 /// Runs the scenario; prints progress and the report to stdout.
 pub fn run(s: &Scenario) -> Result<Outcome, String> {
     let started = Instant::now();
-    let app: App = s.app.parse()?;
+    // The app's own oracle in verity-check, when it has one; the generic
+    // oracle judges every run.
+    let app: Option<App> = s.app.parse().ok();
     let dir = match &s.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!(
@@ -1008,7 +1122,19 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let inputs = generate(s, &dir)?;
+    let (inputs, generated_outputs) = match (&s.inputs, app) {
+        (Some(g), _) => {
+            let g = (g.0)(&dir, s.seed, s.messages)?;
+            (g.files, Some(g.expected_outputs))
+        }
+        (None, Some(_)) => (generate(s, &dir)?, None),
+        (None, None) => {
+            return Err(format!(
+                "app {:?}: the tools have no generator for it; its binary's demo generates its inputs (Registry::with_inputs)",
+                s.app
+            ))
+        }
+    };
     let mut records = Vec::new();
     let mut total = 0;
     for (path, format, channel) in &inputs {
@@ -1016,15 +1142,22 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
         total += r.len();
         records.push((r, *channel));
     }
-    // The oracle's expected output count, from the inputs alone.
+    // The expected output count: the generator's, or the oracle's from the
+    // inputs alone.
     let input_paths: Vec<&PathBuf> = inputs.iter().map(|(p, _, _)| p).collect();
-    let empty = dir.join("empty.bin");
-    crate::formats::ReceivedWriter::create(&empty)
-        .and_then(|w| w.finish().map(|_| ()))
-        .map_err(|e| e.to_string())?;
-    let expected = check::check(app, &input_paths, &empty)
-        .map_err(|e| e.to_string())?
-        .expected;
+    let expected = match (generated_outputs, app) {
+        (Some(n), _) => n,
+        (None, Some(app)) => {
+            let empty = dir.join("empty.bin");
+            crate::formats::ReceivedWriter::create(&empty)
+                .and_then(|w| w.finish().map(|_| ()))
+                .map_err(|e| e.to_string())?;
+            check::check(app, &input_paths, &empty)
+                .map_err(|e| e.to_string())?
+                .expected
+        }
+        (None, None) => 0,
+    };
     let schedule = Schedule::draw(s, total, expected);
     println!(
         "chaos: app={} workers={} shards={} messages={total} profile={} seed={} durability={} schedule={:016x} dir={}",
@@ -1050,7 +1183,7 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
 fn run_with(
     s: &Scenario,
     schedule: &Schedule,
-    app: App,
+    app: Option<App>,
     dir: &Path,
     inputs: &[(PathBuf, InputFormat, u32)],
     records: Vec<(Records, u32)>,
@@ -1186,6 +1319,7 @@ fn run_with(
     }
 
     let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
+    let send_sizes: Vec<u64> = records.iter().map(|(r, _)| r.len()).collect();
     let send_started = Instant::now();
     let mut senders = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
@@ -1425,7 +1559,19 @@ fn run_with(
         let mut db = crate::pg::connect(cfg)?;
         crate::pg::export(&mut db, &table.name, &received_path)?;
     }
-    let report = check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?;
+    // The generic oracle, then the app's own on top (when verity-check has
+    // one and the tools wrote the inputs it reads).
+    let sent: Vec<(u32, u64)> = inputs
+        .iter()
+        .zip(&send_sizes)
+        .map(|((_, _, c), n)| (*c, *n))
+        .collect();
+    let generic = generic_oracle(s, dir, &received_path, &sent)?;
+    let own = app.filter(|_| s.inputs.is_none());
+    let report = match own {
+        Some(app) => check::check(app, &input_paths, &received_path).map_err(|e| e.to_string())?,
+        None => generic.0.clone(),
+    };
     // Every node's data directory, re-run offline through the engine's own
     // core (`verity replay`): after all the kills, each must regenerate its
     // logged outputs bit for bit.
@@ -1494,6 +1640,21 @@ fn run_with(
         println!("{line}");
     }
     println!(
+        "report: generic oracle: ok={} lost={} duplicated={} wrong={} unexpected={} (of {} regenerated); {}",
+        generic.0.ok,
+        generic.0.lost,
+        generic.0.duplicated,
+        generic.0.wrong,
+        generic.0.unexpected,
+        generic.0.expected,
+        generic.1.trim_start_matches("oracle: generic: ")
+    );
+    if own.is_some() {
+        for line in generic.0.to_string().lines().skip(1) {
+            println!("{line}");
+        }
+    }
+    println!(
         "report: replay: {}",
         replays
             .iter()
@@ -1528,7 +1689,15 @@ fn run_with(
             dir.display()
         );
     }
+    let own_verdict = s.app_oracle.as_ref().map(|o| (o.0)(&received_path));
+    match &own_verdict {
+        Some(Ok(summary)) => println!("report: the app's own oracle: PASS: {summary}"),
+        Some(Err(why)) => println!("report: the app's own oracle: FAIL: {why}"),
+        None => {}
+    }
     let passed = report.passed()
+        && generic.0.passed()
+        && !matches!(own_verdict, Some(Err(_)))
         && clean
         && receiver_clean
         && failure.is_none()

@@ -232,6 +232,38 @@ pub fn generate_orders(seed: u64, n: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The app's input generator for `demo` and `sim`
+/// ([`verity::registry::Registry::with_inputs`]): `messages` orders on its
+/// one source, one decision each.
+pub fn inputs(seed: u64, messages: u64) -> verity::registry::AppInputs {
+    verity::registry::AppInputs {
+        sources: vec![generate_orders(seed, messages)],
+        expected_outputs: messages,
+    }
+}
+
+/// [`oracle::check`] as the registry takes it
+/// ([`verity::registry::Registry::with_oracle`]): judged on top of the
+/// engine's generic oracle.
+pub fn judge(inputs: &verity::registry::AppInputs, outputs: &[Vec<u8>]) -> Result<String, String> {
+    let orders = inputs.sources.first().map_or(&[][..], |o| &o[..]);
+    let report = oracle::check(orders, outputs.iter().map(Vec::as_slice));
+    if report.passed() {
+        Ok(report.to_string())
+    } else {
+        Err(report.to_string())
+    }
+}
+
+/// The registry of this crate's binary: the reference apps, and
+/// risk-limits with its input generator and its own oracle.
+pub fn registry() -> verity::registry::Registry {
+    verity::registry::Registry::builtin()
+        .with(NAME, app)
+        .with_inputs(NAME, inputs)
+        .with_oracle(NAME, judge)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

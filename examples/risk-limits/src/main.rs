@@ -1,12 +1,13 @@
 //! The engine's whole command line, with the risk-limits app registered
 //! beside the reference apps: `cargo run --release -p verity-risk-limits -- worker
 //! --config node.toml` runs a node of it, `-- replay` replays its journal
-//! through this code, `-- sim`, `-- trace`, `-- logdump` as for `verity`.
+//! through this code, `-- sim`, `-- trace`, `-- logdump` as for `verity`,
+//! and `-- demo` runs it on a cluster of real processes under faults, judged
+//! by the generic oracle and its own.
 
 use std::process::ExitCode;
 
-use verity::registry::Registry;
-
 fn main() -> ExitCode {
-    verity::cli::main(Registry::builtin().with(verity_risk_limits::NAME, verity_risk_limits::app))
+    // Registry::builtin().with(NAME, app).with_inputs(NAME, inputs).with_oracle(NAME, judge)
+    verity::cli::main(verity_risk_limits::registry())
 }
