@@ -19,6 +19,13 @@
 
 pub mod logdump;
 pub mod oracle;
+
+/// Row mappings for `sink-postgres` ([`main_with_rows`]): how an app's
+/// output record becomes typed columns (the trait and its parts, from the
+/// tools crate, so a user crate needs only `verity`).
+pub mod rows {
+    pub use verity_tools::pg::{Column, Mapping, Mappings, Value};
+}
 pub mod sim;
 pub mod trace;
 
@@ -132,18 +139,26 @@ enum Command {
 ///
 /// ```no_run
 /// use verity::app::{pipeline, App, Reject};
-/// use verity::registry::Registry;
+/// use verity::registry::{AppInputs, Registry};
 ///
 /// fn upper() -> impl App {
 ///     pipeline("upper")
 ///         .source("lines", |_, b: &[u8]| Ok::<_, Reject>(b.to_ascii_uppercase()))
-///         .key_by(|_: &Vec<u8>| 0u8)
+///         .key_by(|line: &Vec<u8>| line.first().copied().unwrap_or(0))
 ///         .to_state(|v: Vec<u8>, _: &mut (), emit: &mut dyn FnMut(Vec<u8>)| emit(v))
 ///         .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
 /// }
 ///
+/// // `demo` and `sim` feed it these (and judge it by the generic oracle).
+/// fn lines(_seed: u64, n: u64) -> AppInputs {
+///     AppInputs {
+///         sources: vec![(0..n).map(|i| format!("line {i}").into_bytes()).collect()],
+///         expected_outputs: n,
+///     }
+/// }
+///
 /// fn main() -> std::process::ExitCode {
-///     verity::cli::main(Registry::builtin().with("upper", upper))
+///     verity::cli::main(Registry::builtin().with("upper", upper).with_inputs("upper", lines))
 /// }
 /// ```
 pub fn main(apps: Registry) -> ExitCode {
@@ -153,7 +168,7 @@ pub fn main(apps: Registry) -> ExitCode {
 /// [`main`], with the row mappings `sink-postgres` uses for the apps'
 /// outputs: market spread's typed columns are built in; a user app adds its
 /// own (`Mappings::builtin().with("my-app", Arc::new(MyRows))`, a
-/// `verity_tools::pg::Mapping`), else its outputs go in as bytes.
+/// [`rows::Mapping`]), else its outputs go in as bytes.
 pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitCode {
     // Named as it was invoked: a user crate's binary is not `verity`.
     let bin = std::env::args_os()

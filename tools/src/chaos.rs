@@ -1209,7 +1209,7 @@ fn run_with(
                 }
             };
             let text = format!(
-                "listen = \"{listen}\"\napp = {:?}\n\n[postgres]\nurl = {url:?}\nretry_initial_ms = 20\nretry_max_ms = 500\n",
+                "listen = \"{listen}\"\napp = {:?}\n\n[postgres]\nurl = {url:?}\ntable = \"verity_chaos_outputs\"\nretry_initial_ms = 20\nretry_max_ms = 500\n",
                 s.app
             );
             let path = dir.join("sink.toml");
@@ -1554,7 +1554,8 @@ fn run_with(
     let (receiver_nacks, _) = receiver.stats_field("nacks");
     if let Some((_, cfg)) = &sink_cfg {
         // The table, read back in (channel, seq) order, through the same
-        // oracle as a received file.
+        // oracle as a received file (its name is in the file: whatever
+        // rows the engine binary maps the app's outputs to).
         let table = crate::pg::table_of(cfg, &crate::pg::Mappings::builtin())?;
         let mut db = crate::pg::connect(cfg)?;
         crate::pg::export(&mut db, &table.name, &received_path)?;

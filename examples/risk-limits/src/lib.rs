@@ -255,6 +255,87 @@ pub fn judge(inputs: &verity::registry::AppInputs, outputs: &[Vec<u8>]) -> Resul
     }
 }
 
+/// Decisions as typed rows of `verity sink-postgres`
+/// ([`verity::cli::main_with_rows`]); a payload that is not a decision is
+/// refused, named by channel and seq.
+pub struct Rows;
+
+const ROW_COLUMNS: [verity::cli::rows::Column; 8] = {
+    use verity::cli::rows::Column;
+    [
+        Column {
+            name: "order_seq",
+            sql_type: "bigint NOT NULL",
+        },
+        Column {
+            name: "account",
+            sql_type: "bigint NOT NULL",
+        },
+        Column {
+            name: "side",
+            sql_type: "text NOT NULL",
+        },
+        Column {
+            name: "accept",
+            sql_type: "boolean NOT NULL",
+        },
+        Column {
+            name: "order_id",
+            sql_type: "text NOT NULL",
+        },
+        Column {
+            name: "notional",
+            sql_type: "double precision NOT NULL",
+        },
+        Column {
+            name: "exposure_before",
+            sql_type: "double precision NOT NULL",
+        },
+        Column {
+            name: "exposure_after",
+            sql_type: "double precision NOT NULL",
+        },
+    ]
+};
+
+impl verity::cli::rows::Mapping for Rows {
+    fn default_table(&self) -> &str {
+        "risk_limit_decisions"
+    }
+    fn columns(&self) -> &[verity::cli::rows::Column] {
+        &ROW_COLUMNS
+    }
+    fn values(
+        &self,
+        payload: &[u8],
+        out: &mut Vec<verity::cli::rows::Value>,
+    ) -> Result<(), String> {
+        use verity::cli::rows::Value;
+        let d = decode_decision(payload)
+            .ok_or_else(|| format!("not a {DECISION_LEN}-byte risk-limits decision"))?;
+        out.extend([
+            Value::BigInt(d.order_seq as i64),
+            Value::BigInt(d.account as i64),
+            Value::Text(match d.side {
+                Side::Buy => "buy".into(),
+                Side::Sell => "sell".into(),
+            }),
+            Value::Bool(d.accept),
+            Value::Text(String::from_utf8_lossy(&d.order_id).replace('\0', "\u{FFFD}")),
+            Value::Double(d.notional),
+            Value::Double(d.before),
+            Value::Double(d.after),
+        ]);
+        Ok(())
+    }
+}
+
+/// The row mappings of this crate's binary: the built-in ones and
+/// risk-limits' [`Rows`].
+pub fn rows() -> verity::cli::rows::Mappings {
+    verity::cli::rows::Mappings::builtin().with(NAME, std::sync::Arc::new(Rows))
+}
+
 /// The registry of this crate's binary: the reference apps, and
 /// risk-limits with its input generator and its own oracle.
 pub fn registry() -> verity::registry::Registry {
@@ -340,5 +421,41 @@ mod tests {
         b.process(&meta(2), &o, &mut out2).unwrap();
         let d = decode_decision(out2.iter().next().unwrap()).unwrap();
         assert_eq!((d.before, d.after), (100.0, 200.0));
+    }
+
+    #[test]
+    fn rows_give_each_decision_field_its_typed_column() {
+        use verity::cli::rows::{Mapping, Value};
+        let d = Decision {
+            order_seq: 9,
+            account: 4,
+            side: Side::Sell,
+            accept: false,
+            order_id: *b"000009",
+            symbol: *b"ACME",
+            notional: 1.5e8,
+            before: 2e8,
+            after: 2e8,
+        };
+        let mut payload = Vec::new();
+        encode(&d, &mut payload);
+        let mut v = Vec::new();
+        Rows.values(&payload, &mut v).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Value::BigInt(9),
+                Value::BigInt(4),
+                Value::Text("sell".into()),
+                Value::Bool(false),
+                Value::Text("000009".into()),
+                Value::Double(1.5e8),
+                Value::Double(2e8),
+                Value::Double(2e8),
+            ]
+        );
+        assert_eq!(v.len(), Rows.columns().len());
+        let e = Rows.values(&payload[..47], &mut v).unwrap_err();
+        assert!(e.contains("not a 48-byte risk-limits decision"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // Registry::builtin().with(NAME, app).with_inputs(NAME, inputs).with_oracle(NAME, judge)
-    verity::cli::main(verity_risk_limits::registry())
+    // Registry::builtin().with(NAME, app).with_inputs(NAME, inputs).with_oracle(NAME, judge),
+    // and its decisions as typed rows in `sink-postgres`.
+    verity::cli::main_with_rows(verity_risk_limits::registry(), verity_risk_limits::rows())
 }
