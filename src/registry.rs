@@ -23,6 +23,50 @@
 //! assert!(registry.build("market-spread").is_some());
 //! assert_eq!(registry.sources("echo"), Some(vec!["lines"]));
 //! ```
+//!
+//! For `demo` and `sim` an app also registers an input generator, and it
+//! may register its own oracle, judged on top of the generic one (every
+//! node's journal replayed against what the sink holds):
+//!
+//! ```
+//! # use verity::app::{pipeline, App, Reject};
+//! use verity::registry::{AppInputs, Registry};
+//! # fn echo() -> impl App {
+//! #     pipeline("echo")
+//! #         .source("lines", |_, b: &[u8]| Ok::<_, Reject>(b.to_vec()))
+//! #         .key_by(|_: &Vec<u8>| 0u8)
+//! #         .to_state(|v: Vec<u8>, _: &mut (), emit: &mut dyn FnMut(Vec<u8>)| emit(v))
+//! #         .to_sink(|v: &Vec<u8>, out: &mut Vec<u8>| out.extend_from_slice(v))
+//! # }
+//!
+//! /// `n` lines on the one source; each comes out once.
+//! fn lines(seed: u64, n: u64) -> AppInputs {
+//!     AppInputs {
+//!         sources: vec![(0..n).map(|i| format!("{seed}:{i}").into_bytes()).collect()],
+//!         expected_outputs: n,
+//!     }
+//! }
+//!
+//! /// Echo's own oracle: every output is one of the inputs.
+//! fn same_lines(inputs: &AppInputs, outputs: &[Vec<u8>]) -> Result<String, String> {
+//!     let all: std::collections::BTreeSet<&Vec<u8>> = inputs.sources[0].iter().collect();
+//!     match outputs.iter().find(|o| !all.contains(o)) {
+//!         None => Ok(format!("{} outputs, each an input", outputs.len())),
+//!         Some(o) => Err(format!("{:?} is not an input", String::from_utf8_lossy(o))),
+//!     }
+//! }
+//!
+//! let registry = Registry::builtin()
+//!     .with("echo", echo)
+//!     .with_inputs("echo", lines)
+//!     .with_oracle("echo", same_lines);
+//! let generate = registry.inputs("echo").unwrap();
+//! let inputs = generate(7, 3);
+//! assert_eq!(inputs.sources[0][2], b"7:2");
+//! let judge = registry.oracle("echo").unwrap();
+//! assert!(judge(&inputs, &inputs.sources[0]).is_ok());
+//! assert!(judge(&inputs, &[b"nope".to_vec()]).is_err());
+//! ```
 
 use std::sync::Arc;
 
