@@ -258,6 +258,13 @@ fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
         eprintln!("{bin} demo: this binary registers no app");
         return ExitCode::from(2);
     };
+    if !apps.contains(&app) {
+        eprintln!(
+            "{bin} demo: --app: unknown app {app:?} (one of: {})",
+            apps.names().join(", ")
+        );
+        return ExitCode::from(2);
+    }
     let args = DemoArgs {
         app,
         seed,

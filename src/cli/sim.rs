@@ -19,9 +19,9 @@ pub struct SimArgs {
     /// One seed.
     #[arg(long, conflicts_with = "seeds")]
     pub seed: Option<u64>,
-    /// A range of seeds, A..B (B excluded) or A..=B.
+    /// A range of seeds, A..B (B excluded) or A..=B; never empty.
     #[arg(long)]
-    pub seeds: Option<String>,
+    pub seeds: Option<verity_tools::SeedRange>,
     /// Run every seed twice and compare the hashes of all outputs and journals.
     #[arg(long)]
     pub check_determinism: bool,
@@ -44,17 +44,18 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let (from, to) = match (&a.seed, &a.seeds) {
-        (Some(s), _) => (*s, *s + 1),
-        (None, Some(r)) => match verity_tools::parse_seed_range(r) {
-            Some(r) => r,
-            None => {
-                eprintln!("{me}: --seeds {r:?} is not A..B or A..=B");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => (1, 101),
+    let seeds = match (a.seed, a.seeds) {
+        (Some(s), _) => verity_tools::SeedRange::one(s),
+        (None, Some(r)) => r,
+        (None, None) => verity_tools::SeedRange { first: 1, end: 101 },
     };
+    if let Some(app) = a.app.as_deref().filter(|app| !apps.contains(app)) {
+        eprintln!(
+            "{me}: --app: unknown app {app:?} (one of: {})",
+            apps.names().join(", ")
+        );
+        return ExitCode::from(2);
+    }
     // How to run one seed again: the standalone binary from the source
     // tree, or the subcommand of whatever binary this is.
     let command = if me == "verity-sim" {
@@ -66,7 +67,7 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
     let base = std::env::temp_dir().join(format!("verity-sim-{}", std::process::id()));
     let (mut passed, mut failed, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
     let (mut zombies, mut holds) = (0u64, 0u64);
-    for seed in from..to {
+    for seed in seeds.seeds() {
         let mut p = SimParams::swarm(seed);
         if let Some(app) = &a.app {
             p.app = app.clone();
@@ -146,7 +147,7 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
     let _ = std::fs::remove_dir_all(&base);
     println!(
         "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} holds={holds} events={events} seconds={:.1}{}",
-        to - from,
+        seeds.len(),
         started.elapsed().as_secs_f64(),
         if a.check_determinism {
             " determinism=checked"

@@ -27,15 +27,89 @@ pub mod recv;
 pub mod send;
 pub mod tls;
 
-/// A range of seeds as the tools' `--seeds` flag spells it: `A..B` (B
-/// excluded) or `A..=B`, as `(first, end)` with `end` excluded.
-pub fn parse_seed_range(s: &str) -> Option<(u64, u64)> {
-    if let Some((a, b)) = s.split_once("..=") {
-        return Some((
-            a.trim().parse().ok()?,
-            b.trim().parse::<u64>().ok()?.checked_add(1)?,
-        ));
+/// A range of seeds as `--seeds` spells it, for every tool that takes one
+/// (`verity-chaos`, `verity-sim`, `verity sim`): `A..B` (B excluded) or
+/// `A..=B`. Never empty: `5..1`, `3..3` and `3..=2` are errors, as is a
+/// range past `u64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedRange {
+    pub first: u64,
+    /// Excluded.
+    pub end: u64,
+}
+
+impl SeedRange {
+    /// The one seed `seed`.
+    pub fn one(seed: u64) -> SeedRange {
+        SeedRange {
+            first: seed,
+            end: seed.saturating_add(1),
+        }
     }
-    let (a, b) = s.split_once("..")?;
-    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+
+    pub fn seeds(self) -> std::ops::Range<u64> {
+        self.first..self.end
+    }
+
+    pub fn len(self) -> u64 {
+        self.end - self.first
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::str::FromStr for SeedRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<SeedRange, String> {
+        let num = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("{s:?}: {v:?} is not a seed: {e}"))
+        };
+        let (first, end) = if let Some((a, b)) = s.split_once("..=") {
+            let b = num(b)?;
+            (
+                num(a)?,
+                b.checked_add(1)
+                    .ok_or_else(|| format!("{s:?}: the range ends past the last seed"))?,
+            )
+        } else if let Some((a, b)) = s.split_once("..") {
+            (num(a)?, num(b)?)
+        } else {
+            return Err(format!("{s:?} is not A..B (B excluded) or A..=B"));
+        };
+        if end <= first {
+            return Err(format!(
+                "{s:?} holds no seed: the end must come after the start (A..B runs A to B - 1)"
+            ));
+        }
+        Ok(SeedRange { first, end })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeedRange;
+
+    #[test]
+    fn seed_ranges_are_never_empty_or_reversed() {
+        assert_eq!("1..4".parse::<SeedRange>().unwrap().seeds(), 1..4);
+        assert_eq!("1..=4".parse::<SeedRange>().unwrap().seeds(), 1..5);
+        assert_eq!(" 7 .. 9".parse::<SeedRange>().unwrap().len(), 2);
+        for (bad, why) in [
+            ("5..1", "holds no seed"),
+            ("3..3", "holds no seed"),
+            ("3..=2", "holds no seed"),
+            ("1..=18446744073709551615", "past the last seed"),
+            ("1-5", "is not A..B"),
+            ("a..5", "is not a seed"),
+            ("..5", "is not a seed"),
+        ] {
+            let e = bad.parse::<SeedRange>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(SeedRange::one(u64::MAX).len(), 0);
+    }
 }

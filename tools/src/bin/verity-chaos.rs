@@ -43,9 +43,10 @@ struct Args {
     /// One seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
-    /// A range of seeds, A..B (B excluded) or A..=B, run one after another.
+    /// A range of seeds, A..B (B excluded) or A..=B, run one after
+    /// another; never empty.
     #[arg(long)]
-    seeds: Option<String>,
+    seeds: Option<verity_tools::SeedRange>,
     /// Kills instead of the profile's (every worker first).
     #[arg(long)]
     kills: Option<u32>,
@@ -90,6 +91,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if let Err(e) = a.app.parse::<verity_tools::check::App>() {
+        eprintln!("verity-chaos: --app: {e}");
+        return ExitCode::from(2);
+    }
     let sink = match SinkTarget::parse(&a.sink, a.pg_url.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -105,20 +110,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let (from, to) = match (&a.seed, &a.seeds) {
-        (Some(s), _) => (*s, *s + 1),
-        (None, Some(r)) => match verity_tools::parse_seed_range(r) {
-            Some(r) => r,
-            None => {
-                eprintln!("verity-chaos: --seeds {r:?} is not A..B or A..=B");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => (1, 2),
+    let seeds = match (a.seed, a.seeds) {
+        (Some(s), _) => verity_tools::SeedRange::one(s),
+        (None, Some(r)) => r,
+        (None, None) => verity_tools::SeedRange::one(1),
     };
     let started = Instant::now();
     let (mut passed, mut failed) = (0u64, 0u64);
-    for seed in from..to {
+    for seed in seeds.seeds() {
         let mut s = Scenario::new(engine.clone());
         s.app = a.app.clone();
         s.workers = a.workers.max(1);
@@ -147,11 +146,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    if to - from > 1 {
+    if seeds.len() > 1 {
         println!(
             "chaos: profile={} seeds={} passed={passed} failed={failed} seconds={:.1}",
             profile.name(),
-            to - from,
+            seeds.len(),
             started.elapsed().as_secs_f64()
         );
     }
