@@ -10,7 +10,7 @@
 //! chain checked (`storage::audit::verify`). The formats: `crate::storage`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::log::{LogError, OfflineLog};
@@ -154,12 +154,101 @@ pub fn log_dirs(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Reads one log; detail lines go to `out` as they are produced.
+/// Why a log could not be dumped.
+#[derive(Debug)]
+pub enum DumpError {
+    /// The log cannot be opened or read (a damaged segment header, a gap
+    /// between segments, an I/O error).
+    Log(LogError),
+    /// `--from` names a position inside a record.
+    NotABoundary {
+        log: PathBuf,
+        from: u64,
+        /// The records around it start here (`None`: the log's end).
+        before: u64,
+        after: Option<u64>,
+    },
+}
+
+impl From<LogError> for DumpError {
+    fn from(e: LogError) -> Self {
+        DumpError::Log(e)
+    }
+}
+
+impl fmt::Display for DumpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DumpError::Log(e) => write!(f, "{e}"),
+            DumpError::NotABoundary {
+                log,
+                from,
+                before,
+                after,
+            } => {
+                write!(
+                    f,
+                    "{}: --from {from} is not a record boundary: the records around it start at {before} and ",
+                    log.display()
+                )?;
+                match after {
+                    Some(a) => write!(f, "{a}"),
+                    None => f.write_str("the log's end"),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for DumpError {}
+
+/// Checks that `from` is where a record of `log` starts (or the log's end).
+fn check_boundary(log: &OfflineLog, dir: &Path, from: u64) -> Result<(), DumpError> {
+    if from < log.first_position() {
+        // Dropped already (below the oldest segment kept).
+        return Err(DumpError::NotABoundary {
+            log: dir.to_path_buf(),
+            from,
+            before: 0,
+            after: Some(log.first_position()),
+        });
+    }
+    let mut reader = log.reader(log.first_position());
+    let mut before = log.first_position();
+    loop {
+        let at = reader.next_record()?.map(|r| r.position);
+        match at {
+            Some(p) if p < from => before = p,
+            Some(p) if p == from => return Ok(()),
+            Some(p) => {
+                return Err(DumpError::NotABoundary {
+                    log: dir.to_path_buf(),
+                    from,
+                    before,
+                    after: Some(p),
+                })
+            }
+            None if reader.end().end == from => return Ok(()),
+            None => {
+                return Err(DumpError::NotABoundary {
+                    log: dir.to_path_buf(),
+                    from,
+                    before,
+                    after: None,
+                })
+            }
+        }
+    }
+}
+
+/// Reads one log; detail lines go to `out` as they are produced. `--limit`
+/// counts what is printed: records with `Detail::Records` and
+/// `Detail::Summary`, frame lines with `Detail::Frames`.
 pub fn dump(
     dir: &Path,
     opts: &DumpOptions,
     out: &mut dyn std::io::Write,
-) -> Result<LogSummary, LogError> {
+) -> Result<LogSummary, DumpError> {
     let log = OfflineLog::open(dir)?;
     let name = dir
         .file_name()
@@ -171,11 +260,22 @@ pub fn dump(
         first_position: log.first_position(),
         ..LogSummary::default()
     };
+    if let Some(p) = opts.from {
+        check_boundary(&log, dir, p)?;
+    }
     let from = opts.from.unwrap_or(log.first_position());
     let mut reader = log.reader(from);
     let mut line = String::new();
-    loop {
-        if opts.limit.is_some_and(|l| s.records >= l) {
+    // Frame lines printed (what --limit counts with --frames).
+    let mut printed = 0u64;
+    let full = |records: u64, printed: u64| {
+        opts.limit.is_some_and(|l| match opts.detail {
+            Detail::Frames => printed >= l,
+            _ => records >= l,
+        })
+    };
+    'records: loop {
+        if full(s.records, printed) {
             break;
         }
         let Some(r) = reader.next_record()? else {
@@ -265,6 +365,10 @@ pub fn dump(
                             v.payload.len(),
                             if v.payload.len() > 32 { "…" } else { "" }
                         );
+                        printed += 1;
+                        if full(s.records, printed) {
+                            break 'records;
+                        }
                     }
                     at += v.stride;
                 }

@@ -9,14 +9,16 @@
 //!   per record; `--from POS`, `--limit N`, `--channel C`;
 //!   `--expect-audit`: a journal without audit seals is damaged.
 //!
-//! Exit 0: every log read to its end; 1: a log stops at an invalid record
-//! or holds a bad frame; 2: bad arguments or unreadable files.
+//! Exit 0: every log read to its end; 1: a log cannot be opened (a damaged
+//! segment header, a gap between segments), stops at an invalid record or
+//! holds a bad frame (the other logs are still dumped); 2: bad arguments
+//! (a `--from` inside a record) or no log at the path.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::logdump::{dump, log_dirs, Detail, DumpOptions};
+use crate::logdump::{dump, log_dirs, Detail, DumpError, DumpOptions};
 
 /// The flags of `verity logdump` and `verity-logdump`.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,10 +38,12 @@ pub struct LogdumpArgs {
     /// Only frames of this channel (with --frames).
     #[arg(long, requires = "frames")]
     pub channel: Option<u32>,
-    /// Start at this log position.
+    /// Start at this log position: where a record starts (else exit 2,
+    /// naming the record boundaries around it).
     #[arg(long)]
     pub from: Option<u64>,
-    /// At most this many records per log.
+    /// At most this many per log of what is printed: frames with
+    /// --frames, records otherwise.
     #[arg(long)]
     pub limit: Option<u64>,
     /// The node runs with `audit = true`: a journal without seals is
@@ -79,22 +83,39 @@ pub fn run(a: &LogdumpArgs, me: &str) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut damaged = false;
+    let (mut damaged, mut usage) = (false, false);
     for log in &logs {
         match dump(log, &opts, &mut out) {
             Ok(s) => {
                 damaged |= s.damaged();
                 let _ = writeln!(out, "{s}");
             }
-            Err(e) => {
+            Err(e @ DumpError::NotABoundary { .. }) => {
                 let _ = out.flush();
                 eprintln!("{me}: {e}");
-                return ExitCode::from(2);
+                usage = true;
+            }
+            Err(DumpError::Log(e)) => {
+                // This log is damaged (or unreadable): said, and the
+                // others are still dumped.
+                let _ = writeln!(
+                    out,
+                    "{}: DAMAGED: cannot be read: {e}",
+                    log.file_name().map_or_else(
+                        || log.display().to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    )
+                );
+                let _ = out.flush();
+                eprintln!("{me}: {}: {e}", log.display());
+                damaged = true;
             }
         }
     }
     let _ = out.flush();
-    if damaged {
+    if usage {
+        ExitCode::from(2)
+    } else if damaged {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
