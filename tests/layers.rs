@@ -209,3 +209,32 @@ fn no_file_of_a_module_imports_one_that_imports_it_back() {
         "{checked:?}"
     );
 }
+
+/// Every `defect-*` feature of Cargo.toml is in src/lib.rs's guard, which
+/// refuses to build it without `--cfg verity_defect` (so `cargo build
+/// --all-features` cannot ship a defect).
+#[test]
+fn every_defect_feature_needs_the_verity_defect_cfg() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    let lib = fs::read_to_string(root.join("src/lib.rs")).expect("src/lib.rs");
+    let guard = lib
+        .split("compile_error!")
+        .next()
+        .and_then(|head| head.rsplit("#[cfg(all(").next())
+        .unwrap_or_default();
+    assert!(guard.contains("not(verity_defect)"), "{guard}");
+    let defects: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("defect-"))
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(defects.len() >= 3, "{defects:?}");
+    for d in defects {
+        assert!(
+            guard.contains(&format!("feature = \"defect-{d}\"")),
+            "defect-{d} builds without --cfg verity_defect"
+        );
+    }
+}
