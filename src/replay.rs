@@ -563,7 +563,10 @@ pub fn main_with(a: &ReplayArgs, me: &str, apps: &Registry) -> u8 {
     use crate::config::ClusterToml;
     use crate::config::ConfigError;
     let cfg = match (&a.config, &a.name, &a.app, &a.data_dir) {
-        (Some(path), None, _, _) => NodeToml::load(path, apps),
+        (Some(path), None, _, _) => match crate::config::cluster_without_name(path, apps) {
+            Some(e) => Err(e),
+            None => NodeToml::load(path, apps),
+        },
         (Some(path), Some(name), _, _) => ClusterToml::load(path, apps)
             .and_then(|c| c.node_tomls(name, path))
             .and_then(|mut nodes| {

@@ -47,3 +47,39 @@ fn a_seed_range_without_seeds_is_refused() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("sim: seeds=2 passed=2"));
 }
+
+#[test]
+fn a_cluster_toml_without_name_says_so_and_lists_the_workers() {
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/cluster.toml");
+    for sub in ["worker", "replay"] {
+        let o = verity(&[sub, "--config", cluster]);
+        assert_eq!(o.status.code(), Some(2), "{sub}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!(
+                "{cluster}: --name: this is a cluster.toml: name the worker with --name (workers: w1, w2, w3)"
+            )),
+            "{sub}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn version_names_the_commit_and_the_features() {
+    let o = verity(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_string(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        });
+    assert_eq!(
+        text.trim(),
+        format!("verity 0.1.0 (commit {head}, features: default, fault-shim)")
+    );
+}

@@ -10,7 +10,7 @@ use verity::cli::logdump::LogdumpArgs;
 #[derive(Parser)]
 #[command(
     name = "verity-logdump",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Print what a Verity node's logs hold (read only)"
 )]
 struct Cli {

@@ -15,7 +15,7 @@ use verity::replay::ReplayArgs;
 #[derive(Parser)]
 #[command(
     name = "verity-replay",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Replay a node's snapshot and journal offline and compare its outputs bit for bit"
 )]
 struct Cli {

@@ -12,7 +12,7 @@ use verity::registry::Registry;
 #[derive(Parser)]
 #[command(
     name = "verity-sim",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Deterministic simulation of a Verity cluster under faults"
 )]
 struct Cli {

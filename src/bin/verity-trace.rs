@@ -11,7 +11,7 @@ use verity::registry::Registry;
 #[derive(Parser)]
 #[command(
     name = "verity-trace",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "The path of a message through a Verity cluster, from its logs"
 )]
 struct Cli {

@@ -41,7 +41,7 @@ use crate::registry::Registry;
 use crate::runtime::{install_signal_handlers, run_shards};
 
 #[derive(Parser)]
-#[command(version, about = "Exactly-once stream processing, proven from outside")]
+#[command(version = env!("VERITY_VERSION"), about = "Exactly-once stream processing, proven from outside")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -200,7 +200,10 @@ pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitC
         }
         Command::Worker { config, name } => {
             let loaded = match &name {
-                None => NodeToml::load(&config, &apps).map(|c| vec![c]),
+                None => match crate::config::cluster_without_name(&config, &apps) {
+                    Some(e) => Err(e),
+                    None => NodeToml::load(&config, &apps).map(|c| vec![c]),
+                },
                 Some(name) => {
                     ClusterToml::load(&config, &apps).and_then(|c| c.node_tomls(name, &config))
                 }

@@ -26,3 +26,30 @@ pub fn is_cluster_file(path: &std::path::Path) -> bool {
         .and_then(|t| t.parse::<toml::Table>().ok())
         .is_some_and(|t| t.contains_key("cluster"))
 }
+
+/// For a command that runs one node: `path` is a cluster.toml and no
+/// `--name` was given. The error says so and lists the workers (or is the
+/// file's own error); `None` when `path` is not a cluster.toml.
+pub fn cluster_without_name(
+    path: &std::path::Path,
+    apps: &crate::registry::Registry,
+) -> Option<ConfigError> {
+    if !is_cluster_file(path) {
+        return None;
+    }
+    Some(match ClusterToml::load(path, apps) {
+        Err(e) => e,
+        Ok(c) => ConfigError {
+            file: path.to_owned(),
+            key: "--name".into(),
+            message: format!(
+                "this is a cluster.toml: name the worker with --name (workers: {})",
+                c.workers
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    })
+}

@@ -12,7 +12,7 @@ use verity_tools::bench::{self, BenchConfig};
 #[derive(Parser)]
 #[command(
     name = "verity-bench",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "End-to-end benchmark: engine vs raw pipe"
 )]
 struct Args {

@@ -15,7 +15,7 @@ use verity_tools::chaos::{self, Profile, Scenario, SinkTarget};
 #[derive(Parser)]
 #[command(
     name = "verity-chaos",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Seeded fault injection against a real Verity cluster, checked from outside"
 )]
 struct Args {

@@ -13,7 +13,7 @@ use verity_tools::pg;
 
 /// Checks a received file against what the app must output for the inputs.
 #[derive(Parser, Debug)]
-#[command(name = "verity-check", version)]
+#[command(name = "verity-check", version = env!("VERITY_VERSION"))]
 struct Args {
     /// doubler | word-count | sequence-window | market-spread
     #[arg(long)]

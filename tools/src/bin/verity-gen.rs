@@ -14,7 +14,7 @@ use verity_tools::gen::{self, GenConfig, TextConfig};
 #[derive(Parser, Debug)]
 #[command(
     name = "verity-gen",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Deterministic input files for Verity's apps"
 )]
 struct Args {

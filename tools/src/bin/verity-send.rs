@@ -16,7 +16,7 @@ use verity_tools::send::{send, Progress, Records, SendConfig};
 #[derive(Parser)]
 #[command(
     name = "verity-send",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Send a record file to a Verity node, at least once"
 )]
 struct Args {

@@ -17,7 +17,7 @@ use crate::recv::cli::signals;
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "verity-sink-postgres",
-    version,
+    version = env!("VERITY_VERSION"),
     after_help = "\
 Exit: 0 after --expect, --idle-secs, SIGTERM or SIGINT (run), or when done \
 (export, bench, server after SIGTERM); 1 on a database error that ends the \

@@ -15,7 +15,7 @@ use super::{Durability, Receiver, RecvConfig};
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "verity-recv",
-    version,
+    version = env!("VERITY_VERSION"),
     about = "Receive a Verity node's output, exactly once",
     after_help = "\
 Restarts: a non-empty --out is reopened, not truncated. Each channel's \

@@ -1,0 +1,5 @@
+include!("../build/version.rs");
+
+fn main() {
+    emit_version();
+}
