@@ -185,7 +185,8 @@ impl NodeToml {
         Ok(NodeToml {
             source_homes: vec![SourceHome::Here; app.sources().len()],
             app,
-            data_dir: PathBuf::from(w.req_str(node, "node", "data_dir")?),
+            // Relative to the file, as every other path in it.
+            data_dir: base.join(w.req_str(node, "node", "data_dir")?),
             listen,
             sink,
             node_id: w.int(node, "node", "node_id", 1, 1, u32::MAX as u64)? as u32,
@@ -230,6 +231,27 @@ max_unacked = 1000
 
     fn parse(s: &str) -> Result<NodeToml, ConfigError> {
         NodeToml::parse(s, Path::new("node.toml"), &Registry::builtin())
+    }
+
+    /// `data_dir` is relative to the file, as every other path in it; an
+    /// absolute one is taken as given.
+    #[test]
+    fn a_relative_data_dir_is_relative_to_the_file() {
+        let text = GOOD.replace("/tmp/verity-node", "data/n1");
+        let c = NodeToml::parse(
+            &text,
+            Path::new("/etc/verity/node.toml"),
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/verity/data/n1"));
+        let c = NodeToml::parse(
+            GOOD,
+            Path::new("/etc/verity/node.toml"),
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/tmp/verity-node"));
     }
 
     /// The `app` key names an app of the registry the file is read with:
