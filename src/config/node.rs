@@ -108,6 +108,21 @@ impl NodeToml {
         }
     }
 
+    /// What the node's data depends on, as its data directory records it
+    /// (`SHAPE`): cluster id, app, node id, node index and count, and the
+    /// partition count (0 for a single node).
+    pub fn shape(&self) -> String {
+        let (node, nodes, partitions) = self.cluster.as_ref().map_or((0, 1, 0), |c| {
+            (c.node, c.routing.nodes(), c.routing.partitions())
+        });
+        format!(
+            "cluster_id={} app={} node_id={} node={node} nodes={nodes} partitions={partitions}",
+            self.cluster_id,
+            self.app.name(),
+            self.node_id
+        )
+    }
+
     /// Reads and checks the file at `path`; its `app` must be one of
     /// `apps`.
     pub fn load(path: &Path, apps: &Registry) -> Result<NodeToml, ConfigError> {

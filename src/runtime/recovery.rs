@@ -56,6 +56,7 @@ impl Opened {
     /// in-process links to the nodes that are shards of this process.
     pub(super) fn open(cfg: &NodeToml, links: &mut ShardLinks) -> Result<Opened, WorkerError> {
         let dir = DataDir::open(&cfg.data_dir)?;
+        dir.check_shape(&cfg.shape())?;
         let mut core = NodeCore::new(cfg.app.build(), cfg.node_config());
         let (journal, jrec) = Log::open(
             &dir.root,

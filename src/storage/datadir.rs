@@ -3,6 +3,7 @@
 //! ```text
 //! <data_dir>/LOCK                         flock'ed while a node runs (holds its pid)
 //! <data_dir>/EPOCH                        the epoch, decimal; +1 at every start
+//! <data_dir>/SHAPE                        the cluster the data belongs to (one line, written at the first start)
 //! <data_dir>/journal/, outbound/, dead-letters/   logs (crate::log)
 //! <data_dir>/forward-N/                   frames forwarded to node N (cluster only)
 //! <data_dir>/snapshots/<journal index:020>.snap  snapshots
@@ -136,6 +137,29 @@ impl DataDir {
             _lock: lock,
             epoch,
         })
+    }
+
+    /// The shape of the cluster this directory's data belongs to (cluster
+    /// id, app, node, node count, partitions: [`crate::config::NodeToml::shape`]):
+    /// written at the first start, compared at every other. Another shape
+    /// would route keys elsewhere, or read another app's state: a clear
+    /// error, before anything is opened.
+    pub fn check_shape(&self, shape: &str) -> Result<(), DataDirError> {
+        let path = self.root.join("SHAPE");
+        match fs::read_to_string(&path) {
+            Ok(found) if found.trim() == shape => Ok(()),
+            Ok(found) => Err(err(
+                &path,
+                format!(
+                    "this data directory belongs to `{}`, and the configuration says `{shape}`: a node cannot change its cluster, app, node or partitioning over the data it has (keys would go to other nodes); start it on a fresh data directory, or with the configuration the directory was made with",
+                    found.trim()
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                write_atomically(&path, format!("{shape}\n").as_bytes())
+            }
+            Err(e) => Err(err(&path, format!("cannot read: {e}"))),
+        }
     }
 
     fn snapshot_dir(&self) -> PathBuf {
@@ -306,6 +330,29 @@ mod tests {
         assert!(e.what.contains("in use by another verity process"), "{e}");
         drop(a);
         assert_eq!(DataDir::open(t.path()).unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn the_shape_is_recorded_once_and_another_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let a = "cluster_id=1 app=doubler node_id=1 node=0 nodes=3 partitions=4096";
+        let d = DataDir::open(t.path()).unwrap();
+        d.check_shape(a).unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path().join("SHAPE")).unwrap(),
+            format!("{a}\n")
+        );
+        d.check_shape(a).unwrap();
+        let e = d
+            .check_shape("cluster_id=1 app=doubler node_id=1 node=0 nodes=3 partitions=1024")
+            .unwrap_err();
+        assert!(e.what.contains(&format!("belongs to `{a}`")), "{e}");
+        assert!(e.what.contains("partitions=1024`: a node cannot"), "{e}");
+        assert_eq!(
+            fs::read_to_string(t.path().join("SHAPE")).unwrap(),
+            format!("{a}\n"),
+            "a refused shape changes nothing"
+        );
     }
 
     #[test]
