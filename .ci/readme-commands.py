@@ -58,6 +58,8 @@ from pathlib import Path
 SKIP = {
     # The test suite: .ci/run's "tests (the README's test command)" step.
     "cargo test --workspace --release",
+    # examples/risk-limits/README.md: the example's tests, run by the same step.
+    "cargo test --release -p verity-risk-limits        # unit tests; the app on a faulty 3-node simulated cluster, in a real worker killed mid-run, and in its demo on 3 workers under every fault",
 }
 
 # (file, exact text in a block, replacement, why). Only sizes change. The

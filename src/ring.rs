@@ -287,7 +287,7 @@ impl Shared {
     /// Loom only: records a read of every word of positions `[from, to)`.
     #[inline(always)]
     fn race_read_span(&self, from: u64, to: u64) {
-        #[cfg(loom)]
+        #[cfg(verity_loom)]
         {
             let mut pos = from;
             while pos != to {
@@ -296,7 +296,7 @@ impl Shared {
                 pos += RECORD_ALIGN_BYTES as u64;
             }
         }
-        #[cfg(not(loom))]
+        #[cfg(not(verity_loom))]
         let _ = (from, to);
     }
 
@@ -756,7 +756,7 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(verity_loom)))]
 mod tests {
     use super::*;
     use std::sync::{Condvar, Mutex};

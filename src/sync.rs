@@ -1,38 +1,38 @@
 //! Atomics and cells the lock-free structures use: `std`'s normally, loom's
-//! when built with `RUSTFLAGS="--cfg loom"` so `loom-tests/` can model-check
+//! when built with `RUSTFLAGS="--cfg verity_loom"` so `loom-tests/` can model-check
 //! the production code as-is.
 
-#[cfg(loom)]
+#[cfg(verity_loom)]
 pub use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
+#[cfg(verity_loom)]
 pub use loom::sync::Arc;
 
-#[cfg(not(loom))]
+#[cfg(not(verity_loom))]
 pub use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(verity_loom))]
 pub use std::sync::Arc;
 
 // Blocking hand-off primitives (the syncer's wake-up and the durable waiters).
-#[cfg(loom)]
+#[cfg(verity_loom)]
 pub use loom::sync::{Condvar, Mutex, MutexGuard};
-#[cfg(not(loom))]
+#[cfg(not(verity_loom))]
 pub use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Shadow access tracking for a raw byte buffer, one slot per 8-byte word.
 ///
 /// The lock-free structures keep their bytes in a plain `std` allocation
 /// (records must be contiguous `&[u8]`, which loom's per-value cells cannot
-/// give). Under `--cfg loom` this type mirrors every word with a
+/// give). Under `--cfg verity_loom` this type mirrors every word with a
 /// `loom::cell::UnsafeCell<()>`, and the structure reports "I start/finish
 /// reading/writing words `a..b`" so loom checks that each access
 /// happens-before the next conflicting one, i.e. finds data races on the
 /// bytes. Outside loom it is a zero-sized no-op.
-#[cfg(loom)]
+#[cfg(verity_loom)]
 pub(crate) struct RaceCheck {
     words: Box<[loom::cell::UnsafeCell<()>]>,
 }
 
-#[cfg(loom)]
+#[cfg(verity_loom)]
 impl RaceCheck {
     pub(crate) fn new(words: usize) -> Self {
         Self {
@@ -59,10 +59,10 @@ impl RaceCheck {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(verity_loom))]
 pub(crate) struct RaceCheck;
 
-#[cfg(not(loom))]
+#[cfg(not(verity_loom))]
 impl RaceCheck {
     #[inline(always)]
     pub(crate) fn new(_words: usize) -> Self {

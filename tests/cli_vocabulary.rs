@@ -83,3 +83,36 @@ fn version_names_the_commit_and_the_features() {
         format!("verity 0.1.0 (commit {head}, features: default, fault-shim)")
     );
 }
+
+#[test]
+fn demo_names_workers_as_chaos_does_and_lists_profiles() {
+    let o = verity(&["demo", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(help.contains("--workers <WORKERS>"), "{help}");
+    assert!(!help.contains("--nodes"), "{help}");
+    for p in [
+        "none",
+        "flaky-net",
+        "corrupt",
+        "crashes",
+        "partitions",
+        "all",
+    ] {
+        assert!(help.contains(&format!("- {p}:")), "{p} in {help}");
+    }
+    let o = verity(&["demo", "--profile", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("[possible values: none, flaky-net, corrupt, crashes, partitions, all]"),
+        "{}",
+        stderr(&o)
+    );
+    let o = verity(&["demo", "--durability", "sometimes"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("[possible values: process, fsync]"),
+        "{}",
+        stderr(&o)
+    );
+}

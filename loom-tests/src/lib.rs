@@ -1,2 +1,2 @@
 //! loom models of Verity's lock-free structures. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p loom-tests --release`.
+//! `RUSTFLAGS="--cfg verity_loom" cargo test -p loom-tests --release`.

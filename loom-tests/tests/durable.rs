@@ -9,7 +9,7 @@
 //! - a waiter for an appended position always returns (loom reports a
 //!   deadlock if it could be stranded), and sees the target covered;
 //! - close releases the syncer and any waiter.
-#![cfg(loom)]
+#![cfg(verity_loom)]
 
 use loom::sync::Arc;
 use loom::thread;

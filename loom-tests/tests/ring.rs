@@ -1,12 +1,12 @@
 //! loom models of `verity::ring`: run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p loom-tests --release`.
+//! `RUSTFLAGS="--cfg verity_loom" cargo test -p loom-tests --release`.
 //!
 //! Each model uses a tiny ring (16-64 bytes) and 2-4 records so loom can
 //! explore the interleavings quickly. Besides atomics, the ring reports its
 //! byte accesses to loom (`sync::RaceCheck`), so a missing happens-before
 //! between a write of a record and its read (or its read and the overwrite)
 //! fails the model as a data race.
-#![cfg(loom)]
+#![cfg(verity_loom)]
 
 use loom::sync::Notify;
 use loom::thread;

@@ -3,7 +3,7 @@
 //!
 //! - `worker --config node.toml`: run one node until SIGTERM/SIGINT.
 //! - `worker --config cluster.toml --name w2`: run worker `w2` of a cluster.
-//! - `demo`: the main job (README): a cluster of `--nodes N` workers under
+//! - `demo`: the main job (README): a cluster of `--workers N` workers under
 //!   seeded faults and `kill -9`, checked.
 //! - `replay --config node.toml`: the node's journal re-run offline, its
 //!   outputs compared bit for bit.
@@ -60,19 +60,18 @@ struct DemoFlags {
     /// Input records to generate.
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
-    /// How many times to kill -9 a node.
+    /// How many times to kill -9 a worker.
     #[arg(long, default_value_t = 3)]
     kills: u32,
     /// Worker processes of the cluster (each is killed at least once
-    /// when --kills allows).
-    #[arg(long, default_value_t = 3)]
-    nodes: u32,
-    /// Faults: none, flaky-net, corrupt, crashes, partitions or all
-    /// (kills come from --kills).
-    #[arg(long, default_value = "all")]
-    profile: String,
-    /// process or fsync.
-    #[arg(long, default_value = "process")]
+    /// when --kills allows); as verity-chaos names it.
+    #[arg(long, alias = "nodes", default_value_t = 3)]
+    workers: u32,
+    /// The faults to inject (kills come from --kills).
+    #[arg(long, value_enum, default_value_t = verity_tools::chaos::Profile::All)]
+    profile: verity_tools::chaos::Profile,
+    /// When nodes ACK: after write(2) (process) or fdatasync (fsync).
+    #[arg(long, default_value = "process", value_parser = ["process", "fsync"])]
     durability: String,
     /// Work directory (default: a fresh one under the system temp dir,
     /// removed after a PASS).
@@ -229,20 +228,12 @@ pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitC
 
 /// `demo`: the flags checked, then the chaos run of this binary.
 fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
-    let profile = match f.profile.parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{bin} demo: --profile: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let durability = match f.durability.as_str() {
-        "process" => Durability::Process,
-        "fsync" => Durability::Fsync,
-        other => {
-            eprintln!("{bin} demo: --durability {other:?} is not process or fsync");
-            return ExitCode::from(2);
-        }
+    let profile = f.profile;
+    // Checked by clap (process or fsync).
+    let durability = if f.durability == "fsync" {
+        Durability::Fsync
+    } else {
+        Durability::Process
     };
     let sink = match verity_tools::chaos::SinkTarget::parse(&f.sink, f.pg_url.clone()) {
         Ok(s) => s,
@@ -273,7 +264,7 @@ fn demo(f: DemoFlags, bin: &str, apps: &Registry) -> ExitCode {
         seed,
         messages: f.messages,
         kills: f.kills,
-        nodes: f.nodes,
+        workers: f.workers,
         profile,
         durability,
         dir: f.dir,

@@ -24,7 +24,7 @@ pub struct DemoArgs {
     pub messages: u64,
     pub kills: u32,
     /// Worker processes of the cluster.
-    pub nodes: u32,
+    pub workers: u32,
     pub durability: Durability,
     pub profile: Profile,
     /// Work directory; a fresh temporary one when `None`.
@@ -52,7 +52,7 @@ pub fn run(args: &DemoArgs, apps: &Registry) -> Result<DemoOutcome, String> {
     let engine = engine_of_demo()?;
     let mut s = Scenario::new(engine);
     s.app = args.app.clone();
-    s.workers = args.nodes.max(1);
+    s.workers = args.workers.max(1);
     s.messages = args.messages;
     s.durability = match args.durability {
         Durability::Process => "process".into(),
@@ -90,7 +90,6 @@ pub fn run(args: &DemoArgs, apps: &Registry) -> Result<DemoOutcome, String> {
         }
     }
     s.command = command_line(&engine_of_demo()?);
-    s.workers_flag = "--nodes";
     let o = chaos::run(&s)?;
     Ok(DemoOutcome {
         passed: o.passed,

@@ -181,7 +181,7 @@ impl DurableMark {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(verity_loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;

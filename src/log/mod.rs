@@ -885,5 +885,5 @@ fn lock_dir(log_dir: &Path) -> Result<File, LogError> {
     Ok(file)
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(verity_loom)))]
 mod tests;

@@ -42,7 +42,7 @@ use crate::ports::{free_addr, free_run};
 use crate::send::{self, Progress, Records, SendConfig, SendStats};
 
 /// A named set of faults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
     /// No faults: the baseline.
     None,
@@ -209,8 +209,6 @@ pub struct Scenario {
     /// The command line that runs this scenario, without its arguments
     /// (for the reproduction line).
     pub command: String,
-    /// How that command names the worker count (`--workers`, `--nodes`).
-    pub workers_flag: &'static str,
 }
 
 impl Scenario {
@@ -248,16 +246,14 @@ impl Scenario {
             // verity-chaos is in verity-tools and needs the engine beside
             // it: this works as printed from the workspace root.
             command: "cargo build --release --workspace && ./target/release/verity-chaos".into(),
-            workers_flag: "--workers",
         }
     }
 
     /// The arguments that reproduce this scenario (after `command`).
     pub fn args(&self) -> String {
         let mut a = format!(
-            "--app {} {} {} --messages {} --profile {} --seed {}",
+            "--app {} --workers {} --messages {} --profile {} --seed {}",
             self.app,
-            self.workers_flag,
             self.workers,
             self.messages,
             self.profile.name(),

@@ -49,7 +49,7 @@ impl fmt::Display for GenError {
             GenError::Format(e) => write!(f, "{e}"),
             GenError::Data { path, reason } => write!(
                 f,
-                "{}: {reason} (set --data-dir or {DATA_DIR_ENV} to the reference data directory)",
+                "{}: {reason} (set --reference-data or {DATA_DIR_ENV} to the reference data directory)",
                 path.display()
             ),
         }

@@ -15,7 +15,7 @@ fn risk_limits_pass_under_all_faults_on_three_workers() {
                 "demo",
                 "--profile",
                 "all",
-                "--nodes",
+                "--workers",
                 "3",
                 "--messages",
                 "40000",

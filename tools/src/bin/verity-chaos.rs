@@ -34,12 +34,12 @@ struct Args {
     /// Records per second per source (default: as fast as the cluster takes).
     #[arg(long)]
     rate: Option<u64>,
-    /// process or fsync.
-    #[arg(long, default_value = "process")]
+    /// When nodes ACK: after write(2) (process) or fdatasync (fsync).
+    #[arg(long, default_value = "process", value_parser = ["process", "fsync"])]
     durability: String,
-    /// none, flaky-net, corrupt, crashes, partitions or all.
-    #[arg(long, default_value = "all")]
-    profile: String,
+    /// The faults to inject.
+    #[arg(long, value_enum, default_value_t = Profile::All)]
+    profile: Profile,
     /// One seed.
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -77,13 +77,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let a = Args::parse();
-    let profile: Profile = match a.profile.parse() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("verity-chaos: --profile: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let profile = a.profile;
     if a.durability != "process" && a.durability != "fsync" {
         eprintln!(
             "verity-chaos: --durability {:?} is not process or fsync",

@@ -1,8 +1,8 @@
 //! `verity-gen`: deterministic input files for the reference apps.
 //!
-//! - `verity-gen market-spread --seed S (--messages N | --orders N --nbbo M) --out-dir DIR [--data-dir D]`
+//! - `verity-gen market-spread --seed S (--messages N | --orders N --nbbo M) --out-dir DIR [--reference-data D]`
 //! - `verity-gen u64 --count N --out FILE`
-//! - `verity-gen text --seed S --lines N --out FILE [--data-dir D]`
+//! - `verity-gen text --seed S --lines N --out FILE [--reference-data D]`
 //! - `verity-gen tls --out-dir DIR --ip 127.0.0.1 [--ip ...] [--names w1,w2,sink]`
 
 use std::path::PathBuf;
@@ -40,8 +40,10 @@ enum Cmd {
         nbbo: Option<u64>,
         #[arg(long)]
         out_dir: PathBuf,
-        /// Reference data dir (default: $VERITY_DATA_DIR, else tools/data in the repo).
-        #[arg(long)]
+        /// The reference data (symbols, texts; default: $VERITY_DATA_DIR,
+        /// else tools/data in the repo). Not a node's data directory
+        /// (`verity replay --data-dir`): hence its own name.
+        #[arg(long = "reference-data", alias = "data-dir", value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
     /// The u64 file 1..=N (8-byte big-endian each).
@@ -59,8 +61,10 @@ enum Cmd {
         lines: u64,
         #[arg(long)]
         out: PathBuf,
-        /// Reference data dir (default: $VERITY_DATA_DIR, else tools/data in the repo).
-        #[arg(long)]
+        /// The reference data (symbols, texts; default: $VERITY_DATA_DIR,
+        /// else tools/data in the repo). Not a node's data directory
+        /// (`verity replay --data-dir`): hence its own name.
+        #[arg(long = "reference-data", alias = "data-dir", value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
     /// A CA (DIR/ca.pem, DIR/ca.key) and, per name, DIR/NAME.pem and
