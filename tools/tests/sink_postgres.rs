@@ -222,3 +222,26 @@ fn a_bad_config_file_exits_2_naming_the_file_and_key() {
         "{err}"
     );
 }
+
+/// A work directory under a scratch directory only its owner may enter
+/// (mkdtemp's 0700, as the README runner's TMPDIR): the private server
+/// still starts (run as root, its data goes to a directory of the server's
+/// user, removed when it stops), where initdb failed with "Permission
+/// denied".
+#[test]
+fn a_private_server_starts_under_a_directory_only_its_owner_may_enter() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TmpDir::new("sinkpg", "private");
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let server = LocalServer::start(&dir.join("pg"), free_addr().unwrap())
+        .unwrap_or_else(|e| panic!("a PostgreSQL server is needed here: {e}"));
+    let data = server.dir().to_path_buf();
+    let mut c = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+    let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
+    drop(c);
+    drop(server);
+    if !data.starts_with(&*dir) {
+        assert!(!data.exists(), "{} left behind", data.display());
+    }
+}

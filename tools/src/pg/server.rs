@@ -21,6 +21,9 @@ pub struct LocalServer {
     /// Run its commands as this user (when we are root).
     user: Option<String>,
     running: bool,
+    /// The directory is a temporary one of ours (the server's user could
+    /// not reach the one asked for): removed when the server is dropped.
+    temporary: bool,
 }
 
 /// Where the server binaries are: `$VERITY_PG_BIN`, else the newest
@@ -80,12 +83,49 @@ impl LocalServer {
                 ));
             }
         }
+        let mut temporary = false;
+        let dir = match &user {
+            // A directory under one the server's user cannot enter (a 0700
+            // scratch TMPDIR, a home directory): the data goes to a fresh
+            // directory of that user's under /tmp instead.
+            Some(u) if !reachable(u, &dir) => {
+                let out = Command::new("runuser")
+                    .args([
+                        "-u",
+                        u,
+                        "--",
+                        "mktemp",
+                        "-d",
+                        "-p",
+                        "/tmp",
+                        "verity-pg-XXXXXX",
+                    ])
+                    .output()
+                    .map_err(|e| format!("runuser mktemp: {e}"))?;
+                let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !out.status.success() || t.is_empty() {
+                    return Err(format!(
+                        "the {u} user cannot reach {} and mktemp as {u} failed: {}",
+                        dir.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                eprintln!(
+                    "verity: the {u} user cannot reach {}; the PostgreSQL data goes to {t} (removed at the end)",
+                    dir.display()
+                );
+                temporary = true;
+                PathBuf::from(t)
+            }
+            _ => dir,
+        };
         let mut s = LocalServer {
             dir,
             bin,
             addr,
             user,
             running: false,
+            temporary,
         };
         if !s.dir.join("PG_VERSION").exists() {
             let pgdata = s.dir.display().to_string();
@@ -206,5 +246,21 @@ impl Drop for LocalServer {
         if self.running {
             let _ = self.stop("immediate");
         }
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// Whether `user` can write into `dir` (every directory above it
+/// searchable by that user).
+fn reachable(user: &str, dir: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", user, "--", "test", "-w"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
