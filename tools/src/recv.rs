@@ -525,19 +525,40 @@ impl Drop for Receiver {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// A stream a sink serves: TCP, or TLS over it.
+pub(crate) trait ReadWrite: Read + Write {}
+
+impl<T: Read + Write> ReadWrite for T {}
+
+/// What a sink's listener needs of its server (`verity-recv`,
+/// `verity-sink-postgres`): [`accept_loop`] does the rest.
+pub(crate) trait Connections: Send + Sync + 'static {
+    fn stopped(&self) -> bool;
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>>;
+    /// One more connection was accepted (counted).
+    fn accepted(&self);
+    /// What messages call the server.
+    fn name(&self) -> &str;
+    /// Serves one node connection until it ends.
+    fn serve(&self, stream: &mut dyn ReadWrite) -> std::io::Result<()>;
+}
+
+/// A sink's listener loop: accepts until the server stops, one thread per
+/// connection: the socket tuned, reads timing out after 50 ms (so a stop
+/// is seen), TLS when configured (its handshake runs within the first
+/// reads). A lost connection is normal (a node crash: it reconnects and
+/// resends); a TLS failure is said.
+pub(crate) fn accept_loop<C: Connections>(listener: TcpListener, shared: Arc<C>) {
     let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stopped() {
         match listener.accept() {
             Ok((stream, peer)) => {
                 let sh = Arc::clone(&shared);
-                sh.lock().stats.connections += 1;
+                sh.accepted();
                 conns.push(thread::spawn(move || {
-                    if let Err(e) = serve(stream, &sh) {
-                        // A lost connection is normal (node crash); the node
-                        // reconnects and resends. A TLS failure is not.
+                    if let Err(e) = serve_stream(stream, &*sh) {
                         if let Some(why) = crate::tls::failure(&e) {
-                            eprintln!("verity-recv: TLS with {peer} failed: {why}");
+                            eprintln!("{}: TLS with {peer} failed: {why}", sh.name());
                         }
                     }
                 }));
@@ -554,13 +575,30 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+fn serve_stream<C: Connections>(stream: TcpStream, c: &C) -> std::io::Result<()> {
     crate::net::tune(&stream);
     stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-    match &shared.tls {
-        None => serve_on(stream, shared),
-        // The TLS handshake runs within the first reads.
-        Some(tls) => serve_on(crate::tls::TlsStream::server(tls.clone(), stream)?, shared),
+    match c.tls() {
+        None => c.serve(&mut { stream }),
+        Some(tls) => c.serve(&mut crate::tls::TlsStream::server(tls, stream)?),
+    }
+}
+
+impl Connections for Shared {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.clone()
+    }
+    fn accepted(&self) {
+        self.lock().stats.connections += 1;
+    }
+    fn name(&self) -> &str {
+        "verity-recv"
+    }
+    fn serve(&self, stream: &mut dyn ReadWrite) -> std::io::Result<()> {
+        serve_on(stream, self)
     }
 }
 

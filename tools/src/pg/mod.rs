@@ -28,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -38,7 +38,7 @@ use bytes::BytesMut;
 use verity_wire::client::{SinkLedger, Verdict};
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, HANDSHAKE_MAX_FRAME_LEN};
 
-use crate::recv::{SinkHandshake, NACK_INTERVAL};
+use crate::recv::{accept_loop, Connections, ReadWrite, SinkHandshake, NACK_INTERVAL};
 
 pub mod cli;
 pub mod config;
@@ -366,39 +366,21 @@ impl Drop for Sink {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stopped() {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                let sh = Arc::clone(&shared);
-                sh.stats().connections += 1;
-                conns.push(thread::spawn(move || {
-                    if let Err(e) = serve(stream, &sh) {
-                        if let Some(why) = crate::tls::failure(&e) {
-                            eprintln!("{}: TLS with {peer} failed: {why}", sh.name);
-                        }
-                    }
-                }));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => thread::sleep(Duration::from_millis(10)),
-        }
-        conns.retain(|h| !h.is_finished());
+impl Connections for Shared {
+    fn stopped(&self) -> bool {
+        Shared::stopped(self)
     }
-    for h in conns {
-        let _ = h.join();
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.clone()
     }
-}
-
-fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    crate::net::tune(&stream);
-    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
-    match &shared.tls {
-        None => serve_on(stream, shared),
-        Some(tls) => serve_on(crate::tls::TlsStream::server(tls.clone(), stream)?, shared),
+    fn accepted(&self) {
+        self.stats().connections += 1;
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn serve(&self, stream: &mut dyn ReadWrite) -> std::io::Result<()> {
+        serve_on(stream, self)
     }
 }
 
