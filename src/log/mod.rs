@@ -165,7 +165,6 @@ mod segment;
 mod syncer;
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{compiler_fence, Ordering};
 
@@ -873,16 +872,11 @@ fn lock_dir(log_dir: &Path) -> Result<File, LogError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| LogError::io(error::Op::Open, &path, e))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LogError::Locked { path });
-        }
-        return Err(LogError::io(error::Op::Lock, &path, e));
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(LogError::io(error::Op::Lock, &path, e)),
     }
-    Ok(file)
 }
 
 #[cfg(all(test, not(verity_loom)))]

@@ -3,39 +3,36 @@
 //! and wall-clock readings.
 
 use std::io;
-use std::os::unix::io::AsRawFd;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpStream;
 
 /// Set by SIGTERM/SIGINT (or by a shard that stopped on an error): every
 /// event loop of the process finishes its batch and stops.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    STOP.store(true, Ordering::SeqCst);
+fn stop_flag() -> &'static Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(Arc::default)
 }
 
 /// Installs SIGTERM/SIGINT handlers that ask the loop to stop gracefully.
 pub fn install_signal_handlers() {
-    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe;
-    // the handler pointer has the signature `signal` expects.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    // signal-hook's handler only stores to the flag (async-signal-safe).
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(stop_flag()));
     }
 }
 
 /// Whether the worker was asked to stop.
 pub(super) fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+    stop_flag().load(Ordering::SeqCst)
 }
 
 /// Asks every event loop of the process to stop.
 pub(super) fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
+    stop_flag().store(true, Ordering::SeqCst);
 }
 
 /// Socket buffers of 4 MiB each way: a peer that is descheduled for a
@@ -49,42 +46,30 @@ pub(super) fn request_stop() {
 /// dropped after [`KEEPALIVE_PROBES`] unanswered probes; one with bytes
 /// unacknowledged for [`USER_TIMEOUT_MS`] is dropped too.
 pub(super) fn tune_socket(stream: &TcpStream) {
-    let opts: [(libc::c_int, libc::c_int, libc::c_int); 7] = [
-        (libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20),
-        (libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20),
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
-        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
-    ];
-    for (level, opt, value) in opts {
-        // SAFETY: setsockopt(2) on the socket this stream owns, with a
-        // pointer to a c_int that lives for the call and its exact size.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                level,
-                opt,
-                (&value as *const libc::c_int).cast::<libc::c_void>(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    // Best effort: a failure leaves the kernel's defaults.
+    let s = socket2::SockRef::from(stream);
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(KEEPALIVE_IDLE_S))
+        .with_interval(Duration::from_secs(KEEPALIVE_INTERVAL_S))
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = s.set_tcp_keepalive(&keepalive);
+    let _ = s.set_tcp_user_timeout(Some(Duration::from_millis(USER_TIMEOUT_MS)));
 }
 
 /// Seconds a connection is idle before the first keepalive probe.
-const KEEPALIVE_IDLE_S: libc::c_int = 10;
+const KEEPALIVE_IDLE_S: u64 = 10;
 
 /// Seconds between keepalive probes.
-const KEEPALIVE_INTERVAL_S: libc::c_int = 2;
+const KEEPALIVE_INTERVAL_S: u64 = 2;
 
 /// Unanswered probes before the connection is dropped.
-const KEEPALIVE_PROBES: libc::c_int = 3;
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// Milliseconds bytes may stay unacknowledged by the peer's host before
 /// the connection is dropped (TCP's own retransmissions would take ~15 min).
-const USER_TIMEOUT_MS: libc::c_int = 20_000;
+const USER_TIMEOUT_MS: u64 = 20_000;
 
 /// 32 bytes from the operating system's random source, for a HELLO
 /// challenge; `None` if it fails (the connection is then refused, never

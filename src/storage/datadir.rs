@@ -27,7 +27,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The journal's directory name: the inputs the node accepted.
@@ -101,9 +100,10 @@ impl DataDir {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| err(&lock_path, format!("cannot open: {e}")))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        if let Err(e) = lock.try_lock() {
+            if let std::fs::TryLockError::Error(e) = e {
+                return Err(err(&lock_path, format!("cannot lock: {e}")));
+            }
             let mut holder = String::new();
             let _ = lock.read_to_string(&mut holder);
             return Err(err(

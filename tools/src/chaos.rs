@@ -980,8 +980,8 @@ fn receiver_step(
     Ok(n)
 }
 
-/// Signals without a libc dependency in the tools crate: `kill(1)` would do,
-/// but a direct syscall keeps the timing tight.
+/// Signals to the run's children: kill(2) with libc's signal numbers (a
+/// direct syscall keeps the timing tight).
 mod libc_signal {
     #[derive(Clone, Copy)]
     pub enum Signal {
@@ -990,20 +990,16 @@ mod libc_signal {
         Term,
     }
 
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-
     pub fn send(pid: u32, sig: Signal) {
         let n = match sig {
-            Signal::Stop => 19,
-            Signal::Cont => 18,
-            Signal::Term => 15,
+            Signal::Stop => libc::SIGSTOP,
+            Signal::Cont => libc::SIGCONT,
+            Signal::Term => libc::SIGTERM,
         };
         // SAFETY: kill(2) with our own child's pid and a valid signal number;
         // no memory is passed.
         unsafe {
-            kill(pid as i32, n);
+            libc::kill(pid as libc::pid_t, n);
         }
     }
 }

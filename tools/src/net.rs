@@ -8,7 +8,11 @@
 //! probes and is kept). The worker sets the same (src/runtime/os.rs).
 
 use std::net::TcpStream;
+#[cfg(test)]
 use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use socket2::{SockRef, TcpKeepalive};
 
 /// Seconds a connection is idle before the first keepalive probe.
 pub const KEEPALIVE_IDLE_S: libc::c_int = 10;
@@ -24,26 +28,13 @@ pub const USER_TIMEOUT_MS: libc::c_int = 20_000;
 /// kernel's defaults).
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
-    let opts: [(libc::c_int, libc::c_int, libc::c_int); 5] = [
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
-        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, USER_TIMEOUT_MS),
-    ];
-    for (level, opt, value) in opts {
-        // SAFETY: setsockopt(2) on the socket `stream` owns, with a pointer
-        // to a c_int that lives for the call and its exact size.
-        unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                level,
-                opt,
-                (&value as *const libc::c_int).cast::<libc::c_void>(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    let s = SockRef::from(stream);
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(KEEPALIVE_IDLE_S as u64))
+        .with_interval(Duration::from_secs(KEEPALIVE_INTERVAL_S as u64))
+        .with_retries(KEEPALIVE_PROBES as u32);
+    let _ = s.set_tcp_keepalive(&keepalive);
+    let _ = s.set_tcp_user_timeout(Some(Duration::from_millis(USER_TIMEOUT_MS as u64)));
 }
 
 #[cfg(test)]

@@ -166,30 +166,21 @@ pub fn run(a: &Args, name: &str) -> ExitCode {
 /// crate has no libc dependency.
 pub(crate) mod signals {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
 
-    static STOP: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn on_signal(_signum: i32) {
-        // Async-signal-safe: one atomic store.
-        STOP.store(true, Ordering::SeqCst);
-    }
-
-    extern "C" {
-        fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+    fn flag() -> &'static Arc<AtomicBool> {
+        static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+        STOP.get_or_init(Arc::default)
     }
 
     pub fn install() {
-        const SIGINT: i32 = 2;
-        const SIGTERM: i32 = 15;
-        // SAFETY: signal(2) with valid signal numbers and a handler that only
-        // stores to an atomic (async-signal-safe).
-        unsafe {
-            signal(SIGINT, on_signal);
-            signal(SIGTERM, on_signal);
+        // signal-hook's handler only stores to the flag (async-signal-safe).
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let _ = signal_hook::flag::register(sig, Arc::clone(flag()));
         }
     }
 
     pub fn stopped() -> bool {
-        STOP.load(Ordering::SeqCst)
+        flag().load(Ordering::SeqCst)
     }
 }
