@@ -38,3 +38,43 @@ fn a_worker_on_a_data_directory_of_another_shape_refuses_to_start() {
     node.start();
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
 }
+
+/// `limits.socket_buffer_bytes` is asked of the kernel, and the worker
+/// says what it was granted (Linux reports twice what it keeps for data,
+/// up to net.core.rmem_max / wmem_max).
+#[test]
+fn a_worker_says_what_socket_buffers_it_was_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(
+        dir.path(),
+        "doubler",
+        free_addr(),
+        "socket_buffer_bytes = 65536",
+    );
+    node.start();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.log_text().contains("socket buffers:") && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
+    let log = node.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("socket buffers:"))
+        .unwrap_or_else(|| panic!("no socket buffer line: {log}"));
+    assert!(
+        line.contains(
+            "asked 65536 bytes each way (limits.socket_buffer_bytes), the kernel granted receive "
+        ),
+        "{line}"
+    );
+    let granted: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // [65536, receive, send]: Linux grants at least what was asked here.
+    assert!(
+        granted.len() >= 3 && granted[1] >= 65536 && granted[2] >= 65536,
+        "{line}"
+    );
+}

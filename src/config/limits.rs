@@ -64,6 +64,10 @@ pub struct Limits {
     /// accepted frames are kept to catch a duplicate whose content differs
     /// (a power of two).
     pub dedup_window: usize,
+    /// SO_RCVBUF and SO_SNDBUF asked of the kernel for every connection
+    /// (it may grant less: `net.core.rmem_max` / `wmem_max`; the worker
+    /// says what it got).
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +87,7 @@ impl Default for Limits {
             max_handshakes: 64,
             max_connections_per_address: 16,
             dedup_window: 1 << 16,
+            socket_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -137,6 +142,12 @@ pub(crate) fn parse_limits(w: &Walker<'_>, t: &toml::Table) -> Result<Limits, Co
             65536,
         )? as usize,
         dedup_window: int("dedup_window", d.dedup_window as u64, 1024, 1 << 24)? as usize,
+        socket_buffer_bytes: int(
+            "socket_buffer_bytes",
+            d.socket_buffer_bytes as u64,
+            4096,
+            1 << 30,
+        )? as usize,
     };
     check_limits(w, &limits)?;
     Ok(limits)
@@ -144,6 +155,7 @@ pub(crate) fn parse_limits(w: &Walker<'_>, t: &toml::Table) -> Result<Limits, Co
 
 /// Every key of `[limits]`.
 const LIMIT_KEYS: &[&str] = &[
+    "socket_buffer_bytes",
     "max_frame_len",
     "max_unacked",
     "max_undurable",

@@ -123,7 +123,7 @@ impl Inbound {
         }
         self.make_handshake_room(n, reg);
         let _ = stream.set_nodelay(true);
-        tune_socket(&stream);
+        tune_socket(&stream, n.cfg.limits.socket_buffer_bytes);
         let slot = match self.conns.iter().position(Option::is_none) {
             Some(i) => i,
             None => {

@@ -45,11 +45,28 @@ pub(super) fn request_stop() {
 /// after [`KEEPALIVE_IDLE_S`] s, every [`KEEPALIVE_INTERVAL_S`] s, and
 /// dropped after [`KEEPALIVE_PROBES`] unanswered probes; one with bytes
 /// unacknowledged for [`USER_TIMEOUT_MS`] is dropped too.
-pub(super) fn tune_socket(stream: &TcpStream) {
+pub(super) fn tune_socket(stream: &TcpStream, buffer_bytes: usize) {
     // Best effort: a failure leaves the kernel's defaults.
     let s = socket2::SockRef::from(stream);
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
+    let _ = s.set_recv_buffer_size(buffer_bytes);
+    let _ = s.set_send_buffer_size(buffer_bytes);
+    // What the kernel granted, said once per process (Linux reports twice
+    // what it keeps for data, and caps it at net.core.rmem_max/wmem_max).
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let (r, w) = (
+            s.recv_buffer_size().unwrap_or(0),
+            s.send_buffer_size().unwrap_or(0),
+        );
+        let short = if r < buffer_bytes || w < buffer_bytes {
+            " (less than asked: raise net.core.rmem_max and net.core.wmem_max; docs/OPERATIONS.md)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "verity: socket buffers: asked {buffer_bytes} bytes each way (limits.socket_buffer_bytes), the kernel granted receive {r}, send {w}{short}"
+        );
+    });
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(KEEPALIVE_IDLE_S))
         .with_interval(Duration::from_secs(KEEPALIVE_INTERVAL_S))

@@ -174,7 +174,7 @@ impl Outbound {
             return false;
         }
         let _ = stream.set_nodelay(true);
-        tune_socket(&stream);
+        tune_socket(&stream, n.cfg.limits.socket_buffer_bytes);
         let stream = match tls {
             None => Stream::Tcp(stream),
             // The peer's certificate must name the address dialed.
