@@ -90,6 +90,7 @@ fn the_sim_subcommand_judges_the_app_by_the_generic_oracle_and_its_own() {
         .args(["sim", "--seed", "1", "--app", "nope"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("unknown app \"nope\" (one of: doubler, word-count, sequence-window, market-spread, risk-limits)"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--app: unknown app \"nope\" (one of: doubler, word-count, sequence-window, market-spread, risk-limits)"), "{err}");
 }
