@@ -33,6 +33,8 @@ pub struct WorkerSpec {
     /// `source_channels`, or (when no worker sets that key) channel `c` at
     /// worker `(c - 1) mod W` in file order.
     pub source_channels: Vec<u32>,
+    /// Where the worker process serves its metrics over HTTP (off: `None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl WorkerSpec {
@@ -45,6 +47,7 @@ impl WorkerSpec {
     fn ports(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = self.node_addresses().collect();
         v.push(self.sources);
+        v.extend(self.metrics_listen);
         v
     }
 }
@@ -327,6 +330,7 @@ impl ClusterToml {
                     "shards",
                     "data_dir",
                     "source_channels",
+                    "metrics_listen",
                 ],
             )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
@@ -372,6 +376,7 @@ impl ClusterToml {
                 shards,
                 data_dir: base.join(w.req_str(t, &p, "data_dir")?),
                 source_channels: Vec::new(),
+                metrics_listen: w.opt_addr(t, &p, "metrics_listen")?,
             };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -389,6 +394,14 @@ impl ClusterToml {
                             "its shards' port {a} is already used by worker {:?}",
                             s.name
                         ),
+                    ));
+                }
+            }
+            if let Some(m) = spec.metrics_listen {
+                if m == sources || spec.node_addresses().any(|a| a == m) {
+                    return Err(w.err(
+                        &format!("{p}.metrics_listen"),
+                        format!("{m} is also the worker's sources or node address"),
                     ));
                 }
             }
@@ -578,6 +591,7 @@ impl ClusterToml {
                 allow_unauthenticated: self.allow_unauthenticated,
                 open_warning: open.clone(),
                 tls: self.tls.clone(),
+                metrics_listen: spec.metrics_listen,
                 source_homes: source_homes.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),

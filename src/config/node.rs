@@ -47,6 +47,9 @@ pub struct NodeToml {
     pub cluster: Option<ClusterNode>,
     /// Keep a hash chain over the journal (`storage::audit`).
     pub audit: bool,
+    /// `metrics_listen`: where the worker process serves its metrics
+    /// (Prometheus text), `/healthz` and `/readyz` over HTTP. `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where a source channel lives: its home worker keeps the channel's seq
@@ -159,6 +162,7 @@ impl NodeToml {
                 "client_secret_file",
                 "allow_unauthenticated",
                 "audit",
+                "metrics_listen",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -222,6 +226,7 @@ impl NodeToml {
             tls,
             cluster: None,
             audit: w.bool(node, "node", "audit")?,
+            metrics_listen: w.opt_addr(node, "node", "metrics_listen")?,
         })
     }
 }

@@ -176,6 +176,19 @@ impl Walker<'_> {
         }
     }
 
+    /// [`Walker::addr`] of a key that may be left out.
+    pub(crate) fn opt_addr(
+        &self,
+        t: &toml::Table,
+        p: &str,
+        k: &str,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        match t.contains_key(k) {
+            false => Ok(None),
+            true => self.addr(t, p, k).map(Some),
+        }
+    }
+
     pub(crate) fn addr(
         &self,
         t: &toml::Table,

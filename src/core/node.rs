@@ -428,6 +428,14 @@ impl NodeCore {
     pub fn journal_next(&self) -> u64 {
         self.journal_next
     }
+    /// Journal records `< durable_records()` are durable.
+    pub fn durable_records(&self) -> u64 {
+        self.durable
+    }
+    /// Every inbound channel: the sources', then one from each node.
+    pub fn in_channels(&self) -> &[InChannel] {
+        &self.inputs
+    }
 
     /// Whether the node should read more input now (false = backpressure:
     /// the sink, a peer or the journal is too far behind).

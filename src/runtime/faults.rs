@@ -99,17 +99,31 @@ impl FaultState {
     /// Writes what `c`'s shim decided since the last call to the fault log,
     /// and lets its held-back frames out when due; `true` when that write
     /// failed (the connection is lost).
-    pub(super) fn drain(&mut self, c: &mut Conn) -> bool {
+    pub(super) fn drain(&mut self, c: &mut Conn, counts: &mut [u64; 6]) -> bool {
+        if let Some(s) = c.shim.as_ref() {
+            count(s, counts);
+        }
         drain_shim(c, &mut self.log, unix_ms())
     }
 
     /// The shim of a closed connection: its last decisions (a close, say)
     /// go to the fault log.
-    pub(super) fn retire(&mut self, mut shim: Shim) {
+    pub(super) fn retire(&mut self, mut shim: Shim, counts: &mut [u64; 6]) {
+        count(&shim, counts);
         shim.write_decisions(&mut self.log, unix_ms());
     }
 
     pub(super) fn flush(&mut self) {
         let _ = self.log.flush();
+    }
+}
+
+/// Adds the decisions `shim` has not logged yet to `counts` (by kind, in
+/// `Decision::ALL` order), for the metrics.
+fn count(shim: &Shim, counts: &mut [u64; 6]) {
+    for d in &shim.decisions {
+        if let Some(i) = super::shim::Decision::ALL.iter().position(|k| *k == d.4) {
+            counts[i] += 1;
+        }
     }
 }

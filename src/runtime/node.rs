@@ -30,6 +30,15 @@ pub struct WorkerStats {
     pub refused: u64,
     pub sources_accepted: u64,
     pub dead_letters_logged: u64,
+    /// NACKs from consumers (the sink, other nodes).
+    pub nacks_received: u64,
+    /// Times an outbound channel went back to resend: on a NACK, on a
+    /// consumer's RESUME, after `limits.resend_timeout_ms` without ACK.
+    pub resends_nack: u64,
+    pub resends_resume: u64,
+    pub resends_timeout: u64,
+    /// Fault-shim decisions by kind (`shim::Decision::ALL` order).
+    pub fault_decisions: [u64; 6],
 }
 
 /// The node: its core and what every part of the loop reads or counts.

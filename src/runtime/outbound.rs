@@ -310,7 +310,10 @@ impl Outbound {
                 let from = frame.header().seq();
                 let out = out_of(k);
                 n.core.handle(Input::Nack { out, from }, &mut n.fx);
-                n.fx.resend = None;
+                n.stats.nacks_received += 1;
+                if n.fx.resend.take().is_some() {
+                    n.stats.resends_nack += 1;
+                }
                 if let Some(v) = n.fx.violation.take() {
                     self.refuse(k, n, reg, ErrorCode::Protocol, &v.to_string());
                 }
@@ -401,6 +404,7 @@ impl Outbound {
         if n.fx.resend.take().is_none() {
             return Ok(());
         }
+        n.stats.resends_resume += 1;
         if node.is_none() {
             n.stats.sink_connects += 1;
         }

@@ -29,6 +29,8 @@ pub(super) struct Store {
     pub(super) undurable: VecDeque<(u64, u64)>,
     /// Dead letters at journal indexes below this are already logged.
     dead_logged_below: u64,
+    /// Records in the dead-letter log.
+    dead_records: u64,
     pub(super) records_at_snapshot: u64,
     /// The journal's hash chain (`audit = true`), and when its head was
     /// last printed.
@@ -102,7 +104,9 @@ impl Opened {
         }
 
         let mut dead_logged_below = 0;
+        let mut dead_records = 0;
         for rec in dead.reader_at(dead.first_position())? {
+            dead_records += 1;
             if let Some(d) = DeadLetterRecord::decode(rec?.payload) {
                 dead_logged_below = dead_logged_below.max(d.journal_index + 1);
             }
@@ -113,6 +117,7 @@ impl Opened {
             dead,
             undurable: VecDeque::new(),
             dead_logged_below,
+            dead_records,
             records_at_snapshot: 0,
             audit: None,
             audit_printed: None,
@@ -332,6 +337,7 @@ impl Store {
             self.dead
                 .append(RecordKind::DeadLetter.code(), clock_ns, &rec)?;
             self.dead_logged_below = d.journal_index + 1;
+            self.dead_records += 1;
             n.stats.dead_letters_logged += 1;
         }
         Ok(())
@@ -340,6 +346,12 @@ impl Store {
     /// How many journal records are durable now, when that moved (fsync:
     /// commits the journal and the outbound logs and takes what the syncer
     /// has published; process: all of them). `None`: nothing new.
+    /// The dead-letter log's records and bytes.
+    pub(super) fn dead_letter_size(&self) -> (u64, u64) {
+        let bytes = self.dead.end_position() - self.dead.first_position();
+        (self.dead_records, bytes)
+    }
+
     pub(super) fn durable_records(
         &mut self,
         n: &Node,

@@ -1,11 +1,14 @@
 //! A worker process with several nodes: one thread and event loop per
 //! node (shard), wired to each other by in-process ring links.
 
+use std::sync::Arc;
+
 use mio::Poll;
 
 use super::conn::WAKER;
 use super::error::{io_err, WorkerError};
 use super::link::ShardLinks;
+use super::metrics::{self, Hub};
 use super::os::request_stop;
 use super::worker::Worker;
 use crate::config::NodeToml;
@@ -19,11 +22,16 @@ const LINK_RING_BYTES: usize = 4 << 20;
 /// pair). The first shard to fail stops the others; its error is returned.
 pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
     let n = cfgs.len();
+    let hub = serve_metrics(&cfgs)?;
     if n <= 1 {
         let Some(cfg) = cfgs.into_iter().next() else {
             return Ok(());
         };
-        return Worker::start(cfg)?.run();
+        let mut w = Worker::start(cfg)?;
+        if let Some(h) = hub {
+            w.attach_metrics(h, 0);
+        }
+        return w.run();
     }
     let ids: Vec<u32> = cfgs.iter().map(|c| c.node_id).collect();
     let mut links = Vec::with_capacity(n);
@@ -51,12 +59,18 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         }
     }
     let mut threads = Vec::with_capacity(n);
-    for (cfg, l) in cfgs.into_iter().zip(links) {
+    for (slot, (cfg, l)) in cfgs.into_iter().zip(links).enumerate() {
         let id = cfg.node_id;
+        let hub = hub.clone();
         let t = std::thread::Builder::new()
             .name(format!("node-{id}"))
             .spawn(move || {
-                let r = Worker::start_shard(cfg, l).and_then(|mut w| w.run());
+                let r = Worker::start_shard(cfg, l).and_then(|mut w| {
+                    if let Some(h) = hub {
+                        w.attach_metrics(h, slot);
+                    }
+                    w.run()
+                });
                 if let Err(e) = &r {
                     eprintln!("verity: node {id} stopped on error: {e}");
                     request_stop();
@@ -76,4 +90,18 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         }
     }
     first
+}
+
+/// Starts the process's metrics endpoint when `metrics_listen` is set (the
+/// same for every shard of a worker): the hub the shards publish to.
+fn serve_metrics(cfgs: &[NodeToml]) -> Result<Option<Arc<Hub>>, WorkerError> {
+    let Some(addr) = cfgs.first().and_then(|c| c.metrics_listen) else {
+        return Ok(None);
+    };
+    let hub = Hub::new(cfgs.len(), env!("VERITY_VERSION"));
+    metrics::serve(addr, hub.clone()).map_err(io_err(format!(
+        "cannot serve metrics on {addr} (metrics_listen)"
+    )))?;
+    eprintln!("verity: metrics on http://{addr}/metrics (and /healthz, /readyz)");
+    Ok(Some(hub))
 }

@@ -43,13 +43,14 @@ use super::faults::FaultState;
 use super::inbound::Inbound;
 use super::ingest::Sinks;
 use super::link::ShardLinks;
+use super::metrics::{Hub, InSample, Meter, OutSample, Sample};
 use super::node::{Node, WorkerStats};
 use super::os::stop_requested;
 use super::outbound::{Dial, Outbound};
 use super::outpath::{out_of, OUT_CONN_BASE};
 use super::recovery::{Opened, Store};
 use super::tls::TlsSetup;
-use crate::config::NodeToml;
+use crate::config::{NodeToml, SourceHome};
 use crate::core::{ConnId, Out};
 use crate::log::Durability;
 
@@ -61,6 +62,10 @@ pub struct Worker {
     /// The fault shim's configuration and log (`[faults]`), if any.
     faults: Option<FaultState>,
     poll: Poll,
+    /// How long the start took (snapshot restore, journal replay).
+    recovery: Duration,
+    /// Live metrics (`metrics_listen`), when attached.
+    meter: Option<Meter>,
 }
 
 /// Binds the source listener (shard 0 of a worker only) and, in a cluster,
@@ -122,6 +127,7 @@ impl Worker {
     /// [`Worker::start`] for one shard of a worker process, wired to the
     /// process's other shards by `links`.
     pub fn start_shard(cfg: NodeToml, mut links: ShardLinks) -> Result<Worker, WorkerError> {
+        let began = Instant::now();
         let tls = match &cfg.tls {
             None => None,
             Some(files) => Some(TlsSetup::new(files).map_err(WorkerError::Tls)?),
@@ -160,6 +166,8 @@ impl Worker {
             outbound,
             faults,
             poll,
+            recovery: Duration::ZERO,
+            meter: None,
         };
         let behind = w
             .store
@@ -175,7 +183,98 @@ impl Worker {
             }
         }
         w.announce(snapshot_index);
+        w.recovery = began.elapsed();
         Ok(w)
+    }
+
+    /// Publishes this node's metrics to `hub` (slot: its shard's index in
+    /// the process) from now on.
+    pub fn attach_metrics(&mut self, hub: std::sync::Arc<Hub>, slot: usize) {
+        self.meter = Some(Meter::new(hub, slot, self.recovery));
+    }
+
+    /// This node's counters and channels, for the metrics.
+    fn sample(&self) -> Sample {
+        let (n, core) = (&self.node, &self.node.core);
+        let (c, w) = (&core.stats, &n.stats);
+        let cluster = n.cfg.cluster.as_ref();
+        let outbound = self
+            .outbound
+            .paths
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| {
+                let p = p.as_ref()?;
+                let o = match k {
+                    0 => core.out(),
+                    _ => core.peer_out(p.node?)?,
+                };
+                Some(OutSample {
+                    channel: o.id,
+                    to: p.node.map_or("sink".into(), |j| format!("node {j}")),
+                    addr: p.addr.to_string(),
+                    produced: o.next_seq.saturating_sub(1),
+                    released: o.released,
+                    sent: o.sent,
+                    acked: o.acked,
+                    unacked: o.unacked(),
+                    log_bytes: p.store.log().end_position() - p.store.log().first_position(),
+                    connected: p.conn.as_ref().is_some_and(|c| c.state == ConnState::Ready),
+                    connects: p.connects,
+                })
+            })
+            .collect();
+        let j = &self.store.journal;
+        let (dead_records, dead_bytes) = self.store.dead_letter_size();
+        Sample {
+            node: n.cfg.node_id,
+            worker: cluster.map_or(String::new(), |c| c.worker.clone()),
+            shard: cluster.map_or(0, |c| c.shard),
+            app: n.cfg.app.to_string(),
+            epoch: n.epoch,
+            accepted: c.accepted,
+            duplicates: c.duplicates,
+            gaps: c.gaps,
+            dead_letters: c.dead_letters,
+            outputs: c.outputs,
+            forwarded: c.forwarded,
+            violations: c.violations,
+            bad_frames: w.bad_frames,
+            sources_accepted: w.sources_accepted,
+            sink_connects: w.sink_connects,
+            peer_connects: w.peer_connects,
+            auth_refused: w.auth_refused,
+            tls_failed: w.tls_failed,
+            refused_limit: w.refused,
+            nacks_received: w.nacks_received,
+            resends_nack: w.resends_nack,
+            resends_resume: w.resends_resume,
+            resends_timeout: w.resends_timeout,
+            journal_records: core.journal_next(),
+            journal_bytes: j.end_position() - j.first_position(),
+            durable_lag_bytes: j.end_position() - j.durable_position().min(j.end_position()),
+            dead_letter_records: dead_records,
+            dead_letter_bytes: dead_bytes,
+            snapshots: w.snapshots,
+            replayed: w.replayed,
+            faults: w.fault_decisions,
+            // Source channels homed here, and those from the other nodes.
+            inbound: core
+                .in_channels()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| match n.cfg.source_homes.get(*i) {
+                    Some(home) => *home == SourceHome::Here,
+                    None => *i - n.cfg.source_homes.len() != core.node() as usize,
+                })
+                .map(|(_, i)| InSample {
+                    channel: i.id,
+                    delivered: i.delivered,
+                })
+                .collect(),
+            outbound,
+            ..Sample::default()
+        }
     }
 
     /// The counters for the report printed at exit.
@@ -363,13 +462,34 @@ impl Worker {
             store: &mut self.store,
             outbound: &mut self.outbound,
         };
+        // With metrics: when this iteration's read batch began.
+        let read_at = self.meter.is_some().then(Instant::now);
+        let journal_before = n.core.journal_next();
         self.inbound.read(n, &mut sinks)?;
         self.inbound
             .make_durable(n, &mut self.store, &self.outbound)?;
+        if let (Some(m), Some(read_at)) = (self.meter.as_mut(), read_at) {
+            if n.core.journal_next() > journal_before {
+                m.batch_read(n.core.journal_next(), read_at);
+            }
+            m.durable(n.core.durable_records(), Instant::now());
+        }
         for k in 0..self.outbound.paths.len() {
             self.outbound.pump(k, n, reg)?;
         }
         let now = Instant::now();
+        if let Some(m) = self.meter.as_mut() {
+            m.released(now);
+            let on = !n.core.wants_input();
+            if let Some(on) = m.backpressure(on, now) {
+                let what = if on {
+                    "on: the core refuses input (an outbound channel or the journal is full)"
+                } else {
+                    "off"
+                };
+                n.log_limited(format_args!("node {}: backpressure {what}", n.core.node()));
+            }
+        }
         self.tick(now);
         let (n, reg) = (&mut self.node, self.poll.registry());
         self.inbound.flush(n, reg, false, now);
@@ -381,6 +501,12 @@ impl Worker {
         let since = self.node.core.journal_next() - self.store.records_at_snapshot;
         if since >= self.node.cfg.snapshot_interval_records {
             self.snapshot()?;
+        }
+        if self.meter.as_ref().is_some_and(|m| m.due(now)) {
+            let sample = self.sample();
+            if let Some(m) = self.meter.as_mut() {
+                m.publish(sample, now);
+            }
         }
         Ok(())
     }
@@ -414,7 +540,11 @@ impl Worker {
         if self.node.cfg.durability == Durability::Fsync {
             self.make_durable()?;
         }
-        self.store.write_snapshot(&mut self.node)
+        self.store.write_snapshot(&mut self.node)?;
+        if let Some(m) = self.meter.as_mut() {
+            m.last_snapshot = Instant::now();
+        }
+        Ok(())
     }
 
     /// Fires the core's timers due at `now` (resend after
@@ -430,6 +560,7 @@ impl Worker {
             self.handshakes_expired(&expired);
         }
         let n = &mut self.node;
+        n.stats.resends_timeout += n.fx.rewound.len() as u64;
         for (out, from) in n.fx.rewound.drain(..) {
             let k = match out {
                 Out::Sink => 0,
@@ -527,14 +658,14 @@ impl Worker {
         let mut lost_in = Vec::new();
         for (k, p) in self.outbound.paths.iter_mut().enumerate() {
             if let Some(c) = p.as_mut().and_then(|p| p.conn.as_mut()) {
-                if f.drain(c) {
+                if f.drain(c, &mut n.stats.fault_decisions) {
                     lost_out.push(k);
                 }
             }
         }
         for (slot, c) in self.inbound.conns.iter_mut().enumerate() {
             if let Some(c) = c.as_mut() {
-                if f.drain(c) {
+                if f.drain(c, &mut n.stats.fault_decisions) {
                     lost_in.push(slot);
                 }
             }
@@ -548,7 +679,7 @@ impl Worker {
             self.inbound.close(slot, n, reg, why);
         }
         for shim in n.retired.drain(..) {
-            f.retire(shim);
+            f.retire(shim, &mut n.stats.fault_decisions);
         }
         f.flush();
     }

@@ -1,0 +1,834 @@
+//! Live metrics (`metrics_listen`): each shard's event loop copies its
+//! counters into a [`Sample`] about ten times a second ([`PUBLISH_EVERY`];
+//! one short lock, nothing per record) and a thread of the worker process
+//! serves the newest samples over HTTP: `/metrics` in the Prometheus text
+//! format (0.0.4), `/healthz` and `/readyz`. A scrape never touches the
+//! event loop: it reads the copies. `docs/METRICS.md` lists every metric.
+//!
+//! Counters count from the process's start (a restart resets them, which
+//! Prometheus's `rate()` handles); what lives in the data directory (the
+//! journal, the outbound logs, the channels' seqs) is reported as gauges.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often an event loop publishes its sample.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+
+/// A node whose event loop has not published for this long is not healthy
+/// (`/healthz` answers 503 naming it).
+pub const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// Upper bounds (seconds) of the latency histograms' buckets; one more,
+/// `+Inf`, holds the rest.
+pub const BUCKETS: [f64; 19] = [
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+    250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with the fixed [`BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    counts: [u64; BUCKETS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum_seconds += s;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// The fault shim's decisions, in the order of `shim::Decision::ALL`.
+pub const FAULT_KINDS: [&str; 6] = ["drop", "duplicate", "reorder", "delay", "corrupt", "close"];
+
+/// One outbound channel of a node: to the sink or to another node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutSample {
+    pub channel: u32,
+    /// `sink` or `node N`.
+    pub to: String,
+    pub addr: String,
+    /// Highest seq produced (the outputs of this channel so far).
+    pub produced: u64,
+    /// Highest seq released (its journal records durable).
+    pub released: u64,
+    /// Highest seq handed to the consumer's connection.
+    pub sent: u64,
+    /// Highest seq the consumer ACKed.
+    pub acked: u64,
+    /// Frames kept in the outbound log, not yet ACKed.
+    pub unacked: u64,
+    pub log_bytes: u64,
+    pub connected: bool,
+    pub connects: u64,
+}
+
+/// One inbound channel of a node: from a source or another node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InSample {
+    pub channel: u32,
+    /// Highest seq accepted.
+    pub delivered: u64,
+}
+
+/// What one node (shard) publishes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    pub node: u32,
+    /// The worker's name in a cluster; empty for a single node.
+    pub worker: String,
+    pub shard: u32,
+    pub app: String,
+    pub epoch: u32,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    pub dead_letters: u64,
+    pub outputs: u64,
+    pub forwarded: u64,
+    pub violations: u64,
+    pub bad_frames: u64,
+    pub sources_accepted: u64,
+    pub sink_connects: u64,
+    pub peer_connects: u64,
+    pub auth_refused: u64,
+    pub tls_failed: u64,
+    pub refused_limit: u64,
+    pub nacks_received: u64,
+    pub resends_nack: u64,
+    pub resends_resume: u64,
+    pub resends_timeout: u64,
+    pub journal_records: u64,
+    pub journal_bytes: u64,
+    pub durable_lag_bytes: u64,
+    pub dead_letter_records: u64,
+    pub dead_letter_bytes: u64,
+    pub snapshots: u64,
+    /// Seconds since the last snapshot this process wrote (or since start).
+    pub snapshot_age_seconds: f64,
+    pub backpressure_seconds: f64,
+    /// The core refuses more input right now.
+    pub backpressured: bool,
+    pub recovery_seconds: f64,
+    pub replayed: u64,
+    pub faults: [u64; 6],
+    pub accept_to_durable: Histogram,
+    pub accept_to_released: Histogram,
+    pub inbound: Vec<InSample>,
+    pub outbound: Vec<OutSample>,
+}
+
+/// The newest sample of every node of the process, as published.
+pub struct Hub {
+    slots: Vec<Mutex<Option<(Instant, Sample)>>>,
+    /// What `/metrics` reports as `verity_build_info`.
+    version: &'static str,
+}
+
+impl Hub {
+    /// A hub for `nodes` shards (slot = the shard's index in the process).
+    pub fn new(nodes: usize, version: &'static str) -> Arc<Hub> {
+        Arc::new(Hub {
+            slots: (0..nodes).map(|_| Mutex::new(None)).collect(),
+            version,
+        })
+    }
+
+    pub fn publish(&self, slot: usize, sample: Sample) {
+        if let Some(s) = self.slots.get(slot) {
+            // A poisoned lock only means a scrape panicked: the slot is
+            // a plain value, overwrite it.
+            let mut g = s.lock().unwrap_or_else(|e| e.into_inner());
+            *g = Some((Instant::now(), sample));
+        }
+    }
+
+    fn read(&self) -> Vec<Option<(Instant, Sample)>> {
+        self.slots
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// `/healthz`: every node recovered and its event loop publishing.
+    pub fn health(&self, now: Instant) -> Result<String, String> {
+        let mut bad = Vec::new();
+        let slots = self.read();
+        for (i, s) in slots.iter().enumerate() {
+            match s {
+                None => bad.push(format!("shard {i}: starting (recovering)")),
+                Some((at, s)) if now.duration_since(*at) > SILENT_AFTER => bad.push(format!(
+                    "node {}: event loop silent for {:.1} s",
+                    s.node,
+                    now.duration_since(*at).as_secs_f64()
+                )),
+                Some(_) => {}
+            }
+        }
+        match bad.is_empty() {
+            true => Ok(format!("ok: {} node(s) serving\n", slots.len())),
+            false => Err(bad.join("\n") + "\n"),
+        }
+    }
+
+    /// `/readyz`: healthy, and every outbound channel (the sink, the
+    /// other nodes) connected and RESUMEd, so records make progress.
+    pub fn ready(&self, now: Instant) -> Result<String, String> {
+        self.health(now)?;
+        let mut bad = Vec::new();
+        for (_, s) in self.read().iter().flatten() {
+            for o in s.outbound.iter().filter(|o| !o.connected) {
+                bad.push(format!(
+                    "node {}: {} at {} not connected",
+                    s.node, o.to, o.addr
+                ));
+            }
+        }
+        match bad.is_empty() {
+            true => Ok("ready\n".into()),
+            false => Err(bad.join("\n") + "\n"),
+        }
+    }
+
+    /// `/metrics`: the Prometheus text format of the newest samples.
+    pub fn render(&self) -> String {
+        let samples: Vec<Sample> = self.read().into_iter().flatten().map(|s| s.1).collect();
+        render(&samples, self.version)
+    }
+}
+
+/// Serves `hub` on `addr` from a thread of its own (tiny_http's), until
+/// the process ends: `/metrics`, `/healthz`, `/readyz`; 404 otherwise.
+pub fn serve(addr: SocketAddr, hub: Arc<Hub>) -> std::io::Result<JoinHandle<()>> {
+    let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for req in server.incoming_requests() {
+                let path = req.url().split('?').next().unwrap_or("");
+                let (code, ctype, body) = match path {
+                    "/metrics" => (
+                        200,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        hub.render(),
+                    ),
+                    "/healthz" | "/readyz" => {
+                        let r = match path {
+                            "/healthz" => hub.health(Instant::now()),
+                            _ => hub.ready(Instant::now()),
+                        };
+                        match r {
+                            Ok(b) => (200, "text/plain; charset=utf-8", b),
+                            Err(b) => (503, "text/plain; charset=utf-8", b),
+                        }
+                    }
+                    _ => (
+                        404,
+                        "text/plain; charset=utf-8",
+                        "not found: try /metrics, /healthz or /readyz\n".into(),
+                    ),
+                };
+                let mut resp = tiny_http::Response::from_string(body).with_status_code(code);
+                if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", ctype) {
+                    resp = resp.with_header(h);
+                }
+                // A client that went away is its own business.
+                let _ = req.respond(resp);
+            }
+        })
+}
+
+/// What an event loop measures for its samples besides the counters it
+/// keeps anyway: backpressure time and batch latencies. Only a worker with
+/// `metrics_listen` has one; its costs are per read batch and per
+/// [`PUBLISH_EVERY`], never per record.
+pub struct Meter {
+    hub: Arc<Hub>,
+    slot: usize,
+    next_publish: Instant,
+    /// How long the start took (recovery).
+    pub recovery: Duration,
+    pub last_snapshot: Instant,
+    backpressured_since: Option<Instant>,
+    backpressure: Duration,
+    /// Read batches not yet durable: (journal index after the batch, when
+    /// it was read).
+    batches: std::collections::VecDeque<(u64, Instant)>,
+    /// Batches durable in this iteration, awaiting their outputs' release.
+    durable: Vec<Instant>,
+    to_durable: Histogram,
+    to_released: Histogram,
+}
+
+impl Meter {
+    pub fn new(hub: Arc<Hub>, slot: usize, recovery: Duration) -> Meter {
+        let now = Instant::now();
+        Meter {
+            hub,
+            slot,
+            next_publish: now,
+            recovery,
+            last_snapshot: now,
+            backpressured_since: None,
+            backpressure: Duration::ZERO,
+            batches: Default::default(),
+            durable: Vec::new(),
+            to_durable: Histogram::default(),
+            to_released: Histogram::default(),
+        }
+    }
+
+    /// A read batch at `at` took the journal to `journal_next`.
+    pub fn batch_read(&mut self, journal_next: u64, at: Instant) {
+        match self.batches.back_mut() {
+            // Still the same iteration's reads: one batch.
+            Some(b) if b.1 == at => b.0 = journal_next,
+            _ => self.batches.push_back((journal_next, at)),
+        }
+    }
+
+    /// Journal records below `durable` are durable at `now`.
+    pub fn durable(&mut self, durable: u64, now: Instant) {
+        while let Some(&(end, at)) = self.batches.front() {
+            if end > durable {
+                break;
+            }
+            self.batches.pop_front();
+            self.to_durable.observe(now.duration_since(at));
+            self.durable.push(at);
+        }
+    }
+
+    /// What became durable has been handed to the consumers' connections.
+    pub fn released(&mut self, now: Instant) {
+        for at in self.durable.drain(..) {
+            self.to_released.observe(now.duration_since(at));
+        }
+    }
+
+    /// Whether the core refuses input, at `now`.
+    pub fn backpressure(&mut self, on: bool, now: Instant) -> Option<bool> {
+        match (self.backpressured_since, on) {
+            (None, true) => {
+                self.backpressured_since = Some(now);
+                Some(true)
+            }
+            (Some(since), false) => {
+                self.backpressure += now.duration_since(since);
+                self.backpressured_since = None;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a sample is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next_publish
+    }
+
+    /// Publishes `sample`, completed with what the meter measured.
+    pub fn publish(&mut self, mut sample: Sample, now: Instant) {
+        sample.backpressure_seconds = (self.backpressure
+            + self
+                .backpressured_since
+                .map_or(Duration::ZERO, |s| now.duration_since(s)))
+        .as_secs_f64();
+        sample.backpressured = self.backpressured_since.is_some();
+        sample.recovery_seconds = self.recovery.as_secs_f64();
+        sample.snapshot_age_seconds = now.duration_since(self.last_snapshot).as_secs_f64();
+        sample.accept_to_durable = self.to_durable.clone();
+        sample.accept_to_released = self.to_released.clone();
+        self.hub.publish(self.slot, sample);
+        self.next_publish = now + PUBLISH_EVERY;
+    }
+}
+
+/// Metric families in the order first seen, each with its lines.
+#[derive(Default)]
+struct Families {
+    order: Vec<&'static str>,
+    lines: std::collections::HashMap<&'static str, (&'static str, &'static str, String)>,
+}
+
+impl Families {
+    fn family(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+    ) -> &mut String {
+        if !self.lines.contains_key(name) {
+            self.order.push(name);
+        }
+        &mut self
+            .lines
+            .entry(name)
+            .or_insert((kind, help, String::new()))
+            .2
+    }
+
+    fn point(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: &str,
+        v: f64,
+    ) {
+        let out = self.family(name, kind, help);
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str, labels: &str, v: u64) {
+        self.point(name, "counter", help, labels, v as f64);
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str, labels: &str, v: f64) {
+        self.point(name, "gauge", help, labels, v);
+    }
+
+    fn histogram(&mut self, name: &'static str, help: &'static str, labels: &str, h: &Histogram) {
+        let out = self.family(name, "histogram", help);
+        let mut cum = 0;
+        for (i, c) in h.counts.iter().enumerate() {
+            cum += c;
+            let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+    }
+
+    fn finish(self) -> String {
+        let mut s = String::new();
+        for name in self.order {
+            if let Some((kind, help, lines)) = self.lines.get(name) {
+                let _ = writeln!(s, "# HELP {name} {help}");
+                let _ = writeln!(s, "# TYPE {name} {kind}");
+                s.push_str(lines);
+            }
+        }
+        s
+    }
+}
+
+/// A label value, escaped as the text format wants.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text format of `samples`.
+pub fn render(samples: &[Sample], version: &str) -> String {
+    let mut f = Families::default();
+    f.gauge(
+        "verity_build_info",
+        "Always 1; the labels say which build runs.",
+        &format!("version=\"{}\"", esc(version)),
+        1.0,
+    );
+    for s in samples {
+        let l = format!(
+            "node=\"{}\",worker=\"{}\",shard=\"{}\"",
+            s.node,
+            esc(&s.worker),
+            s.shard
+        );
+        f.gauge(
+            "verity_node_info",
+            "Always 1; the labels name the node's app.",
+            &format!("{l},app=\"{}\"", esc(&s.app)),
+            1.0,
+        );
+        f.gauge(
+            "verity_epoch",
+            "This instance's epoch (one more at every start).",
+            &l,
+            s.epoch as f64,
+        );
+        f.counter(
+            "verity_records_accepted_total",
+            "Records accepted from sources and other nodes (journaled), since the process started.",
+            &l,
+            s.accepted,
+        );
+        f.counter(
+            "verity_duplicates_dropped_total",
+            "Frames dropped as duplicates (seq already accepted).",
+            &l,
+            s.duplicates,
+        );
+        f.counter(
+            "verity_gaps_nacked_total",
+            "Gaps seen on an inbound channel (a NACK asks for the missing seqs).",
+            &l,
+            s.gaps,
+        );
+        f.counter(
+            "verity_dead_letters_total",
+            "Records the app refused (kept in the dead-letter log).",
+            &l,
+            s.dead_letters,
+        );
+        f.counter(
+            "verity_outputs_total",
+            "Outputs produced by the app.",
+            &l,
+            s.outputs,
+        );
+        f.counter(
+            "verity_records_forwarded_total",
+            "Records forwarded to the node that owns their key.",
+            &l,
+            s.forwarded,
+        );
+        f.counter(
+            "verity_protocol_violations_total",
+            "Frames that broke the protocol (the connection was closed).",
+            &l,
+            s.violations,
+        );
+        f.counter(
+            "verity_bad_frames_total",
+            "Frames that did not decode (bad CRC, bad header).",
+            &l,
+            s.bad_frames,
+        );
+        for (kind, v) in [
+            ("source", s.sources_accepted),
+            ("sink", s.sink_connects),
+            ("peer", s.peer_connects),
+        ] {
+            f.counter(
+                "verity_connections_total",
+                "Connections established, by kind (source: accepted; sink and peer: dialed).",
+                &format!("{l},kind=\"{kind}\""),
+                v,
+            );
+        }
+        for (reason, v) in [
+            ("auth_failed", s.auth_refused),
+            ("tls_failed", s.tls_failed),
+            ("limit", s.refused_limit),
+        ] {
+            f.counter(
+                "verity_handshake_failures_total",
+                "Connections refused or closed before serving, by reason (a stale epoch is a protocol violation).",
+                &format!("{l},reason=\"{reason}\""),
+                v,
+            );
+        }
+        f.counter(
+            "verity_nacks_received_total",
+            "NACKs received from consumers (sink, other nodes).",
+            &l,
+            s.nacks_received,
+        );
+        for (cause, v) in [
+            ("nack", s.resends_nack),
+            ("resume", s.resends_resume),
+            ("timeout", s.resends_timeout),
+        ] {
+            f.counter(
+                "verity_resends_total",
+                "Times an outbound channel went back to resend, by cause.",
+                &format!("{l},cause=\"{cause}\""),
+                v,
+            );
+        }
+        f.gauge(
+            "verity_journal_records",
+            "Records in the journal (its next index).",
+            &l,
+            s.journal_records as f64,
+        );
+        f.gauge(
+            "verity_journal_bytes",
+            "Bytes of journal kept on disk (first to last record).",
+            &l,
+            s.journal_bytes as f64,
+        );
+        f.gauge(
+            "verity_journal_durable_lag_bytes",
+            "Journal bytes appended but not yet durable (fsync durability; 0 with process).",
+            &l,
+            s.durable_lag_bytes as f64,
+        );
+        f.gauge(
+            "verity_dead_letter_records",
+            "Records in the dead-letter log.",
+            &l,
+            s.dead_letter_records as f64,
+        );
+        f.gauge(
+            "verity_dead_letter_bytes",
+            "Bytes of the dead-letter log.",
+            &l,
+            s.dead_letter_bytes as f64,
+        );
+        f.counter(
+            "verity_snapshots_total",
+            "Snapshots written.",
+            &l,
+            s.snapshots,
+        );
+        f.gauge(
+            "verity_snapshot_age_seconds",
+            "Seconds since this process last wrote a snapshot (since start when none).",
+            &l,
+            s.snapshot_age_seconds,
+        );
+        f.point(
+            "verity_backpressure_seconds_total",
+            "counter",
+            "Seconds the core refused input (full outbound windows) since the process started.",
+            &l,
+            s.backpressure_seconds,
+        );
+        f.gauge(
+            "verity_backpressured",
+            "1 while the core refuses input.",
+            &l,
+            if s.backpressured { 1.0 } else { 0.0 },
+        );
+        f.gauge(
+            "verity_recovery_seconds",
+            "How long the start took: snapshot restore and journal replay.",
+            &l,
+            s.recovery_seconds,
+        );
+        f.gauge(
+            "verity_recovery_replayed_records",
+            "Journal records replayed at start.",
+            &l,
+            s.replayed as f64,
+        );
+        for (kind, v) in FAULT_KINDS.iter().zip(s.faults) {
+            f.counter(
+                "verity_fault_decisions_total",
+                "Fault-shim decisions ([faults]), by kind.",
+                &format!("{l},kind=\"{kind}\""),
+                v,
+            );
+        }
+        f.histogram(
+            "verity_accept_to_durable_seconds",
+            "From a read batch's accept to its journal records being durable (one observation per batch).",
+            &l,
+            &s.accept_to_durable,
+        );
+        f.histogram(
+            "verity_accept_to_released_seconds",
+            "From a read batch's accept to its outputs handed to their consumers' connections (one observation per batch).",
+            &l,
+            &s.accept_to_released,
+        );
+        for c in &s.inbound {
+            f.gauge(
+                "verity_in_channel_delivered_seq",
+                "Highest seq accepted on an inbound channel.",
+                &format!("{l},channel=\"{}\"", c.channel),
+                c.delivered as f64,
+            );
+        }
+        for o in &s.outbound {
+            let cl = format!("{l},channel=\"{}\",to=\"{}\"", o.channel, esc(&o.to));
+            for (name, help, v) in [
+                (
+                    "verity_out_channel_produced_seq",
+                    "Highest seq produced on an outbound channel.",
+                    o.produced,
+                ),
+                (
+                    "verity_out_channel_released_seq",
+                    "Highest seq released (its journal records durable).",
+                    o.released,
+                ),
+                (
+                    "verity_out_channel_sent_seq",
+                    "Highest seq handed to the consumer's connection.",
+                    o.sent,
+                ),
+                (
+                    "verity_out_channel_acked_seq",
+                    "Highest seq the consumer ACKed.",
+                    o.acked,
+                ),
+                (
+                    "verity_out_channel_unacked_frames",
+                    "Frames produced and not yet ACKed by the consumer (kept in the outbound log).",
+                    o.unacked,
+                ),
+                (
+                    "verity_out_channel_log_bytes",
+                    "Bytes of the outbound log.",
+                    o.log_bytes,
+                ),
+            ] {
+                f.gauge(name, help, &cl, v as f64);
+            }
+            f.gauge(
+                "verity_out_channel_connected",
+                "1 while the consumer is connected and RESUMEd.",
+                &cl,
+                if o.connected { 1.0 } else { 0.0 },
+            );
+            f.counter(
+                "verity_out_channel_connects_total",
+                "Connections made to the consumer.",
+                &cl,
+                o.connects,
+            );
+        }
+    }
+    f.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Sample {
+        let mut s = Sample {
+            node: 2,
+            worker: "w\"1".into(),
+            accepted: 7,
+            outbound: vec![OutSample {
+                channel: 1,
+                to: "sink".into(),
+                addr: "127.0.0.1:1".into(),
+                connected: false,
+                ..OutSample::default()
+            }],
+            ..Sample::default()
+        };
+        s.accept_to_durable.observe(Duration::from_micros(30));
+        s.accept_to_durable.observe(Duration::from_secs(60));
+        s
+    }
+
+    #[test]
+    fn text_format_has_help_type_and_cumulative_buckets() {
+        let t = render(&[sample()], "0.1.0");
+        assert!(t.contains("# TYPE verity_records_accepted_total counter\n"));
+        assert!(t.contains(
+            "verity_records_accepted_total{node=\"2\",worker=\"w\\\"1\",shard=\"0\"} 7\n"
+        ));
+        // 30 µs falls in le=5e-5; 60 s only in +Inf; buckets are cumulative.
+        assert!(t.contains("le=\"0.000025\"} 0\n"), "{t}");
+        assert!(t.contains("le=\"0.00005\"} 1\n"), "{t}");
+        assert!(t.contains("le=\"10\"} 1\n"), "{t}");
+        assert!(t.contains("le=\"+Inf\"} 2\n"), "{t}");
+        assert!(t.contains(
+            "verity_accept_to_durable_seconds_count{node=\"2\",worker=\"w\\\"1\",shard=\"0\"} 2\n"
+        ));
+        // Every family once, HELP before TYPE before its lines.
+        let types = t
+            .lines()
+            .filter(|l| l.starts_with("# TYPE verity_resends_total "))
+            .count();
+        assert_eq!(types, 1);
+        for line in t.lines().filter(|l| !l.starts_with('#')) {
+            let (name, rest) = line.split_once(['{', ' ']).unwrap_or((line, ""));
+            assert!(name.starts_with("verity_"), "{line}");
+            assert!(!rest.is_empty(), "{line}");
+        }
+    }
+
+    /// Every family a worker serves (a sample with a channel each way).
+    fn families() -> Vec<String> {
+        let mut s = sample();
+        s.inbound.push(InSample::default());
+        render(&[s], "x")
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn metrics_md_lists_every_metric_and_no_other() {
+        let doc = include_str!("../../docs/METRICS.md");
+        let served = families();
+        for name in &served {
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "docs/METRICS.md lacks {name}"
+            );
+        }
+        for line in doc.lines().filter(|l| l.starts_with("| `verity_")) {
+            let name = line.split('`').nth(1).unwrap_or("");
+            assert!(
+                served.iter().any(|s| s == name),
+                "docs/METRICS.md lists {name}, not served"
+            );
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_queries_only_served_metrics() {
+        let dash = include_str!("../../docs/grafana/verity.json");
+        let served = families();
+        let mut queried = 0;
+        for (i, _) in dash.match_indices("verity_") {
+            let name: String = dash[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "verity_overview" {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                served.iter().any(|s| s == base),
+                "the dashboard queries {name}"
+            );
+            queried += 1;
+        }
+        assert!(queried > 20, "{queried}");
+    }
+
+    #[test]
+    fn health_and_readiness_name_what_is_wrong() {
+        let hub = Hub::new(2, "x");
+        let now = Instant::now();
+        let e = hub.health(now).unwrap_err();
+        assert!(
+            e.contains("shard 0: starting") && e.contains("shard 1"),
+            "{e}"
+        );
+        hub.publish(0, sample());
+        hub.publish(1, Sample::default());
+        assert!(hub.health(Instant::now()).is_ok());
+        let e = hub.ready(Instant::now()).unwrap_err();
+        assert!(
+            e.contains("node 2: sink at 127.0.0.1:1 not connected"),
+            "{e}"
+        );
+        let e = hub.health(Instant::now() + SILENT_AFTER * 2).unwrap_err();
+        assert!(e.contains("event loop silent"), "{e}");
+    }
+}
