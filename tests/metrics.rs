@@ -216,6 +216,35 @@ fn a_peer_killed_and_restarted_shows_as_a_reconnect_in_the_metrics() {
         Some(2.0),
         "{w2}"
     );
+    // `verity stat` watches both workers from the cluster's file.
+    let o = Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args(["stat", "--once", "--json", "--interval", "0.2", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains("\"worker\":\"w1\",\"node\":0,"), "{out}");
+    assert!(lines[1].contains("\"worker\":\"w2\",\"node\":1,"), "{out}");
+    assert!(lines[1].contains("\"epoch\":2,"), "{out}");
+    workers[1].kill9();
+    let o = Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args(["stat", "--once", "--interval", "0.1", "--config"])
+        .arg(dir.path().join("cluster.toml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("w2") && out.contains("DOWN"), "{out}");
+    workers[1].start();
+
     // The peer's log says so too.
     let log = workers[0].log_text();
     assert!(

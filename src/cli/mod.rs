@@ -27,6 +27,7 @@ pub mod rows {
     pub use verity_tools::pg::{Column, Mapping, Mappings, Value};
 }
 pub mod sim;
+pub mod stat;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -129,6 +130,9 @@ enum Command {
     /// the sink's outputs equal to an offline replay of every node's
     /// journal (the generic oracle).
     Oracle(oracle::OracleArgs),
+    /// A live view of running workers (their `metrics_listen`): rates,
+    /// unACKed frames, backpressure and state per node and channel.
+    Stat(stat::StatArgs),
 }
 
 /// The engine's whole command line for the apps in `apps`: `worker`,
@@ -194,6 +198,7 @@ pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitC
         Command::Logdump(args) => logdump::run(&args, &format!("{bin} logdump")),
         Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
         Command::Oracle(args) => oracle::run(&args, &format!("{bin} oracle"), &apps, &rows),
+        Command::Stat(args) => stat::run(&args, &bin, &apps),
         Command::SinkPostgres(args) => {
             verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &rows)
         }

@@ -67,6 +67,10 @@ pub struct BenchConfig {
     pub latency_rate: Option<f64>,
     /// Every round also runs with TLS on every link (see the module doc).
     pub tls: bool,
+    /// The engine under test (not the baseline) serves its metrics
+    /// (`metrics_listen`) and is scraped every second while it runs: with
+    /// `baseline` set to the same binary, the A/B of the metrics' cost.
+    pub metrics: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -224,7 +228,7 @@ fn start_engine(
     sink: SocketAddr,
     tls: Option<&Tls>,
 ) -> Result<(Engine, SocketAddr), String> {
-    start_binary(cfg, &cfg.engine, run, sink, tls)
+    start_binary(cfg, &cfg.engine, run, sink, tls, cfg.metrics)
 }
 
 /// The certificates and TLS settings of the `--tls` runs.
@@ -274,8 +278,13 @@ fn start_binary(
     run: &str,
     sink: SocketAddr,
     tls: Option<&Tls>,
+    metrics: bool,
 ) -> Result<(Engine, SocketAddr), String> {
     let listen = free_addr()?;
+    let metrics = match metrics {
+        true => Some(free_addr()?),
+        false => None,
+    };
     let dir = cfg.work_dir.join(run);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -283,9 +292,10 @@ fn start_binary(
     std::fs::write(
         &toml,
         format!(
-            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}",
+            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}{}",
             cfg.app,
             dir.join("data").display().to_string(),
+            metrics.map_or(String::new(), |m| format!("metrics_listen = \"{m}\"\n")),
             tls.map_or(String::new(), |t| t.table(false))
         ),
     )
@@ -306,7 +316,20 @@ fn start_binary(
         }
         thread::sleep(Duration::from_millis(5));
     }
+    if let Some(m) = metrics {
+        thread::spawn(move || scrape(m));
+    }
     Ok((engine, listen))
+}
+
+/// GETs `/metrics` from `addr` every second until the engine is gone.
+fn scrape(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    while let Ok(mut s) = TcpStream::connect(addr) {
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let _ = s.read_to_end(&mut Vec::new());
+        thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Starts an `n`-worker cluster (one node each); returns the processes and
@@ -553,6 +576,27 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         if let (Some(t), true) = (&tls, tls_first) {
             single_tls = Some(single(round, Some(t))?);
         }
+        // Likewise the baseline: before the engine in odd rounds, after it
+        // in even ones (a run right after the raw pipe is slower: its
+        // page cache is still being freed).
+        let baseline_run = || match &cfg.baseline {
+            None => Ok::<_, String>(None),
+            Some(base) => {
+                let (rate, engine) =
+                    timed_run(cfg, &inputs, total, outputs, "baseline.bin", None, |sink| {
+                        let name = format!("baseline-{round}");
+                        let (engine, listen) = start_binary(cfg, base, &name, sink, None, false)?;
+                        Ok((engine, vec![listen]))
+                    })?;
+                drop(engine);
+                discard(cfg, &format!("baseline-{round}"));
+                Ok(Some(rate))
+            }
+        };
+        let base_first = match round % 2 == 1 {
+            true => baseline_run()?,
+            false => None,
+        };
         let (raw, eng, cpu) = single(round, None)?;
         eprintln!(
             "bench: {} round {round}: raw pipe {raw:.0} msgs/s; engine {eng:.0} msgs/s; engine/raw {:.0}%; engine CPU {}",
@@ -585,15 +629,17 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             }
         }
 
-        if let Some(base) = &cfg.baseline {
-            let (rate, engine) =
-                timed_run(cfg, &inputs, total, outputs, "baseline.bin", None, |sink| {
-                    let (engine, listen) =
-                        start_binary(cfg, base, &format!("baseline-{round}"), sink, None)?;
-                    Ok((engine, vec![listen]))
-                })?;
-            drop(engine);
-            discard(cfg, &format!("baseline-{round}"));
+        let base = match base_first {
+            Some(rate) => Some(rate),
+            None => baseline_run()?,
+        };
+        if let Some(rate) = base {
+            eprintln!(
+                "bench: {} round {round}: baseline engine {rate:.0} msgs/s{}; engine/baseline {:.0}%",
+                cfg.app,
+                if round % 2 == 1 { " (run first)" } else { "" },
+                100.0 * eng / rate
+            );
             base_rates.push(rate);
             base_ratios.push(eng / rate);
         }

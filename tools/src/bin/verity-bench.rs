@@ -49,6 +49,11 @@ struct Args {
     /// mutual TLS between workers with --workers), reported as TLS ÷ plain.
     #[arg(long)]
     tls: bool,
+    /// The engine (not the baseline) serves its metrics (`metrics_listen`)
+    /// and is scraped every second: with `--baseline-engine` set to the same
+    /// binary, engine ÷ baseline is the metrics' cost.
+    #[arg(long)]
+    metrics: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
             baseline: a.baseline_engine.clone(),
             latency_rate: a.latency_rate,
             tls: a.tls,
+            metrics: a.metrics,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
