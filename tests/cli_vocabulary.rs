@@ -50,7 +50,7 @@ fn a_seed_range_without_seeds_is_refused() {
 
 #[test]
 fn a_cluster_toml_without_name_says_so_and_lists_the_workers() {
-    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/cluster.toml");
+    let cluster = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config/cluster.toml");
     for sub in ["worker", "replay"] {
         let o = verity(&[sub, "--config", cluster]);
         assert_eq!(o.status.code(), Some(2), "{sub}: {}", stderr(&o));

@@ -17,6 +17,7 @@
 //! - `sink-postgres run --config sink.toml`: the PostgreSQL sink, as
 //!   `verity-sink-postgres` (run as a process of its own likewise).
 
+pub mod config;
 pub mod logdump;
 pub mod oracle;
 
@@ -133,6 +134,9 @@ enum Command {
     /// A live view of running workers (their `metrics_listen`): rates,
     /// unACKed frames, backpressure and state per node and channel.
     Stat(stat::StatArgs),
+    /// Validate a node.toml or cluster.toml (`check`), or print each
+    /// node's effective configuration with defaults (`show`).
+    Config(config::ConfigArgs),
 }
 
 /// The engine's whole command line for the apps in `apps`: `worker`,
@@ -199,6 +203,7 @@ pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitC
         Command::Recv(args) => verity_tools::recv::cli::run(&args, &format!("{bin} recv")),
         Command::Oracle(args) => oracle::run(&args, &format!("{bin} oracle"), &apps, &rows),
         Command::Stat(args) => stat::run(&args, &bin, &apps),
+        Command::Config(args) => config::run(&args, &bin, &apps),
         Command::SinkPostgres(args) => {
             verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &rows)
         }

@@ -35,6 +35,9 @@ pub struct WorkerSpec {
     pub source_channels: Vec<u32>,
     /// Where the worker process serves its metrics over HTTP (off: `None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// `cpu_affinity`: shard `i` is pinned to entry `i` mod its length
+    /// (empty: not pinned).
+    pub cpu_affinity: Vec<usize>,
 }
 
 impl WorkerSpec {
@@ -331,6 +334,7 @@ impl ClusterToml {
                     "data_dir",
                     "source_channels",
                     "metrics_listen",
+                    "cpu_affinity",
                 ],
             )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
@@ -377,6 +381,7 @@ impl ClusterToml {
                 data_dir: base.join(w.req_str(t, &p, "data_dir")?),
                 source_channels: Vec::new(),
                 metrics_listen: w.opt_addr(t, &p, "metrics_listen")?,
+                cpu_affinity: w.cpus(t, &p, "cpu_affinity")?,
             };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -592,6 +597,10 @@ impl ClusterToml {
                 open_warning: open.clone(),
                 tls: self.tls.clone(),
                 metrics_listen: spec.metrics_listen,
+                cpu: match spec.cpu_affinity.len() {
+                    0 => None,
+                    n => Some(spec.cpu_affinity[me.shard as usize % n]),
+                },
                 source_homes: source_homes.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),

@@ -92,6 +92,40 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Every key with its value, in the order of [`LIMIT_KEYS`] (what
+    /// `verity config show` prints and a worker logs at start).
+    pub fn entries(&self) -> [(&'static str, u64); 15] {
+        [
+            ("socket_buffer_bytes", self.socket_buffer_bytes as u64),
+            ("max_frame_len", self.max_frame_len as u64),
+            ("max_unacked", self.max_unacked),
+            ("max_undurable", self.max_undurable),
+            ("max_connections", self.max_connections as u64),
+            ("read_buffer_bytes", self.read_buffer_bytes as u64),
+            ("write_buffer_bytes", self.write_buffer_bytes as u64),
+            ("journal_segment_bytes", self.journal_segment_bytes),
+            ("resend_timeout_ms", self.resend_timeout_ms),
+            ("ack_delay_us", self.ack_delay_us),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("frame_timeout_ms", self.frame_timeout_ms),
+            ("max_handshakes", self.max_handshakes as u64),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("dedup_window", self.dedup_window as u64),
+        ]
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn entries_name_every_limit_key() {
+    let keys: Vec<&str> = Limits::default().entries().iter().map(|e| e.0).collect();
+    assert_eq!(keys, LIMIT_KEYS);
+}
+
 /// The `[limits]` table, shared by `node.toml` and `cluster.toml`.
 pub(crate) fn parse_limits(w: &Walker<'_>, t: &toml::Table) -> Result<Limits, ConfigError> {
     w.reject_unknown(t, "limits", LIMIT_KEYS)?;

@@ -50,6 +50,9 @@ pub struct NodeToml {
     /// `metrics_listen`: where the worker process serves its metrics
     /// (Prometheus text), `/healthz` and `/readyz` over HTTP. `None`: off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `cpu_affinity`: the CPU this node's event loop thread is pinned to
+    /// (`None`: not pinned).
+    pub cpu: Option<usize>,
 }
 
 /// Where a source channel lives: its home worker keeps the channel's seq
@@ -163,6 +166,7 @@ impl NodeToml {
                 "allow_unauthenticated",
                 "audit",
                 "metrics_listen",
+                "cpu_affinity",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -227,6 +231,7 @@ impl NodeToml {
             cluster: None,
             audit: w.bool(node, "node", "audit")?,
             metrics_listen: w.opt_addr(node, "node", "metrics_listen")?,
+            cpu: w.cpus(node, "node", "cpu_affinity")?.first().copied(),
         })
     }
 }

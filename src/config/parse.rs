@@ -176,6 +176,32 @@ impl Walker<'_> {
         }
     }
 
+    /// `cpu_affinity`: a non-empty array of CPU numbers (each below
+    /// 1024), or empty when the key is left out.
+    pub(crate) fn cpus(
+        &self,
+        t: &toml::Table,
+        p: &str,
+        k: &str,
+    ) -> Result<Vec<usize>, ConfigError> {
+        let key = format!("{p}.{k}");
+        let Some(v) = t.get(k) else {
+            return Ok(Vec::new());
+        };
+        let toml::Value::Array(a) = v else {
+            return Err(self.err(&key, "must be an array of CPU numbers, e.g. [2, 3]"));
+        };
+        if a.is_empty() {
+            return Err(self.err(&key, "is empty: leave the key out for no pinning"));
+        }
+        a.iter()
+            .map(|c| match c.as_integer() {
+                Some(n) if (0..1024).contains(&n) => Ok(n as usize),
+                _ => Err(self.err(&key, format!("{c:?} is not a CPU number (0 to 1023)"))),
+            })
+            .collect()
+    }
+
     /// [`Walker::addr`] of a key that may be left out.
     pub(crate) fn opt_addr(
         &self,

@@ -127,3 +127,18 @@ pub(super) fn now_ns() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// Pins the calling thread to `cpu` (`cpu_affinity`).
+pub(super) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it
+    // (cpu < 1024 = CPU_SETSIZE, checked at parse); sched_setaffinity(0, ..)
+    // applies to the calling thread and reads only the set we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

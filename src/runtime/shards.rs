@@ -27,6 +27,7 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         let Some(cfg) = cfgs.into_iter().next() else {
             return Ok(());
         };
+        pin(&cfg)?;
         let mut w = Worker::start(cfg)?;
         if let Some(h) = hub {
             w.attach_metrics(h, 0);
@@ -65,12 +66,14 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         let t = std::thread::Builder::new()
             .name(format!("node-{id}"))
             .spawn(move || {
-                let r = Worker::start_shard(cfg, l).and_then(|mut w| {
-                    if let Some(h) = hub {
-                        w.attach_metrics(h, slot);
-                    }
-                    w.run()
-                });
+                let r = pin(&cfg)
+                    .and_then(|()| Worker::start_shard(cfg, l))
+                    .and_then(|mut w| {
+                        if let Some(h) = hub {
+                            w.attach_metrics(h, slot);
+                        }
+                        w.run()
+                    });
                 if let Err(e) = &r {
                     eprintln!("verity: node {id} stopped on error: {e}");
                     request_stop();
@@ -104,4 +107,20 @@ fn serve_metrics(cfgs: &[NodeToml]) -> Result<Option<Arc<Hub>>, WorkerError> {
     )))?;
     eprintln!("verity: metrics on http://{addr}/metrics (and /healthz, /readyz)");
     Ok(Some(hub))
+}
+
+/// Pins the calling thread (the node's event loop) to its `cpu_affinity`.
+fn pin(cfg: &NodeToml) -> Result<(), WorkerError> {
+    let Some(cpu) = cfg.cpu else {
+        return Ok(());
+    };
+    super::os::pin_to_cpu(cpu).map_err(io_err(format!(
+        "cannot pin node {} to CPU {cpu} (cpu_affinity)",
+        cfg.node_id
+    )))?;
+    eprintln!(
+        "verity: node {} pinned to CPU {cpu} (cpu_affinity)",
+        cfg.node_id
+    );
+    Ok(())
 }

@@ -324,6 +324,17 @@ impl Worker {
             self.node.stats.replayed,
             unacked,
         );
+        let limits: Vec<String> = cfg
+            .limits
+            .entries()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        eprintln!(
+            "verity: node {} limits: {} (`verity config show` prints every key)",
+            cfg.node_id,
+            limits.join(" ")
+        );
     }
 
     /// Runs until SIGTERM/SIGINT (then: finish the batch, snapshot, return).

@@ -1,0 +1,153 @@
+//! `verity config check|show` and the `cpu_affinity` key, from outside: a
+//! valid file is OK (exit 0), an invalid one names the file and key (exit
+//! 1), an unreadable one is exit 2; `show` prints every key with its
+//! default and never a secret; a pinned worker runs on its CPU, and a CPU
+//! the machine lacks stops it at start naming the key.
+
+mod common;
+use common::free_addr;
+use common::node::Node;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn verity(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn node_toml(dir: &std::path::Path, extra: &str) -> String {
+    let p = dir.join("node.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[node]\napp = \"doubler\"\ndata_dir = \"data\"\nlisten = \"{}\"\nsink = \"{}\"\n{extra}",
+            free_addr(),
+            free_addr()
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn config_check_says_ok_invalid_or_unreadable_with_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = node_toml(dir.path(), "");
+    let o = verity(&["config", "check", &good]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("config: OK"), "{}", text(&o));
+
+    let bad = node_toml(dir.path(), "\n[limits]\nmax_unacked = 0\n");
+    let o = verity(&["config", "check", &bad]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("INVALID {bad}: limits.max_unacked")),
+        "{}",
+        text(&o)
+    );
+
+    let o = verity(&["config", "check", "/nonexistent/node.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    let o = verity(&["config", "check", &good, "--name", "w1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a cluster.toml"), "{}", text(&o));
+}
+
+#[test]
+fn config_show_prints_every_key_with_defaults_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client.secret");
+    verity_tools::client_auth::write_secret(&secret, "a-very-secret-client-key\n").unwrap();
+    let f = node_toml(dir.path(), "client_secret_file = \"client.secret\"\n");
+    let o = verity(&["config", "show", &f]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for key in [
+        "snapshot_interval_records = 200000",
+        "durability = \"process\"",
+        "max_unacked = 262144",
+        "socket_buffer_bytes = 4194304",
+        "dedup_window = 65536",
+        "client_secret = \"(set)\"",
+        "# metrics_listen: off",
+    ] {
+        assert!(t.contains(key), "{key} in {t}");
+    }
+    // data_dir relative to the file, shown resolved.
+    assert!(
+        t.contains(&format!(
+            "data_dir = {:?}",
+            dir.path().join("data").display().to_string()
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("a-very-secret"), "{t}");
+}
+
+#[test]
+fn a_pinned_worker_runs_on_its_cpu_and_a_missing_cpu_is_a_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "doubler", free_addr(), "");
+    let cfg = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        cfg.replacen("[node]\n", "[node]\ncpu_affinity = [0]\n", 1),
+    )
+    .unwrap();
+    node.start();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim);
+    assert_eq!(allowed, Some("0"), "{status}");
+    let until = Instant::now() + Duration::from_secs(5);
+    while !node.log_text().contains("pinned to CPU 0 (cpu_affinity)") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        node.log_text().contains("pinned to CPU 0 (cpu_affinity)"),
+        "{}",
+        node.log_text()
+    );
+    assert!(
+        node.log_text().contains("limits: socket_buffer_bytes="),
+        "{}",
+        node.log_text()
+    );
+    assert_eq!(node.term(), Some(0), "{}", node.log_text());
+
+    std::fs::write(
+        &node.config,
+        cfg.replacen("[node]\n", "[node]\ncpu_affinity = [1023]\n", 1),
+    )
+    .unwrap();
+    let o = verity(&["worker", "--config", &node.config.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot pin node 1 to CPU 1023 (cpu_affinity)"),
+        "{}",
+        text(&o)
+    );
+
+    std::fs::write(
+        &node.config,
+        cfg.replacen("[node]\n", "[node]\ncpu_affinity = [\"x\"]\n", 1),
+    )
+    .unwrap();
+    let o = verity(&["config", "check", &node.config.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("node.cpu_affinity"), "{}", text(&o));
+}
