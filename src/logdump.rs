@@ -41,6 +41,8 @@ pub struct DumpOptions {
     /// true`): a journal with input records and none is reported damaged
     /// (someone may have removed them all).
     pub expect_audit: bool,
+    /// Detail lines as JSON objects (`--json`, tools/FORMATS.md).
+    pub json: bool,
 }
 
 /// Per channel: frames seen, first and last seq, seqs that did not follow.
@@ -74,6 +76,45 @@ pub struct LogSummary {
 }
 
 impl LogSummary {
+    /// The summary as one JSON object (`--json`, tools/FORMATS.md).
+    pub fn to_json(&self) -> String {
+        use verity_tools::json::Obj;
+        let mut o = Obj::new()
+            .str("summary", &self.name)
+            .int("segments", self.segments as u64)
+            .int("records", self.records)
+            .int("frames", self.frames)
+            .int("bad_frames", self.bad_frames)
+            .int("dead_letters", self.dead_letters)
+            .int("first_position", self.first_position)
+            .int("end", self.end)
+            .bool("damaged", self.damaged());
+        if let Some((a, b)) = self.time_ns {
+            o = o.int("first_time_ns", a).int("last_time_ns", b);
+        }
+        if let Some((p, why)) = self.stopped_at {
+            o = o.int("stopped_at", p).str("stopped_because", why);
+        }
+        if let Some(a) = &self.audit {
+            o = o.str("audit", &a.to_string());
+        }
+        let channels: Vec<String> = self
+            .channels
+            .iter()
+            .map(|(c, s)| {
+                Obj::new()
+                    .int("channel", *c as u64)
+                    .int("frames", s.frames)
+                    .int("first_seq", s.first_seq)
+                    .int("last_seq", s.last_seq)
+                    .int("gaps", s.gaps)
+                    .build()
+            })
+            .collect();
+        o.raw("channels", &format!("[{}]", channels.join(",")))
+            .build()
+    }
+
     pub fn damaged(&self) -> bool {
         self.stopped_at.is_some()
             || self.bad_frames > 0
@@ -99,7 +140,13 @@ impl std::fmt::Display for LogSummary {
         }
         // A log with no clock readings (all 0) shows none.
         if let Some((a, b)) = self.time_ns.filter(|t| t.1 > 0) {
-            write!(f, ", clock {a}..{b} ns ({:.3} s)", (b - a) as f64 / 1e9)?;
+            write!(
+                f,
+                ", clock {}..{} ({:.3} s)",
+                verity_tools::rfc3339_ns(a),
+                verity_tools::rfc3339_ns(b),
+                (b - a) as f64 / 1e9
+            )?;
         }
         match self.stopped_at {
             Some((p, why)) => write!(f, "; STOPPED at an invalid record at {p}: {why}")?,
@@ -294,13 +341,31 @@ pub fn dump(
                 line,
                 "{name} @{} kind={kind_name} clock={} bytes={}",
                 r.position,
-                r.timestamp,
+                verity_tools::rfc3339_ns(r.timestamp),
                 r.payload.len()
             );
         }
+        let record_json = || {
+            verity_tools::json::Obj::new()
+                .str("log", &name)
+                .int("position", r.position)
+                .str("kind", kind_name)
+                .int("time_ns", r.timestamp)
+                .int("bytes", r.payload.len() as u64)
+        };
         if kind == Some(RecordKind::Seal) {
             s.seals += 1;
-            if opts.detail != Detail::Summary {
+            if opts.detail != Detail::Summary && opts.json {
+                let o = match Seal::decode(r.payload) {
+                    Some(seal) => record_json()
+                        .int("seal_records", seal.records)
+                        .int("seal_first", seal.first)
+                        .int("seal_end", seal.end)
+                        .str("chain", &hex(&seal.chain)),
+                    None => record_json().str("error", "audit seal of the wrong size"),
+                };
+                let _ = writeln!(out, "{}", o.build());
+            } else if opts.detail != Detail::Summary {
                 match Seal::decode(r.payload) {
                     Some(seal) => {
                         let _ = write!(
@@ -320,7 +385,10 @@ pub fn dump(
         }
         if kind == Some(RecordKind::DeadLetter) {
             s.dead_letters += 1;
-            if opts.detail != Detail::Summary {
+            if opts.detail != Detail::Summary && opts.json {
+                let o = record_json().str("dead_letter", &dead_letter_text(r.payload));
+                let _ = writeln!(out, "{}", o.build());
+            } else if opts.detail != Detail::Summary {
                 let _ = write!(line, " {}", dead_letter_text(r.payload));
                 let _ = writeln!(out, "{line}");
             }
@@ -348,7 +416,35 @@ pub fn dump(
                     n += 1;
                     first.get_or_insert(seq);
                     last = seq;
-                    if opts.detail == Detail::Frames && opts.channel.is_none_or(|w| w == channel) {
+                    if opts.detail == Detail::Frames
+                        && opts.channel.is_none_or(|w| w == channel)
+                        && opts.json
+                    {
+                        let o = verity_tools::json::Obj::new()
+                            .str("log", &name)
+                            .int("position", r.position)
+                            .int("offset", at as u64)
+                            .str("kind", &v.kind().to_string())
+                            .int("channel", channel as u64)
+                            .int("seq", seq)
+                            .int("trace_id", h.trace_id())
+                            .int("flags", h.flags() as u64)
+                            .int("len", v.payload.len() as u64)
+                            .str(
+                                "payload_hex",
+                                &v.payload
+                                    .iter()
+                                    .map(|b| format!("{b:02x}"))
+                                    .collect::<String>(),
+                            );
+                        let _ = writeln!(out, "{}", o.build());
+                        printed += 1;
+                        if full(s.records, printed) {
+                            break 'records;
+                        }
+                    } else if opts.detail == Detail::Frames
+                        && opts.channel.is_none_or(|w| w == channel)
+                    {
                         let payload: String = v
                             .payload
                             .iter()
@@ -374,16 +470,29 @@ pub fn dump(
                 }
                 Ok(None) | Err(_) => {
                     s.bad_frames += 1;
-                    let _ = writeln!(
-                        out,
-                        "{name} @{}+{at}: bytes that are not a whole valid frame (the rest of this record is skipped)",
-                        r.position
-                    );
+                    let what = "bytes that are not a whole valid frame (the rest of this record is skipped)";
+                    let _ = match opts.json {
+                        true => writeln!(
+                            out,
+                            "{}",
+                            record_json()
+                                .int("offset", at as u64)
+                                .str("error", what)
+                                .build()
+                        ),
+                        false => writeln!(out, "{name} @{}+{at}: {what}", r.position),
+                    };
                     break;
                 }
             }
         }
-        if opts.detail == Detail::Records {
+        if opts.detail == Detail::Records && opts.json {
+            let mut o = record_json().int("frames", n);
+            if let Some(f) = first {
+                o = o.int("first_seq", f).int("last_seq", last);
+            }
+            let _ = writeln!(out, "{}", o.build());
+        } else if opts.detail == Detail::Records {
             let _ = write!(line, " frames={n}");
             if let Some(f) = first {
                 let _ = write!(line, " seq={f}..={last}");

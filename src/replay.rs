@@ -121,6 +121,67 @@ impl ReplayReport {
     pub fn identical(&self) -> bool {
         self.first_difference.is_none() && !self.damaged()
     }
+
+    /// The report as one JSON object (`--json`, tools/FORMATS.md).
+    pub fn to_json(&self) -> String {
+        use verity_tools::json::Obj;
+        let result = match (&self.first_difference, self.damaged()) {
+            (Some(_), _) => "different",
+            (None, true) => "damaged",
+            (None, false) => "identical",
+        };
+        let mut o = Obj::new()
+            .str("replay", result)
+            .str("data_dir", &self.data_dir.display().to_string())
+            .str("app", &self.app)
+            .strs("skipped_snapshots", &self.skipped_snapshots);
+        if let Some((p, i)) = &self.snapshot {
+            o = o
+                .str("snapshot", &p.display().to_string())
+                .int("snapshot_record", *i);
+        }
+        if let Some(j) = &self.journal {
+            o = o
+                .int("journal_records", j.records)
+                .int("journal_end", j.end);
+            if let Some((p, why)) = j.stopped_at {
+                o = o
+                    .int("journal_stopped_at", p)
+                    .str("journal_stopped_because", why);
+            }
+        }
+        let outs: Vec<String> = self
+            .outs
+            .iter()
+            .map(|c| {
+                Obj::new()
+                    .str("log", &c.log)
+                    .int("regenerated", c.regenerated)
+                    .int("identical", c.identical)
+                    .int("different", c.different)
+                    .int("not_retained", c.not_retained)
+                    .int("not_logged", c.not_logged)
+                    .int("missing", c.missing)
+                    .build()
+            })
+            .collect();
+        o = o
+            .int("replayed", self.replayed)
+            .int("dead_letters", self.dead_letters)
+            .raw("outs", &format!("[{}]", outs.join(",")));
+        if let Some(d) = &self.first_difference {
+            o = o.raw(
+                "first_difference",
+                &Obj::new()
+                    .str("log", &d.log)
+                    .int("seq", d.seq)
+                    .int("journal_index", d.journal_index)
+                    .int("trace_id", d.trace_id)
+                    .build(),
+            );
+        }
+        o.build()
+    }
 }
 
 impl fmt::Display for ReplayReport {
@@ -554,6 +615,9 @@ pub struct ReplayArgs {
     /// back as the journal reaches.
     #[arg(long)]
     pub newest: bool,
+    /// Print the report as one JSON object (tools/FORMATS.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the command; prints the report (stdout) or the error (stderr).
@@ -612,7 +676,10 @@ pub fn main_with(a: &ReplayArgs, me: &str, apps: &Registry) -> u8 {
     };
     match replay_dir(&dir, &cfg, start) {
         Ok(report) => {
-            println!("{report}");
+            match a.json {
+                true => println!("{}", report.to_json()),
+                false => println!("{report}"),
+            }
             if report.identical() {
                 0
             } else {

@@ -72,16 +72,72 @@ pub enum What {
     },
 }
 
+impl Event {
+    /// The event as one JSON object (`--json`, tools/FORMATS.md).
+    pub fn to_json(&self, trace_id: u64) -> String {
+        let o = verity_tools::json::Obj::new()
+            .int("trace_id", trace_id)
+            .str("at", &self.at)
+            .int("time_ns", self.clock_ns);
+        match &self.what {
+            What::Accepted {
+                channel,
+                seq,
+                from,
+                position,
+            } => {
+                let o = o
+                    .str("event", "accepted")
+                    .int("channel", *channel as u64)
+                    .int("seq", *seq)
+                    .int("position", *position);
+                match from {
+                    Some(n) => o.int("from_node", *n as u64),
+                    None => o,
+                }
+            }
+            What::Forwarded { to, channel, seq } => o
+                .str("event", "forwarded")
+                .int("to_node", *to as u64)
+                .int("channel", *channel as u64)
+                .int("seq", *seq),
+            What::Output {
+                channel,
+                seq,
+                payload,
+            } => o
+                .str("event", "output")
+                .int("channel", *channel as u64)
+                .int("seq", *seq)
+                .str(
+                    "payload_hex",
+                    &payload
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>(),
+                ),
+            What::DeadLetter {
+                channel,
+                seq,
+                journal_index,
+                reason,
+            } => o
+                .str("event", "dead_letter")
+                .int("channel", *channel as u64)
+                .int("seq", *seq)
+                .int("journal_index", *journal_index)
+                .str("reason", reason),
+        }
+        .build()
+    }
+}
+
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let clock = if self.clock_ns > 0 {
-            format!(
-                "{}.{:09}",
-                self.clock_ns / 1_000_000_000,
-                self.clock_ns % 1_000_000_000
-            )
+            verity_tools::rfc3339_ns(self.clock_ns)
         } else {
-            "-".repeat(20)
+            "-".repeat(30)
         };
         write!(f, "{clock}  {:<10} ", self.at)?;
         match &self.what {

@@ -283,7 +283,7 @@ fn peer_text_reaches_the_log_escaped() {
     );
     let stops = log
         .lines()
-        .filter(|l| l.starts_with("verity: stopped cleanly"))
+        .filter(|l| l.contains("] stopped cleanly"))
         .count();
     assert_eq!(stops, 1, "a forged stop line: {log}");
     let escaped = "bye\\nverity: stopped cleanly: accepted=999\\u{1b}[2J\\u{202e}gnp.exe";

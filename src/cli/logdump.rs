@@ -50,6 +50,10 @@ pub struct LogdumpArgs {
     /// damaged (exit 1).
     #[arg(long)]
     pub expect_audit: bool,
+    /// JSON Lines: one object per record or frame, one summary per log
+    /// (tools/FORMATS.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Dumps the logs `a` names; exit 0 every log read to its end, 1 a log
@@ -80,6 +84,7 @@ pub fn run(a: &LogdumpArgs, me: &str) -> ExitCode {
         limit: a.limit,
         channel: a.channel,
         expect_audit: a.expect_audit,
+        json: a.json,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -88,7 +93,14 @@ pub fn run(a: &LogdumpArgs, me: &str) -> ExitCode {
         match dump(log, &opts, &mut out) {
             Ok(s) => {
                 damaged |= s.damaged();
-                let _ = writeln!(out, "{s}");
+                match a.json {
+                    true => {
+                        let _ = writeln!(out, "{}", s.to_json());
+                    }
+                    false => {
+                        let _ = writeln!(out, "{s}");
+                    }
+                }
             }
             Err(e @ DumpError::NotABoundary { .. }) => {
                 let _ = out.flush();
@@ -98,14 +110,22 @@ pub fn run(a: &LogdumpArgs, me: &str) -> ExitCode {
             Err(DumpError::Log(e)) => {
                 // This log is damaged (or unreadable): said, and the
                 // others are still dumped.
-                let _ = writeln!(
-                    out,
-                    "{}: DAMAGED: cannot be read: {e}",
-                    log.file_name().map_or_else(
-                        || log.display().to_string(),
-                        |n| n.to_string_lossy().into_owned()
-                    )
+                let name = log.file_name().map_or_else(
+                    || log.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
                 );
+                let _ = match a.json {
+                    true => writeln!(
+                        out,
+                        "{}",
+                        verity_tools::json::Obj::new()
+                            .str("summary", &name)
+                            .bool("damaged", true)
+                            .str("error", &e.to_string())
+                            .build()
+                    ),
+                    false => writeln!(out, "{name}: DAMAGED: cannot be read: {e}"),
+                };
                 let _ = out.flush();
                 eprintln!("{me}: {}: {e}", log.display());
                 damaged = true;

@@ -105,6 +105,15 @@ enum Command {
         /// The worker of cluster.toml to run.
         #[arg(long)]
         name: Option<String>,
+        /// How log lines are written to stderr: text, or JSON Lines
+        /// (tools/FORMATS.md).
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: crate::runtime::logging::LogFormat,
+        /// Which lines: RUST_LOG syntax (`info`, `warn`,
+        /// `info,verity::runtime::outbound=debug`). Default: $RUST_LOG,
+        /// else `info`.
+        #[arg(long)]
+        log: Option<String>,
     },
     /// The main job: market spread (or --app) on a 3-worker cluster under
     /// seeded faults (socket shim, partitions, kill -9, pauses), checked
@@ -207,7 +216,16 @@ pub fn main_with_rows(apps: Registry, rows: verity_tools::pg::Mappings) -> ExitC
         Command::SinkPostgres(args) => {
             verity_tools::pg::cli::run(&args, &format!("{bin} sink-postgres"), &rows)
         }
-        Command::Worker { config, name } => {
+        Command::Worker {
+            config,
+            name,
+            log_format,
+            log,
+        } => {
+            if let Err(e) = crate::runtime::logging::init(log_format, log.as_deref()) {
+                eprintln!("{bin} worker: --log: {e}");
+                return ExitCode::from(2);
+            }
             let loaded = match &name {
                 None => match crate::config::cluster_without_name(&config, &apps) {
                     Some(e) => Err(e),

@@ -31,6 +31,9 @@ pub struct SimArgs {
     /// Print one line per seed.
     #[arg(long, short)]
     pub verbose: bool,
+    /// JSON Lines: one object per seed, then a summary (tools/FORMATS.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs the seeds `a` names, each judged by the oracle; prints one line
@@ -105,9 +108,34 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
                 zombies += o.zombies;
                 holds += o.holds;
                 events += o.events;
+                if a.json {
+                    let result = if o.passed && det.is_none() {
+                        "pass"
+                    } else {
+                        "fail"
+                    };
+                    println!(
+                        "{}",
+                        verity_tools::json::Obj::new()
+                            .int("seed", seed)
+                            .str("result", result)
+                            .str("app", &o.params.app)
+                            .int("nodes", o.params.nodes as u64)
+                            .int("messages", o.params.messages)
+                            .int("forwarded", o.forwarded)
+                            .int("crashes", o.crashes)
+                            .int("zombies", o.zombies)
+                            .int("virtual_ns", o.virtual_us * 1000)
+                            .str("hash", &format!("{:016x}", o.hash))
+                            .str("verdict", &o.verdict)
+                            .str("determinism", det.as_deref().unwrap_or(""))
+                            .str("reproduce", &repro)
+                            .build()
+                    );
+                }
                 if o.passed && det.is_none() {
                     passed += 1;
-                    if a.verbose {
+                    if a.verbose && !a.json {
                         println!(
                             "seed {seed}: PASS app={} nodes={} forwarded={} msgs={} drop={:.1}% dup={:.1}% reorder={:.1}% partitions={} crashes={} zombies={} fsync={} virtual={:.3}s hash={:016x}",
                             o.params.app,
@@ -129,6 +157,9 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
                     let _ = std::fs::remove_dir_all(base.join(format!("{seed}-again")));
                 } else {
                     failed += 1;
+                    if a.json {
+                        continue;
+                    }
                     println!(
                         "seed {seed}: FAIL app={} ({:?})\n  {}\n  {}\n  reproduce: {repro}",
                         o.params.app,
@@ -140,12 +171,40 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
             }
             Err(e) => {
                 failed += 1;
-                println!("seed {seed}: ERROR {e}\n  reproduce: {repro}");
+                match a.json {
+                    true => println!(
+                        "{}",
+                        verity_tools::json::Obj::new()
+                            .int("seed", seed)
+                            .str("result", "error")
+                            .str("error", &e.to_string())
+                            .str("reproduce", &repro)
+                            .build()
+                    ),
+                    false => println!("seed {seed}: ERROR {e}\n  reproduce: {repro}"),
+                }
             }
         }
     }
     let _ = std::fs::remove_dir_all(&base);
-    println!(
+    if a.json {
+        println!(
+            "{}",
+            verity_tools::json::Obj::new()
+                .str("summary", "sim")
+                .int("seeds", seeds.len())
+                .int("passed", passed)
+                .int("failed", failed)
+                .int("crashes", crashes)
+                .int("zombies", zombies)
+                .int("holds", holds)
+                .int("events", events)
+                .num("seconds", started.elapsed().as_secs_f64())
+                .bool("determinism_checked", a.check_determinism)
+                .build()
+        );
+    } else {
+        println!(
         "sim: seeds={} passed={passed} failed={failed} crashes={crashes} zombies={zombies} holds={holds} events={events} seconds={:.1}{}",
         seeds.len(),
         started.elapsed().as_secs_f64(),
@@ -155,6 +214,7 @@ pub fn run(a: &SimArgs, me: &str, apps: &Registry) -> ExitCode {
             ""
         }
     );
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -32,6 +32,10 @@ pub struct TraceArgs {
     /// A node's data directory (repeat for several).
     #[arg(long, conflicts_with = "config")]
     pub data_dir: Vec<PathBuf>,
+    /// JSON Lines: one object per event (tools/FORMATS.md); nothing else
+    /// on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Prints the path of the message `a` names; exit 0 found, 1 nothing in
@@ -77,7 +81,9 @@ pub fn run(a: &TraceArgs, me: &str, apps: &Registry) -> ExitCode {
             };
             match output_trace_id(&nodes, channel, seq) {
                 Ok(Some(id)) => {
-                    println!("output channel {channel} seq {seq} has trace id {id:#x}");
+                    if !a.json {
+                        println!("output channel {channel} seq {seq} has trace id {id:#x}");
+                    }
                     id
                 }
                 Ok(None) => {
@@ -92,19 +98,28 @@ pub fn run(a: &TraceArgs, me: &str, apps: &Registry) -> ExitCode {
         }
         (None, None) => return ExitCode::from(2),
     };
-    println!(
-        "trace {id:#x} (source channel {}, seq {})",
-        id >> crate::trace::TRACE_SEQ_BITS,
-        id & ((1 << crate::trace::TRACE_SEQ_BITS) - 1)
-    );
+    if !a.json {
+        println!(
+            "trace {id:#x} (source channel {}, seq {})",
+            id >> crate::trace::TRACE_SEQ_BITS,
+            id & ((1 << crate::trace::TRACE_SEQ_BITS) - 1)
+        );
+    }
     match trace(&nodes, id) {
         Ok(events) if events.is_empty() => {
-            println!("nothing in the retained logs of {} node(s) (a journal keeps the records since the older of its two snapshots)", nodes.len());
+            let text = format!("nothing in the retained logs of {} node(s) (a journal keeps the records since the older of its two snapshots)", nodes.len());
+            match a.json {
+                true => eprintln!("{me}: {text}"),
+                false => println!("{text}"),
+            }
             ExitCode::from(1)
         }
         Ok(events) => {
             for e in &events {
-                println!("  {e}");
+                match a.json {
+                    true => println!("{}", e.to_json(id)),
+                    false => println!("  {e}"),
+                }
             }
             ExitCode::SUCCESS
         }

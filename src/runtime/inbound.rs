@@ -319,8 +319,11 @@ impl Inbound {
             conn.node = Some(node);
             conn.state = ConnState::Ready;
             conn.dec.set_max_frame_len(max);
-            eprintln!(
-                "verity: node {node} (epoch {epoch}) connected from {}",
+            tracing::info!(
+                event = "peer_connected",
+                peer_node = node,
+                peer_epoch = epoch,
+                "node {node} (epoch {epoch}) connected from {}",
                 conn.peer
             );
         }

@@ -19,6 +19,7 @@
 //! | `outbound.rs` | `Outbound`: the outbound paths' connections; dialing, the consumer's HELLO/RESUME/ACK/NACK, losing a connection, writing what the core hands out |
 //! | `outpath.rs` | one outbound path: its log, the frames kept in memory, backoff; which channel path `k` carries |
 //! | `recovery.rs` | the `Store`: the data directory, journal and dead-letter log; opening and recovery (snapshot restore, journal replay), logging outputs and dead letters, durability, snapshots, the audit chain |
+//! | `logging.rs` | the log: `tracing` events as text or JSON Lines, each line tagged with its thread's node, worker, shard and epoch |
 //! | `metrics.rs` | live metrics: the `Meter` a loop keeps, the `Hub` of its published samples, the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //! | `faults.rs` | `FaultState`: the shim a connection gets, partitions, the fault log |
 //! | `shim.rs` | the fault shim itself (`[faults]`) |
@@ -35,6 +36,7 @@ mod faults;
 mod inbound;
 mod ingest;
 pub mod link;
+pub mod logging;
 pub mod metrics;
 mod node;
 mod os;

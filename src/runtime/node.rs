@@ -89,9 +89,20 @@ impl Node {
     pub(super) fn log_limited(&mut self, line: core::fmt::Arguments<'_>) {
         if let Some(suppressed) = self.log_limiter.admit(Instant::now()) {
             if suppressed > 0 {
-                eprintln!("verity: ({suppressed} similar lines about connections suppressed)");
+                tracing::warn!(
+                    event = "suppressed",
+                    lines = suppressed,
+                    "({suppressed} similar lines about connections suppressed)"
+                );
             }
-            eprintln!("verity: {line}");
+            tracing::warn!(event = "connection", "{line}");
+        }
+    }
+
+    /// [`Node::log_limited`] at level info, with its own event name.
+    pub(super) fn note_limited(&mut self, event: &'static str, line: core::fmt::Arguments<'_>) {
+        if self.log_limiter.admit(Instant::now()).is_some() {
+            tracing::info!(event, "{line}");
         }
     }
 
@@ -127,8 +138,20 @@ impl Node {
             .map(|(id, n, sent)| format!("{id}:{n}/{sent}"))
             .collect();
         let (s, w) = (&core.stats, &self.stats);
-        eprintln!(
-            "verity: stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
+        tracing::info!(
+            event = "stopped",
+            accepted = s.accepted,
+            outputs = s.outputs,
+            duplicates = s.duplicates,
+            gaps = s.gaps,
+            dead_letters = s.dead_letters,
+            bad_frames = w.bad_frames,
+            violations = s.violations,
+            refused = w.refused,
+            replayed = w.replayed,
+            snapshots = w.snapshots,
+            unacked,
+            "stopped cleanly: accepted={} outputs={} duplicates={} gaps={} dead_letters={} bad_frames={} violations={} refused={} auth_refused={} tls_failed={} replayed={} snapshots={} unacked={unacked} unacked_by_channel=[{}]",
             s.accepted, s.outputs, s.duplicates, s.gaps, s.dead_letters, w.bad_frames, s.violations, w.refused, w.auth_refused, w.tls_failed, w.replayed, w.snapshots, detail.join(" ")
         );
     }

@@ -63,8 +63,12 @@ pub(super) fn tune_socket(stream: &TcpStream, buffer_bytes: usize) {
         } else {
             ""
         };
-        eprintln!(
-            "verity: socket buffers: asked {buffer_bytes} bytes each way (limits.socket_buffer_bytes), the kernel granted receive {r}, send {w}{short}"
+        tracing::info!(
+            event = "socket_buffers",
+            asked = buffer_bytes,
+            granted_receive = r,
+            granted_send = w,
+            "socket buffers: asked {buffer_bytes} bytes each way (limits.socket_buffer_bytes), the kernel granted receive {r}, send {w}{short}"
         );
     });
     let keepalive = socket2::TcpKeepalive::new()

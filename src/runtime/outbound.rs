@@ -169,7 +169,11 @@ impl Outbound {
             .reg
             .register(&mut stream, Token(FIRST_OUT + k), interest)
         {
-            eprintln!("verity: cannot register the {} connection: {e}", path.name);
+            tracing::warn!(
+                event = "dial_failed",
+                "cannot register the {} connection: {e}",
+                path.name
+            );
             path.failed();
             return false;
         }
@@ -181,7 +185,11 @@ impl Outbound {
             Some(config) => match TlsConn::client(&config, stream, addr.ip()) {
                 Ok(t) => Stream::Tls(Box::new(t)),
                 Err(e) => {
-                    eprintln!("verity: TLS to the {} at {addr}: {e}", path.name);
+                    tracing::warn!(
+                        event = "dial_failed",
+                        "TLS to the {} at {addr}: {e}",
+                        path.name
+                    );
                     path.failed();
                     return false;
                 }
@@ -311,8 +319,17 @@ impl Outbound {
                 let out = out_of(k);
                 n.core.handle(Input::Nack { out, from }, &mut n.fx);
                 n.stats.nacks_received += 1;
-                if n.fx.resend.take().is_some() {
+                if let Some((_, from)) = n.fx.resend.take() {
                     n.stats.resends_nack += 1;
+                    if let Some(p) = self.paths[k].as_ref() {
+                        tracing::debug!(
+                            event = "resend",
+                            cause = "nack",
+                            from,
+                            "{}: NACK for seq {from}: resending from it",
+                            p.name
+                        );
+                    }
                 }
                 if let Some(v) = n.fx.violation.take() {
                     self.refuse(k, n, reg, ErrorCode::Protocol, &v.to_string());
@@ -401,9 +418,9 @@ impl Outbound {
             self.refuse(k, n, reg, ErrorCode::Protocol, &v.to_string());
             return Ok(());
         }
-        if n.fx.resend.take().is_none() {
+        let Some((_, from)) = n.fx.resend.take() else {
             return Ok(());
-        }
+        };
         n.stats.resends_resume += 1;
         if node.is_none() {
             n.stats.sink_connects += 1;
@@ -418,6 +435,16 @@ impl Outbound {
             }
             path.trim(acked)?;
             n.core.sessions_mut().established(out_conn(k));
+            tracing::info!(
+                event = "resume",
+                to = path.name.as_str(),
+                delivered,
+                from,
+                connects = path.connects,
+                "{} at {}: RESUME says delivered through seq {delivered}; sending from seq {from}",
+                path.name,
+                path.addr
+            );
         }
         n.fx.clear();
         Ok(())
@@ -444,9 +471,12 @@ impl Outbound {
                 || why.contains("authentication")
                 || why.starts_with("TLS")
             {
-                eprintln!(
-                    "verity: {} {} lost: {why}; reconnecting",
-                    path.name, conn.peer
+                tracing::warn!(
+                    event = "peer_lost",
+                    to = path.name.as_str(),
+                    "{} {} lost: {why}; reconnecting",
+                    path.name,
+                    conn.peer
                 );
             }
             conn.stream.deregister(reg);

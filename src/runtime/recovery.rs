@@ -81,8 +81,9 @@ impl Opened {
         let outs = open_outs(cfg, &dir, links, &mut recoveries)?;
         for (name, r) in &recoveries {
             if r.bytes_dropped > 0 {
-                eprintln!(
-                    "verity: recovery: {name}: dropped a torn tail of {} bytes ({})",
+                tracing::warn!(
+                    event = "torn_tail",
+                    "recovery: {name}: dropped a torn tail of {} bytes ({})",
                     r.bytes_dropped,
                     r.stopped_because.unwrap_or("end"),
                 );
@@ -92,7 +93,10 @@ impl Opened {
         let mut skipped = Vec::new();
         let snapshot = dir.newest_snapshot(&mut skipped)?;
         for s in &skipped {
-            eprintln!("verity: recovery: skipping invalid snapshot: {s}");
+            tracing::warn!(
+                event = "bad_snapshot",
+                "recovery: skipping invalid snapshot: {s}"
+            );
         }
         let mut replay_from = journal.first_position();
         if let Some(s) = &snapshot {
@@ -230,8 +234,9 @@ impl Store {
             // The journal lost records the snapshot covers (damage below it):
             // the snapshot holds that state, but new records would now be
             // appended below its position and skipped by the next replay.
-            eprintln!(
-                "verity: recovery: the journal ends at {} below the snapshot's position {replay_from}; writing a new snapshot at the journal's end",
+            tracing::warn!(
+                event = "journal_behind",
+                "recovery: the journal ends at {} below the snapshot's position {replay_from}; writing a new snapshot at the journal's end",
                 self.journal.end_position()
             );
         }
@@ -410,6 +415,15 @@ impl Store {
         self.dir.write_snapshot(end, n.core.journal_next(), &body)?;
         self.records_at_snapshot = n.core.journal_next();
         n.stats.snapshots += 1;
+        tracing::info!(
+            event = "snapshot",
+            record = n.core.journal_next(),
+            position = end,
+            bytes = body.len(),
+            "snapshot written at journal record {} ({} bytes)",
+            n.core.journal_next(),
+            body.len()
+        );
         if let Some(p) = self.dir.oldest_snapshot_position() {
             self.journal
                 .drop_below(p.min(self.journal.end_position()))?;
@@ -435,8 +449,9 @@ impl Store {
         };
         if new && (due || last) && head != [0; 32] {
             self.audit_printed = Some((Instant::now(), head));
-            eprintln!(
-                "verity: audit: journal chain head {} at position {}",
+            tracing::info!(
+                event = "audit_head",
+                "audit: journal chain head {} at position {}",
                 audit::hex(&head),
                 self.journal.end_position()
             );

@@ -28,6 +28,7 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
             return Ok(());
         };
         pin(&cfg)?;
+        tag(&cfg);
         let mut w = Worker::start(cfg)?;
         if let Some(h) = hub {
             w.attach_metrics(h, 0);
@@ -66,6 +67,7 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         let t = std::thread::Builder::new()
             .name(format!("node-{id}"))
             .spawn(move || {
+                tag(&cfg);
                 let r = pin(&cfg)
                     .and_then(|()| Worker::start_shard(cfg, l))
                     .and_then(|mut w| {
@@ -75,7 +77,7 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
                         w.run()
                     });
                 if let Err(e) = &r {
-                    eprintln!("verity: node {id} stopped on error: {e}");
+                    tracing::error!(event = "failed", "node {id} stopped on error: {e}");
                     request_stop();
                 }
                 r
@@ -105,8 +107,19 @@ fn serve_metrics(cfgs: &[NodeToml]) -> Result<Option<Arc<Hub>>, WorkerError> {
     metrics::serve(addr, hub.clone()).map_err(io_err(format!(
         "cannot serve metrics on {addr} (metrics_listen)"
     )))?;
-    eprintln!("verity: metrics on http://{addr}/metrics (and /healthz, /readyz)");
+    tracing::info!(
+        event = "metrics",
+        "metrics on http://{addr}/metrics (and /healthz, /readyz)"
+    );
     Ok(Some(hub))
+}
+
+/// The calling thread's log lines name `cfg`'s node.
+fn tag(cfg: &NodeToml) {
+    match &cfg.cluster {
+        None => super::logging::set_node(cfg.node_id, "", 0),
+        Some(c) => super::logging::set_node(cfg.node_id, &c.worker, c.shard),
+    }
 }
 
 /// Pins the calling thread (the node's event loop) to its `cpu_affinity`.
@@ -118,8 +131,10 @@ fn pin(cfg: &NodeToml) -> Result<(), WorkerError> {
         "cannot pin node {} to CPU {cpu} (cpu_affinity)",
         cfg.node_id
     )))?;
-    eprintln!(
-        "verity: node {} pinned to CPU {cpu} (cpu_affinity)",
+    tracing::info!(
+        event = "pinned",
+        cpu,
+        "node {} pinned to CPU {cpu} (cpu_affinity)",
         cfg.node_id
     );
     Ok(())

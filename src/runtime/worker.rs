@@ -159,6 +159,7 @@ impl Worker {
             outbound.tls_peers = t.peers;
         }
         let epoch = store.dir.epoch;
+        super::logging::set_epoch(epoch);
         let mut w = Worker {
             node: Node::new(cfg, core, epoch),
             store,
@@ -179,7 +180,7 @@ impl Worker {
         w.register_listeners()?;
         if let Some(warning) = &w.node.cfg.open_warning {
             if w.node.cfg.cluster.as_ref().is_none_or(|c| c.shard == 0) {
-                eprintln!("verity: WARNING: {warning}");
+                tracing::warn!(event = "open", "WARNING: {warning}");
             }
         }
         w.announce(snapshot_index);
@@ -309,8 +310,11 @@ impl Worker {
             .map(|o| o.store.unacked_records())
             .sum();
         let cfg = &self.node.cfg;
-        eprintln!(
-            "verity: node {} app={} epoch={} listening on {}{} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} output records unacked",
+        tracing::info!(
+            event = "recovered",
+            snapshot_record = snapshot_index,
+            replayed = self.node.stats.replayed,
+            "node {} app={} epoch={} listening on {}{} sink {}; recovered: snapshot at record {}, replayed {} journal records, {} output records unacked",
             cfg.node_id,
             cfg.app,
             self.node.epoch,
@@ -330,8 +334,9 @@ impl Worker {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        eprintln!(
-            "verity: node {} limits: {} (`verity config show` prints every key)",
+        tracing::info!(
+            event = "limits",
+            "node {} limits: {} (`verity config show` prints every key)",
             cfg.node_id,
             limits.join(" ")
         );
@@ -498,7 +503,11 @@ impl Worker {
                 } else {
                     "off"
                 };
-                n.log_limited(format_args!("node {}: backpressure {what}", n.core.node()));
+                let id = n.cfg.node_id;
+                n.note_limited(
+                    "backpressure",
+                    format_args!("node {id}: backpressure {what}"),
+                );
             }
         }
         self.tick(now);
@@ -582,9 +591,13 @@ impl Worker {
                     .conn
                     .as_ref()
                     .map_or_else(String::new, |c| c.peer.to_string());
-                eprintln!(
-                    "verity: {} {peer}: no ACK progress for {} ms; resending from {from}",
-                    p.name, n.cfg.limits.resend_timeout_ms,
+                tracing::warn!(
+                    event = "resend",
+                    cause = "timeout",
+                    from,
+                    "{} {peer}: no ACK progress for {} ms; resending from {from}",
+                    p.name,
+                    n.cfg.limits.resend_timeout_ms,
                 );
             }
         }
@@ -613,7 +626,12 @@ impl Worker {
                             .is_some_and(|c| c.state != ConnState::Ready && c.stream.is_socket())
                     });
                 if let Some(p) = stuck {
-                    eprintln!("verity: {} at {}: {text}; dialing again", p.name, p.addr);
+                    tracing::warn!(
+                        event = "dial_again",
+                        "{} at {}: {text}; dialing again",
+                        p.name,
+                        p.addr
+                    );
                     self.outbound.lost(k, n, reg, &text);
                 }
             } else if self

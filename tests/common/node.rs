@@ -43,6 +43,11 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`Node::start`] with more arguments for `verity worker`.
+    pub fn start_with(&mut self, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,6 +56,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_verity"))
             .args(["worker", "--config"])
             .arg(&self.config)
+            .args(args)
             .stdin(Stdio::null())
             .stderr(log)
             .spawn()

@@ -116,6 +116,56 @@ pub struct TlsResult {
     pub latency: Latency,
 }
 
+impl Latency {
+    fn json(&self) -> String {
+        crate::json::Obj::new()
+            .int("samples", self.samples)
+            .int("p50_ns", self.p50_us * 1000)
+            .int("p99_ns", self.p99_us * 1000)
+            .int("p999_ns", self.p999_us * 1000)
+            .int("max_ns", self.max_us * 1000)
+            .build()
+    }
+}
+
+impl BenchResult {
+    /// The result as one JSON object (`verity-bench --json`,
+    /// tools/FORMATS.md).
+    pub fn to_json(&self) -> String {
+        let mut o = crate::json::Obj::new()
+            .str("app", &self.app)
+            .int("inputs", self.inputs)
+            .int("outputs", self.outputs)
+            .int("rounds", self.rounds as u64)
+            .num("raw_msgs_per_s", self.raw_msgs_per_s)
+            .num("engine_msgs_per_s", self.engine_msgs_per_s)
+            .num("engine_over_raw", self.ratio)
+            .num("latency_rate", self.latency_rate)
+            .raw("raw_latency", &self.raw_latency.json())
+            .raw("engine_latency", &self.engine_latency.json());
+        if let Some((workers, rate, ratio)) = self.cluster {
+            o = o
+                .int("cluster_workers", workers as u64)
+                .num("cluster_msgs_per_s", rate)
+                .num("cluster_over_single", ratio);
+        }
+        if let Some((rate, ratio)) = self.baseline {
+            o = o
+                .num("baseline_msgs_per_s", rate)
+                .num("engine_over_baseline", ratio);
+        }
+        if let Some(t) = &self.tls {
+            o = o
+                .num("tls_raw_msgs_per_s", t.raw_msgs_per_s)
+                .num("tls_raw_over_plain", t.raw_ratio)
+                .num("tls_engine_msgs_per_s", t.engine_msgs_per_s)
+                .num("tls_engine_over_plain", t.engine_ratio)
+                .raw("tls_engine_latency", &t.latency.json());
+        }
+        o.build()
+    }
+}
+
 impl core::fmt::Display for BenchResult {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         writeln!(

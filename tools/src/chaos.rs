@@ -35,6 +35,22 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// With `--json`, the run's human report goes to stderr and stdout holds
+/// only the JSON lines.
+pub static HUMAN_TO_STDERR: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A line of the human report: stdout, or stderr under `--json`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if HUMAN_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($t)*)
+        } else {
+            println!($($t)*)
+        }
+    };
+}
+
 use crate::check::{self, App};
 use crate::formats::{InputFormat, ReceivedReader};
 use crate::gen::{self, GenConfig, Rng, TextConfig};
@@ -718,16 +734,19 @@ struct Worker {
 impl Worker {
     fn start(&mut self) -> Result<(), String> {
         let mut cmd = Command::new(&self.engine);
-        cmd.args(["worker", "--config"])
+        // JSON Lines: the run reads the worker's events (recovered,
+        // stopped) by their fields, not by scraping its text.
+        cmd.args(["worker", "--log-format", "json", "--config"])
             .arg(&self.config)
             .args(["--name", &self.name]);
         let what = self.engine.display().to_string();
         self.proc.spawn(cmd, false, &what)
     }
 
-    /// How many times it finished recovery (its "recovered:" lines).
+    /// How many times it finished recovery (its `recovered` events).
     fn recoveries(&self) -> usize {
-        self.proc.log_text().matches("; recovered:").count()
+        let log = self.proc.log_text();
+        crate::events(&log, "recovered").count()
     }
 }
 
@@ -926,7 +945,7 @@ fn db_step(
         thread::sleep(Duration::from_millis(300));
         srv.restart()?;
         done.push(n);
-        println!(
+        say!(
             "chaos: PostgreSQL stopped as by a crash (#{}) at {n}/{expected} outputs in the table; restarted",
             done.len()
         );
@@ -970,7 +989,7 @@ fn receiver_step(
             }
             receiver.start()?;
             kills_at.push(n);
-            println!(
+            say!(
                 "chaos: kill -9 #{} of the receiver at {n}/{expected} outputs in its {}{during}; restarted",
                 kills_at.len(),
                 if receiver.postgres { "table" } else { "file" }
@@ -1081,16 +1100,11 @@ fn walk_fault_logs(dir: &Path) -> Vec<PathBuf> {
     v.into_iter().filter(|p| p.exists()).collect()
 }
 
-/// Sum of a `key=N` field over every worker's "stopped cleanly" lines.
+/// Sum of field `key` over every worker's `stopped` events (a clean stop).
 fn sum_field(logs: &[String], key: &str) -> u64 {
     logs.iter()
-        .flat_map(|t| t.lines())
-        .filter(|l| l.contains("stopped cleanly"))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
-        })
+        .flat_map(|t| crate::events(t, "stopped"))
+        .filter_map(|l| crate::json_field(l, key)?.parse::<u64>().ok())
         .sum()
 }
 
@@ -1151,7 +1165,7 @@ pub fn run(s: &Scenario) -> Result<Outcome, String> {
         (None, None) => 0,
     };
     let schedule = Schedule::draw(s, total, expected);
-    println!(
+    say!(
         "chaos: app={} workers={} shards={} messages={total} profile={} seed={} durability={} schedule={:016x} dir={}",
         s.app,
         s.workers,
@@ -1420,7 +1434,7 @@ fn run_with(
                 paused.retain(|&(p, _)| p != w);
                 recovering.push((w, Instant::now(), before));
                 kills += 1;
-                println!(
+                say!(
                     "chaos: kill -9 #{kills} of {} at {a}/{total} input records ACKed; restarted",
                     workers[w].name
                 );
@@ -1438,7 +1452,7 @@ fn run_with(
                 src.cfg.addr = workers[to].sources;
                 senders[source] = src.spawn();
                 failovers += 1;
-                println!(
+                say!(
                     "chaos: the sender of channel {} fails over to {} at {a}/{total} input records ACKed",
                     src.cfg.channel, workers[to].name
                 );
@@ -1449,7 +1463,7 @@ fn run_with(
                 workers[w].proc.signal(libc_signal::Signal::Stop);
                 paused.push((w, Instant::now() + Duration::from_millis(ms)));
                 pauses += 1;
-                println!(
+                say!(
                     "chaos: SIGSTOP #{pauses} of {} for {ms} ms at {a}/{total} input records ACKed",
                     workers[w].name
                 );
@@ -1531,7 +1545,7 @@ fn run_with(
         thread::sleep(POLL);
     }
     if outputs.poll() < expected {
-        println!(
+        say!(
             "chaos: only {} of {expected} outputs arrived within 120 s",
             outputs.records()
         );
@@ -1581,12 +1595,12 @@ fn run_with(
     let violations = sum_field(&logs, "violations");
     let sum = |f: fn(&SendStats) -> u64| send_stats.iter().map(f).sum::<u64>();
     let faults = fault_counts(&data_dirs);
-    println!(
+    say!(
         "report: inputs={total} outputs={received} send_seconds={send_secs:.2} throughput={:.0} inputs/s total_seconds={:.1}",
         total as f64 / send_secs.max(1e-9),
         started.elapsed().as_secs_f64()
     );
-    println!(
+    say!(
         "report: faults injected: {}",
         faults
             .iter()
@@ -1595,7 +1609,7 @@ fn run_with(
             .join(" ")
     );
     recovery_ms.sort_unstable();
-    println!(
+    say!(
         "report: kills={kills} receiver_kills={} db_restarts={} sender_failovers={failovers} redirects={} pauses={pauses} partitions={} worker starts={} receiver starts={} clean_exit={clean} receiver_clean_exit={receiver_clean} recovery_ms={:?}",
         receiver_kills_at.len(),
         db_restarts_at.len(),
@@ -1605,7 +1619,7 @@ fn run_with(
         receiver.proc.starts,
         recovery_ms
     );
-    println!(
+    say!(
         "report: duplicates absorbed by the receiver={receiver_duplicates} (counted by {clean_incarnations} of its {} incarnations: a killed one reports none) by the nodes={} nacks={} resends: sender={} sender_timeouts={} nodes={} dead letters={}",
         receiver.proc.starts,
         sum_field(&logs, "duplicates"),
@@ -1615,11 +1629,11 @@ fn run_with(
         logs.iter().map(|t| t.matches("resending from").count() as u64).sum::<u64>(),
         sum_field(&logs, "dead_letters"),
     );
-    println!(
+    say!(
         "report: frames not yet ACKed by their consumer when the workers stopped: {} (kept in the outbound logs, sent again at the next start); protocol violations={violations}",
         sum_field(&logs, "unacked")
     );
-    println!(
+    say!(
         "report: checker: ok={} lost={} duplicated={} reordered={} wrong={} unexpected={} (of {} expected)",
         report.ok,
         report.lost,
@@ -1630,9 +1644,9 @@ fn run_with(
         report.expected
     );
     for line in report.to_string().lines().skip(1) {
-        println!("{line}");
+        say!("{line}");
     }
-    println!(
+    say!(
         "report: generic oracle: ok={} lost={} duplicated={} wrong={} unexpected={} (of {} regenerated); {}",
         generic.0.ok,
         generic.0.lost,
@@ -1644,10 +1658,10 @@ fn run_with(
     );
     if own.is_some() {
         for line in generic.0.to_string().lines().skip(1) {
-            println!("{line}");
+            say!("{line}");
         }
     }
-    println!(
+    say!(
         "report: replay: {}",
         replays
             .iter()
@@ -1656,36 +1670,37 @@ fn run_with(
             .join("; ")
     );
     for r in replays.iter().filter(|r| !r.0) {
-        println!(
+        say!(
             "chaos: replay of {} did not regenerate its outputs:\n{}",
-            r.1, r.2
+            r.1,
+            r.2
         );
     }
     if let Some(f) = &failure {
-        println!("chaos: {f}");
+        say!("chaos: {f}");
     }
     if !clean {
-        println!(
+        say!(
             "chaos: a worker did not exit cleanly on SIGTERM; see the logs in {}",
             dir.display()
         );
     }
     if !receiver_clean {
-        println!(
+        say!(
             "chaos: the receiver did not exit cleanly on SIGTERM; see {}",
             receiver.proc.log.display()
         );
     }
     if violations > 0 {
-        println!(
+        say!(
             "chaos: {violations} protocol violations between honest peers (see `PROTOCOL` in the worker logs in {})",
             dir.display()
         );
     }
     let own_verdict = s.app_oracle.as_ref().map(|o| (o.0)(&received_path));
     match &own_verdict {
-        Some(Ok(summary)) => println!("report: the app's own oracle: PASS: {summary}"),
-        Some(Err(why)) => println!("report: the app's own oracle: FAIL: {why}"),
+        Some(Ok(summary)) => say!("report: the app's own oracle: PASS: {summary}"),
+        Some(Err(why)) => say!("report: the app's own oracle: FAIL: {why}"),
         None => {}
     }
     let passed = report.passed()
@@ -1696,7 +1711,7 @@ fn run_with(
         && failure.is_none()
         && replays_identical
         && violations == 0;
-    println!(
+    say!(
         "reproduce: {} {}  (schedule {:016x})",
         s.command,
         s.args(),
@@ -1713,7 +1728,7 @@ fn run_with(
         report.wrong,
         report.unexpected,
     );
-    println!("{last_line}");
+    say!("{last_line}");
     Ok(Outcome {
         passed,
         last_line,
@@ -1723,6 +1738,38 @@ fn run_with(
         db_restarts_at,
         sink_outage: schedule.sink_outage,
     })
+}
+
+/// One seed's result as a JSON object (`verity-chaos --json`,
+/// tools/FORMATS.md): the scenario, the verdict, the check line's counts.
+pub fn outcome_json(s: &Scenario, r: &Result<Outcome, String>) -> String {
+    use crate::json::Obj;
+    let mut o = Obj::new()
+        .int("seed", s.seed)
+        .str("app", &s.app)
+        .str("profile", s.profile.name())
+        .str("reproduce", &format!("{} {}", s.command, s.args()));
+    match r {
+        Err(e) => o.str("result", "error").str("error", e).build(),
+        Ok(out) => {
+            o = o
+                .str("result", if out.passed { "pass" } else { "fail" })
+                .str("schedule", &format!("{:016x}", out.schedule_hash))
+                .int("expected", out.expected);
+            // The check line's `key=value` counts, as numbers.
+            for (k, v) in out
+                .last_line
+                .split_whitespace()
+                .filter_map(|w| w.split_once('='))
+            {
+                o = match v.parse::<u64>() {
+                    Ok(n) => o.int(k, n),
+                    Err(_) => o.str(k, v),
+                };
+            }
+            o.build()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod check;
 pub mod client_auth;
 pub mod formats;
 pub mod gen;
+pub mod json;
 pub mod net;
 pub mod pg;
 pub mod ports;
@@ -151,5 +152,40 @@ mod time_tests {
             super::rfc3339_ns(951_782_400_500_000_000),
             "2000-02-29T00:00:00.500000000Z"
         );
+    }
+}
+
+/// The lines of a worker's JSON Lines log (`--log-format json`) that are
+/// `event`s of the given name.
+pub fn events<'a>(log: &'a str, event: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    let tag = format!("\"event\":\"{event}\"");
+    log.lines()
+        .filter(move |l| l.starts_with('{') && l.contains(&tag))
+}
+
+/// The raw value of top-level field `key` in one of the engine's JSON
+/// log lines (flat objects whose numbers are unquoted): `"key":123` gives
+/// `123`, a string gives its text with the quotes. Not a general JSON
+/// parser: only for the engine's own flat lines.
+pub fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[at..];
+    let end = match rest.starts_with('"') {
+        true => rest[1..].find('"').map(|e| e + 2)?,
+        false => rest.find([',', '}']).unwrap_or(rest.len()),
+    };
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod event_tests {
+    #[test]
+    fn events_and_fields_of_json_lines() {
+        let log = "text line\n{\"time_ns\":1,\"event\":\"stopped\",\"duplicates\":7,\"message\":\"a, b\"}\n{\"event\":\"recovered\"}\n";
+        let stops: Vec<&str> = super::events(log, "stopped").collect();
+        assert_eq!(stops.len(), 1);
+        assert_eq!(super::json_field(stops[0], "duplicates"), Some("7"));
+        assert_eq!(super::json_field(stops[0], "message"), Some("\"a, b\""));
+        assert_eq!(super::json_field(stops[0], "nope"), None);
     }
 }

@@ -54,6 +54,10 @@ struct Args {
     /// binary, engine ÷ baseline is the metrics' cost.
     #[arg(long)]
     metrics: bool,
+    /// Print each app's result as one JSON object (tools/FORMATS.md); the
+    /// per-round lines stay on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
         match r {
+            Ok(r) if a.json => println!("{}", r.to_json()),
             Ok(r) => println!("{r}"),
             Err(e) => {
                 eprintln!("verity-bench: {app}: {e}");

@@ -16,7 +16,8 @@ use verity_tools::chaos::{self, Profile, Scenario, SinkTarget};
 #[command(
     name = "verity-chaos",
     version = env!("VERITY_VERSION"),
-    about = "Seeded fault injection against a real Verity cluster, checked from outside"
+    about = "Seeded fault injection against a real Verity cluster, checked from outside",
+    after_help = "Exit status: 0 every seed passed; 1 a seed failed its check (each prints the command that reproduces it); 2 usage error."
 )]
 struct Args {
     /// doubler, word-count, sequence-window or market-spread.
@@ -73,6 +74,10 @@ struct Args {
     /// Keep the work directory after a PASS.
     #[arg(long)]
     keep: bool,
+    /// JSON Lines on stdout: one object per seed, then a summary
+    /// (tools/FORMATS.md); the human report goes to stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +116,9 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let (mut passed, mut failed) = (0u64, 0u64);
+    if a.json {
+        chaos::HUMAN_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     for seed in seeds.seeds() {
         let mut s = Scenario::new(engine.clone());
         s.app = a.app.clone();
@@ -126,11 +134,18 @@ fn main() -> ExitCode {
         s.sink = sink.clone();
         s.dir = a.dir.as_ref().map(|d| d.join(seed.to_string()));
         s.keep = a.keep;
-        match chaos::run(&s) {
+        let r = chaos::run(&s);
+        if a.json {
+            println!("{}", chaos::outcome_json(&s, &r));
+        }
+        match r {
             Ok(o) if o.passed => passed += 1,
             Ok(_) => failed += 1,
             Err(e) => {
                 failed += 1;
+                if a.json {
+                    continue;
+                }
                 println!(
                     "chaos: seed {seed}: error: {e}\nreproduce: {} {}\ncheck: FAIL app={} error={e:?}",
                     s.command,
@@ -140,7 +155,19 @@ fn main() -> ExitCode {
             }
         }
     }
-    if seeds.len() > 1 {
+    if a.json {
+        println!(
+            "{}",
+            verity_tools::json::Obj::new()
+                .str("summary", "chaos")
+                .str("profile", profile.name())
+                .int("seeds", seeds.len())
+                .int("passed", passed)
+                .int("failed", failed)
+                .num("seconds", started.elapsed().as_secs_f64())
+                .build()
+        );
+    } else if seeds.len() > 1 {
         println!(
             "chaos: profile={} seeds={} passed={passed} failed={failed} seconds={:.1}",
             profile.name(),

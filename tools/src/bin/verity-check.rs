@@ -13,7 +13,11 @@ use verity_tools::pg;
 
 /// Checks a received file against what the app must output for the inputs.
 #[derive(Parser, Debug)]
-#[command(name = "verity-check", version = env!("VERITY_VERSION"))]
+#[command(
+    name = "verity-check",
+    version = env!("VERITY_VERSION"),
+    after_help = "Exit status: 0 PASS; 1 FAIL (a record lost, duplicated, reordered, wrong or unexpected); 2 usage error or an unreadable or malformed file."
+)]
 struct Args {
     /// doubler | word-count | sequence-window | market-spread
     #[arg(long)]
@@ -33,6 +37,9 @@ struct Args {
     /// (channel, seq) order).
     #[arg(long, value_name = "SINK_TOML")]
     postgres: Option<PathBuf>,
+    /// Print the verdict as one JSON object (tools/FORMATS.md).
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -57,7 +64,10 @@ fn main() -> ExitCode {
     };
     match check(args.app, &args.inputs, &received) {
         Ok(report) => {
-            println!("{report}");
+            match args.json {
+                true => println!("{}", report.to_json()),
+                false => println!("{report}"),
+            }
             if report.passed() {
                 ExitCode::SUCCESS
             } else {

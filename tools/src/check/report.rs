@@ -66,6 +66,24 @@ impl CheckReport {
         }
     }
 
+    /// The report as one JSON object (`--json`, tools/FORMATS.md).
+    pub fn to_json(&self) -> String {
+        crate::json::Obj::new()
+            .str("check", if self.passed() { "pass" } else { "fail" })
+            .str("app", &self.app)
+            .int("expected", self.expected)
+            .int("received", self.received)
+            .int("ok", self.ok)
+            .int("lost", self.lost)
+            .int("duplicated", self.duplicated)
+            .int("reordered", self.reordered)
+            .int("wrong", self.wrong)
+            .int("unexpected", self.unexpected)
+            .strs("first_problems", &self.first_problems)
+            .int("more_problems", self.more_problems)
+            .build()
+    }
+
     /// True when no record is lost, duplicated, reordered, wrong or unexpected.
     pub fn passed(&self) -> bool {
         self.lost == 0
