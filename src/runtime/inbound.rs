@@ -84,7 +84,7 @@ impl Inbound {
                 Ok(a) => a,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    n.log_limited(format_args!("accept failed: {e}"));
+                    n.log_limited("accept", format_args!("accept failed: {e}"));
                     return;
                 }
             };
@@ -133,7 +133,7 @@ impl Inbound {
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = reg.register(&mut stream, Token(FIRST_SOURCE + slot), interest) {
-            n.log_limited(format_args!("cannot register {peer}: {e}"));
+            n.log_limited("register", format_args!("cannot register {peer}: {e}"));
             return;
         }
         n.stats.sources_accepted += 1;
@@ -142,7 +142,7 @@ impl Inbound {
             Some(config) => match TlsConn::server(&config, stream) {
                 Ok(t) => Stream::Tls(Box::new(t)),
                 Err(e) => {
-                    n.log_limited(format_args!("TLS with {peer}: {e}"));
+                    n.log_limited("tls", format_args!("TLS with {peer}: {e}"));
                     return;
                 }
             },
@@ -381,10 +381,10 @@ impl Inbound {
         let peer = conn.peer;
         let _ = n.enc.error(&mut conn.wbuf, n.epoch, code, text);
         let _ = conn.flush();
-        n.log_limited(format_args!(
-            "closing connection from {peer}: {} {text}",
-            code.name()
-        ));
+        n.log_limited(
+            code.name(),
+            format_args!("closing connection from {peer}: {} {text}", code.name()),
+        );
         self.close(slot, n, reg, None);
     }
 
@@ -404,7 +404,7 @@ impl Inbound {
                 } else {
                     "source"
                 };
-                n.log_limited(format_args!("{what} {} lost: {why}", conn.peer));
+                n.log_limited("lost", format_args!("{what} {} lost: {why}", conn.peer));
             }
             conn.stream.deregister(reg);
             if let Some(shim) = conn.shim.take() {
@@ -470,5 +470,5 @@ fn refuse_at_accept(n: &mut Node, stream: &mut TcpStream, peer: SocketAddr, why:
     // Whatever it sent already (its HELLO) is read and dropped, so the
     // close is a FIN after our ERROR, not a reset that could discard it.
     let _ = stream.read(&mut [0u8; 512]);
-    n.log_limited(format_args!("refused {peer}: {why}"));
+    n.log_limited("refused", format_args!("refused {peer}: {why}"));
 }

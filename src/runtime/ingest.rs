@@ -236,12 +236,15 @@ impl Inbound {
             (_, Kind::Error) => {
                 let (code, text) = frame.error().unwrap_or((ErrorCode::Internal, ""));
                 let peer = self.conns[slot].as_ref().map(|c| c.peer);
-                n.log_limited(format_args!(
-                    "connection from {} sent ERROR {}: {}",
-                    peer.map_or_else(String::new, |p| p.to_string()),
-                    code.name(),
-                    Escaped(text)
-                ));
+                n.log_limited(
+                    "peer_error",
+                    format_args!(
+                        "connection from {} sent ERROR {}: {}",
+                        peer.map_or_else(String::new, |p| p.to_string()),
+                        code.name(),
+                        Escaped(text)
+                    ),
+                );
                 self.close(slot, n, reg, None);
             }
             (state, kind) => {

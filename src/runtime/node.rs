@@ -63,7 +63,9 @@ pub(super) struct Node {
     /// written: their last decisions still go to it.
     pub(super) retired: Vec<Shim>,
     /// Lines about peers and connections: at most a few a second.
-    log_limiter: LogLimiter,
+    /// One limiter per class of line: a flood of one kind (say,
+    /// CHANNEL_BUSY refusals) cannot hide a line of another.
+    log_limiters: Vec<(&'static str, LogLimiter)>,
 }
 
 impl Node {
@@ -79,31 +81,43 @@ impl Node {
             started: Instant::now(),
             batch_clock_ns: 0,
             retired: Vec::new(),
-            log_limiter: LogLimiter::default(),
+            log_limiters: Vec::new(),
         }
     }
 
     /// Prints a line about a peer or a connection, at most
     /// [`LogLimiter::PER_SECOND`] a second: a flood of refusals or of
     /// peer errors cannot flood the log. What was left out is counted.
-    pub(super) fn log_limited(&mut self, line: core::fmt::Arguments<'_>) {
-        if let Some(suppressed) = self.log_limiter.admit(Instant::now()) {
+    pub(super) fn log_limited(&mut self, class: &'static str, line: core::fmt::Arguments<'_>) {
+        if let Some(suppressed) = self.limiter(class).admit(Instant::now()) {
             if suppressed > 0 {
                 tracing::warn!(
                     event = "suppressed",
+                    class,
                     lines = suppressed,
-                    "({suppressed} similar lines about connections suppressed)"
+                    "({suppressed} similar lines about connections suppressed: {class})"
                 );
             }
-            tracing::warn!(event = "connection", "{line}");
+            tracing::warn!(event = "connection", class, "{line}");
         }
     }
 
     /// [`Node::log_limited`] at level info, with its own event name.
     pub(super) fn note_limited(&mut self, event: &'static str, line: core::fmt::Arguments<'_>) {
-        if self.log_limiter.admit(Instant::now()).is_some() {
+        if self.limiter(event).admit(Instant::now()).is_some() {
             tracing::info!(event, "{line}");
         }
+    }
+
+    fn limiter(&mut self, class: &'static str) -> &mut LogLimiter {
+        let i = match self.log_limiters.iter().position(|l| l.0 == class) {
+            Some(i) => i,
+            None => {
+                self.log_limiters.push((class, LogLimiter::default()));
+                self.log_limiters.len() - 1
+            }
+        };
+        &mut self.log_limiters[i].1
     }
 
     /// Who this node is in HELLOs.

@@ -264,7 +264,10 @@ impl Outbound {
             }
         }
         if let Some(whom) = whom {
-            n.log_limited(format_args!("closing the {whom}: {} {text}", code.name()));
+            n.log_limited(
+                code.name(),
+                format_args!("closing the {whom}: {} {text}", code.name()),
+            );
         }
         self.lost(k, n, reg, text);
     }
