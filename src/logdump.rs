@@ -78,7 +78,7 @@ pub struct LogSummary {
 impl LogSummary {
     /// The summary as one JSON object (`--json`, tools/FORMATS.md).
     pub fn to_json(&self) -> String {
-        use verity_tools::json::Obj;
+        use verity_wire::json::Obj;
         let mut o = Obj::new()
             .str("summary", &self.name)
             .int("segments", self.segments as u64)
@@ -143,8 +143,8 @@ impl std::fmt::Display for LogSummary {
             write!(
                 f,
                 ", clock {}..{} ({:.3} s)",
-                verity_tools::rfc3339_ns(a),
-                verity_tools::rfc3339_ns(b),
+                verity_wire::time::rfc3339_ns(a),
+                verity_wire::time::rfc3339_ns(b),
                 (b - a) as f64 / 1e9
             )?;
         }
@@ -341,12 +341,12 @@ pub fn dump(
                 line,
                 "{name} @{} kind={kind_name} clock={} bytes={}",
                 r.position,
-                verity_tools::rfc3339_ns(r.timestamp),
+                verity_wire::time::rfc3339_ns(r.timestamp),
                 r.payload.len()
             );
         }
         let record_json = || {
-            verity_tools::json::Obj::new()
+            verity_wire::json::Obj::new()
                 .str("log", &name)
                 .int("position", r.position)
                 .str("kind", kind_name)
@@ -420,7 +420,7 @@ pub fn dump(
                         && opts.channel.is_none_or(|w| w == channel)
                         && opts.json
                     {
-                        let o = verity_tools::json::Obj::new()
+                        let o = verity_wire::json::Obj::new()
                             .str("log", &name)
                             .int("position", r.position)
                             .int("offset", at as u64)

@@ -124,7 +124,7 @@ impl ReplayReport {
 
     /// The report as one JSON object (`--json`, tools/FORMATS.md).
     pub fn to_json(&self) -> String {
-        use verity_tools::json::Obj;
+        use verity_wire::json::Obj;
         let result = match (&self.first_difference, self.damaged()) {
             (Some(_), _) => "different",
             (None, true) => "damaged",

@@ -75,7 +75,7 @@ pub enum What {
 impl Event {
     /// The event as one JSON object (`--json`, tools/FORMATS.md).
     pub fn to_json(&self, trace_id: u64) -> String {
-        let o = verity_tools::json::Obj::new()
+        let o = verity_wire::json::Obj::new()
             .int("trace_id", trace_id)
             .str("at", &self.at)
             .int("time_ns", self.clock_ns);
@@ -135,7 +135,7 @@ impl Event {
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let clock = if self.clock_ns > 0 {
-            verity_tools::rfc3339_ns(self.clock_ns)
+            verity_wire::time::rfc3339_ns(self.clock_ns)
         } else {
             "-".repeat(30)
         };

@@ -20,7 +20,8 @@ pub mod check;
 pub mod client_auth;
 pub mod formats;
 pub mod gen;
-pub mod json;
+/// The JSON Lines writer (verity-wire's: the engine's readers share it).
+pub use verity_wire::json;
 pub mod net;
 pub mod pg;
 pub mod ports;
@@ -115,44 +116,14 @@ mod tests {
     }
 }
 
-/// `ns` (nanoseconds since the Unix epoch, UTC) as RFC 3339 with
-/// nanoseconds: `2026-12-06T16:40:01.123456789Z`. The one way the tools
-/// print a time for people (JSON output says integer ns).
-pub fn rfc3339_ns(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let (y, m, d) = gen::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
-}
+/// RFC 3339 with nanoseconds, for people (verity-wire's, the one formatter).
+pub use verity_wire::time::rfc3339_ns;
 
 /// Now, in ns since the Unix epoch (0 if the clock is before it).
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-#[cfg(test)]
-mod time_tests {
-    #[test]
-    fn rfc3339_with_nanoseconds() {
-        assert_eq!(super::rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
-        // date -u -d @1796575201 → 2026-12-06T16:40:01Z
-        assert_eq!(
-            super::rfc3339_ns(1_796_575_201_000_000_007),
-            "2026-12-06T16:40:01.000000007Z"
-        );
-        assert_eq!(
-            super::rfc3339_ns(951_782_400_500_000_000),
-            "2000-02-29T00:00:00.500000000Z"
-        );
-    }
 }
 
 /// The lines of a worker's JSON Lines log (`--log-format json`) that are

@@ -22,8 +22,10 @@ pub mod client;
 pub mod fnv;
 pub mod frames;
 pub mod handshake;
+pub mod json;
 pub mod rng;
 pub mod text;
+pub mod time;
 
 pub use body::{
     ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,

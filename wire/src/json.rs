@@ -1,6 +1,8 @@
-//! JSON Lines output of the tools (`--json`; every format is in
-//! tools/FORMATS.md): one flat object per line, built field by field.
-//! Times are integer ns since the Unix epoch, never text.
+//! JSON Lines output of the engine and the tools (`--json`, the JSON log;
+//! every format is in tools/FORMATS.md): one flat object per line, built
+//! field by field. Times are integer ns since the Unix epoch, never text.
+//! Here, below every crate, so the engine's offline readers (logdump,
+//! replay, trace) and the tools share one writer.
 
 use std::fmt::Write as _;
 
