@@ -595,6 +595,9 @@ fn trace_of(frame: &[u8]) -> u64 {
 ///
 /// `--data-dir` also replays a copy of a node's directory under its config.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Exit status: 0 IDENTICAL; 1 DIFFERENT or DAMAGED; 2 bad arguments, configuration or files."
+)]
 pub struct ReplayArgs {
     /// The node's node.toml, or cluster.toml with --name.
     #[arg(long, required_unless_present = "app")]

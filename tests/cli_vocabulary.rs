@@ -116,3 +116,46 @@ fn demo_names_workers_as_chaos_does_and_lists_profiles() {
         stderr(&o)
     );
 }
+
+/// Every command says its exit codes in --help: 0 ok, 1 check failed or
+/// damage found, 2 usage or I/O error (what each means for it).
+#[test]
+fn every_help_says_the_exit_codes() {
+    let subs = [
+        "worker",
+        "demo",
+        "replay",
+        "sim",
+        "trace",
+        "logdump",
+        "recv",
+        "sink-postgres",
+        "oracle",
+        "stat",
+        "config",
+    ];
+    let mut missing = Vec::new();
+    for s in subs {
+        let o = verity(&[s, "--help"]);
+        let t = String::from_utf8_lossy(&o.stdout);
+        if !(t.contains("Exit status: 0") || t.contains("Exit status (")) {
+            missing.push(format!("verity {s}"));
+        }
+    }
+    let o = verity(&["--help"]);
+    if !String::from_utf8_lossy(&o.stdout).contains("Exit status") {
+        missing.push("verity".into());
+    }
+    for bin in [
+        env!("CARGO_BIN_EXE_verity-logdump"),
+        env!("CARGO_BIN_EXE_verity-replay"),
+        env!("CARGO_BIN_EXE_verity-sim"),
+        env!("CARGO_BIN_EXE_verity-trace"),
+    ] {
+        let o = Command::new(bin).arg("--help").output().unwrap();
+        if !String::from_utf8_lossy(&o.stdout).contains("Exit status: 0") {
+            missing.push(bin.into());
+        }
+    }
+    assert!(missing.is_empty(), "no exit codes in --help of {missing:?}");
+}

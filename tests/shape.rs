@@ -68,7 +68,8 @@ fn a_worker_says_what_socket_buffers_it_was_granted() {
         ),
         "{line}"
     );
-    let granted: Vec<usize> = line
+    let said = line.split_once("socket buffers:").map_or("", |x| x.1);
+    let granted: Vec<usize> = said
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
         .collect();

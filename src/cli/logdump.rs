@@ -22,6 +22,9 @@ use crate::logdump::{dump, log_dirs, Detail, DumpError, DumpOptions};
 
 /// The flags of `verity logdump` and `verity-logdump`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Exit status: 0 every log read to its end; 1 a log is damaged or holds a bad frame (the other logs are still dumped); 2 bad arguments (a --from inside a record) or no log at the path."
+)]
 pub struct LogdumpArgs {
     /// A node's data directory, or one log's directory in it.
     pub dir: PathBuf,

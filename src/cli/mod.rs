@@ -43,7 +43,11 @@ use crate::registry::Registry;
 use crate::runtime::{install_signal_handlers, run_shards};
 
 #[derive(Parser)]
-#[command(version = env!("VERITY_VERSION"), about = "Exactly-once stream processing, proven from outside")]
+#[command(
+    version = env!("VERITY_VERSION"),
+    about = "Exactly-once stream processing, proven from outside",
+    after_help = "Exit status (every subcommand; its --help says what each means for it): 0 ok; 1 a check failed or damage was found; 2 usage, configuration or I/O error."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,6 +101,9 @@ struct DemoFlags {
 #[derive(Subcommand)]
 enum Command {
     /// Run one worker node (see docs/CONFIG.md for the files).
+    #[command(
+        after_help = "Exit status: 0 stopped cleanly (SIGTERM or SIGINT: batch finished, journal durable, snapshot written); 1 stopped on an error (the log names it); 2 bad configuration or usage."
+    )]
     Worker {
         /// Path of the node's TOML configuration (node.toml), or of the
         /// cluster's (cluster.toml, with --name).
@@ -118,6 +125,9 @@ enum Command {
     /// The main job: market spread (or --app) on a 3-worker cluster under
     /// seeded faults (socket shim, partitions, kill -9, pauses), checked
     /// from outside by the independent oracle.
+    #[command(
+        after_help = "Exit status: 0 the run passed its checks; 1 it failed (the reproduce line names the seed and schedule); 2 usage error."
+    )]
     Demo(DemoFlags),
     /// Re-run a node's snapshot + journal offline and compare its outputs
     /// with its outbound logs, bit for bit (also `verity-replay`).

@@ -17,7 +17,7 @@ use crate::replay::Output;
 /// equal to an offline replay of every node's journal.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "\
-Exit: 0 PASS; 1 FAIL (a source record not journaled exactly once, or an \
+Exit status: 0 PASS; 1 FAIL (a source record not journaled exactly once, or an \
 output lost, duplicated, wrong or unexpected against the replay); 2 bad \
 arguments, configuration, or a file or data directory it cannot read. The \
 first stdout line is `check: PASS|FAIL app=... expected=... received=... \

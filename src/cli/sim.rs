@@ -15,6 +15,9 @@ use crate::sim::SimParams;
 
 /// The flags of `verity sim` and `verity-sim`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Exit status: 0 every seed passed the oracle; 1 a seed failed (each prints the command that reproduces it); 2 usage error."
+)]
 pub struct SimArgs {
     /// One seed.
     #[arg(long, conflicts_with = "seeds")]

@@ -19,6 +19,9 @@ use crate::trace::{nodes_of_config, output_trace_id, parse_trace_id, trace, Node
 
 /// The flags of `verity trace` and `verity-trace`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Exit status: 0 the message was found; 1 nothing about it in the retained logs; 2 bad arguments, configuration or files."
+)]
 pub struct TraceArgs {
     /// The trace id: SOURCE_CHANNEL:SEQ, 0xHEX or decimal.
     #[arg(required_unless_present = "output")]

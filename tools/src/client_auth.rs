@@ -142,16 +142,16 @@ mod tests {
     use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
-    /// A fresh directory for one test (removed when dropped).
-    struct Dir(PathBuf);
+    /// A fresh directory for one test (tempfile's, removed when dropped).
+    struct Dir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
     impl Dir {
         fn new(name: &str) -> Dir {
-            let p = std::env::temp_dir()
-                .join(format!("verity-client-auth-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
+            let t = tempfile::Builder::new()
+                .prefix(&format!("verity-client-auth-{name}-"))
+                .tempdir()
+                .unwrap();
+            Dir(t.path().to_path_buf(), t)
         }
 
         /// `bytes` in `name` with exactly `mode` (not masked by the umask).
@@ -160,12 +160,6 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
             p
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

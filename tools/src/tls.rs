@@ -619,15 +619,20 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, Instant};
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("verity-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// A fresh scratch directory (tempfile's, removed when dropped) and
+    /// the not-yet-existing `certs` directory in it.
+    fn dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("verity-tls-{name}-"))
+            .tempdir()
+            .unwrap();
+        let d = t.path().join("certs");
+        (t, d)
     }
 
     #[test]
     fn generated_keys_are_private_and_a_readable_key_is_refused() {
-        let d = dir("keys");
+        let (_scratch, d) = dir("keys");
         let g = generate(&d, &["127.0.0.1".parse().unwrap()], &["w1".into()], 1).unwrap();
         assert_eq!(g.files.len(), 2);
         for (_, _, key) in &g.files {
@@ -643,7 +648,6 @@ mod tests {
         assert!(e.contains("--ip"), "{e}");
         let e = generate(&d, &["127.0.0.1".parse().unwrap()], &["../x".into()], 1).unwrap_err();
         assert!(e.contains("bad name"), "{e}");
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// A split link's writer and reader run at once over one session: the
@@ -652,7 +656,7 @@ mod tests {
     /// socket) would deadlock. Mutual TLS, verified both ways.
     #[test]
     fn a_split_link_writes_and_reads_at_once_over_one_session() {
-        let d = dir("split");
+        let (_scratch, d) = dir("split");
         generate(
             &d,
             &["127.0.0.1".parse().unwrap()],
@@ -712,6 +716,5 @@ mod tests {
         let w = writer.join().unwrap();
         w.shutdown();
         echo.join().unwrap();
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -29,3 +29,24 @@ fn an_unknown_app_and_an_empty_seed_range_exit_2() {
         assert!(err.contains("holds no seed"), "{err}");
     }
 }
+
+/// Every tool says its exit codes in --help.
+#[test]
+fn every_tool_help_says_the_exit_codes() {
+    for bin in [
+        env!("CARGO_BIN_EXE_verity-gen"),
+        env!("CARGO_BIN_EXE_verity-send"),
+        env!("CARGO_BIN_EXE_verity-recv"),
+        env!("CARGO_BIN_EXE_verity-check"),
+        env!("CARGO_BIN_EXE_verity-bench"),
+        env!("CARGO_BIN_EXE_verity-chaos"),
+        env!("CARGO_BIN_EXE_verity-sink-postgres"),
+    ] {
+        let o = std::process::Command::new(bin)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(t.contains("Exit status: 0"), "{bin} --help: {t}");
+    }
+}

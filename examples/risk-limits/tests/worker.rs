@@ -20,11 +20,13 @@ use verity_tools::send::{send, Progress, Records, SendConfig};
 const BIN: &str = env!("CARGO_BIN_EXE_verity-risk-limits");
 
 /// A scratch directory, removed at drop.
-struct Scratch(PathBuf);
+/// A scratch directory (tempfile's, removed when dropped) and its path.
+struct Scratch(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl Scratch {
+    fn new(prefix: &str) -> Scratch {
+        let t = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        Scratch(t.path().to_path_buf(), t)
     }
 }
 
@@ -45,10 +47,7 @@ fn start_worker(config: &Path, log: &Path) -> Child {
 
 #[test]
 fn a_worker_of_the_user_binary_killed_mid_run_decides_every_order_once() {
-    let dir =
-        Scratch(std::env::temp_dir().join(format!("verity-rl-worker-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Scratch::new("verity-rl-worker-");
     let n = 20_000;
     let orders = generate_orders(11, n);
 

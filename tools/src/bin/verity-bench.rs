@@ -13,7 +13,8 @@ use verity_tools::bench::{self, BenchConfig};
 #[command(
     name = "verity-bench",
     version = env!("VERITY_VERSION"),
-    about = "End-to-end benchmark: engine vs raw pipe"
+    about = "End-to-end benchmark: engine vs raw pipe",
+    after_help = "Exit status: 0 measured; 1 a run failed (the engine did not start, outputs missing); 2 usage error or no engine binary."
 )]
 struct Args {
     /// doubler, sequence-window or market-spread; repeat for several.

@@ -15,7 +15,8 @@ use verity_tools::gen::{self, GenConfig, TextConfig};
 #[command(
     name = "verity-gen",
     version = env!("VERITY_VERSION"),
-    about = "Deterministic input files for Verity's apps"
+    about = "Deterministic input files for Verity's apps",
+    after_help = "Exit status: 0 files written; 2 usage error or a file it cannot write."
 )]
 struct Args {
     #[command(subcommand)]

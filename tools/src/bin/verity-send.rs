@@ -17,7 +17,8 @@ use verity_tools::send::{send, Progress, Records, SendConfig};
 #[command(
     name = "verity-send",
     version = env!("VERITY_VERSION"),
-    about = "Send a record file to a Verity node, at least once"
+    about = "Send a record file to a Verity node, at least once",
+    after_help = "Exit status: 0 every record ACKed; 1 gave up (the node refused it, or no connection for --give-up-secs); 2 usage error or an input file it cannot read."
 )]
 struct Args {
     /// The node's source address (node.listen).

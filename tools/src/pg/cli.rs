@@ -19,7 +19,7 @@ use crate::recv::cli::signals;
     name = "verity-sink-postgres",
     version = env!("VERITY_VERSION"),
     after_help = "\
-Exit: 0 after --expect, --idle-secs, SIGTERM or SIGINT (run), or when done \
+Exit status: 0 after --expect, --idle-secs, SIGTERM or SIGINT (run), or when done \
 (export, bench, server after SIGTERM); 1 on a database error that ends the \
 command (export, bench); 2 on bad arguments, a bad config file, or a \
 listener it cannot bind. The config file: docs/CONFIG.md, \

@@ -30,7 +30,7 @@ Durability: `process` ACKs a record once write(2) put it in the file (it \
 survives kill -9 of the receiver); `fsync` once fdatasync covered it (it \
 survives a machine crash; one sync covers every connection's writes so far).
 
-Exit: 0 after --expect, --idle-secs, SIGTERM or SIGINT, with a last stdout \
+Exit status: 0 after --expect, --idle-secs, SIGTERM or SIGINT, with a last stdout \
 line `verity-recv: records=N recovered=R duplicates=D ...`; 1 on a write or \
 sync error; 2 on bad arguments or an --out it cannot use. \
 Format of --out: tools/FORMATS.md, \"Received file\"."

@@ -4,19 +4,20 @@
 
 pub mod raw_node;
 
-use std::fs;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-/// `<temp>/verity-<suite>-<name>-<pid>`, empty at the start, gone at drop.
-pub struct TmpDir(PathBuf);
+/// A fresh `<temp>/verity-<suite>-<name>-XXXXXX` (tempfile's), gone at
+/// drop.
+pub struct TmpDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TmpDir {
     pub fn new(suite: &str, name: &str) -> TmpDir {
-        let d = std::env::temp_dir().join(format!("verity-{suite}-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        TmpDir(d)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("verity-{suite}-{name}-"))
+            .tempdir()
+            .unwrap();
+        TmpDir(t.path().to_path_buf(), t)
     }
 }
 
@@ -30,11 +31,5 @@ impl Deref for TmpDir {
 impl AsRef<Path> for TmpDir {
     fn as_ref(&self) -> &Path {
         &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
