@@ -1087,7 +1087,7 @@ fn the_journal_audit_chain_verifies_across_restarts_and_catches_a_rewritten_reco
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
     assert!(
         node.log_text()
-            .contains("verity: audit: journal chain head "),
+            .contains("] audit: journal chain head "),
         "{}",
         node.log_text()
     );
