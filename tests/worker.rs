@@ -1086,8 +1086,7 @@ fn the_journal_audit_chain_verifies_across_restarts_and_catches_a_rewritten_reco
     assert!(recv.wait_for(12_000, Duration::from_secs(20)));
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
     assert!(
-        node.log_text()
-            .contains("] audit: journal chain head "),
+        node.log_text().contains("] audit: journal chain head "),
         "{}",
         node.log_text()
     );
