@@ -20,7 +20,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
-use verity_tools::json::string as json_str;
+use verity_wire::json::string as json_str;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,7 +130,7 @@ fn line(format: LogFormat, event: &Event<'_>, time_ns: u64) -> String {
             let _ = write!(
                 s,
                 "{} {:<5} ",
-                verity_tools::rfc3339_ns(time_ns),
+                verity_wire::time::rfc3339_ns(time_ns),
                 meta.level().as_str()
             );
             let mut tags = Vec::new();
@@ -185,7 +185,7 @@ fn line(format: LogFormat, event: &Event<'_>, time_ns: u64) -> String {
 
 impl<S: Subscriber> Layer<S> for Lines {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let text = line(self.format, event, verity_tools::unix_ns());
+        let text = line(self.format, event, super::os::now_ns());
         // One write per line: lines of two threads never interleave.
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
