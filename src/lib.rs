@@ -24,10 +24,12 @@ compile_error!(
 
 pub mod app;
 pub mod apps;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod core;
+#[cfg(feature = "cli")]
 pub mod harness;
 pub mod log;
 pub mod logdump;
