@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use crate::log::{LogError, OfflineLog};
+use crate::log::{LogError, OfflineLog, OfflineRecord};
 use crate::storage::audit::{hex, verify, AuditCheck, Seal};
 use crate::storage::datadir::JOURNAL_LOG;
 use crate::storage::{DeadLetterRecord, RecordKind};
@@ -43,6 +43,11 @@ pub struct DumpOptions {
     pub expect_audit: bool,
     /// Detail lines as JSON objects (`--json`, tools/FORMATS.md).
     pub json: bool,
+    /// Only the last this many of what is printed (`--tail N`).
+    pub tail: Option<u64>,
+    /// With `Detail::Frames`, text: every payload as a `hexdump -C` block
+    /// under its frame's line (`--hexdump`).
+    pub hexdump: bool,
 }
 
 /// Per channel: frames seen, first and last seq, seqs that did not follow.
@@ -290,226 +295,38 @@ fn check_boundary(log: &OfflineLog, dir: &Path, from: u64) -> Result<(), DumpErr
 
 /// Reads one log; detail lines go to `out` as they are produced. `--limit`
 /// counts what is printed: records with `Detail::Records` and
-/// `Detail::Summary`, frame lines with `Detail::Frames`.
+/// `Detail::Summary`, frame lines with `Detail::Frames`; `--tail N` prints
+/// only the last N of those (the summary still covers every record read).
 pub fn dump(
     dir: &Path,
     opts: &DumpOptions,
     out: &mut dyn std::io::Write,
 ) -> Result<LogSummary, DumpError> {
     let log = OfflineLog::open(dir)?;
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut s = LogSummary {
-        name: name.clone(),
-        segments: log.segments().len(),
-        first_position: log.first_position(),
-        ..LogSummary::default()
-    };
     if let Some(p) = opts.from {
         check_boundary(&log, dir, p)?;
     }
     let from = opts.from.unwrap_or(log.first_position());
-    let mut reader = log.reader(from);
-    let mut line = String::new();
-    // Frame lines printed (what --limit counts with --frames).
-    let mut printed = 0u64;
-    let full = |records: u64, printed: u64| {
-        opts.limit.is_some_and(|l| match opts.detail {
-            Detail::Frames => printed >= l,
-            _ => records >= l,
-        })
+    let skip = match opts.tail {
+        // A first pass counts what would be printed.
+        Some(n) => {
+            let mut sink = std::io::sink();
+            let mut count = Walk::new(&log, opts, &mut sink, u64::MAX);
+            count.records(from)?;
+            count.seen.saturating_sub(n)
+        }
+        None => 0,
     };
-    'records: loop {
-        if full(s.records, printed) {
-            break;
-        }
-        let Some(r) = reader.next_record()? else {
-            break;
-        };
-        s.records += 1;
-        s.time_ns = Some(match s.time_ns {
-            None => (r.timestamp, r.timestamp),
-            Some((a, b)) => (a.min(r.timestamp), b.max(r.timestamp)),
-        });
-        let kind = RecordKind::from_code(r.kind);
-        let kind_name = kind.map_or("other", RecordKind::name);
-        if opts.detail != Detail::Summary {
-            line.clear();
-            let _ = write!(
-                line,
-                "{name} @{} kind={kind_name} clock={} bytes={}",
-                r.position,
-                verity_wire::time::rfc3339_ns(r.timestamp),
-                r.payload.len()
-            );
-        }
-        let record_json = || {
-            verity_wire::json::Obj::new()
-                .str("log", &name)
-                .int("position", r.position)
-                .str("kind", kind_name)
-                .int("time_ns", r.timestamp)
-                .int("bytes", r.payload.len() as u64)
-        };
-        if kind == Some(RecordKind::Seal) {
-            s.seals += 1;
-            if opts.detail != Detail::Summary && opts.json {
-                let o = match Seal::decode(r.payload) {
-                    Some(seal) => record_json()
-                        .int("seal_records", seal.records)
-                        .int("seal_first", seal.first)
-                        .int("seal_end", seal.end)
-                        .str("chain", &hex(&seal.chain)),
-                    None => record_json().str("error", "audit seal of the wrong size"),
-                };
-                let _ = writeln!(out, "{}", o.build());
-            } else if opts.detail != Detail::Summary {
-                match Seal::decode(r.payload) {
-                    Some(seal) => {
-                        let _ = write!(
-                            line,
-                            " audit seal: {} input records at positions {}..{}, chain {}",
-                            seal.records,
-                            seal.first,
-                            seal.end,
-                            hex(&seal.chain)
-                        );
-                    }
-                    None => line.push_str(" audit seal of the wrong size"),
-                }
-                let _ = writeln!(out, "{line}");
-            }
-            continue;
-        }
-        if kind == Some(RecordKind::DeadLetter) {
-            s.dead_letters += 1;
-            if opts.detail != Detail::Summary && opts.json {
-                let o = record_json().str("dead_letter", &dead_letter_text(r.payload));
-                let _ = writeln!(out, "{}", o.build());
-            } else if opts.detail != Detail::Summary {
-                let _ = write!(line, " {}", dead_letter_text(r.payload));
-                let _ = writeln!(out, "{line}");
-            }
-            continue;
-        }
-        // A run of frames.
-        let mut at = 0;
-        let (mut n, mut first, mut last) = (0u64, None, 0u64);
-        while at < r.payload.len() {
-            match parse(&r.payload[at..], MAX_FRAME_LEN_LIMIT) {
-                Ok(Some(v)) => {
-                    let h = v.header;
-                    let (channel, seq) = (h.channel(), h.seq());
-                    let c = s.channels.entry(channel).or_insert(ChannelSummary {
-                        first_seq: seq,
-                        last_seq: seq.wrapping_sub(1),
-                        ..ChannelSummary::default()
-                    });
-                    if seq != c.last_seq.wrapping_add(1) {
-                        c.gaps += 1;
-                    }
-                    c.frames += 1;
-                    c.last_seq = seq;
-                    s.frames += 1;
-                    n += 1;
-                    first.get_or_insert(seq);
-                    last = seq;
-                    if opts.detail == Detail::Frames
-                        && opts.channel.is_none_or(|w| w == channel)
-                        && opts.json
-                    {
-                        let o = verity_wire::json::Obj::new()
-                            .str("log", &name)
-                            .int("position", r.position)
-                            .int("offset", at as u64)
-                            .str("kind", &v.kind().to_string())
-                            .int("channel", channel as u64)
-                            .int("seq", seq)
-                            .int("trace_id", h.trace_id())
-                            .int("flags", h.flags() as u64)
-                            .int("len", v.payload.len() as u64)
-                            .str(
-                                "payload_hex",
-                                &v.payload
-                                    .iter()
-                                    .map(|b| format!("{b:02x}"))
-                                    .collect::<String>(),
-                            );
-                        let _ = writeln!(out, "{}", o.build());
-                        printed += 1;
-                        if full(s.records, printed) {
-                            break 'records;
-                        }
-                    } else if opts.detail == Detail::Frames
-                        && opts.channel.is_none_or(|w| w == channel)
-                    {
-                        let payload: String = v
-                            .payload
-                            .iter()
-                            .take(32)
-                            .map(|b| format!("{b:02x}"))
-                            .collect();
-                        let _ = writeln!(
-                            out,
-                            "{name} @{}+{at} {} channel={channel} seq={seq} trace={:#018x} flags={:#x} len={} payload={payload}{}",
-                            r.position,
-                            v.kind(),
-                            h.trace_id(),
-                            h.flags(),
-                            v.payload.len(),
-                            if v.payload.len() > 32 { "…" } else { "" }
-                        );
-                        printed += 1;
-                        if full(s.records, printed) {
-                            break 'records;
-                        }
-                    }
-                    at += v.stride;
-                }
-                Ok(None) | Err(_) => {
-                    s.bad_frames += 1;
-                    let what = "bytes that are not a whole valid frame (the rest of this record is skipped)";
-                    let _ = match opts.json {
-                        true => writeln!(
-                            out,
-                            "{}",
-                            record_json()
-                                .int("offset", at as u64)
-                                .str("error", what)
-                                .build()
-                        ),
-                        false => writeln!(out, "{name} @{}+{at}: {what}", r.position),
-                    };
-                    break;
-                }
-            }
-        }
-        if opts.detail == Detail::Records && opts.json {
-            let mut o = record_json().int("frames", n);
-            if let Some(f) = first {
-                o = o.int("first_seq", f).int("last_seq", last);
-            }
-            let _ = writeln!(out, "{}", o.build());
-        } else if opts.detail == Detail::Records {
-            let _ = write!(line, " frames={n}");
-            if let Some(f) = first {
-                let _ = write!(line, " seq={f}..={last}");
-            }
-            let _ = writeln!(out, "{line}");
-        }
-    }
-    let end = reader.end();
-    s.end = end.end;
-    s.stopped_at = end.stopped_at;
+    let mut walk = Walk::new(&log, opts, out, skip);
+    walk.records(from)?;
+    let mut s = walk.s;
     let whole = opts.from.is_none() && opts.limit.is_none();
     if s.seals > 0 && whole {
         s.audit = Some(verify(
             log.reader(log.first_position()),
             log.first_position(),
         )?);
-    } else if opts.expect_audit && whole && name == JOURNAL_LOG && s.frames > 0 {
+    } else if opts.expect_audit && whole && s.name == JOURNAL_LOG && s.frames > 0 {
         s.audit = Some(AuditCheck {
             broken: Some((
                 s.first_position,
@@ -519,6 +336,341 @@ pub fn dump(
         });
     }
     Ok(s)
+}
+
+/// How `follow` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// `stop` said so.
+    Stopped,
+    /// `--limit` lines were printed.
+    Limit,
+}
+
+/// `--follow`: prints what is appended to the log at `dir` after position
+/// `end` (a record boundary: where [`dump`] stopped), polling every `poll`,
+/// until `stop()` is true or `--limit` lines are printed. A record that is
+/// not whole yet at the log's end is waited for, not reported; segments the
+/// node drops (after a snapshot) or adds are picked up at each poll.
+pub fn follow(
+    dir: &Path,
+    opts: &DumpOptions,
+    mut end: u64,
+    out: &mut dyn std::io::Write,
+    poll: std::time::Duration,
+    stop: &dyn Fn() -> bool,
+) -> Result<FollowEnd, DumpError> {
+    let mut printed = 0u64;
+    loop {
+        if stop() {
+            return Ok(FollowEnd::Stopped);
+        }
+        let log = OfflineLog::open(dir)?;
+        // Dropped below `end` while we waited: on from the oldest kept.
+        end = end.max(log.first_position());
+        let o = DumpOptions {
+            limit: opts.limit.map(|l| l - printed),
+            ..opts.clone()
+        };
+        let mut walk = Walk::new(&log, &o, &mut *out, 0);
+        match walk.records(end) {
+            Ok(()) => {}
+            // A segment removed or renamed between listing and reading.
+            Err(LogError::Io { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        printed += walk.printed;
+        end = walk.s.end.max(end);
+        let _ = out.flush();
+        if opts.limit.is_some_and(|l| printed >= l) {
+            return Ok(FollowEnd::Limit);
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// One pass over a log's records from a position: the summary it builds
+/// and the lines it prints (after `skip` printable items, at most
+/// `opts.limit`).
+struct Walk<'a> {
+    log: &'a OfflineLog,
+    opts: &'a DumpOptions,
+    out: &'a mut dyn std::io::Write,
+    s: LogSummary,
+    /// Items (records, or frames with `--frames`) passed over unprinted
+    /// first (`--tail`), items seen, items printed.
+    skip: u64,
+    seen: u64,
+    printed: u64,
+    line: String,
+}
+
+impl<'a> Walk<'a> {
+    fn new(
+        log: &'a OfflineLog,
+        opts: &'a DumpOptions,
+        out: &'a mut dyn std::io::Write,
+        skip: u64,
+    ) -> Walk<'a> {
+        let name = log
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Walk {
+            log,
+            opts,
+            out,
+            s: LogSummary {
+                name,
+                segments: log.segments().len(),
+                first_position: log.first_position(),
+                ..LogSummary::default()
+            },
+            skip,
+            seen: 0,
+            printed: 0,
+            line: String::new(),
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.opts.limit.is_some_and(|l| self.printed >= l)
+    }
+
+    /// One more item: whether to print it (past `skip`, within the limit).
+    fn take(&mut self) -> bool {
+        self.seen += 1;
+        let print = self.seen > self.skip && !self.full();
+        self.printed += print as u64;
+        print
+    }
+
+    /// Whether lines are being printed (past `skip`): seals and dead
+    /// letters among frames show from there on.
+    fn printing(&self) -> bool {
+        self.opts.detail != Detail::Summary && self.seen >= self.skip && !self.full()
+    }
+
+    fn records(&mut self, from: u64) -> Result<(), LogError> {
+        let log = self.log;
+        let mut reader = log.reader(from);
+        while !self.full() {
+            let Some(r) = reader.next_record()? else {
+                break;
+            };
+            self.record(&r);
+        }
+        let end = reader.end();
+        self.s.end = end.end;
+        self.s.stopped_at = end.stopped_at;
+        Ok(())
+    }
+
+    fn record(&mut self, r: &OfflineRecord<'_>) {
+        self.s.records += 1;
+        self.s.time_ns = Some(match self.s.time_ns {
+            None => (r.timestamp, r.timestamp),
+            Some((a, b)) => (a.min(r.timestamp), b.max(r.timestamp)),
+        });
+        let kind = RecordKind::from_code(r.kind);
+        let print = match self.opts.detail {
+            Detail::Frames => self.printing(),
+            _ => self.take() && self.opts.detail == Detail::Records,
+        };
+        let kind_name = kind.map_or("other", RecordKind::name);
+        if print {
+            self.line.clear();
+            let _ = write!(
+                self.line,
+                "{} @{} kind={kind_name} clock={} bytes={}",
+                self.s.name,
+                r.position,
+                verity_wire::time::rfc3339_ns(r.timestamp),
+                r.payload.len()
+            );
+        }
+        match kind {
+            Some(RecordKind::Seal) => {
+                self.s.seals += 1;
+                if print {
+                    self.seal(r, kind_name);
+                }
+            }
+            Some(RecordKind::DeadLetter) => {
+                self.s.dead_letters += 1;
+                if print {
+                    self.dead_letter(r, kind_name);
+                }
+            }
+            _ => {
+                let (n, seqs) = self.frames(r, kind_name);
+                if print && self.opts.detail == Detail::Records {
+                    self.frames_line(r, kind_name, n, seqs);
+                }
+            }
+        }
+    }
+
+    fn record_json(&self, r: &OfflineRecord<'_>, kind_name: &str) -> verity_wire::json::Obj {
+        verity_wire::json::Obj::new()
+            .str("log", &self.s.name)
+            .int("position", r.position)
+            .str("kind", kind_name)
+            .int("time_ns", r.timestamp)
+            .int("bytes", r.payload.len() as u64)
+    }
+
+    fn seal(&mut self, r: &OfflineRecord<'_>, kind_name: &str) {
+        if self.opts.json {
+            let o = match Seal::decode(r.payload) {
+                Some(seal) => self
+                    .record_json(r, kind_name)
+                    .int("seal_records", seal.records)
+                    .int("seal_first", seal.first)
+                    .int("seal_end", seal.end)
+                    .str("chain", &hex(&seal.chain)),
+                None => self
+                    .record_json(r, kind_name)
+                    .str("error", "audit seal of the wrong size"),
+            };
+            let _ = writeln!(self.out, "{}", o.build());
+            return;
+        }
+        match Seal::decode(r.payload) {
+            Some(seal) => {
+                let _ = write!(
+                    self.line,
+                    " audit seal: {} input records at positions {}..{}, chain {}",
+                    seal.records,
+                    seal.first,
+                    seal.end,
+                    hex(&seal.chain)
+                );
+            }
+            None => self.line.push_str(" audit seal of the wrong size"),
+        }
+        let _ = writeln!(self.out, "{}", self.line);
+    }
+
+    fn dead_letter(&mut self, r: &OfflineRecord<'_>, kind_name: &str) {
+        let text = dead_letter_text(r.payload);
+        if self.opts.json {
+            let o = self.record_json(r, kind_name).str("dead_letter", &text);
+            let _ = writeln!(self.out, "{}", o.build());
+        } else {
+            let _ = writeln!(self.out, "{} {text}", self.line);
+        }
+    }
+
+    fn frames_line(
+        &mut self,
+        r: &OfflineRecord<'_>,
+        kind_name: &str,
+        n: u64,
+        seqs: Option<(u64, u64)>,
+    ) {
+        if self.opts.json {
+            let mut o = self.record_json(r, kind_name).int("frames", n);
+            if let Some((f, l)) = seqs {
+                o = o.int("first_seq", f).int("last_seq", l);
+            }
+            let _ = writeln!(self.out, "{}", o.build());
+            return;
+        }
+        let _ = write!(self.line, " frames={n}");
+        if let Some((f, l)) = seqs {
+            let _ = write!(self.line, " seq={f}..={l}");
+        }
+        let _ = writeln!(self.out, "{}", self.line);
+    }
+
+    /// A record holding a run of frames: counted per channel, each printed
+    /// with `--frames`. Returns the frames and their first and last seq.
+    fn frames(&mut self, r: &OfflineRecord<'_>, kind_name: &str) -> (u64, Option<(u64, u64)>) {
+        let mut at = 0;
+        let (mut n, mut seqs) = (0u64, None::<(u64, u64)>);
+        while at < r.payload.len() {
+            let Ok(Some(v)) = parse(&r.payload[at..], MAX_FRAME_LEN_LIMIT) else {
+                self.s.bad_frames += 1;
+                let what =
+                    "bytes that are not a whole valid frame (the rest of this record is skipped)";
+                let _ = match self.opts.json {
+                    true => writeln!(
+                        self.out,
+                        "{}",
+                        self.record_json(r, kind_name)
+                            .int("offset", at as u64)
+                            .str("error", what)
+                            .build()
+                    ),
+                    false => writeln!(self.out, "{} @{}+{at}: {what}", self.s.name, r.position),
+                };
+                break;
+            };
+            let (channel, seq) = (v.header.channel(), v.header.seq());
+            self.count_frame(channel, seq);
+            n += 1;
+            seqs = Some((seqs.map_or(seq, |s| s.0), seq));
+            if self.opts.detail == Detail::Frames
+                && self.opts.channel.is_none_or(|w| w == channel)
+                && self.take()
+            {
+                self.frame_line(r, at, &v);
+            }
+            at += v.stride;
+        }
+        (n, seqs)
+    }
+
+    fn count_frame(&mut self, channel: u32, seq: u64) {
+        let c = self.s.channels.entry(channel).or_insert(ChannelSummary {
+            first_seq: seq,
+            last_seq: seq.wrapping_sub(1),
+            ..ChannelSummary::default()
+        });
+        if seq != c.last_seq.wrapping_add(1) {
+            c.gaps += 1;
+        }
+        c.frames += 1;
+        c.last_seq = seq;
+        self.s.frames += 1;
+    }
+
+    fn frame_line(&mut self, r: &OfflineRecord<'_>, at: usize, v: &verity_wire::FrameView<'_>) {
+        let h = &v.header;
+        if self.opts.json {
+            let o = verity_wire::json::Obj::new()
+                .str("log", &self.s.name)
+                .int("position", r.position)
+                .int("offset", at as u64)
+                .str("kind", &v.kind().to_string())
+                .int("channel", h.channel() as u64)
+                .int("seq", h.seq())
+                .int("trace_id", h.trace_id())
+                .int("flags", h.flags() as u64)
+                .int("len", v.payload.len() as u64)
+                .str("payload_hex", &verity_wire::hex::hex(v.payload));
+            let _ = writeln!(self.out, "{}", o.build());
+            return;
+        }
+        let _ = writeln!(
+            self.out,
+            "{} @{}+{at} {} channel={} seq={} trace={:#018x} flags={:#x} len={} payload={}",
+            self.s.name,
+            r.position,
+            v.kind(),
+            h.channel(),
+            h.seq(),
+            h.trace_id(),
+            h.flags(),
+            v.payload.len(),
+            verity_wire::hex::preview(v.payload, 16)
+        );
+        if self.opts.hexdump {
+            let _ = write!(self.out, "{}", verity_wire::hex::dump(v.payload, "    "));
+        }
+    }
 }
 
 /// A dead-letter record ([`DeadLetterRecord`]) as text.

@@ -109,13 +109,7 @@ impl Event {
                 .str("event", "output")
                 .int("channel", *channel as u64)
                 .int("seq", *seq)
-                .str(
-                    "payload_hex",
-                    &payload
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>(),
-                ),
+                .str("payload_hex", &verity_wire::hex::hex(payload)),
             What::DeadLetter {
                 channel,
                 seq,
@@ -164,12 +158,11 @@ impl std::fmt::Display for Event {
                 seq,
                 payload,
             } => {
-                let shown: String = payload.iter().take(48).map(|b| format!("{b:02x}")).collect();
                 write!(
                     f,
-                    "output on channel {channel} seq {seq}, {} bytes: {shown}{}",
+                    "output on channel {channel} seq {seq}, {} bytes: {}",
                     payload.len(),
-                    if payload.len() > 48 { "…" } else { "" }
+                    verity_wire::hex::preview(payload, 48)
                 )
             }
             What::DeadLetter {

@@ -89,6 +89,14 @@ fuzz_target!(|data: &[u8]| {
             ..Default::default()
         };
         let _ = verity::logdump::dump(&log_dir, &opts, &mut std::io::sink());
+        // --tail (a counting pass, then the last lines) and --hexdump.
+        let opts = verity::logdump::DumpOptions {
+            detail,
+            tail: Some(2),
+            hexdump: true,
+            ..Default::default()
+        };
+        let _ = verity::logdump::dump(&log_dir, &opts, &mut std::io::sink());
     }
     // verity-trace over the directory, for a trace id taken from the input.
     let id = u64::from_le_bytes(

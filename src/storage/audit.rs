@@ -90,7 +90,7 @@ pub fn chain_of(prev: &[u8; 32], first: u64, end: u64, records: u64, inner: &[u8
 
 /// Hex of a chain value.
 pub fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+    verity_wire::hex::hex(h)
 }
 
 /// The writer's side: records hashed since the last seal.

@@ -22,6 +22,7 @@ pub mod client;
 pub mod fnv;
 pub mod frames;
 pub mod handshake;
+pub mod hex;
 pub mod json;
 pub mod rng;
 pub mod text;
