@@ -93,6 +93,9 @@ pub struct BenchResult {
     pub baseline: Option<(f64, f64)>,
     /// With `tls`: the same runs over TLS.
     pub tls: Option<TlsResult>,
+    /// msgs/s of each kind of run (raw pipe, engine, baseline, cluster,
+    /// their TLS variants), round by round (the report's plot).
+    pub per_round: Vec<(String, Vec<f64>)>,
 }
 
 /// The TLS runs of a bench: medians of msgs/s, and geometric means of the
@@ -724,6 +727,20 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             }
         }
     }
+    // Round by round, before the medians sort them.
+    let per_round: Vec<(String, Vec<f64>)> = [
+        ("raw pipe".to_string(), &raw_rates),
+        ("engine".to_string(), &engine_rates),
+        ("baseline engine".to_string(), &base_rates),
+        (format!("cluster of {}", cfg.workers), &cluster_rates),
+        ("raw pipe, TLS".to_string(), &tls_raw),
+        ("engine, TLS".to_string(), &tls_engine),
+        (format!("cluster of {}, TLS", cfg.workers), &tls_cluster),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k, v.clone()))
+    .collect();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -780,6 +797,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         cluster,
         baseline,
         tls,
+        per_round,
     })
 }
 
@@ -793,13 +811,31 @@ fn geomean(v: &[f64]) -> f64 {
 }
 
 /// Latency percentiles of one paced run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Latency {
     pub samples: u64,
     pub p50_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// The percentile curve: (1 / (1 - p), latency at p in us), ten points
+    /// a decade of 1 / (1 - p) up to the sample count, then the maximum.
+    pub curve: Vec<(f64, u64)>,
+}
+
+/// The percentile curve of `h` (see [`Latency::curve`]).
+fn curve(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    let n = h.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut c: Vec<(f64, u64)> = (0..)
+        .map(|i| 10f64.powf(i as f64 / 10.0))
+        .take_while(|x| *x < n as f64)
+        .map(|x| (x, h.value_at_quantile(1.0 - 1.0 / x)))
+        .collect();
+    c.push((n as f64, h.max()));
+    c
 }
 
 impl core::fmt::Display for Latency {
@@ -904,6 +940,7 @@ fn latency(
         p99_us: h.value_at_quantile(0.99),
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
+        curve: curve(&h),
     })
 }
 

@@ -10,6 +10,7 @@
 //! - [`pg`]: `verity-sink-postgres`, the sink that writes outputs into
 //!   PostgreSQL exactly once, and a private server for tests and the demo.
 //! - [`tls`]: their TLS transport, and the certificates of `verity-gen tls`.
+//! - [`report`]: the HTML pages with SVG plots of `--report` (bench, chaos).
 //!
 //! This crate depends on `verity-wire` only, never on the engine: the engine's
 //! `demo` uses it, and the checker stays independent of what it checks.
@@ -26,6 +27,7 @@ pub mod net;
 pub mod pg;
 pub mod ports;
 pub mod recv;
+pub mod report;
 pub mod send;
 pub mod tls;
 

@@ -14,7 +14,7 @@ use verity_tools::bench::{self, BenchConfig};
     name = "verity-bench",
     version = env!("VERITY_VERSION"),
     about = "End-to-end benchmark: engine vs raw pipe",
-    after_help = "Exit status: 0 measured; 1 a run failed (the engine did not start, outputs missing); 2 usage error or no engine binary."
+    after_help = "Exit status: 0 measured; 1 a run failed (the engine did not start, outputs missing); 2 usage error, no engine binary, or the --report page could not be written."
 )]
 struct Args {
     /// doubler, sequence-window or market-spread; repeat for several.
@@ -59,6 +59,12 @@ struct Args {
     /// per-round lines stay on stderr.
     #[arg(long)]
     json: bool,
+    /// Also write DIR/index.html: a self-contained page with SVG plots
+    /// (msgs/s per round of every kind of run, latency percentile curves)
+    /// and a table of the figures (tools/FORMATS.md), rewritten after each
+    /// app. An error writing it exits 2.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let mut results = Vec::new();
     for app in &a.apps {
         let work_dir = bench::default_work_dir(app);
         let cfg = BenchConfig {
@@ -96,13 +103,31 @@ fn main() -> ExitCode {
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
         match r {
-            Ok(r) if a.json => println!("{}", r.to_json()),
-            Ok(r) => println!("{r}"),
+            Ok(r) => {
+                match a.json {
+                    true => println!("{}", r.to_json()),
+                    false => println!("{r}"),
+                }
+                results.push(r);
+                if let Some(dir) = &a.report {
+                    let html = verity_tools::report::bench::page(&results);
+                    if let Err(e) = verity_tools::report::write(dir, &html) {
+                        eprintln!("verity-bench: --report: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("verity-bench: {app}: {e}");
                 return ExitCode::from(1);
             }
         }
+    }
+    if let Some(dir) = &a.report {
+        eprintln!(
+            "verity-bench: report in {}",
+            dir.join("index.html").display()
+        );
     }
     ExitCode::SUCCESS
 }
