@@ -9,7 +9,6 @@ use common::free_addr;
 use common::node::Node;
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 fn verity(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_verity"))
@@ -113,12 +112,9 @@ fn a_pinned_worker_runs_on_its_cpu_and_a_missing_cpu_is_a_start_error() {
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .map(str::trim);
     assert_eq!(allowed, Some("0"), "{status}");
-    let until = Instant::now() + Duration::from_secs(5);
-    while !node.log_text().contains("pinned to CPU 0 (cpu_affinity)") && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        node.log_text().contains("pinned to CPU 0 (cpu_affinity)"),
+        node.wait_log("pinned to CPU 0 (cpu_affinity)")
+            .contains("pinned to CPU 0 (cpu_affinity)"),
         "{}",
         node.log_text()
     );

@@ -52,10 +52,7 @@ fn a_worker_says_what_socket_buffers_it_was_granted() {
         "socket_buffer_bytes = 65536",
     );
     node.start();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !node.log_text().contains("socket buffers:") && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    node.wait_log("socket buffers:");
     assert_eq!(node.term(), Some(0), "{}", node.log_text());
     let log = node.log_text();
     let line = log

@@ -18,6 +18,7 @@ use clap::Args;
 
 use crate::config::{is_cluster_file, ClusterToml, NodeToml};
 use crate::registry::Registry;
+use verity_wire::json::Obj;
 
 #[derive(Debug, Args)]
 #[command(
@@ -276,42 +277,58 @@ fn table(at_ns: u64, rows: &[Row], down: &[(String, String)]) -> String {
     t
 }
 
+/// A label that holds a number (node, channel) as a JSON number; any other
+/// text as a string.
+fn label_json(o: Obj, k: &str, v: &str) -> Obj {
+    match v.parse::<u64>() {
+        Ok(n) => o.int(k, n),
+        Err(_) => o.str(k, v),
+    }
+}
+
+/// The JSON Lines of one refresh: one object per node, one per worker down.
 fn json(at_ns: u64, rows: &[Row], down: &[(String, String)]) -> String {
     let mut t = String::new();
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     for r in rows {
         let chans: Vec<String> = r
             .channels
             .iter()
             .map(|(ch, to, sent, acked, unacked, up)| {
-                format!(
-                    "{{\"channel\":{ch},\"to\":{},\"sent_seq\":{sent},\"acked_seq\":{acked},\"unacked\":{unacked},\"connected\":{up}}}",
-                    q(to)
-                )
+                label_json(Obj::new(), "channel", ch)
+                    .str("to", to)
+                    .num("sent_seq", *sent)
+                    .num("acked_seq", *acked)
+                    .num("unacked", *unacked)
+                    .bool("connected", *up)
+                    .build()
             })
             .collect();
-        t += &format!(
-            "{{\"time_ns\":{at_ns},\"worker\":{},\"node\":{},\"state\":{},\"accepted_per_s\":{:.1},\"outputs_per_s\":{:.1},\"accepted\":{},\"unacked\":{},\"duplicates\":{},\"gaps\":{},\"backpressure_share\":{:.4},\"epoch\":{},\"channels\":[{}]}}\n",
-            q(&r.worker),
-            r.node,
-            q(&r.state),
-            r.accepted_rate,
-            r.outputs_rate,
-            r.accepted,
-            r.unacked,
-            r.duplicates,
-            r.gaps,
-            r.backpressure,
-            r.epoch,
-            chans.join(",")
-        );
+        let o = label_json(
+            Obj::new().int("time_ns", at_ns).str("worker", &r.worker),
+            "node",
+            &r.node,
+        )
+        .str("state", &r.state)
+        .num("accepted_per_s", (r.accepted_rate * 10.0).round() / 10.0)
+        .num("outputs_per_s", (r.outputs_rate * 10.0).round() / 10.0)
+        .num("accepted", r.accepted)
+        .num("unacked", r.unacked)
+        .num("duplicates", r.duplicates)
+        .num("gaps", r.gaps)
+        .num("backpressure_share", (r.backpressure * 1e4).round() / 1e4)
+        .num("epoch", r.epoch)
+        .raw("channels", &format!("[{}]", chans.join(",")));
+        t += &o.build();
+        t.push('\n');
     }
     for (w, why) in down {
-        t += &format!(
-            "{{\"time_ns\":{at_ns},\"worker\":{},\"state\":\"down\",\"error\":{}}}\n",
-            q(w),
-            q(why)
-        );
+        let o = Obj::new()
+            .int("time_ns", at_ns)
+            .str("worker", w)
+            .str("state", "down")
+            .str("error", why);
+        t += &o.build();
+        t.push('\n');
     }
     t
 }

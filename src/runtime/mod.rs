@@ -21,6 +21,7 @@
 //! | `recovery.rs` | the `Store`: the data directory, journal and dead-letter log; opening and recovery (snapshot restore, journal replay), logging outputs and dead letters, durability, snapshots, the audit chain |
 //! | `logging.rs` | the log: `tracing` events as text or JSON Lines, each line tagged with its thread's node, worker, shard and epoch |
 //! | `metrics.rs` | live metrics: the `Meter` a loop keeps, the `Hub` of its published samples, the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) |
+//! | `metrics_text.rs` | the Prometheus text format of the samples (`render`) |
 //! | `faults.rs` | `FaultState`: the shim a connection gets, partitions, the fault log |
 //! | `shim.rs` | the fault shim itself (`[faults]`) |
 //! | `conn.rs` | one connection: its stream (socket, TLS, in-process link), handshake state, read and write buffers, owed ACKs; the event loop's tokens |
@@ -38,6 +39,7 @@ mod ingest;
 pub mod link;
 pub mod logging;
 pub mod metrics;
+mod metrics_text;
 mod node;
 mod os;
 mod outbound;

@@ -105,6 +105,20 @@ impl Node {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log once it holds `needle` (polled for up to 10 s; after that the
+    /// log as it is, for the caller's assertion to show).
+    #[allow(dead_code)]
+    pub fn wait_log(&self, needle: &str) -> String {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) || std::time::Instant::now() >= until {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Node {
