@@ -584,6 +584,34 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         discard(cfg, name);
         Ok::<_, String>((eng, cpu))
     };
+    // One ABBA block of the engine under test and the baseline build
+    // (`--baseline-engine`): the mean msgs/s of the engine's two runs and of
+    // the baseline's two.
+    let ab_block = |base: &Path, round: u32| {
+        let baseline = |k: u32| {
+            let name = format!("baseline-{round}-{k}");
+            let (rate, engine) = timed_run(
+                cfg,
+                &inputs,
+                total,
+                outputs,
+                "ab-baseline.bin",
+                None,
+                |sink| {
+                    let (engine, listen) = start_binary(cfg, base, &name, sink, None, false)?;
+                    Ok((engine, vec![listen]))
+                },
+            )?;
+            drop(engine);
+            discard(cfg, &name);
+            Ok::<_, String>(rate)
+        };
+        let e1 = engine_run(&format!("ab-engine-{round}-0"), "ab-engine.bin", None)?.0;
+        let b1 = baseline(0)?;
+        let b2 = baseline(1)?;
+        let e2 = engine_run(&format!("ab-engine-{round}-1"), "ab-engine.bin", None)?.0;
+        Ok::<_, String>(((e1 + e2) / 2.0, (b1 + b2) / 2.0))
+    };
     // One cluster run: msgs/s and the CPU ns per input of all its workers.
     let cluster_run = |name: &str, file: &str, tls: Option<&Tls>| {
         let (rate, (engines, cpu_start)) =
@@ -629,26 +657,14 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         if let (Some(t), true) = (&tls, tls_first) {
             single_tls = Some(single(round, Some(t))?);
         }
-        // Likewise the baseline: before the engine in odd rounds, after it
-        // in even ones (a run right after the raw pipe is slower: its
-        // page cache is still being freed).
-        let baseline_run = || match &cfg.baseline {
-            None => Ok::<_, String>(None),
-            Some(base) => {
-                let (rate, engine) =
-                    timed_run(cfg, &inputs, total, outputs, "baseline.bin", None, |sink| {
-                        let name = format!("baseline-{round}");
-                        let (engine, listen) = start_binary(cfg, base, &name, sink, None, false)?;
-                        Ok((engine, vec![listen]))
-                    })?;
-                drop(engine);
-                discard(cfg, &format!("baseline-{round}"));
-                Ok(Some(rate))
-            }
-        };
-        let base_first = match round % 2 == 1 {
-            true => baseline_run()?,
-            false => None,
+        // The A/B of two builds: engine, baseline, baseline, engine (ABBA),
+        // apart from the raw pipe. A run's speed depends on what ran just
+        // before it (a run after the raw pipe is slower: its page cache is
+        // still being freed), and that drift cancels in ABBA; the engine
+        // runs of the throughput figures above are not used for it.
+        let ab = match &cfg.baseline {
+            None => None,
+            Some(base) => Some(ab_block(base, round)?),
         };
         let (raw, eng, cpu) = single(round, None)?;
         eprintln!(
@@ -682,19 +698,14 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             }
         }
 
-        let base = match base_first {
-            Some(rate) => Some(rate),
-            None => baseline_run()?,
-        };
-        if let Some(rate) = base {
+        if let Some((eng_ab, rate)) = ab {
             eprintln!(
-                "bench: {} round {round}: baseline engine {rate:.0} msgs/s{}; engine/baseline {:.0}%",
+                "bench: {} round {round}: A/B (ABBA): engine {eng_ab:.0} msgs/s, baseline engine {rate:.0} msgs/s; engine/baseline {:.1}%",
                 cfg.app,
-                if round % 2 == 1 { " (run first)" } else { "" },
-                100.0 * eng / rate
+                100.0 * eng_ab / rate
             );
             base_rates.push(rate);
-            base_ratios.push(eng / rate);
+            base_ratios.push(eng_ab / rate);
         }
         if cfg.workers >= 2 {
             let tls_run =

@@ -39,7 +39,9 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     workers: u32,
     /// Another engine build (e.g. `cargo build --release --no-default-features
-    /// --target-dir target/noshim`) run in every round too: engine ÷ baseline.
+    /// --target-dir target/noshim`) run in every round too: engine ÷ baseline,
+    /// from runs of their own in ABBA order (engine, baseline, baseline,
+    /// engine), so that what ran just before a run favours neither.
     #[arg(long)]
     baseline_engine: Option<PathBuf>,
     /// Run the latency measurement at this many msgs/s (default: half the
