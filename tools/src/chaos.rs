@@ -55,6 +55,7 @@ use crate::check::{self, App};
 use crate::formats::{InputFormat, ReceivedReader};
 use crate::gen::{self, GenConfig, Rng, TextConfig};
 use crate::ports::{free_addr, free_run};
+use crate::report::chaos::{EventKind, Timeline};
 use crate::send::{self, Progress, Records, SendConfig, SendStats};
 
 /// A named set of faults.
@@ -470,6 +471,9 @@ pub struct Outcome {
     pub db_restarts_at: Vec<u64>,
     /// The worker killed while the sink was down, and for how long it was.
     pub sink_outage: Option<(usize, u64)>,
+    /// Input and output counts over the run, and what it did when
+    /// (`--report`).
+    pub timeline: Timeline,
 }
 
 /// A source's sender: its records, its configuration and its stop flag
@@ -514,10 +518,14 @@ fn note_recoveries(
     recovering: &mut Vec<(usize, Instant, usize)>,
     workers: &[Worker],
     recovery_ms: &mut Vec<u64>,
+    timeline: &mut Timeline,
 ) {
     recovering.retain(|&(w, at, before)| {
         if workers[w].recoveries() > before {
-            recovery_ms.push(at.elapsed().as_millis() as u64);
+            let ms = at.elapsed().as_millis() as u64;
+            recovery_ms.push(ms);
+            let what = format!("{} recovered {ms} ms after its kill", workers[w].name);
+            timeline.mark(EventKind::Recovery, at, Some(Instant::now()), what);
             false
         } else {
             true
@@ -932,6 +940,7 @@ fn db_step(
     at: &[u64],
     expected: u64,
     now: bool,
+    timeline: &mut Timeline,
 ) -> Result<(), String> {
     let Some(srv) = server.as_mut() else {
         return Ok(());
@@ -941,10 +950,13 @@ fn db_step(
     };
     let n = outputs.poll();
     if n >= due || now {
+        let stopped = Instant::now();
         srv.stop("immediate")?;
         thread::sleep(Duration::from_millis(300));
         srv.restart()?;
         done.push(n);
+        let what = format!("PostgreSQL stopped as by a crash at {n} outputs, restarted");
+        timeline.mark(EventKind::DbRestart, stopped, None, what);
         say!(
             "chaos: PostgreSQL stopped as by a crash (#{}) at {n}/{expected} outputs in the table; restarted",
             done.len()
@@ -955,7 +967,7 @@ fn db_step(
 
 /// Kills -9 and restarts the receiver once its file holds the next of the
 /// scheduled output counts `at` (`now`: whatever it holds); returns the
-/// outputs in the file.
+/// outputs in the file. Both kills go on the timeline.
 /// During the first, with `outage` (worker, ms), that worker is `kill -9`ed
 /// and restarted while the receiver is down, and the receiver stays down
 /// that long.
@@ -970,14 +982,19 @@ fn receiver_step(
     outage: Option<(usize, u64)>,
     workers: &mut [Worker],
     recovering: &mut Vec<(usize, Instant, usize)>,
+    timeline: &mut Timeline,
 ) -> Result<u64, String> {
     let n = outputs.poll();
     if let Some(&due) = at.get(kills_at.len()) {
         if n >= due || now {
+            let what = format!("kill -9 of the receiver at {n}/{expected} outputs");
+            timeline.mark(EventKind::ReceiverKill, Instant::now(), None, what);
             receiver.proc.kill9();
             let mut during = String::new();
             if let (Some((w, ms)), true) = (outage, kills_at.is_empty()) {
                 let before = workers[w].recoveries();
+                let what = format!("kill -9 of {} while the sink is down", workers[w].name);
+                timeline.mark(EventKind::Kill, Instant::now(), None, what);
                 workers[w].proc.kill9();
                 workers[w].start()?;
                 recovering.push((w, Instant::now(), before));
@@ -1327,6 +1344,21 @@ fn run_with(
     let progress: Vec<Arc<Progress>> = records.iter().map(|_| Arc::default()).collect();
     let send_sizes: Vec<u64> = records.iter().map(|(r, _)| r.len()).collect();
     let send_started = Instant::now();
+    let mut timeline = Timeline::new(send_started);
+    timeline.sample_now(0, outputs.records());
+    // The partition windows are wall-clock times (the engine's shim
+    // reads them from cluster.toml).
+    let send_unix_ms = unix_ms() as f64 - 1000.0 * timeline.secs(Instant::now());
+    let since_send = |unix: u64| (unix as f64 - send_unix_ms) / 1000.0;
+    for &(at, dur, a, b) in &schedule.partitions {
+        let what = format!(
+            "w{} and w{} cut off from each other for {dur} ms",
+            a + 1,
+            b + 1
+        );
+        let span = (since_send(t0 + at), since_send(t0 + at + dur));
+        timeline.mark_secs(EventKind::Partition, span.0, Some(span.1), what);
+    }
     let mut senders = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
     for (i, ((recs, channel), p)) in records.into_iter().zip(&progress).enumerate() {
@@ -1357,8 +1389,8 @@ fn run_with(
 
     let mut kills = 0usize;
     let mut pauses = 0usize;
-    // (worker, paused until)
-    let mut paused: Vec<(usize, Instant)> = Vec::new();
+    // (worker, paused until, paused at)
+    let mut paused: Vec<(usize, Instant, Instant)> = Vec::new();
     // (worker, restarted at, recoveries before)
     let mut recovering: Vec<(usize, Instant, usize)> = Vec::new();
     let mut recovery_ms: Vec<u64> = Vec::new();
@@ -1370,6 +1402,7 @@ fn run_with(
     loop {
         let senders_done = senders.iter().all(|t| t.is_finished());
         let a = acked(&progress);
+        timeline.sample(a, outputs.records());
         if senders_done && kills >= schedule.kills.len() && pauses >= schedule.pauses.len() {
             break;
         }
@@ -1409,6 +1442,7 @@ fn run_with(
                 schedule.sink_outage,
                 &mut workers,
                 &mut recovering,
+                &mut timeline,
             )
             .and_then(|_| {
                 db_step(
@@ -1418,6 +1452,7 @@ fn run_with(
                     &schedule.db_restarts,
                     expected,
                     false,
+                    &mut timeline,
                 )
             }) {
                 failure = Some(e);
@@ -1429,9 +1464,17 @@ fn run_with(
         if let Some(&(at, w)) = schedule.kills.get(kills) {
             if a >= at || senders_done {
                 let before = workers[w].recoveries();
+                let what = format!("kill -9 of {} at {a}/{total} inputs ACKed", workers[w].name);
+                timeline.mark(EventKind::Kill, Instant::now(), None, what);
                 workers[w].proc.kill9();
                 workers[w].start()?;
-                paused.retain(|&(p, _)| p != w);
+                paused.retain(|&(p, _, stopped)| {
+                    if p == w {
+                        let what = format!("{} paused, then killed", workers[w].name);
+                        timeline.mark(EventKind::Pause, stopped, Some(Instant::now()), what);
+                    }
+                    p != w
+                });
                 recovering.push((w, Instant::now(), before));
                 kills += 1;
                 say!(
@@ -1452,6 +1495,11 @@ fn run_with(
                 src.cfg.addr = workers[to].sources;
                 senders[source] = src.spawn();
                 failovers += 1;
+                let what = format!(
+                    "the sender of channel {} fails over to {}",
+                    src.cfg.channel, workers[to].name
+                );
+                timeline.mark(EventKind::Failover, Instant::now(), None, what);
                 say!(
                     "chaos: the sender of channel {} fails over to {} at {a}/{total} input records ACKed",
                     src.cfg.channel, workers[to].name
@@ -1459,9 +1507,10 @@ fn run_with(
             }
         }
         if let Some(&(at, w, ms)) = schedule.pauses.get(pauses) {
-            if (a >= at || senders_done) && !paused.iter().any(|&(p, _)| p == w) {
+            if (a >= at || senders_done) && !paused.iter().any(|&(p, _, _)| p == w) {
                 workers[w].proc.signal(libc_signal::Signal::Stop);
-                paused.push((w, Instant::now() + Duration::from_millis(ms)));
+                let now = Instant::now();
+                paused.push((w, now + Duration::from_millis(ms), now));
                 pauses += 1;
                 say!(
                     "chaos: SIGSTOP #{pauses} of {} for {ms} ms at {a}/{total} input records ACKed",
@@ -1470,19 +1519,30 @@ fn run_with(
             }
         }
         let now = Instant::now();
-        paused.retain(|&(w, until)| {
+        paused.retain(|&(w, until, stopped)| {
             if now >= until {
                 workers[w].proc.signal(libc_signal::Signal::Cont);
+                let what = format!(
+                    "SIGSTOP of {} for {} ms",
+                    workers[w].name,
+                    (now - stopped).as_millis()
+                );
+                timeline.mark(EventKind::Pause, stopped, Some(now), what);
                 false
             } else {
                 true
             }
         });
-        note_recoveries(&mut recovering, &workers, &mut recovery_ms);
+        note_recoveries(&mut recovering, &workers, &mut recovery_ms, &mut timeline);
         thread::sleep(Duration::from_millis(2));
     }
-    for &(w, _) in &paused {
+    for &(w, _, stopped) in &paused {
         workers[w].proc.signal(libc_signal::Signal::Cont);
+        let what = format!(
+            "SIGSTOP of {}, SIGCONT at the end of the run",
+            workers[w].name
+        );
+        timeline.mark(EventKind::Pause, stopped, Some(Instant::now()), what);
     }
     let mut send_stats: Vec<SendStats> = Vec::new();
     for t in senders {
@@ -1503,8 +1563,9 @@ fn run_with(
     // due once every output is in happen then).
     let until = Instant::now() + Duration::from_secs(120);
     while failure.is_none() && Instant::now() < until {
-        note_recoveries(&mut recovering, &workers, &mut recovery_ms);
+        note_recoveries(&mut recovering, &workers, &mut recovery_ms, &mut timeline);
         let all_in = outputs.poll() >= expected;
+        timeline.sample(acked(&progress), outputs.records());
         if all_in
             && receiver_kills_at.len() >= schedule.receiver_kills.len()
             && (db_server.is_none() || db_restarts_at.len() >= schedule.db_restarts.len())
@@ -1528,6 +1589,7 @@ fn run_with(
             schedule.sink_outage,
             &mut workers,
             &mut recovering,
+            &mut timeline,
         )
         .and_then(|_| {
             db_step(
@@ -1537,6 +1599,7 @@ fn run_with(
                 &schedule.db_restarts,
                 expected,
                 all_in,
+                &mut timeline,
             )
         }) {
             failure = Some(e);
@@ -1544,6 +1607,7 @@ fn run_with(
         }
         thread::sleep(POLL);
     }
+    timeline.sample_now(acked(&progress), outputs.poll());
     if outputs.poll() < expected {
         say!(
             "chaos: only {} of {expected} outputs arrived within 120 s",
@@ -1737,6 +1801,7 @@ fn run_with(
         receiver_kills_at,
         db_restarts_at,
         sink_outage: schedule.sink_outage,
+        timeline,
     })
 }
 

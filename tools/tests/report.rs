@@ -152,18 +152,21 @@ fn markers_bands_legend_and_linear_ticks() {
                 at: 1.0,
                 until: None,
                 label: "kill -9 w1".into(),
+                colour: None,
             },
             Marker {
                 kind: "pause".into(),
                 at: 2.0,
                 until: Some(2.5),
                 label: "SIGSTOP w2".into(),
+                colour: Some("#123456"),
             },
             Marker {
                 kind: "kill -9".into(),
                 at: 3.0,
                 until: None,
                 label: "kill -9 w2".into(),
+                colour: None,
             },
         ],
     };
@@ -172,6 +175,8 @@ fn markers_bands_legend_and_linear_ticks() {
     numbers_finite(&svg);
     assert_eq!(svg.matches("class=\"marker\"").count(), 2, "{svg}");
     assert_eq!(svg.matches("class=\"marker band\"").count(), 1, "{svg}");
+    // A kind's own colour, on its band and in the legend.
+    assert_eq!(svg.matches("fill=\"#123456\"").count(), 2, "{svg}");
     // One legend entry per series and per kind of marker.
     let legend = &svg[svg.find("<g class=\"legend\">").unwrap()..];
     assert_eq!(legend.matches("<text").count(), 3, "{legend}");
@@ -340,4 +345,84 @@ fn verity_bench_report_renders_in_a_browser() {
         );
     }
     assert!(png > 30_000, "the screenshot is blank ({png} bytes)");
+}
+
+#[test]
+fn verity_chaos_report_renders_in_a_browser() {
+    chromium();
+    let t = TmpDir::new("report", "chaos");
+    let dir = t.join("report");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_verity-chaos"));
+    cmd.arg("--engine")
+        .arg(engine())
+        .args(["--app", "doubler", "--workers", "2", "--messages", "300000"])
+        .args(["--profile", "crashes", "--seed", "1", "--dir"])
+        .arg(t.join("run"))
+        .arg("--report")
+        .arg(&dir)
+        .stdout(Stdio::null());
+    let code = run_bounded(&mut cmd, Duration::from_secs(300)).unwrap();
+    assert_eq!(code, Some(0), "{cmd:?}");
+    let page = dir.join("index.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("check: PASS"), "the verdict");
+    // The crashes profile kills every worker and the receiver, and pauses.
+    for kind in [
+        "kill -9 of a worker",
+        "kill -9 of the receiver",
+        "pause (SIGSTOP to SIGCONT)",
+    ] {
+        assert!(
+            html.contains(&format!("data-kind=\"{kind}\"")),
+            "{kind} marked"
+        );
+    }
+    let (dom, png) = render(&page, &t);
+    let charts = measured(&dom);
+    assert_eq!(charts.len(), 1, "{dom}");
+    let (id, series, drawn, markers) = &charts[0];
+    assert_eq!(id, "timeline-1");
+    assert!(
+        *series == 2 && drawn == series,
+        "{drawn} of {series} series drawn"
+    );
+    assert!(*markers >= 4, "{markers} markers drawn");
+    assert!(png > 30_000, "the screenshot is blank ({png} bytes)");
+}
+
+/// A chaos run's rates are the counts' differences over each bucket; the
+/// page holds its chart, its events and the verdict.
+#[test]
+fn a_timeline_gives_rates_per_bucket_and_a_page() {
+    use verity_tools::report::chaos::{page, EventKind, SeedReport, Timeline};
+    let mut t = Timeline::new(Instant::now());
+    t.samples = vec![
+        (0.0, 0, 0),
+        (0.1, 1000, 500),
+        (0.2, 1000, 900),
+        (0.3, 3000, 800),
+    ];
+    let (inputs, outputs) = t.rates();
+    let r = |v: &[(f64, f64)]| v.iter().map(|p| p.1.round() as u64).collect::<Vec<_>>();
+    assert_eq!(r(&inputs), [10_000, 0, 20_000]);
+    // A count that went back (a fresh file) is no negative rate.
+    assert_eq!(r(&outputs), [5_000, 4_000, 0]);
+    t.mark_secs(EventKind::Kill, 0.15, None, "kill -9 of w1".into());
+    t.mark_secs(EventKind::Partition, 0.05, Some(0.25), "w1 | w2".into());
+    let html = page(
+        "a <scenario>",
+        &[SeedReport {
+            seed: 7,
+            verdict: "check: PASS".into(),
+            reproduce: "verity-chaos --seed 7".into(),
+            timeline: Some(t),
+        }],
+    );
+    balanced(&html);
+    numbers_finite(&html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()]);
+    assert!(html.contains("id=\"timeline-7\"") && html.contains("a &lt;scenario&gt;"));
+    assert!(
+        html.contains("data-kind=\"kill -9 of a worker\"")
+            && html.contains("data-kind=\"partition\"")
+    );
 }

@@ -11,13 +11,14 @@ use std::time::Instant;
 
 use clap::Parser;
 use verity_tools::chaos::{self, Profile, Scenario, SinkTarget};
+use verity_tools::report::chaos::SeedReport;
 
 #[derive(Parser)]
 #[command(
     name = "verity-chaos",
     version = env!("VERITY_VERSION"),
     about = "Seeded fault injection against a real Verity cluster, checked from outside",
-    after_help = "Exit status: 0 every seed passed; 1 a seed failed its check (each prints the command that reproduces it); 2 usage error."
+    after_help = "Exit status: 0 every seed passed; 1 a seed failed its check (each prints the command that reproduces it); 2 usage error, or the --report page could not be written."
 )]
 struct Args {
     /// doubler, word-count, sequence-window or market-spread.
@@ -78,6 +79,13 @@ struct Args {
     /// (tools/FORMATS.md); the human report goes to stderr.
     #[arg(long)]
     json: bool,
+    /// Also write DIR/index.html: a self-contained page with, per seed, an
+    /// SVG plot of the input and output rates over the run with its kills,
+    /// pauses, partitions, recoveries and receiver kills marked, and a table
+    /// of them (tools/FORMATS.md), rewritten after each seed. An error
+    /// writing it exits 2.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
     if a.json {
         chaos::HUMAN_TO_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+    let mut reports = Vec::new();
     for seed in seeds.seeds() {
         let mut s = Scenario::new(engine.clone());
         s.app = a.app.clone();
@@ -137,6 +146,29 @@ fn main() -> ExitCode {
         let r = chaos::run(&s);
         if a.json {
             println!("{}", chaos::outcome_json(&s, &r));
+        }
+        if let Some(dir) = &a.report {
+            reports.push(SeedReport {
+                seed,
+                verdict: match &r {
+                    Ok(o) => o.last_line.clone(),
+                    Err(e) => format!("error: {e}"),
+                },
+                reproduce: format!("{} {}", s.command, s.args()),
+                timeline: r.as_ref().ok().map(|o| o.timeline.clone()),
+            });
+            let scenario = format!(
+                "app {}, {} workers, {} messages, profile {}",
+                s.app,
+                s.workers,
+                s.messages,
+                profile.name()
+            );
+            let html = verity_tools::report::chaos::page(&scenario, &reports);
+            if let Err(e) = verity_tools::report::write(dir, &html) {
+                eprintln!("verity-chaos: --report: {e}");
+                return ExitCode::from(2);
+            }
         }
         match r {
             Ok(o) if o.passed => passed += 1,

@@ -61,6 +61,8 @@ pub struct Marker {
     pub until: Option<f64>,
     /// Shown on hover (the SVG `<title>`).
     pub label: String,
+    /// The kind's colour (CSS), or one of a palette by order of appearance.
+    pub colour: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +76,7 @@ pub struct Chart {
     pub markers: Vec<Marker>,
 }
 
-const W: f64 = 900.0;
+const W: f64 = 980.0;
 const H: f64 = 380.0;
 /// The plotting area: left, top, right, bottom.
 const PLOT: (f64, f64, f64, f64) = (80.0, 36.0, 690.0, 320.0);
@@ -258,12 +260,13 @@ impl Chart {
         o
     }
 
-    /// Kinds of marker in order of first appearance.
-    fn marker_kinds(&self) -> Vec<&str> {
-        let mut kinds: Vec<&str> = Vec::new();
+    /// Kinds of marker in order of first appearance, with their colours.
+    fn marker_kinds(&self) -> Vec<(&str, &'static str)> {
+        let mut kinds: Vec<(&str, &'static str)> = Vec::new();
         for m in &self.markers {
-            if !kinds.contains(&m.kind.as_str()) {
-                kinds.push(&m.kind);
+            if !kinds.iter().any(|k| k.0 == m.kind) {
+                let colour = MARKER_COLOURS[kinds.len() % MARKER_COLOURS.len()];
+                kinds.push((&m.kind, m.colour.unwrap_or(colour)));
             }
         }
         kinds
@@ -274,8 +277,10 @@ impl Chart {
         let kinds = self.marker_kinds();
         let mut o = String::from("<g class=\"markers\">\n");
         for m in &self.markers {
-            let k = kinds.iter().position(|k| *k == m.kind).unwrap_or(0);
-            let colour = MARKER_COLOURS[k % MARKER_COLOURS.len()];
+            let colour = kinds
+                .iter()
+                .find(|k| k.0 == m.kind)
+                .map_or(MARKER_COLOURS[0], |k| k.1);
             let Some(a) = self.x.map(m.at) else { continue };
             let x0 = xs.px(a, l, r).clamp(l, r);
             let tip = format!("<title>{}</title>", escape(&m.label));
@@ -340,16 +345,12 @@ impl Chart {
         for (i, s) in self.series.iter().enumerate() {
             entries.push((SERIES_COLOURS[i % SERIES_COLOURS.len()], 0, &s.name));
         }
-        for (k, kind) in self.marker_kinds().into_iter().enumerate() {
+        for (kind, colour) in self.marker_kinds() {
             let band = self
                 .markers
                 .iter()
                 .any(|m| m.kind == kind && m.until.is_some());
-            entries.push((
-                MARKER_COLOURS[k % MARKER_COLOURS.len()],
-                1 + band as u8,
-                kind,
-            ));
+            entries.push((colour, 1 + band as u8, kind));
         }
         let mut o = String::from("<g class=\"legend\">\n");
         for (i, (colour, swatch, text)) in entries.into_iter().enumerate() {

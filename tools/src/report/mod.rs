@@ -8,8 +8,11 @@
 //! - [`chart`]: line charts (axes, ticks, log scales, markers, legend).
 //! - [`bench`]: the bench page (throughput per round, latency percentiles,
 //!   the figures).
+//! - [`chaos`]: the chaos page (input and output rates over time, with what
+//!   the run did marked), and [`chaos::Timeline`], what a run records.
 
 pub mod bench;
+pub mod chaos;
 pub mod chart;
 
 use std::path::{Path, PathBuf};
@@ -150,7 +153,8 @@ impl Page {
     /// The whole document.
     pub fn html(&self) -> String {
         format!(
-            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>\nbody {{ font-family: sans-serif; margin: 2em; color: #222; }}\ntable {{ border-collapse: collapse; margin: 1em 0; }}\nth, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}\nth:first-child, td:first-child {{ text-align: left; }}\nfigure {{ margin: 1em 0; }}\npre {{ background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }}\n</style>\n</head>\n<body>\n<h1>{t}</h1>\n{}<pre id=\"render-check\">not measured</pre>\n{RENDER_CHECK}</body>\n</html>\n",
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>\nbody {{ font-family: sans-serif; margin: 2em; color: #222; }}\ntable {{ border-collapse: collapse; margin: 1em 0; }}\nth, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}\nth:first-child, td:first-child {{ text-align: left; }}\nfigure {{ margin: 1em 0; }}
+svg.chart {{ max-width: 100%; height: auto; }}\npre {{ background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }}\n</style>\n</head>\n<body>\n<h1>{t}</h1>\n{}<pre id=\"render-check\">not measured</pre>\n{RENDER_CHECK}</body>\n</html>\n",
             self.body,
             t = escape(&self.title)
         )
