@@ -5,6 +5,7 @@
 
 mod common;
 use common::cluster::Worker;
+use common::peer::{impostor, impostor_at};
 use common::{any_port, free_addr, free_run};
 
 use std::io::{Read, Write};
@@ -17,8 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity::wire::auth::{self, Answerer, Side};
-use verity::wire::{Decoder, Encoder, ErrorCode, Hello, Kind, Role};
+use verity::wire::{Decoder, Encoder, ErrorCode, Kind, Role};
 use verity_tools::check::{self, App};
 use verity_tools::formats::InputFormat;
 use verity_tools::gen::{self, GenConfig};
@@ -221,79 +221,6 @@ fn expected(app: App, inputs: &[&Path], dir: &Path) -> u64 {
 fn check_pass(app: App, inputs: &[&Path], received: &Path, logs: &str) {
     let report = check::check(app, inputs, received).unwrap();
     assert!(report.passed(), "{report}\n{logs}");
-}
-
-/// Connects to a worker's node-to-node port as node `node_id` and answers
-/// its challenge with `secret`; returns what the worker said last.
-fn impostor(
-    addr: SocketAddr,
-    cluster_id: u64,
-    node_id: u32,
-    secret: &[u8],
-) -> Option<(ErrorCode, String)> {
-    impostor_at(addr, cluster_id, node_id, secret, 1)
-}
-
-/// As `impostor`, saying HELLO with `epoch`.
-fn impostor_at(
-    addr: SocketAddr,
-    cluster_id: u64,
-    node_id: u32,
-    secret: &[u8],
-    epoch: u32,
-) -> Option<(ErrorCode, String)> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let enc = Encoder::default();
-    let my_challenge = [7u8; 32];
-    let hello = Hello {
-        cluster_id,
-        node_id,
-        role: Role::Node,
-        version_min: 1,
-        version_max: 1,
-        challenge: my_challenge,
-        response: None,
-    };
-    let mut b = BytesMut::new();
-    enc.hello(&mut b, epoch, &hello).unwrap();
-    s.write_all(&b).unwrap();
-    let mut dec = Decoder::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        while let Ok(Some(f)) = dec.decode() {
-            match f.kind() {
-                Kind::Error => {
-                    let (c, t) = f.view().error().unwrap();
-                    return Some((c, t.to_owned()));
-                }
-                Kind::Hello => {
-                    let h = f.view().hello().unwrap();
-                    let me = Answerer {
-                        cluster_id,
-                        node_id,
-                        role: Role::Node as u16,
-                        side: Side::Connector,
-                    };
-                    let answer = auth::response(secret, &me, &h.challenge, &my_challenge);
-                    let reply = Hello {
-                        response: Some(answer),
-                        ..hello
-                    };
-                    let mut b = BytesMut::new();
-                    enc.hello(&mut b, epoch, &reply).unwrap();
-                    if s.write_all(&b).is_err() {
-                        return None;
-                    }
-                }
-                _ => {}
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => dec.extend(&buf[..n]),
-        }
-    }
 }
 
 #[test]

@@ -2,18 +2,21 @@
 //! `/readyz` over HTTP; the counters move with the records sent; a
 //! malformed request does not stop the endpoint; a taken port stops the
 //! worker at start naming the key; and in a cluster a peer's `kill -9`
-//! shows up as a reconnect in the other worker's metrics and log.
+//! shows up as a reconnect in the other worker's metrics and log, and
+//! refused handshakes are counted by reason (stale epoch, auth failed).
 
 mod common;
 use common::cluster::Worker;
 use common::free_addr;
 use common::node::{send_file, u64_file, Node};
+use common::peer::impostor_at;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use verity::wire::ErrorCode;
 use verity_tools::formats::InputFormat;
 
 /// GET `path` (HTTP/1.0): (status, body).
@@ -215,6 +218,34 @@ fn a_peer_killed_and_restarted_shows_as_a_reconnect_in_the_metrics() {
         value(&w2, "verity_epoch", &["worker=\"w2\""]),
         Some(2.0),
         "{w2}"
+    );
+    // Refused handshakes by reason: node 1 at its old epoch 1 (a zombie of
+    // the instance killed; w1 has seen epoch 2), and the wrong secret.
+    let secret = b"0123456789abcdef0123";
+    let (code, _) = impostor_at(workers[0].address, 1, 1, secret, 1).expect("an ERROR");
+    assert_eq!(code, ErrorCode::StaleEpoch);
+    let (code, _) =
+        impostor_at(workers[0].address, 1, 1, b"not-the-secret-at-all", 9).expect("an ERROR");
+    assert_eq!(code, ErrorCode::AuthFailed);
+    let failures = |t: &str, reason: &str| {
+        value(
+            t,
+            "verity_handshake_failures_total",
+            &["worker=\"w1\"", reason],
+        )
+    };
+    let (_, text) = wait_for(metrics[0], "/metrics", |_, t| {
+        failures(t, "reason=\"auth_failed\"") == Some(1.0)
+    });
+    assert_eq!(
+        failures(&text, "reason=\"stale_epoch\""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        failures(&text, "reason=\"auth_failed\""),
+        Some(1.0),
+        "{text}"
     );
     // `verity stat` watches both workers from the cluster's file.
     let o = Command::new(env!("CARGO_BIN_EXE_verity"))

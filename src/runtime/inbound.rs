@@ -360,9 +360,7 @@ impl Inbound {
 
     /// A HELLO exchange that failed: ERROR with the refusal, and close.
     fn refuse_handshake(&mut self, slot: usize, n: &mut Node, reg: &Registry, r: &Refusal) {
-        if r.code == ErrorCode::AuthFailed {
-            n.stats.auth_refused += 1;
-        }
+        n.count_refusal(r.code);
         self.refuse(slot, n, reg, r.code, &r.text);
     }
 

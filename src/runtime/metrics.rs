@@ -108,6 +108,7 @@ pub struct Sample {
     pub sink_connects: u64,
     pub peer_connects: u64,
     pub auth_refused: u64,
+    pub stale_epoch_refused: u64,
     pub tls_failed: u64,
     pub refused_limit: u64,
     pub nacks_received: u64,

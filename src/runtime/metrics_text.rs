@@ -181,12 +181,13 @@ fn traffic(f: &mut Families, l: &str, s: &Sample) {
     }
     for (reason, v) in [
         ("auth_failed", s.auth_refused),
+        ("stale_epoch", s.stale_epoch_refused),
         ("tls_failed", s.tls_failed),
         ("limit", s.refused_limit),
     ] {
         f.counter(
             "verity_handshake_failures_total",
-            "Connections refused or closed before serving, by reason (a stale epoch is a protocol violation).",
+            "Connections refused or closed before serving, by reason.",
             &format!("{l},reason=\"{reason}\""),
             v,
         );

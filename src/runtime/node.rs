@@ -22,6 +22,9 @@ pub struct WorkerStats {
     pub sink_connects: u64,
     pub peer_connects: u64,
     pub auth_refused: u64,
+    /// Handshakes refused because the peer's epoch is older than one
+    /// already seen of its node (fencing a zombie).
+    pub stale_epoch_refused: u64,
     /// Connections closed by a TLS failure (a certificate refused, a
     /// handshake that failed, a record that did not decrypt).
     pub tls_failed: u64,
@@ -69,6 +72,16 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// A handshake this node refused: counted by reason (the metrics'
+    /// `verity_handshake_failures_total`).
+    pub(super) fn count_refusal(&mut self, code: verity_wire::ErrorCode) {
+        match code {
+            verity_wire::ErrorCode::AuthFailed => self.stats.auth_refused += 1,
+            verity_wire::ErrorCode::StaleEpoch => self.stats.stale_epoch_refused += 1,
+            _ => {}
+        }
+    }
+
     pub(super) fn new(cfg: NodeToml, core: NodeCore, epoch: u32) -> Node {
         Node {
             enc: Encoder::new(cfg.limits.max_frame_len),

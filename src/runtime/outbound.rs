@@ -385,9 +385,7 @@ impl Outbound {
         let hello = match answered {
             Ok(h) => h,
             Err(r) => {
-                if r.code == ErrorCode::AuthFailed {
-                    n.stats.auth_refused += 1;
-                }
+                n.count_refusal(r.code);
                 self.refuse(k, n, reg, r.code, &r.text);
                 return;
             }

@@ -245,6 +245,7 @@ impl Worker {
             sink_connects: w.sink_connects,
             peer_connects: w.peer_connects,
             auth_refused: w.auth_refused,
+            stale_epoch_refused: w.stale_epoch_refused,
             tls_failed: w.tls_failed,
             refused_limit: w.refused,
             nacks_received: w.nacks_received,

@@ -108,7 +108,6 @@ impl Node {
 
     /// The log once it holds `needle` (polled for up to 10 s; after that the
     /// log as it is, for the caller's assertion to show).
-    #[allow(dead_code)]
     pub fn wait_log(&self, needle: &str) -> String {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
