@@ -91,6 +91,10 @@ pub struct BenchResult {
     pub cluster: Option<(u32, f64, f64)>,
     /// (median baseline msgs/s, median of per-round engine ÷ baseline).
     pub baseline: Option<(f64, f64)>,
+    /// Median of per-round engine ÷ baseline CPU ns per input (the
+    /// process's user + system time over the run): less at the mercy of
+    /// the scheduler than msgs/s on a shared machine.
+    pub baseline_cpu: Option<f64>,
     /// With `tls`: the same runs over TLS.
     pub tls: Option<TlsResult>,
     /// msgs/s of each kind of run (raw pipe, engine, baseline, cluster,
@@ -157,6 +161,9 @@ impl BenchResult {
                 .num("baseline_msgs_per_s", rate)
                 .num("engine_over_baseline", ratio);
         }
+        if let Some(ratio) = self.baseline_cpu {
+            o = o.num("engine_over_baseline_cpu", ratio);
+        }
         if let Some(t) = &self.tls {
             o = o
                 .num("tls_raw_msgs_per_s", t.raw_msgs_per_s)
@@ -200,6 +207,13 @@ impl core::fmt::Display for BenchResult {
             write!(
                 f,
                 "\nbench: baseline engine {rate:.0} msgs/s; engine/baseline {:.1}% (median of per-round ratios)",
+                100.0 * ratio
+            )?;
+        }
+        if let Some(ratio) = self.baseline_cpu {
+            write!(
+                f,
+                "\nbench: CPU per input, engine/baseline {:.1}% (median of per-round ratios)",
                 100.0 * ratio
             )?;
         }
@@ -545,6 +559,15 @@ fn timed_run<T>(
     Ok((total as f64 / secs, kept))
 }
 
+/// One ABBA block of `--baseline-engine`: the means of the engine's two
+/// runs and of the baseline's two (msgs/s; CPU ns per input).
+struct AbBlock {
+    engine: f64,
+    baseline: f64,
+    engine_cpu: Option<f64>,
+    baseline_cpu: Option<f64>,
+}
+
 pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let (inputs, outputs) = generate(cfg)?;
     let total: u64 = inputs.iter().map(|(r, _)| r.len()).sum();
@@ -557,6 +580,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let mut ratios = Vec::new();
     let (mut cluster_rates, mut cluster_ratios) = (Vec::new(), Vec::new());
     let (mut base_rates, mut base_ratios) = (Vec::new(), Vec::new());
+    let mut base_cpu_ratios = Vec::new();
     let tls = if cfg.tls {
         Some(Tls::new(&cfg.work_dir)?)
     } else {
@@ -590,7 +614,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     let ab_block = |base: &Path, round: u32| {
         let baseline = |k: u32| {
             let name = format!("baseline-{round}-{k}");
-            let (rate, engine) = timed_run(
+            let (rate, (engine, cpu_start)) = timed_run(
                 cfg,
                 &inputs,
                 total,
@@ -599,18 +623,29 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
                 None,
                 |sink| {
                     let (engine, listen) = start_binary(cfg, base, &name, sink, None, false)?;
-                    Ok((engine, vec![listen]))
+                    let cpu_start = engine.cpu_secs();
+                    Ok(((engine, cpu_start), vec![listen]))
                 },
             )?;
+            let cpu = engine
+                .cpu_secs()
+                .zip(cpu_start)
+                .map(|(end, start)| 1e9 * (end - start) / total as f64);
             drop(engine);
             discard(cfg, &name);
-            Ok::<_, String>(rate)
+            Ok::<_, String>((rate, cpu))
         };
-        let e1 = engine_run(&format!("ab-engine-{round}-0"), "ab-engine.bin", None)?.0;
+        let e1 = engine_run(&format!("ab-engine-{round}-0"), "ab-engine.bin", None)?;
         let b1 = baseline(0)?;
         let b2 = baseline(1)?;
-        let e2 = engine_run(&format!("ab-engine-{round}-1"), "ab-engine.bin", None)?.0;
-        Ok::<_, String>(((e1 + e2) / 2.0, (b1 + b2) / 2.0))
+        let e2 = engine_run(&format!("ab-engine-{round}-1"), "ab-engine.bin", None)?;
+        let mean = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| (a + b) / 2.0);
+        Ok::<_, String>(AbBlock {
+            engine: (e1.0 + e2.0) / 2.0,
+            baseline: (b1.0 + b2.0) / 2.0,
+            engine_cpu: mean(e1.1, e2.1),
+            baseline_cpu: mean(b1.1, b2.1),
+        })
     };
     // One cluster run: msgs/s and the CPU ns per input of all its workers.
     let cluster_run = |name: &str, file: &str, tls: Option<&Tls>| {
@@ -698,14 +733,21 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
             }
         }
 
-        if let Some((eng_ab, rate)) = ab {
+        if let Some(ab) = ab {
             eprintln!(
-                "bench: {} round {round}: A/B (ABBA): engine {eng_ab:.0} msgs/s, baseline engine {rate:.0} msgs/s; engine/baseline {:.1}%",
+                "bench: {} round {round}: A/B (ABBA): engine {:.0} msgs/s, baseline engine {:.0} msgs/s; engine/baseline {:.1}%; CPU engine {} baseline {}",
                 cfg.app,
-                100.0 * eng_ab / rate
+                ab.engine,
+                ab.baseline,
+                100.0 * ab.engine / ab.baseline,
+                cpu_text(ab.engine_cpu),
+                cpu_text(ab.baseline_cpu)
             );
-            base_rates.push(rate);
-            base_ratios.push(eng_ab / rate);
+            base_rates.push(ab.baseline);
+            base_ratios.push(ab.engine / ab.baseline);
+            if let (Some(e), Some(b)) = (ab.engine_cpu, ab.baseline_cpu) {
+                base_cpu_ratios.push(e / b);
+            }
         }
         if cfg.workers >= 2 {
             let tls_run =
@@ -763,6 +805,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         .baseline
         .is_some()
         .then(|| (median(&mut base_rates), median(&mut base_ratios)));
+    let baseline_cpu = (!base_cpu_ratios.is_empty()).then(|| median(&mut base_cpu_ratios));
     let cluster = (cfg.workers >= 2).then(|| {
         (
             cfg.workers,
@@ -807,6 +850,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         engine_latency: eng_lat,
         cluster,
         baseline,
+        baseline_cpu,
         tls,
         per_round,
     })
