@@ -80,7 +80,7 @@ fn version_names_the_commit_and_the_features() {
         });
     assert_eq!(
         text.trim(),
-        format!("verity 0.1.0 (commit {head}, features: default, fault-shim)")
+        format!("verity 0.1.0 (commit {head}, features: cli, default, fault-shim)")
     );
 }
 
