@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::metrics::{Histogram, Sample, BUCKETS, FAULT_KINDS};
+use super::metrics_sample::{Histogram, Sample, BUCKETS, FAULT_KINDS};
 
 /// Metric families in the order first seen, each with its lines.
 #[derive(Default)]

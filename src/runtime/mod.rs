@@ -21,6 +21,7 @@
 //! | `recovery.rs` | the `Store`: the data directory, journal and dead-letter log; opening and recovery (snapshot restore, journal replay), logging outputs and dead letters, durability, snapshots, the audit chain |
 //! | `logging.rs` | the log: `tracing` events as text or JSON Lines, each line tagged with its thread's node, worker, shard and epoch |
 //! | `metrics.rs` | live metrics: the `Meter` a loop keeps, the `Hub` of its published samples, the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) |
+//! | `metrics_sample.rs` | what a node publishes for the metrics (`Sample`, `Histogram`) |
 //! | `metrics_text.rs` | the Prometheus text format of the samples (`render`) |
 //! | `faults.rs` | `FaultState`: the shim a connection gets, partitions, the fault log |
 //! | `shim.rs` | the fault shim itself (`[faults]`) |
@@ -39,6 +40,7 @@ mod ingest;
 pub mod link;
 pub mod logging;
 pub mod metrics;
+mod metrics_sample;
 mod metrics_text;
 mod node;
 mod os;
