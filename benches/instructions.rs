@@ -20,19 +20,14 @@
 //! runs every bench target; this one then only says how to run it.
 
 use std::hint::black_box;
-use std::path::Path;
 
 use bytes::BytesMut;
 use verity::app::App;
-use verity::core::{Effects, Input, NodeConfig, NodeCore, Out};
-use verity_tools::formats::InputFormat;
-use verity_tools::gen::{self, GenConfig};
-use verity_tools::send::Records;
+use verity::core::Effects;
+use verity::harness::workload::{
+    core_of, doubler_runs, market_spread_runs, measure_live, measure_replay, Runs,
+};
 use verity_wire::{parse, Encoder, MAX_FRAME_LEN_LIMIT};
-
-/// Source frames per journal run: about what one read of a busy source
-/// connection brings (64 KiB of market-spread frames).
-const RUN_FRAMES: usize = 512;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,19 +48,39 @@ fn main() {
         }
     };
     let scratch = std::env::temp_dir().join(format!("verity-instructions-{}", std::process::id()));
+    let ms = || market_spread_runs(n, 1, &scratch);
     let inputs = match workload {
-        "replay-market-spread" => replay(market_spread_runs(n, &scratch), market_spread()),
-        "replay-doubler" => replay(doubler_runs(n), doubler()),
-        "core-market-spread" => live(market_spread_runs(n, &scratch), market_spread()),
-        "core-doubler" => live(doubler_runs(n), doubler()),
-        "decode-1k" => decode_1k(n),
-        other => {
-            eprintln!("instructions: unknown workload {other:?} (replay-market-spread, replay-doubler, core-market-spread, core-doubler, decode-1k)");
-            std::process::exit(2);
-        }
+        "replay-market-spread" => ms().and_then(|r| run(r, market_spread(), Path::Replay)),
+        "replay-doubler" => doubler_runs(1, n).and_then(|r| run(r, doubler(), Path::Replay)),
+        "core-market-spread" => ms().and_then(|r| run(r, market_spread(), Path::Live)),
+        "core-doubler" => doubler_runs(1, n).and_then(|r| run(r, doubler(), Path::Live)),
+        "decode-1k" => Ok(decode_1k(n)),
+        other => Err(format!("unknown workload {other:?} (replay-market-spread, replay-doubler, core-market-spread, core-doubler, decode-1k)")),
     };
     let _ = std::fs::remove_dir_all(&scratch);
-    println!("inputs {inputs}");
+    match inputs {
+        Ok(inputs) => println!("inputs {inputs}"),
+        Err(e) => {
+            eprintln!("instructions: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+enum Path {
+    Replay,
+    Live,
+}
+
+fn run(r: Runs, app: Box<dyn App>, path: Path) -> Result<u64, String> {
+    let mut core = core_of(app);
+    let mut fx = Effects::default();
+    let outputs = match path {
+        Path::Replay => measure_replay(&mut core, &mut fx, &r.runs)?,
+        Path::Live => measure_live(&mut core, &mut fx, &r.runs)?,
+    };
+    eprintln!("instructions: {} inputs, {outputs} output bytes", r.inputs);
+    Ok(r.inputs)
 }
 
 fn market_spread() -> Box<dyn App> {
@@ -74,155 +89,6 @@ fn market_spread() -> Box<dyn App> {
 
 fn doubler() -> Box<dyn App> {
     Box::new(verity::apps::doubler::app())
-}
-
-/// Journal runs of `channels` (source channel `c + 1` holds `channels[c]`),
-/// `RUN_FRAMES` frames of one channel each, the channels taking turns;
-/// and the number of inputs.
-fn runs_of(channels: &[&Records]) -> (Vec<BytesMut>, u64) {
-    let enc = Encoder::default();
-    let mut next = vec![0u64; channels.len()];
-    let mut runs = Vec::new();
-    loop {
-        let mut any = false;
-        for (c, records) in channels.iter().enumerate() {
-            let mut run = BytesMut::new();
-            let mut in_run = 0;
-            while next[c] < records.len() && in_run < RUN_FRAMES {
-                let seq = next[c] + 1;
-                let channel = c as u32 + 1;
-                let trace = (u64::from(channel) << 40) | seq;
-                if enc
-                    .data(&mut run, channel, seq, trace, false, records.get(seq))
-                    .is_err()
-                {
-                    eprintln!(
-                        "instructions: input {seq} of channel {channel} does not fit a frame"
-                    );
-                    std::process::exit(2);
-                }
-                next[c] += 1;
-                in_run += 1;
-            }
-            if !run.is_empty() {
-                any = true;
-                runs.push(run);
-            }
-        }
-        if !any {
-            break;
-        }
-    }
-    (runs, channels.iter().map(|r| r.len()).sum())
-}
-
-/// `n` market-spread inputs (half NBBO, half orders; seed 1), from the
-/// generator the tools use.
-fn market_spread_runs(n: u64, scratch: &Path) -> (Vec<BytesMut>, u64) {
-    let cfg = GenConfig::from_messages(1, n, gen::data_dir(None));
-    let loaded = gen::market_spread(&cfg, scratch)
-        .map_err(|e| e.to_string())
-        .and_then(|_| {
-            let load = |f: &str| {
-                Records::load(InputFormat::Fixish, &scratch.join(f)).map_err(|e| e.to_string())
-            };
-            Ok((load("nbbo.msg")?, load("orders.msg")?))
-        });
-    match loaded {
-        Ok((nbbo, orders)) => runs_of(&[&nbbo, &orders]),
-        Err(e) => {
-            eprintln!("instructions: market-spread inputs: {e}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// `n` doubler inputs: the counters 1..=n.
-fn doubler_runs(n: u64) -> (Vec<BytesMut>, u64) {
-    let records = Records::from_vec((1..=n).map(|i| i.to_le_bytes().to_vec()).collect());
-    runs_of(&[&records])
-}
-
-fn replay((runs, inputs): (Vec<BytesMut>, u64), app: Box<dyn App>) -> u64 {
-    let mut core = NodeCore::new(app, NodeConfig::default());
-    let mut fx = Effects::default();
-    let outputs = measure_replay(&mut core, &mut fx, &runs);
-    eprintln!("instructions: replayed {inputs} inputs, {outputs} output bytes");
-    inputs
-}
-
-/// What recovery and `verity replay` do per journal record.
-#[inline(never)]
-fn measure_replay(core: &mut NodeCore, fx: &mut Effects, runs: &[BytesMut]) -> usize {
-    let mut outputs = 0;
-    for (i, run) in runs.iter().enumerate() {
-        fx.clear();
-        if core.replay_record(run, i as u64, fx, |_, _| {}).is_err() {
-            eprintln!("instructions: journal run {i} was not replayed");
-            std::process::exit(1);
-        }
-        outputs += fx.outbound.len();
-    }
-    black_box(outputs)
-}
-
-fn live((runs, inputs): (Vec<BytesMut>, u64), app: Box<dyn App>) -> u64 {
-    let mut core = NodeCore::new(app, NodeConfig::default());
-    let mut fx = Effects::default();
-    let outputs = measure_live(&mut core, &mut fx, &runs);
-    eprintln!(
-        "instructions: {inputs} inputs through the core, {outputs} output bytes, journal {}",
-        core.journal_next()
-    );
-    inputs
-}
-
-/// What the worker's event loop asks of the core per read batch: each
-/// frame parsed and handled, then the batch durable, its outputs handed
-/// to the sink and ACKed.
-#[inline(never)]
-fn measure_live(core: &mut NodeCore, fx: &mut Effects, runs: &[BytesMut]) -> usize {
-    let mut outputs = 0;
-    for (i, run) in runs.iter().enumerate() {
-        fx.clear();
-        let mut at = 0;
-        while at < run.len() {
-            let Ok(Some(frame)) = parse(&run[at..], MAX_FRAME_LEN_LIMIT) else {
-                eprintln!("instructions: run {i} holds a bad frame at {at}");
-                std::process::exit(1);
-            };
-            at += frame.stride;
-            fx.journal_input = None;
-            core.handle(
-                Input::SourceData {
-                    frame,
-                    now_ns: i as u64,
-                },
-                fx,
-            );
-            fx.acks.clear();
-            fx.nacks.clear();
-        }
-        let records = core.journal_next();
-        core.handle(Input::Durable { records }, fx);
-        let last = core.out().next_seq - 1;
-        core.handle(
-            Input::Sent {
-                out: Out::Sink,
-                through: last,
-            },
-            fx,
-        );
-        core.handle(
-            Input::Ack {
-                out: Out::Sink,
-                seq: last,
-            },
-            fx,
-        );
-        outputs += fx.outbound.len();
-    }
-    black_box(outputs)
 }
 
 /// `n` parses of 1 KiB DATA frames (a buffer of 1024 of them, read over

@@ -1,13 +1,15 @@
 //! The parts of the engine crate that drive the test tools
 //! (`verity_tools`): the demo (a chaos run of this binary) and the
 //! simulator's judged runs (inputs from the tools' generators, output
-//! judged by the independent oracle). Besides the binaries, this is the
+//! judged by the independent oracle), and the fixed workloads of the
+//! speed gates (`workload`). Besides the binaries, this is the
 //! only module that may import `verity_tools`: the runtime, the core, the
 //! storage and the simulator never do.
 
 pub mod demo;
 pub mod oracle;
 pub mod sim_run;
+pub mod workload;
 
 /// The independent oracle of app `app`: `verity-check` judges the reference
 /// apps. Err: a registered app it has no oracle for (the generic oracle
