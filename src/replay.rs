@@ -266,8 +266,12 @@ type SeqFrame = (u64, Vec<u8>);
 struct Recorded<'a> {
     compare: OutCompare,
     reader: OfflineReader<'a>,
-    /// Frames of the current record not yet compared: (seq, bytes).
-    pending: VecDeque<SeqFrame>,
+    /// The current record's frames (read into one buffer, reused from
+    /// record to record: no allocation per frame).
+    record: Vec<u8>,
+    /// Frames of the current record not yet compared: (seq, start, len) in
+    /// `record`.
+    pending: VecDeque<(u64, usize, usize)>,
     exhausted: bool,
     /// The seq the replayed core gives its next frame on this log's channel
     /// (from the snapshot, 1 without one): logged frames below it came
@@ -282,22 +286,25 @@ struct Recorded<'a> {
 }
 
 impl Recorded<'_> {
-    /// The logged frame with `seq`, skipping (and counting as missing)
-    /// logged frames below it; `None` if the log has none.
-    fn frame(&mut self, seq: u64) -> Result<Option<Vec<u8>>, ReplayError> {
+    /// Compares the regenerated `frame` (seq `seq`) with the logged frame
+    /// of that seq, skipping (and counting as missing) logged frames below
+    /// it: `Ok(None)` when identical, else `Ok(Some(logged bytes, if the
+    /// log has that seq))`. Only a difference copies bytes.
+    fn differs(&mut self, seq: u64, frame: &[u8]) -> Result<Option<Option<Vec<u8>>>, ReplayError> {
         loop {
-            while let Some(&(s, _)) = self.pending.front() {
+            while let Some(&(s, start, len)) = self.pending.front() {
                 if s > seq {
-                    return Ok(None);
+                    return Ok(Some(None));
                 }
-                let (s, bytes) = self.pending.pop_front().unwrap_or((s, Vec::new()));
+                self.pending.pop_front();
+                let logged = &self.record[start..start + len];
                 if s == seq {
-                    return Ok(Some(bytes));
+                    return Ok((logged != frame).then(|| Some(logged.to_vec())));
                 }
-                self.skipped(s, bytes);
+                self.skipped(s, start, len);
             }
             if !self.read_more()? {
-                return Ok(None);
+                return Ok(Some(None));
             }
         }
     }
@@ -315,19 +322,25 @@ impl Recorded<'_> {
                 Ok(false)
             }
             Some(r) => {
-                for f in frames(r.payload) {
-                    self.pending.push_back((f.seq, f.bytes.to_vec()));
+                // Called only once every pending frame was taken.
+                self.record.clear();
+                self.record.extend_from_slice(r.payload);
+                for f in frames(&self.record) {
+                    self.pending.push_back((f.seq, f.offset, f.bytes.len()));
                 }
                 Ok(true)
             }
         }
     }
 
-    /// A logged frame no regenerated frame matched.
-    fn skipped(&mut self, seq: u64, bytes: Vec<u8>) {
+    /// A logged frame (at `start`, `len` bytes of the record) no
+    /// regenerated frame matched.
+    fn skipped(&mut self, seq: u64, start: usize, len: usize) {
         if seq >= self.first_regenerated {
             self.compare.missing += 1;
-            self.first_missing.get_or_insert((seq, bytes));
+            if self.first_missing.is_none() {
+                self.first_missing = Some((seq, self.record[start..start + len].to_vec()));
+            }
         }
     }
 
@@ -340,8 +353,8 @@ impl Recorded<'_> {
     /// Counts what is left in the log after the last regenerated frame.
     fn finish(mut self) -> Result<(OutCompare, Option<SeqFrame>), ReplayError> {
         loop {
-            while let Some((s, bytes)) = self.pending.pop_front() {
-                self.skipped(s, bytes);
+            while let Some((s, start, len)) = self.pending.pop_front() {
+                self.skipped(s, start, len);
             }
             if !self.read_more()? {
                 break;
@@ -476,6 +489,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                         ..OutCompare::default()
                     },
                     reader: log.reader(log.first_position()),
+                    record: Vec::new(),
                     pending: VecDeque::new(),
                     exhausted: false,
                     first_regenerated: match k {
@@ -495,19 +509,24 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
     let mut fx = Effects::default();
     let mut reader = journal.reader(from);
     let mut next_index = core.journal_next();
+    // Per input of the current record: its journal index, and the bytes of
+    // each output log's frames after it (`logs` a row): which input
+    // produced which regenerated frame. Reused from record to record.
+    let logs = 1 + core.nodes() as usize;
+    let mut marks: Vec<(u64, usize)> = Vec::new();
+    let mut ends: Vec<usize> = Vec::new();
     while let Some(rec) = reader.next_record()? {
         if rec.kind != RecordKind::Input.code() {
             continue;
         }
         fx.clear();
-        // (journal index, bytes of each output log's frames after it): which
-        // input produced which regenerated frame.
-        let mut marks: Vec<(u64, Vec<usize>)> = Vec::new();
+        marks.clear();
+        ends.clear();
         let replayed = core
             .replay_record(rec.payload, rec.timestamp, &mut fx, |index, fx| {
-                let mut ends = vec![fx.outbound.len()];
-                ends.extend(fx.to_peers.iter().map(|o| o.frames.len()));
-                marks.push((index, ends));
+                marks.push((index, ends.len()));
+                ends.push(fx.outbound.len());
+                ends.extend((1..logs).map(|k| fx.to_peers.get(k - 1).map_or(0, |o| o.frames.len())));
             })
             .map_err(|e| {
                 ReplayError::Unreplayable(format!(
@@ -521,7 +540,7 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
         let input_of = |k: usize, at: usize| {
             marks
                 .iter()
-                .find(|(_, ends)| ends.get(k).is_some_and(|&end| at < end))
+                .find(|&&(_, row)| ends.get(row + k).is_some_and(|&end| at < end))
                 .map_or(next_index.saturating_sub(1), |m| m.0)
         };
         let mut outputs: Vec<(usize, &[u8])> = vec![(0, &fx.outbound[..])];
@@ -539,18 +558,18 @@ pub fn replay_dir(dir: &Path, cfg: &NodeToml, start: Start) -> Result<ReplayRepo
                     r.compare.not_retained += 1;
                     continue;
                 }
-                let recorded = match r.frame(seq)? {
-                    Some(logged) if logged == frame => {
+                let recorded = match r.differs(seq, frame)? {
+                    None => {
                         r.compare.identical += 1;
                         continue;
                     }
-                    None if r.exhausted => {
+                    Some(None) if r.exhausted => {
                         r.compare.not_logged += 1;
                         continue;
                     }
                     // Different bytes, or a hole in the log where replay
                     // produced a frame.
-                    other => other,
+                    Some(other) => other,
                 };
                 r.compare.different += 1;
                 report.first_difference.get_or_insert_with(|| Difference {
