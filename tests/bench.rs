@@ -62,3 +62,24 @@ fn verity_bench_runs_every_variant_over_tls() {
     assert!(tls.latency.samples > 0, "{r}");
     assert!(r.to_string().contains("TLS/plain"), "{r}");
 }
+
+/// `verity-bench --starts`: every start reaches listening (else an error)
+/// and is stopped; the figures are there (not judged: a benchmark, not a
+/// timed test).
+#[test]
+fn the_start_measurement_starts_and_stops_a_worker_each_time() {
+    let t = tempfile::tempdir().unwrap();
+    let engine = std::path::Path::new(env!("CARGO_BIN_EXE_verity"));
+    let s = verity_tools::startup::measure(engine, "market-spread", t.path(), 3).unwrap();
+    assert_eq!(s.runs, 3);
+    let (lo, med, hi) = s.listening_ms;
+    assert!(lo > 0.0 && lo <= med && med <= hi, "{s:?}");
+    assert!(s.exec_ms.1 > 0.0, "{s:?}");
+    assert!(s
+        .to_json()
+        .starts_with("{\"starts\":3,\"listening_ms_median\":"));
+    assert!(
+        !t.path().join("starts").exists(),
+        "the measurement removes its data directories"
+    );
+}

@@ -29,6 +29,7 @@ pub mod ports;
 pub mod recv;
 pub mod report;
 pub mod send;
+pub mod startup;
 pub mod tls;
 
 /// A range of seeds as `--seeds` spells it, for every tool that takes one

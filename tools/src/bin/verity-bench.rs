@@ -67,6 +67,11 @@ struct Args {
     /// app. An error writing it exits 2.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// Measure start-up only: N starts of a worker (the first --app) on an
+    /// empty data directory, exec until it accepts a connection, against N
+    /// execs of `verity --version` in the same run; medians reported.
+    #[arg(long, value_name = "N")]
+    starts: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -84,6 +89,26 @@ fn main() -> ExitCode {
             eprintln!("verity-bench: --latency-rate {r} is not a rate of at least 1 msg/s");
             return ExitCode::from(2);
         }
+    }
+    if let Some(n) = a.starts {
+        let app = a.apps.first().map_or("market-spread", String::as_str);
+        let work_dir = bench::default_work_dir(app);
+        let r = verity_tools::startup::measure(&engine, app, &work_dir, n);
+        bench::remove_work_dir(&work_dir);
+        return match r {
+            Ok(s) if a.json => {
+                println!("{}", s.to_json());
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("verity-bench: --starts: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let mut results = Vec::new();
     for app in &a.apps {
