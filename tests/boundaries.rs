@@ -122,6 +122,19 @@ fn acks_resumes_and_nacks_that_are_impossible_are_refused() {
         &mut s,
         "NACK for seq 25 of channel 1001, which was never sent",
     );
+    // A NACK whose last range names a seq never sent: refused whole.
+    let mut s = FakeSink::accept_resume(&l, &resume(10));
+    s.frames(Duration::from_secs(5), 10);
+    s.send_nack_ranges(&[(12, 12), (15, 26)]);
+    expect_refusal(
+        &mut s,
+        "NACK for seq 26 of channel 1001, which was never sent",
+    );
+    // NACK ranges out of order: the frame is malformed.
+    let mut s = FakeSink::accept_resume(&l, &resume(10));
+    s.frames(Duration::from_secs(5), 10);
+    s.send_nack_ranges(&[(15, 16), (12, 12)]);
+    expect_refusal(&mut s, "ranges not ascending and disjoint");
     // A RESUME below what was ACKed (the consumer lost what it ACKed).
     let mut s = FakeSink::accept_resume(&l, &resume(3));
     expect_refusal(&mut s, "RESUME for seq 3 of channel 1001 goes backwards");
@@ -147,8 +160,8 @@ fn acks_resumes_and_nacks_that_are_impossible_are_refused() {
     );
     assert_eq!(node.term(), Some(0));
     let log = node.log_text();
-    assert_eq!(refused, 5);
-    assert!(log.contains("violations=4"), "{log}");
+    assert_eq!(refused, 7);
+    assert!(log.contains("violations=5"), "{log}");
     assert!(log.contains("unacked=0"), "{log}");
 }
 
@@ -252,6 +265,70 @@ fn a_duplicate_whose_bytes_differ_is_refused_and_the_first_version_stands() {
     let log = node.log_text();
     assert!(log.contains("duplicates=1"), "the true resend: {log}");
     assert!(log.contains("violations=1"), "{log}");
+}
+
+/// Issue 15, item 7: frames after a gap are kept, the gap is NACKed at
+/// once naming just the missing seqs, and once they come the kept frames
+/// are accepted in order: nothing is sent twice.
+#[test]
+fn a_gap_from_a_source_is_nacked_by_range_and_what_followed_is_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let input = u64_file(t.path(), 12);
+    let received = t.path().join("received.bin");
+    let recv = Receiver::start(&RecvConfig::new(any_port(), &received)).unwrap();
+    let mut node = Node::new(t.path(), "doubler", recv.addr(), "");
+    node.start();
+    let enc = Encoder::default();
+    let mut s = handshake(node.listen);
+    // 1..=3, then 6..=8 and 10..=12: 4, 5 and 9 are "lost".
+    let mut b = BytesMut::new();
+    for seq in [1, 2, 3, 6, 7, 8, 10, 11, 12] {
+        put_u64(&enc, &mut b, seq, seq, false);
+    }
+    s.write_all(&b).unwrap();
+    // The node NACKs each gap at once, by range.
+    let mut nacks = Vec::new();
+    let mut dec = verity::wire::Decoder::default();
+    let mut buf = [0u8; 4096];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        while let Ok(Some(f)) = dec.decode() {
+            if f.kind() == Kind::Nack {
+                let v = f.view();
+                let r = v.nack_ranges().unwrap();
+                nacks.push(
+                    r.iter()
+                        .map(|r| (r.first.get(), r.last.get()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        if nacks.len() >= 2 {
+            break;
+        }
+        let n = s.read(&mut buf).expect("the node NACKs");
+        assert!(n > 0, "closed");
+        dec.extend(&buf[..n]);
+    }
+    assert_eq!(nacks[0], vec![(4, 5)], "{nacks:?}");
+    assert_eq!(nacks[1], vec![(9, 9)], "{nacks:?}");
+    // Only the missing ones are sent again.
+    let mut b = BytesMut::new();
+    for seq in [4, 5, 9] {
+        put_u64(&enc, &mut b, seq, seq, true);
+    }
+    s.write_all(&b).unwrap();
+    wait_ack_on(&mut s, 1, 12);
+    assert!(recv.wait_for(12, Duration::from_secs(10)));
+    recv.stop().unwrap();
+    check_pass(App::Doubler, &[&input], &received);
+    assert_eq!(node.term(), Some(0));
+    let log = node.log_text();
+    assert!(log.contains("accepted=12 "), "{log}");
+    assert!(
+        log.contains("duplicates=0 "),
+        "nothing was sent twice: {log}"
+    );
 }
 
 /// Issue 11, "Why" 6: the text of a peer's ERROR used to reach the log

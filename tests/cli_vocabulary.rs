@@ -93,6 +93,7 @@ fn demo_names_workers_as_chaos_does_and_lists_profiles() {
     for p in [
         "none",
         "flaky-net",
+        "lossy",
         "corrupt",
         "crashes",
         "partitions",
@@ -103,8 +104,9 @@ fn demo_names_workers_as_chaos_does_and_lists_profiles() {
     let o = verity(&["demo", "--profile", "nope"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o)
-            .contains("[possible values: none, flaky-net, corrupt, crashes, partitions, all]"),
+        stderr(&o).contains(
+            "[possible values: none, flaky-net, lossy, corrupt, crashes, partitions, all]"
+        ),
         "{}",
         stderr(&o)
     );

@@ -627,6 +627,16 @@ fn a_sink_that_does_not_ack_gets_a_resend_on_timeout_and_on_nack() {
         "NACK answered only after {:?}",
         nacked_at.elapsed()
     );
+    // A NACK with ranges (selective repeat): just those seqs, at once.
+    sink.send_nack_ranges(&[(14, 14), (18, 19)]);
+    let nacked_at = Instant::now();
+    let ranged = data(&sink.frames(Duration::from_secs(5), 3));
+    assert_eq!(ranged, vec![(14, true), (18, true), (19, true)]);
+    assert!(
+        nacked_at.elapsed() < Duration::from_millis(250),
+        "ranged NACK answered only after {:?}",
+        nacked_at.elapsed()
+    );
     // Everything ACKed: nothing more comes, however long we wait.
     sink.send(Kind::Ack, 20);
     let quiet = data(&sink.frames(Duration::from_millis(1000), usize::MAX));

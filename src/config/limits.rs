@@ -64,6 +64,12 @@ pub struct Limits {
     /// accepted frames are kept to catch a duplicate whose content differs
     /// (a power of two).
     pub dedup_window: usize,
+    /// Per input channel: DATA frames that arrive after a gap are kept, up
+    /// to this many seqs past the channel's `delivered` (selective repeat;
+    /// a power of two, or 0 to drop them and NACK go-back-N).
+    pub reorder_window: usize,
+    /// Per input channel: the bytes of the frames kept after a gap.
+    pub reorder_bytes: usize,
     /// SO_RCVBUF and SO_SNDBUF asked of the kernel for every connection
     /// (it may grant less: `net.core.rmem_max` / `wmem_max`; the worker
     /// says what it got).
@@ -87,6 +93,8 @@ impl Default for Limits {
             max_handshakes: 64,
             max_connections_per_address: 16,
             dedup_window: 1 << 16,
+            reorder_window: 1 << 16,
+            reorder_bytes: 16 << 20,
             socket_buffer_bytes: 4 << 20,
         }
     }
@@ -95,7 +103,7 @@ impl Default for Limits {
 impl Limits {
     /// Every key with its value, in the order of [`LIMIT_KEYS`] (what
     /// `verity config show` prints and a worker logs at start).
-    pub fn entries(&self) -> [(&'static str, u64); 15] {
+    pub fn entries(&self) -> [(&'static str, u64); 17] {
         [
             ("socket_buffer_bytes", self.socket_buffer_bytes as u64),
             ("max_frame_len", self.max_frame_len as u64),
@@ -115,6 +123,8 @@ impl Limits {
                 self.max_connections_per_address as u64,
             ),
             ("dedup_window", self.dedup_window as u64),
+            ("reorder_window", self.reorder_window as u64),
+            ("reorder_bytes", self.reorder_bytes as u64),
         ]
     }
 }
@@ -176,6 +186,8 @@ pub(crate) fn parse_limits(w: &Walker<'_>, t: &toml::Table) -> Result<Limits, Co
             65536,
         )? as usize,
         dedup_window: int("dedup_window", d.dedup_window as u64, 1024, 1 << 24)? as usize,
+        reorder_window: int("reorder_window", d.reorder_window as u64, 0, 1 << 20)? as usize,
+        reorder_bytes: int("reorder_bytes", d.reorder_bytes as u64, 0, 1 << 30)? as usize,
         socket_buffer_bytes: int(
             "socket_buffer_bytes",
             d.socket_buffer_bytes as u64,
@@ -204,6 +216,8 @@ const LIMIT_KEYS: &[&str] = &[
     "max_handshakes",
     "max_connections_per_address",
     "dedup_window",
+    "reorder_window",
+    "reorder_bytes",
 ];
 
 /// The rules between `[limits]` keys, each in range by itself.
@@ -212,6 +226,15 @@ fn check_limits(w: &Walker<'_>, limits: &Limits) -> Result<(), ConfigError> {
         return Err(w.err(
             "limits.dedup_window",
             format!("{} is not a power of two", limits.dedup_window),
+        ));
+    }
+    if limits.reorder_window != 0 && !limits.reorder_window.is_power_of_two() {
+        return Err(w.err(
+            "limits.reorder_window",
+            format!(
+                "{} is not a power of two (or 0: no frames kept after a gap)",
+                limits.reorder_window
+            ),
         ));
     }
     if (limits.read_buffer_bytes as u64) < limits.max_frame_len as u64 * 2 {

@@ -108,6 +108,8 @@ impl NodeToml {
             max_undurable: self.limits.max_undurable,
             max_frame_len: self.limits.max_frame_len,
             dedup_window: self.limits.dedup_window,
+            reorder_window: self.limits.reorder_window,
+            reorder_bytes: self.limits.reorder_bytes,
             resend_timeout_ns: self.limits.resend_timeout_ms.saturating_mul(1_000_000),
             handshake_timeout_ns: self.limits.handshake_timeout_ms.saturating_mul(1_000_000),
             ..NodeConfig::default()

@@ -4,6 +4,10 @@
 //! seq counter, ACK watermark and what it has sent, against which every
 //! ACK, RESUME and NACK from its consumer is checked.
 
+use std::collections::VecDeque;
+
+use verity_wire::reorder::Reorder;
+
 /// What a consumer does with a DATA frame, by its seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -11,9 +15,9 @@ pub enum Verdict {
     Accept,
     /// `seq <= delivered`: already accepted; drop it and re-ACK.
     Duplicate,
-    /// `seq > delivered + 1`: something before it is missing; drop it.
-    /// `nack` is `Some(delivered + 1)` when a NACK should be sent now.
-    Gap { nack: Option<u64> },
+    /// `seq > delivered + 1`: something before it is missing: keep it for
+    /// later if it fits ([`InChannel::reorder`]) and NACK what is missing.
+    Gap,
 }
 
 /// A frame from a peer that breaks the protocol (`wire/PROTOCOL.md`,
@@ -87,9 +91,9 @@ pub struct InChannel {
     pub id: u32,
     /// Highest seq accepted (0: none).
     pub delivered: u64,
-    /// The `delivered + 1` a NACK was last sent for, and when (ns), so a
-    /// burst of out-of-order frames costs one NACK per interval, not one each.
-    nacked: Option<(u64, u64)>,
+    /// Frames that arrived after a gap, and the gaps to NACK (selective
+    /// repeat).
+    pub reorder: Reorder,
     /// Content checksums ([`verity_wire::frames::content_crc`]) of the last
     /// accepted frames: seq `s` at `s & (len - 1)`, for `s` in
     /// `max(known_after, delivered - len) + 1 ..= delivered` (empty: none kept).
@@ -101,44 +105,36 @@ pub struct InChannel {
 
 impl InChannel {
     /// A channel keeping the checksums of its last `window` accepted frames
-    /// (a power of two, or 0 for none).
-    pub fn new(id: u32, window: usize) -> InChannel {
+    /// (a power of two, or 0 for none) and frames after a gap in `reorder`.
+    pub fn new(id: u32, window: usize, reorder: Reorder) -> InChannel {
         debug_assert!(window == 0 || window.is_power_of_two());
         InChannel {
             id,
             delivered: 0,
-            nacked: None,
+            reorder,
             crcs: vec![0; window],
             known_after: 0,
         }
     }
 
     /// Classifies `seq` and, on `Accept`, advances `delivered`.
-    pub fn offer(&mut self, seq: u64, now_ns: u64, nack_interval_ns: u64) -> Verdict {
+    #[inline]
+    pub fn offer(&mut self, seq: u64) -> Verdict {
         if seq <= self.delivered {
             return Verdict::Duplicate;
         }
-        let want = self.delivered + 1;
-        if seq == want {
+        if seq == self.delivered + 1 {
             self.delivered = seq;
-            self.nacked = None;
             return Verdict::Accept;
         }
-        let nack = match self.nacked {
-            Some((w, at)) if w == want && now_ns.saturating_sub(at) < nack_interval_ns => None,
-            _ => {
-                self.nacked = Some((want, now_ns));
-                Some(want)
-            }
-        };
-        Verdict::Gap { nack }
+        Verdict::Gap
     }
 
     /// Sets `delivered` (a snapshot's, or a replayed record's seq).
     pub fn restore(&mut self, delivered: u64) {
         self.delivered = delivered;
         self.known_after = delivered;
-        self.nacked = None;
+        self.reorder.clear();
     }
 
     /// Keeps the content checksum of the frame just accepted as `seq`.
@@ -184,7 +180,14 @@ pub struct OutChannel {
     /// Since when (ns) frames handed to the consumer have waited for ACK
     /// progress (`None`: nothing outstanding, or not measured yet).
     waiting_since: Option<u64>,
+    /// Ranges of seqs below the cursor the consumer NACKed (selective
+    /// repeat): sent again before anything from the cursor on.
+    resends: VecDeque<(u64, u64)>,
 }
+
+/// Most NACKed ranges an outbound channel queues; past it, a NACK moves
+/// the cursor back instead (go-back-N from the first range).
+pub const MAX_RESEND_RANGES: usize = 256;
 
 /// Frames of an outbound channel to hand to its consumer's connection now:
 /// seqs `from..=to`, those up to `resend_through` flagged `RESEND` (they may
@@ -208,6 +211,7 @@ impl OutChannel {
             ready: false,
             cursor: 1,
             waiting_since: None,
+            resends: VecDeque::new(),
         }
     }
 
@@ -231,6 +235,15 @@ impl OutChannel {
             self.id,
             self.cursor
         );
+        for &(f, l) in &self.resends {
+            assert!(
+                self.acked < f && f <= l && l < self.cursor && l <= self.sent,
+                "channel {}: NACKed range {f}..={l} outside acked {} < .. < cursor {}",
+                self.id,
+                self.acked,
+                self.cursor
+            );
+        }
     }
 
     /// Frames produced but not yet ACKed.
@@ -279,6 +292,7 @@ impl OutChannel {
         }
         self.acked = upto;
         self.waiting_since = None;
+        self.trim_resends();
         self.check();
         Ok(true)
     }
@@ -299,25 +313,85 @@ impl OutChannel {
         self.cursor = from;
         self.ready = true;
         self.waiting_since = None;
+        self.resends.clear();
         self.check();
         Ok(from)
     }
 
-    /// The consumer asked for every seq from `from` again: frames go out
-    /// again from the returned seq (never below what it ACKed).
-    pub fn nack(&mut self, from: u64) -> Result<u64, Violation> {
+    /// The consumer asked for seqs again: with no `ranges`, every seq from
+    /// `from` on (go-back-N); else just those (selective repeat; decoding
+    /// checked they ascend from `from`). Returns the first seq that goes
+    /// out again, if any.
+    pub fn nack(
+        &mut self,
+        from: u64,
+        ranges: impl ExactSizeIterator<Item = (u64, u64)> + Clone,
+    ) -> Result<Option<u64>, Violation> {
+        let (id, sent) = (self.id, self.sent);
+        let beyond = |seq| Violation::Beyond {
+            what: "NACK",
+            channel: id,
+            seq,
+            highest: sent,
+        };
         if from == 0 || from > self.sent {
-            return Err(Violation::Beyond {
-                what: "NACK",
-                channel: self.id,
-                seq: from,
-                highest: self.sent,
-            });
+            return Err(beyond(from));
         }
+        self.waiting_since = None;
+        if ranges.len() == 0 {
+            return Ok(Some(self.go_back(from)));
+        }
+        // Checked before anything moves: a NACK is taken whole or refused
+        // whole.
+        if let Some(last) = ranges.clone().map(|r| r.1).find(|&l| l > sent) {
+            return Err(beyond(last));
+        }
+        let mut first_out = None;
+        for (first, last) in ranges {
+            // Below the ACK it is gone (and not missed); from the cursor
+            // on it goes out anyway.
+            let (f, l) = (first.max(self.acked + 1), last.min(self.cursor - 1));
+            if f > l {
+                continue;
+            }
+            if self.resends.iter().any(|&(a, b)| a <= f && l <= b) {
+                continue; // asked again before the first resend went out
+            }
+            if self.resends.len() == MAX_RESEND_RANGES {
+                // The cursor covers the rest.
+                first_out.get_or_insert(self.go_back(f));
+                break;
+            }
+            self.resends.push_back((f, l));
+            first_out.get_or_insert(f);
+        }
+        self.check();
+        Ok(first_out)
+    }
+
+    /// Everything from `from` (at least the first unACKed seq) goes out
+    /// again: the cursor moves back and queued ranges past it go.
+    fn go_back(&mut self, from: u64) -> u64 {
         let from = from.max(self.acked + 1);
         self.cursor = self.cursor.min(from);
-        self.waiting_since = None;
-        Ok(from)
+        self.trim_resends();
+        from
+    }
+
+    /// Queued ranges keep to `acked + 1 ..= cursor - 1`: below, the
+    /// consumer has the seqs; from the cursor on, they go out anyway.
+    fn trim_resends(&mut self) {
+        let (lo, hi) = (self.acked + 1, self.cursor - 1);
+        self.resends.retain_mut(|r| {
+            r.0 = r.0.max(lo);
+            r.1 = r.1.min(hi);
+            r.0 <= r.1
+        });
+    }
+
+    /// Seqs the consumer NACKed that wait to go out again.
+    pub fn resends_queued(&self) -> usize {
+        self.resends.len()
     }
 
     /// The consumer's connection is gone: nothing goes out until its next
@@ -325,24 +399,49 @@ impl OutChannel {
     pub fn disconnected(&mut self) {
         self.ready = false;
         self.waiting_since = None;
+        self.resends.clear();
     }
 
     /// What to hand to the consumer's connection now, if anything: the
     /// released frames from the cursor on, at most `window` seqs past what
     /// the consumer ACKed.
     pub fn transmit(&self, window: u64) -> Option<Transmit> {
+        if !self.ready {
+            return None;
+        }
+        if let Some(&(from, to)) = self.resends.front() {
+            // NACKed ranges first: all below the cursor, all sent before.
+            return Some(Transmit {
+                from,
+                to,
+                resend_through: self.sent,
+            });
+        }
         let from = self.cursor.max(self.acked + 1);
         let to = self.released.min(self.acked.saturating_add(window));
-        (self.ready && from <= to).then_some(Transmit {
+        (from <= to).then_some(Transmit {
             from,
             to,
             resend_through: self.sent,
         })
     }
 
-    /// Frames through `through` were handed to the consumer's connection.
+    /// Frames through `through` were handed to the consumer's connection
+    /// (what [`OutChannel::transmit`] named: a NACKed range, below the
+    /// cursor, or frames from the cursor on).
     pub fn transmitted(&mut self, through: u64) {
         debug_assert!(through <= self.released, "sent {through} > released");
+        if through < self.cursor {
+            if let Some(r) = self.resends.front_mut() {
+                if through >= r.0 {
+                    r.0 = through + 1;
+                    if r.0 > r.1 {
+                        self.resends.pop_front();
+                    }
+                }
+            }
+            return;
+        }
         let through = through.min(self.released);
         self.sent = self.sent.max(through);
         self.cursor = self.cursor.max(through + 1);
@@ -361,6 +460,7 @@ impl OutChannel {
         match self.waiting_since {
             Some(since) if now_ns.saturating_sub(since) >= timeout_ns => {
                 self.cursor = self.acked + 1;
+                self.resends.clear();
                 self.waiting_since = Some(now_ns);
                 Some(self.cursor)
             }
@@ -389,6 +489,7 @@ impl OutChannel {
         let acked = acked.min(self.released);
         self.acked = self.acked.max(acked);
         self.sent = self.sent.max(self.released);
+        self.trim_resends();
         self.check();
     }
 
@@ -409,34 +510,27 @@ impl OutChannel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn duplicates_are_dropped_and_the_watermark_only_moves_by_one() {
-        let mut c = InChannel::new(1, 0);
-        assert_eq!(c.offer(1, 0, 10), Verdict::Accept);
-        assert_eq!(c.offer(1, 0, 10), Verdict::Duplicate);
-        assert_eq!(c.offer(2, 0, 10), Verdict::Accept);
-        assert_eq!(c.offer(1, 0, 10), Verdict::Duplicate);
-        assert_eq!(c.delivered, 2);
+    fn none() -> Reorder {
+        Reorder::new(0, 0)
     }
 
     #[test]
-    fn a_gap_nacks_once_per_interval_and_closes_on_resend() {
-        let mut c = InChannel::new(1, 0);
-        assert_eq!(c.offer(3, 100, 50), Verdict::Gap { nack: Some(1) });
-        assert_eq!(c.offer(4, 120, 50), Verdict::Gap { nack: None });
-        assert_eq!(c.offer(5, 160, 50), Verdict::Gap { nack: Some(1) });
-        assert_eq!(c.delivered, 0, "nothing past a gap is accepted");
-        assert_eq!(c.offer(1, 170, 50), Verdict::Accept);
-        assert_eq!(c.offer(3, 170, 50), Verdict::Gap { nack: Some(2) });
-        assert_eq!(c.offer(2, 171, 50), Verdict::Accept);
-        assert_eq!(c.offer(3, 171, 50), Verdict::Accept);
+    fn duplicates_are_dropped_and_the_watermark_only_moves_by_one() {
+        let mut c = InChannel::new(1, 0, none());
+        assert_eq!(c.offer(1), Verdict::Accept);
+        assert_eq!(c.offer(1), Verdict::Duplicate);
+        assert_eq!(c.offer(2), Verdict::Accept);
+        assert_eq!(c.offer(1), Verdict::Duplicate);
+        assert_eq!(c.offer(3), Verdict::Accept);
+        assert_eq!(c.offer(5), Verdict::Gap);
+        assert_eq!(c.delivered, 3, "nothing past a gap is accepted");
     }
 
     #[test]
     fn checksums_are_kept_for_the_window_and_not_for_seqs_before_a_restore() {
-        let mut c = InChannel::new(1, 4);
+        let mut c = InChannel::new(1, 4, none());
         for s in 1..=6 {
-            assert_eq!(c.offer(s, 0, 10), Verdict::Accept);
+            assert_eq!(c.offer(s), Verdict::Accept);
             c.remember(s, 100 + s as u32);
         }
         assert_eq!(c.remembered(6), Some(106));
@@ -445,10 +539,10 @@ mod tests {
         assert_eq!(c.remembered(7), None, "not accepted");
         c.restore(6);
         assert_eq!(c.remembered(6), None, "before the restore: unknown");
-        assert_eq!(c.offer(7, 0, 10), Verdict::Accept);
+        assert_eq!(c.offer(7), Verdict::Accept);
         c.remember(7, 107);
         assert_eq!(c.remembered(7), Some(107));
-        assert_eq!(InChannel::new(1, 0).remembered(0), None);
+        assert_eq!(InChannel::new(1, 0, none()).remembered(0), None);
     }
 
     #[test]
@@ -500,11 +594,15 @@ mod tests {
         ));
         assert!(matches!(o.resume(3), Err(Violation::Backwards { .. })));
         assert!(matches!(
-            o.nack(7),
+            o.nack(7, [].into_iter()),
             Err(Violation::Beyond { what: "NACK", .. })
         ));
-        assert_eq!(o.nack(6), Ok(7), "never below what was ACKed");
-        assert!(o.nack(0).is_err());
+        assert_eq!(
+            o.nack(6, [].into_iter()),
+            Ok(Some(7)),
+            "never below what was ACKed"
+        );
+        assert!(o.nack(0, [].into_iter()).is_err());
         // After a restart: its log kept seqs from 5 on, and anything
         // released before may have been sent by the previous instance.
         let mut again = OutChannel::new(9);
@@ -543,7 +641,7 @@ mod tests {
         o.transmitted(4);
         assert_eq!(o.transmit(u64::MAX).map(|t| t.from), Some(5));
         // A NACK goes back; the frames sent before are resends now.
-        assert_eq!(o.nack(2), Ok(2));
+        assert_eq!(o.nack(2, [].into_iter()), Ok(Some(2)));
         let t = o.transmit(u64::MAX).unwrap();
         assert_eq!((t.from, t.resend_through), (2, 4));
         o.transmitted(10);
@@ -586,5 +684,84 @@ mod tests {
             "everything ACKed: nothing to wait for"
         );
         assert_eq!(o.deadline(100), None);
+    }
+
+    #[test]
+    fn a_nack_with_ranges_sends_just_those_again_then_goes_on_from_the_cursor() {
+        let mut o = released(20);
+        o.resume(0).unwrap();
+        o.transmitted(12);
+        // The consumer misses 3 and 6..=7.
+        assert_eq!(o.nack(3, [(3, 3), (6, 7)].into_iter()), Ok(Some(3)));
+        assert_eq!(o.resends_queued(), 2);
+        let t = o.transmit(u64::MAX).unwrap();
+        assert_eq!((t.from, t.to, t.resend_through), (3, 3, 12));
+        o.transmitted(3);
+        let t = o.transmit(u64::MAX).unwrap();
+        assert_eq!((t.from, t.to), (6, 7));
+        o.transmitted(6);
+        assert_eq!(
+            o.transmit(u64::MAX).map(|t| (t.from, t.to)),
+            Some((7, 7)),
+            "a part went"
+        );
+        o.transmitted(7);
+        assert_eq!(
+            o.transmit(u64::MAX).map(|t| (t.from, t.to)),
+            Some((13, 20)),
+            "then on from the cursor"
+        );
+        assert_eq!((o.sent, o.cursor), (12, 13), "resends move neither");
+        // The same gap NACKed again before its resend left: queued once.
+        o.nack(9, [(9, 10)].into_iter()).unwrap();
+        o.nack(9, [(9, 10)].into_iter()).unwrap();
+        assert_eq!(o.resends_queued(), 1);
+        // An ACK past a queued range drops it.
+        assert_eq!(o.ack(10), Ok(true));
+        assert_eq!(o.resends_queued(), 0);
+        // Below the ACK a range is gone; from the cursor on it goes out
+        // with the cursor anyway.
+        assert_eq!(o.nack(9, [(9, 11)].into_iter()), Ok(Some(11)));
+        assert_eq!(o.transmit(u64::MAX).map(|t| (t.from, t.to)), Some((11, 11)));
+        assert_eq!(o.nack(11, [].into_iter()), Ok(Some(11)), "go-back-N");
+        assert_eq!(o.resends_queued(), 0, "the cursor covers the queue");
+        assert_eq!(o.nack(11, [(11, 12)].into_iter()), Ok(None));
+        assert_eq!(o.transmit(u64::MAX).map(|t| (t.from, t.to)), Some((11, 20)));
+    }
+
+    #[test]
+    fn a_nack_range_never_sent_is_refused_whole() {
+        let mut o = released(20);
+        o.resume(0).unwrap();
+        o.transmitted(8);
+        assert!(matches!(
+            o.nack(2, [(2, 2), (5, 9)].into_iter()),
+            Err(Violation::Beyond {
+                what: "NACK",
+                seq: 9,
+                highest: 8,
+                ..
+            })
+        ));
+        assert_eq!(o.resends_queued(), 0, "nothing queued from a refused NACK");
+        assert_eq!(o.cursor, 9);
+    }
+
+    #[test]
+    fn too_many_nacked_ranges_fall_back_to_going_back() {
+        let mut o = released(2_000);
+        o.resume(0).unwrap();
+        o.transmitted(1_000);
+        for k in 0..MAX_RESEND_RANGES as u64 {
+            o.nack(2 * k + 1, [(2 * k + 1, 2 * k + 1)].into_iter())
+                .unwrap();
+        }
+        assert_eq!(o.resends_queued(), MAX_RESEND_RANGES);
+        let next = 2 * MAX_RESEND_RANGES as u64 + 1;
+        assert_eq!(o.nack(next, [(next, next)].into_iter()), Ok(Some(next)));
+        assert_eq!(o.cursor, next, "the cursor went back instead");
+        // Reconnecting, or a timeout, forgets the queue: the cursor covers it.
+        o.disconnected();
+        assert_eq!(o.resends_queued(), 0);
     }
 }

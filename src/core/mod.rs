@@ -20,8 +20,8 @@ pub use ids::{
     peer_channel, peer_of, sink_channel, FORWARD_PREFIX_LEN, PEER_CHANNEL_BASE, SINK_CHANNEL_BASE,
 };
 pub use node::{
-    DeadLetter, Effects, Input, JournalEntry, NodeConfig, NodeCore, NodeStats, Out, OutFrames,
-    SnapshotError,
+    nack_frames, DeadLetter, Effects, HeldFrom, Input, JournalEntry, NodeConfig, NodeCore,
+    NodeStats, Out, OutFrames, SnapshotError,
 };
 pub use replay::NotReplayed;
 pub use session::{ConnId, Producer, Refused, Sessions};

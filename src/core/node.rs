@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use verity_wire::frames::content_crc;
-use verity_wire::{parse, Encoder, FrameView, Kind};
+use verity_wire::reorder::{Hold, Reorder, FROM_ON};
+use verity_wire::{parse, Encoder, FrameView, Kind, NackRange};
 
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 use super::ids::{peer_channel, peer_of, sink_channel, FORWARD_PREFIX_LEN};
@@ -40,13 +41,19 @@ pub struct NodeConfig {
     pub max_unacked: u64,
     /// Journal records not yet durable before the node stops taking input.
     pub max_undurable: u64,
-    /// At most one NACK per channel per this interval.
+    /// A gap still open is NACKed again at most once per this interval
+    /// (a new gap is NACKed at once).
     pub nack_interval_ns: u64,
     pub max_frame_len: u32,
     /// Per input channel, the content checksums of this many last accepted
     /// frames are kept to catch a conflicting duplicate (a power of two;
     /// 0: none).
     pub dedup_window: usize,
+    /// Per input channel, frames after a gap are kept up to this many seqs
+    /// past `delivered` (a power of two; 0: none, NACK go-back-N) ...
+    pub reorder_window: usize,
+    /// ... and up to this many bytes.
+    pub reorder_bytes: usize,
     /// Frames handed to a consumer with no ACK progress for this long go
     /// out again from the first unACKed one.
     pub resend_timeout_ns: u64,
@@ -66,9 +73,11 @@ impl Default for NodeConfig {
             sink_channel: sink_channel(0),
             max_unacked: 1 << 18,
             max_undurable: 1 << 16,
-            nack_interval_ns: 50_000_000,
+            nack_interval_ns: 20_000_000,
             max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
             dedup_window: 1 << 16,
+            reorder_window: 1 << 16,
+            reorder_bytes: 16 << 20,
             resend_timeout_ns: 1_000_000_000,
             send_window: u64::MAX,
             handshake_timeout_ns: 5_000_000_000,
@@ -104,8 +113,13 @@ pub enum Input<'a> {
     /// The consumer of `out` (re)connected: it has everything up to
     /// `delivered`.
     Resume { out: Out, delivered: u64 },
-    /// The consumer of `out` asked for everything from `from` again.
-    Nack { out: Out, from: u64 },
+    /// The consumer of `out` asked for seqs again: the `ranges` (decoded
+    /// and checked by the wire layer), or with none everything from `from`.
+    Nack {
+        out: Out,
+        from: u64,
+        ranges: &'a [NackRange],
+    },
     /// The driver handed the frames of `out` through seq `through` to the
     /// consumer's connection.
     Sent { out: Out, through: u64 },
@@ -173,8 +187,11 @@ pub struct Effects {
     pub to_peers: Vec<OutFrames>,
     /// ACK (channel, seq) to send to sources and peers.
     pub acks: Vec<(u32, u64)>,
-    /// NACK (channel, from seq) to send to sources and peers.
-    pub nacks: Vec<(u32, u64)>,
+    /// NACK (channel, first, last) to send to sources and peers: the
+    /// ranges of one channel in a row go in one NACK (at most
+    /// `MAX_NACK_RANGES` each); `last` = [`FROM_ON`]: everything from
+    /// `first` on (go-back-N).
+    pub nacks: Vec<(u32, u64, u64)>,
     pub dead_letters: Vec<DeadLetter>,
     /// The consumer of an outbound channel needs everything from this seq
     /// on again (after its RESUME or NACK).
@@ -338,7 +355,50 @@ pub struct NodeCore {
     enc: Encoder,
     /// Who may use which connection: fencing, channel ownership.
     sessions: Sessions,
+    /// The input whose next seq is a frame kept after a gap
+    /// ([`NodeCore::take_held`]).
+    held_ready: Option<usize>,
+    /// NACK ranges of one gap (reused).
+    nack_scratch: Vec<(u64, u64)>,
     pub stats: NodeStats,
+}
+
+/// The NACK frames of [`Effects::nacks`]: `each(channel, seq, ranges)`
+/// once per run of one channel's ranges, at most
+/// [`verity_wire::MAX_NACK_RANGES`] a frame; no ranges: every seq from
+/// `seq` on (go-back-N).
+pub fn nack_frames(nacks: &[(u32, u64, u64)], mut each: impl FnMut(u32, u64, &[(u64, u64)])) {
+    let mut ranges = [(0u64, 0u64); verity_wire::MAX_NACK_RANGES];
+    let mut i = 0;
+    while i < nacks.len() {
+        let channel = nacks[i].0;
+        if nacks[i].2 == FROM_ON {
+            each(channel, nacks[i].1, &[]);
+            i += 1;
+            continue;
+        }
+        let mut n = 0;
+        while i < nacks.len()
+            && nacks[i].0 == channel
+            && nacks[i].2 != FROM_ON
+            && n < ranges.len()
+            && (n == 0 || nacks[i].1 > ranges[n - 1].1)
+        {
+            ranges[n] = (nacks[i].1, nacks[i].2);
+            n += 1;
+            i += 1;
+        }
+        each(channel, ranges[0].0, &ranges[..n]);
+    }
+}
+
+/// Which input a frame from [`NodeCore::take_held`] came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldFrom {
+    /// Its source's connection: [`Input::SourceData`].
+    Source,
+    /// Node `j`'s channel to this node: [`Input::PeerData`].
+    Node(u32),
 }
 
 impl NodeCore {
@@ -347,13 +407,18 @@ impl NodeCore {
         let nodes = cfg.routing.as_ref().map_or(1, |r| r.nodes());
         let n_in = sources + nodes as usize;
         let window = cfg.dedup_window;
+        let reorder = || Reorder::new(cfg.reorder_window, cfg.reorder_bytes);
         let mut inputs: Vec<InChannel> = (0..sources as u32)
-            .map(|i| InChannel::new(i + 1, window))
+            .map(|i| InChannel::new(i + 1, window, reorder()))
             .collect();
         // A node's channel to itself is never used: no window.
         inputs.extend((0..nodes).map(|j| {
-            let w = if j == cfg.node { 0 } else { window };
-            InChannel::new(peer_channel(j, cfg.node), w)
+            let (w, r) = if j == cfg.node {
+                (0, Reorder::new(0, 0))
+            } else {
+                (window, reorder())
+            };
+            InChannel::new(peer_channel(j, cfg.node), w, r)
         }));
         let mut outs = vec![OutChannel::new(cfg.sink_channel)];
         outs.extend((0..nodes).map(|j| OutChannel::new(peer_channel(cfg.node, j))));
@@ -376,6 +441,8 @@ impl NodeCore {
             hashes: Vec::new(),
             owners: vec![false; nodes as usize],
             sessions,
+            held_ready: None,
+            nack_scratch: Vec::new(),
             stats: NodeStats::default(),
         }
     }
@@ -511,10 +578,11 @@ impl NodeCore {
                     }
                 }
             }
-            Input::Nack { out, from } => {
+            Input::Nack { out, from, ranges } => {
                 if let Some(o) = self.out_index(out) {
-                    match self.outs[o].nack(from) {
-                        Ok(from) => fx.resend = Some((out, from)),
+                    let ranges = ranges.iter().map(|r| (r.first.get(), r.last.get()));
+                    match self.outs[o].nack(from, ranges) {
+                        Ok(from) => fx.resend = from.map(|f| (out, f)),
                         Err(v) => self.violation(v, fx),
                     }
                 }
@@ -539,6 +607,20 @@ impl NodeCore {
                 let timeout = self.cfg.handshake_timeout_ns;
                 self.sessions
                     .expire(now_ns, timeout, &mut fx.handshake_expired);
+                // Gaps no frame came to NACK again (the producer's window
+                // may be full, or it had nothing more to send).
+                let interval = self.cfg.nack_interval_ns;
+                let mut ranges = core::mem::take(&mut self.nack_scratch);
+                for input in &mut self.inputs {
+                    ranges.clear();
+                    input
+                        .reorder
+                        .renack(input.delivered, now_ns, interval, &mut ranges);
+                    let channel = input.id;
+                    fx.nacks
+                        .extend(ranges.iter().map(|&(first, last)| (channel, first, last)));
+                }
+                self.nack_scratch = ranges;
             }
             Input::Recovered { out, acked } => {
                 if let Some(o) = self.out_index(out) {
@@ -571,7 +653,13 @@ impl NodeCore {
         let handshake = self
             .sessions
             .handshake_deadline(self.cfg.handshake_timeout_ns);
-        resend.into_iter().chain(handshake).min()
+        let interval = self.cfg.nack_interval_ns;
+        let renack = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.reorder.deadline(interval))
+            .min();
+        resend.into_iter().chain(handshake).chain(renack).min()
     }
 
     fn source_index(&self, channel: u32) -> Option<usize> {
@@ -601,7 +689,7 @@ impl NodeCore {
     fn data(&mut self, idx: usize, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
         let h = frame.header;
         let channel = h.channel();
-        match self.inputs[idx].offer(h.seq(), now_ns, self.cfg.nack_interval_ns) {
+        match self.inputs[idx].offer(h.seq()) {
             Verdict::Duplicate => {
                 #[cfg(feature = "defect-skip-dedup")]
                 if idx >= self.sources {
@@ -629,21 +717,78 @@ impl NodeCore {
                     fx.acks.push((channel, acked));
                 }
             }
-            Verdict::Gap { nack } => {
-                self.stats.gaps += 1;
-                if let Some(from) = nack {
-                    fx.nacks.push((channel, from));
-                }
-            }
+            Verdict::Gap => self.gap(idx, frame, now_ns, fx),
             Verdict::Accept => {
-                self.inputs[idx].remember(h.seq(), content_crc(&frame));
+                let crc = content_crc(&frame);
+                let seq = h.seq();
+                let input = &mut self.inputs[idx];
+                input.remember(seq, crc);
+                // A copy kept after a gap is this frame again (a resend
+                // raced it): the copy goes.
+                input.reorder.accepted(seq);
+                if input.reorder.holds(seq + 1) {
+                    self.held_ready = Some(idx);
+                }
                 let index = self.journal_next;
                 self.journal_next += 1;
                 fx.journal_input = Some((index, now_ns));
-                self.pending_ack(index, idx as u32, h.seq());
-                self.accepted(index, idx, h.seq(), h.trace_id(), now_ns, frame.payload, fx);
+                self.pending_ack(index, idx as u32, seq);
+                self.accepted(index, idx, seq, h.trace_id(), now_ns, frame.payload, fx);
             }
         }
+    }
+
+    /// A frame after a gap on input `idx`: kept for its turn if it fits;
+    /// what is missing is NACKed by range (a new gap at once).
+    #[inline(never)]
+    fn gap(&mut self, idx: usize, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
+        self.stats.gaps += 1;
+        let (channel, seq) = (frame.header.channel(), frame.header.seq());
+        let crc = content_crc(&frame);
+        let input = &mut self.inputs[idx];
+        let mut ranges = core::mem::take(&mut self.nack_scratch);
+        ranges.clear();
+        let delivered = input.delivered;
+        let interval = self.cfg.nack_interval_ns;
+        let kept = input
+            .reorder
+            .hold(delivered, seq, crc, &frame, now_ns, interval, &mut ranges);
+        fx.nacks
+            .extend(ranges.iter().map(|&(first, last)| (channel, first, last)));
+        self.nack_scratch = ranges;
+        if kept == (Hold::Already { same: false }) {
+            // Two versions of one seq: a second producer, or a changed
+            // record. The kept one stays.
+            self.violation(Violation::Conflict { channel, seq }, fx);
+        }
+    }
+
+    /// A frame kept after a gap whose turn has come, if any: its bytes
+    /// are appended to `out` and the input it came on is returned. The
+    /// driver handles it next as it would a frame just read
+    /// ([`Input::SourceData`] or [`Input::PeerData`] from that node), and
+    /// journals it, until this returns `None`.
+    pub fn take_held(&mut self, out: &mut Vec<u8>) -> Option<HeldFrom> {
+        let idx = self.held_ready.take()?;
+        let input = &mut self.inputs[idx];
+        if !input.reorder.take(input.delivered + 1, out) {
+            return None;
+        }
+        Some(match idx.checked_sub(self.sources) {
+            None => HeldFrom::Source,
+            Some(j) => HeldFrom::Node(j as u32),
+        })
+    }
+
+    /// Whether [`NodeCore::take_held`] has a frame.
+    #[inline]
+    pub fn held_ready(&self) -> bool {
+        self.held_ready.is_some()
+    }
+
+    /// Frames kept after gaps, over every input channel.
+    pub fn held_frames(&self) -> usize {
+        self.inputs.iter().map(|i| i.reorder.held()).sum()
     }
 
     fn replay(&mut self, entry: JournalEntry<'_>, fx: &mut Effects) {

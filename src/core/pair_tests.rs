@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use verity_wire::frames::set_resend_flag;
-use verity_wire::{flags, parse, ErrorCode};
+use verity_wire::{flags, parse, ErrorCode, NackRange};
 
 use super::tests::{cluster_node, u64_frame, value_owned_by};
 use super::*;
@@ -149,7 +149,27 @@ impl Pair {
             } else if seq <= self.consumer.peer_in(0).map_or(0, |c| c.delivered) {
                 self.duplicates += 1;
             }
-            let nacks = std::mem::take(&mut self.fx.nacks);
+            let mut nacks = std::mem::take(&mut self.fx.nacks);
+            // Frames kept after a gap whose turn came, as the runtime does.
+            let mut held = Vec::new();
+            while self.consumer.take_held(&mut held) == Some(HeldFrom::Node(0)) {
+                let view = parse(&held, 1 << 20).unwrap().unwrap();
+                let seq = view.header.seq();
+                self.fx.journal_input = None;
+                self.consumer.handle(
+                    Input::PeerData {
+                        from: 0,
+                        frame: view,
+                        now_ns: self.now,
+                    },
+                    &mut self.fx,
+                );
+                assert!(self.fx.journal_input.is_some(), "kept {seq} not accepted");
+                self.journal.push((self.now, held.clone()));
+                self.accepted.push(seq);
+                nacks.append(&mut self.fx.nacks);
+                held.clear();
+            }
             let records = self.consumer.journal_next();
             self.consumer
                 .handle(Input::Durable { records }, &mut self.fx);
@@ -159,7 +179,7 @@ impl Pair {
     }
 
     /// The consumer's ACKs and NACKs reach the producer.
-    fn back(&mut self, acks: Vec<(u32, u64)>, nacks: Vec<(u32, u64)>) {
+    fn back(&mut self, acks: Vec<(u32, u64)>, nacks: Vec<(u32, u64, u64)>) {
         let out = Out::Node(1);
         for (channel, seq) in acks {
             assert_eq!(channel, peer_channel(0, 1));
@@ -169,10 +189,22 @@ impl Pair {
                 assert_eq!(self.fx.violation, None);
             }
         }
-        for (_, from) in nacks {
+        let mut frames = Vec::new();
+        nack_frames(&nacks, |_, from, ranges| {
+            let ranges: Vec<NackRange> =
+                ranges.iter().map(|&(f, l)| NackRange::new(f, l)).collect();
+            frames.push((from, ranges));
+        });
+        for (from, ranges) in frames {
             self.fx.clear();
-            self.producer
-                .handle(Input::Nack { out, from }, &mut self.fx);
+            self.producer.handle(
+                Input::Nack {
+                    out,
+                    from,
+                    ranges: &ranges,
+                },
+                &mut self.fx,
+            );
             assert_eq!(self.fx.violation, None);
         }
     }

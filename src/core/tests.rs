@@ -90,22 +90,93 @@ fn a_duplicate_is_dropped_and_reacked_without_reprocessing() {
 }
 
 #[test]
-fn a_gap_is_nacked_and_nothing_past_it_is_accepted() {
+fn a_gap_is_nacked_at_once_by_range_and_what_follows_waits_for_its_turn() {
     let mut core = doubler();
     let mut fx = Effects::default();
     feed(&mut core, &mut fx, &u64_frame(1, 1), 0);
     fx.clear();
     feed(&mut core, &mut fx, &u64_frame(3, 3), 10);
-    assert_eq!(fx.nacks, vec![(1, 2)]);
+    assert_eq!(fx.nacks, vec![(1, 2, 2)], "just the missing seq");
     assert_eq!(fx.journal_input, None);
     fx.clear();
     feed(&mut core, &mut fx, &u64_frame(4, 4), 11);
-    assert!(fx.nacks.is_empty(), "one NACK per interval");
-    feed(&mut core, &mut fx, &u64_frame(2, 2), 12);
-    feed(&mut core, &mut fx, &u64_frame(3, 3), 13);
-    assert_eq!(core.inputs()[0].delivered, 3);
+    assert!(fx.nacks.is_empty(), "no new gap: no NACK");
+    feed(&mut core, &mut fx, &u64_frame(7, 7), 12);
+    assert_eq!(fx.nacks, vec![(1, 5, 6)], "a new gap, at once");
+    assert_eq!(core.held_frames(), 3);
+    assert!(!core.held_ready());
+    fx.clear();
+    // The interval later, every open gap again (the NACK may be lost).
+    feed(&mut core, &mut fx, &u64_frame(8, 8), 12 + 50_000_000);
+    assert_eq!(fx.nacks, vec![(1, 2, 2), (1, 5, 6)]);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(2, 2), 50_000_100);
+    assert!(core.held_ready(), "3 is kept and its turn came");
+    let mut held = Vec::new();
+    let mut taken = Vec::new();
+    while let Some(from) = core.take_held(&mut held) {
+        assert_eq!(from, HeldFrom::Source);
+        let view = parse(&held, 1 << 20).unwrap().unwrap();
+        taken.push(view.header.seq());
+        fx.journal_input = None;
+        core.handle(
+            Input::SourceData {
+                frame: view,
+                now_ns: 50_000_200,
+            },
+            &mut fx,
+        );
+        assert!(fx.journal_input.is_some());
+        held.clear();
+    }
+    assert_eq!(taken, vec![3, 4], "in seq order, up to the next gap");
+    assert_eq!(core.inputs()[0].delivered, 4);
+    feed(&mut core, &mut fx, &u64_frame(5, 5), 50_000_300);
+    feed(&mut core, &mut fx, &u64_frame(6, 6), 50_000_400);
+    while core.take_held(&mut held).is_some() {
+        let view = parse(&held, 1 << 20).unwrap().unwrap();
+        core.handle(
+            Input::SourceData {
+                frame: view,
+                now_ns: 50_000_500,
+            },
+            &mut fx,
+        );
+        held.clear();
+    }
+    assert_eq!(core.inputs()[0].delivered, 8);
+    assert_eq!(core.held_frames(), 0);
     let seqs: Vec<u64> = outputs(&fx.outbound).iter().map(|o| o.0).collect();
-    assert_eq!(seqs, vec![2, 3], "output seqs stay gap-free");
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6, 7, 8], "output seqs stay gap-free");
+}
+
+#[test]
+fn without_a_reorder_window_a_gap_is_nacked_go_back_n_once_per_interval() {
+    let mut core = NodeCore::new(
+        Registry::builtin().build("doubler").unwrap(),
+        NodeConfig {
+            reorder_window: 0,
+            ..NodeConfig::default()
+        },
+    );
+    let mut fx = Effects::default();
+    feed(&mut core, &mut fx, &u64_frame(1, 1), 0);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(3, 3), 10);
+    assert_eq!(fx.nacks, vec![(1, 2, verity_wire::reorder::FROM_ON)]);
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(4, 4), 11);
+    assert!(fx.nacks.is_empty(), "one NACK per interval");
+    assert_eq!(core.held_frames(), 0, "nothing kept");
+    let mut sent = Vec::new();
+    nack_frames(&[(1, 2, verity_wire::reorder::FROM_ON)], |c, s, r| {
+        sent.push((c, s, r.len()))
+    });
+    assert_eq!(
+        sent,
+        vec![(1, 2, 0)],
+        "an empty NACK body: everything from 2"
+    );
 }
 
 #[test]
@@ -206,7 +277,11 @@ fn a_sink_that_claims_more_than_was_released_is_a_violation_and_nothing_is_dropp
             delivered: 1_000_000_000,
         },
         Input::Ack { out: sink, seq: 6 },
-        Input::Nack { out: sink, from: 1 },
+        Input::Nack {
+            out: sink,
+            from: 1,
+            ranges: &[],
+        },
     ] {
         fx.clear();
         core.handle(bogus, &mut fx);

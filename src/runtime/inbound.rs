@@ -39,6 +39,8 @@ pub(super) struct Inbound {
     pub(super) tls_nodes: Option<Arc<ServerConfig>>,
     /// When `sweep_stalled` last looked.
     last_sweep: Instant,
+    /// Frames kept after a gap whose turn came, being handled (reused).
+    pub(super) held: Vec<u8>,
 }
 
 impl Inbound {
@@ -54,6 +56,7 @@ impl Inbound {
             tls_sources: None,
             tls_nodes: None,
             last_sweep: Instant::now(),
+            held: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use super::node::Node;
 use super::os::now_ns;
 use super::outbound::Outbound;
 use super::recovery::Store;
-use crate::core::{peer_of, Input};
+use crate::core::{peer_of, HeldFrom, Input};
 
 /// What reading a batch of input writes to: the store (journal, outbound
 /// and dead-letter logs), the outbound paths (frames kept in memory), and
@@ -141,6 +141,12 @@ impl Inbound {
                 run_start = at + stride;
             }
             at += stride;
+            if journal && n.core.held_ready() {
+                // Frames kept after a gap follow this one: journaled after it.
+                to.store.journal_run(n, &buf[run_start..at])?;
+                run_start = at;
+                self.take_held(n, to)?;
+            }
             let Some(conn) = self.conns[slot].as_ref().filter(|c| !c.closing) else {
                 break;
             };
@@ -174,6 +180,48 @@ impl Inbound {
             self.refuse(slot, n, to.reg, e.error_code(), &bad_frame_text(&e, at));
         }
         Ok(())
+    }
+
+    /// Handles the frames kept after a gap whose turn has come (the core
+    /// hands them out in seq order) and journals them as one record.
+    fn take_held(&mut self, n: &mut Node, to: &mut Sinks<'_>) -> Result<(), WorkerError> {
+        let mut held = std::mem::take(&mut self.held);
+        held.clear();
+        let max = n.cfg.limits.max_frame_len;
+        let mut at = 0;
+        while let Some(from) = n.core.take_held(&mut held) {
+            // The core keeps frames as they arrived, validated.
+            let Ok(Some(frame)) = verity_wire::parse(&held[at..], max) else {
+                held.truncate(at);
+                break;
+            };
+            let stride = frame.stride;
+            let now_ns = n.batch_clock_ns;
+            let input = match from {
+                HeldFrom::Source => Input::SourceData { frame, now_ns },
+                HeldFrom::Node(from) => Input::PeerData {
+                    from,
+                    frame,
+                    now_ns,
+                },
+            };
+            n.fx.journal_input = None;
+            n.core.handle(input, &mut n.fx);
+            n.fx.violation = None;
+            if !n.fx.acks.is_empty() || !n.fx.nacks.is_empty() {
+                self.send_acks_nacks(n);
+                n.fx.acks.clear();
+                n.fx.nacks.clear();
+            }
+            if n.fx.journal_input.is_none() {
+                held.truncate(at);
+                break;
+            }
+            at += stride;
+        }
+        let journaled = to.store.journal_run(n, &held);
+        self.held = held;
+        journaled
     }
 
     /// Handles one frame from an inbound connection (a source, or another
@@ -288,11 +336,14 @@ impl Inbound {
                 }
             }
         }
-        for &(channel, seq) in &n.fx.nacks {
+        let nacks = std::mem::take(&mut n.fx.nacks);
+        crate::core::nack_frames(&nacks, |channel, seq, ranges| {
             if let Some(conn) = self.conn_for_channel(n, channel) {
-                let _ = Encoder::default().nack(&mut conn.wbuf, channel, n.epoch, seq);
+                let enc = Encoder::default();
+                let _ = enc.nack_ranges(&mut conn.wbuf, channel, n.epoch, seq, ranges);
             }
-        }
+        });
+        n.fx.nacks = nacks;
     }
 
     fn conn_for_channel(&mut self, n: &Node, channel: u32) -> Option<&mut Conn> {

@@ -320,7 +320,9 @@ impl Outbound {
                 // the cursor back to its seq (never below what it ACKed).
                 let from = frame.header().seq();
                 let out = out_of(k);
-                n.core.handle(Input::Nack { out, from }, &mut n.fx);
+                let view = frame.view();
+                let ranges = view.nack_ranges().unwrap_or(&[]);
+                n.core.handle(Input::Nack { out, from, ranges }, &mut n.fx);
                 n.stats.nacks_received += 1;
                 if let Some((_, from)) = n.fx.resend.take() {
                     n.stats.resends_nack += 1;

@@ -576,6 +576,10 @@ impl Worker {
         let now_ns = n.timer_ns(now);
         n.core
             .handle(crate::core::Input::Tick { now_ns }, &mut n.fx);
+        if !n.fx.nacks.is_empty() {
+            self.inbound.send_acks_nacks(n);
+            n.fx.nacks.clear();
+        }
         let expired = std::mem::take(&mut n.fx.handshake_expired);
         if !expired.is_empty() {
             self.handshakes_expired(&expired);

@@ -13,7 +13,7 @@ use verity_wire::client::{SinkLedger, SourceWindow, Verdict, Violation};
 use verity_wire::handshake::Me;
 use verity_wire::{Encoder, FrameView, Kind, Role};
 
-use super::params::{CLUSTER_ID, NACK_INTERVAL_US, RESEND_AFTER_US, WINDOW};
+use super::params::{CLUSTER_ID, NACK_INTERVAL_US, REORDER_WINDOW, RESEND_AFTER_US, WINDOW};
 
 /// The records one source sends.
 #[derive(Debug, Clone)]
@@ -145,7 +145,8 @@ pub(super) struct Sink {
 impl Default for Sink {
     fn default() -> Sink {
         Sink {
-            ledger: SinkLedger::new(BTreeMap::new(), NACK_INTERVAL_US * 1_000),
+            ledger: SinkLedger::new(BTreeMap::new(), NACK_INTERVAL_US * 1_000)
+                .keep(REORDER_WINDOW, 1 << 20),
             received: Vec::new(),
             duplicates: 0,
             enc: Encoder::default(),
@@ -163,6 +164,16 @@ impl Sink {
         }
     }
 
+    fn deliver(&mut self, channel: u32, seq: u64, trace_id: u64, payload: &[u8]) {
+        self.received.push(Received {
+            channel,
+            seq,
+            trace_id,
+            payload: payload.to_vec(),
+        });
+        self.ledger.delivered(channel, seq);
+    }
+
     /// A frame from a node; returns the ACK or NACK to send back.
     pub(super) fn receive(&mut self, now: u64, view: FrameView<'_>) -> Option<BytesMut> {
         if view.kind() != Kind::Data {
@@ -171,25 +182,31 @@ impl Sink {
         let h = view.header;
         let (channel, seq) = (h.channel(), h.seq());
         let mut b = BytesMut::new();
-        match self.ledger.offer(channel, seq, now * 1_000) {
+        match self.ledger.offer(channel, seq) {
             Verdict::Duplicate { delivered } => {
                 self.duplicates += 1;
                 let _ = self.enc.ack(&mut b, channel, 0, delivered);
             }
             Verdict::Deliver => {
-                self.received.push(Received {
-                    channel,
-                    seq,
-                    trace_id: h.trace_id(),
-                    payload: view.payload.to_vec(),
-                });
-                self.ledger.delivered(channel, seq);
-                let _ = self.enc.ack(&mut b, channel, 0, seq);
+                self.deliver(channel, seq, h.trace_id(), view.payload);
+                // Frames kept after a gap whose turn came, in seq order.
+                let mut held = Vec::new();
+                while self.ledger.take(channel, &mut held) {
+                    let Ok(Some(v)) = verity_wire::parse(&held, verity_wire::MAX_FRAME_LEN_LIMIT)
+                    else {
+                        break;
+                    };
+                    self.deliver(channel, v.header.seq(), v.header.trace_id(), v.payload);
+                    held.clear();
+                }
+                let _ = self.enc.ack(&mut b, channel, 0, self.ledger.get(channel));
             }
-            Verdict::Gap { nack: Some(want) } => {
-                let _ = self.enc.nack(&mut b, channel, 0, want);
+            Verdict::Gap => {
+                let mut nacks = Vec::new();
+                let crc = verity_wire::frames::content_crc(&view);
+                self.ledger.gap(&view, crc, now * 1_000, &mut nacks);
+                SinkLedger::nack(&self.enc, &mut b, channel, &nacks);
             }
-            Verdict::Gap { nack: None } => {}
         }
         (!b.is_empty()).then_some(b)
     }

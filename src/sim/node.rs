@@ -18,10 +18,11 @@ use verity_wire::{parse, Encoder, ErrorCode, FrameView, Hello, Kind, Role};
 use super::disk::Disk;
 use super::net::Actor;
 use super::params::{
-    CLIENT_SECRET, CLUSTER_ID, CLUSTER_SECRET, MAX_UNACKED, MAX_UNDURABLE, RESEND_AFTER_US, WINDOW,
+    CLIENT_SECRET, CLUSTER_ID, CLUSTER_SECRET, MAX_UNACKED, MAX_UNDURABLE, REORDER_WINDOW,
+    RESEND_AFTER_US, WINDOW,
 };
 use crate::core::{
-    sink_channel, Effects, Input, NodeConfig, NodeCore, Out, Producer, Refused, Sessions,
+    sink_channel, Effects, HeldFrom, Input, NodeConfig, NodeCore, Out, Producer, Refused, Sessions,
 };
 use crate::registry::AppSpec;
 use crate::routing::Routing;
@@ -74,6 +75,10 @@ pub(super) fn fresh_core(app: &AppSpec, routing: Option<Routing>, n: u32) -> Nod
         send_window: WINDOW,
         max_unacked: MAX_UNACKED,
         max_undurable: MAX_UNDURABLE,
+        // Even nodes keep frames after a gap (a small window, so it fills
+        // and drops too), odd ones NACK go-back-N: both consumers, and both
+        // kinds of NACK at the producers.
+        reorder_window: if n % 2 == 0 { REORDER_WINDOW } else { 0 },
         ..NodeConfig::default()
     };
     NodeCore::new(app.build(), cfg)
@@ -335,11 +340,12 @@ impl SimNode {
             let _ = self.enc.ack(&mut b, channel, 0, seq);
             self.outbox.push(Send::Producer(channel, b.to_vec()));
         }
-        for &(channel, seq) in &self.fx.nacks {
+        let (enc, outbox) = (&self.enc, &mut self.outbox);
+        crate::core::nack_frames(&self.fx.nacks, |channel, seq, ranges| {
             let mut b = BytesMut::new();
-            let _ = self.enc.nack(&mut b, channel, 0, seq);
-            self.outbox.push(Send::Producer(channel, b.to_vec()));
-        }
+            let _ = enc.nack_ranges(&mut b, channel, 0, seq, ranges);
+            outbox.push(Send::Producer(channel, b.to_vec()));
+        });
     }
 
     /// Logs the outputs in `fx` (to the sink and to peers), verifying those
@@ -378,6 +384,47 @@ impl SimNode {
         }
     }
 
+    /// Handles and journals the frames kept after a gap whose turn came.
+    fn take_held(&mut self, now: u64) {
+        let mut held = Vec::new();
+        loop {
+            let Some(core) = self.core.as_mut() else {
+                return;
+            };
+            held.clear();
+            let Some(from) = core.take_held(&mut held) else {
+                return;
+            };
+            let Ok(Some(frame)) = verity_wire::parse(&held, verity_wire::MAX_FRAME_LEN_LIMIT)
+            else {
+                self.failure = Some(format!("node {}: a kept frame does not parse", self.n));
+                return;
+            };
+            let now_ns = now * 1000;
+            let input = match from {
+                HeldFrom::Node(from) => Input::PeerData {
+                    from,
+                    frame,
+                    now_ns,
+                },
+                HeldFrom::Source => Input::SourceData { frame, now_ns },
+            };
+            self.fx.clear();
+            core.handle(input, &mut self.fx);
+            if self.fx.journal_input.is_none() {
+                self.failure = Some(format!(
+                    "node {}: a kept frame was not accepted in its turn",
+                    self.n
+                ));
+                return;
+            }
+            self.disk.append(now_ns, held.clone());
+            self.records_since_snapshot += 1;
+            self.log_outputs();
+            self.send_acks_nacks();
+        }
+    }
+
     /// A frame from `from` (`raw`: its bytes, the journal's record).
     pub(super) fn receive(&mut self, from: Actor, view: FrameView<'_>, raw: &[u8], now: u64) {
         if !self.alive() {
@@ -413,6 +460,7 @@ impl SimNode {
                 }
                 self.log_outputs();
                 self.send_acks_nacks();
+                self.take_held(now);
                 if !self.fsync {
                     self.make_durable();
                 }
@@ -437,10 +485,12 @@ impl SimNode {
                     return;
                 };
                 self.fx.clear();
+                let ranges = view.nack_ranges().unwrap_or(&[]);
                 core.handle(
                     Input::Nack {
                         out: out_of(path),
                         from,
+                        ranges,
                     },
                     &mut self.fx,
                 );
@@ -488,6 +538,9 @@ impl SimNode {
         if let Some(core) = self.core.as_mut() {
             self.fx.clear();
             core.handle(Input::Tick { now_ns: now * 1000 }, &mut self.fx);
+            if !self.fx.nacks.is_empty() {
+                self.send_acks_nacks();
+            }
         }
     }
 

@@ -25,6 +25,9 @@ pub(super) const CLUSTER_SECRET: &[u8] = b"verity-sim-cluster-secret-0123456789"
 pub(super) const CLIENT_SECRET: &[u8] = b"verity-sim-client-secret-9876543210";
 /// The sink NACKs one gap at most this often (µs).
 pub(super) const NACK_INTERVAL_US: u64 = 2_000;
+/// Frames a selective-repeat consumer keeps after a gap (small: the
+/// window fills and drops what does not fit too).
+pub(super) const REORDER_WINDOW: usize = 64;
 /// A crashed node restarts this long after the crash (µs).
 pub(super) const RESTART_AFTER_US: u64 = 5_000;
 

@@ -240,6 +240,21 @@ impl FakeSink {
         self.s.write_all(&b).unwrap();
     }
 
+    /// Sends a NACK naming these (first, last) ranges of the node's sink
+    /// channel, as given (a lying or malformed one too).
+    pub fn send_nack_ranges(&mut self, ranges: &[(u64, u64)]) {
+        let body: Vec<u8> = ranges
+            .iter()
+            .flat_map(|&(f, l)| [f.to_le_bytes(), l.to_le_bytes()].concat())
+            .collect();
+        let seq = ranges.first().map_or(0, |r| r.0);
+        let mut b = BytesMut::new();
+        Encoder::default()
+            .frame(&mut b, Kind::Nack, 0, self.channel, 0, seq, 0, &[&body])
+            .unwrap();
+        self.s.write_all(&b).unwrap();
+    }
+
     /// Reads until the node's ERROR (code, text) or the close (None).
     pub fn error(&mut self) -> Option<(ErrorCode, String)> {
         let until = Instant::now() + Duration::from_secs(10);

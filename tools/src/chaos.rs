@@ -65,6 +65,9 @@ pub enum Profile {
     None,
     /// Drop, duplicate, reorder and delay frames.
     FlakyNet,
+    /// Drop 1% of the frames every worker writes (DATA, ACK, NACK,
+    /// HEARTBEAT): what loss costs (selective repeat keeps it small).
+    Lossy,
     /// Flip bits (the CRC catches them) and close connections.
     Corrupt,
     /// `kill -9` and restart every worker and the receiver, pause some
@@ -77,9 +80,10 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 7] = [
         Profile::None,
         Profile::FlakyNet,
+        Profile::Lossy,
         Profile::Corrupt,
         Profile::Crashes,
         Profile::Partitions,
@@ -90,6 +94,7 @@ impl Profile {
         match self {
             Profile::None => "none",
             Profile::FlakyNet => "flaky-net",
+            Profile::Lossy => "lossy",
             Profile::Corrupt => "corrupt",
             Profile::Crashes => "crashes",
             Profile::Partitions => "partitions",
@@ -208,6 +213,11 @@ pub struct Scenario {
     pub kills: Option<u32>,
     /// Receiver kills instead of the profile's.
     pub receiver_kills: Option<u32>,
+    /// Per-frame drop, duplicate and reorder probabilities (ppm) instead
+    /// of the profile's.
+    pub drop: Option<u32>,
+    pub duplicate: Option<u32>,
+    pub reorder: Option<u32>,
     /// The receiver: a file, or PostgreSQL.
     pub sink: SinkTarget,
     /// The inputs of an app the tools' generators do not know (`None`: the
@@ -253,6 +263,9 @@ impl Scenario {
             seed: 1,
             kills: None,
             receiver_kills: None,
+            drop: None,
+            duplicate: None,
+            reorder: None,
             sink: SinkTarget::File,
             inputs: None,
             source_count: None,
@@ -284,6 +297,15 @@ impl Scenario {
         }
         if let Some(k) = self.receiver_kills {
             a.push_str(&format!(" --receiver-kills {k}"));
+        }
+        for (flag, ppm) in [
+            ("drop", self.drop),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+        ] {
+            if let Some(ppm) = ppm {
+                a.push_str(&format!(" --{flag} {}%", ppm as f64 / 1e4));
+            }
         }
         if let Some(r) = self.rate {
             a.push_str(&format!(" --rate {r}"));
@@ -357,10 +379,14 @@ impl Schedule {
             let events = lo + r.below(hi - lo + 1);
             ((events * 1_000_000) / frames_total).clamp(1, 5_000) as u32
         };
+        let lossy = if p == Profile::Lossy { 10_000 } else { 0 };
+        let drop = if p.net() { per(&mut r, 20, 60) } else { lossy };
+        let duplicate = if p.net() { per(&mut r, 30, 90) } else { 0 };
+        let reorder = if p.net() { per(&mut r, 30, 90) } else { 0 };
         let frames = FrameFaults {
-            drop: if p.net() { per(&mut r, 20, 60) } else { 0 },
-            duplicate: if p.net() { per(&mut r, 30, 90) } else { 0 },
-            reorder: if p.net() { per(&mut r, 30, 90) } else { 0 },
+            drop: s.drop.unwrap_or(drop),
+            duplicate: s.duplicate.unwrap_or(duplicate),
+            reorder: s.reorder.unwrap_or(reorder),
             delay: if p.net() { per(&mut r, 30, 90) } else { 0 },
             delay_max_ms: 5 + r.below(25),
             corrupt: if p.corrupt() { per(&mut r, 5, 15) } else { 0 },
@@ -1126,6 +1152,23 @@ fn sum_field(logs: &[String], key: &str) -> u64 {
 }
 
 /// Runs the scenario; prints progress and the report to stdout.
+/// A share of frames as parts per million: `1%` or `0.01` is 10 000;
+/// 0 to 100%.
+pub fn parse_share(s: &str) -> Result<u32, String> {
+    let (text, scale) = match s.strip_suffix('%') {
+        Some(p) => (p, 1e4),
+        None => (s, 1e6),
+    };
+    let v: f64 = text.trim().parse().map_err(|_| {
+        format!("{s:?} is not a share: write a percentage (1%) or a fraction (0.01)")
+    })?;
+    let ppm = (v * scale).round();
+    if !(0.0..=1e6).contains(&ppm) {
+        return Err(format!("{s:?} is not between 0 and 100%"));
+    }
+    Ok(ppm as u32)
+}
+
 pub fn run(s: &Scenario) -> Result<Outcome, String> {
     let started = Instant::now();
     // The app's own oracle in verity-check, when it has one; the generic
@@ -1902,5 +1945,27 @@ mod tests {
             assert_eq!(p.name().parse::<Profile>(), Ok(p));
         }
         assert!("nope".parse::<Profile>().is_err());
+    }
+
+    #[test]
+    fn shares_parse_as_percentages_or_fractions_and_lossy_drops_one_percent() {
+        assert_eq!(parse_share("1%"), Ok(10_000));
+        assert_eq!(parse_share("0.01"), Ok(10_000));
+        assert_eq!(parse_share("0.1%"), Ok(1_000));
+        assert_eq!(parse_share("100%"), Ok(1_000_000));
+        assert!(parse_share("101%").is_err());
+        assert!(parse_share("-1%").is_err());
+        assert!(parse_share("lots").is_err());
+        let mut s = Scenario::new(PathBuf::from("verity"));
+        s.profile = Profile::Lossy;
+        let d = Schedule::draw(&s, 1000, 500);
+        assert_eq!(d.frames.drop, 10_000);
+        assert_eq!(d.frames.duplicate + d.frames.reorder + d.frames.corrupt, 0);
+        assert!(d.kills.is_empty() && d.partitions.is_empty());
+        s.drop = Some(50_000);
+        s.reorder = Some(10_000);
+        let d = Schedule::draw(&s, 1000, 500);
+        assert_eq!((d.frames.drop, d.frames.reorder), (50_000, 10_000));
+        assert!(s.args().contains(" --drop 5% --reorder 1%"), "{}", s.args());
     }
 }

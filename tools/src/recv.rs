@@ -28,7 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use verity_wire::client::{SinkLedger, Verdict};
+use verity_wire::client::{Hold, SinkLedger, Verdict};
 use verity_wire::frames::content_crc;
 use verity_wire::handshake::{Acceptor, Me, Refusal};
 use verity_wire::{Decoder, Encoder, ErrorCode, Kind, Role, HANDSHAKE_MAX_FRAME_LEN};
@@ -112,7 +112,12 @@ pub const SINK_CHANNEL_BASE: u32 = 1000;
 pub const DEDUP_WINDOW: u64 = 1 << 16;
 
 /// One gap is NACKed at most this often.
-pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(20);
+/// Selective repeat (`wire/PROTOCOL.md`, rule 6): per channel, frames
+/// after a gap are kept up to this many seqs past `delivered` ...
+const REORDER_WINDOW: usize = 1 << 16;
+/// ... and this many bytes, as a node keeps them by default.
+const REORDER_BYTES: usize = 16 << 20;
 
 fn nanos_since(origin: Instant) -> u64 {
     origin.elapsed().as_nanos() as u64
@@ -150,6 +155,8 @@ struct State {
     /// Per channel: what was written recently, to catch conflicting
     /// duplicates (created on a channel's first frame).
     written: BTreeMap<u32, Written>,
+    /// Kept frames whose turn came, being written (reused).
+    held: Vec<u8>,
 }
 
 struct Shared {
@@ -428,7 +435,8 @@ impl Receiver {
             stats,
         } = open_out(cfg)?;
         let synced = writer.written();
-        let ledger = SinkLedger::new(stats.delivered.clone(), NACK_INTERVAL.as_nanos() as u64);
+        let ledger = SinkLedger::new(stats.delivered.clone(), NACK_INTERVAL.as_nanos() as u64)
+            .keep(REORDER_WINDOW, REORDER_BYTES);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 writer,
@@ -438,6 +446,7 @@ impl Receiver {
                 synced,
                 syncing: false,
                 written: BTreeMap::new(),
+                held: Vec::new(),
             }),
             synced_cv: Condvar::new(),
             sync_file: file,
@@ -577,7 +586,8 @@ pub(crate) fn accept_loop<C: Connections>(listener: TcpListener, shared: Arc<C>)
 
 fn serve_stream<C: Connections>(stream: TcpStream, c: &C) -> std::io::Result<()> {
     crate::net::tune(&stream);
-    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    // Also how soon an open gap is NACKed again when nothing comes.
+    stream.set_read_timeout(Some(Duration::from_millis(10)))?;
     match c.tls() {
         None => c.serve(&mut { stream }),
         Some(tls) => c.serve(&mut crate::tls::TlsStream::server(tls, stream)?),
@@ -640,7 +650,18 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                 if e.kind() == std::io::ErrorKind::WouldBlock
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
-                continue
+                // Nothing came: gaps still open are NACKed again.
+                if let Some(channel) = connection_channel {
+                    let mut nacks = Vec::new();
+                    let now = nanos_since(shared.origin);
+                    shared.lock().ledger.renack(channel, now, &mut nacks);
+                    if !nacks.is_empty() {
+                        out.clear();
+                        SinkLedger::nack(&enc, &mut out, channel, &nacks);
+                        stream.write_all(&out)?;
+                    }
+                }
+                continue;
             }
             Err(e) => return Err(e),
         };
@@ -709,55 +730,77 @@ fn serve_on<S: Read + Write>(mut stream: S, shared: &Shared) -> std::io::Result<
                             );
                         }
                         let delivered = st.ledger.get(channel);
-                        let verdict = st.ledger.offer(channel, seq, nanos_since(shared.origin));
+                        let verdict = st.ledger.offer(channel, seq);
                         let crc = content_crc(&f.view());
                         let written = st.written.entry(channel).or_insert_with(|| Written {
                             crcs: vec![0; DEDUP_WINDOW as usize],
                             known_after: delivered,
                         });
-                        match verdict {
+                        let conflict = match verdict {
                             Verdict::Duplicate { delivered } => {
-                                if written.get(seq, delivered).is_some_and(|c| c != crc) {
-                                    // Another producer, or a changed record:
-                                    // the record in the file stands.
-                                    st.stats.conflicts += 1;
-                                    let text = format!(
-                                        "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
-                                    );
-                                    drop(st);
-                                    return refuse(
-                                        shared,
-                                        &mut stream,
-                                        &mut out,
-                                        &enc,
-                                        ErrorCode::Protocol,
-                                        &text,
-                                    );
+                                let differs = written.get(seq, delivered).is_some_and(|c| c != crc);
+                                if !differs {
+                                    st.stats.duplicates += 1;
+                                    moved.push(channel);
                                 }
-                                st.stats.duplicates += 1;
-                                moved.push(channel);
+                                differs
                             }
                             Verdict::Deliver => {
-                                written.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
                                 let trace = h.trace_id();
-                                if let Err(e) = st.writer.write(channel, seq, trace, f.payload()) {
-                                    st.error.get_or_insert(e.to_string());
+                                if !deliver(&mut st, shared, channel, seq, trace, f.payload(), crc)
+                                {
                                     return Ok(());
                                 }
-                                st.ledger.delivered(channel, seq);
-                                st.stats.records += 1;
-                                if let Some(hook) = &shared.on_record {
-                                    hook(channel, seq, trace);
+                                // Frames kept after a gap whose turn came.
+                                let mut held = std::mem::take(&mut st.held);
+                                while st.ledger.take(channel, &mut held) {
+                                    let Ok(Some(v)) =
+                                        verity_wire::parse(&held, shared.max_frame_len)
+                                    else {
+                                        break;
+                                    };
+                                    let (seq, trace) = (v.header.seq(), v.header.trace_id());
+                                    let crc = content_crc(&v);
+                                    if !deliver(
+                                        &mut st, shared, channel, seq, trace, v.payload, crc,
+                                    ) {
+                                        return Ok(());
+                                    }
+                                    held.clear();
                                 }
+                                held.clear();
+                                st.held = held;
                                 moved.push(channel);
+                                false
                             }
-                            Verdict::Gap { nack } => {
+                            Verdict::Gap => {
                                 st.stats.gaps += 1;
-                                if let Some(want) = nack {
+                                let mut nacks = Vec::new();
+                                let now = nanos_since(shared.origin);
+                                let kept = st.ledger.gap(&f.view(), crc, now, &mut nacks);
+                                if !nacks.is_empty() {
                                     st.stats.nacks += 1;
-                                    let _ = enc.nack(&mut out, channel, 0, want);
+                                    SinkLedger::nack(&enc, &mut out, channel, &nacks);
                                 }
+                                kept == (Hold::Already { same: false })
                             }
+                        };
+                        if conflict {
+                            // Another producer, or a changed record: the
+                            // record in the file (or kept first) stands.
+                            st.stats.conflicts += 1;
+                            let text = format!(
+                                "DATA seq {seq} of channel {channel} differs from the frame accepted with that seq (the first accepted version stands)"
+                            );
+                            drop(st);
+                            return refuse(
+                                shared,
+                                &mut stream,
+                                &mut out,
+                                &enc,
+                                ErrorCode::Protocol,
+                                &text,
+                            );
                         }
                     }
                     (true, Kind::Heartbeat) => {}
@@ -856,6 +899,33 @@ impl SinkHandshake {
 /// Sends ERROR (after whatever `out` holds: a RESUME too, once what it names
 /// is durable) and gives up on the connection (best effort: the peer may be
 /// gone already).
+/// Writes record `seq` of `channel` (content checksum `crc`), the next
+/// in order, to the file: `false` when the write failed (the error is
+/// kept in the state).
+fn deliver(
+    st: &mut State,
+    shared: &Shared,
+    channel: u32,
+    seq: u64,
+    trace: u64,
+    payload: &[u8],
+    crc: u32,
+) -> bool {
+    if let Err(e) = st.writer.write(channel, seq, trace, payload) {
+        st.error.get_or_insert(e.to_string());
+        return false;
+    }
+    if let Some(w) = st.written.get_mut(&channel) {
+        w.crcs[(seq & (DEDUP_WINDOW - 1)) as usize] = crc;
+    }
+    st.ledger.delivered(channel, seq);
+    st.stats.records += 1;
+    if let Some(hook) = &shared.on_record {
+        hook(channel, seq, trace);
+    }
+    true
+}
+
 fn refuse(
     shared: &Shared,
     stream: &mut impl Write,

@@ -15,6 +15,10 @@
 //! RESUME body: `n` entries of 16 bytes: `channel: u32`, `reserved: u32` (zero),
 //! `delivered: u64`.
 //!
+//! NACK body: `n` ranges of 16 bytes (`n` ≤ [`MAX_NACK_RANGES`]):
+//! `first: u64`, `last: u64`, the seqs `first..=last` the consumer misses.
+//! Empty: every seq from the header's on (go-back-N).
+//!
 //! ERROR body: `code: u32` ([`ErrorCode`]), `reserved: u32` (zero), then the
 //! UTF-8 text (the rest of the payload, at most [`MAX_ERROR_TEXT_LEN`] bytes).
 
@@ -24,6 +28,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 pub const HELLO_BODY_LEN: usize = 80;
 pub const RESUME_ENTRY_LEN: usize = 16;
 pub const ERROR_BODY_FIXED_LEN: usize = 8;
+pub const NACK_RANGE_LEN: usize = 16;
+/// Most ranges one NACK names (a 1 KiB body).
+pub const MAX_NACK_RANGES: usize = 64;
 /// Longest ERROR text in bytes.
 pub const MAX_ERROR_TEXT_LEN: usize = 4096;
 
@@ -63,6 +70,52 @@ impl ResumeEntry {
             delivered: U64::new(delivered),
         }
     }
+}
+
+/// One range of a NACK body: the consumer misses seqs `first..=last`.
+#[repr(C)]
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug, PartialEq, Eq,
+)]
+pub struct NackRange {
+    pub first: U64,
+    pub last: U64,
+}
+const _: () = assert!(core::mem::size_of::<NackRange>() == NACK_RANGE_LEN);
+
+impl NackRange {
+    pub fn new(first: u64, last: u64) -> NackRange {
+        NackRange {
+            first: U64::new(first),
+            last: U64::new(last),
+        }
+    }
+}
+
+/// Why a NACK's ranges are malformed (`None`: well formed): at most
+/// [`MAX_NACK_RANGES`], each `1 <= first <= last`, ascending and disjoint,
+/// the first starting at the header's `seq`.
+pub fn nack_ranges_fault(
+    seq: u64,
+    ranges: impl ExactSizeIterator<Item = (u64, u64)>,
+) -> Option<&'static str> {
+    if ranges.len() > MAX_NACK_RANGES {
+        return Some("more than 64 ranges");
+    }
+    let mut prev: Option<u64> = None;
+    for (i, (first, last)) in ranges.enumerate() {
+        if first == 0 || first > last {
+            return Some("a range is empty or starts at seq 0");
+        }
+        if i == 0 && first != seq {
+            return Some("first range does not start at the header's seq");
+        }
+        if prev.is_some_and(|p| first <= p) {
+            return Some("ranges not ascending and disjoint");
+        }
+        prev = Some(last);
+    }
+    None
 }
 
 /// The fixed part of an ERROR body; the text follows it.

@@ -3,13 +3,16 @@
 //! ([`SinkLedger`]). `verity-send`, `verity-recv` and the simulator's
 //! clients all run these, so a simulated source resends and a simulated
 //! sink deduplicates exactly as the shipped tools do (`wire/PROTOCOL.md`,
-//! rules 1-5). Time comes in as nanoseconds from any fixed origin; nothing
+//! rules 1-6). Time comes in as nanoseconds from any fixed origin; nothing
 //! here reads a clock.
 
 use std::collections::BTreeMap;
 
 use crate::body::ResumeEntry;
+use crate::decode::FrameView;
 use crate::encode::Encoder;
+use crate::reorder::Reorder;
+pub use crate::reorder::{Hold, FROM_ON};
 use bytes::BytesMut;
 
 /// A peer said something the protocol rules out: the connection must end.
@@ -210,30 +213,44 @@ pub enum Verdict {
     Deliver,
     /// Already delivered: drop it (and ACK again what is delivered).
     Duplicate { delivered: u64 },
-    /// A seq after a gap: drop it; `nack` is the seq to ask for, when a
-    /// NACK is due (not more often than once per interval for one gap).
-    Gap { nack: Option<u64> },
+    /// A seq after a gap: hand it to [`SinkLedger::gap`], which keeps it
+    /// for its turn if it fits and says what to NACK.
+    Gap,
 }
 
 /// A sink's record of each channel's `delivered` (the highest seq taken
-/// in order), and its NACK pacing (rules 1, 2 and 4 on the consumer side).
+/// in order), the frames kept after a gap, and what to NACK (rules 1, 2,
+/// 4 and 6 on the consumer side).
 #[derive(Debug, Clone, Default)]
 pub struct SinkLedger {
     delivered: BTreeMap<u32, u64>,
-    /// Per channel: the seq last NACKed, and when.
-    nacked: BTreeMap<u32, (u64, u64)>,
+    /// Per channel: frames after a gap, and the gaps' NACK pacing.
+    reorder: BTreeMap<u32, Reorder>,
+    /// Frames kept per channel (0: none; a gap is NACKed go-back-N), and
+    /// their bytes.
+    window: (usize, usize),
     nack_interval_ns: u64,
 }
 
 impl SinkLedger {
     /// A ledger that starts from `delivered` (what the sink's store holds)
-    /// and NACKs one gap at most once per `nack_interval_ns`.
+    /// and NACKs a gap again at most once per `nack_interval_ns`. It keeps
+    /// no frame after a gap (go-back-N) unless [`SinkLedger::keep`] says so.
     pub fn new(delivered: BTreeMap<u32, u64>, nack_interval_ns: u64) -> SinkLedger {
         SinkLedger {
             delivered,
-            nacked: BTreeMap::new(),
+            reorder: BTreeMap::new(),
+            window: (0, 0),
             nack_interval_ns,
         }
+    }
+
+    /// Selective repeat: frames after a gap are kept, up to `window` seqs
+    /// past `delivered` (a power of two) and `bytes` per channel.
+    pub fn keep(mut self, window: usize, bytes: usize) -> SinkLedger {
+        debug_assert!(window == 0 || window.is_power_of_two());
+        self.window = (window, bytes);
+        self
     }
 
     /// Highest seq delivered on `channel` (0: none).
@@ -246,8 +263,8 @@ impl SinkLedger {
         &self.delivered
     }
 
-    /// DATA `seq` of `channel` arrived at `now_ns`.
-    pub fn offer(&mut self, channel: u32, seq: u64, now_ns: u64) -> Verdict {
+    /// DATA `seq` of `channel` arrived.
+    pub fn offer(&mut self, channel: u32, seq: u64) -> Verdict {
         let delivered = self.get(channel);
         if seq <= delivered {
             return Verdict::Duplicate { delivered };
@@ -255,17 +272,48 @@ impl SinkLedger {
         if seq == delivered + 1 {
             return Verdict::Deliver;
         }
-        let want = delivered + 1;
-        let due = match self.nacked.get(&channel) {
-            Some(&(w, at)) => w != want || now_ns.saturating_sub(at) > self.nack_interval_ns,
-            None => true,
-        };
-        if due {
-            self.nacked.insert(channel, (want, now_ns));
+        Verdict::Gap
+    }
+
+    /// Frame `frame` (content checksum `crc`) came after a gap at `now_ns`:
+    /// kept for its turn if it fits; the (first, last) ranges to NACK now
+    /// are appended to `nacks` (`last` = [`FROM_ON`]: every seq from
+    /// `first` on, an empty NACK body). [`Hold::Already`] with `same:
+    /// false`: another version of a kept seq (a conflict).
+    pub fn gap(
+        &mut self,
+        frame: &FrameView<'_>,
+        crc: u32,
+        now_ns: u64,
+        nacks: &mut Vec<(u64, u64)>,
+    ) -> Hold {
+        let (channel, seq) = (frame.header.channel(), frame.header.seq());
+        let delivered = self.get(channel);
+        let (window, bytes) = self.window;
+        let interval = self.nack_interval_ns;
+        self.reorder
+            .entry(channel)
+            .or_insert_with(|| Reorder::new(window, bytes))
+            .hold(delivered, seq, crc, frame, now_ns, interval, nacks)
+    }
+
+    /// At `now_ns`: the gaps of `channel` still open an interval after
+    /// they were last NACKed, appended to `nacks` (call it when no frame
+    /// came for a while).
+    pub fn renack(&mut self, channel: u32, now_ns: u64, nacks: &mut Vec<(u64, u64)>) {
+        let delivered = self.get(channel);
+        if let Some(r) = self.reorder.get_mut(&channel) {
+            r.renack(delivered, now_ns, self.nack_interval_ns, nacks);
         }
-        Verdict::Gap {
-            nack: due.then_some(want),
-        }
+    }
+
+    /// The kept frame whose turn came on `channel` (`delivered + 1`), if
+    /// any: appended to `out`. Deliver it as any other, then take the next.
+    pub fn take(&mut self, channel: u32, out: &mut Vec<u8>) -> bool {
+        let next = self.get(channel) + 1;
+        self.reorder
+            .get_mut(&channel)
+            .is_some_and(|r| r.take(next, out))
     }
 
     /// `seq` of `channel` was written (after [`Verdict::Deliver`]).
@@ -273,6 +321,25 @@ impl SinkLedger {
         let d = self.delivered.entry(channel).or_insert(0);
         debug_assert_eq!(seq, *d + 1, "channel {channel} delivered out of order");
         *d = seq;
+        if let Some(r) = self.reorder.get_mut(&channel) {
+            r.accepted(seq);
+        }
+    }
+
+    /// Appends to `out` the NACK of `channel` for `nacks` (what
+    /// [`SinkLedger::gap`] returned; nothing when it is empty).
+    pub fn nack(enc: &Encoder, out: &mut BytesMut, channel: u32, nacks: &[(u64, u64)]) {
+        match nacks {
+            [] => {}
+            [(first, FROM_ON)] => {
+                let _ = enc.nack(out, channel, 0, *first);
+            }
+            ranges => {
+                for chunk in ranges.chunks(crate::MAX_NACK_RANGES) {
+                    let _ = enc.nack_ranges(out, channel, 0, chunk[0].0, chunk);
+                }
+            }
+        }
     }
 
     /// The sink's greeting to the producer of `channel` on a new
@@ -369,18 +436,45 @@ mod tests {
 
     #[test]
     fn sink_delivers_in_order_drops_duplicates_paces_nacks() {
+        let data = |seq| {
+            let mut b = BytesMut::new();
+            Encoder::default()
+                .data(&mut b, 7, seq, 0, false, b"x")
+                .unwrap();
+            b
+        };
         let mut l = SinkLedger::new(BTreeMap::from([(7, 3)]), 50);
-        assert_eq!(l.offer(7, 2, 0), Verdict::Duplicate { delivered: 3 });
-        assert_eq!(l.offer(7, 4, 0), Verdict::Deliver);
+        assert_eq!(l.offer(7, 2), Verdict::Duplicate { delivered: 3 });
+        assert_eq!(l.offer(7, 4), Verdict::Deliver);
         l.delivered(7, 4);
-        assert_eq!(l.offer(7, 6, 0), Verdict::Gap { nack: Some(5) });
-        assert_eq!(l.offer(7, 7, 10), Verdict::Gap { nack: None });
-        assert_eq!(l.offer(7, 7, 61), Verdict::Gap { nack: Some(5) });
-        assert_eq!(
-            l.offer(8, 1, 0),
-            Verdict::Deliver,
-            "a new channel starts at 1"
-        );
+        assert_eq!(l.offer(7, 6), Verdict::Gap);
+        let mut nacks = Vec::new();
+        let (six, seven) = (data(6), data(7));
+        let six = crate::parse(&six, 1 << 20).unwrap().unwrap();
+        let seven = crate::parse(&seven, 1 << 20).unwrap().unwrap();
+        assert_eq!(l.gap(&six, 6, 0, &mut nacks), Hold::Dropped, "go-back-N");
+        assert_eq!(nacks, vec![(5, FROM_ON)]);
+        nacks.clear();
+        l.gap(&seven, 7, 10, &mut nacks);
+        assert!(nacks.is_empty(), "once per interval");
+        l.gap(&seven, 7, 61, &mut nacks);
+        assert_eq!(nacks, vec![(5, FROM_ON)]);
+        assert_eq!(l.offer(8, 1), Verdict::Deliver, "a new channel starts at 1");
+        // Selective repeat: 6 and 7 kept, 5 NACKed alone, then taken in order.
+        let mut k = SinkLedger::new(BTreeMap::from([(7, 4)]), 50).keep(16, 1 << 20);
+        nacks.clear();
+        assert_eq!(k.gap(&six, 6, 0, &mut nacks), Hold::Held);
+        assert_eq!(k.gap(&seven, 7, 1, &mut nacks), Hold::Held);
+        assert_eq!(nacks, vec![(5, 5)]);
+        let mut out = Vec::new();
+        assert!(!k.take(7, &mut out), "5 is missing");
+        k.delivered(7, 5);
+        assert!(k.take(7, &mut out));
+        k.delivered(7, 6);
+        assert!(k.take(7, &mut out));
+        k.delivered(7, 7);
+        assert!(!k.take(7, &mut out));
+        assert_eq!(out, [&data(6)[..], &data(7)[..]].concat());
         let mut out = BytesMut::new();
         l.greet(7, &Encoder::default(), &mut out);
         let mut dec = crate::Decoder::new(crate::DEFAULT_MAX_FRAME_LEN);

@@ -7,8 +7,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use zerocopy::FromBytes;
 
 use crate::body::{
-    ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
-    MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
+    ErrorBody, ErrorCode, HelloBody, NackRange, ResumeEntry, Role, ERROR_BODY_FIXED_LEN,
+    HELLO_BODY_LEN, MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
 };
 use crate::encode::frame_crc;
 use crate::error::WireError;
@@ -46,6 +46,15 @@ impl<'a> FrameView<'a> {
             return None;
         }
         <[ResumeEntry]>::ref_from_bytes(self.payload).ok()
+    }
+
+    /// The ranges this NACK names (empty: every seq from the header's on;
+    /// `None`: not a NACK).
+    pub fn nack_ranges(&self) -> Option<&'a [NackRange]> {
+        if self.header.kind != Kind::Nack as u8 {
+            return None;
+        }
+        <[NackRange]>::ref_from_bytes(self.payload).ok()
     }
 
     /// The `delivered` this RESUME names for `channel` (`None`: not a
@@ -181,7 +190,17 @@ fn check_body(kind: Kind, header: &Header, payload: &[u8]) -> Result<(), WireErr
     let bad = |reason| Err(WireError::MalformedBody { kind, reason });
     match kind {
         Kind::Data => Ok(()),
-        Kind::Ack | Kind::Nack | Kind::Heartbeat => {
+        Kind::Nack => {
+            let Ok(ranges) = <[NackRange]>::ref_from_bytes(payload) else {
+                return bad("length is not a multiple of 16");
+            };
+            let pairs = ranges.iter().map(|r| (r.first.get(), r.last.get()));
+            match crate::body::nack_ranges_fault(header.seq(), pairs) {
+                Some(reason) => bad(reason),
+                None => Ok(()),
+            }
+        }
+        Kind::Ack | Kind::Heartbeat => {
             if !payload.is_empty() {
                 return bad("must be empty");
             }

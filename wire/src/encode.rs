@@ -229,7 +229,7 @@ impl Encoder {
         self.frame(buf, Kind::Ack, 0, channel, epoch, seq, 0, &[])
     }
 
-    /// NACK: resend `channel` from `seq` on.
+    /// NACK: resend `channel` from `seq` on (go-back-N).
     pub fn nack(
         &self,
         buf: &mut BytesMut,
@@ -238,6 +238,30 @@ impl Encoder {
         seq: u64,
     ) -> Result<usize, EncodeError> {
         self.frame(buf, Kind::Nack, 0, channel, epoch, seq, 0, &[])
+    }
+
+    /// NACK naming the ranges of seqs `channel`'s consumer misses
+    /// (selective repeat): `first..=last` each, ascending and disjoint, at
+    /// most [`crate::MAX_NACK_RANGES`]; the header's seq is the first
+    /// range's first. No ranges: as [`Encoder::nack`] from `seq`.
+    pub fn nack_ranges(
+        &self,
+        buf: &mut BytesMut,
+        channel: u32,
+        epoch: u32,
+        seq: u64,
+        ranges: &[(u64, u64)],
+    ) -> Result<usize, EncodeError> {
+        if let Some(reason) = crate::body::nack_ranges_fault(seq, ranges.iter().copied()) {
+            return Err(EncodeError::NackRanges { reason });
+        }
+        let len = ranges.len() * crate::body::NACK_RANGE_LEN;
+        self.frame_with(buf, Kind::Nack, 0, channel, epoch, seq, 0, len, |body| {
+            for (chunk, &(first, last)) in body.chunks_exact_mut(16).zip(ranges) {
+                chunk[..8].copy_from_slice(&first.to_le_bytes());
+                chunk[8..].copy_from_slice(&last.to_le_bytes());
+            }
+        })
     }
 
     /// HEARTBEAT: `seq` is the highest seq sent on `channel` (0 if none).

@@ -80,6 +80,8 @@ pub enum EncodeError {
     ErrorTextTooLong { len: usize },
     /// A HELLO whose `version_min` is above its `version_max`.
     HelloVersions { min: u8, max: u8 },
+    /// NACK ranges that break the body's rules (`wire/PROTOCOL.md`).
+    NackRanges { reason: &'static str },
 }
 
 impl core::fmt::Display for EncodeError {
@@ -96,6 +98,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::HelloVersions { min, max } => {
                 write!(f, "HELLO version_min {min} is above version_max {max}")
             }
+            EncodeError::NackRanges { reason } => write!(f, "NACK ranges: {reason}"),
         }
     }
 }

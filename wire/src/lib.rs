@@ -24,13 +24,15 @@ pub mod frames;
 pub mod handshake;
 pub mod hex;
 pub mod json;
+pub mod reorder;
 pub mod rng;
 pub mod text;
 pub mod time;
 
 pub use body::{
-    ErrorBody, ErrorCode, HelloBody, ResumeEntry, Role, ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN,
-    MAX_ERROR_TEXT_LEN, RESUME_ENTRY_LEN,
+    nack_ranges_fault, ErrorBody, ErrorCode, HelloBody, NackRange, ResumeEntry, Role,
+    ERROR_BODY_FIXED_LEN, HELLO_BODY_LEN, MAX_ERROR_TEXT_LEN, MAX_NACK_RANGES, NACK_RANGE_LEN,
+    RESUME_ENTRY_LEN,
 };
 pub use crc::accelerated as crc32c_accelerated;
 pub use decode::{parse, Decoder, Frame, FrameView};

@@ -35,10 +35,13 @@ pub enum Message {
         epoch: u32,
         seq: u64,
     },
+    /// `ranges` empty: every seq from `seq` on; else the (first, last)
+    /// seqs missed, the first starting at `seq`.
     Nack {
         channel: u32,
         epoch: u32,
         seq: u64,
+        ranges: Vec<(u64, u64)>,
     },
     Heartbeat {
         channel: u32,
@@ -92,7 +95,8 @@ impl Message {
                 channel,
                 epoch,
                 seq,
-            } => enc.nack(buf, *channel, *epoch, *seq),
+                ranges,
+            } => enc.nack_ranges(buf, *channel, *epoch, *seq, ranges),
             Message::Heartbeat {
                 channel,
                 epoch,
@@ -149,6 +153,12 @@ impl Message {
                 channel,
                 epoch,
                 seq,
+                ranges: v
+                    .nack_ranges()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|r| (r.first.get(), r.last.get()))
+                    .collect(),
             },
             Kind::Heartbeat => Message::Heartbeat {
                 channel,

@@ -214,10 +214,70 @@ fn body_reason(bytes: &[u8]) -> (Kind, &'static str) {
 }
 
 #[test]
-fn ack_nack_heartbeat_with_a_body_are_malformed() {
-    for kind in [Kind::Ack, Kind::Nack, Kind::Heartbeat] {
+fn ack_heartbeat_with_a_body_are_malformed() {
+    for kind in [Kind::Ack, Kind::Heartbeat] {
         assert_eq!(body_reason(&raw(kind, 0, b"x")), (kind, "must be empty"));
     }
+}
+
+/// A NACK with header seq `seq` and these (first, last) ranges, unchecked.
+fn nack(seq: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
+    let body: Vec<u8> = ranges
+        .iter()
+        .flat_map(|&(f, l)| [f.to_le_bytes(), l.to_le_bytes()].concat())
+        .collect();
+    let mut buf = BytesMut::new();
+    Encoder::default()
+        .frame(&mut buf, Kind::Nack, 0, 5, 1, seq, 0, &[&body])
+        .unwrap();
+    buf.to_vec()
+}
+
+#[test]
+fn nack_ranges_that_break_the_body_rules_are_malformed() {
+    let reason = |b: &[u8]| body_reason(b).1;
+    assert_eq!(
+        reason(&raw(Kind::Nack, 0, b"x")),
+        "length is not a multiple of 16"
+    );
+    let many: Vec<(u64, u64)> = (0..65).map(|i| (3 * i + 1, 3 * i + 1)).collect();
+    assert_eq!(reason(&nack(1, &many)), "more than 64 ranges");
+    assert_eq!(
+        reason(&nack(5, &[(5, 4)])),
+        "a range is empty or starts at seq 0"
+    );
+    assert_eq!(
+        reason(&nack(0, &[(0, 4)])),
+        "a range is empty or starts at seq 0"
+    );
+    assert_eq!(
+        reason(&nack(4, &[(5, 6)])),
+        "first range does not start at the header's seq"
+    );
+    assert_eq!(
+        reason(&nack(5, &[(5, 6), (6, 8)])),
+        "ranges not ascending and disjoint"
+    );
+    assert_eq!(
+        reason(&nack(5, &[(5, 6), (2, 3)])),
+        "ranges not ascending and disjoint"
+    );
+    // Well formed: 64 ranges, or none (go-back-N).
+    for ok in [nack(1, &many[..64]), nack(9, &[])] {
+        let mut dec = verity_wire::Decoder::default();
+        dec.extend(&ok);
+        assert!(dec.decode().unwrap().is_some());
+    }
+    // The encoder refuses what the decoder would.
+    let mut buf = BytesMut::new();
+    let e = Encoder::default()
+        .nack_ranges(&mut buf, 5, 1, 5, &[(5, 6), (6, 8)])
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "NACK ranges: ranges not ascending and disjoint"
+    );
+    assert!(buf.is_empty(), "nothing written");
 }
 
 #[test]

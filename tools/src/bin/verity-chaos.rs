@@ -56,6 +56,16 @@ struct Args {
     /// the profile's (crashes and all: 1 or 2).
     #[arg(long)]
     receiver_kills: Option<u32>,
+    /// Drop this share of the frames every worker writes, instead of the
+    /// profile's: a percentage (`1%`) or a fraction (`0.01`).
+    #[arg(long, value_parser = verity_tools::chaos::parse_share)]
+    drop: Option<u32>,
+    /// Duplicate this share of the frames (as --drop).
+    #[arg(long, value_parser = verity_tools::chaos::parse_share)]
+    duplicate: Option<u32>,
+    /// Hold back and release later this share of the frames (as --drop).
+    #[arg(long, value_parser = verity_tools::chaos::parse_share)]
+    reorder: Option<u32>,
     /// Where the outputs go: file (`verity recv`) or postgres (`verity
     /// sink-postgres`; with crashes, the schedule also kills it, kills a
     /// worker while it is down, and restarts the database).
@@ -140,6 +150,9 @@ fn main() -> ExitCode {
         s.seed = seed;
         s.kills = a.kills;
         s.receiver_kills = a.receiver_kills;
+        s.drop = a.drop;
+        s.duplicate = a.duplicate;
+        s.reorder = a.reorder;
         s.sink = sink.clone();
         s.dir = a.dir.as_ref().map(|d| d.join(seed.to_string()));
         s.keep = a.keep;

@@ -679,10 +679,7 @@ fn serve_on<S: Read + Write>(mut stream: S, sh: &Shared) -> std::io::Result<()> 
                             &text,
                         );
                     }
-                    match c
-                        .ledger
-                        .offer(channel, seq, sh.origin.elapsed().as_nanos() as u64)
-                    {
+                    match c.ledger.offer(channel, seq) {
                         Verdict::Deliver => {
                             if let Err(why) =
                                 c.batch
@@ -713,12 +710,18 @@ fn serve_on<S: Read + Write>(mut stream: S, sh: &Shared) -> std::io::Result<()> 
                             sh.stats().duplicates += 1;
                             ack = true;
                         }
-                        Verdict::Gap { nack } => {
+                        Verdict::Gap => {
+                            // Go-back-N: a row batch goes into the table in
+                            // seq order, so nothing is kept after a gap.
                             let mut st = sh.stats();
                             st.gaps += 1;
-                            if let Some(want) = nack {
+                            let mut nacks = Vec::new();
+                            let now = sh.origin.elapsed().as_nanos() as u64;
+                            let view = f.view();
+                            c.ledger.gap(&view, 0, now, &mut nacks);
+                            if !nacks.is_empty() {
                                 st.nacks += 1;
-                                let _ = enc.nack(&mut out, channel, 0, want);
+                                SinkLedger::nack(&enc, &mut out, channel, &nacks);
                             }
                         }
                     }

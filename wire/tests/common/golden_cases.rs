@@ -78,6 +78,16 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
                 channel: 1,
                 epoch: 2,
                 seq: 42,
+                ranges: vec![],
+            },
+        ),
+        (
+            "nack-ranges",
+            Message::Nack {
+                channel: 1,
+                epoch: 2,
+                seq: 42,
+                ranges: vec![(42, 42), (45, 47)],
             },
         ),
         (

@@ -99,11 +99,23 @@ pub fn random_message(rng: &mut Rng, max_payload: usize) -> Message {
             epoch,
             seq,
         },
-        4 => Message::Nack {
-            channel,
-            epoch,
-            seq,
-        },
+        4 => {
+            // Selective repeat: up to 3 ascending ranges from `seq` on.
+            let seq = seq.max(1);
+            let mut ranges = Vec::new();
+            let mut at = seq;
+            for _ in 0..rng.below(4) {
+                let last = at + rng.below(5);
+                ranges.push((at, last));
+                at = last + 2 + rng.below(5);
+            }
+            Message::Nack {
+                channel,
+                epoch,
+                seq,
+                ranges,
+            }
+        }
         5 => Message::Heartbeat {
             channel,
             epoch,
