@@ -121,7 +121,13 @@ impl Source {
         match view.kind() {
             Kind::Ack => self.window.ack(seq, now * 1_000),
             Kind::Nack => {
-                self.window.nack(seq);
+                let ranges: Vec<(u64, u64)> = view
+                    .nack_ranges()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|r| (r.first.get(), r.last.get()))
+                    .collect();
+                self.window.nack(seq, &ranges);
                 Ok(())
             }
             Kind::Resume => {

@@ -78,7 +78,11 @@ pub(super) fn fresh_core(app: &AppSpec, routing: Option<Routing>, n: u32) -> Nod
         // Even nodes keep frames after a gap (a small window, so it fills
         // and drops too), odd ones NACK go-back-N: both consumers, and both
         // kinds of NACK at the producers.
-        reorder_window: if n % 2 == 0 { REORDER_WINDOW } else { 0 },
+        reorder_window: if n.is_multiple_of(2) {
+            REORDER_WINDOW
+        } else {
+            0
+        },
         ..NodeConfig::default()
     };
     NodeCore::new(app.build(), cfg)

@@ -213,13 +213,17 @@ impl core::fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// A NACK's seq and its (first, last) ranges (none: from seq on).
+type Nacked = (u64, Vec<(u64, u64)>);
+
 /// Shared between the writer and the connection's ACK reader.
 #[derive(Default)]
 struct Shared {
     /// The highest seq the node ACKed on this connection.
     acked: AtomicU64,
-    /// A NACK asked for a resend from here (0: none pending).
-    nack_from: AtomicU64,
+    /// NACKs not yet taken by the writer: (seq, ranges); no ranges: from
+    /// seq on.
+    nacked: Mutex<Vec<Nacked>>,
     nacks: AtomicU64,
     lost: AtomicBool,
     /// The node's ERROR (code, text), or a violation of the node's.
@@ -368,9 +372,13 @@ pub fn send(
             if win.done() || shared.lost.load(Ordering::Acquire) {
                 break;
             }
-            let from = shared.nack_from.swap(0, Ordering::AcqRel);
-            if from > 0 {
-                win.nack(from);
+            let nacked = shared
+                .nacked
+                .lock()
+                .map(|mut n| std::mem::take(&mut *n))
+                .unwrap_or_default();
+            for (seq, ranges) in nacked {
+                win.nack(seq, &ranges);
             }
             let mut max = cfg.batch as u64;
             if let Some(rate) = cfg.rate {
@@ -580,7 +588,12 @@ fn read_acks(mut stream: LinkReader, shared: &Shared, max_frame_len: u32) {
                     }
                     Kind::Nack => {
                         shared.nacks.fetch_add(1, Ordering::Relaxed);
-                        shared.nack_from.store(f.header().seq(), Ordering::Release);
+                        let view = f.view();
+                        let ranges = view.nack_ranges().unwrap_or(&[]);
+                        let ranges = ranges.iter().map(|r| (r.first.get(), r.last.get()));
+                        if let Ok(mut n) = shared.nacked.lock() {
+                            n.push((f.header().seq(), ranges.collect()));
+                        }
                     }
                     Kind::Error => {
                         let view = f.view();

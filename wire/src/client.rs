@@ -81,7 +81,14 @@ pub struct SourceWindow {
     /// `acked` when it last moved, and when.
     progress: (u64, u64),
     counts: SourceCounts,
+    /// Ranges below `next` the node NACKed (selective repeat): sent again
+    /// before anything new.
+    resends: std::collections::VecDeque<(u64, u64)>,
 }
+
+/// Most NACKed ranges a source queues; past it, a NACK moves the cursor
+/// back instead.
+const MAX_SOURCE_RESENDS: usize = 256;
 
 impl SourceWindow {
     /// A channel of `records` records; at most `window` unACKed; resend after
@@ -97,6 +104,7 @@ impl SourceWindow {
             ready: false,
             progress: (0, 0),
             counts: SourceCounts::default(),
+            resends: std::collections::VecDeque::new(),
         }
     }
 
@@ -122,6 +130,7 @@ impl SourceWindow {
     /// The connection is gone: nothing goes until the next RESUME.
     pub fn disconnected(&mut self) {
         self.ready = false;
+        self.resends.clear();
     }
 
     /// The node's RESUME says it holds `delivered` records of the channel:
@@ -141,6 +150,7 @@ impl SourceWindow {
         self.next = delivered + 1;
         self.progress = (delivered, now_ns);
         self.ready = true;
+        self.resends.clear();
         Ok(())
     }
 
@@ -159,15 +169,47 @@ impl SourceWindow {
         self.acked = seq;
         self.progress = (seq, now_ns);
         self.next = self.next.max(seq + 1);
+        self.trim();
         Ok(())
     }
 
-    /// The node found a gap at `seq`: send again from there.
-    pub fn nack(&mut self, seq: u64) {
+    /// The node found a gap at `seq`: with no `ranges`, send again
+    /// everything from there; else just the (first, last) ranges (the node
+    /// kept what came after them).
+    pub fn nack(&mut self, seq: u64, ranges: &[(u64, u64)]) {
         self.counts.nacks += 1;
+        if ranges.is_empty() {
+            self.go_back(seq);
+            return;
+        }
+        for &(first, last) in ranges {
+            let (f, l) = (first.max(self.acked + 1), last.min(self.next - 1));
+            if f > l || self.resends.iter().any(|&(a, b)| a <= f && l <= b) {
+                continue;
+            }
+            if self.resends.len() == MAX_SOURCE_RESENDS {
+                self.go_back(f);
+                return;
+            }
+            self.resends.push_back((f, l));
+        }
+    }
+
+    fn go_back(&mut self, seq: u64) {
         if seq > self.acked && seq < self.next {
             self.next = seq;
         }
+        self.trim();
+    }
+
+    /// Queued ranges keep to `acked + 1 ..= next - 1`.
+    fn trim(&mut self) {
+        let (lo, hi) = (self.acked + 1, self.next - 1);
+        self.resends.retain_mut(|r| {
+            r.0 = r.0.max(lo);
+            r.1 = r.1.min(hi);
+            r.0 <= r.1
+        });
     }
 
     /// The next frames to send, at most `max`, inside the window; first,
@@ -183,6 +225,14 @@ impl SourceWindow {
             self.next = self.acked + 1;
             self.progress.1 = now_ns;
             self.counts.timeouts += 1;
+            self.resends.clear();
+        }
+        if let Some(&(from, to)) = self.resends.front() {
+            return Some(Batch {
+                from,
+                to: to.min(from.saturating_add(max - 1)),
+                resend_through: self.highest_sent,
+            });
         }
         let end = self
             .records
@@ -200,6 +250,16 @@ impl SourceWindow {
     pub fn sent(&mut self, batch: Batch) {
         if batch.from <= batch.resend_through {
             self.counts.resent += batch.resend_through.min(batch.to) - batch.from + 1;
+        }
+        if let Some(r) = self.resends.front_mut() {
+            if r.0 == batch.from {
+                // A NACKed range (or its first part) went.
+                r.0 = batch.to + 1;
+                if r.0 > r.1 {
+                    self.resends.pop_front();
+                }
+                return;
+            }
         }
         self.next = batch.to + 1;
         self.highest_sent = self.highest_sent.max(batch.to);
@@ -412,12 +472,38 @@ mod tests {
     }
 
     #[test]
+    fn a_nack_with_ranges_sends_just_those_then_goes_on() {
+        let mut w = SourceWindow::new(50, 50, S);
+        w.resume(0, 0).unwrap();
+        let b = w.poll(0, 10).unwrap();
+        w.sent(b);
+        w.nack(3, &[(3, 4), (8, 8)]);
+        let b = w.poll(0, 10).unwrap();
+        assert_eq!((b.from, b.to, b.resend_through), (3, 4, 10));
+        w.sent(b);
+        let b = w.poll(0, 10).unwrap();
+        assert_eq!((b.from, b.to), (8, 8));
+        w.sent(b);
+        let b = w.poll(0, 10).unwrap();
+        assert_eq!((b.from, b.to), (11, 20), "then on from the cursor");
+        w.sent(b);
+        assert_eq!(w.counts().resent, 3);
+        // An ACK past a queued range drops it; a RESUME drops them all.
+        w.nack(12, &[(12, 12)]);
+        w.ack(12, 0).unwrap();
+        assert_eq!(w.poll(0, 10).map(|b| b.from), Some(21));
+        w.nack(14, &[(14, 15)]);
+        w.resume(13, 0).unwrap();
+        assert_eq!(w.poll(0, 10).map(|b| b.from), Some(14));
+    }
+
+    #[test]
     fn nack_rewinds_and_silence_resends() {
         let mut w = SourceWindow::new(50, 50, S);
         w.resume(0, 0).unwrap();
         let b = w.poll(0, 10).unwrap();
         w.sent(b);
-        w.nack(4);
+        w.nack(4, &[]);
         assert_eq!(w.poll(0, 3).map(|b| (b.from, b.to)), Some((4, 6)));
         let b = w.poll(0, 7).unwrap();
         w.sent(b);
