@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use bytes::BytesMut;
 use verity_wire::frames::content_crc;
 use verity_wire::reorder::{Hold, Reorder, FROM_ON};
-use verity_wire::{parse, Encoder, FrameView, Kind, NackRange};
+use verity_wire::{parse_covered, Encoder, FrameView, Kind, NackRange};
 
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 use super::ids::{peer_channel, peer_of, sink_channel, FORWARD_PREFIX_LEN};
@@ -793,8 +793,10 @@ impl NodeCore {
 
     fn replay(&mut self, entry: JournalEntry<'_>, fx: &mut Effects) {
         // The journal holds frames this core accepted; anything else means the
-        // journal does not belong to this snapshot: count it and skip.
-        let view = match parse(entry.frame, self.cfg.max_frame_len) {
+        // journal does not belong to this snapshot: count it and skip. The
+        // journal record's checksum covers the frames' bytes: their own
+        // CRCs were checked when they arrived.
+        let view = match parse_covered(entry.frame, self.cfg.max_frame_len) {
             Ok(Some(v)) if v.kind() == Kind::Data => v,
             _ => {
                 self.stats.unknown_channel += 1;

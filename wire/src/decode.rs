@@ -91,6 +91,23 @@ impl<'a> FrameView<'a> {
 /// doubler node's time sat on that load).
 #[inline(always)]
 pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, WireError> {
+    parse_checked::<true>(buf, max_frame_len)
+}
+
+/// [`parse`] without the frame's CRC32C: for bytes a checksum of their
+/// own already covers (a journal record, whose CRC the log checked when it
+/// read it back, holds frames that were checked when they arrived). Every
+/// other check runs.
+#[inline(always)]
+pub fn parse_covered(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, WireError> {
+    parse_checked::<false>(buf, max_frame_len)
+}
+
+#[inline(always)]
+fn parse_checked<const CRC: bool>(
+    buf: &[u8],
+    max_frame_len: u32,
+) -> Result<Option<FrameView<'_>>, WireError> {
     let have = buf.len();
     if have >= MAGIC_OFFSET + 2 {
         let magic = u16::from_le_bytes([buf[MAGIC_OFFSET], buf[MAGIC_OFFSET + 1]]);
@@ -140,7 +157,11 @@ pub fn parse(buf: &[u8], max_frame_len: u32) -> Result<Option<FrameView<'_>>, Wi
         // Unreachable: stride >= HEADER_LEN and Header has alignment 1.
         return Ok(None);
     };
-    let computed = frame_crc(frame);
+    let computed = if CRC {
+        frame_crc(frame)
+    } else {
+        header.crc32c.get()
+    };
     if computed != header.crc32c.get() {
         return Err(WireError::ChecksumMismatch {
             stored: header.crc32c.get(),

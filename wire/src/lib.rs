@@ -35,7 +35,7 @@ pub use body::{
     RESUME_ENTRY_LEN,
 };
 pub use crc::accelerated as crc32c_accelerated;
-pub use decode::{parse, Decoder, Frame, FrameView};
+pub use decode::{parse, parse_covered, Decoder, Frame, FrameView};
 pub use encode::{crc32c, frame_crc, Encoder, Hello};
 pub use error::{EncodeError, WireError};
 pub use header::{

@@ -431,3 +431,35 @@ fn error_messages_name_the_fault() {
     };
     assert_eq!(e.to_string(), "malformed HELLO body: unknown role");
 }
+
+/// `parse_covered` (a journal record's frames: the record's own CRC covers
+/// them) skips only the frame's CRC; every other check still runs.
+#[test]
+fn parse_covered_skips_the_frame_crc_and_nothing_else() {
+    let mut b = BytesMut::new();
+    Encoder::default()
+        .data(&mut b, 1, 7, 0, false, b"payload")
+        .unwrap();
+    let mut bad_crc = b.to_vec();
+    bad_crc[0] ^= 0xff;
+    assert!(matches!(
+        verity_wire::parse(&bad_crc, 1 << 20),
+        Err(WireError::ChecksumMismatch { .. })
+    ));
+    let v = verity_wire::parse_covered(&bad_crc, 1 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!((v.header.seq(), v.payload), (7, &b"payload"[..]));
+    let mut bad_magic = b.to_vec();
+    bad_magic[8] = b'X';
+    assert!(matches!(
+        verity_wire::parse_covered(&bad_magic, 1 << 20),
+        Err(WireError::BadMagic { .. })
+    ));
+    let mut bad_reserved = b.to_vec();
+    bad_reserved[verity_wire::RESERVED_OFFSET] = 1;
+    assert!(matches!(
+        verity_wire::parse_covered(&bad_reserved, 1 << 20),
+        Err(WireError::MalformedHeader { .. })
+    ));
+}
