@@ -337,14 +337,14 @@ impl OutChannel {
         if from == 0 || from > self.sent {
             return Err(beyond(from));
         }
+        // Checked before anything moves (the resend timer too): a NACK is
+        // taken whole or refused whole.
+        if let Some(last) = ranges.clone().map(|r| r.1).find(|&l| l > sent) {
+            return Err(beyond(last));
+        }
         self.waiting_since = None;
         if ranges.len() == 0 {
             return Ok(Some(self.go_back(from)));
-        }
-        // Checked before anything moves: a NACK is taken whole or refused
-        // whole.
-        if let Some(last) = ranges.clone().map(|r| r.1).find(|&l| l > sent) {
-            return Err(beyond(last));
         }
         let mut first_out = None;
         for (first, last) in ranges {
