@@ -147,3 +147,53 @@ fn a_pinned_worker_runs_on_its_cpu_and_a_missing_cpu_is_a_start_error() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("node.cpu_affinity"), "{}", text(&o));
 }
+
+/// `lock_memory = true`: a real worker locks its active segments (VmLck
+/// in /proc grows to the journal's and the outbound log's first segments,
+/// 1 MiB each in the test configuration) and stops cleanly; a value that
+/// is not a boolean is refused naming the key.
+#[test]
+fn lock_memory_locks_the_active_segments_of_a_real_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::new(dir.path(), "doubler", free_addr(), "");
+    let cfg = std::fs::read_to_string(&node.config).unwrap();
+    std::fs::write(
+        &node.config,
+        cfg.replacen("[node]\n", "[node]\nlock_memory = true\n", 1),
+    )
+    .unwrap();
+    let o = verity(&["config", "show", &node.config.display().to_string()]);
+    assert!(text(&o).contains("lock_memory = true"), "{}", text(&o));
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|c| c & (1 << 14) != 0);
+    if root {
+        node.start();
+        let locked_kib = || {
+            std::fs::read_to_string(format!("/proc/{}/status", node.pid()))
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmLck:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while locked_kib() < 2 * 1024 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(locked_kib() >= 2 * 1024, "VmLck {} kB", locked_kib());
+        assert_eq!(node.term(), Some(0), "{}", node.log_text());
+    }
+
+    std::fs::write(
+        &node.config,
+        cfg.replacen("[node]\n", "[node]\nlock_memory = \"yes\"\n", 1),
+    )
+    .unwrap();
+    let o = verity(&["config", "check", &node.config.display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("node.lock_memory"), "{}", text(&o));
+}

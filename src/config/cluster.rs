@@ -38,6 +38,8 @@ pub struct WorkerSpec {
     /// `cpu_affinity`: shard `i` is pinned to entry `i` mod its length
     /// (empty: not pinned).
     pub cpu_affinity: Vec<usize>,
+    /// `lock_memory`: as `node.lock_memory`, for every shard.
+    pub lock_memory: bool,
 }
 
 impl WorkerSpec {
@@ -335,6 +337,7 @@ impl ClusterToml {
                     "source_channels",
                     "metrics_listen",
                     "cpu_affinity",
+                    "lock_memory",
                 ],
             )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
@@ -382,6 +385,7 @@ impl ClusterToml {
                 source_channels: Vec::new(),
                 metrics_listen: w.opt_addr(t, &p, "metrics_listen")?,
                 cpu_affinity: w.cpus(t, &p, "cpu_affinity")?,
+                lock_memory: w.bool(t, &p, "lock_memory")?,
             };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -601,6 +605,7 @@ impl ClusterToml {
                     0 => None,
                     n => Some(spec.cpu_affinity[me.shard as usize % n]),
                 },
+                lock_memory: spec.lock_memory,
                 source_homes: source_homes.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),

@@ -53,6 +53,9 @@ pub struct NodeToml {
     /// `cpu_affinity`: the CPU this node's event loop thread is pinned to
     /// (`None`: not pinned).
     pub cpu: Option<usize>,
+    /// `lock_memory`: keep the active journal and outbound log segments
+    /// locked in memory (`LogConfig::lock_memory`).
+    pub lock_memory: bool,
 }
 
 /// Where a source channel lives: its home worker keeps the channel's seq
@@ -169,6 +172,7 @@ impl NodeToml {
                 "audit",
                 "metrics_listen",
                 "cpu_affinity",
+                "lock_memory",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -234,6 +238,7 @@ impl NodeToml {
             audit: w.bool(node, "node", "audit")?,
             metrics_listen: w.opt_addr(node, "node", "metrics_listen")?,
             cpu: w.cpus(node, "node", "cpu_affinity")?.first().copied(),
+            lock_memory: w.bool(node, "node", "lock_memory")?,
         })
     }
 }

@@ -19,6 +19,7 @@ pub enum Op {
     SyncData,
     SyncDir,
     Metadata,
+    LockMemory,
 }
 
 impl Op {
@@ -35,6 +36,7 @@ impl Op {
             Op::SyncData => "fdatasync",
             Op::SyncDir => "fsync directory",
             Op::Metadata => "stat",
+            Op::LockMemory => "lock in memory (lock_memory; mlock, limited by `ulimit -l`)",
         }
     }
 }

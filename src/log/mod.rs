@@ -158,6 +158,7 @@ mod durable;
 mod error;
 pub mod format;
 mod offline;
+mod populate;
 mod preparer;
 mod reader;
 mod recovery;
@@ -175,6 +176,7 @@ pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 
 use format::{align_up, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use populate::Populator;
 use preparer::Preparer;
 use segment::{Segment, Spare};
 use syncer::{SyncFile, Syncer};
@@ -261,11 +263,17 @@ pub struct LogConfig {
     /// spare: `MAP_POPULATE`), moving page-fault cost from appends to
     /// segment creation. A new log's first segment is the exception: it is
     /// created at open without it and faulted in by a thread of its own
-    /// (`MADV_POPULATE_WRITE`), so opening an empty data directory stays
-    /// quick (a node listens ~30 ms after exec instead of ~110 ms).
+    /// (`MADV_POPULATE_WRITE`) a step ahead of the appends (`populate`),
+    /// so opening an empty data directory stays quick.
     pub prefault: bool,
+    /// Keep the active segment (and the one prepared next) locked in
+    /// memory (`mlock`), so that the kernel never reclaims its pages
+    /// between the prefault and the appends (see `populate`). Needs
+    /// `RLIMIT_MEMLOCK` of at least two segments per log (checked at open).
+    pub lock_memory: bool,
     /// Create the next segment on a background thread while appending to
-    /// the current one, so a roll on the hot path is a rename.
+    /// the current one (asked half-way through it), so a roll on the hot
+    /// path is a rename.
     pub prepare_ahead: bool,
     /// How many segments removed by [`Log::drop_below`] to keep as spare
     /// files (`spare-<id>.seg`) for reuse as later segments, at most
@@ -284,6 +292,7 @@ impl Default for LogConfig {
             durability: Durability::Process,
             disk_limit_bytes: None,
             prefault: true,
+            lock_memory: false,
             prepare_ahead: true,
             spare_segments: 2,
         }
@@ -298,12 +307,17 @@ pub struct Log {
     segments: Vec<Segment>,
     /// Position the next record goes to.
     end: u64,
+    /// Segments started by appends since open ([`Log::rolls`]).
+    rolls: u64,
     syncer: Option<Syncer>,
     preparer: Option<Preparer>,
     /// Faults in the pages of a new log's first segment off the caller's
-    /// thread ([`populate_in_background`]); joined before that segment can
-    /// be unmapped.
-    populate: Option<std::thread::JoinHandle<()>>,
+    /// thread, a step ahead of the appends ([`populate`]); joined before
+    /// that segment can be unmapped.
+    populate: Option<Populator>,
+    /// The append position at which the preparer is asked for the next
+    /// segment (half-way through the active one); `u64::MAX` once asked.
+    prepare_at: u64,
     /// Dropped segments kept for reuse, all of `segment_size_bytes`; at most
     /// `spare_segments` (plus one in the preparer's hands).
     spares: Vec<Spare>,
@@ -334,7 +348,7 @@ impl Log {
             segments.push(Segment::open(path, *base, name_hash)?);
         }
         recovery::check_contiguous(&segments)?;
-        let (mut spares, next_spare_id, spare_files_removed) =
+        let (spares, next_spare_id, spare_files_removed) =
             adopt_spares(&listing.spares, name_hash, &config)?;
         let mut populate = None;
         let created = segments.is_empty();
@@ -342,7 +356,7 @@ impl Log {
             // A new log: its first segment is created without prefaulting,
             // so that opening stays quick (a node listens within
             // milliseconds of its start); its pages are faulted in on
-            // another thread instead.
+            // another thread instead, a step ahead of the appends.
             let first = Segment::create(
                 &log_dir,
                 0,
@@ -352,7 +366,7 @@ impl Log {
                 false,
             )?;
             if config.prefault {
-                populate = populate_in_background(&first);
+                populate = Populator::start(&first, config.lock_memory);
             }
             segments.push(first);
         }
@@ -397,20 +411,24 @@ impl Log {
             None
         };
         let preparer = if config.prepare_ahead {
-            let mut preparer = Preparer::start(
+            Some(Preparer::start(
                 &log_dir,
                 config.segment_size_bytes,
                 name_hash,
                 sync,
                 config.prefault,
-            )?;
-            if let Some(unused) = preparer.request(segments[last_index].limit(), spares.pop()) {
-                spares.push(unused);
-            }
-            Some(preparer)
+                config.lock_memory,
+            )?)
         } else {
             None
         };
+        if config.lock_memory {
+            check_memlock(&log_dir, config.segment_size_bytes)?;
+            if !created {
+                segments[last_index].lock_memory()?;
+            }
+        }
+        let prepare_at = half_way(&segments[last_index]);
         let recovery = Recovery {
             segments: segments.len(),
             records: scan.records,
@@ -427,9 +445,11 @@ impl Log {
             config,
             segments,
             end: scan.end,
+            rolls: 0,
             syncer,
             preparer,
             populate,
+            prepare_at,
             spares,
             next_spare_id,
             _lock: lock,
@@ -536,7 +556,30 @@ impl Log {
         if let Some(syncer) = &self.syncer {
             syncer.shared.mark.publish_appended(self.end);
         }
+        if let Some(p) = &mut self.populate {
+            p.appended(self.end);
+        }
+        if self.end >= self.prepare_at {
+            self.prepare_next();
+        }
         Ok(position)
+    }
+
+    /// Asks the preparer for the segment after the active one (with a
+    /// spare to recycle, if one is at hand). Asked half-way through the
+    /// active segment rather than when it starts: a new node's first
+    /// seconds then do not also create and fault in the next 64 MiB of
+    /// every log, and a drop may have left a spare to recycle by then.
+    #[cold]
+    fn prepare_next(&mut self) {
+        self.prepare_at = u64::MAX;
+        let next = self.active().limit();
+        if let Some(preparer) = &mut self.preparer {
+            let spare = self.spares.pop();
+            if let Some(unused) = preparer.request(next, spare) {
+                self.spares.push(unused);
+            }
+        }
     }
 
     /// Seals the active segment and starts the next one: recycled from a
@@ -600,7 +643,10 @@ impl Log {
             )?,
         };
         assert_eq!(prepared.base, base);
-        let segment = Segment::install(prepared, &self.dir, sync)?;
+        let mut segment = Segment::install(prepared, &self.dir, sync)?;
+        if self.config.lock_memory {
+            segment.lock_memory()?;
+        }
         if let Some(syncer) = &self.syncer {
             // With `sync`, the header (and the zeroed first slot of a
             // recycled file) and the name were made durable above, before
@@ -612,15 +658,16 @@ impl Log {
                 file: std::sync::Arc::clone(&segment.file),
             });
         }
-        let next_base = segment.limit();
+        self.prepare_at = half_way(&segment);
+        if let Some(p) = self.populate.take() {
+            // The first segment is sealed: nothing more to fault in (and
+            // with `lock_memory`, its lock must not land after the unlock).
+            p.join();
+        }
+        self.active_mut().unlock_memory();
         self.segments.push(segment);
         self.end = base;
-        if let Some(preparer) = &mut self.preparer {
-            let spare = self.spares.pop();
-            if let Some(unused) = preparer.request(next_base, spare) {
-                self.spares.push(unused);
-            }
-        }
+        self.rolls += 1;
         Ok(())
     }
 
@@ -653,8 +700,8 @@ impl Log {
     /// `spare-<id>.seg`), the others are unlinked. Returns how many were
     /// removed from the log.
     pub fn drop_below(&mut self, position: Position) -> Result<usize, LogError> {
-        if let Some(t) = self.populate.take() {
-            let _ = t.join();
+        if let Some(p) = self.populate.take() {
+            p.join();
         }
         let count = self.segments[..self.segments.len() - 1]
             .iter()
@@ -692,6 +739,12 @@ impl Log {
             }
         }
         result.map(|()| removed)
+    }
+
+    /// How many times an append has rolled to a new segment since open
+    /// (the event loop labels a long iteration that rolled a segment).
+    pub fn rolls(&self) -> u64 {
+        self.rolls
     }
 
     /// A reader over the records from `position` to the current end.
@@ -820,8 +873,8 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
-        if let Some(t) = self.populate.take() {
-            let _ = t.join();
+        if let Some(p) = self.populate.take() {
+            p.join();
         }
         // A clean close leaves zeroes past the end of a recycled active
         // segment, as in a fresh one, so the next open's scan reports no
@@ -835,25 +888,59 @@ impl Drop for Log {
     }
 }
 
-/// Faults in every page of `segment`'s mapping, writable, on a thread of
-/// its own (`MADV_POPULATE_WRITE`: the kernel maps the pages without
-/// changing a byte, so the log may append meanwhile). Linux before 5.14
-/// refuses the advice; the pages then fault in at their first write, as
-/// without prefault. `None` if no thread could be started (the same).
-fn populate_in_background(segment: &Segment) -> Option<std::thread::JoinHandle<()>> {
-    let (addr, len) = (segment.map.as_ptr() as usize, segment.map.len());
-    std::thread::Builder::new()
-        .name("verity-log-populate".into())
-        .spawn(move || {
-            // SAFETY: the range is one live mapping of the segment: the Log
-            // joins this thread before the segment can be dropped (its
-            // `Drop` and `drop_below`). MADV_POPULATE_WRITE reads and
-            // writes no byte of it.
-            unsafe {
-                libc::madvise(addr as *mut libc::c_void, len, libc::MADV_POPULATE_WRITE);
-            }
-        })
-        .ok()
+/// `lock_memory`: refuses to open when `RLIMIT_MEMLOCK` cannot hold two
+/// segments (the active one and the one prepared next), naming the limit.
+/// A process with `CAP_IPC_LOCK` (root, usually) is not bound by it.
+fn check_memlock(dir: &Path, segment_bytes: u64) -> Result<(), LogError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(());
+    }
+    let cur = (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
+    match memlock_refusal(cur, has_cap_ipc_lock(), segment_bytes) {
+        None => Ok(()),
+        Some(why) => Err(LogError::io(
+            error::Op::LockMemory,
+            dir,
+            std::io::Error::other(why),
+        )),
+    }
+}
+
+/// Why `lock_memory` cannot work with `RLIMIT_MEMLOCK` at `limit` bytes
+/// (`None`: unlimited) and `CAP_IPC_LOCK` or not, for `segment_bytes`
+/// segments; `None` if it can.
+fn memlock_refusal(limit: Option<u64>, cap_ipc_lock: bool, segment_bytes: u64) -> Option<String> {
+    let needed = 2 * segment_bytes;
+    match limit {
+        Some(limit) if !cap_ipc_lock && limit < needed => Some(format!(
+            "RLIMIT_MEMLOCK is {limit} bytes; lock_memory needs at least {needed} per log (two segments): raise `ulimit -l` (LimitMEMLOCK= under systemd) or turn lock_memory off"
+        )),
+        _ => None,
+    }
+}
+
+/// Whether the process may lock memory beyond `RLIMIT_MEMLOCK`:
+/// `CAP_IPC_LOCK` (bit 14) in the effective set of `/proc/self/status`.
+fn has_cap_ipc_lock() -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 14) != 0)
+}
+
+/// The position half-way through `segment`'s data, where the next segment
+/// is asked of the preparer.
+fn half_way(segment: &Segment) -> u64 {
+    segment.base + segment.data_bytes / 2
 }
 
 /// Opens the spare files found at open: up to `spare_segments` valid ones of

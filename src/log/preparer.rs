@@ -26,6 +26,8 @@ struct Spec {
     name_hash: u64,
     sync: bool,
     prefault: bool,
+    /// Lock each prepared segment in memory (`LogConfig::lock_memory`).
+    lock: bool,
 }
 
 struct Request {
@@ -49,6 +51,7 @@ impl Preparer {
         name_hash: u64,
         sync: bool,
         prefault: bool,
+        lock: bool,
     ) -> Result<Preparer, LogError> {
         let spec = Spec {
             dir: dir.to_path_buf(),
@@ -56,6 +59,7 @@ impl Preparer {
             name_hash,
             sync,
             prefault,
+            lock,
         };
         let (request_tx, request_rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -64,7 +68,7 @@ impl Preparer {
             .spawn(move || {
                 // Ends when the log drops its sender.
                 while let Ok(Request { base, spare }) = request_rx.recv() {
-                    let result = match spare {
+                    let mut result = match spare {
                         Some(spare) => Segment::recycle(
                             spare,
                             &spec.dir,
@@ -82,6 +86,11 @@ impl Preparer {
                             spec.prefault,
                         ),
                     };
+                    if let (true, Ok(prepared)) = (spec.lock, &mut result) {
+                        // A failure leaves it unlocked: the roll locks it
+                        // again and reports the error (`ulimit -l`).
+                        let _ = prepared.lock_memory();
+                    }
                     if let Err(mpsc::SendError(Ok(prepared))) = ready_tx.send(result) {
                         prepared.discard();
                     }

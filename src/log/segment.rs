@@ -26,11 +26,25 @@ pub(crate) struct Prepared {
     /// Made from a spare: the data region still holds the old contents past
     /// the zeroed first record slot (see "Recycling" in the module docs).
     pub recycled: bool,
+    /// Locked in memory (`lock_memory`).
+    pub locked: bool,
     file: Arc<File>,
     map: MmapMut,
 }
 
 impl Prepared {
+    /// Locks the mapping in memory (`LogConfig::lock_memory`): mlock
+    /// faults in every page, which stays resident until unlocked.
+    pub fn lock_memory(&mut self) -> Result<(), LogError> {
+        if !self.locked {
+            self.map
+                .lock()
+                .map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
+            self.locked = true;
+        }
+        Ok(())
+    }
+
     /// Gives up the unused file. A fresh `.tmp` is removed; a recycled one
     /// is left as the spare file it still is (the next open adopts or
     /// removes it).
@@ -64,9 +78,34 @@ pub(crate) struct Segment {
     pub map: MmapMut,
     /// Reused from a spare: bytes past the end may be old contents.
     pub recycled: bool,
+    /// Locked in memory (`lock_memory`): the active segment (and the one
+    /// prepared next) only; a segment is unlocked when the log rolls past it.
+    pub locked: bool,
 }
 
 impl Segment {
+    /// Locks the mapping in memory (see [`Prepared::lock_memory`]).
+    pub fn lock_memory(&mut self) -> Result<(), LogError> {
+        if !self.locked {
+            self.map
+                .lock()
+                .map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
+            self.locked = true;
+        }
+        Ok(())
+    }
+
+    /// Lets the kernel reclaim the mapping's pages again (a sealed
+    /// segment is read only for resends and replay).
+    pub fn unlock_memory(&mut self) {
+        if self.locked {
+            // munlock of our own live mapping; it fails only for a range
+            // not mapped, which this is.
+            let _ = self.map.unlock();
+            self.locked = false;
+        }
+    }
+
     /// First position past this segment's data region.
     pub fn limit(&self) -> u64 {
         self.base + self.data_bytes
@@ -120,6 +159,7 @@ impl Segment {
                 base,
                 size_bytes,
                 recycled: false,
+                locked: false,
                 file: Arc::new(file),
                 map,
             }),
@@ -149,6 +189,7 @@ impl Segment {
             file: prepared.file,
             map: prepared.map,
             recycled: prepared.recycled,
+            locked: prepared.locked,
         })
     }
 
@@ -210,6 +251,7 @@ impl Segment {
             base,
             size_bytes,
             recycled: true,
+            locked: false,
             file,
             map,
         })
@@ -343,6 +385,7 @@ impl Segment {
             file: Arc::new(file),
             map,
             recycled: false,
+            locked: false,
         })
     }
 }

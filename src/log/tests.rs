@@ -711,3 +711,88 @@ fn fsync_durability_holds_across_recycled_segments() {
     let kept: Vec<_> = expected.into_iter().filter(|r| r.0 >= first).collect();
     assert_eq!(read_all(&log, first), kept);
 }
+
+/// `lock_memory`: the active segment (reopened or rolled to) is locked,
+/// a sealed one is unlocked at the roll, and every record reads back.
+#[test]
+fn lock_memory_keeps_just_the_active_segment_locked() {
+    // Without CAP_IPC_LOCK the usual 8 MiB RLIMIT_MEMLOCK holds 64 KiB
+    // segments too.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        lock_memory: true,
+        ..config(64 << 10)
+    };
+    let mut expected = Vec::new();
+    {
+        let (mut log, _) = Log::open(dir.path(), "j", cfg.clone()).unwrap();
+        for i in 0..400u64 {
+            let data = payload(i, 500);
+            expected.push(log.append(1, i, &data).unwrap());
+        }
+        assert!(log.rolls() >= 2, "{} rolls", log.rolls());
+        let (active, sealed) = log.segments.split_last().unwrap();
+        assert!(active.locked, "the active segment is locked");
+        assert!(
+            sealed.iter().all(|s| !s.locked),
+            "sealed segments are unlocked"
+        );
+    }
+    let (log, _) = Log::open(dir.path(), "j", cfg).unwrap();
+    assert!(
+        log.segments.last().unwrap().locked,
+        "locked again at reopen"
+    );
+    assert_eq!(read_all(&log, 0).len(), expected.len());
+}
+
+/// The next segment is asked of the preparer half-way through the active
+/// one, not at once: a new log starts with no second segment file.
+#[test]
+fn the_next_segment_is_prepared_half_way_not_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), "j", config(64 << 10)).unwrap();
+    let files = |d: &Path| fs::read_dir(d).unwrap().count();
+    let log_dir = log.dir().to_path_buf();
+    // The lock file and the first segment.
+    let at_open = files(&log_dir);
+    let half = (64 << 10) / 2 - 32;
+    assert_eq!(log.prepare_at, half, "half of the data region");
+    while log.end_position() < half {
+        assert_eq!(log.prepare_at, half, "not asked before half-way");
+        log.append(1, 0, &[7; 1000]).unwrap();
+    }
+    assert_eq!(log.prepare_at, u64::MAX, "asked once");
+    // The preparer makes `<base>.seg.tmp` in the background; the roll
+    // takes it.
+    while log.rolls() == 0 {
+        log.append(1, 0, &[7; 1000]).unwrap();
+    }
+    assert_eq!(files(&log_dir), at_open + 1);
+    assert_eq!(
+        log.prepare_at,
+        log.segments.last().unwrap().base + (64 << 10) / 2 - 32
+    );
+}
+
+#[test]
+fn memlock_check_names_the_limit_unless_unbound() {
+    let seg = 64 << 20;
+    // The usual 8 MiB `ulimit -l` cannot hold two 64 MiB segments.
+    let why = memlock_refusal(Some(8 << 20), false, seg).expect("refused");
+    assert!(
+        why.contains("RLIMIT_MEMLOCK is 8388608 bytes")
+            && why.contains("at least 134217728")
+            && why.contains("ulimit -l"),
+        "{why}"
+    );
+    assert_eq!(memlock_refusal(Some(2 * seg), false, seg), None);
+    assert_eq!(memlock_refusal(None, false, seg), None, "unlimited");
+    assert_eq!(memlock_refusal(Some(0), true, seg), None, "CAP_IPC_LOCK");
+    // The error as the worker reports it names the log directory.
+    let dir = tempfile::tempdir().unwrap();
+    if !has_cap_ipc_lock() {
+        let e = check_memlock(dir.path(), 1 << 40).unwrap_err().to_string();
+        assert!(e.contains("lock_memory") && e.contains("ulimit -l"), "{e}");
+    }
+}

@@ -114,6 +114,11 @@ pub struct Sample {
     pub faults: [u64; 6],
     pub accept_to_durable: Histogram,
     pub accept_to_released: Histogram,
+    /// Event-loop iterations of at least `stalls::STALL`, by what they were
+    /// doing (`stalls::Doing::ALL` order).
+    pub stalls: [u64; 7],
+    /// Every event-loop iteration's length.
+    pub loop_iteration: Histogram,
     pub inbound: Vec<InSample>,
     pub outbound: Vec<OutSample>,
 }

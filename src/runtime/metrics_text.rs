@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::metrics_sample::{Histogram, Sample, BUCKETS, FAULT_KINDS};
+use super::stalls::Doing;
 
 /// Metric families in the order first seen, each with its lines.
 #[derive(Default)]
@@ -301,6 +302,20 @@ fn storage(f: &mut Families, l: &str, s: &Sample) {
         "From a read batch's accept to its outputs handed to their consumers' connections (one observation per batch).",
         l,
         &s.accept_to_released,
+    );
+    for (d, v) in Doing::ALL.iter().zip(s.stalls) {
+        f.counter(
+            "verity_loop_stalls_total",
+            "Event-loop iterations of 1 ms or more, by what took most of them.",
+            &format!("{l},doing=\"{}\"", d.name()),
+            v,
+        );
+    }
+    f.histogram(
+        "verity_loop_iteration_seconds",
+        "How long each event-loop iteration worked (from the poll's return to the next poll).",
+        l,
+        &s.loop_iteration,
     );
 }
 

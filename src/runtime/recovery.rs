@@ -141,6 +141,7 @@ fn log_cfg(cfg: &NodeToml, durability: Durability) -> LogConfig {
     LogConfig {
         segment_size_bytes: cfg.limits.journal_segment_bytes,
         durability,
+        lock_memory: cfg.lock_memory,
         ..LogConfig::default()
     }
 }

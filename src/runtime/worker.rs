@@ -49,6 +49,7 @@ use super::os::stop_requested;
 use super::outbound::{Dial, Outbound};
 use super::outpath::{out_of, OUT_CONN_BASE};
 use super::recovery::{Opened, Store};
+use super::stalls::{Doing, Stalls, STALL_LOG};
 use super::tls::TlsSetup;
 use crate::config::{NodeToml, SourceHome};
 use crate::core::{ConnId, Out};
@@ -66,6 +67,8 @@ pub struct Worker {
     recovery: Duration,
     /// Live metrics (`metrics_listen`), when attached.
     meter: Option<Meter>,
+    /// Long iterations and what they were doing (`runtime::stalls`).
+    stalls: Stalls,
 }
 
 /// Binds the source listener (shard 0 of a worker only) and, in a cluster,
@@ -169,6 +172,7 @@ impl Worker {
             poll,
             recovery: Duration::ZERO,
             meter: None,
+            stalls: Stalls::new(Instant::now()),
         };
         let behind = w
             .store
@@ -260,6 +264,8 @@ impl Worker {
             snapshots: w.snapshots,
             replayed: w.replayed,
             faults: w.fault_decisions,
+            stalls: self.stalls.counts,
+            loop_iteration: self.stalls.iterations.clone(),
             // Source channels homed here, and those from the other nodes.
             inbound: core
                 .in_channels()
@@ -353,8 +359,20 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_err("poll")(e)),
             }
+            self.stalls.begin(Instant::now());
             self.dispatch(&events);
             self.step()?;
+            if let Some(st) = self.stalls.end().filter(|s| s.took >= STALL_LOG) {
+                let id = self.node.cfg.node_id;
+                self.node.note_limited(
+                    "stall",
+                    format_args!(
+                        "node {id}: the event loop stalled {:.1} ms ({})",
+                        st.took.as_secs_f64() * 1e3,
+                        st.doing.name()
+                    ),
+                );
+            }
             if let Some(why) = self.node.fatal.take() {
                 return Err(WorkerError::Replay(why));
             }
@@ -474,6 +492,8 @@ impl Worker {
         for k in 0..self.outbound.paths.len() {
             self.outbound.service(k, n, &dial)?;
         }
+        self.stalls.lap(Doing::Send);
+        let rolls = log_rolls(&self.store, &self.outbound);
         let mut sinks = Sinks {
             reg,
             store: &mut self.store,
@@ -483,6 +503,11 @@ impl Worker {
         let read_at = self.meter.is_some().then(Instant::now);
         let journal_before = n.core.journal_next();
         self.inbound.read(n, &mut sinks)?;
+        self.stalls
+            .lap(match log_rolls(&self.store, &self.outbound) == rolls {
+                true => Doing::Read,
+                false => Doing::SegmentRoll,
+            });
         self.inbound
             .make_durable(n, &mut self.store, &self.outbound)?;
         if let (Some(m), Some(read_at)) = (self.meter.as_mut(), read_at) {
@@ -491,9 +516,11 @@ impl Worker {
             }
             m.durable(n.core.durable_records(), Instant::now());
         }
+        self.stalls.lap(Doing::DurableWait);
         for k in 0..self.outbound.paths.len() {
             self.outbound.pump(k, n, reg)?;
         }
+        self.stalls.lap(Doing::Send);
         let now = Instant::now();
         if let Some(m) = self.meter.as_mut() {
             m.released(now);
@@ -519,15 +546,18 @@ impl Worker {
             self.enforce_partitions();
             self.drain_faults();
         }
+        self.stalls.lap(Doing::Timers);
         let since = self.node.core.journal_next() - self.store.records_at_snapshot;
         if since >= self.node.cfg.snapshot_interval_records {
             self.snapshot()?;
+            self.stalls.lap(Doing::Snapshot);
         }
         if self.meter.as_ref().is_some_and(|m| m.due(now)) {
             let sample = self.sample();
             if let Some(m) = self.meter.as_mut() {
                 m.publish(sample, now);
             }
+            self.stalls.lap(Doing::Metrics);
         }
         Ok(())
     }
@@ -747,6 +777,24 @@ impl Worker {
             self.drain_faults();
         }
         self.node.report();
+        tracing::info!(
+            event = "stalls",
+            "node {}: loop stalls of {} ms or more: {}",
+            self.node.cfg.node_id,
+            super::stalls::STALL.as_millis(),
+            self.stalls.summary()
+        );
         Ok(())
     }
+}
+
+/// Segment rolls so far of the journal and every outbound log.
+fn log_rolls(store: &Store, outbound: &Outbound) -> u64 {
+    let outs: u64 = outbound
+        .paths
+        .iter()
+        .flatten()
+        .map(|p| p.store.log().rolls())
+        .sum();
+    store.journal.rolls() + outs
 }

@@ -131,6 +131,30 @@ impl Latency {
             .int("p99_ns", self.p99_us * 1000)
             .int("p999_ns", self.p999_us * 1000)
             .int("max_ns", self.max_us * 1000)
+            .raw(
+                "gaps_over_ms",
+                &format!(
+                    "{{{}}}",
+                    GAP_MS
+                        .iter()
+                        .zip(self.gaps_over)
+                        .map(|(ms, n)| format!("\"{ms}\":{n}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+            .raw(
+                "longest_gaps_ns",
+                &format!(
+                    "[{}]",
+                    self.longest_gaps_us
+                        .iter()
+                        .map(|g| (g.0 * 1000).to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+            .str("engine_stalls", self.engine_stalls.as_deref().unwrap_or(""))
             .build()
     }
 }
@@ -359,9 +383,15 @@ fn start_binary(
     std::fs::write(
         &toml,
         format!(
-            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}{}",
+            "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}{}{}",
             cfg.app,
             dir.join("data").display().to_string(),
+            // The engine under test only: a baseline build may predate
+            // the key.
+            match engine == cfg.engine && can_lock_memory() {
+                true => "lock_memory = true\n",
+                false => "",
+            },
             metrics.map_or(String::new(), |m| format!("metrics_listen = \"{m}\"\n")),
             tls.map_or(String::new(), |t| t.table(false))
         ),
@@ -387,6 +417,29 @@ fn start_binary(
         thread::spawn(move || scrape(m));
     }
     Ok((engine, listen))
+}
+
+/// Whether the engine can run with `lock_memory` (its segments locked in
+/// memory, as a tuned deployment runs): `CAP_IPC_LOCK` (bit 14 of the
+/// effective set), or `RLIMIT_MEMLOCK` unlimited or at least 1 GiB (the
+/// engine, our child, inherits both).
+fn can_lock_memory() -> bool {
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        });
+    if caps.is_some_and(|c| c & (1 << 14) != 0) {
+        return true;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    ok && (limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= 1 << 30)
 }
 
 /// GETs `/metrics` from `addr` every second until the engine is gone.
@@ -876,6 +929,70 @@ pub struct Latency {
     /// The percentile curve: (1 / (1 - p), latency at p in us), ten points
     /// a decade of 1 / (1 - p) up to the sample count, then the maximum.
     pub curve: Vec<(f64, u64)>,
+    /// Gaps between consecutive outputs' arrivals at the receiver of at
+    /// least each of [`GAP_MS`] ms: with the inputs paced, a gap is a stall
+    /// somewhere between the senders and the receiver.
+    pub gaps_over: [u64; GAP_MS.len()],
+    /// The longest such gaps, longest first: (length, when it ended since
+    /// the first output), us.
+    pub longest_gaps_us: Vec<(u64, u64)>,
+    /// Through the engine: its own account of its stalls (the `stalls`
+    /// line it logs at a clean stop: iterations of 1 ms or more by what
+    /// they were doing, and the longest).
+    pub engine_stalls: Option<String>,
+}
+
+/// The gap lengths (ms) [`Latency::gaps_over`] counts.
+pub const GAP_MS: [u64; 5] = [1, 2, 5, 10, 50];
+
+/// How many of the longest gaps a latency run keeps.
+const GAPS_KEPT: usize = 5;
+
+/// Gaps between consecutive output arrivals (see [`Latency::gaps_over`]).
+#[derive(Default)]
+struct Gaps {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    over: [u64; GAP_MS.len()],
+    longest_us: Vec<(u64, u64)>,
+}
+
+impl Gaps {
+    fn arrived(&mut self, now: Instant) {
+        let first = *self.first.get_or_insert(now);
+        if let Some(last) = self.last.replace(now) {
+            let us = now.saturating_duration_since(last).as_micros() as u64;
+            for (n, ms) in self.over.iter_mut().zip(GAP_MS) {
+                *n += u64::from(us >= ms * 1000);
+            }
+            if us >= GAP_MS[0] * 1000 {
+                let at = self.longest_us.partition_point(|&g| g.0 >= us);
+                let since = now.saturating_duration_since(first).as_micros() as u64;
+                self.longest_us.insert(at, (us, since));
+                self.longest_us.truncate(GAPS_KEPT);
+            }
+        }
+    }
+}
+
+/// Stops the engine cleanly (SIGTERM; SIGKILL after 10 s) and returns the
+/// summary of its `stalls` line from `log`.
+fn stop_for_stalls(mut engine: Engine, log: &Path) -> Option<String> {
+    // SAFETY: kill(2) on our own child's pid, which it still is: it is
+    // reaped only below.
+    unsafe { libc::kill(engine.0.id() as libc::pid_t, libc::SIGTERM) };
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = engine.0.try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    drop(engine);
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().rev().find(|l| l.contains("loop stalls of"))?;
+    let (_, summary) = line.split_once("or more: ")?;
+    Some(summary.trim().to_string())
 }
 
 /// The percentile curve of `h` (see [`Latency::curve`]).
@@ -899,7 +1016,34 @@ impl core::fmt::Display for Latency {
             f,
             "p50 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)",
             self.p50_us, self.p99_us, self.p999_us, self.max_us, self.samples
-        )
+        )?;
+        let over: Vec<String> = GAP_MS
+            .iter()
+            .zip(self.gaps_over)
+            .map(|(ms, n)| format!(">={ms}ms {n}"))
+            .collect();
+        let longest: Vec<String> = self
+            .longest_gaps_us
+            .iter()
+            .map(|g| format!("{:.1} at {:.3} s", g.0 as f64 / 1e3, g.1 as f64 / 1e6))
+            .collect();
+        write!(
+            f,
+            "\nbench:            output gaps {}; longest ms: {}",
+            over.join(", "),
+            if longest.is_empty() {
+                "none".into()
+            } else {
+                longest.join(", ")
+            }
+        )?;
+        if let Some(s) = &self.engine_stalls {
+            write!(
+                f,
+                "\nbench:            engine stalls (its own account): {s}"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -942,9 +1086,14 @@ fn latency(
             (*c as u64, share, Arc::clone(p))
         })
         .collect();
+    let gaps = Arc::new(Mutex::new(Gaps::default()));
     let hook = {
         let hist = Arc::clone(&hist);
+        let gaps = Arc::clone(&gaps);
         Arc::new(move |_: u32, _: u64, trace: u64| {
+            if let Ok(mut g) = gaps.lock() {
+                g.arrived(Instant::now());
+            }
             let (channel, seq) = split_trace_id(trace);
             let Some((_, r, p)) = schedule.iter().find(|(c, _, _)| *c == channel) else {
                 return;
@@ -983,9 +1132,11 @@ fn latency(
         &prog,
         tls,
     )?;
-    drop(engine);
+    let engine_stalls =
+        engine.and_then(|e| stop_for_stalls(e, &cfg.work_dir.join(name).join("node.log")));
     discard(cfg, name);
     recv.stop().map_err(|e| e.to_string())?;
+    let g = gaps.lock().map_err(|_| "gap lock poisoned".to_string())?;
     let h = hist
         .lock()
         .map_err(|_| "histogram lock poisoned".to_string())?;
@@ -996,6 +1147,9 @@ fn latency(
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
         curve: curve(&h),
+        gaps_over: g.over,
+        longest_gaps_us: g.longest_us.clone(),
+        engine_stalls,
     })
 }
 
