@@ -49,6 +49,7 @@ mod outpath;
 mod recovery;
 mod shards;
 pub mod shim;
+mod snapshotter;
 mod stalls;
 mod tls;
 pub mod worker;

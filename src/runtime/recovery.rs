@@ -6,11 +6,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::error::WorkerError;
+use super::error::{io_err, WorkerError};
 use super::link::ShardLinks;
 use super::node::Node;
 use super::os::now_ns;
 use super::outpath::{out_of, OutPath};
+use super::snapshotter::{Snapshotter, Written};
 use crate::config::NodeToml;
 use crate::config::PeerAt;
 use crate::core::{Input, NodeCore};
@@ -32,6 +33,8 @@ pub(super) struct Store {
     /// Records in the dead-letter log.
     dead_records: u64,
     pub(super) records_at_snapshot: u64,
+    /// Writes snapshots off the event loop.
+    snapshotter: Snapshotter,
     /// The journal's hash chain (`audit = true`), and when its head was
     /// last printed.
     pub(super) audit: Option<Audit>,
@@ -123,6 +126,8 @@ impl Opened {
             dead_logged_below,
             dead_records,
             records_at_snapshot: 0,
+            snapshotter: Snapshotter::start()
+                .map_err(io_err("cannot start the snapshot thread"))?,
             audit: None,
             audit_printed: None,
         };
@@ -407,25 +412,58 @@ impl Store {
     }
 
     /// Writes a snapshot of the core (everything journaled is durable by
-    /// now: [`Store::before_snapshot`]) and drops journal segments no kept
-    /// snapshot needs.
+    /// now: [`Store::before_snapshot`]), drops journal segments no kept
+    /// snapshot needs, and waits for it all (start-up re-anchoring, the
+    /// clean stop).
     pub(super) fn write_snapshot(&mut self, n: &mut Node) -> Result<(), WorkerError> {
-        let mut body = Vec::new();
+        self.start_snapshot(n)?;
+        if let Some(w) = self.snapshotter.wait() {
+            self.finish_snapshot(n, w)?;
+        }
+        Ok(())
+    }
+
+    /// Serialises the core (everything journaled is durable by now) and
+    /// hands the snapshot to the snapshot thread, after waiting for one
+    /// still in flight; [`Store::poll_snapshot`] finishes it.
+    pub(super) fn start_snapshot(&mut self, n: &mut Node) -> Result<(), WorkerError> {
+        if let Some(w) = self.snapshotter.wait() {
+            self.finish_snapshot(n, w)?;
+        }
+        let mut body = self.snapshotter.buffer();
         n.core.snapshot(&mut body);
-        let end = self.journal.end_position();
-        self.dir.write_snapshot(end, n.core.journal_next(), &body)?;
-        self.records_at_snapshot = n.core.journal_next();
+        let (end, index) = (self.journal.end_position(), n.core.journal_next());
+        self.records_at_snapshot = index;
+        self.snapshotter
+            .submit(self.dir.root.clone(), end, index, body);
+        Ok(())
+    }
+
+    /// Finishes the snapshot in flight if the thread has written it: true
+    /// if one was.
+    pub(super) fn poll_snapshot(&mut self, n: &mut Node) -> Result<bool, WorkerError> {
+        match self.snapshotter.poll() {
+            Some(w) => self.finish_snapshot(n, w).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// A snapshot is durable: counted, logged, and the journal below the
+    /// oldest snapshot kept dropped (only now: until it was durable, the
+    /// older snapshots needed that journal).
+    fn finish_snapshot(&mut self, n: &mut Node, w: Written) -> Result<(), WorkerError> {
+        let oldest = w.result?;
         n.stats.snapshots += 1;
         tracing::info!(
             event = "snapshot",
-            record = n.core.journal_next(),
-            position = end,
-            bytes = body.len(),
+            record = w.journal_index,
+            position = w.journal_position,
+            bytes = w.bytes,
             "snapshot written at journal record {} ({} bytes)",
-            n.core.journal_next(),
-            body.len()
+            w.journal_index,
+            w.bytes
         );
-        if let Some(p) = self.dir.oldest_snapshot_position() {
+        if let Some(p) = oldest {
             self.journal
                 .drop_below(p.min(self.journal.end_position()))?;
         }

@@ -179,7 +179,7 @@ impl Worker {
             .recover(&mut w.node, &mut w.outbound.paths, replay_from)?;
         if behind {
             // Re-anchor the journal at once (see `Store::recover`).
-            w.snapshot()?;
+            w.snapshot(true)?;
         }
         w.register_listeners()?;
         if let Some(warning) = &w.node.cfg.open_warning {
@@ -549,9 +549,14 @@ impl Worker {
         self.stalls.lap(Doing::Timers);
         let since = self.node.core.journal_next() - self.store.records_at_snapshot;
         if since >= self.node.cfg.snapshot_interval_records {
-            self.snapshot()?;
-            self.stalls.lap(Doing::Snapshot);
+            self.snapshot(false)?;
         }
+        if self.store.poll_snapshot(&mut self.node)? {
+            if let Some(m) = self.meter.as_mut() {
+                m.last_snapshot = now;
+            }
+        }
+        self.stalls.lap(Doing::Snapshot);
         if self.meter.as_ref().is_some_and(|m| m.due(now)) {
             let sample = self.sample();
             if let Some(m) = self.meter.as_mut() {
@@ -583,16 +588,21 @@ impl Worker {
             .make_durable(&mut self.node, &mut self.store, &self.outbound)
     }
 
-    /// Writes a snapshot (everything journaled made durable first) and
-    /// drops journal segments no kept snapshot needs.
-    fn snapshot(&mut self) -> Result<(), WorkerError> {
+    /// Takes a snapshot (everything journaled made durable first): the
+    /// loop serialises the core, the snapshot thread writes it, and a
+    /// later iteration drops the journal segments no kept snapshot needs
+    /// (`runtime::snapshotter`). With `wait`, all of it before returning.
+    fn snapshot(&mut self, wait: bool) -> Result<(), WorkerError> {
         self.store
             .before_snapshot(&self.node, &self.outbound.paths)?;
         if self.node.cfg.durability == Durability::Fsync {
             self.make_durable()?;
         }
-        self.store.write_snapshot(&mut self.node)?;
-        if let Some(m) = self.meter.as_mut() {
+        match wait {
+            true => self.store.write_snapshot(&mut self.node)?,
+            false => self.store.start_snapshot(&mut self.node)?,
+        }
+        if let (true, Some(m)) = (wait, self.meter.as_mut()) {
             m.last_snapshot = Instant::now();
         }
         Ok(())
@@ -772,7 +782,7 @@ impl Worker {
         }
         self.inbound.flush(n, reg, true, Instant::now());
         self.store.seal_audit(true)?;
-        self.snapshot()?;
+        self.snapshot(true)?;
         if self.faults.is_some() {
             self.drain_faults();
         }

@@ -162,40 +162,14 @@ impl DataDir {
         }
     }
 
-    fn snapshot_dir(&self) -> PathBuf {
-        self.root.join("snapshots")
-    }
-
-    /// Writes a snapshot and deletes all but the newest [`SNAPSHOTS_KEPT`].
+    /// Writes a snapshot ([`write_snapshot_in`]).
     pub fn write_snapshot(
         &self,
         journal_position: u64,
         journal_index: u64,
         body: &[u8],
     ) -> Result<PathBuf, DataDirError> {
-        let mut bytes = Vec::with_capacity(SNAP_HEADER + body.len());
-        bytes.extend_from_slice(SNAP_MAGIC);
-        bytes.extend_from_slice(&[0; 4]);
-        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&journal_position.to_le_bytes());
-        bytes.extend_from_slice(&journal_index.to_le_bytes());
-        bytes.extend_from_slice(body);
-        let crc = verity_wire::crc32c(&bytes[12..]);
-        bytes[8..12].copy_from_slice(&crc.to_le_bytes());
-        let path = self
-            .snapshot_dir()
-            .join(format!("{journal_index:020}.snap"));
-        write_atomically(&path, &bytes)?;
-        let mut all = self.snapshot_files()?;
-        while all.len() > SNAPSHOTS_KEPT {
-            let (_, old) = all.remove(0);
-            let _ = fs::remove_file(old);
-        }
-        Ok(path)
-    }
-
-    fn snapshot_files(&self) -> Result<Vec<(u64, PathBuf)>, DataDirError> {
-        snapshot_files_in(&self.snapshot_dir())
+        write_snapshot_in(&self.root, journal_position, journal_index, body).map(|(p, _)| p)
     }
 
     /// The newest snapshot whose checksum verifies; invalid ones are reported
@@ -206,13 +180,41 @@ impl DataDir {
     ) -> Result<Option<LoadedSnapshot>, DataDirError> {
         newest_snapshot_in(&self.root, skipped)
     }
+}
 
-    /// The oldest kept snapshot's journal position: the journal below it may go.
-    pub fn oldest_snapshot_position(&self) -> Option<u64> {
-        let files = self.snapshot_files().ok()?;
-        let (_, path) = files.first()?;
-        read_snapshot(path).ok().map(|s| s.journal_position)
+/// Writes a snapshot into the data directory at `root` (a node's, open:
+/// the caller holds its lock) and deletes all but the newest
+/// [`SNAPSHOTS_KEPT`]. Returns its path and the oldest kept snapshot's
+/// journal position (the journal below it may go). Takes no `&DataDir` so
+/// that a thread of its own can write it (`runtime::snapshotter`).
+pub fn write_snapshot_in(
+    root: &Path,
+    journal_position: u64,
+    journal_index: u64,
+    body: &[u8],
+) -> Result<(PathBuf, Option<u64>), DataDirError> {
+    let mut bytes = Vec::with_capacity(SNAP_HEADER + body.len());
+    bytes.extend_from_slice(SNAP_MAGIC);
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&journal_position.to_le_bytes());
+    bytes.extend_from_slice(&journal_index.to_le_bytes());
+    bytes.extend_from_slice(body);
+    let crc = verity_wire::crc32c(&bytes[12..]);
+    bytes[8..12].copy_from_slice(&crc.to_le_bytes());
+    let dir = root.join("snapshots");
+    let path = dir.join(format!("{journal_index:020}.snap"));
+    write_atomically(&path, &bytes)?;
+    let mut all = snapshot_files_in(&dir)?;
+    while all.len() > SNAPSHOTS_KEPT {
+        let (_, old) = all.remove(0);
+        let _ = fs::remove_file(old);
     }
+    let oldest = all
+        .first()
+        .and_then(|(_, p)| read_snapshot(p).ok())
+        .map(|s| s.journal_position);
+    Ok((path, oldest))
 }
 
 /// [`DataDir::newest_snapshot`] of the data directory at `root`, read only:
@@ -376,6 +378,11 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains("checksum mismatch"));
         d.write_snapshot(300, 30, b"third").unwrap();
-        assert_eq!(d.snapshot_files().unwrap().len(), SNAPSHOTS_KEPT);
+        assert_eq!(
+            snapshot_files_in(&t.path().join("snapshots"))
+                .unwrap()
+                .len(),
+            SNAPSHOTS_KEPT
+        );
     }
 }
