@@ -22,6 +22,7 @@ fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
             latency_rate: Some(50_000.0),
             tls: false,
             metrics: false,
+            idle: None,
         };
         let r = run(&cfg).unwrap_or_else(|e| panic!("{app}: {e}"));
         assert_eq!(r.inputs, 20_000, "{app}");
@@ -51,6 +52,7 @@ fn verity_bench_runs_every_variant_over_tls() {
         latency_rate: Some(20_000.0),
         tls: true,
         metrics: true,
+        idle: None,
     };
     let r = run(&cfg).unwrap();
     let tls = r.tls.as_ref().expect("TLS figures");

@@ -157,6 +157,7 @@ pub fn effective(n: &NodeToml, file: &Path) -> String {
         None => t.push_str("# cpu_affinity: not pinned\n"),
     }
     let _ = writeln!(t, "lock_memory = {}", n.lock_memory);
+    let _ = writeln!(t, "idle = \"{}\"", n.idle.name());
     if let Some(c) = &n.cluster {
         let _ = writeln!(t, "# node-to-node address {}", c.address);
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::faults::{Faults, Partition};
 use super::limits::{parse_limits, parse_tls, Limits, TlsFiles};
-use super::node::{ClusterNode, NodeToml, PeerAt, SourceHome};
+use super::node::{ClusterNode, Idle, NodeToml, PeerAt, SourceHome};
 use super::parse::{
     open_warning, parse_root, read_config, read_secret, refuse_open, ClientAddr, ConfigError,
     Secret, Walker,
@@ -40,6 +40,8 @@ pub struct WorkerSpec {
     pub cpu_affinity: Vec<usize>,
     /// `lock_memory`: as `node.lock_memory`, for every shard.
     pub lock_memory: bool,
+    /// `idle`: as `node.idle`, for every shard.
+    pub idle: Idle,
 }
 
 impl WorkerSpec {
@@ -338,6 +340,7 @@ impl ClusterToml {
                     "metrics_listen",
                     "cpu_affinity",
                     "lock_memory",
+                    "idle",
                 ],
             )?;
             let name = w.req_str(t, &p, "name")?.to_owned();
@@ -386,6 +389,7 @@ impl ClusterToml {
                 metrics_listen: w.opt_addr(t, &p, "metrics_listen")?,
                 cpu_affinity: w.cpus(t, &p, "cpu_affinity")?,
                 lock_memory: w.bool(t, &p, "lock_memory")?,
+                idle: Idle::parse(&w, t, &p)?,
             };
             for s in &specs {
                 for (key, a) in [("address", address), ("sources", sources)] {
@@ -606,6 +610,7 @@ impl ClusterToml {
                     n => Some(spec.cpu_affinity[me.shard as usize % n]),
                 },
                 lock_memory: spec.lock_memory,
+                idle: spec.idle,
                 source_homes: source_homes.clone(),
                 cluster: Some(ClusterNode {
                     worker: spec.name.clone(),

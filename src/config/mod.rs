@@ -15,7 +15,7 @@ pub mod parse;
 pub use cluster::{ClusterToml, NodeRef, WorkerSpec};
 pub use faults::{Faults, Partition};
 pub use limits::{Limits, TlsFiles};
-pub use node::{ClusterNode, NodeToml, PeerAt, SourceHome};
+pub use node::{ClusterNode, Idle, NodeToml, PeerAt, SourceHome};
 pub use parse::{ConfigError, Secret};
 
 /// Whether `path` is a cluster.toml (it has a `[cluster]` table); anything

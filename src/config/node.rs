@@ -56,6 +56,48 @@ pub struct NodeToml {
     /// `lock_memory`: keep the active journal and outbound log segments
     /// locked in memory (`LogConfig::lock_memory`).
     pub lock_memory: bool,
+    /// `idle`: what the event loop does when it has nothing to do.
+    pub idle: Idle,
+}
+
+/// `idle`: what an event loop does when it has nothing to do (in the
+/// spirit of Aeron's idle strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Idle {
+    /// Sleep in `epoll_wait` until an event or the next timer: no CPU when
+    /// idle; waking costs a few µs, and the kernel rounds a timer of less
+    /// than 1 ms up to 1 ms.
+    #[default]
+    Sleep,
+    /// Never sleep: poll without waiting, `sched_yield` between empty
+    /// polls (a core busy, but given up to any other runnable thread).
+    Yield,
+    /// Never sleep nor yield: poll without waiting, over and over (a core
+    /// all to itself; pin it with `cpu_affinity` to an isolated core).
+    Spin,
+}
+
+impl Idle {
+    /// `idle` of table `p`: `"sleep"` (the default), `"yield"` or `"spin"`.
+    pub(super) fn parse(w: &Walker, t: &toml::Table, p: &str) -> Result<Idle, ConfigError> {
+        match w.str(t, p, "idle")?.unwrap_or("sleep") {
+            "sleep" => Ok(Idle::Sleep),
+            "yield" => Ok(Idle::Yield),
+            "spin" => Ok(Idle::Spin),
+            other => Err(w.err(
+                &format!("{p}.idle"),
+                format!("{other:?} is not \"sleep\", \"yield\" or \"spin\""),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Idle::Sleep => "sleep",
+            Idle::Yield => "yield",
+            Idle::Spin => "spin",
+        }
+    }
 }
 
 /// Where a source channel lives: its home worker keeps the channel's seq
@@ -173,6 +215,7 @@ impl NodeToml {
                 "metrics_listen",
                 "cpu_affinity",
                 "lock_memory",
+                "idle",
             ],
         )?;
         let app = w.app(node, "node")?;
@@ -239,6 +282,7 @@ impl NodeToml {
             metrics_listen: w.opt_addr(node, "node", "metrics_listen")?,
             cpu: w.cpus(node, "node", "cpu_affinity")?.first().copied(),
             lock_memory: w.bool(node, "node", "lock_memory")?,
+            idle: Idle::parse(&w, node, "node")?,
         })
     }
 }

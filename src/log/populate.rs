@@ -18,8 +18,10 @@
 //! before 5.14 refuses the advice: the pages then fault in at their first
 //! write, as without prefault.
 //!
-//! With `lock_memory` the thread locks the whole segment in memory instead
-//! (`mlock`, which faults every page in): on a machine that reclaims page
+//! With `lock_memory` the thread locks the whole segment in memory at once
+//! instead (`mlock`, which faults the pages in; a step at a time, as one
+//! mlock of 64 MiB held the address space's lock long enough to stall the
+//! loop's own allocations 40-70 ms at start): on a machine that reclaims page
 //! cache proactively (here, a DAMON `pageout` scheme), pages faulted in
 //! ahead were taken away again before the appends reached them, and each
 //! refault zeroed a large folio on the event loop's thread: 20 to 40 ms
@@ -55,8 +57,8 @@ pub(crate) struct Populator {
 
 impl Populator {
     /// Starts faulting in `segment` (the log's active segment, appends at
-    /// its base), [`AHEAD`] bytes at once; with `lock` (`lock_memory`), the
-    /// whole segment at once, locked in memory. `None` if no thread could
+    /// its base), [`AHEAD`] bytes ahead of the appends; with `lock`
+    /// (`lock_memory`), locking each step in memory as it goes. `None` if no thread could
     /// be started: the pages then fault in at their first write.
     pub fn start(segment: &Segment, lock: bool) -> Option<Populator> {
         let (addr, len) = (segment.map.as_ptr() as usize, segment.map.len());
@@ -67,10 +69,7 @@ impl Populator {
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("verity-log-populate".into())
-            .spawn(move || match lock {
-                true => lock_all(addr, len),
-                false => run(&theirs, addr, len),
-            })
+            .spawn(move || run(&theirs, addr, len, lock))
             .ok()?;
         Some(Populator {
             shared,
@@ -136,10 +135,18 @@ impl Drop for Populator {
 
 /// The thread: faults in `[done, wanted)` a step at a time, parks when
 /// caught up, ends when the whole mapping is in or it is told to stop.
-fn run(shared: &Shared, addr: usize, len: usize) {
+fn run(shared: &Shared, addr: usize, len: usize, lock: bool) {
     let mut done = 0;
     while done < len && !shared.stop.load(Ordering::Acquire) {
-        let wanted = shared.wanted.load(Ordering::Acquire).min(len);
+        // Locked, the whole segment comes in at once (a step at a time):
+        // faulted in just ahead of the appends, on a thread that gets less
+        // CPU than the loop, the pages came too late on this VM (host-side
+        // faults on fresh guest memory), and the loop's own faults stalled
+        // it 25-45 ms in `read`, as without the lock.
+        let wanted = match lock {
+            true => len,
+            false => shared.wanted.load(Ordering::Acquire).min(len),
+        };
         if done >= wanted {
             std::thread::park();
             continue;
@@ -150,24 +157,16 @@ fn run(shared: &Shared, addr: usize, len: usize) {
         // drop) before the segment can be unmapped. `done` and `end` are
         // multiples of STEP (a multiple of the page size) or `len`.
         // MADV_POPULATE_WRITE reads and writes no byte of it.
+        // With `lock`, mlock faults the step in and keeps it (a failure
+        // leaves it to fault in at its first write, as without it: the log
+        // checked RLIMIT_MEMLOCK at open).
         unsafe {
-            libc::madvise(
-                (addr + done) as *mut libc::c_void,
-                end - done,
-                libc::MADV_POPULATE_WRITE,
-            );
+            let at = (addr + done) as *mut libc::c_void;
+            match lock {
+                true => libc::mlock(at, end - done),
+                false => libc::madvise(at, end - done, libc::MADV_POPULATE_WRITE),
+            };
         }
         done = end;
-    }
-}
-
-/// `lock_memory`: locks the whole mapping in memory (mlock faults every
-/// page in). The log checked `RLIMIT_MEMLOCK` at open; a failure here
-/// leaves the pages to fault in at their first write, as without it.
-fn lock_all(addr: usize, len: usize) {
-    // SAFETY: `[addr, addr + len)` is one live mapping of the segment (see
-    // `run`); mlock reads and writes no byte of it.
-    unsafe {
-        libc::mlock(addr as *const libc::c_void, len);
     }
 }

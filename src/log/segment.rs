@@ -37,9 +37,7 @@ impl Prepared {
     /// faults in every page, which stays resident until unlocked.
     pub fn lock_memory(&mut self) -> Result<(), LogError> {
         if !self.locked {
-            self.map
-                .lock()
-                .map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
+            lock_in_steps(&self.map).map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
             self.locked = true;
         }
         Ok(())
@@ -87,9 +85,7 @@ impl Segment {
     /// Locks the mapping in memory (see [`Prepared::lock_memory`]).
     pub fn lock_memory(&mut self) -> Result<(), LogError> {
         if !self.locked {
-            self.map
-                .lock()
-                .map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
+            lock_in_steps(&self.map).map_err(|e| LogError::io(Op::LockMemory, &self.path, e))?;
             self.locked = true;
         }
         Ok(())
@@ -388,6 +384,26 @@ impl Segment {
             locked: false,
         })
     }
+}
+
+/// mlock of `map`, 4 MiB at a time: one mlock of a whole 64 MiB segment
+/// holds the process's address-space lock while it faults in every page,
+/// and every other thread's mmap (the event loop's allocations) waits.
+fn lock_in_steps(map: &MmapMut) -> std::io::Result<()> {
+    const STEP: usize = 4 << 20;
+    let (base, len) = (map.as_ptr() as usize, map.len());
+    let mut done = 0;
+    while done < len {
+        let n = STEP.min(len - done);
+        // SAFETY: `[base + done, base + done + n)` lies inside `map`, a live
+        // mapping we hold; mlock reads and writes no byte of it. `done` is a
+        // multiple of STEP, so every call starts on a page.
+        if unsafe { libc::mlock((base + done) as *const libc::c_void, n) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogError> {

@@ -51,7 +51,7 @@ use super::outpath::{out_of, OUT_CONN_BASE};
 use super::recovery::{Opened, Store};
 use super::stalls::{Doing, Stalls, STALL_LOG};
 use super::tls::TlsSetup;
-use crate::config::{NodeToml, SourceHome};
+use crate::config::{Idle, NodeToml, SourceHome};
 use crate::core::{ConnId, Out};
 use crate::log::Durability;
 
@@ -352,12 +352,24 @@ impl Worker {
     /// Runs until SIGTERM/SIGINT (then: finish the batch, snapshot, return).
     pub fn run(&mut self) -> Result<(), WorkerError> {
         let mut events = Events::with_capacity(256);
+        let idle = self.node.cfg.idle;
         loop {
-            let timeout = self.poll_timeout();
+            let timeout = match idle {
+                Idle::Sleep => self.poll_timeout(),
+                // Never sleeps: no link announces a sleep (nobody need wake
+                // us), so each iteration looks at every link's ring.
+                Idle::Yield | Idle::Spin => {
+                    self.for_each_link(|c| c.readable = true);
+                    Duration::ZERO
+                }
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io_err("poll")(e)),
+            }
+            if idle == Idle::Yield && events.is_empty() {
+                std::thread::yield_now();
             }
             self.stalls.begin(Instant::now());
             self.dispatch(&events);

@@ -71,6 +71,9 @@ pub struct BenchConfig {
     /// (`metrics_listen`) and is scraped every second while it runs: with
     /// `baseline` set to the same binary, the A/B of the metrics' cost.
     pub metrics: bool,
+    /// The engine under test's `idle` (sleep, yield, spin); `None`: its
+    /// default.
+    pub idle: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -386,12 +389,7 @@ fn start_binary(
             "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}{}{}",
             cfg.app,
             dir.join("data").display().to_string(),
-            // The engine under test only: a baseline build may predate
-            // the key.
-            match engine == cfg.engine && can_lock_memory() {
-                true => "lock_memory = true\n",
-                false => "",
-            },
+            tuning(cfg, engine),
             metrics.map_or(String::new(), |m| format!("metrics_listen = \"{m}\"\n")),
             tls.map_or(String::new(), |t| t.table(false))
         ),
@@ -417,6 +415,23 @@ fn start_binary(
         thread::spawn(move || scrape(m));
     }
     Ok((engine, listen))
+}
+
+/// The `[node]` keys of the engine under test beyond the basics: `idle`
+/// (`--idle`) and `lock_memory` (when we may lock memory). None for a
+/// baseline build, which may predate the keys.
+fn tuning(cfg: &BenchConfig, engine: &Path) -> String {
+    let mut keys = String::new();
+    if engine != cfg.engine {
+        return keys;
+    }
+    if let Some(idle) = &cfg.idle {
+        keys += &format!("idle = {idle:?}\n");
+    }
+    if can_lock_memory() {
+        keys += "lock_memory = true\n";
+    }
+    keys
 }
 
 /// Whether the engine can run with `lock_memory` (its segments locked in

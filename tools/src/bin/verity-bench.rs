@@ -57,6 +57,10 @@ struct Args {
     /// binary, engine ÷ baseline is the metrics' cost.
     #[arg(long)]
     metrics: bool,
+    /// The engine's (not the baseline's) idle strategy (`idle` in its
+    /// [node]): sleep, yield or spin [default: the engine's own, sleep]
+    #[arg(long, value_parser = ["sleep", "yield", "spin"])]
+    idle: Option<String>,
     /// Print each app's result as one JSON object (tools/FORMATS.md); the
     /// per-round lines stay on stderr.
     #[arg(long)]
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             latency_rate: a.latency_rate,
             tls: a.tls,
             metrics: a.metrics,
+            idle: a.idle.clone(),
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
