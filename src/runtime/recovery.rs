@@ -70,11 +70,18 @@ impl Opened {
         )?;
         // Dead letters are rare: no segment prepared ahead (a background
         // 64 MiB page-in that competed with the loop for CPU at every start)
-        // and no prefault; a roll creates the next segment when needed.
+        // and no prefault; a roll creates the next segment when needed. Its
+        // segments are small (1 MiB, or room for 4 frames of the largest),
+        // so a new node does not reserve 64 MiB for them before it listens.
+        let base = log_cfg(cfg, Durability::Process);
         let dead_cfg = LogConfig {
+            segment_size_bytes: (4 * u64::from(cfg.limits.max_frame_len))
+                .max(1 << 20)
+                .min(base.segment_size_bytes),
             prefault: false,
             prepare_ahead: false,
-            ..log_cfg(cfg, Durability::Process)
+            lock_memory: false,
+            ..base
         };
         let (dead, drec) = Log::open(&dir.root, datadir::DEAD_LETTER_LOG, dead_cfg)?;
         let mut recoveries = vec![
