@@ -729,6 +729,9 @@ impl Log {
                 result = Err(LogError::io(error::Op::Remove, &segment.path, e));
                 self.segments.insert(0, segment);
                 break;
+            } else if let Some(p) = &self.preparer {
+                // Unmapped off the caller's thread (see `preparer`).
+                drop(p.retire(segment));
             }
             removed += 1;
         }

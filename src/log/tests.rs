@@ -796,3 +796,36 @@ fn memlock_check_names_the_limit_unless_unbound() {
         assert!(e.contains("lock_memory") && e.contains("ulimit -l"), "{e}");
     }
 }
+
+/// A dropped segment that is not kept as a spare is unlinked by
+/// `drop_below` itself and unmapped (by the preparer's thread) soon after:
+/// its mapping leaves /proc/self/maps, and the log appends meanwhile.
+#[test]
+fn dropped_segments_are_unlinked_at_once_and_unmapped_soon_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        spare_segments: 0,
+        ..config(64 << 10)
+    };
+    let (mut log, _) = Log::open(dir.path(), "j", cfg).unwrap();
+    while log.segments.len() < 3 {
+        log.append(1, 0, &[5; 1000]).unwrap();
+    }
+    let first = log.segments[0].path.clone();
+    let mapped = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .contains(&*first.to_string_lossy())
+    };
+    assert!(mapped(), "mapped while in the log");
+    let second_base = log.segments[1].base;
+    assert_eq!(log.drop_below(second_base).unwrap(), 1);
+    assert!(!first.exists(), "unlinked by drop_below itself");
+    log.append(1, 0, &[6; 1000]).unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while mapped() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!mapped(), "the retired mapping is gone");
+    assert_eq!(log.first_position(), second_base);
+}

@@ -389,7 +389,7 @@ fn start_binary(
             "[node]\napp = {:?}\ndata_dir = {:?}\nlisten = \"{listen}\"\nsink = \"{sink}\"\n{}{}{}",
             cfg.app,
             dir.join("data").display().to_string(),
-            tuning(cfg, engine),
+            tuning(cfg, engine, run),
             metrics.map_or(String::new(), |m| format!("metrics_listen = \"{m}\"\n")),
             tls.map_or(String::new(), |t| t.table(false))
         ),
@@ -418,9 +418,17 @@ fn start_binary(
 }
 
 /// The `[node]` keys of the engine under test beyond the basics: `idle`
-/// (`--idle`) and `lock_memory` (when we may lock memory). None for a
-/// baseline build, which may predate the keys.
-fn tuning(cfg: &BenchConfig, engine: &Path) -> String {
+/// (`--idle`), and in the latency runs `lock_memory` (when we may lock
+/// memory). None for a baseline build, which may predate the keys.
+///
+/// `lock_memory` only where latency is measured: it takes the engine's
+/// longest loop stalls from 25-45 ms to a few ms on this VM (its host
+/// reclaims page cache), but in a throughput run of a few hundred ms,
+/// locking (faulting in) whole 64 MiB segments up front cost 28% of the
+/// msgs/s and 48% more CPU per input (A/B against the same build without
+/// it, 3 rounds of 2 M inputs); the throughput figures stay those of the
+/// default configuration.
+fn tuning(cfg: &BenchConfig, engine: &Path, run: &str) -> String {
     let mut keys = String::new();
     if engine != cfg.engine {
         return keys;
@@ -428,7 +436,7 @@ fn tuning(cfg: &BenchConfig, engine: &Path) -> String {
     if let Some(idle) = &cfg.idle {
         keys += &format!("idle = {idle:?}\n");
     }
-    if can_lock_memory() {
+    if run.starts_with("latency") && can_lock_memory() {
         keys += "lock_memory = true\n";
     }
     keys
