@@ -66,10 +66,24 @@ impl Populator {
             wanted: AtomicUsize::new(AHEAD.min(len)),
             stop: AtomicBool::new(false),
         });
+        // Locked: the first step here, before the log is used (before the
+        // node listens), so that the loop's first appends do not race the
+        // thread for the same pages (a 38 ms `read` stall at 7 ms from
+        // start in one run).
+        let first = match lock {
+            true => {
+                // SAFETY: the first STEP bytes (or all of a smaller
+                // segment) of a live mapping we were handed; mlock reads
+                // and writes no byte of it.
+                unsafe { libc::mlock(addr as *const libc::c_void, STEP.min(len)) };
+                STEP.min(len)
+            }
+            false => 0,
+        };
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("verity-log-populate".into())
-            .spawn(move || run(&theirs, addr, len, lock))
+            .spawn(move || run(&theirs, addr, len, lock, first))
             .ok()?;
         Some(Populator {
             shared,
@@ -135,8 +149,8 @@ impl Drop for Populator {
 
 /// The thread: faults in `[done, wanted)` a step at a time, parks when
 /// caught up, ends when the whole mapping is in or it is told to stop.
-fn run(shared: &Shared, addr: usize, len: usize, lock: bool) {
-    let mut done = 0;
+fn run(shared: &Shared, addr: usize, len: usize, lock: bool, from: usize) {
+    let mut done = from;
     while done < len && !shared.stop.load(Ordering::Acquire) {
         // Locked, the whole segment comes in at once (a step at a time):
         // faulted in just ahead of the appends, on a thread that gets less
