@@ -157,6 +157,7 @@
 mod durable;
 mod error;
 pub mod format;
+mod memlock;
 mod offline;
 mod populate;
 mod preparer;
@@ -176,6 +177,7 @@ pub use reader::{Reader, Record, Tailer};
 pub use recovery::Recovery;
 
 use format::{align_up, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use memlock::check_memlock;
 use populate::Populator;
 use preparer::Preparer;
 use segment::{Segment, Spare};
@@ -889,55 +891,6 @@ impl Drop for Log {
             segment.data_mut()[offset..].fill(0);
         }
     }
-}
-
-/// `lock_memory`: refuses to open when `RLIMIT_MEMLOCK` cannot hold two
-/// segments (the active one and the one prepared next), naming the limit.
-/// A process with `CAP_IPC_LOCK` (root, usually) is not bound by it.
-fn check_memlock(dir: &Path, segment_bytes: u64) -> Result<(), LogError> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return Ok(());
-    }
-    let cur = (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
-    match memlock_refusal(cur, has_cap_ipc_lock(), segment_bytes) {
-        None => Ok(()),
-        Some(why) => Err(LogError::io(
-            error::Op::LockMemory,
-            dir,
-            std::io::Error::other(why),
-        )),
-    }
-}
-
-/// Why `lock_memory` cannot work with `RLIMIT_MEMLOCK` at `limit` bytes
-/// (`None`: unlimited) and `CAP_IPC_LOCK` or not, for `segment_bytes`
-/// segments; `None` if it can.
-fn memlock_refusal(limit: Option<u64>, cap_ipc_lock: bool, segment_bytes: u64) -> Option<String> {
-    let needed = 2 * segment_bytes;
-    match limit {
-        Some(limit) if !cap_ipc_lock && limit < needed => Some(format!(
-            "RLIMIT_MEMLOCK is {limit} bytes; lock_memory needs at least {needed} per log (two segments): raise `ulimit -l` (LimitMEMLOCK= under systemd) or turn lock_memory off"
-        )),
-        _ => None,
-    }
-}
-
-/// Whether the process may lock memory beyond `RLIMIT_MEMLOCK`:
-/// `CAP_IPC_LOCK` (bit 14) in the effective set of `/proc/self/status`.
-fn has_cap_ipc_lock() -> bool {
-    let Ok(status) = fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
 /// The position half-way through `segment`'s data, where the next segment

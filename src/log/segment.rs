@@ -11,6 +11,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::error::{LogError, Op};
 use super::format::{self, SegmentHeader, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use super::memlock::lock_in_steps;
 
 /// Page size assumed for prefaulting (touching more often is harmless).
 const PAGE_BYTES: usize = 4096;
@@ -384,26 +385,6 @@ impl Segment {
             locked: false,
         })
     }
-}
-
-/// mlock of `map`, 4 MiB at a time: one mlock of a whole 64 MiB segment
-/// holds the process's address-space lock while it faults in every page,
-/// and every other thread's mmap (the event loop's allocations) waits.
-fn lock_in_steps(map: &MmapMut) -> std::io::Result<()> {
-    const STEP: usize = 4 << 20;
-    let (base, len) = (map.as_ptr() as usize, map.len());
-    let mut done = 0;
-    while done < len {
-        let n = STEP.min(len - done);
-        // SAFETY: `[base + done, base + done + n)` lies inside `map`, a live
-        // mapping we hold; mlock reads and writes no byte of it. `done` is a
-        // multiple of STEP, so every call starts on a page.
-        if unsafe { libc::mlock((base + done) as *const libc::c_void, n) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        done += n;
-    }
-    Ok(())
 }
 
 fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogError> {

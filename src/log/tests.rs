@@ -775,28 +775,6 @@ fn the_next_segment_is_prepared_half_way_not_at_open() {
     );
 }
 
-#[test]
-fn memlock_check_names_the_limit_unless_unbound() {
-    let seg = 64 << 20;
-    // The usual 8 MiB `ulimit -l` cannot hold two 64 MiB segments.
-    let why = memlock_refusal(Some(8 << 20), false, seg).expect("refused");
-    assert!(
-        why.contains("RLIMIT_MEMLOCK is 8388608 bytes")
-            && why.contains("at least 134217728")
-            && why.contains("ulimit -l"),
-        "{why}"
-    );
-    assert_eq!(memlock_refusal(Some(2 * seg), false, seg), None);
-    assert_eq!(memlock_refusal(None, false, seg), None, "unlimited");
-    assert_eq!(memlock_refusal(Some(0), true, seg), None, "CAP_IPC_LOCK");
-    // The error as the worker reports it names the log directory.
-    let dir = tempfile::tempdir().unwrap();
-    if !has_cap_ipc_lock() {
-        let e = check_memlock(dir.path(), 1 << 40).unwrap_err().to_string();
-        assert!(e.contains("lock_memory") && e.contains("ulimit -l"), "{e}");
-    }
-}
-
 /// A dropped segment that is not kept as a spare is unlinked by
 /// `drop_below` itself and unmapped (by the preparer's thread) soon after:
 /// its mapping leaves /proc/self/maps, and the log appends meanwhile.

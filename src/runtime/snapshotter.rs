@@ -113,32 +113,26 @@ impl Snapshotter {
 
     /// The snapshot in flight, if it is written by now.
     pub fn poll(&mut self) -> Option<Written> {
-        if !self.in_flight {
-            return None;
-        }
-        let w = match self.ready.take() {
-            Some(w) => w,
-            None => self.written.try_recv().ok()?,
-        };
-        Some(self.took(w))
+        self.take(false)
     }
 
     /// Waits for the snapshot in flight, if any.
     pub fn wait(&mut self) -> Option<Written> {
+        self.take(true)
+    }
+
+    fn take(&mut self, block: bool) -> Option<Written> {
         if !self.in_flight {
             return None;
         }
-        let w = match self.ready.take() {
-            Some(w) => w,
-            None => self.written.recv().ok()?,
+        let mut w = match (self.ready.take(), block) {
+            (Some(w), _) => w,
+            (None, true) => self.written.recv().ok()?,
+            (None, false) => self.written.try_recv().ok()?,
         };
-        Some(self.took(w))
-    }
-
-    fn took(&mut self, mut w: Written) -> Written {
         self.in_flight = false;
         self.spare = std::mem::take(&mut w.body);
-        w
+        Some(w)
     }
 }
 
