@@ -368,7 +368,7 @@ impl Log {
                 false,
             )?;
             if config.prefault {
-                populate = Populator::start(&first, config.lock_memory);
+                populate = Populator::start(&first, config.lock_memory, sync);
             }
             segments.push(first);
         }
@@ -832,6 +832,15 @@ impl Log {
             });
         }
         Ok(())
+    }
+
+    /// Calls `notify` (from the syncer's thread) each time the durable
+    /// position moves or the syncer fails: an event loop's waker. No-op at
+    /// `Process` durability, where appended is durable.
+    pub fn on_durable(&self, notify: impl Fn() + Send + 'static) {
+        if let Some(syncer) = &self.syncer {
+            syncer.set_on_durable(Box::new(notify));
+        }
     }
 
     /// The durability hand-off, for a loop that wants to poll it directly.

@@ -58,9 +58,11 @@ pub(crate) struct Populator {
 impl Populator {
     /// Starts faulting in `segment` (the log's active segment, appends at
     /// its base), [`AHEAD`] bytes ahead of the appends; with `lock`
-    /// (`lock_memory`), locking each step in memory as it goes. `None` if no thread could
-    /// be started: the pages then fault in at their first write.
-    pub fn start(segment: &Segment, lock: bool) -> Option<Populator> {
+    /// (`lock_memory`), locking each step in memory as it goes; with `sync`
+    /// (fsync durability), faulting them in clean (see [`run`]). `None` if no
+    /// thread could be started: the pages then fault in at their first
+    /// write.
+    pub fn start(segment: &Segment, lock: bool, sync: bool) -> Option<Populator> {
         let (addr, len) = (segment.map.as_ptr() as usize, segment.map.len());
         let shared = Arc::new(Shared {
             wanted: AtomicUsize::new(AHEAD.min(len)),
@@ -83,7 +85,7 @@ impl Populator {
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("verity-log-populate".into())
-            .spawn(move || run(&theirs, addr, len, lock, first))
+            .spawn(move || run(&theirs, addr, len, lock, sync, first))
             .ok()?;
         Some(Populator {
             shared,
@@ -149,7 +151,17 @@ impl Drop for Populator {
 
 /// The thread: faults in `[done, wanted)` a step at a time, parks when
 /// caught up, ends when the whole mapping is in or it is told to stop.
-fn run(shared: &Shared, addr: usize, len: usize, lock: bool, from: usize) {
+fn run(shared: &Shared, addr: usize, len: usize, lock: bool, sync: bool, from: usize) {
+    // fsync durability: the pages are faulted in clean. Dirtied ahead
+    // (POPULATE_WRITE), each was written out and write-protected by the
+    // syncer's next fdatasync (which covers the whole file) while it still
+    // held zeros, then written and write-protected again once appended to:
+    // twice the page cleaning (a TLB-flush IPI per page, 70% of the
+    // syncer's CPU in `perf`) and twice the bytes to disk.
+    let advice = match sync {
+        true => libc::MADV_POPULATE_READ,
+        false => libc::MADV_POPULATE_WRITE,
+    };
     let mut done = from;
     while done < len && !shared.stop.load(Ordering::Acquire) {
         // Locked, the whole segment comes in at once (a step at a time):
@@ -170,7 +182,7 @@ fn run(shared: &Shared, addr: usize, len: usize, lock: bool, from: usize) {
         // the segment: the log joins this thread (`Populator::join` or its
         // drop) before the segment can be unmapped. `done` and `end` are
         // multiples of STEP (a multiple of the page size) or `len`.
-        // MADV_POPULATE_WRITE reads and writes no byte of it.
+        // MADV_POPULATE_WRITE/READ read and write no byte of it.
         // With `lock`, mlock faults the step in and keeps it (a failure
         // leaves it to fault in at its first write, as without it: the log
         // checked RLIMIT_MEMLOCK at open).
@@ -178,7 +190,7 @@ fn run(shared: &Shared, addr: usize, len: usize, lock: bool, from: usize) {
             let at = (addr + done) as *mut libc::c_void;
             match lock {
                 true => libc::mlock(at, end - done),
-                false => libc::madvise(at, end - done, libc::MADV_POPULATE_WRITE),
+                false => libc::madvise(at, end - done, advice),
             };
         }
         done = end;

@@ -139,8 +139,9 @@ impl Segment {
     /// Creates `<dir>/<base>.seg.tmp`: space reserved with fallocate (so a
     /// full disk shows up here as `NoSpace` rather than as SIGBUS on a later
     /// store into the mapping), mapped, header written. With `prefault`, every
-    /// page is populated and write-touched now, so appends into it take no
-    /// page faults. A `.tmp` file is never part of the log (open removes it).
+    /// page is populated now and (without `sync`) write-touched, so appends
+    /// into it take no page faults; with `sync` the pages are mapped clean
+    /// (see the comments inside). A `.tmp` file is never part of the log (open removes it).
     pub fn prepare(
         dir: &Path,
         base: u64,
@@ -207,8 +208,9 @@ impl Segment {
     /// old `<base>.seg` name over a new header), zeroes the first record
     /// slot's length field (so the segment reads as empty, see "Recycling"
     /// in the module docs), rewrites the header for `base`, and with `sync`
-    /// makes that page durable. With `prefault`, write-touches every page
-    /// (pages cleaned by writeback are write-protected again).
+    /// makes that page durable. With `prefault` and not `sync`,
+    /// write-touches every page (pages cleaned by writeback are
+    /// write-protected again).
     pub fn recycle(
         spare: Spare,
         dir: &Path,
@@ -231,7 +233,10 @@ impl Segment {
         map[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 4].fill(0);
         let header = SegmentHeader::new(base, size_bytes, name_hash);
         map[..SEGMENT_HEADER_BYTES].copy_from_slice(header.as_bytes());
-        if prefault {
+        // With sync the pages stay clean (they were all made durable before
+        // the segment was dropped): write-touched, the syncer would write
+        // the whole segment again at its first fdatasync after the roll.
+        if prefault && !sync {
             // Harmless to the argument: the old contents are never read, so
             // any byte of them may be overwritten.
             for page in map[SEGMENT_HEADER_BYTES..].chunks_mut(PAGE_BYTES) {
@@ -324,12 +329,28 @@ impl Segment {
             // CPU for 64 MiB on ext4: MAP_POPULATE + a write per page 35 ms;
             // a write per page alone 17-22 ms; pwrite of zeros + a write per
             // page 11 ms.
-            write_zeros(&file, size_bytes).map_err(alloc_err)?;
+            // Not with sync: zeros written through the page cache are dirty
+            // pages, and the syncer's first fdatasync after the roll (it
+            // covers the whole file) wrote all 64 MiB of them before the
+            // first record could be durable. Written out here instead (a
+            // sync_data of the zeros on this thread), they competed with
+            // the syncer for the disk: 40-115 ms output gaps. The
+            // fallocated blocks read as zeros without it.
+            if !sync {
+                write_zeros(&file, size_bytes).map_err(alloc_err)?;
+            }
         }
-        // Not MAP_POPULATE: it maps shared file pages read-only (for dirty
-        // tracking), so every page would then take a second, write fault.
-        let mut map = map_file(&file, tmp_path, false)?;
-        if prefault {
+        // Without sync, not MAP_POPULATE: it maps shared file pages
+        // read-only (for dirty tracking), so every page would then take a
+        // second, write fault. With sync it is what we want: a page
+        // write-touched here would be dirty, and the syncer's first
+        // fdatasync after the roll would write all 64 MiB of zeros (and
+        // write-protect every page again, one TLB-flush IPI each) before
+        // it could make the first record durable. Mapped clean, each page
+        // takes one write fault at its first append, as it would after any
+        // sync anyway.
+        let mut map = map_file(&file, tmp_path, prefault && sync)?;
+        if prefault && !sync {
             for page in map.chunks_mut(PAGE_BYTES) {
                 page[0] = 0;
             }

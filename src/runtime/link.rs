@@ -19,6 +19,9 @@ pub struct ShardLinks {
     /// The shard's event loop, with the waker the other shards use
     /// registered on it as the worker's `WAKER` token.
     pub poll: Option<Poll>,
+    /// That waker (the one a `Poll` may have): the shard's journal syncer
+    /// wakes the loop with it too.
+    pub waker: Option<Arc<Waker>>,
     /// (node, end): our channel to that node (we produce, it ACKs).
     pub to: Vec<(u32, LinkEnd)>,
     /// (node, end): that node's channel to us (we consume).

@@ -42,9 +42,11 @@ pub fn run_shards(cfgs: Vec<NodeToml>) -> Result<(), WorkerError> {
         let poll = Poll::new().map_err(io_err("cannot create an event loop"))?;
         let waker =
             mio::Waker::new(poll.registry(), WAKER).map_err(io_err("cannot create a waker"))?;
-        wakers.push(std::sync::Arc::new(waker));
+        let waker = std::sync::Arc::new(waker);
+        wakers.push(waker.clone());
         links.push(ShardLinks {
             poll: Some(poll),
+            waker: Some(waker),
             ..ShardLinks::default()
         });
     }

@@ -142,6 +142,22 @@ impl Worker {
             Some(p) => p,
             None => Poll::new().map_err(io_err("cannot create the event loop"))?,
         };
+        if cfg.durability == Durability::Fsync {
+            // The journal's syncer wakes the loop when a sync is done: with
+            // nothing to read, the loop would otherwise hold the ACKs and
+            // outputs it releases until its poll timeout (up to 20 ms).
+            let waker = match links.waker.take() {
+                Some(w) => w,
+                None => std::sync::Arc::new(
+                    mio::Waker::new(poll.registry(), WAKER)
+                        .map_err(io_err("cannot create a waker"))?,
+                ),
+            };
+            opened.store.journal.on_durable(move || {
+                // A failed wake leaves the release to the next poll timeout.
+                let _ = waker.wake();
+            });
+        }
         let mut inbound = Inbound::new(link_sources(&cfg, &mut links), listener, peer_listener);
         let Opened {
             core,
@@ -462,6 +478,8 @@ impl Worker {
     fn dispatch(&mut self, events: &Events) {
         for ev in events.iter() {
             let conn = match ev.token() {
+                // Another shard wrote to a link, or (fsync) the journal's
+                // syncer published: the step after this poll releases.
                 WAKER => {
                     self.for_each_link(|c| c.readable = true);
                     continue;

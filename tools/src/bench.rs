@@ -74,6 +74,10 @@ pub struct BenchConfig {
     /// The engine under test's `idle` (sleep, yield, spin); `None`: its
     /// default.
     pub idle: Option<String>,
+    /// The engine under test's `durability` (process, fsync); `None`: its
+    /// default (process). With `baseline` set to the same binary, the A/B
+    /// of fsync against process durability.
+    pub durability: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -418,7 +422,7 @@ fn start_binary(
 }
 
 /// The `[node]` keys of the engine under test beyond the basics: `idle`
-/// (`--idle`), and in the latency runs `lock_memory` (when we may lock
+/// (`--idle`), `durability` (`--durability`), and in the latency runs `lock_memory` (when we may lock
 /// memory). None for a baseline build, which may predate the keys.
 ///
 /// `lock_memory` only where latency is measured: it takes the engine's
@@ -435,6 +439,9 @@ fn tuning(cfg: &BenchConfig, engine: &Path, run: &str) -> String {
     }
     if let Some(idle) = &cfg.idle {
         keys += &format!("idle = {idle:?}\n");
+    }
+    if let Some(durability) = &cfg.durability {
+        keys += &format!("durability = {durability:?}\n");
     }
     if run.starts_with("latency") && can_lock_memory() {
         keys += "lock_memory = true\n";

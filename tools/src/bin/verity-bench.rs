@@ -61,6 +61,11 @@ struct Args {
     /// [node]): sleep, yield or spin [default: the engine's own, sleep]
     #[arg(long, value_parser = ["sleep", "yield", "spin"])]
     idle: Option<String>,
+    /// The engine's (not the baseline's) `durability`: process or fsync
+    /// [default: the engine's own, process]. `--baseline-engine` set to the
+    /// same binary gives fsync ÷ process in the same run.
+    #[arg(long, value_parser = ["process", "fsync"])]
+    durability: Option<String>,
     /// Print each app's result as one JSON object (tools/FORMATS.md); the
     /// per-round lines stay on stderr.
     #[arg(long)]
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             tls: a.tls,
             metrics: a.metrics,
             idle: a.idle.clone(),
+            durability: a.durability.clone(),
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
