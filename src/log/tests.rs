@@ -457,7 +457,9 @@ fn fsync_syncer_calls_on_durable_after_publishing() {
     while rx.try_recv().is_ok() {}
     log.commit().unwrap();
     log.wait_durable(log.end_position() - 1).unwrap();
-    assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+    assert!(rx
+        .recv_timeout(std::time::Duration::from_millis(200))
+        .is_err());
 }
 
 fn inode(path: &Path) -> u64 {
