@@ -24,6 +24,7 @@ fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
             metrics: false,
             idle: None,
             durability: None,
+            audit: false,
         };
         let r = run(&cfg).unwrap_or_else(|e| panic!("{app}: {e}"));
         assert_eq!(r.inputs, 20_000, "{app}");
@@ -55,6 +56,7 @@ fn verity_bench_runs_every_variant_over_tls() {
         metrics: true,
         idle: None,
         durability: Some("fsync".into()),
+        audit: true,
     };
     let r = run(&cfg).unwrap();
     let tls = r.tls.as_ref().expect("TLS figures");

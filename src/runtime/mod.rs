@@ -19,6 +19,7 @@
 //! | `outbound.rs` | `Outbound`: the outbound paths' connections; dialing, the consumer's HELLO/RESUME/ACK/NACK, losing a connection, writing what the core hands out |
 //! | `outpath.rs` | one outbound path: its log, the frames kept in memory, backoff; which channel path `k` carries |
 //! | `recovery.rs` | the `Store`: the data directory, journal and dead-letter log; opening and recovery (snapshot restore, journal replay), logging outputs and dead letters, durability, snapshots, the audit chain |
+//! | `auditor.rs` | the audit chain's hashing on a thread of its own: the loop copies each journaled run to it |
 //! | `logging.rs` | the log: `tracing` events as text or JSON Lines, each line tagged with its thread's node, worker, shard and epoch |
 //! | `metrics.rs` | live metrics: the `Meter` a loop keeps, the `Hub` of its published samples, the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`) |
 //! | `metrics_sample.rs` | what a node publishes for the metrics (`Sample`, `Histogram`) |
@@ -32,6 +33,7 @@
 //! | `os.rs` | the operating system: stop signal, socket options, random challenges, clocks |
 //! | `error.rs` | [`WorkerError`] |
 
+mod auditor;
 mod conn;
 mod error;
 mod faults;

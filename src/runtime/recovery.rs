@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::auditor::Auditor;
 use super::error::{io_err, WorkerError};
 use super::link::ShardLinks;
 use super::node::Node;
@@ -35,9 +36,9 @@ pub(super) struct Store {
     pub(super) records_at_snapshot: u64,
     /// Writes snapshots off the event loop.
     snapshotter: Snapshotter,
-    /// The journal's hash chain (`audit = true`), and when its head was
-    /// last printed.
-    pub(super) audit: Option<Audit>,
+    /// The journal's hash chain (`audit = true`), hashed on its own thread,
+    /// and when its head was last printed.
+    pub(super) audit: Option<Auditor>,
     audit_printed: Option<(Instant, [u8; 32])>,
 }
 
@@ -225,7 +226,7 @@ impl Store {
         replay_from: u64,
     ) -> Result<bool, WorkerError> {
         if n.cfg.audit {
-            self.audit = Some(Audit::recover(&self.journal)?);
+            self.audit = Some(Auditor::start(Audit::recover(&self.journal)?)?);
         }
         self.replay(n, outs, replay_from)?;
         // What each consumer had ACKed: everything below the first frame
@@ -312,7 +313,7 @@ impl Store {
         let clock = n.batch_clock_ns;
         let p = self.journal.append(kind, clock, run)?;
         if let Some(a) = self.audit.as_mut() {
-            a.add(p, self.journal.end_position(), kind, clock, run);
+            a.add(p, self.journal.end_position(), kind, clock, run)?;
         }
         if n.cfg.durability == Durability::Fsync {
             let end = p + (crate::log::format::RECORD_HEADER_BYTES + run.len()) as u64;
@@ -484,7 +485,7 @@ impl Store {
         let Some(a) = self.audit.as_mut() else {
             return Ok(());
         };
-        if let Some(seal) = a.seal() {
+        if let Some(seal) = a.seal()? {
             self.journal
                 .append(RecordKind::Seal.code(), now_ns(), &seal.encode())?;
         }

@@ -78,6 +78,9 @@ pub struct BenchConfig {
     /// default (process). With `baseline` set to the same binary, the A/B
     /// of fsync against process durability.
     pub durability: Option<String>,
+    /// The engine under test keeps its audit hash chain (`audit = true`):
+    /// with `baseline` set to the same binary, audit on ÷ audit off.
+    pub audit: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -422,7 +425,8 @@ fn start_binary(
 }
 
 /// The `[node]` keys of the engine under test beyond the basics: `idle`
-/// (`--idle`), `durability` (`--durability`), and in the latency runs `lock_memory` (when we may lock
+/// (`--idle`), `durability` (`--durability`), `audit` (`--audit`), and in
+/// the latency runs `lock_memory` (when we may lock
 /// memory). None for a baseline build, which may predate the keys.
 ///
 /// `lock_memory` only where latency is measured: it takes the engine's
@@ -442,6 +446,9 @@ fn tuning(cfg: &BenchConfig, engine: &Path, run: &str) -> String {
     }
     if let Some(durability) = &cfg.durability {
         keys += &format!("durability = {durability:?}\n");
+    }
+    if cfg.audit {
+        keys += "audit = true\n";
     }
     if run.starts_with("latency") && can_lock_memory() {
         keys += "lock_memory = true\n";

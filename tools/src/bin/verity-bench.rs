@@ -66,6 +66,11 @@ struct Args {
     /// same binary gives fsync ÷ process in the same run.
     #[arg(long, value_parser = ["process", "fsync"])]
     durability: Option<String>,
+    /// The engine (not the baseline) keeps its audit hash chain (`audit =
+    /// true`): `--baseline-engine` set to the same binary gives audit on ÷
+    /// audit off in the same run.
+    #[arg(long)]
+    audit: bool,
     /// Print each app's result as one JSON object (tools/FORMATS.md); the
     /// per-round lines stay on stderr.
     #[arg(long)]
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
             metrics: a.metrics,
             idle: a.idle.clone(),
             durability: a.durability.clone(),
+            audit: a.audit,
         };
         let r = bench::run(&cfg);
         bench::remove_work_dir(&work_dir);
