@@ -791,7 +791,10 @@ impl NodeCore {
         self.inputs.iter().map(|i| i.reorder.held()).sum()
     }
 
-    fn replay(&mut self, entry: JournalEntry<'_>, fx: &mut Effects) {
+    /// [`Input::Replay`]; called directly by the replay loop
+    /// ([`NodeCore::replay_record`]), which skips `handle`'s dispatch.
+    #[inline]
+    pub(super) fn replay(&mut self, entry: JournalEntry<'_>, fx: &mut Effects) {
         // The journal holds frames this core accepted; anything else means the
         // journal does not belong to this snapshot: count it and skip. The
         // journal record's checksum covers the frames' bytes: their own
