@@ -165,6 +165,19 @@ impl Latency {
                 ),
             )
             .str("engine_stalls", self.engine_stalls.as_deref().unwrap_or(""))
+            .raw(
+                "steady",
+                &match self.steady {
+                    None => "null".to_string(),
+                    Some((n, p99, p999, max)) => crate::json::Obj::new()
+                        .int("after_ns", (WARM_S * 1e9) as u64)
+                        .int("samples", n)
+                        .int("p99_ns", p99 * 1000)
+                        .int("p999_ns", p999 * 1000)
+                        .int("max_ns", max * 1000)
+                        .build(),
+                },
+            )
             .build()
     }
 }
@@ -977,7 +990,17 @@ pub struct Latency {
     /// line it logs at a clean stop: iterations of 1 ms or more by what
     /// they were doing, and the longest).
     pub engine_stalls: Option<String>,
+    /// The samples of inputs due [`WARM_S`] s or more after the senders
+    /// started (the process's first second left out): samples, p99, p99.9
+    /// and max, us. `None` when the run is shorter.
+    pub steady: Option<(u64, u64, u64, u64)>,
 }
+
+/// Seconds after the senders' start from which a sample counts as steady
+/// ([`Latency::steady`]): the first second of a new engine holds its
+/// start-up (the first segments faulted in and locked, the threads
+/// started), which a long-running node pays once.
+pub const WARM_S: f64 = 1.0;
 
 /// The gap lengths (ms) [`Latency::gaps_over`] counts.
 pub const GAP_MS: [u64; 5] = [1, 2, 5, 10, 50];
@@ -1074,6 +1097,12 @@ impl core::fmt::Display for Latency {
                 longest.join(", ")
             }
         )?;
+        if let Some((n, p99, p999, max)) = self.steady {
+            write!(
+                f,
+                "\nbench:            after the first {WARM_S} s: p99 {p99} us, p99.9 {p999} us, max {max} us ({n} samples)"
+            )?;
+        }
         if let Some(s) = &self.engine_stalls {
             write!(
                 f,
@@ -1123,9 +1152,13 @@ fn latency(
             (*c as u64, share, Arc::clone(p))
         })
         .collect();
+    let steady = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+    ));
     let gaps = Arc::new(Mutex::new(Gaps::default()));
     let hook = {
         let hist = Arc::clone(&hist);
+        let steady = Arc::clone(&steady);
         let gaps = Arc::clone(&gaps);
         Arc::new(move |_: u32, _: u64, trace: u64| {
             if let Ok(mut g) = gaps.lock() {
@@ -1136,10 +1169,16 @@ fn latency(
                 return;
             };
             let Some(start) = p.started.get() else { return };
-            let due = *start + Duration::from_secs_f64(seq.saturating_sub(1) as f64 / r);
+            let after = seq.saturating_sub(1) as f64 / r;
+            let due = *start + Duration::from_secs_f64(after);
             let us = Instant::now().saturating_duration_since(due).as_micros() as u64;
             if let Ok(mut h) = hist.lock() {
                 let _ = h.record(us.max(1));
+            }
+            if after >= WARM_S {
+                if let Ok(mut h) = steady.lock() {
+                    let _ = h.record(us.max(1));
+                }
             }
         })
     };
@@ -1177,6 +1216,17 @@ fn latency(
     let h = hist
         .lock()
         .map_err(|_| "histogram lock poisoned".to_string())?;
+    let st = steady
+        .lock()
+        .map_err(|_| "histogram lock poisoned".to_string())?;
+    let steady = (!st.is_empty()).then(|| {
+        (
+            st.len(),
+            st.value_at_quantile(0.99),
+            st.value_at_quantile(0.999),
+            st.max(),
+        )
+    });
     Ok(Latency {
         samples: h.len(),
         p50_us: h.value_at_quantile(0.5),
@@ -1187,6 +1237,7 @@ fn latency(
         gaps_over: g.over,
         longest_gaps_us: g.longest_us.clone(),
         engine_stalls,
+        steady,
     })
 }
 
