@@ -15,285 +15,24 @@
 
 use std::collections::VecDeque;
 
-use bytes::BytesMut;
 use verity_wire::frames::content_crc;
-use verity_wire::reorder::{Hold, Reorder, FROM_ON};
-use verity_wire::{parse_covered, Encoder, FrameView, Kind, NackRange};
+use verity_wire::reorder::Reorder;
+use verity_wire::{parse_covered, Encoder, FrameView, Kind};
 
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
-use super::ids::{peer_channel, peer_of, sink_channel, FORWARD_PREFIX_LEN};
+use super::ids::{peer_channel, peer_of, FORWARD_PREFIX_LEN};
+use super::io::{
+    out_at, DeadLetter, Effects, Input, JournalEntry, NodeConfig, NodeStats, Out, OutFrames,
+};
 use super::session::Sessions;
 use crate::app::{App, Meta, Outputs};
-use crate::codec::{Codec, CodecError};
-use crate::routing::Routing;
-
-/// Limits and identities of one node.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// This node's index in the cluster (0 for a single node).
-    pub node: u32,
-    /// Key → partition → node; `None` for a single node owning every key.
-    pub routing: Option<Routing>,
-    /// Channel id of the node's output to the sink ([`sink_channel`]).
-    pub sink_channel: u32,
-    /// Output frames produced but not ACKed by the sink before the node stops
-    /// taking input (backpressure).
-    pub max_unacked: u64,
-    /// Journal records not yet durable before the node stops taking input.
-    pub max_undurable: u64,
-    /// A gap still open is NACKed again at most once per this interval
-    /// (a new gap is NACKed at once).
-    pub nack_interval_ns: u64,
-    pub max_frame_len: u32,
-    /// Per input channel, the content checksums of this many last accepted
-    /// frames are kept to catch a conflicting duplicate (a power of two;
-    /// 0: none).
-    pub dedup_window: usize,
-    /// Per input channel, frames after a gap are kept up to this many seqs
-    /// past `delivered` (a power of two; 0: none, NACK go-back-N) ...
-    pub reorder_window: usize,
-    /// ... and up to this many bytes.
-    pub reorder_bytes: usize,
-    /// Frames handed to a consumer with no ACK progress for this long go
-    /// out again from the first unACKed one.
-    pub resend_timeout_ns: u64,
-    /// At most this many seqs past the consumer's ACK are handed to its
-    /// connection (the send window).
-    pub send_window: u64,
-    /// A connection that has not finished its handshake this long after it
-    /// opened is closed ([`Effects::handshake_expired`]).
-    pub handshake_timeout_ns: u64,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            node: 0,
-            routing: None,
-            sink_channel: sink_channel(0),
-            max_unacked: 1 << 18,
-            max_undurable: 1 << 16,
-            nack_interval_ns: 20_000_000,
-            max_frame_len: verity_wire::DEFAULT_MAX_FRAME_LEN,
-            dedup_window: 1 << 16,
-            reorder_window: 1 << 16,
-            reorder_bytes: 16 << 20,
-            resend_timeout_ns: 1_000_000_000,
-            send_window: u64::MAX,
-            handshake_timeout_ns: 5_000_000_000,
-        }
-    }
-}
-
-/// One journal record as the core sees it: the clock reading at acceptance and
-/// the whole DATA frame as it arrived.
-#[derive(Debug, Clone, Copy)]
-pub struct JournalEntry<'a> {
-    pub index: u64,
-    pub timestamp_ns: u64,
-    pub frame: &'a [u8],
-}
-
-#[derive(Debug, Clone, Copy)]
-pub enum Input<'a> {
-    /// A validated DATA frame from a source connection, at clock `now_ns`.
-    SourceData { frame: FrameView<'a>, now_ns: u64 },
-    /// A validated DATA frame from the connection of node `from`.
-    PeerData {
-        from: u32,
-        frame: FrameView<'a>,
-        now_ns: u64,
-    },
-    /// Recovery: the next journal record, in journal order.
-    Replay(JournalEntry<'a>),
-    /// The journal is durable through its first `records` records.
-    Durable { records: u64 },
-    /// The consumer of `out` ACKed every seq up to `seq`.
-    Ack { out: Out, seq: u64 },
-    /// The consumer of `out` (re)connected: it has everything up to
-    /// `delivered`.
-    Resume { out: Out, delivered: u64 },
-    /// The consumer of `out` asked for seqs again: the `ranges` (decoded
-    /// and checked by the wire layer), or with none everything from `from`.
-    Nack {
-        out: Out,
-        from: u64,
-        ranges: &'a [NackRange],
-    },
-    /// The driver handed the frames of `out` through seq `through` to the
-    /// consumer's connection.
-    Sent { out: Out, through: u64 },
-    /// The connection to the consumer of `out` is gone.
-    Disconnected { out: Out },
-    /// The clock reads `now_ns`: timers due fire (resend on timeout).
-    Tick { now_ns: u64 },
-    /// Recovery: the consumer of `out` had ACKed every seq through `acked`
-    /// (the outbound log keeps nothing below).
-    Recovered { out: Out, acked: u64 },
-}
-
-/// An outbound channel: to the sink, or to another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Out {
-    Sink,
-    Node(u32),
-}
-
-/// The [`Out`] of output index `o` (0: the sink, `1 + j`: node `j`).
-fn out_at(o: usize) -> Out {
-    match o {
-        0 => Out::Sink,
-        o => Out::Node(o as u32 - 1),
-    }
-}
-
-/// A record the app could not use, to be written to the dead-letter log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub journal_index: u64,
-    pub channel: u32,
-    pub seq: u64,
-    pub trace_id: u64,
-    pub reason: &'static str,
-}
-
-/// Frames for one outbound channel produced by one `handle`.
-#[derive(Debug, Default)]
-pub struct OutFrames {
-    /// DATA frames in seq order: append to the outbound log.
-    pub frames: BytesMut,
-    /// Seqs of the frames in `frames`: `first..=last`.
-    pub seqs: Option<(u64, u64)>,
-}
-
-impl OutFrames {
-    fn push_seq(&mut self, seq: u64) {
-        self.seqs = Some((self.seqs.map_or(seq, |(f, _)| f), seq));
-    }
-}
-
-/// What the driver must do after `handle`. Reused across calls: the driver
-/// carries the effects out, then calls [`Effects::clear`].
-#[derive(Debug, Default)]
-pub struct Effects {
-    /// `Some((index, timestamp_ns))`: journal the frame just handled as record `index`.
-    pub journal_input: Option<(u64, u64)>,
-    /// Output DATA frames for the sink, in seq order: append to the outbound log.
-    pub outbound: BytesMut,
-    /// Seqs of the frames in `outbound`: `first..=last`.
-    pub outbound_seqs: Option<(u64, u64)>,
-    /// Forwarded records for other nodes, indexed by node (this node's and
-    /// untouched ones empty). Sized on first use.
-    pub to_peers: Vec<OutFrames>,
-    /// ACK (channel, seq) to send to sources and peers.
-    pub acks: Vec<(u32, u64)>,
-    /// NACK (channel, first, last) to send to sources and peers: the
-    /// ranges of one channel in a row go in one NACK (at most
-    /// `MAX_NACK_RANGES` each); `last` = [`FROM_ON`]: everything from
-    /// `first` on (go-back-N).
-    pub nacks: Vec<(u32, u64, u64)>,
-    pub dead_letters: Vec<DeadLetter>,
-    /// The consumer of an outbound channel needs everything from this seq
-    /// on again (after its RESUME or NACK).
-    pub resend: Option<(Out, u64)>,
-    /// The frame just handled breaks the protocol: refuse its connection
-    /// (ERROR `PROTOCOL`) and close it. Nothing was changed because of it.
-    pub violation: Option<Violation>,
-    /// (out, seq): no ACK progress for the resend timeout, frames go out
-    /// again from seq (for the log).
-    pub rewound: Vec<(Out, u64)>,
-    /// Connections whose handshake took over the handshake timeout: refuse
-    /// (`LIMIT_EXCEEDED`) and close them; dial a consumer again.
-    pub handshake_expired: Vec<super::session::ConnId>,
-}
-
-impl Effects {
-    pub fn clear(&mut self) {
-        self.journal_input = None;
-        self.outbound.clear();
-        self.outbound_seqs = None;
-        for o in &mut self.to_peers {
-            if o.seqs.is_some() {
-                o.frames.clear();
-                o.seqs = None;
-            }
-        }
-        self.acks.clear();
-        self.nacks.clear();
-        self.dead_letters.clear();
-        self.resend = None;
-        self.violation = None;
-        self.rewound.clear();
-        self.handshake_expired.clear();
-    }
-
-    /// Whether any node has forwarded frames in this batch.
-    pub fn has_peer_frames(&self) -> bool {
-        self.to_peers.iter().any(|o| o.seqs.is_some())
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NodeStats {
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub gaps: u64,
-    pub dead_letters: u64,
-    pub outputs: u64,
-    /// Records forwarded to other nodes (once per owning node).
-    pub forwarded: u64,
-    pub unknown_channel: u64,
-    /// Frames that broke the protocol ([`Effects::violation`]).
-    pub violations: u64,
-}
-
-/// Why a snapshot could not be restored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SnapshotError {
-    BadMagic,
-    WrongApp { snapshot: String, running: String },
-    WrongChannels { snapshot: usize, running: usize },
-    WrongNode { snapshot: u32, running: u32 },
-    Corrupt(CodecError),
-}
-
-impl core::fmt::Display for SnapshotError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            SnapshotError::BadMagic => write!(f, "not a Verity node snapshot (bad magic)"),
-            SnapshotError::WrongApp { snapshot, running } => write!(
-                f,
-                "snapshot is of app {snapshot:?} but this node runs {running:?}"
-            ),
-            SnapshotError::WrongChannels { snapshot, running } => write!(
-                f,
-                "snapshot has {snapshot} channels but this node has {running}"
-            ),
-            SnapshotError::WrongNode { snapshot, running } => write!(
-                f,
-                "snapshot is of node {snapshot} but this is node {running}"
-            ),
-            SnapshotError::Corrupt(e) => write!(f, "snapshot body is corrupt: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for SnapshotError {}
-
-impl From<CodecError> for SnapshotError {
-    fn from(e: CodecError) -> Self {
-        SnapshotError::Corrupt(e)
-    }
-}
-
-const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"VRTYSNP2");
 
 /// A run of journal records, consecutive in the journal, whose seqs on one
 /// channel are consecutive too: journal index `first + k` has seq
 /// `seq + k` on input or output `slot`, for `k` in `0..len` (see
 /// `pending_acks` and `pending_release`).
 #[derive(Debug, Clone, Copy)]
-struct Run {
+pub(super) struct Run {
     first: u64,
     slot: u32,
     seq: u64,
@@ -319,86 +58,48 @@ fn push_run(runs: &mut VecDeque<Run>, index: u64, slot: u32, seq: u64) {
 
 /// The deterministic state machine of one node.
 pub struct NodeCore {
-    cfg: NodeConfig,
-    app: Box<dyn App>,
+    pub(super) cfg: NodeConfig,
+    pub(super) app: Box<dyn App>,
     /// Number of nodes in the cluster (1 for a single node).
-    nodes: u32,
+    pub(super) nodes: u32,
     /// Input `i < sources` is source `i` on channel `i + 1`; input
     /// `sources + j` is the channel from node `j` (unused for `j` = this node).
-    inputs: Vec<InChannel>,
-    sources: usize,
+    pub(super) inputs: Vec<InChannel>,
+    pub(super) sources: usize,
     /// Output 0 is the sink; output `1 + j` the channel to node `j`.
-    outs: Vec<OutChannel>,
+    pub(super) outs: Vec<OutChannel>,
     /// Index the next journal record gets.
-    journal_next: u64,
+    pub(super) journal_next: u64,
     /// Records `< durable` are durable.
-    durable: u64,
+    pub(super) durable: u64,
     /// Accepted inputs not yet ACKed, as runs: journal indexes
     /// `first..first + len` hold seqs `seq..seq + len` of one input. One
     /// run per read batch, not one entry per input (a push per input was
     /// ~5% of the node's time).
-    pending_acks: VecDeque<Run>,
+    pub(super) pending_acks: VecDeque<Run>,
     /// Outputs not yet released, as runs: journal index `first + k`
     /// produced outputs on output `slot` up to seq `seq + k`, for `k` in
     /// `0..len`. One run per read batch when every input has one output
     /// (the doubler), not one entry per input (their push and pop were ~3%
     /// of the node's time).
-    pending_release: VecDeque<Run>,
+    pub(super) pending_release: VecDeque<Run>,
     /// Highest seq ACKed per input (to send each ACK once).
-    acked_in: Vec<u64>,
+    pub(super) acked_in: Vec<u64>,
     /// Inputs whose ACK moved since the last `Durable`.
-    ack_moved: Vec<bool>,
-    outputs: Outputs,
-    hashes: Vec<u64>,
+    pub(super) ack_moved: Vec<bool>,
+    pub(super) outputs: Outputs,
+    pub(super) hashes: Vec<u64>,
     /// Per node: whether the record being routed has a key it owns.
-    owners: Vec<bool>,
-    enc: Encoder,
+    pub(super) owners: Vec<bool>,
+    pub(super) enc: Encoder,
     /// Who may use which connection: fencing, channel ownership.
-    sessions: Sessions,
+    pub(super) sessions: Sessions,
     /// The input whose next seq is a frame kept after a gap
     /// ([`NodeCore::take_held`]).
-    held_ready: Option<usize>,
+    pub(super) held_ready: Option<usize>,
     /// NACK ranges of one gap (reused).
-    nack_scratch: Vec<(u64, u64)>,
+    pub(super) nack_scratch: Vec<(u64, u64)>,
     pub stats: NodeStats,
-}
-
-/// The NACK frames of [`Effects::nacks`]: `each(channel, seq, ranges)`
-/// once per run of one channel's ranges, at most
-/// [`verity_wire::MAX_NACK_RANGES`] a frame; no ranges: every seq from
-/// `seq` on (go-back-N).
-pub fn nack_frames(nacks: &[(u32, u64, u64)], mut each: impl FnMut(u32, u64, &[(u64, u64)])) {
-    let mut ranges = [(0u64, 0u64); verity_wire::MAX_NACK_RANGES];
-    let mut i = 0;
-    while i < nacks.len() {
-        let channel = nacks[i].0;
-        if nacks[i].2 == FROM_ON {
-            each(channel, nacks[i].1, &[]);
-            i += 1;
-            continue;
-        }
-        let mut n = 0;
-        while i < nacks.len()
-            && nacks[i].0 == channel
-            && nacks[i].2 != FROM_ON
-            && n < ranges.len()
-            && (n == 0 || nacks[i].1 > ranges[n - 1].1)
-        {
-            ranges[n] = (nacks[i].1, nacks[i].2);
-            n += 1;
-            i += 1;
-        }
-        each(channel, ranges[0].0, &ranges[..n]);
-    }
-}
-
-/// Which input a frame from [`NodeCore::take_held`] came on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeldFrom {
-    /// Its source's connection: [`Input::SourceData`].
-    Source,
-    /// Node `j`'s channel to this node: [`Input::PeerData`].
-    Node(u32),
 }
 
 impl NodeCore {
@@ -630,7 +331,7 @@ impl NodeCore {
         }
     }
 
-    fn violation(&mut self, v: Violation, fx: &mut Effects) {
+    pub(super) fn violation(&mut self, v: Violation, fx: &mut Effects) {
         self.stats.violations += 1;
         fx.violation = Some(v);
     }
@@ -736,59 +437,6 @@ impl NodeCore {
                 self.accepted(index, idx, seq, h.trace_id(), now_ns, frame.payload, fx);
             }
         }
-    }
-
-    /// A frame after a gap on input `idx`: kept for its turn if it fits;
-    /// what is missing is NACKed by range (a new gap at once).
-    #[inline(never)]
-    fn gap(&mut self, idx: usize, frame: FrameView<'_>, now_ns: u64, fx: &mut Effects) {
-        self.stats.gaps += 1;
-        let (channel, seq) = (frame.header.channel(), frame.header.seq());
-        let crc = content_crc(&frame);
-        let input = &mut self.inputs[idx];
-        let mut ranges = core::mem::take(&mut self.nack_scratch);
-        ranges.clear();
-        let delivered = input.delivered;
-        let interval = self.cfg.nack_interval_ns;
-        let kept = input
-            .reorder
-            .hold(delivered, seq, crc, &frame, now_ns, interval, &mut ranges);
-        fx.nacks
-            .extend(ranges.iter().map(|&(first, last)| (channel, first, last)));
-        self.nack_scratch = ranges;
-        if kept == (Hold::Already { same: false }) {
-            // Two versions of one seq: a second producer, or a changed
-            // record. The kept one stays.
-            self.violation(Violation::Conflict { channel, seq }, fx);
-        }
-    }
-
-    /// A frame kept after a gap whose turn has come, if any: its bytes
-    /// are appended to `out` and the input it came on is returned. The
-    /// driver handles it next as it would a frame just read
-    /// ([`Input::SourceData`] or [`Input::PeerData`] from that node), and
-    /// journals it, until this returns `None`.
-    pub fn take_held(&mut self, out: &mut Vec<u8>) -> Option<HeldFrom> {
-        let idx = self.held_ready.take()?;
-        let input = &mut self.inputs[idx];
-        if !input.reorder.take(input.delivered + 1, out) {
-            return None;
-        }
-        Some(match idx.checked_sub(self.sources) {
-            None => HeldFrom::Source,
-            Some(j) => HeldFrom::Node(j as u32),
-        })
-    }
-
-    /// Whether [`NodeCore::take_held`] has a frame.
-    #[inline]
-    pub fn held_ready(&self) -> bool {
-        self.held_ready.is_some()
-    }
-
-    /// Frames kept after gaps, over every input channel.
-    pub fn held_frames(&self) -> usize {
-        self.inputs.iter().map(|i| i.reorder.held()).sum()
     }
 
     /// [`Input::Replay`]; called directly by the replay loop
@@ -1083,92 +731,6 @@ impl NodeCore {
             // Output commit: the driver learns it from `poll_transmit`.
             self.outs[out as usize].release(seq);
         }
-    }
-
-    /// Serialises the core: node, journal position, watermarks, seq
-    /// counters, app state. Call it between `handle`s once everything
-    /// journaled is durable.
-    pub fn snapshot(&self, out: &mut Vec<u8>) {
-        SNAPSHOT_MAGIC.encode(out);
-        self.app.name().to_owned().encode(out);
-        self.cfg.node.encode(out);
-        self.journal_next.encode(out);
-        (self.inputs.len() as u64).encode(out);
-        for c in &self.inputs {
-            c.delivered.encode(out);
-        }
-        (self.outs.len() as u64).encode(out);
-        for o in &self.outs {
-            o.next_seq.encode(out);
-        }
-        self.app.snapshot(out);
-    }
-
-    /// Restores from [`NodeCore::snapshot`] bytes. Everything the snapshot
-    /// covers counts as durable; outputs up to its seq counters as released.
-    pub fn restore(&mut self, mut bytes: &[u8]) -> Result<(), SnapshotError> {
-        let b = &mut bytes;
-        if u64::decode(b)? != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::BadMagic);
-        }
-        let name = String::decode(b)?;
-        if name != self.app.name() {
-            return Err(SnapshotError::WrongApp {
-                snapshot: name,
-                running: self.app.name().to_owned(),
-            });
-        }
-        let node = u32::decode(b)?;
-        if node != self.cfg.node {
-            return Err(SnapshotError::WrongNode {
-                snapshot: node,
-                running: self.cfg.node,
-            });
-        }
-        let journal_next = u64::decode(b)?;
-        let n = u64::decode(b)? as usize;
-        if n != self.inputs.len() {
-            return Err(SnapshotError::WrongChannels {
-                snapshot: n,
-                running: self.inputs.len(),
-            });
-        }
-        let mut delivered = Vec::with_capacity(n);
-        for _ in 0..n {
-            delivered.push(u64::decode(b)?);
-        }
-        let m = u64::decode(b)? as usize;
-        if m != self.outs.len() {
-            return Err(SnapshotError::WrongChannels {
-                snapshot: m,
-                running: self.outs.len(),
-            });
-        }
-        let mut next_seqs = Vec::with_capacity(m);
-        for _ in 0..m {
-            let s = u64::decode(b)?;
-            if s == 0 {
-                return Err(SnapshotError::Corrupt(CodecError("seq counter is 0")));
-            }
-            next_seqs.push(s);
-        }
-        self.app.restore(b)?;
-        for (c, d) in self.inputs.iter_mut().zip(&delivered) {
-            c.restore(*d);
-        }
-        self.acked_in = delivered;
-        self.ack_moved.iter_mut().for_each(|m| *m = false);
-        self.journal_next = journal_next;
-        self.durable = journal_next;
-        for (o, s) in self.outs.iter_mut().zip(next_seqs) {
-            o.next_seq = s;
-            o.released = s - 1;
-            o.acked = 0;
-            o.sent = 0;
-        }
-        self.pending_acks.clear();
-        self.pending_release.clear();
-        Ok(())
     }
 }
 

@@ -6,7 +6,8 @@
 
 use verity_wire::frames::frames;
 
-use super::node::{Effects, JournalEntry, NodeCore};
+use super::io::{Effects, JournalEntry};
+use super::node::NodeCore;
 
 /// A journal frame the core did not take again: the journal does not
 /// follow the snapshot's watermarks, or was written by another app.
