@@ -259,7 +259,10 @@ mod tests {
         let mut s = Sample {
             node: 2,
             worker: "w\"1".into(),
-            accepted: 7,
+            core: crate::core::NodeStats {
+                accepted: 7,
+                ..Default::default()
+            },
             outbound: vec![OutSample {
                 channel: 1,
                 to: "sink".into(),

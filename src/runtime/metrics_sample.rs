@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::core::NodeStats;
+
 /// Upper bounds (seconds) of the latency histograms' buckets; one more,
 /// `+Inf`, holds the rest.
 pub const BUCKETS: [f64; 19] = [
@@ -79,13 +81,9 @@ pub struct Sample {
     pub shard: u32,
     pub app: String,
     pub epoch: u32,
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub gaps: u64,
-    pub dead_letters: u64,
-    pub outputs: u64,
-    pub forwarded: u64,
-    pub violations: u64,
+    /// The core's own counters (accepted, duplicates, gaps, dead letters,
+    /// outputs, forwarded, violations), as the core keeps them.
+    pub core: NodeStats,
     pub bad_frames: u64,
     pub sources_accepted: u64,
     pub sink_connects: u64,

@@ -124,43 +124,43 @@ fn traffic(f: &mut Families, l: &str, s: &Sample) {
         "verity_records_accepted_total",
         "Records accepted from sources and other nodes (journaled), since the process started.",
         l,
-        s.accepted,
+        s.core.accepted,
     );
     f.counter(
         "verity_duplicates_dropped_total",
         "Frames dropped as duplicates (seq already accepted).",
         l,
-        s.duplicates,
+        s.core.duplicates,
     );
     f.counter(
         "verity_gaps_nacked_total",
         "Gaps seen on an inbound channel (a NACK asks for the missing seqs).",
         l,
-        s.gaps,
+        s.core.gaps,
     );
     f.counter(
         "verity_dead_letters_total",
         "Records the app refused (kept in the dead-letter log).",
         l,
-        s.dead_letters,
+        s.core.dead_letters,
     );
     f.counter(
         "verity_outputs_total",
         "Outputs produced by the app.",
         l,
-        s.outputs,
+        s.core.outputs,
     );
     f.counter(
         "verity_records_forwarded_total",
         "Records forwarded to the node that owns their key.",
         l,
-        s.forwarded,
+        s.core.forwarded,
     );
     f.counter(
         "verity_protocol_violations_total",
         "Frames that broke the protocol (the connection was closed).",
         l,
-        s.violations,
+        s.core.violations,
     );
     f.counter(
         "verity_bad_frames_total",
