@@ -236,6 +236,12 @@ impl Segment {
         // With sync the pages stay clean (they were all made durable before
         // the segment was dropped): write-touched, the syncer would write
         // the whole segment again at its first fdatasync after the roll.
+        // They are faulted in for reading instead, here: a page reclaimed
+        // since would otherwise be read back from disk by the loop's first
+        // append into it.
+        if prefault && sync {
+            populate_read(&map);
+        }
         if prefault && !sync {
             // Harmless to the argument: the old contents are never read, so
             // any byte of them may be overwritten.
@@ -428,6 +434,21 @@ fn map_file(file: &File, path: &Path, populate: bool) -> Result<MmapMut, LogErro
     // `&mut self`). The syncer thread only calls fdatasync on the file
     // descriptor and never touches the memory.
     unsafe { options.map_mut(file) }.map_err(|e| LogError::io(Op::Map, path, e))
+}
+
+/// Faults in every page of `map` without dirtying any (fsync logs; see
+/// [`Segment::recycle`]).
+fn populate_read(map: &MmapMut) {
+    // SAFETY: the whole of a live mapping this thread owns (a spare being
+    // recycled); MADV_POPULATE_READ reads and writes no byte of it. Linux
+    // before 5.14 refuses it: the pages then fault in at their first write.
+    unsafe {
+        libc::madvise(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            libc::MADV_POPULATE_READ,
+        )
+    };
 }
 
 /// Writes zeros over the whole (new, preallocated) file.
