@@ -315,6 +315,7 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
         crate::routing::fnv1a64(&self.key_buf)
     }
 
+    #[inline(always)]
     fn run_state(&mut self, msg: M, owns: Option<&dyn Fn(u64) -> bool>, out: &mut Outputs) {
         if let Some(owns) = owns {
             let h = self.key_hash(&msg);
@@ -330,6 +331,32 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
         };
         let encode = self.encode;
         (self.f)(msg, state, &mut |o: O| out.push_with(|buf| encode(&o, buf)));
+    }
+
+    /// [`App::process_owned`]'s body, inlined into both entry points.
+    #[inline(always)]
+    fn run(
+        &mut self,
+        meta: &Meta,
+        payload: &[u8],
+        owns: Option<&dyn Fn(u64) -> bool>,
+        out: &mut Outputs,
+    ) -> Result<(), Reject> {
+        if self.steps.is_empty() {
+            let Some(&(_, decode)) = self.sources.get(meta.source) else {
+                return Err(Reject("record from an unknown source"));
+            };
+            let msg = decode(meta, payload)?;
+            self.run_state(msg, owns, out);
+            return Ok(());
+        }
+        self.messages(meta, payload)?;
+        let mut msgs = std::mem::take(&mut self.scratch.0);
+        for m in msgs.drain(..) {
+            self.run_state(m, owns, out);
+        }
+        self.scratch.0 = msgs;
+        Ok(())
     }
 
     /// Decodes the record and runs the stateless steps; the messages that
@@ -365,6 +392,12 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K
         &self.names
     }
 
+    fn process(&mut self, meta: &Meta, payload: &[u8], out: &mut Outputs) -> Result<(), Reject> {
+        // Its own copy of the body with `owns` known to be `None`: a
+        // single node's path, without the ownership test or a second call.
+        self.run(meta, payload, None, out)
+    }
+
     fn process_owned(
         &mut self,
         meta: &Meta,
@@ -372,21 +405,7 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> App for Pipeline<M, K
         owns: Option<&dyn Fn(u64) -> bool>,
         out: &mut Outputs,
     ) -> Result<(), Reject> {
-        if self.steps.is_empty() {
-            let Some(&(_, decode)) = self.sources.get(meta.source) else {
-                return Err(Reject("record from an unknown source"));
-            };
-            let msg = decode(meta, payload)?;
-            self.run_state(msg, owns, out);
-            return Ok(());
-        }
-        self.messages(meta, payload)?;
-        let mut msgs = std::mem::take(&mut self.scratch.0);
-        for m in msgs.drain(..) {
-            self.run_state(m, owns, out);
-        }
-        self.scratch.0 = msgs;
-        Ok(())
+        self.run(meta, payload, owns, out)
     }
 
     fn key_hashes(

@@ -15,9 +15,9 @@
 
 use std::collections::VecDeque;
 
-use verity_wire::frames::content_crc;
+use verity_wire::frames::{content_crc, frames, FrameSpan};
 use verity_wire::reorder::Reorder;
-use verity_wire::{parse_covered, Encoder, FrameView, Kind};
+use verity_wire::{Encoder, FrameView, Kind};
 
 use super::channel::{InChannel, OutChannel, Transmit, Verdict, Violation};
 use super::ids::{peer_channel, peer_of, FORWARD_PREFIX_LEN};
@@ -31,7 +31,7 @@ use crate::app::{App, Meta, Outputs};
 /// channel are consecutive too: journal index `first + k` has seq
 /// `seq + k` on input or output `slot`, for `k` in `0..len` (see
 /// `pending_acks` and `pending_release`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Run {
     first: u64,
     slot: u32,
@@ -39,21 +39,56 @@ pub(super) struct Run {
     len: u64,
 }
 
-/// Adds journal record `index` with seq `seq` on `slot` to `runs`: to the
-/// last run when it continues it, else as a new run.
-fn push_run(runs: &mut VecDeque<Run>, index: u64, slot: u32, seq: u64) {
-    if let Some(r) = runs.back_mut() {
-        if r.slot == slot && r.first + r.len == index && r.seq + r.len == seq {
+/// Runs in journal order: the last one (which the next record most often
+/// continues) kept apart from the queue, so extending it is a few compares
+/// on a field, not a ring-buffer index computation per record.
+#[derive(Debug, Default)]
+pub(super) struct Runs {
+    queue: VecDeque<Run>,
+    /// The newest run; `len` 0 when there is none.
+    last: Run,
+}
+
+impl Runs {
+    /// Adds journal record `index` with seq `seq` on `slot`: to the last
+    /// run when it continues it, else as a new run.
+    #[inline]
+    pub(super) fn push(&mut self, index: u64, slot: u32, seq: u64) {
+        let r = &mut self.last;
+        if r.first + r.len == index && r.seq + r.len == seq && r.slot == slot && r.len > 0 {
             r.len += 1;
             return;
         }
+        if r.len > 0 {
+            self.queue.push_back(*r);
+        }
+        self.last = Run {
+            first: index,
+            slot,
+            seq,
+            len: 1,
+        };
     }
-    runs.push_back(Run {
-        first: index,
-        slot,
-        seq,
-        len: 1,
-    });
+
+    /// The oldest run.
+    fn front_mut(&mut self) -> Option<&mut Run> {
+        match self.queue.front_mut() {
+            Some(r) => Some(r),
+            None => (self.last.len > 0).then_some(&mut self.last),
+        }
+    }
+
+    /// Drops the oldest run.
+    fn pop_front(&mut self) {
+        if self.queue.pop_front().is_none() {
+            self.last.len = 0;
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.queue.clear();
+        self.last.len = 0;
+    }
 }
 
 /// The deterministic state machine of one node.
@@ -76,13 +111,13 @@ pub struct NodeCore {
     /// `first..first + len` hold seqs `seq..seq + len` of one input. One
     /// run per read batch, not one entry per input (a push per input was
     /// ~5% of the node's time).
-    pub(super) pending_acks: VecDeque<Run>,
+    pub(super) pending_acks: Runs,
     /// Outputs not yet released, as runs: journal index `first + k`
     /// produced outputs on output `slot` up to seq `seq + k`, for `k` in
     /// `0..len`. One run per read batch when every input has one output
     /// (the doubler), not one entry per input (their push and pop were ~3%
     /// of the node's time).
-    pub(super) pending_release: VecDeque<Run>,
+    pub(super) pending_release: Runs,
     /// Highest seq ACKed per input (to send each ACK once).
     pub(super) acked_in: Vec<u64>,
     /// Inputs whose ACK moved since the last `Durable`.
@@ -136,8 +171,8 @@ impl NodeCore {
             app,
             journal_next: 0,
             durable: 0,
-            pending_acks: VecDeque::new(),
-            pending_release: VecDeque::new(),
+            pending_acks: Runs::default(),
+            pending_release: Runs::default(),
             outputs: Outputs::default(),
             hashes: Vec::new(),
             owners: vec![false; nodes as usize],
@@ -439,59 +474,86 @@ impl NodeCore {
         }
     }
 
-    /// [`Input::Replay`]; called directly by the replay loop
-    /// ([`NodeCore::replay_record`]), which skips `handle`'s dispatch.
-    #[inline]
+    /// [`Input::Replay`] (the replay loop, [`NodeCore::replay_record`],
+    /// calls [`NodeCore::replay_frame`] directly).
     pub(super) fn replay(&mut self, entry: JournalEntry<'_>, fx: &mut Effects) {
-        // The journal holds frames this core accepted; anything else means the
-        // journal does not belong to this snapshot: count it and skip. The
-        // journal record's checksum covers the frames' bytes: their own
-        // CRCs were checked when they arrived.
-        let view = match parse_covered(entry.frame, self.cfg.max_frame_len) {
-            Ok(Some(v)) if v.kind() == Kind::Data => v,
-            _ => {
-                self.stats.unknown_channel += 1;
-                return;
+        match frames(entry.frame).next() {
+            Some(frame) => {
+                self.replay_frame(entry.index, entry.timestamp_ns, frame, fx);
             }
-        };
-        let h = view.header;
+            None => self.stats.unknown_channel += 1,
+        }
+    }
+
+    /// Journal record `index` (stamped `timestamp_ns`) through the core
+    /// again; `false` when it does not follow: then nothing changed but a
+    /// counter.
+    ///
+    /// The journal holds frames this core accepted, checked in full when
+    /// they arrived, and the journal record's checksum covers their bytes:
+    /// what is left to check is that the frame belongs here, a DATA frame
+    /// of a known channel that follows the watermarks. Anything else means
+    /// the journal does not belong to this snapshot (or to this app): it
+    /// is counted and skipped.
+    #[inline(always)]
+    pub(super) fn replay_frame(
+        &mut self,
+        index: u64,
+        timestamp_ns: u64,
+        frame: FrameSpan<'_>,
+        fx: &mut Effects,
+    ) -> bool {
+        let h = frame.header;
+        if h.kind() != Some(Kind::Data) || h.frame_len() > self.cfg.max_frame_len {
+            self.stats.unknown_channel += 1;
+            return false;
+        }
         let Some(idx) = self.input_index(h.channel()) else {
             self.stats.unknown_channel += 1;
-            return;
+            return false;
         };
-        if entry.index != self.journal_next || h.seq() != self.inputs[idx].delivered + 1 {
+        let seq = h.seq();
+        if index != self.journal_next || seq != self.inputs[idx].delivered + 1 {
             self.stats.gaps += 1;
-            return;
+            return false;
         }
-        self.inputs[idx].delivered = h.seq();
-        self.inputs[idx].remember(h.seq(), content_crc(&view));
+        let view = FrameView {
+            header: h,
+            payload: frame.payload(),
+            stride: frame.stride,
+        };
+        let input = &mut self.inputs[idx];
+        input.delivered = seq;
+        input.remember(seq, content_crc(&view));
         self.journal_next += 1;
-        self.pending_ack(entry.index, idx as u32, h.seq());
+        self.pending_ack(index, idx as u32, seq);
         self.accepted(
-            entry.index,
+            index,
             idx,
-            h.seq(),
+            seq,
             h.trace_id(),
-            entry.timestamp_ns,
+            timestamp_ns,
             view.payload,
             fx,
         );
+        true
     }
 
     /// Records that journal record `index` is input `input`'s `seq`, to be
     /// ACKed once durable.
     fn pending_ack(&mut self, index: u64, input: u32, seq: u64) {
-        push_run(&mut self.pending_acks, index, input, seq);
+        self.pending_acks.push(index, input, seq);
     }
 
     /// Records that journal record `index`'s outputs on output `out` end at
     /// `seq`, to be released once the record is durable.
     fn release_later(&mut self, index: u64, out: u32, seq: u64) {
-        push_run(&mut self.pending_release, index, out, seq);
+        self.pending_release.push(index, out, seq);
     }
 
     /// Journal record `index` was accepted on input `idx`: route and apply it.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn accepted(
         &mut self,
         index: u64,
@@ -504,7 +566,9 @@ impl NodeCore {
     ) {
         self.stats.accepted += 1;
         let channel = self.inputs[idx].id;
-        if idx >= self.sources {
+        // One call of `apply` below (it is inlined here, and this into the
+        // live and the replay paths).
+        let (meta, record) = if idx >= self.sources {
             // Forwarded by another node: its prefix names the source record.
             let Some((source, source_seq, record)) = split_forward(payload, self.sources) else {
                 self.dead_letter(index, channel, seq, trace_id, "bad forward prefix", fx);
@@ -516,26 +580,43 @@ impl NodeCore {
                 trace_id,
                 timestamp_ns: now_ns,
             };
-            self.apply(index, channel, seq, &meta, record, true, fx);
-            return;
-        }
-        let meta = Meta {
-            source: idx,
-            seq,
-            trace_id,
-            timestamp_ns: now_ns,
+            (meta, record)
+        } else {
+            let meta = Meta {
+                source: idx,
+                seq,
+                trace_id,
+                timestamp_ns: now_ns,
+            };
+            if self.nodes > 1 && !self.route(index, channel, seq, &meta, payload, fx) {
+                return;
+            }
+            (meta, payload)
         };
-        if self.nodes == 1 {
-            self.apply(index, channel, seq, &meta, payload, false, fx);
-            return;
-        }
+        // On a node of a cluster, only the keys it owns.
+        let owned_only = self.nodes > 1;
+        self.apply(index, channel, seq, &meta, record, owned_only, fx);
+    }
+
+    /// A source record on a node of a cluster: forwarded to each other
+    /// node that owns one of its keys; `true` when this node owns one too.
+    #[cold]
+    fn route(
+        &mut self,
+        index: u64,
+        channel: u32,
+        seq: u64,
+        meta: &Meta,
+        payload: &[u8],
+        fx: &mut Effects,
+    ) -> bool {
         let Some(routing) = self.cfg.routing.as_ref() else {
-            return;
+            return false;
         };
         self.hashes.clear();
-        if let Err(reject) = self.app.key_hashes(&meta, payload, &mut self.hashes) {
-            self.dead_letter(index, channel, seq, trace_id, reject.0, fx);
-            return;
+        if let Err(reject) = self.app.key_hashes(meta, payload, &mut self.hashes) {
+            self.dead_letter(index, channel, seq, meta.trace_id, reject.0, fx);
+            return false;
         }
         self.owners.iter_mut().for_each(|o| *o = false);
         for &h in &self.hashes {
@@ -544,12 +625,10 @@ impl NodeCore {
         }
         for to in 0..self.nodes {
             if to != self.cfg.node && self.owners[to as usize] {
-                self.forward(index, to, &meta, payload, fx);
+                self.forward(index, to, meta, payload, fx);
             }
         }
-        if self.owners[self.cfg.node as usize] {
-            self.apply(index, channel, seq, &meta, payload, true, fx);
-        }
+        self.owners[self.cfg.node as usize]
     }
 
     /// Sends the source record on the channel to node `to`.
@@ -617,6 +696,7 @@ impl NodeCore {
     /// Runs the app on a record and frames its outputs for the sink.
     /// `owned_only`: run the state computation only for keys this node owns.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn apply(
         &mut self,
         index: u64,

@@ -6,7 +6,7 @@
 
 use verity_wire::frames::frames;
 
-use super::io::{Effects, JournalEntry};
+use super::io::Effects;
 use super::node::NodeCore;
 
 /// A journal frame the core did not take again: the journal does not
@@ -32,17 +32,7 @@ impl NodeCore {
         let mut replayed = 0;
         for f in frames(run) {
             let index = self.journal_next();
-            // What `handle(Input::Replay(..))` does, without its dispatch
-            // (~20 instructions a frame through `handle_other`).
-            self.replay(
-                JournalEntry {
-                    index,
-                    timestamp_ns,
-                    frame: f.bytes,
-                },
-                fx,
-            );
-            if self.journal_next() != index + 1 {
+            if !self.replay_frame(index, timestamp_ns, f, fx) {
                 return Err(NotReplayed { index });
             }
             each(index, fx);
