@@ -9,7 +9,10 @@
 //!   engine's measured maximum. Record `seq` is due at `start + (seq-1)/rate`
 //!   and its latency is the receiver's arrival time minus that (open loop:
 //!   a stall counts against us, no coordinated omission). HdrHistogram
-//!   gives p50 / p99 / p99.9 / max.
+//!   gives p50 / p99 / p99.9 / max. The same paced run also goes through
+//!   the raw pipe and through a **relay** (the raw pipe with one more TCP
+//!   hop: two threads copying bytes both ways, nothing else), the floor
+//!   for anything that sits between the sources and the sink.
 //!
 //! - **cluster** (`--workers N`, N ≥ 2): the engine again as N worker
 //!   processes of one cluster (`cluster.toml`), the sources spread over the
@@ -96,6 +99,9 @@ pub struct BenchResult {
     pub latency_rate: f64,
     pub latency_rate_given: bool,
     pub raw_latency: Latency,
+    /// The raw pipe through a byte relay (one more TCP hop and two more
+    /// threads to wake, nothing else): a floor for the engine's latency.
+    pub relay_latency: Latency,
     pub engine_latency: Latency,
     /// (workers, median msgs/s, median of per-round cluster ÷ single node).
     pub cluster: Option<(u32, f64, f64)>,
@@ -196,6 +202,7 @@ impl BenchResult {
             .num("engine_over_raw", self.ratio)
             .num("latency_rate", self.latency_rate)
             .raw("raw_latency", &self.raw_latency.json())
+            .raw("relay_latency", &self.relay_latency.json())
             .raw("engine_latency", &self.engine_latency.json());
         if let Some((workers, rate, ratio)) = self.cluster {
             o = o
@@ -249,6 +256,7 @@ impl core::fmt::Display for BenchResult {
             }
         )?;
         writeln!(f, "bench:   raw pipe {}", self.raw_latency)?;
+        writeln!(f, "bench:   relay    {}", self.relay_latency)?;
         write!(f, "bench:   engine   {}", self.engine_latency)?;
         if let Some((rate, ratio)) = self.baseline {
             write!(
@@ -601,10 +609,27 @@ fn drive(
     progress: &[Arc<Progress>],
     tls: Option<&Tls>,
 ) -> Result<f64, String> {
-    let start = Instant::now();
-    let mut threads = Vec::new();
     // Straight to the receiver: the raw pipe.
     let raw = to == [recv.addr()];
+    drive_as(to, inputs, total_rate, total, recv, expect, progress, tls, raw)
+}
+
+/// [`drive`], the senders presenting themselves as nodes (`as_node`) or
+/// as sources.
+#[allow(clippy::too_many_arguments)]
+fn drive_as(
+    to: &[SocketAddr],
+    inputs: &Inputs,
+    total_rate: Option<f64>,
+    total: u64,
+    recv: &Receiver,
+    expect: u64,
+    progress: &[Arc<Progress>],
+    tls: Option<&Tls>,
+    raw: bool,
+) -> Result<f64, String> {
+    let start = Instant::now();
+    let mut threads = Vec::new();
     for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
         cfg.tls = tls.map(|t| t.client.clone());
@@ -920,8 +945,9 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     // Latency at half the engine's maximum, bounded in time: through the
     // raw pipe (the harness's own latency) and through the engine.
     let rate = cfg.latency_rate.unwrap_or(engine_rate / 2.0);
-    let raw_lat = latency(cfg, &inputs, total, outputs, rate, false, None)?;
-    let eng_lat = latency(cfg, &inputs, total, outputs, rate, true, None)?;
+    let raw_lat = latency(cfg, &inputs, total, outputs, rate, Via::Raw, None)?;
+    let relay_lat = latency(cfg, &inputs, total, outputs, rate, Via::Relay, None)?;
+    let eng_lat = latency(cfg, &inputs, total, outputs, rate, Via::Engine, None)?;
     let tls = match &tls {
         None => None,
         Some(t) => Some(TlsResult {
@@ -935,7 +961,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
                 .then(|| (median(&mut tls_cluster), geomean(&tls_cluster_ratios))),
             cluster_cpu_ns: (!cluster_cpu_tls.is_empty())
                 .then(|| (median(&mut cluster_cpu_plain), median(&mut cluster_cpu_tls))),
-            latency: latency(cfg, &inputs, total, outputs, rate, true, Some(t))?,
+            latency: latency(cfg, &inputs, total, outputs, rate, Via::Engine, Some(t))?,
         }),
     };
 
@@ -950,6 +976,7 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
         latency_rate: rate,
         latency_rate_given: cfg.latency_rate.is_some(),
         raw_latency: raw_lat,
+        relay_latency: relay_lat,
         engine_latency: eng_lat,
         cluster,
         baseline,
@@ -1113,17 +1140,103 @@ impl core::fmt::Display for Latency {
     }
 }
 
+/// What a latency run's records go through between the senders and the
+/// receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Nothing: the raw pipe.
+    Raw,
+    /// [`Relay`]: the raw pipe with one more hop, bytes copied both ways.
+    Relay,
+    /// The engine.
+    Engine,
+}
+
+/// A byte relay between the senders and the receiver: each connection
+/// accepted is copied both ways to a connection of its own to the receiver,
+/// by two threads of this process (a blocking read of up to 64 KiB, then
+/// a write of what it read). No protocol, no journal, no app: a floor for
+/// any design that puts a hop between the sources and the sink, measured
+/// on the same machine in the same run as the engine.
+struct Relay {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Result<Relay, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let accept = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(from) = conn else { continue };
+                let Ok(upstream) = TcpStream::connect(to) else {
+                    continue;
+                };
+                let _ = from.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let (Ok(from2), Ok(up2)) = (from.try_clone(), upstream.try_clone()) else {
+                    continue;
+                };
+                thread::spawn(move || copy_until_eof(from, up2));
+                thread::spawn(move || copy_until_eof(upstream, from2));
+            }
+        });
+        Ok(Relay {
+            addr,
+            stop,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies `from` to `to` until `from` ends or either fails, then closes
+/// `to`'s sending side.
+fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 /// One paced run at `rate` inputs/s (bounded by `latency_seconds`), through
-/// the engine or straight to the receiver.
+/// the engine, a [`Relay`] or straight to the receiver.
 fn latency(
     cfg: &BenchConfig,
     inputs: &Inputs,
     total: u64,
     outputs: u64,
     rate: f64,
-    through_engine: bool,
+    via: Via,
     tls: Option<&Tls>,
 ) -> Result<Latency, String> {
+    let through_engine = via == Via::Engine;
     let limit = ((rate * cfg.latency_seconds) as u64).clamp(1000, total);
     let mut lat_inputs: Inputs = Vec::new();
     let mut lat_total = 0;
@@ -1182,23 +1295,31 @@ fn latency(
             }
         })
     };
-    let name = match (through_engine, tls.is_some()) {
-        (true, false) => "latency-engine",
-        (true, true) => "latency-engine-tls",
-        (false, _) => "latency-raw",
+    let name = match (via, tls.is_some()) {
+        (Via::Engine, false) => "latency-engine",
+        (Via::Engine, true) => "latency-engine-tls",
+        (Via::Relay, _) => "latency-relay",
+        (Via::Raw, _) => "latency-raw",
     };
     let mut rc = RecvConfig::new(free_addr()?, &cfg.work_dir.join(format!("{name}.bin")));
     rc.on_record = Some(hook);
     rc.fresh = true;
     rc.tls = tls.map(|t| t.sink.clone());
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
-    let (engine, to) = if through_engine {
-        let (e, l) = start_engine(cfg, name, recv.addr(), tls)?;
-        (Some(e), l)
-    } else {
-        (None, recv.addr())
+    let (engine, relay, to) = match via {
+        Via::Engine => {
+            let (e, l) = start_engine(cfg, name, recv.addr(), tls)?;
+            (Some(e), None, l)
+        }
+        Via::Relay => {
+            let r = Relay::start(recv.addr())?;
+            let at = r.addr;
+            (None, Some(r), at)
+        }
+        Via::Raw => (None, None, recv.addr()),
     };
-    drive(
+    // Through the relay, the senders still speak to the receiver, as nodes.
+    drive_as(
         &[to],
         &lat_inputs,
         Some(rate),
@@ -1207,7 +1328,9 @@ fn latency(
         expect,
         &prog,
         tls,
+        via != Via::Engine,
     )?;
+    drop(relay);
     let engine_stalls =
         engine.and_then(|e| stop_for_stalls(e, &cfg.work_dir.join(name).join("node.log")));
     discard(cfg, name);
