@@ -10,16 +10,18 @@
 //! outbound log, the tools' receiver as its sink), counting the calls made
 //! on the event loop's thread only.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::Path as FsPath;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use verity::core::Effects;
 use verity::harness::workload::{
     core_of, doubler_runs, market_spread_runs, measure_live, measure_replay, Runs,
 };
+use verity_tools::formats::InputFormat;
 
 struct Counting;
 
@@ -133,21 +135,6 @@ fn a_million_records_through_the_core_allocate_fewer_than_1000_times_after_warm_
 
 /// Sends one generated file to the worker on `channel`, blocking until
 /// every record is ACKed.
-fn send_all(listen: std::net::SocketAddr, path: &FsPath, channel: u32) {
-    use verity_tools::formats::InputFormat;
-    use verity_tools::send::{send, Progress, Records, SendConfig};
-    let records = Records::load(InputFormat::Fixish, path).unwrap();
-    let mut cfg = SendConfig::new(listen, channel);
-    cfg.give_up_after = Duration::from_secs(60);
-    send(
-        &cfg,
-        &records,
-        &Progress::default(),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-}
-
 #[test]
 fn a_million_records_through_a_worker_allocate_fewer_than_1000_times_after_warm_up() {
     use verity_tools::gen::{self, GenConfig, NBBO_FILE, ORDERS_FILE};
@@ -191,8 +178,11 @@ fn a_million_records_through_a_worker_allocate_fewer_than_1000_times_after_warm_
         w.run()
     });
     ready_rx.recv().unwrap().unwrap();
-    let senders = [(nbbo, 1), (orders, 2)]
-        .map(|(path, channel)| std::thread::spawn(move || send_all(listen, &path, channel)));
+    let senders = [(nbbo, 1), (orders, 2)].map(|(path, channel)| {
+        std::thread::spawn(move || {
+            common::node::send_file(listen, &path, InputFormat::Fixish, channel)
+        })
+    });
     // Warm-up: the first 150 k outputs (about 300 k inputs).
     assert!(
         recv.wait_for(150_000, Duration::from_secs(120)),

@@ -611,7 +611,9 @@ fn drive(
 ) -> Result<f64, String> {
     // Straight to the receiver: the raw pipe.
     let raw = to == [recv.addr()];
-    drive_as(to, inputs, total_rate, total, recv, expect, progress, tls, raw)
+    drive_as(
+        to, inputs, total_rate, total, recv, expect, progress, tls, raw,
+    )
 }
 
 /// [`drive`], the senders presenting themselves as nodes (`as_node`) or
