@@ -536,6 +536,67 @@ fn replay_skips_records_that_do_not_follow_the_watermark() {
     assert!(fx.outbound.is_empty());
 }
 
+#[test]
+fn replay_takes_only_data_frames_of_known_channels_in_order_and_says_where_it_stopped() {
+    // A journal record's checksum vouches for its bytes, not that it
+    // belongs to this core: the replay still checks kind, channel and
+    // order, and stops at the first frame that does not follow.
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    let mut run = Vec::new();
+    run.extend_from_slice(&u64_frame(1, 10));
+    run.extend_from_slice(&u64_frame(2, 20));
+    assert_eq!(core.replay_record(&run, 7, &mut fx, |_, _| {}), Ok(2));
+    assert_eq!(outputs(&fx.outbound).len(), 2);
+
+    // Not DATA (an ACK on channel 1): counted, not taken.
+    let mut ack = BytesMut::new();
+    Encoder::default()
+        .frame(&mut ack, verity_wire::Kind::Ack, 0, 1, 0, 3, 0, &[])
+        .unwrap();
+    let before = core.stats.unknown_channel;
+    assert_eq!(
+        core.replay_record(&ack, 7, &mut fx, |_, _| {}),
+        Err(NotReplayed { index: 2 })
+    );
+    assert_eq!(core.stats.unknown_channel, before + 1);
+    // A channel this core has no input on.
+    assert_eq!(
+        core.replay_record(&data(9, 3, &30u64.to_be_bytes()), 7, &mut fx, |_, _| {}),
+        Err(NotReplayed { index: 2 })
+    );
+    assert_eq!(core.stats.unknown_channel, before + 2);
+    // Seq 4 after 2: a gap, not taken.
+    assert_eq!(
+        core.replay_record(&u64_frame(4, 40), 7, &mut fx, |_, _| {}),
+        Err(NotReplayed { index: 2 })
+    );
+    assert_eq!(core.inputs()[0].delivered, 2);
+    assert_eq!(core.journal_next(), 2);
+}
+
+#[test]
+fn a_resent_frame_replays_with_the_content_crc_of_its_first_send() {
+    // The journal may hold a resend (flag RESEND, another frame CRC) if
+    // the first send was lost: after the replay, the first send arriving
+    // late is a duplicate, not a conflict.
+    let mut core = doubler();
+    let mut fx = Effects::default();
+    let mut resend = BytesMut::new();
+    Encoder::default()
+        .data(&mut resend, 1, 1, 1 << 40 | 1, true, &10u64.to_be_bytes())
+        .unwrap();
+    assert_eq!(core.replay_record(&resend, 0, &mut fx, |_, _| {}), Ok(1));
+    fx.clear();
+    feed(&mut core, &mut fx, &u64_frame(1, 10), 0);
+    assert_eq!((fx.violation, core.stats.duplicates), (None, 1));
+    feed(&mut core, &mut fx, &u64_frame(1, 11), 0);
+    assert_eq!(
+        fx.violation,
+        Some(Violation::Conflict { channel: 1, seq: 1 })
+    );
+}
+
 pub(super) fn cluster_node(node: u32, nodes: u32) -> NodeCore {
     let cfg = NodeConfig {
         node,
