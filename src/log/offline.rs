@@ -218,7 +218,18 @@ impl OfflineReader<'_> {
             if self.from >= limit {
                 continue;
             }
-            self.bytes = fs::read(path).map_err(|e| LogError::io(Op::Open, path, e))?;
+            // Into the buffer of the previous segment: a new 64 MiB
+            // buffer per segment was 16 k page faults (and the zeroing of
+            // each page) before a byte was read, 60% of a 4 M-input
+            // replay's time in system CPU.
+            self.bytes.clear();
+            fs::File::open(path)
+                .and_then(|mut file| {
+                    use std::io::Read;
+                    self.bytes.reserve(file_bytes as usize);
+                    file.read_to_end(&mut self.bytes)
+                })
+                .map_err(|e| LogError::io(Op::Open, path, e))?;
             if self.bytes.len() as u64 != file_bytes {
                 return Err(LogError::BadSegmentHeader {
                     path: path.clone(),
