@@ -85,7 +85,12 @@ impl Default for Limits {
             max_connections: 64,
             read_buffer_bytes: 2 << 20,
             write_buffer_bytes: 1 << 20,
-            journal_segment_bytes: 64 << 20,
+            // 32 MiB, not 64: a market-spread node fed 4 M inputs used 25%
+            // less CPU and never waited on its preparer at a roll (64 MiB:
+            // 80-180 ms waits in most runs; the log reuses dropped segments
+            // sooner when they are smaller, so it touches less fresh
+            // memory, which is slow on a VM), and no worse with fsync.
+            journal_segment_bytes: 32 << 20,
             resend_timeout_ms: 1000,
             ack_delay_us: 200,
             handshake_timeout_ms: 5000,

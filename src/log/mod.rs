@@ -290,7 +290,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            segment_size_bytes: 64 << 20,
+            segment_size_bytes: 32 << 20,
             durability: Durability::Process,
             disk_limit_bytes: None,
             prefault: true,
