@@ -343,10 +343,7 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
         out: &mut Outputs,
     ) -> Result<(), Reject> {
         if self.steps.is_empty() {
-            let Some(&(_, decode)) = self.sources.get(meta.source) else {
-                return Err(Reject("record from an unknown source"));
-            };
-            let msg = decode(meta, payload)?;
+            let msg = self.decode(meta, payload)?;
             self.run_state(msg, owns, out);
             return Ok(());
         }
@@ -359,13 +356,19 @@ impl<M: Send + 'static, K: StateKey, S: State, O: 'static> Pipeline<M, K, S, O> 
         Ok(())
     }
 
-    /// Decodes the record and runs the stateless steps; the messages that
-    /// reach the key are left in `self.scratch.0`.
-    fn messages(&mut self, meta: &Meta, payload: &[u8]) -> Result<(), Reject> {
+    /// The record as a message, by its source's decoder.
+    #[inline(always)]
+    fn decode(&self, meta: &Meta, payload: &[u8]) -> Result<M, Reject> {
         let Some(&(_, decode)) = self.sources.get(meta.source) else {
             return Err(Reject("record from an unknown source"));
         };
-        let msg = decode(meta, payload)?;
+        decode(meta, payload)
+    }
+
+    /// Decodes the record and runs the stateless steps; the messages that
+    /// reach the key are left in `self.scratch.0`.
+    fn messages(&mut self, meta: &Meta, payload: &[u8]) -> Result<(), Reject> {
+        let msg = self.decode(meta, payload)?;
         // Stateless steps fan out through two reused buffers.
         let (mut msgs, mut next) = std::mem::take(&mut self.scratch);
         msgs.clear();

@@ -597,7 +597,9 @@ fn generate(cfg: &BenchConfig) -> Result<(Inputs, u64), String> {
 }
 
 /// Sends every input (one thread each, optionally paced) and waits until the
-/// receiver has `expect` records. Returns the elapsed seconds and progresses.
+/// receiver has `expect` records, the senders presenting themselves as
+/// nodes (`as_node`: straight to the receiver, or through a relay) or as
+/// sources (to an engine). Returns the elapsed seconds.
 #[allow(clippy::too_many_arguments)]
 fn drive(
     to: &[SocketAddr],
@@ -608,35 +610,15 @@ fn drive(
     expect: u64,
     progress: &[Arc<Progress>],
     tls: Option<&Tls>,
-) -> Result<f64, String> {
-    // Straight to the receiver: the raw pipe.
-    let raw = to == [recv.addr()];
-    drive_as(
-        to, inputs, total_rate, total, recv, expect, progress, tls, raw,
-    )
-}
-
-/// [`drive`], the senders presenting themselves as nodes (`as_node`) or
-/// as sources.
-#[allow(clippy::too_many_arguments)]
-fn drive_as(
-    to: &[SocketAddr],
-    inputs: &Inputs,
-    total_rate: Option<f64>,
-    total: u64,
-    recv: &Receiver,
-    expect: u64,
-    progress: &[Arc<Progress>],
-    tls: Option<&Tls>,
-    raw: bool,
+    as_node: bool,
 ) -> Result<f64, String> {
     let start = Instant::now();
     let mut threads = Vec::new();
     for (i, ((records, channel), p)) in inputs.iter().zip(progress).enumerate() {
         let mut cfg = SendConfig::new(to[i % to.len()], *channel);
         cfg.tls = tls.map(|t| t.client.clone());
-        // The raw pipe: the sender stands in for a node at the receiver.
-        cfg.as_node = raw;
+        // Raw pipe or relay: the sender stands in for a node at the receiver.
+        cfg.as_node = as_node;
         if let Some(r) = total_rate {
             // Each input gets its share of the rate.
             let rate = ((r * records.len() as f64 / total as f64) as u64).max(1);
@@ -684,7 +666,9 @@ fn timed_run<T>(
     let recv = Receiver::start(&rc).map_err(|e| e.to_string())?;
     let (kept, to) = start(recv.addr())?;
     let progress: Vec<Arc<Progress>> = inputs.iter().map(|_| Arc::default()).collect();
-    let secs = drive(&to, inputs, None, total, &recv, expect, &progress, tls)?;
+    // Straight to the receiver: the raw pipe.
+    let raw = to == [recv.addr()];
+    let secs = drive(&to, inputs, None, total, &recv, expect, &progress, tls, raw)?;
     recv.stop().map_err(|e| e.to_string())?;
     Ok((total as f64 / secs, kept))
 }
@@ -1321,7 +1305,7 @@ fn latency(
         Via::Raw => (None, None, recv.addr()),
     };
     // Through the relay, the senders still speak to the receiver, as nodes.
-    drive_as(
+    drive(
         &[to],
         &lat_inputs,
         Some(rate),
