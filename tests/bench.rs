@@ -1,5 +1,5 @@
-//! `verity-bench` end to end, small: the raw pipe and the engine (one node
-//! and a 2-worker cluster) each deliver every output. A bench that cannot
+//! `verity-bench` end to end, small: the raw pipe, the relay and the engine
+//! (one node and a 2-worker cluster) each deliver every output. A bench that cannot
 //! run is found here, not when someone needs a figure. No timing is
 //! asserted: speed is judged by the bench's own ratios, never by a test.
 
@@ -32,6 +32,14 @@ fn the_bench_runs_the_raw_pipe_the_node_and_a_cluster_to_the_end() {
             r.raw_msgs_per_s > 0.0 && r.engine_msgs_per_s > 0.0,
             "{app}: {r:?}"
         );
+        // The latency run went through all three paths: the relay carries
+        // every record the raw pipe does (the same senders, as nodes).
+        assert!(
+            r.raw_latency.samples > 0 && r.engine_latency.samples > 0,
+            "{app}: {r:?}"
+        );
+        assert_eq!(r.relay_latency.samples, r.raw_latency.samples, "{app}");
+        assert!(r.to_json().contains("\"relay_latency\""), "{app}");
     }
 }
 
