@@ -89,7 +89,8 @@ impl Default for Limits {
             // less CPU and never waited on its preparer at a roll (64 MiB:
             // 80-180 ms waits in most runs; the log reuses dropped segments
             // sooner when they are smaller, so it touches less fresh
-            // memory, which is slow on a VM), and no worse with fsync.
+            // memory, which is slow on a VM); with fsync as fast, with
+            // shorter stalls. docs/OPERATIONS.md, "Disk".
             journal_segment_bytes: 32 << 20,
             resend_timeout_ms: 1000,
             ack_delay_us: 200,

@@ -600,7 +600,6 @@ impl NodeCore {
 
     /// A source record on a node of a cluster: forwarded to each other
     /// node that owns one of its keys; `true` when this node owns one too.
-    #[cold]
     fn route(
         &mut self,
         index: u64,
