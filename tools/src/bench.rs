@@ -929,7 +929,8 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchResult, String> {
     });
 
     // Latency at half the engine's maximum, bounded in time: through the
-    // raw pipe (the harness's own latency) and through the engine.
+    // raw pipe (the harness's own latency), through a relay (one hop more,
+    // the floor) and through the engine.
     let rate = cfg.latency_rate.unwrap_or(engine_rate / 2.0);
     let raw_lat = latency(cfg, &inputs, total, outputs, rate, Via::Raw, None)?;
     let relay_lat = latency(cfg, &inputs, total, outputs, rate, Via::Relay, None)?;
